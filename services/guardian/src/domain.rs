@@ -1,0 +1,328 @@
+//! The User aggregate: pure rules, no I/O.
+//!
+//! A user's id is derived from the lowercase username (UUIDv5), so the
+//! username is unique by construction: two registrations of one name, in any
+//! case, target the same aggregate stream, and the event store's atomic
+//! "no stream yet" check lets exactly one of them win — no read model, no
+//! second key, no race. Usernames are therefore immutable.
+
+use allies_contracts::guardian::events::v1::UserRegistered;
+use allies_core::{Aggregate, DecodeError, DomainEvent};
+use uuid::Uuid;
+
+/// Namespace of user ids (UUIDv5 over `user:<lowercase username>`).
+const USER_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_3c4e_8a2b_4f7e_9c3d_2a1b_0e5f_7a91);
+
+pub const ROLE_PLAYER: &str = "player";
+pub const USERNAME_MIN: usize = 3;
+pub const USERNAME_MAX: usize = 32;
+pub const EMAIL_MAX: usize = 254;
+pub const PASSWORD_MIN: usize = 10;
+pub const PASSWORD_MAX: usize = 128;
+
+/// The id of the user with this username, whatever its case.
+pub fn user_id_for(username: &str) -> Uuid {
+    Uuid::new_v5(&USER_NAMESPACE, format!("user:{}", username.to_ascii_lowercase()).as_bytes())
+}
+
+/// An input field that breaks a rule; becomes InvalidArgument naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
+    InvalidField { field, reason: reason.into() }
+}
+
+/// Checks a username: 3 to 32 characters of `A-Z a-z 0-9 _ - .`, starting
+/// with a letter or digit.
+pub fn validate_username(username: &str) -> Result<(), InvalidField> {
+    if username.is_empty() {
+        return Err(invalid("username", "must not be empty"));
+    }
+    let n = username.chars().count();
+    if !(USERNAME_MIN..=USERNAME_MAX).contains(&n) {
+        return Err(invalid("username", format!("must be {USERNAME_MIN} to {USERNAME_MAX} characters, got {n}")));
+    }
+    if !username.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        return Err(invalid("username", "may contain only letters, digits, '_', '-' and '.'"));
+    }
+    if !username.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(invalid("username", "must start with a letter or digit"));
+    }
+    Ok(())
+}
+
+/// Checks an email address's shape: `local@domain.tld`, no spaces, sane lengths.
+pub fn validate_email(email: &str) -> Result<(), InvalidField> {
+    let bad = || invalid("email", "is not a valid email address");
+    if email.is_empty() {
+        return Err(invalid("email", "must not be empty"));
+    }
+    if email.len() > EMAIL_MAX {
+        return Err(invalid("email", format!("must be at most {EMAIL_MAX} bytes")));
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels.last().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+    if local_ok && domain_ok { Ok(()) } else { Err(bad()) }
+}
+
+const COMMON_PASSWORDS: &[&str] = &[
+    "password", "password1", "password123", "1234567890", "qwertyuiop", "123456789a", "iloveyou12",
+    "letmein123", "administrator", "welcome123", "defenseallies",
+];
+
+/// Checks password strength: 10 to 128 characters, letters and at least one
+/// digit or symbol, not a well-known password, not containing the username.
+pub fn validate_password(password: &str, username: &str) -> Result<(), InvalidField> {
+    let n = password.chars().count();
+    if n < PASSWORD_MIN {
+        return Err(invalid("password", format!("is too weak: use at least {PASSWORD_MIN} characters")));
+    }
+    if n > PASSWORD_MAX {
+        return Err(invalid("password", format!("must be at most {PASSWORD_MAX} characters")));
+    }
+    let letters = password.chars().any(char::is_alphabetic);
+    let others = password.chars().any(|c| !c.is_alphabetic());
+    if !(letters && others) {
+        return Err(invalid("password", "is too weak: mix letters with digits or symbols"));
+    }
+    let lower = password.to_lowercase();
+    if COMMON_PASSWORDS.contains(&lower.as_str()) {
+        return Err(invalid("password", "is too weak: it is a well-known password"));
+    }
+    if !username.is_empty() && lower.contains(&username.to_lowercase()) {
+        return Err(invalid("password", "is too weak: it contains the username"));
+    }
+    Ok(())
+}
+
+/// Commands of the User aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    Register(RegisterUser),
+}
+
+/// A validated registration: the password is already an Argon2id hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisterUser {
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+    pub registered_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserEvent {
+    Registered(UserRegistered),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("username '{0}' is already taken")]
+    UsernameTaken(String),
+}
+
+/// The User aggregate's state.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct User {
+    pub profile: Option<UserRegistered>,
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "user";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+
+    fn decide(&self, command: &UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        match command {
+            UserCommand::Register(c) => {
+                if self.profile.is_some() {
+                    return Err(UserError::UsernameTaken(c.username.clone()));
+                }
+                Ok(vec![UserEvent::Registered(UserRegistered {
+                    user_id: user_id_for(&c.username).to_string(),
+                    username: c.username.clone(),
+                    email: c.email.clone(),
+                    password_hash: c.password_hash.clone(),
+                    roles: vec![ROLE_PLAYER.to_owned()],
+                    registered_at_ms: c.registered_at_ms,
+                })])
+            }
+        }
+    }
+
+    fn evolve(&mut self, event: &UserEvent) {
+        match event {
+            UserEvent::Registered(e) => self.profile = Some(e.clone()),
+        }
+    }
+}
+
+pub const USER_REGISTERED: &str = "UserRegistered";
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Registered(_) => USER_REGISTERED,
+        }
+    }
+
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    fn encode_json(&self) -> Result<Vec<u8>, DecodeError> {
+        match self {
+            Self::Registered(e) => serde_json::to_vec(e).map_err(|err| DecodeError::malformed(USER_REGISTERED, err)),
+        }
+    }
+
+    fn decode_json(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Self, DecodeError> {
+        match (event_type, schema_version) {
+            (USER_REGISTERED, 1) => serde_json::from_slice(data)
+                .map(Self::Registered)
+                .map_err(|e| DecodeError::malformed(event_type, e)),
+            (USER_REGISTERED, v) => {
+                Err(DecodeError::UnsupportedSchemaVersion { event_type: event_type.to_owned(), schema_version: v })
+            }
+            (other, _) => Err(DecodeError::UnknownEventType(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allies_core::testing::given;
+
+    fn register(username: &str) -> UserCommand {
+        UserCommand::Register(RegisterUser {
+            username: username.into(),
+            email: format!("{}@example.com", username.to_lowercase()),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            registered_at_ms: 1_700_000_000_000,
+        })
+    }
+
+    fn registered(username: &str) -> UserEvent {
+        UserEvent::Registered(UserRegistered {
+            user_id: user_id_for(username).to_string(),
+            username: username.into(),
+            email: format!("{}@example.com", username.to_lowercase()),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            roles: vec!["player".into()],
+            registered_at_ms: 1_700_000_000_000,
+        })
+    }
+
+    #[test]
+    fn a_new_username_registers_as_a_player() {
+        let state = given::<User>([]).when(register("Alice")).then([registered("Alice")]);
+        assert_eq!(state.profile.unwrap().roles, vec!["player"]);
+    }
+
+    #[test]
+    fn a_taken_username_is_refused() {
+        given::<User>([registered("alice")])
+            .when(register("alice"))
+            .then_err(UserError::UsernameTaken("alice".into()));
+    }
+
+    #[test]
+    fn usernames_differing_only_in_case_are_the_same_user() {
+        assert_eq!(user_id_for("Alice"), user_id_for("aLICE"));
+        assert_ne!(user_id_for("alice"), user_id_for("alice2"));
+        // The same aggregate: a registered "alice" refuses "ALICE".
+        given::<User>([registered("alice")])
+            .when(register("ALICE"))
+            .then_err(UserError::UsernameTaken("ALICE".into()));
+    }
+
+    #[test]
+    fn user_ids_are_stable() {
+        // Changing the namespace would orphan every stored user.
+        assert_eq!(user_id_for("alice").to_string(), user_id_for("ALICE").to_string());
+        assert_eq!(user_id_for("alice").get_version_num(), 5);
+    }
+
+    #[test]
+    fn usernames_are_checked() {
+        assert!(validate_username("player_1").is_ok());
+        assert!(validate_username("a.b-c").is_ok());
+        for (u, why) in [
+            ("", "must not be empty"),
+            ("ab", "3 to 32"),
+            (&"x".repeat(33), "3 to 32"),
+            ("has space", "only letters"),
+            ("émile", "only letters"),
+            ("_lead", "start with"),
+        ] {
+            let e = validate_username(u).unwrap_err();
+            assert_eq!(e.field, "username");
+            assert!(e.reason.contains(why), "{u:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn emails_are_checked() {
+        for ok in ["a@b.io", "first.last+tag@mail.example.com", "x_y@sub-domain.org"] {
+            assert!(validate_email(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "plain", "a@b", "a@.com", "@b.com", "a b@c.com", "a@b..com", "a..b@c.com", "a@b.c0m", "a@-b.com"] {
+            assert_eq!(validate_email(bad).unwrap_err().field, "email", "{bad:?}");
+        }
+        assert!(validate_email(&format!("{}@b.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn weak_passwords_are_refused() {
+        assert!(validate_password("correct-horse-9", "alice").is_ok());
+        for (p, why) in [
+            ("short1", "at least 10"),
+            ("onlyletterslong", "mix letters"),
+            ("12345678901", "mix letters"),
+            ("Password123", "well-known"),
+            ("xxAlice-2024", "contains the username"),
+        ] {
+            let e = validate_password(p, "alice").unwrap_err();
+            assert_eq!(e.field, "password");
+            assert!(e.reason.contains(why), "{p}: {e}");
+        }
+        assert!(validate_password(&"a1".repeat(65), "alice").unwrap_err().reason.contains("at most"));
+    }
+
+    #[test]
+    fn events_round_trip_through_proto3_json() {
+        let e = registered("alice");
+        let json = e.encode_json().unwrap();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains("\"userId\"") && text.contains("\"registeredAtMs\""), "{text}");
+        assert_eq!(UserEvent::decode_json(USER_REGISTERED, 1, &json).unwrap(), e);
+        assert!(matches!(
+            UserEvent::decode_json(USER_REGISTERED, 9, &json),
+            Err(DecodeError::UnsupportedSchemaVersion { schema_version: 9, .. })
+        ));
+        assert!(matches!(UserEvent::decode_json("Nope", 1, &json), Err(DecodeError::UnknownEventType(_))));
+        assert!(matches!(UserEvent::decode_json(USER_REGISTERED, 1, b"{"), Err(DecodeError::Malformed { .. })));
+    }
+}

@@ -1,0 +1,60 @@
+//! Projector: the query side.
+//!
+//! Owns the read models ([`users`]) and the query API ([`grpc`]). Reads every
+//! context's events from the partition logs through one consumer group per
+//! projection (the store's [`subscriber`](allies_store::subscriber)). Must not
+//! know any context's command side: only its event schemas (contracts).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use allies_contracts::projector::v1::projector_query_service_server::ProjectorQueryServiceServer;
+use allies_platform::config::ServiceConfig;
+use allies_platform::server::GrpcServer;
+use allies_store::subscriber::{self, SubscriptionConfig};
+use tokio::net::TcpListener;
+use tonic::server::NamedService;
+
+pub mod grpc;
+pub mod users;
+
+/// Consumer name of this process: `PROJECTOR_CONSUMER`, else the host name
+/// (the pod name on Kubernetes). Stable across restarts, so a restarted
+/// projector finds its own pending entries.
+pub fn consumer_name() -> String {
+    std::env::var("PROJECTOR_CONSUMER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "projector".to_owned())
+}
+
+/// Runs the projections and the query API until `shutdown` resolves.
+pub async fn serve(
+    config: ServiceConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let store = allies_platform::connect_store(&config).await?;
+    let users = Arc::new(users::UserProjection::new(store.connection()));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let client = redis::Client::open(config.redis_url.as_str())?;
+    let sub_config = SubscriptionConfig::new(users::GROUP, &consumer_name(), users::AGGREGATE_TYPE, config.partitions);
+    tracing::info!(group = users::GROUP, consumer = %sub_config.consumer, partitions = config.partitions, "starting projection");
+    let projections = tokio::spawn(subscriber::run(client, sub_config, users.clone(), stop_rx));
+
+    let mut server = GrpcServer::new()?;
+    server.routes.add_service(ProjectorQueryServiceServer::new(grpc::QueryApi { users }));
+    server.report_health(ProjectorQueryServiceServer::<grpc::QueryApi>::NAME);
+    let served = server.serve(listener, config.shutdown_grace, shutdown).await;
+
+    // Stop the projections: each finishes the entry it is applying.
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(config.shutdown_grace, projections).await.is_err() {
+        tracing::warn!("projections did not stop within the grace period; unacked entries stay pending");
+    }
+    served?;
+    Ok(())
+}

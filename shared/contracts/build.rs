@@ -1,0 +1,29 @@
+//! Compiles `proto/` with protox (pure Rust), so a fresh clone builds with cargo alone.
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let files = [
+        "defense_allies/guardian/v1/guardian.proto",
+        "defense_allies/guardian/v1/events.proto",
+        "defense_allies/projector/v1/projector.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    let fds = protox::compile(files, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("descriptor.bin"), fds.encode_to_vec())?;
+
+    // Messages derive serde with proto3 JSON field names (lowerCamelCase), so
+    // events are stored and printed as proto3 JSON. No 64-bit integers that
+    // proto3 JSON would quote appear in the event schemas' JSON-facing fields
+    // other than timestamps, which both forms accept on read.
+    let serde = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default)]";
+    tonic_prost_build::configure()
+        .type_attribute(".defense_allies", serde)
+        .compile_fds(fds)?;
+    Ok(())
+}

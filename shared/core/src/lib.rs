@@ -1,0 +1,173 @@
+//! The pure CQRS/ES core.
+//!
+//! Owns the shape of an aggregate (a *decider*: [`Aggregate::decide`] and
+//! [`Aggregate::evolve`]), the event envelope and its metadata, the expected
+//! version of an append, the typed errors every layer shares, and the
+//! given/when/then test helper ([`testing`]).
+//!
+//! Must not know about Redis, gRPC, the clock or randomness: time, ids and the
+//! acting user come in through commands and [`CommandContext`]. That is what
+//! keeps every domain rule testable without I/O and every replay deterministic.
+
+use std::fmt::Debug;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub mod testing;
+
+/// An aggregate as a decider: a pure function from (state, command) to events,
+/// and a pure function folding an event into the state.
+///
+/// `Self` is the state; `Default` is the state before the first event.
+pub trait Aggregate: Default + Debug {
+    /// Stable name of the aggregate type, used in keys and envelopes (`user`).
+    const TYPE: &'static str;
+    type Command: Debug;
+    type Event: DomainEvent;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Decides which events a command produces, or why it is refused.
+    fn decide(&self, command: &Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// Folds one event into the state. Must not fail: events are facts.
+    fn evolve(&mut self, event: &Self::Event);
+
+    /// Rebuilds a state from a sequence of events.
+    fn replay<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self
+    where
+        Self::Event: 'a,
+    {
+        let mut state = Self::default();
+        for e in events {
+            state.evolve(e);
+        }
+        state
+    }
+}
+
+/// A domain event: knows its stable type name, its schema version and how to
+/// turn itself into stored bytes and back.
+pub trait DomainEvent: Sized + Clone + Debug + Send + Sync + 'static {
+    /// Stable type name, e.g. `UserRegistered`.
+    fn event_type(&self) -> &'static str;
+    /// Version of the payload's schema, starting at 1.
+    fn schema_version(&self) -> u32;
+    /// Encodes the payload as proto3 JSON.
+    fn encode_json(&self) -> Result<Vec<u8>, DecodeError>;
+    /// Decodes a stored payload of the given type and schema version.
+    fn decode_json(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Self, DecodeError>;
+}
+
+/// Why stored bytes could not become a domain event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type `{0}`")]
+    UnknownEventType(String),
+    #[error("event type `{event_type}` has no schema version {schema_version}")]
+    UnsupportedSchemaVersion { event_type: String, schema_version: u32 },
+    #[error("malformed `{event_type}` payload: {reason}")]
+    Malformed { event_type: String, reason: String },
+}
+
+impl DecodeError {
+    pub fn malformed(event_type: &str, reason: impl ToString) -> Self {
+        Self::Malformed { event_type: event_type.to_owned(), reason: reason.to_string() }
+    }
+}
+
+/// Who and what caused a command; flows into every event's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The request (or saga) every resulting event belongs to.
+    pub correlation_id: Uuid,
+    /// The message that directly caused these events (the command id).
+    pub causation_id: Uuid,
+    /// The acting user, when the caller is authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// W3C trace context of the request, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// Everything a command handler needs from the outside world, passed in so
+/// the domain stays pure.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub metadata: Metadata,
+    /// Wall-clock time of the request, Unix epoch milliseconds.
+    pub now_ms: i64,
+}
+
+/// A stored event with its envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventEnvelope<E> {
+    /// UUIDv7: unique and time-ordered.
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// Position of the event in its aggregate's stream, starting at 1.
+    pub version: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub metadata: Metadata,
+    /// When the store recorded it, Unix epoch milliseconds.
+    pub recorded_at_ms: i64,
+    pub payload: E,
+}
+
+/// The condition an append places on the aggregate's current version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The aggregate must not exist yet.
+    NoStream,
+    /// The aggregate must be at exactly this version (0 = does not exist).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// The natural expectation after loading an aggregate at `version`.
+    pub fn after_load(version: u64) -> Self {
+        if version == 0 { Self::NoStream } else { Self::Exact(version) }
+    }
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Any => f.write_str("any"),
+            Self::NoStream => f.write_str("no stream"),
+            Self::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_load_expects_no_stream_for_a_new_aggregate() {
+        assert_eq!(ExpectedVersion::after_load(0), ExpectedVersion::NoStream);
+        assert_eq!(ExpectedVersion::after_load(7), ExpectedVersion::Exact(7));
+        assert_eq!(ExpectedVersion::Exact(3).to_string(), "3");
+        assert_eq!(ExpectedVersion::NoStream.to_string(), "no stream");
+    }
+
+    #[test]
+    fn metadata_omits_absent_user_in_json() {
+        let m = Metadata {
+            correlation_id: Uuid::nil(),
+            causation_id: Uuid::nil(),
+            user_id: None,
+            traceparent: None,
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(!json.contains("user_id"), "{json}");
+        let back: Metadata = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+    }
+}

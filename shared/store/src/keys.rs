@@ -1,0 +1,59 @@
+//! The Redis key layout. Every key one append touches carries the same hash
+//! tag `{<aggregate_type>.<partition>}`, so they share one Redis Cluster slot.
+
+/// Stable partition of an aggregate: FNV-1a 64 of its id, modulo `partitions`.
+/// Stable across processes, versions and platforms (unlike `DefaultHasher`).
+pub fn partition_of(aggregate_id: &str, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in aggregate_id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1))) as u32
+}
+
+/// The hash tag shared by all keys of one partition of one aggregate type.
+pub fn tag(aggregate_type: &str, partition: u32) -> String {
+    format!("{{{aggregate_type}.{partition}}}")
+}
+
+/// Per-aggregate event stream: the source of truth. Entry ids are `0-<version>`.
+pub fn stream_key(aggregate_type: &str, partition: u32, aggregate_id: &str) -> String {
+    format!("es:{}:stream:{aggregate_id}", tag(aggregate_type, partition))
+}
+
+/// Partition log: every event of one partition of one aggregate type, in commit order.
+pub fn log_key(aggregate_type: &str, partition: u32) -> String {
+    format!("es:{}:log", tag(aggregate_type, partition))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_is_stable_and_in_range() {
+        // Fixed values: changing the hash would move every aggregate's keys.
+        assert_eq!(partition_of("", 16), (0xcbf2_9ce4_8422_2325u64 % 16) as u32);
+        assert_eq!(partition_of("abc", 16), partition_of("abc", 16));
+        for i in 0..1000 {
+            assert!(partition_of(&format!("agg-{i}"), 16) < 16);
+        }
+        assert_eq!(partition_of("x", 0), 0, "zero partitions is treated as one");
+    }
+
+    #[test]
+    fn keys_of_one_partition_share_the_hash_tag() {
+        assert_eq!(stream_key("user", 7, "u1"), "es:{user.7}:stream:u1");
+        assert_eq!(log_key("user", 7), "es:{user.7}:log");
+    }
+
+    #[test]
+    fn partitions_spread_aggregates() {
+        let mut counts = [0u32; 16];
+        for i in 0..16_000 {
+            counts[partition_of(&format!("{i:08x}-aggregate"), 16) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (700..1300).contains(c)), "{counts:?}");
+    }
+}

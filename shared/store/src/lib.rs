@@ -1,0 +1,362 @@
+//! The Redis event store and the partition-log subscriber.
+//!
+//! Owns the key layout ([`keys`]), the one server-side script that appends a
+//! command's events atomically (version check + aggregate stream + partition
+//! log), loading an aggregate's stream, and reading partition logs through
+//! consumer groups ([`subscriber`]).
+//!
+//! Must not know about gRPC or any bounded context: it stores envelopes of
+//! any [`allies_core::Aggregate`].
+
+use allies_core::{Aggregate, DecodeError, DomainEvent, EventEnvelope, ExpectedVersion, Metadata};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamId, StreamRangeReply};
+use redis::{AsyncCommands, Value};
+use uuid::Uuid;
+
+pub use redis::RedisError;
+
+pub mod keys;
+pub mod subscriber;
+
+/// Content type of proto3 JSON payloads, the default encoding.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// Largest number of events one append may carry.
+pub const MAX_EVENTS_PER_APPEND: usize = 1000;
+
+const READ_PAGE: usize = 1000;
+
+/// Failure to talk to Redis or to understand what it answered.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("event store unavailable: {0}")]
+    Unavailable(#[from] redis::RedisError),
+    #[error("corrupt entry in {stream} at {entry}: {reason}")]
+    Corrupt { stream: String, entry: String, reason: String },
+    #[error("cannot decode {stream} version {version}: {source}")]
+    Decode {
+        stream: String,
+        version: u64,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+/// Why an append did not happen. Nothing was written in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("version conflict: expected {expected}, actual {actual}")]
+    Conflict { expected: ExpectedVersion, actual: u64 },
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] DecodeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<redis::RedisError> for AppendError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Store(StoreError::Unavailable(e))
+    }
+}
+
+/// An event ready to be appended: already encoded.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+impl NewEvent {
+    /// Encodes a domain event as proto3 JSON with a fresh UUIDv7.
+    pub fn encode<E: DomainEvent>(event: &E) -> Result<Self, DecodeError> {
+        Ok(Self {
+            event_id: Uuid::now_v7(),
+            event_type: event.event_type().to_owned(),
+            schema_version: event.schema_version(),
+            content_type: CONTENT_TYPE_JSON.to_owned(),
+            data: event.encode_json()?,
+        })
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Aggregate version after the append.
+    pub version: u64,
+    pub partition: u32,
+    /// Entry ids of the events in the partition log, in order.
+    pub log_ids: Vec<String>,
+    /// `<aggregate_type>.<partition>@<last log id>`: what a query waits for
+    /// to read its own write.
+    pub consistency_token: String,
+}
+
+/// An event as stored, payload still encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub envelope: EventEnvelope<()>,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+impl RecordedEvent {
+    /// Decodes the payload into the aggregate's event type.
+    pub fn decode<E: DomainEvent>(&self) -> Result<EventEnvelope<E>, DecodeError> {
+        if self.content_type != CONTENT_TYPE_JSON {
+            return Err(DecodeError::malformed(
+                &self.envelope.event_type,
+                format!("unsupported content type `{}`", self.content_type),
+            ));
+        }
+        let payload = E::decode_json(&self.envelope.event_type, self.envelope.schema_version, &self.data)?;
+        let e = &self.envelope;
+        Ok(EventEnvelope {
+            event_id: e.event_id,
+            aggregate_type: e.aggregate_type.clone(),
+            aggregate_id: e.aggregate_id.clone(),
+            version: e.version,
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            metadata: e.metadata.clone(),
+            recorded_at_ms: e.recorded_at_ms,
+            payload,
+        })
+    }
+
+    /// Parses one stream entry (aggregate stream or partition log).
+    pub fn from_entry(key: &str, entry: &StreamId) -> Result<Self, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { stream: key.to_owned(), entry: entry.id.clone(), reason };
+        let bytes = |field: &str| -> Result<Vec<u8>, StoreError> {
+            match entry.map.get(field) {
+                Some(Value::BulkString(b)) => Ok(b.clone()),
+                Some(Value::SimpleString(s)) => Ok(s.clone().into_bytes()),
+                Some(other) => Err(corrupt(format!("field `{field}` has unexpected type {other:?}"))),
+                None => Err(corrupt(format!("field `{field}` missing"))),
+            }
+        };
+        let text = |field: &str| -> Result<String, StoreError> {
+            String::from_utf8(bytes(field)?).map_err(|_| corrupt(format!("field `{field}` is not UTF-8")))
+        };
+        let number = |field: &str| -> Result<i64, StoreError> {
+            text(field)?.parse::<i64>().map_err(|_| corrupt(format!("field `{field}` is not a number")))
+        };
+        let event_id = Uuid::parse_str(&text("event_id")?).map_err(|e| corrupt(format!("event_id: {e}")))?;
+        let metadata: Metadata =
+            serde_json::from_slice(&bytes("metadata")?).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        let version = u64::try_from(number("version")?).map_err(|_| corrupt("negative version".into()))?;
+        let schema_version =
+            u32::try_from(number("schema_version")?).map_err(|_| corrupt("bad schema_version".into()))?;
+        Ok(Self {
+            envelope: EventEnvelope {
+                event_id,
+                aggregate_type: text("aggregate_type")?,
+                aggregate_id: text("aggregate_id")?,
+                version,
+                event_type: text("event_type")?,
+                schema_version,
+                metadata,
+                recorded_at_ms: number("created_at")?,
+                payload: (),
+            },
+            content_type: text("content_type")?,
+            data: bytes("data")?,
+        })
+    }
+}
+
+/// The Redis event store. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct EventStore {
+    conn: ConnectionManager,
+    partitions: u32,
+    append_script: redis::Script,
+}
+
+impl EventStore {
+    /// Connects to Redis. `partitions` is P in `partition = hash(id) mod P`;
+    /// it must stay the same for the lifetime of the data.
+    pub async fn connect(redis_url: &str, partitions: u32) -> Result<Self, StoreError> {
+        let client = redis::Client::open(redis_url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Self::with_connection(conn, partitions))
+    }
+
+    pub fn with_connection(conn: ConnectionManager, partitions: u32) -> Self {
+        Self { conn, partitions: partitions.max(1), append_script: redis::Script::new(include_str!("append.lua")) }
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    pub fn partition_of(&self, aggregate_id: &str) -> u32 {
+        keys::partition_of(aggregate_id, self.partitions)
+    }
+
+    /// A shared connection for other short commands (never for blocking ones).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Appends events to one aggregate in one server-side script: checks
+    /// `expected`, adds the events to the aggregate's stream (versions
+    /// `actual+1..`) and to its partition log. All or nothing.
+    pub async fn append(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        metadata: &Metadata,
+        recorded_at_ms: i64,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome, AppendError> {
+        if events.is_empty() || events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(AppendError::Invalid(format!(
+                "an append carries 1 to {MAX_EVENTS_PER_APPEND} events, got {}",
+                events.len()
+            )));
+        }
+        if aggregate_id.is_empty() || aggregate_type.is_empty() {
+            return Err(AppendError::Invalid("aggregate type and id must not be empty".into()));
+        }
+        let partition = self.partition_of(aggregate_id);
+        let stream = keys::stream_key(aggregate_type, partition, aggregate_id);
+        let log = keys::log_key(aggregate_type, partition);
+        let meta = serde_json::to_string(metadata).map_err(|e| AppendError::Invalid(format!("metadata: {e}")))?;
+        let mut inv = self.append_script.key(&stream);
+        inv.key(&log);
+        inv.arg(match expected {
+            ExpectedVersion::Any => "any".to_owned(),
+            ExpectedVersion::NoStream => "none".to_owned(),
+            ExpectedVersion::Exact(v) => v.to_string(),
+        });
+        inv.arg(aggregate_type).arg(aggregate_id).arg(meta).arg(recorded_at_ms).arg(events.len());
+        for e in events {
+            inv.arg(e.event_id.to_string())
+                .arg(&e.event_type)
+                .arg(e.schema_version)
+                .arg(&e.content_type)
+                .arg(&e.data);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = inv.invoke_async(&mut conn).await?;
+        parse_append_reply(&stream, expected, partition, aggregate_type, &reply)
+    }
+
+    /// Encodes and appends an aggregate's events.
+    pub async fn append_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        metadata: &Metadata,
+        recorded_at_ms: i64,
+        events: &[A::Event],
+    ) -> Result<AppendOutcome, AppendError> {
+        let encoded = events.iter().map(NewEvent::encode).collect::<Result<Vec<_>, _>>()?;
+        self.append(A::TYPE, aggregate_id, expected, metadata, recorded_at_ms, &encoded).await
+    }
+
+    /// Reads an aggregate's events with version >= `from_version` (1 = all).
+    pub async fn read_stream(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let partition = self.partition_of(aggregate_id);
+        let stream = keys::stream_key(aggregate_type, partition, aggregate_id);
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        let mut start = format!("0-{}", from_version.max(1));
+        loop {
+            let page: StreamRangeReply = conn.xrange_count(&stream, &start, "+", READ_PAGE).await?;
+            let n = page.ids.len();
+            for entry in &page.ids {
+                let rec = RecordedEvent::from_entry(&stream, entry)?;
+                let expected_version = from_version.max(1) + out.len() as u64;
+                if rec.envelope.version != expected_version || entry.id != format!("0-{}", rec.envelope.version) {
+                    return Err(StoreError::Corrupt {
+                        stream: stream.clone(),
+                        entry: entry.id.clone(),
+                        reason: format!("expected version {expected_version}, found {}", rec.envelope.version),
+                    });
+                }
+                out.push(rec);
+            }
+            if n < READ_PAGE {
+                return Ok(out);
+            }
+            start = format!("0-{}", from_version.max(1) + out.len() as u64);
+        }
+    }
+
+    /// Loads an aggregate: folds all its events. Returns the state and its
+    /// version (0 when the aggregate does not exist).
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<(A, u64), StoreError> {
+        let records = self.read_stream(A::TYPE, aggregate_id, 1).await?;
+        let mut state = A::default();
+        let mut version = 0;
+        for rec in &records {
+            let env = rec.decode::<A::Event>().map_err(|source| StoreError::Decode {
+                stream: keys::stream_key(A::TYPE, self.partition_of(aggregate_id), aggregate_id),
+                version: rec.envelope.version,
+                source,
+            })?;
+            state.evolve(&env.payload);
+            version = env.version;
+        }
+        Ok((state, version))
+    }
+}
+
+fn parse_append_reply(
+    stream: &str,
+    expected: ExpectedVersion,
+    partition: u32,
+    aggregate_type: &str,
+    reply: &[Value],
+) -> Result<AppendOutcome, AppendError> {
+    let bad = |what: &str| {
+        AppendError::Store(StoreError::Corrupt {
+            stream: stream.to_owned(),
+            entry: "-".into(),
+            reason: format!("unexpected append reply: {what}"),
+        })
+    };
+    let text = |v: &Value| -> Option<String> {
+        match v {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    };
+    let int = |v: &Value| -> Option<u64> {
+        match v {
+            Value::Int(i) => u64::try_from(*i).ok(),
+            other => text(other)?.parse().ok(),
+        }
+    };
+    let status = reply.first().and_then(text).ok_or_else(|| bad("no status"))?;
+    let version = reply.get(1).and_then(int).ok_or_else(|| bad("no version"))?;
+    match status.as_str() {
+        "conflict" => Err(AppendError::Conflict { expected, actual: version }),
+        "ok" => {
+            let log_ids = reply[2..].iter().map(text).collect::<Option<Vec<_>>>().ok_or_else(|| bad("log ids"))?;
+            let last = log_ids.last().cloned().ok_or_else(|| bad("no log ids"))?;
+            Ok(AppendOutcome {
+                version,
+                partition,
+                log_ids,
+                consistency_token: format!("{aggregate_type}.{partition}@{last}"),
+            })
+        }
+        other => Err(bad(other)),
+    }
+}

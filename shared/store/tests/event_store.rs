@@ -1,0 +1,228 @@
+//! The event store against a real, private redis-server.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use allies_core::{Aggregate, DecodeError, DomainEvent, ExpectedVersion, Metadata};
+use allies_store::{AppendError, EventStore, NewEvent, keys};
+use allies_testkit::RedisServer;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Default)]
+struct Counter {
+    total: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Added {
+    n: i64,
+    writer: u32,
+}
+
+impl DomainEvent for Added {
+    fn event_type(&self) -> &'static str {
+        "Added"
+    }
+    fn schema_version(&self) -> u32 {
+        1
+    }
+    fn encode_json(&self) -> Result<Vec<u8>, DecodeError> {
+        serde_json::to_vec(self).map_err(|e| DecodeError::malformed("Added", e))
+    }
+    fn decode_json(event_type: &str, _v: u32, data: &[u8]) -> Result<Self, DecodeError> {
+        if event_type != "Added" {
+            return Err(DecodeError::UnknownEventType(event_type.into()));
+        }
+        serde_json::from_slice(data).map_err(|e| DecodeError::malformed(event_type, e))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl Aggregate for Counter {
+    const TYPE: &'static str = "counter";
+    type Command = i64;
+    type Event = Added;
+    type Error = Never;
+    fn decide(&self, n: &i64) -> Result<Vec<Added>, Never> {
+        Ok(vec![Added { n: *n, writer: 0 }])
+    }
+    fn evolve(&mut self, e: &Added) {
+        self.total += e.n;
+    }
+}
+
+fn meta() -> Metadata {
+    Metadata { correlation_id: Uuid::now_v7(), causation_id: Uuid::now_v7(), user_id: None, traceparent: None }
+}
+
+async fn store(redis: &RedisServer) -> EventStore {
+    EventStore::connect(&redis.url(), 16).await.expect("connect")
+}
+
+#[tokio::test]
+async fn append_and_load_round_trip_with_versions_and_metadata() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let m = meta();
+    let events = [Added { n: 2, writer: 1 }, Added { n: 3, writer: 1 }];
+    let out = store.append_events::<Counter>("c1", ExpectedVersion::NoStream, &m, 1_700_000_000_000, &events).await.unwrap();
+    assert_eq!(out.version, 2);
+    assert_eq!(out.log_ids.len(), 2);
+    assert!(out.consistency_token.starts_with(&format!("counter.{}@", out.partition)));
+
+    let (state, version) = store.load::<Counter>("c1").await.unwrap();
+    assert_eq!((state.total, version), (5, 2));
+
+    let recs = store.read_stream("counter", "c1", 2).await.unwrap();
+    assert_eq!(recs.len(), 1, "reading from version 2 returns only version 2");
+    let env = recs[0].decode::<Added>().unwrap();
+    assert_eq!(env.version, 2);
+    assert_eq!(env.metadata, m);
+    assert_eq!(env.recorded_at_ms, 1_700_000_000_000);
+    assert_eq!(env.event_id.get_version_num(), 7, "event ids are UUIDv7");
+    assert_eq!(env.payload, events[1]);
+
+    // Both events are in the partition log too, in order.
+    let log = redis.raw(&["XLEN", &keys::log_key("counter", out.partition)]);
+    assert_eq!(log.trim(), ":2");
+
+    // A missing aggregate loads as the default state at version 0.
+    let (state, version) = store.load::<Counter>("nope").await.unwrap();
+    assert_eq!((state.total, version), (0, 0));
+}
+
+#[tokio::test]
+async fn expected_version_checks_any_no_stream_and_exact() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let e = [Added { n: 1, writer: 0 }];
+    store.append_events::<Counter>("c", ExpectedVersion::Any, &meta(), 0, &e).await.unwrap();
+    match store.append_events::<Counter>("c", ExpectedVersion::NoStream, &meta(), 0, &e).await {
+        Err(AppendError::Conflict { expected: ExpectedVersion::NoStream, actual: 1 }) => {}
+        other => panic!("expected conflict, got {other:?}"),
+    }
+    match store.append_events::<Counter>("c", ExpectedVersion::Exact(5), &meta(), 0, &e).await {
+        Err(AppendError::Conflict { expected: ExpectedVersion::Exact(5), actual: 1 }) => {}
+        other => panic!("expected conflict, got {other:?}"),
+    }
+    let out = store.append_events::<Counter>("c", ExpectedVersion::Exact(1), &meta(), 0, &e).await.unwrap();
+    assert_eq!(out.version, 2);
+    let out = store.append_events::<Counter>("c", ExpectedVersion::Any, &meta(), 0, &e).await.unwrap();
+    assert_eq!(out.version, 3);
+    // Conflicts wrote nothing: 3 events in the stream and in the log.
+    let p = keys::partition_of("c", 16);
+    assert_eq!(redis.raw(&["XLEN", &keys::stream_key("counter", p, "c")]).trim(), ":3");
+    assert_eq!(redis.raw(&["XLEN", &keys::log_key("counter", p)]).trim(), ":3");
+}
+
+#[tokio::test]
+async fn empty_and_oversized_appends_are_refused_without_writing() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let r = store.append("counter", "c", ExpectedVersion::Any, &meta(), 0, &[]).await;
+    assert!(matches!(r, Err(AppendError::Invalid(_))), "{r:?}");
+    let one = NewEvent::encode(&Added { n: 1, writer: 0 }).unwrap();
+    let many = vec![one; allies_store::MAX_EVENTS_PER_APPEND + 1];
+    let r = store.append("counter", "c", ExpectedVersion::Any, &meta(), 0, &many).await;
+    assert!(matches!(r, Err(AppendError::Invalid(_))), "{r:?}");
+    assert_eq!(redis.raw(&["DBSIZE"]).trim(), ":0");
+}
+
+#[tokio::test]
+async fn a_corrupt_entry_is_a_typed_error_naming_stream_and_entry() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let p = keys::partition_of("bad", 16);
+    let stream = keys::stream_key("counter", p, "bad");
+    redis.raw(&["XADD", &stream, "0-1", "event_id", "not-a-uuid"]);
+    match store.load::<Counter>("bad").await {
+        Err(allies_store::StoreError::Corrupt { stream: s, entry, .. }) => {
+            assert_eq!(s, stream);
+            assert_eq!(entry, "0-1");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // An entry with a foreign id makes the append script refuse, writing nothing.
+    let stream2 = keys::stream_key("counter", keys::partition_of("bad2", 16), "bad2");
+    redis.raw(&["XADD", &stream2, "5-0", "x", "y"]);
+    let r = store.append_events::<Counter>("bad2", ExpectedVersion::Any, &meta(), 0, &[Added { n: 1, writer: 0 }]).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(redis.raw(&["XLEN", &stream2]).trim(), ":1");
+}
+
+#[tokio::test]
+async fn loading_a_long_stream_reads_every_page() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let batch: Vec<Added> = (0..1000).map(|i| Added { n: i, writer: 0 }).collect();
+    for _ in 0..3 {
+        store.append_events::<Counter>("long", ExpectedVersion::Any, &meta(), 0, &batch).await.unwrap();
+    }
+    store.append_events::<Counter>("long", ExpectedVersion::Exact(3000), &meta(), 0, &batch[..5]).await.unwrap();
+    let (state, version) = store.load::<Counter>("long").await.unwrap();
+    assert_eq!(version, 3005);
+    assert_eq!(state.total, 3 * (999 * 1000 / 2) + 10);
+    assert_eq!(store.read_stream("counter", "long", 2001).await.unwrap().len(), 1005);
+}
+
+/// 50 writers race on one aggregate with exact expected versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_writers_never_lose_or_duplicate_an_append() {
+    let redis = RedisServer::start();
+    let store = Arc::new(store(&redis).await);
+    const WRITERS: u32 = 50;
+    const ATTEMPTS: u32 = 20;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut wins = Vec::new();
+            let mut conflicts = 0u32;
+            for _ in 0..ATTEMPTS {
+                let version = store.read_stream("counter", "hot", 1).await.unwrap().len() as u64;
+                let ev = NewEvent::encode(&Added { n: 1, writer: w }).unwrap();
+                let id = ev.event_id;
+                match store.append("counter", "hot", ExpectedVersion::after_load(version), &meta(), 0, &[ev]).await {
+                    Ok(out) => {
+                        assert_eq!(out.version, version + 1);
+                        wins.push((id, out.version, out.log_ids[0].clone()));
+                    }
+                    Err(AppendError::Conflict { expected, actual }) => {
+                        assert_eq!(expected, ExpectedVersion::after_load(version));
+                        assert!(actual > version, "a conflict reports the newer actual version");
+                        conflicts += 1;
+                    }
+                    Err(e) => panic!("unexpected error {e}"),
+                }
+            }
+            (wins, conflicts)
+        }));
+    }
+    let mut wins = Vec::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        let (w, c) = t.await.unwrap();
+        wins.extend(w);
+        conflicts += c;
+    }
+    assert_eq!(wins.len() as u32 + conflicts, WRITERS * ATTEMPTS, "every attempt either won or got the conflict");
+    assert!(conflicts > 0, "the race produced no conflict; the test did not exercise concurrency");
+
+    let stream = store.read_stream("counter", "hot", 1).await.unwrap();
+    let versions: Vec<u64> = stream.iter().map(|r| r.envelope.version).collect();
+    assert_eq!(versions, (1..=wins.len() as u64).collect::<Vec<_>>(), "versions 1..N, no gap, no duplicate");
+    let by_id: HashMap<Uuid, u64> = stream.iter().map(|r| (r.envelope.event_id, r.envelope.version)).collect();
+    assert_eq!(by_id.len(), stream.len(), "no event id twice");
+    for (id, version, _) in &wins {
+        assert_eq!(by_id.get(id), Some(version), "a reported success is present at its version");
+    }
+    // The partition log holds exactly the winners, each once, in version order.
+    let log_ids: HashSet<&String> = wins.iter().map(|(_, _, l)| l).collect();
+    assert_eq!(log_ids.len(), wins.len());
+    let p = keys::partition_of("hot", 16);
+    assert_eq!(redis.raw(&["XLEN", &keys::log_key("counter", p)]).trim(), format!(":{}", wins.len()));
+}
