@@ -22,7 +22,10 @@ pub const PASSWORD_MAX: usize = 128;
 
 /// The id of the user with this username, whatever its case.
 pub fn user_id_for(username: &str) -> Uuid {
-    Uuid::new_v5(&USER_NAMESPACE, format!("user:{}", username.to_ascii_lowercase()).as_bytes())
+    Uuid::new_v5(
+        &USER_NAMESPACE,
+        format!("user:{}", username.to_ascii_lowercase()).as_bytes(),
+    )
 }
 
 /// An input field that breaks a rule; becomes InvalidArgument naming it.
@@ -34,7 +37,10 @@ pub struct InvalidField {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
-    InvalidField { field, reason: reason.into() }
+    InvalidField {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// Checks a username: 3 to 32 characters of `A-Z a-z 0-9 _ - .`, starting
@@ -45,10 +51,19 @@ pub fn validate_username(username: &str) -> Result<(), InvalidField> {
     }
     let n = username.chars().count();
     if !(USERNAME_MIN..=USERNAME_MAX).contains(&n) {
-        return Err(invalid("username", format!("must be {USERNAME_MIN} to {USERNAME_MAX} characters, got {n}")));
+        return Err(invalid(
+            "username",
+            format!("must be {USERNAME_MIN} to {USERNAME_MAX} characters, got {n}"),
+        ));
     }
-    if !username.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
-        return Err(invalid("username", "may contain only letters, digits, '_', '-' and '.'"));
+    if !username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(invalid(
+            "username",
+            "may contain only letters, digits, '_', '-' and '.'",
+        ));
     }
     if !username.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(invalid("username", "must start with a letter or digit"));
@@ -63,7 +78,10 @@ pub fn validate_email(email: &str) -> Result<(), InvalidField> {
         return Err(invalid("email", "must not be empty"));
     }
     if email.len() > EMAIL_MAX {
-        return Err(invalid("email", format!("must be at most {EMAIL_MAX} bytes")));
+        return Err(invalid(
+            "email",
+            format!("must be at most {EMAIL_MAX} bytes"),
+        ));
     }
     let (local, domain) = email.split_once('@').ok_or_else(bad)?;
     let local_ok = !local.is_empty()
@@ -71,7 +89,9 @@ pub fn validate_email(email: &str) -> Result<(), InvalidField> {
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
     let labels: Vec<&str> = domain.split('.').collect();
     let domain_ok = labels.len() >= 2
         && labels.iter().all(|l| {
@@ -81,13 +101,28 @@ pub fn validate_email(email: &str) -> Result<(), InvalidField> {
                 && !l.ends_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-        && labels.last().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
-    if local_ok && domain_ok { Ok(()) } else { Err(bad()) }
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+    if local_ok && domain_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
 }
 
 const COMMON_PASSWORDS: &[&str] = &[
-    "password", "password1", "password123", "1234567890", "qwertyuiop", "123456789a", "iloveyou12",
-    "letmein123", "administrator", "welcome123", "defenseallies",
+    "password",
+    "password1",
+    "password123",
+    "1234567890",
+    "qwertyuiop",
+    "123456789a",
+    "iloveyou12",
+    "letmein123",
+    "administrator",
+    "welcome123",
+    "defenseallies",
 ];
 
 /// Checks password strength: 10 to 128 characters, letters and at least one
@@ -95,19 +130,31 @@ const COMMON_PASSWORDS: &[&str] = &[
 pub fn validate_password(password: &str, username: &str) -> Result<(), InvalidField> {
     let n = password.chars().count();
     if n < PASSWORD_MIN {
-        return Err(invalid("password", format!("is too weak: use at least {PASSWORD_MIN} characters")));
+        return Err(invalid(
+            "password",
+            format!("is too weak: use at least {PASSWORD_MIN} characters"),
+        ));
     }
     if n > PASSWORD_MAX {
-        return Err(invalid("password", format!("must be at most {PASSWORD_MAX} characters")));
+        return Err(invalid(
+            "password",
+            format!("must be at most {PASSWORD_MAX} characters"),
+        ));
     }
     let letters = password.chars().any(char::is_alphabetic);
     let others = password.chars().any(|c| !c.is_alphabetic());
     if !(letters && others) {
-        return Err(invalid("password", "is too weak: mix letters with digits or symbols"));
+        return Err(invalid(
+            "password",
+            "is too weak: mix letters with digits or symbols",
+        ));
     }
     let lower = password.to_lowercase();
     if COMMON_PASSWORDS.contains(&lower.as_str()) {
-        return Err(invalid("password", "is too weak: it is a well-known password"));
+        return Err(invalid(
+            "password",
+            "is too weak: it is a well-known password",
+        ));
     }
     if !username.is_empty() && lower.contains(&username.to_lowercase()) {
         return Err(invalid("password", "is too weak: it contains the username"));
@@ -193,18 +240,25 @@ impl DomainEvent for UserEvent {
 
     fn encode_json(&self) -> Result<Vec<u8>, DecodeError> {
         match self {
-            Self::Registered(e) => serde_json::to_vec(e).map_err(|err| DecodeError::malformed(USER_REGISTERED, err)),
+            Self::Registered(e) => {
+                serde_json::to_vec(e).map_err(|err| DecodeError::malformed(USER_REGISTERED, err))
+            }
         }
     }
 
-    fn decode_json(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Self, DecodeError> {
+    fn decode_json(
+        event_type: &str,
+        schema_version: u32,
+        data: &[u8],
+    ) -> Result<Self, DecodeError> {
         match (event_type, schema_version) {
             (USER_REGISTERED, 1) => serde_json::from_slice(data)
                 .map(Self::Registered)
                 .map_err(|e| DecodeError::malformed(event_type, e)),
-            (USER_REGISTERED, v) => {
-                Err(DecodeError::UnsupportedSchemaVersion { event_type: event_type.to_owned(), schema_version: v })
-            }
+            (USER_REGISTERED, v) => Err(DecodeError::UnsupportedSchemaVersion {
+                event_type: event_type.to_owned(),
+                schema_version: v,
+            }),
             (other, _) => Err(DecodeError::UnknownEventType(other.to_owned())),
         }
     }
@@ -237,7 +291,9 @@ mod tests {
 
     #[test]
     fn a_new_username_registers_as_a_player() {
-        let state = given::<User>([]).when(register("Alice")).then([registered("Alice")]);
+        let state = given::<User>([])
+            .when(register("Alice"))
+            .then([registered("Alice")]);
         assert_eq!(state.profile.unwrap().roles, vec!["player"]);
     }
 
@@ -261,7 +317,10 @@ mod tests {
     #[test]
     fn user_ids_are_stable() {
         // Changing the namespace would orphan every stored user.
-        assert_eq!(user_id_for("alice").to_string(), user_id_for("ALICE").to_string());
+        assert_eq!(
+            user_id_for("alice").to_string(),
+            user_id_for("ALICE").to_string()
+        );
         assert_eq!(user_id_for("alice").get_version_num(), 5);
     }
 
@@ -285,10 +344,25 @@ mod tests {
 
     #[test]
     fn emails_are_checked() {
-        for ok in ["a@b.io", "first.last+tag@mail.example.com", "x_y@sub-domain.org"] {
+        for ok in [
+            "a@b.io",
+            "first.last+tag@mail.example.com",
+            "x_y@sub-domain.org",
+        ] {
             assert!(validate_email(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "plain", "a@b", "a@.com", "@b.com", "a b@c.com", "a@b..com", "a..b@c.com", "a@b.c0m", "a@-b.com"] {
+        for bad in [
+            "",
+            "plain",
+            "a@b",
+            "a@.com",
+            "@b.com",
+            "a b@c.com",
+            "a@b..com",
+            "a..b@c.com",
+            "a@b.c0m",
+            "a@-b.com",
+        ] {
             assert_eq!(validate_email(bad).unwrap_err().field, "email", "{bad:?}");
         }
         assert!(validate_email(&format!("{}@b.com", "a".repeat(250))).is_err());
@@ -308,7 +382,12 @@ mod tests {
             assert_eq!(e.field, "password");
             assert!(e.reason.contains(why), "{p}: {e}");
         }
-        assert!(validate_password(&"a1".repeat(65), "alice").unwrap_err().reason.contains("at most"));
+        assert!(
+            validate_password(&"a1".repeat(65), "alice")
+                .unwrap_err()
+                .reason
+                .contains("at most")
+        );
     }
 
     #[test]
@@ -316,13 +395,28 @@ mod tests {
         let e = registered("alice");
         let json = e.encode_json().unwrap();
         let text = String::from_utf8(json.clone()).unwrap();
-        assert!(text.contains("\"userId\"") && text.contains("\"registeredAtMs\""), "{text}");
-        assert_eq!(UserEvent::decode_json(USER_REGISTERED, 1, &json).unwrap(), e);
+        assert!(
+            text.contains("\"userId\"") && text.contains("\"registeredAtMs\""),
+            "{text}"
+        );
+        assert_eq!(
+            UserEvent::decode_json(USER_REGISTERED, 1, &json).unwrap(),
+            e
+        );
         assert!(matches!(
             UserEvent::decode_json(USER_REGISTERED, 9, &json),
-            Err(DecodeError::UnsupportedSchemaVersion { schema_version: 9, .. })
+            Err(DecodeError::UnsupportedSchemaVersion {
+                schema_version: 9,
+                ..
+            })
         ));
-        assert!(matches!(UserEvent::decode_json("Nope", 1, &json), Err(DecodeError::UnknownEventType(_))));
-        assert!(matches!(UserEvent::decode_json(USER_REGISTERED, 1, b"{"), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            UserEvent::decode_json("Nope", 1, &json),
+            Err(DecodeError::UnknownEventType(_))
+        ));
+        assert!(matches!(
+            UserEvent::decode_json(USER_REGISTERED, 1, b"{"),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 }

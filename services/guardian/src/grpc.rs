@@ -9,10 +9,12 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::UserError;
+use crate::password::PasswordHasher;
 use crate::registration::{self, RegisterError};
 
 pub struct GuardianApi {
     pub store: EventStore,
+    pub hasher: PasswordHasher,
 }
 
 /// Correlation id from `x-correlation-id` when it is a UUID, else a new one.
@@ -23,13 +25,22 @@ fn context<T>(request: &Request<T>) -> CommandContext {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Uuid::parse_str(v).ok())
         .unwrap_or_else(Uuid::now_v7);
-    let traceparent = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let traceparent = request
+        .metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default();
     CommandContext {
-        metadata: Metadata { correlation_id, causation_id: Uuid::now_v7(), user_id: None, traceparent },
+        metadata: Metadata {
+            correlation_id,
+            causation_id: Uuid::now_v7(),
+            user_id: None,
+            traceparent,
+        },
         now_ms,
     }
 }
@@ -37,7 +48,9 @@ fn context<T>(request: &Request<T>) -> CommandContext {
 fn to_status(e: &RegisterError) -> Status {
     match e {
         RegisterError::Invalid(f) => status::invalid_argument(f.field, &f.reason),
-        RegisterError::Rejected(UserError::UsernameTaken(_)) => Status::already_exists(e.to_string()),
+        RegisterError::Rejected(UserError::UsernameTaken(_)) => {
+            Status::already_exists(e.to_string())
+        }
         RegisterError::Store(s) => status::from_store(s),
         RegisterError::Append(a) => status::from_append(a),
         RegisterError::Hashing(_) => {
@@ -55,7 +68,16 @@ impl GuardianService for GuardianApi {
     ) -> Result<Response<RegisterUserResponse>, Status> {
         let ctx = context(&request);
         let r = request.into_inner();
-        match registration::register(&self.store, &r.username, &r.email, &r.password, &ctx).await {
+        match registration::register(
+            &self.store,
+            &self.hasher,
+            &r.username,
+            &r.email,
+            &r.password,
+            &ctx,
+        )
+        .await
+        {
             Ok(done) => {
                 tracing::info!(user_id = %done.user_id, correlation_id = %ctx.metadata.correlation_id, "user registered");
                 Ok(Response::new(RegisterUserResponse {

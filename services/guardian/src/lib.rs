@@ -15,6 +15,7 @@ use tonic::server::NamedService;
 
 pub mod domain;
 pub mod grpc;
+pub mod password;
 pub mod registration;
 
 /// Runs Guardian on `listener` until `shutdown` resolves.
@@ -25,8 +26,27 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = allies_platform::connect_store(&config).await?;
     let mut server = GrpcServer::new()?;
-    server.routes.add_service(GuardianServiceServer::new(grpc::GuardianApi { store }));
+    server
+        .routes
+        .add_service(GuardianServiceServer::new(grpc::GuardianApi {
+            store,
+            hasher: password::PasswordHasher::start(hash_threads()),
+        }));
     server.report_health(GuardianServiceServer::<grpc::GuardianApi>::NAME);
-    server.serve(listener, config.shutdown_grace, shutdown).await?;
+    server
+        .serve(listener, config.shutdown_grace, shutdown)
+        .await?;
     Ok(())
+}
+
+/// `ARGON2_THREADS`, default one per core.
+fn hash_threads() -> usize {
+    std::env::var("ARGON2_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
 }

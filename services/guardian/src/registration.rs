@@ -2,10 +2,9 @@
 
 use allies_core::{Aggregate, CommandContext, ExpectedVersion};
 use allies_store::{AppendError, AppendOutcome, EventStore, StoreError};
-use password_hash::rand_core::OsRng;
-use password_hash::{PasswordHasher, SaltString};
 
 use crate::domain::{self, InvalidField, RegisterUser, User, UserCommand, UserError};
+use crate::password::{HashError, PasswordHasher};
 
 /// How often a command is re-run after a version conflict before the caller
 /// gets Aborted.
@@ -22,7 +21,7 @@ pub enum RegisterError {
     #[error(transparent)]
     Append(#[from] AppendError),
     #[error("password hashing failed: {0}")]
-    Hashing(String),
+    Hashing(#[from] HashError),
 }
 
 #[derive(Debug, Clone)]
@@ -31,18 +30,9 @@ pub struct Registered {
     pub outcome: AppendOutcome,
 }
 
-/// Argon2id with the OWASP-recommended parameters (m = 19 MiB, t = 2, p = 1),
-/// the `argon2` crate's defaults.
-pub fn hash_password(password: &str) -> Result<String, RegisterError> {
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| RegisterError::Hashing(e.to_string()))
-}
-
 pub async fn register(
     store: &EventStore,
+    hasher: &PasswordHasher,
     username: &str,
     email: &str,
     password: &str,
@@ -59,10 +49,7 @@ pub async fn register(
     if user.profile.is_some() {
         return Err(UserError::UsernameTaken(username.to_owned()).into());
     }
-    let pw = password.to_owned();
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&pw))
-        .await
-        .map_err(|e| RegisterError::Hashing(e.to_string()))??;
+    let password_hash = hasher.hash(password).await?;
     let command = UserCommand::Register(RegisterUser {
         username: username.to_owned(),
         email: email.to_owned(),
@@ -73,10 +60,20 @@ pub async fn register(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (user, version) = if attempt == 1 { (user.clone(), 0) } else { store.load::<User>(&user_id).await? };
+        let (user, version) = if attempt == 1 {
+            (user.clone(), 0)
+        } else {
+            store.load::<User>(&user_id).await?
+        };
         let events = user.decide(&command)?;
         match store
-            .append_events::<User>(&user_id, ExpectedVersion::after_load(version), &ctx.metadata, ctx.now_ms, &events)
+            .append_events::<User>(
+                &user_id,
+                ExpectedVersion::after_load(version),
+                &ctx.metadata,
+                ctx.now_ms,
+                &events,
+            )
             .await
         {
             Ok(outcome) => return Ok(Registered { user_id, outcome }),

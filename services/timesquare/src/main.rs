@@ -4,7 +4,7 @@
 //! aggregates and command API arrive with their own issue. It already stands
 //! on the platform: configuration, logs, bounded graceful shutdown.
 
-use allies_platform::config::{TIMESQUARE_ADDR, ServiceConfig};
+use allies_platform::config::{ServiceConfig, TIMESQUARE_ADDR};
 use allies_platform::server::{GrpcServer, shutdown_signal};
 
 #[tokio::main]
@@ -12,6 +12,8 @@ async fn main() -> anyhow::Result<()> {
     allies_platform::telemetry::init("timesquare");
     let config = ServiceConfig::from_env("timesquare", TIMESQUARE_ADDR)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    GrpcServer::new()?.serve(listener, config.shutdown_grace, shutdown_signal()).await?;
+    GrpcServer::new()?
+        .serve(listener, config.shutdown_grace, shutdown_signal())
+        .await?;
     Ok(())
 }

@@ -7,7 +7,11 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// InvalidArgument naming the field, in the message and as a BadRequest detail.
 pub fn invalid_argument(field: &str, description: &str) -> Status {
     let details = ErrorDetails::with_bad_request_violation(field, description);
-    Status::with_error_details(Code::InvalidArgument, format!("{field}: {description}"), details)
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field}: {description}"),
+        details,
+    )
 }
 
 /// Status for a store failure. A conflict that survived the service's
@@ -53,10 +57,16 @@ mod tests {
 
     #[test]
     fn conflicts_are_aborted_and_redis_outages_unavailable() {
-        let c = AppendError::Conflict { expected: ExpectedVersion::Exact(1), actual: 2 };
+        let c = AppendError::Conflict {
+            expected: ExpectedVersion::Exact(1),
+            actual: 2,
+        };
         assert_eq!(from_append(&c).code(), Code::Aborted);
         let io = redis_io_error();
-        assert_eq!(from_store(&StoreError::Unavailable(io)).code(), Code::Unavailable);
+        assert_eq!(
+            from_store(&StoreError::Unavailable(io)).code(),
+            Code::Unavailable
+        );
     }
 
     fn redis_io_error() -> allies_store::RedisError {

@@ -41,7 +41,14 @@ impl RedisServer {
             let dir = tempfile::tempdir().expect("cannot create a temporary directory");
             let port = free_port();
             let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
                 .args(["--appendonly", "yes", "--dir"])
                 .arg(dir.path())
                 .args(["--logfile", "redis.log", "--protected-mode", "no"])
@@ -51,12 +58,17 @@ impl RedisServer {
                 .spawn();
             let mut child = match child {
                 Ok(c) => c,
-                Err(e) => panic!("cannot start redis-server (is it installed? dev/test installs it): {e}"),
+                Err(e) => {
+                    panic!("cannot start redis-server (is it installed? dev/test installs it): {e}")
+                }
             };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.try_wait() {
-                    last_err = format!("redis-server exited with {status}: {}", read_log(dir.path()));
+                    last_err = format!(
+                        "redis-server exited with {status}: {}",
+                        read_log(dir.path())
+                    );
                     break;
                 }
                 if ping(port) {
@@ -82,25 +94,48 @@ impl RedisServer {
         self.dir.path()
     }
 
-    /// Runs a command through raw RESP and returns the raw reply text
-    /// (for INFO and other diagnostics in tests).
+    /// Runs a command through raw RESP and renders the reply as text
+    /// (simple replies as their RESP line, e.g. `:3`; bulk strings as their
+    /// content; arrays one element per line). For assertions and diagnostics.
     pub fn raw(&self, args: &[&str]) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to test redis");
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to test redis");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
         let mut req = format!("*{}\r\n", args.len());
         for a in args {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
-        s.write_all(req.as_bytes()).expect("write to test redis");
-        s.set_read_timeout(Some(Duration::from_millis(300))).ok();
+        (&s).write_all(req.as_bytes()).expect("write to test redis");
+        let mut reader = std::io::BufReader::new(s);
         let mut out = Vec::new();
-        let mut buf = [0u8; 65536];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
+        read_reply(&mut reader, &mut out);
+        out.join("\n")
+    }
+}
+
+fn read_reply(r: &mut impl std::io::BufRead, out: &mut Vec<String>) {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("read RESP reply");
+    let line = line.trim_end_matches("\r\n").to_owned();
+    let (kind, rest) = line.split_at(1.min(line.len()));
+    match kind {
+        "$" => {
+            let n: i64 = rest.parse().expect("bulk length");
+            if n < 0 {
+                out.push("(nil)".into());
+                return;
             }
-            out.extend_from_slice(&buf[..n]);
+            let mut buf = vec![0u8; n as usize + 2];
+            r.read_exact(&mut buf).expect("read bulk");
+            buf.truncate(n as usize);
+            out.push(String::from_utf8_lossy(&buf).into_owned());
         }
-        String::from_utf8_lossy(&out).into_owned()
+        "*" => {
+            let n: i64 = rest.parse().expect("array length");
+            for _ in 0..n.max(0) {
+                read_reply(r, out);
+            }
+        }
+        _ => out.push(line),
     }
 }
 
@@ -116,8 +151,10 @@ fn read_log(dir: &Path) -> String {
 }
 
 fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))
-    else {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    ) else {
         return false;
     };
     s.set_read_timeout(Some(Duration::from_millis(500))).ok();
@@ -132,7 +169,10 @@ fn ping(port: u16) -> bool {
 /// (`target/<profile>/<name>`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -162,12 +202,24 @@ impl ServiceProcess {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let mut cmd = Command::new(binary(name));
-        cmd.env(listen_var, addr.to_string()).env("RUST_LOG", "info").env("ALLIES_DATA_DIR", dir.path());
+        cmd.env(listen_var, addr.to_string())
+            .env("RUST_LOG", "info")
+            .env("ALLIES_DATA_DIR", dir.path());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let mut svc = Self { name: name.to_owned(), addr, child, log, _dir: dir };
+        let child = cmd
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut svc = Self {
+            name: name.to_owned(),
+            addr,
+            child,
+            log,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = svc.child.try_wait() {
@@ -178,7 +230,10 @@ impl ServiceProcess {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("{name} did not listen on {addr} within 20 s:\n{}", svc.logs());
+        panic!(
+            "{name} did not listen on {addr} within 20 s:\n{}",
+            svc.logs()
+        );
     }
 
     pub fn endpoint(&self) -> String {
@@ -197,7 +252,9 @@ impl ServiceProcess {
     /// Sends SIGTERM and waits up to `within` for the process to exit;
     /// returns its exit code (None if it was killed by a signal or hung).
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -1,0 +1,16 @@
+# One image with every binary of the fleet; the container command picks the
+# service (guardian, timesquare, command, projector) or the CLI (allies).
+FROM rust:1.88-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --workspace --bins \
+ && mkdir /out \
+ && cp target/release/guardian target/release/timesquare target/release/command \
+       target/release/projector target/release/allies /out/
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 allies
+COPY --from=build /out/ /usr/local/bin/
+USER 10001
+ENV LOG_FORMAT=json RUST_LOG=info
+ENTRYPOINT []
