@@ -380,3 +380,46 @@ async fn the_cli_registers_reads_back_and_reports_errors() {
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches("SERVING").count(), 4, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_registrations_finish() {
+    let mut fleet = Fleet::start(&[]);
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let mut g = guardian(&fleet).await;
+        tasks.push(tokio::spawn(async move {
+            g.register_user(req(
+                &format!("drain{i}"),
+                &format!("d{i}@example.com"),
+                "correct-horse-9",
+            ))
+            .await
+        }));
+    }
+    // Let the requests reach the server (they queue for the Argon2 threads), then stop it.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let pid = fleet.service("guardian").pid();
+    let code = tokio::task::spawn_blocking(move || {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    });
+    code.await.unwrap();
+    let mut finished = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => finished += 1,
+            // A request that had not reached the server before it stopped accepting.
+            Err(s) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+        }
+    }
+    assert!(finished >= 1, "no in-flight registration finished");
+    assert_eq!(
+        fleet
+            .service_mut("guardian")
+            .terminate(Duration::from_secs(10)),
+        Some(0)
+    );
+    // Every success is a stored event.
+    assert_eq!(log_total(&fleet), finished);
+}
