@@ -19,46 +19,22 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 
 #[derive(Parser)]
-#[command(
-    name = "allies",
-    version,
-    about = "Command-line client of the Defense Allies fleet"
-)]
+#[command(name = "allies", version, about = "Command-line client of the Defense Allies fleet")]
 struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
     /// Guardian (authentication) endpoint.
-    #[arg(
-        long,
-        global = true,
-        env = "ALLIES_GUARDIAN",
-        default_value = "http://127.0.0.1:50051"
-    )]
+    #[arg(long, global = true, env = "ALLIES_GUARDIAN", default_value = "http://127.0.0.1:50051")]
     guardian: String,
     /// Timesquare (game) endpoint.
-    #[arg(
-        long,
-        global = true,
-        env = "ALLIES_TIMESQUARE",
-        default_value = "http://127.0.0.1:50052"
-    )]
+    #[arg(long, global = true, env = "ALLIES_TIMESQUARE", default_value = "http://127.0.0.1:50052")]
     timesquare: String,
     /// Command (operations) endpoint.
-    #[arg(
-        long,
-        global = true,
-        env = "ALLIES_COMMAND",
-        default_value = "http://127.0.0.1:50053"
-    )]
+    #[arg(long, global = true, env = "ALLIES_COMMAND", default_value = "http://127.0.0.1:50053")]
     command: String,
     /// Projector (queries) endpoint.
-    #[arg(
-        long,
-        global = true,
-        env = "ALLIES_PROJECTOR",
-        default_value = "http://127.0.0.1:50054"
-    )]
+    #[arg(long, global = true, env = "ALLIES_PROJECTOR", default_value = "http://127.0.0.1:50054")]
     projector: String,
     /// Deadline of each call, in seconds.
     #[arg(long, global = true, default_value_t = 10)]
@@ -123,17 +99,12 @@ async fn channel(endpoint: &str, timeout: Duration) -> Result<Channel, Failure> 
         .map_err(|e| Failure(format!("invalid endpoint {endpoint}: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(timeout);
-    ep.connect()
-        .await
-        .map_err(|e| Failure(format!("Unavailable: cannot reach {endpoint}: {e}")))
+    ep.connect().await.map_err(|e| Failure(format!("Unavailable: cannot reach {endpoint}: {e}")))
 }
 
 fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     } else {
         println!("{}", text());
     }
@@ -142,19 +113,9 @@ fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = Duration::from_secs(cli.timeout);
     match cli.command_ {
-        Command::User(UserCommand::Register {
-            username,
-            email,
-            password,
-        }) => {
+        Command::User(UserCommand::Register { username, email, password }) => {
             let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);
-            let r = client
-                .register_user(RegisterUserRequest {
-                    username: username.clone(),
-                    email,
-                    password,
-                })
-                .await?;
+            let r = client.register_user(RegisterUserRequest { username: username.clone(), email, password }).await?;
             let r = r.into_inner();
             print(cli.json, &r, || {
                 format!(
@@ -164,16 +125,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             });
         }
         Command::User(UserCommand::Get { user_id, wait }) => {
-            let mut client =
-                ProjectorQueryServiceClient::new(channel(&cli.projector, timeout).await?);
+            let mut client = ProjectorQueryServiceClient::new(channel(&cli.projector, timeout).await?);
             let deadline = Instant::now() + Duration::from_secs(wait);
             let user = loop {
-                match client
-                    .get_user(GetUserRequest {
-                        user_id: user_id.clone(),
-                    })
-                    .await
-                {
+                match client.get_user(GetUserRequest { user_id: user_id.clone() }).await {
                     Ok(r) => break r.into_inner().user.unwrap_or_default(),
                     Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -205,16 +160,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             loop {
                 let mut report = serde_json::Map::new();
                 let mut all_serving = true;
-                for (name, endpoint) in services
-                    .into_iter()
-                    .filter(|(n, _)| only.as_deref().is_none_or(|o| o == *n))
-                {
+                for (name, endpoint) in services.into_iter().filter(|(n, _)| only.as_deref().is_none_or(|o| o == *n)) {
                     let status = health(endpoint, timeout).await;
                     all_serving &= status == "SERVING";
-                    report.insert(
-                        name.to_owned(),
-                        serde_json::json!({ "endpoint": endpoint, "status": status }),
-                    );
+                    report.insert(name.to_owned(), serde_json::json!({ "endpoint": endpoint, "status": status }));
                 }
                 if all_serving || Instant::now() >= deadline {
                     print(cli.json, &report, || {
@@ -246,12 +195,7 @@ async fn health(endpoint: &str, timeout: Duration) -> String {
     let Ok(channel) = channel(endpoint, timeout).await else {
         return "UNREACHABLE".into();
     };
-    match HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-    {
+    match HealthClient::new(channel).check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
         Ok(r) => ServingStatus::try_from(r.into_inner().status)
             .map(|s| s.as_str_name().to_owned())
             .unwrap_or_else(|_| "UNKNOWN".into()),

@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "defense_allies/guardian/v1/guardian.proto",
         "defense_allies/guardian/v1/events.proto",
         "defense_allies/projector/v1/projector.proto",
+        "defense_allies/timesquare/v1/timesquare.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
@@ -22,8 +23,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // proto3 JSON would quote appear in the event schemas' JSON-facing fields
     // other than timestamps, which both forms accept on read.
     let serde = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default)]";
-    tonic_prost_build::configure()
-        .type_attribute(".defense_allies", serde)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().type_attribute(".defense_allies", serde).compile_fds(fds)?;
     Ok(())
 }

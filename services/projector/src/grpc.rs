@@ -16,10 +16,7 @@ pub struct QueryApi {
 
 #[tonic::async_trait]
 impl ProjectorQueryService for QueryApi {
-    async fn get_user(
-        &self,
-        request: Request<GetUserRequest>,
-    ) -> Result<Response<GetUserResponse>, Status> {
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
         let id = request.into_inner().user_id;
         if id.is_empty() {
             return Err(status::invalid_argument("user_id", "must not be empty"));

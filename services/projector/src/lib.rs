@@ -25,11 +25,7 @@ pub fn consumer_name() -> String {
     std::env::var("PROJECTOR_CONSUMER")
         .ok()
         .filter(|s| !s.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|s| s.trim().to_owned())
-        })
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "projector".to_owned())
 }
@@ -45,33 +41,19 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = redis::Client::open(config.redis_url.as_str())?;
-    let sub_config = SubscriptionConfig::new(
-        users::GROUP,
-        &consumer_name(),
-        users::AGGREGATE_TYPE,
-        config.partitions,
-    );
+    let sub_config = SubscriptionConfig::new(users::GROUP, &consumer_name(), users::AGGREGATE_TYPE, config.partitions);
     tracing::info!(group = users::GROUP, consumer = %sub_config.consumer, partitions = config.partitions, "starting projection");
     let projections = tokio::spawn(subscriber::run(client, sub_config, users.clone(), stop_rx));
 
     let mut server = GrpcServer::new()?;
-    server
-        .routes
-        .add_service(ProjectorQueryServiceServer::new(grpc::QueryApi { users }));
+    server.routes.add_service(ProjectorQueryServiceServer::new(grpc::QueryApi { users }));
     server.report_health(ProjectorQueryServiceServer::<grpc::QueryApi>::NAME);
-    let served = server
-        .serve(listener, config.shutdown_grace, shutdown)
-        .await;
+    let served = server.serve(listener, config.shutdown_grace, shutdown).await;
 
     // Stop the projections: each finishes the entry it is applying.
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(config.shutdown_grace, projections)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "projections did not stop within the grace period; unacked entries stay pending"
-        );
+    if tokio::time::timeout(config.shutdown_grace, projections).await.is_err() {
+        tracing::warn!("projections did not stop within the grace period; unacked entries stay pending");
     }
     served?;
     Ok(())

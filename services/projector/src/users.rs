@@ -24,10 +24,7 @@ pub struct UserProjection {
 
 impl UserProjection {
     pub fn new(conn: ConnectionManager) -> Self {
-        Self {
-            conn,
-            apply: redis::Script::new(include_str!("apply.lua")),
-        }
+        Self { conn, apply: redis::Script::new(include_str!("apply.lua")) }
     }
 
     /// Applies one event; returns whether the read model changed.
@@ -35,12 +32,8 @@ impl UserProjection {
         let env = &event.envelope;
         let fields: Vec<(&str, String)> = match (env.event_type.as_str(), env.schema_version) {
             ("UserRegistered", 1) => {
-                let e: UserRegistered = serde_json::from_slice(&event.data).map_err(|e| {
-                    HandlerError(format!(
-                        "malformed UserRegistered at version {}: {e}",
-                        env.version
-                    ))
-                })?;
+                let e: UserRegistered = serde_json::from_slice(&event.data)
+                    .map_err(|e| HandlerError(format!("malformed UserRegistered at version {}: {e}", env.version)))?;
                 vec![
                     ("user_id", env.aggregate_id.clone()),
                     ("username", e.username),
@@ -52,11 +45,7 @@ impl UserProjection {
             }
             (other, v) => {
                 // Not an event this projection reads: acknowledge and move on.
-                tracing::debug!(
-                    event_type = other,
-                    schema_version = v,
-                    "user projection ignores event"
-                );
+                tracing::debug!(event_type = other, schema_version = v, "user projection ignores event");
                 return Ok(false);
             }
         };
@@ -66,20 +55,14 @@ impl UserProjection {
             inv.arg(*f).arg(v);
         }
         let mut conn = self.conn.clone();
-        let applied: i64 = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| HandlerError(e.to_string()))?;
+        let applied: i64 = inv.invoke_async(&mut conn).await.map_err(|e| HandlerError(e.to_string()))?;
         Ok(applied == 1)
     }
 
     /// Reads one user from the read model.
     pub async fn get(&self, user_id: &str) -> Result<Option<User>, redis::RedisError> {
         let mut conn = self.conn.clone();
-        let map: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(key(user_id))
-            .query_async(&mut conn)
-            .await?;
+        let map: HashMap<String, String> = redis::cmd("HGETALL").arg(key(user_id)).query_async(&mut conn).await?;
         if map.is_empty() {
             return Ok(None);
         }
@@ -88,11 +71,7 @@ impl UserProjection {
             user_id: get("user_id"),
             username: get("username"),
             email: get("email"),
-            roles: get("roles")
-                .split(',')
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            roles: get("roles").split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
             status: get("status"),
             registered_at_ms: get("registered_at_ms").parse().unwrap_or_default(),
             version: get("_version").parse().unwrap_or_default(),

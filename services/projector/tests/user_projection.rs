@@ -30,35 +30,17 @@ fn registered(id: &str, name: &str) -> NewEvent {
 }
 
 fn meta() -> Metadata {
-    Metadata {
-        correlation_id: Uuid::now_v7(),
-        causation_id: Uuid::now_v7(),
-        user_id: None,
-        traceparent: None,
-    }
+    Metadata { correlation_id: Uuid::now_v7(), causation_id: Uuid::now_v7(), user_id: None, traceparent: None }
 }
 
 async fn append(store: &EventStore, id: &str, name: &str) {
-    store
-        .append(
-            "user",
-            id,
-            ExpectedVersion::NoStream,
-            &meta(),
-            1,
-            &[registered(id, name)],
-        )
-        .await
-        .unwrap();
+    store.append("user", id, ExpectedVersion::NoStream, &meta(), 1, &[registered(id, name)]).await.unwrap();
 }
 
 async fn wait_until<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f().await {
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached within 10 s"
-        );
+        assert!(Instant::now() < deadline, "condition not reached within 10 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -72,27 +54,14 @@ async fn a_redelivered_or_older_event_changes_nothing() {
     let rec = store.read_stream("user", &id, 1).await.unwrap().remove(0);
     let projection = UserProjection::new(store.connection());
 
-    assert!(
-        projection.apply(&rec).await.unwrap(),
-        "first delivery applies"
-    );
-    let user = projection
-        .get(&id)
-        .await
-        .unwrap()
-        .expect("user in read model");
+    assert!(projection.apply(&rec).await.unwrap(), "first delivery applies");
+    let user = projection.get(&id).await.unwrap().expect("user in read model");
     assert_eq!((user.username.as_str(), user.version), ("alice", 1));
 
     // Someone edits the read model at version 1; a redelivery must not overwrite it.
     redis.raw(&["HSET", &users::key(&id), "email", "changed@example.com"]);
-    assert!(
-        !projection.apply(&rec).await.unwrap(),
-        "redelivery is a no-op"
-    );
-    assert_eq!(
-        projection.get(&id).await.unwrap().unwrap().email,
-        "changed@example.com"
-    );
+    assert!(!projection.apply(&rec).await.unwrap(), "redelivery is a no-op");
+    assert_eq!(projection.get(&id).await.unwrap().unwrap().email, "changed@example.com");
 
     // The read model never holds the password hash.
     let raw = redis.raw(&["HGETALL", &users::key(&id)]);
@@ -109,22 +78,9 @@ async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
     // A previous life of consumer "p1" read the entry and died before acking.
     let log = keys::log_key("user", 0);
     redis.raw(&["XGROUP", "CREATE", &log, users::GROUP, "0", "MKSTREAM"]);
-    let delivered = redis.raw(&[
-        "XREADGROUP",
-        "GROUP",
-        users::GROUP,
-        "p1",
-        "COUNT",
-        "10",
-        "STREAMS",
-        &log,
-        ">",
-    ]);
+    let delivered = redis.raw(&["XREADGROUP", "GROUP", users::GROUP, "p1", "COUNT", "10", "STREAMS", &log, ">"]);
     assert!(delivered.contains("crashed"), "{delivered}");
-    assert_eq!(
-        redis.raw(&["XPENDING", &log, users::GROUP]).lines().next(),
-        Some(":1")
-    );
+    assert_eq!(redis.raw(&["XPENDING", &log, users::GROUP]).lines().next(), Some(":1"));
 
     let projection = Arc::new(UserProjection::new(store.connection()));
     let client = redis::Client::open(redis.url()).unwrap();
@@ -161,15 +117,8 @@ async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
     // Shutdown is prompt even while a read is blocked.
     let t = Instant::now();
     stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("subscription stops")
-        .unwrap();
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        t.elapsed()
-    );
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("subscription stops").unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
 }
 
 #[tokio::test]
@@ -189,8 +138,7 @@ async fn events_of_every_partition_reach_the_read_model() {
     for (i, id) in ids.iter().enumerate() {
         append(&store, id, &format!("user{i}")).await;
     }
-    let partitions: std::collections::HashSet<u32> =
-        ids.iter().map(|id| store.partition_of(id)).collect();
+    let partitions: std::collections::HashSet<u32> = ids.iter().map(|id| store.partition_of(id)).collect();
     assert!(partitions.len() > 4, "ids spread over partitions");
     for (i, id) in ids.iter().enumerate() {
         let p = projection.clone();
@@ -200,10 +148,7 @@ async fn events_of_every_partition_reach_the_read_model() {
             async move { p.get(&id).await.unwrap().is_some() }
         })
         .await;
-        assert_eq!(
-            projection.get(id).await.unwrap().unwrap().username,
-            format!("user{i}")
-        );
+        assert_eq!(projection.get(id).await.unwrap().unwrap().username, format!("user{i}"));
     }
     stop.send(true).unwrap();
     task.await.unwrap();

@@ -12,8 +12,6 @@ async fn main() -> anyhow::Result<()> {
     allies_platform::telemetry::init("timesquare");
     let config = ServiceConfig::from_env("timesquare", TIMESQUARE_ADDR)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    GrpcServer::new()?
-        .serve(listener, config.shutdown_grace, shutdown_signal())
-        .await?;
+    GrpcServer::new()?.serve(listener, config.shutdown_grace, shutdown_signal()).await?;
     Ok(())
 }

@@ -22,3 +22,9 @@ pub mod projector {
         tonic::include_proto!("defense_allies.projector.v1");
     }
 }
+
+pub mod timesquare {
+    pub mod v1 {
+        tonic::include_proto!("defense_allies.timesquare.v1");
+    }
+}

@@ -56,8 +56,7 @@ pub trait DomainEvent: Sized + Clone + Debug + Send + Sync + 'static {
     /// Encodes the payload as proto3 JSON.
     fn encode_json(&self) -> Result<Vec<u8>, DecodeError>;
     /// Decodes a stored payload of the given type and schema version.
-    fn decode_json(event_type: &str, schema_version: u32, data: &[u8])
-    -> Result<Self, DecodeError>;
+    fn decode_json(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Self, DecodeError>;
 }
 
 /// Why stored bytes could not become a domain event.
@@ -66,20 +65,14 @@ pub enum DecodeError {
     #[error("unknown event type `{0}`")]
     UnknownEventType(String),
     #[error("event type `{event_type}` has no schema version {schema_version}")]
-    UnsupportedSchemaVersion {
-        event_type: String,
-        schema_version: u32,
-    },
+    UnsupportedSchemaVersion { event_type: String, schema_version: u32 },
     #[error("malformed `{event_type}` payload: {reason}")]
     Malformed { event_type: String, reason: String },
 }
 
 impl DecodeError {
     pub fn malformed(event_type: &str, reason: impl ToString) -> Self {
-        Self::Malformed {
-            event_type: event_type.to_owned(),
-            reason: reason.to_string(),
-        }
+        Self::Malformed { event_type: event_type.to_owned(), reason: reason.to_string() }
     }
 }
 
@@ -138,11 +131,7 @@ pub enum ExpectedVersion {
 impl ExpectedVersion {
     /// The natural expectation after loading an aggregate at `version`.
     pub fn after_load(version: u64) -> Self {
-        if version == 0 {
-            Self::NoStream
-        } else {
-            Self::Exact(version)
-        }
+        if version == 0 { Self::NoStream } else { Self::Exact(version) }
     }
 }
 
@@ -170,12 +159,7 @@ mod tests {
 
     #[test]
     fn metadata_omits_absent_user_in_json() {
-        let m = Metadata {
-            correlation_id: Uuid::nil(),
-            causation_id: Uuid::nil(),
-            user_id: None,
-            traceparent: None,
-        };
+        let m = Metadata { correlation_id: Uuid::nil(), causation_id: Uuid::nil(), user_id: None, traceparent: None };
         let json = serde_json::to_string(&m).unwrap();
         assert!(!json.contains("user_id"), "{json}");
         let back: Metadata = serde_json::from_str(&json).unwrap();

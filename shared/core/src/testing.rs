@@ -12,9 +12,7 @@ use crate::Aggregate;
 
 /// Starts a scenario from the events already in the aggregate's history.
 pub fn given<A: Aggregate>(history: impl IntoIterator<Item = A::Event>) -> Given<A> {
-    Given {
-        history: history.into_iter().collect(),
-    }
+    Given { history: history.into_iter().collect() }
 }
 
 pub struct Given<A: Aggregate> {
@@ -26,11 +24,7 @@ impl<A: Aggregate> Given<A> {
     pub fn when(self, command: A::Command) -> When<A> {
         let state = A::replay(self.history.iter());
         let outcome = state.decide(&command);
-        When {
-            state,
-            command,
-            outcome,
-        }
+        When { state, command, outcome }
     }
 }
 
@@ -51,21 +45,16 @@ where
         let expected: Vec<_> = expected.into_iter().collect();
         match self.outcome {
             Ok(events) => {
-                assert_eq!(
-                    events, expected,
-                    "command {:?} on {:?}",
-                    self.command, self.state
-                );
+                assert_eq!(events, expected, "command {:?} on {:?}", self.command, self.state);
                 let mut state = self.state;
                 for e in &events {
                     state.evolve(e);
                 }
                 state
             }
-            Err(e) => panic!(
-                "command {:?} on {:?} failed with {e:?}, expected events {expected:?}",
-                self.command, self.state
-            ),
+            Err(e) => {
+                panic!("command {:?} on {:?} failed with {e:?}, expected events {expected:?}", self.command, self.state)
+            }
         }
     }
 
@@ -80,11 +69,7 @@ where
                 "command {:?} on {:?} produced {events:?}, expected error {expected:?}",
                 self.command, self.state
             ),
-            Err(e) => assert_eq!(
-                e, expected,
-                "command {:?} on {:?}",
-                self.command, self.state
-            ),
+            Err(e) => assert_eq!(e, expected, "command {:?} on {:?}", self.command, self.state),
         }
     }
 }

@@ -52,11 +52,9 @@ impl ServiceConfig {
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let listen_key = listen_var(name);
-        let listen = parse(
-            &listen_key,
-            get(&listen_key).unwrap_or_else(|| default_listen.to_owned()),
-            |v| v.parse::<SocketAddr>().map_err(|e| e.to_string()),
-        )?;
+        let listen = parse(&listen_key, get(&listen_key).unwrap_or_else(|| default_listen.to_owned()), |v| {
+            v.parse::<SocketAddr>().map_err(|e| e.to_string())
+        })?;
         let redis_url = get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
         if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
             return Err(ConfigError {
@@ -65,32 +63,16 @@ impl ServiceConfig {
                 reason: "must start with redis:// or rediss://".into(),
             });
         }
-        let partitions = parse(
-            "ES_PARTITIONS",
-            get("ES_PARTITIONS").unwrap_or_else(|| "16".into()),
-            |v| match v.parse::<u32>() {
+        let partitions =
+            parse("ES_PARTITIONS", get("ES_PARTITIONS").unwrap_or_else(|| "16".into()), |v| match v.parse::<u32>() {
                 Ok(n) if (1..=1024).contains(&n) => Ok(n),
                 _ => Err("must be an integer from 1 to 1024".to_owned()),
-            },
-        )?;
-        let grace = parse(
-            "SHUTDOWN_GRACE_SECS",
-            get("SHUTDOWN_GRACE_SECS").unwrap_or_else(|| "10".into()),
-            |v| {
-                v.parse::<u64>()
-                    .map(Duration::from_secs)
-                    .map_err(|e| e.to_string())
-            },
-        )?;
+            })?;
+        let grace = parse("SHUTDOWN_GRACE_SECS", get("SHUTDOWN_GRACE_SECS").unwrap_or_else(|| "10".into()), |v| {
+            v.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string())
+        })?;
         let data_dir = PathBuf::from(get("ALLIES_DATA_DIR").unwrap_or_else(|| ".data".into()));
-        Ok(Self {
-            name: name.to_owned(),
-            listen,
-            redis_url,
-            partitions,
-            shutdown_grace: grace,
-            data_dir,
-        })
+        Ok(Self { name: name.to_owned(), listen, redis_url, partitions, shutdown_grace: grace, data_dir })
     }
 }
 
@@ -99,16 +81,8 @@ pub fn listen_var(service: &str) -> String {
     format!("{}_LISTEN_ADDR", service.to_uppercase())
 }
 
-fn parse<T>(
-    key: &str,
-    value: String,
-    f: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, ConfigError> {
-    f(&value).map_err(|reason| ConfigError {
-        key: key.to_owned(),
-        value,
-        reason,
-    })
+fn parse<T>(key: &str, value: String, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+    f(&value).map_err(|reason| ConfigError { key: key.to_owned(), value, reason })
 }
 
 #[cfg(test)]
@@ -117,10 +91,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<ServiceConfig, ConfigError> {
-        let m: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         ServiceConfig::from_lookup("guardian", GUARDIAN_ADDR, |k| m.get(k).cloned())
     }
 
@@ -135,12 +106,8 @@ mod tests {
 
     #[test]
     fn environment_overrides_defaults() {
-        let c = cfg(&[
-            ("GUARDIAN_LISTEN_ADDR", "0.0.0.0:6000"),
-            ("REDIS_URL", "redis://r:1"),
-            ("ES_PARTITIONS", "4"),
-        ])
-        .unwrap();
+        let c = cfg(&[("GUARDIAN_LISTEN_ADDR", "0.0.0.0:6000"), ("REDIS_URL", "redis://r:1"), ("ES_PARTITIONS", "4")])
+            .unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:6000");
         assert_eq!(c.redis_url, "redis://r:1");
         assert_eq!(c.partitions, 4);

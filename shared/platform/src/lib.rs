@@ -7,6 +7,7 @@
 //!
 //! Must not know any bounded context's domain.
 
+pub mod auth;
 pub mod config;
 pub mod server;
 pub mod status;

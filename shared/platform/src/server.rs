@@ -37,15 +37,8 @@ impl GrpcServer {
         let v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
         let v1alpha = reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
         let mut routes = RoutesBuilder::default();
-        routes
-            .add_service(health_service)
-            .add_service(v1)
-            .add_service(v1alpha);
-        Ok(Self {
-            routes,
-            health,
-            names: Vec::new(),
-        })
+        routes.add_service(health_service).add_service(v1).add_service(v1alpha);
+        Ok(Self { routes, health, names: Vec::new() })
     }
 
     /// Reports the named service (its `NamedService::NAME`, for example
@@ -66,43 +59,31 @@ impl GrpcServer {
     ) -> Result<(), ServeError> {
         let addr = listener.local_addr()?;
         for name in &self.names {
-            self.health
-                .set_service_status(*name, ServingStatus::Serving)
-                .await;
+            self.health.set_service_status(*name, ServingStatus::Serving).await;
         }
-        self.health
-            .set_service_status("", ServingStatus::Serving)
-            .await;
+        self.health.set_service_status("", ServingStatus::Serving).await;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        let server = tonic::transport::Server::builder().add_routes(self.routes.routes()).serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async {
                 let _ = stop_rx.await;
-            });
+            },
+        );
         let mut server = std::pin::pin!(server);
         tracing::info!(%addr, services = ?self.names, "serving gRPC");
         tokio::select! {
             r = &mut server => return r.map_err(Into::into),
             () = shutdown => {}
         }
-        tracing::info!(
-            grace_secs = grace.as_secs_f32(),
-            "shutdown requested; draining in-flight requests"
-        );
+        tracing::info!(grace_secs = grace.as_secs_f32(), "shutdown requested; draining in-flight requests");
         for name in &self.names {
-            self.health
-                .set_service_status(*name, ServingStatus::NotServing)
-                .await;
+            self.health.set_service_status(*name, ServingStatus::NotServing).await;
         }
-        self.health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
+        self.health.set_service_status("", ServingStatus::NotServing).await;
         let _ = stop_tx.send(());
         match tokio::time::timeout(grace, server).await {
             Ok(r) => r?,
-            Err(_) => tracing::warn!(
-                "in-flight requests did not finish within the grace period; closing them"
-            ),
+            Err(_) => tracing::warn!("in-flight requests did not finish within the grace period; closing them"),
         }
         tracing::info!("stopped");
         Ok(())
@@ -112,10 +93,7 @@ impl GrpcServer {
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers; only ctrl-c stops this process");
         let _ = tokio::signal::ctrl_c().await;
         return;

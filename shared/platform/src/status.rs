@@ -7,11 +7,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// InvalidArgument naming the field, in the message and as a BadRequest detail.
 pub fn invalid_argument(field: &str, description: &str) -> Status {
     let details = ErrorDetails::with_bad_request_violation(field, description);
-    Status::with_error_details(
-        Code::InvalidArgument,
-        format!("{field}: {description}"),
-        details,
-    )
+    Status::with_error_details(Code::InvalidArgument, format!("{field}: {description}"), details)
 }
 
 /// Status for a store failure. A conflict that survived the service's
@@ -29,9 +25,7 @@ pub fn from_store(e: &StoreError) -> Status {
 
 pub fn from_append(e: &AppendError) -> Status {
     match e {
-        AppendError::Conflict { .. } => {
-            Status::aborted(format!("concurrent modification, retry the command: {e}"))
-        }
+        AppendError::Conflict { .. } => Status::aborted(format!("concurrent modification, retry the command: {e}")),
         AppendError::Store(s) => from_store(s),
         AppendError::Invalid(_) | AppendError::Encode(_) => {
             tracing::error!(error = %e, "append refused");
@@ -57,16 +51,10 @@ mod tests {
 
     #[test]
     fn conflicts_are_aborted_and_redis_outages_unavailable() {
-        let c = AppendError::Conflict {
-            expected: ExpectedVersion::Exact(1),
-            actual: 2,
-        };
+        let c = AppendError::Conflict { expected: ExpectedVersion::Exact(1), actual: 2 };
         assert_eq!(from_append(&c).code(), Code::Aborted);
         let io = redis_io_error();
-        assert_eq!(
-            from_store(&StoreError::Unavailable(io)).code(),
-            Code::Unavailable
-        );
+        assert_eq!(from_store(&StoreError::Unavailable(io)).code(), Code::Unavailable);
     }
 
     fn redis_io_error() -> allies_store::RedisError {

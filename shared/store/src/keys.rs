@@ -19,15 +19,17 @@ pub fn tag(aggregate_type: &str, partition: u32) -> String {
 
 /// Per-aggregate event stream: the source of truth. Entry ids are `0-<version>`.
 pub fn stream_key(aggregate_type: &str, partition: u32, aggregate_id: &str) -> String {
-    format!(
-        "es:{}:stream:{aggregate_id}",
-        tag(aggregate_type, partition)
-    )
+    format!("es:{}:stream:{aggregate_id}", tag(aggregate_type, partition))
 }
 
 /// Partition log: every event of one partition of one aggregate type, in commit order.
 pub fn log_key(aggregate_type: &str, partition: u32) -> String {
     format!("es:{}:log", tag(aggregate_type, partition))
+}
+
+/// The aggregate's current state (hybrid write), next to its stream.
+pub fn state_key(aggregate_type: &str, partition: u32, aggregate_id: &str) -> String {
+    format!("es:{}:state:{aggregate_id}", tag(aggregate_type, partition))
 }
 
 #[cfg(test)]

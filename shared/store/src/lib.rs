@@ -33,11 +33,7 @@ pub enum StoreError {
     #[error("event store unavailable: {0}")]
     Unavailable(#[from] redis::RedisError),
     #[error("corrupt entry in {stream} at {entry}: {reason}")]
-    Corrupt {
-        stream: String,
-        entry: String,
-        reason: String,
-    },
+    Corrupt { stream: String, entry: String, reason: String },
     #[error("cannot decode {stream} version {version}: {source}")]
     Decode {
         stream: String,
@@ -51,10 +47,7 @@ pub enum StoreError {
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("version conflict: expected {expected}, actual {actual}")]
-    Conflict {
-        expected: ExpectedVersion,
-        actual: u64,
-    },
+    Conflict { expected: ExpectedVersion, actual: u64 },
     #[error("invalid append: {0}")]
     Invalid(String),
     #[error("cannot encode event: {0}")]
@@ -92,6 +85,16 @@ impl NewEvent {
     }
 }
 
+/// Current state written atomically with an append (the "hybrid" write):
+/// fields of the aggregate's state hash `es:{type.p}:state:<id>`, readable in
+/// one HGET by other services (for example a session's revocation status).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateWrite {
+    pub fields: Vec<(String, String)>,
+    /// When the state hash expires, Unix ms (None: never).
+    pub expire_at_ms: Option<i64>,
+}
+
 /// Where an append landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -122,11 +125,7 @@ impl RecordedEvent {
                 format!("unsupported content type `{}`", self.content_type),
             ));
         }
-        let payload = E::decode_json(
-            &self.envelope.event_type,
-            self.envelope.schema_version,
-            &self.data,
-        )?;
+        let payload = E::decode_json(&self.envelope.event_type, self.envelope.schema_version, &self.data)?;
         let e = &self.envelope;
         Ok(EventEnvelope {
             event_id: e.event_id,
@@ -143,38 +142,27 @@ impl RecordedEvent {
 
     /// Parses one stream entry (aggregate stream or partition log).
     pub fn from_entry(key: &str, entry: &StreamId) -> Result<Self, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            stream: key.to_owned(),
-            entry: entry.id.clone(),
-            reason,
-        };
+        let corrupt = |reason: String| StoreError::Corrupt { stream: key.to_owned(), entry: entry.id.clone(), reason };
         let bytes = |field: &str| -> Result<Vec<u8>, StoreError> {
             match entry.map.get(field) {
                 Some(Value::BulkString(b)) => Ok(b.clone()),
                 Some(Value::SimpleString(s)) => Ok(s.clone().into_bytes()),
-                Some(other) => Err(corrupt(format!(
-                    "field `{field}` has unexpected type {other:?}"
-                ))),
+                Some(other) => Err(corrupt(format!("field `{field}` has unexpected type {other:?}"))),
                 None => Err(corrupt(format!("field `{field}` missing"))),
             }
         };
         let text = |field: &str| -> Result<String, StoreError> {
-            String::from_utf8(bytes(field)?)
-                .map_err(|_| corrupt(format!("field `{field}` is not UTF-8")))
+            String::from_utf8(bytes(field)?).map_err(|_| corrupt(format!("field `{field}` is not UTF-8")))
         };
         let number = |field: &str| -> Result<i64, StoreError> {
-            text(field)?
-                .parse::<i64>()
-                .map_err(|_| corrupt(format!("field `{field}` is not a number")))
+            text(field)?.parse::<i64>().map_err(|_| corrupt(format!("field `{field}` is not a number")))
         };
-        let event_id =
-            Uuid::parse_str(&text("event_id")?).map_err(|e| corrupt(format!("event_id: {e}")))?;
-        let metadata: Metadata = serde_json::from_slice(&bytes("metadata")?)
-            .map_err(|e| corrupt(format!("metadata: {e}")))?;
-        let version =
-            u64::try_from(number("version")?).map_err(|_| corrupt("negative version".into()))?;
-        let schema_version = u32::try_from(number("schema_version")?)
-            .map_err(|_| corrupt("bad schema_version".into()))?;
+        let event_id = Uuid::parse_str(&text("event_id")?).map_err(|e| corrupt(format!("event_id: {e}")))?;
+        let metadata: Metadata =
+            serde_json::from_slice(&bytes("metadata")?).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        let version = u64::try_from(number("version")?).map_err(|_| corrupt("negative version".into()))?;
+        let schema_version =
+            u32::try_from(number("schema_version")?).map_err(|_| corrupt("bad schema_version".into()))?;
         Ok(Self {
             envelope: EventEnvelope {
                 event_id,
@@ -211,11 +199,7 @@ impl EventStore {
     }
 
     pub fn with_connection(conn: ConnectionManager, partitions: u32) -> Self {
-        Self {
-            conn,
-            partitions: partitions.max(1),
-            append_script: redis::Script::new(include_str!("append.lua")),
-        }
+        Self { conn, partitions: partitions.max(1), append_script: redis::Script::new(include_str!("append.lua")) }
     }
 
     pub fn partitions(&self) -> u32 {
@@ -243,6 +227,22 @@ impl EventStore {
         recorded_at_ms: i64,
         events: &[NewEvent],
     ) -> Result<AppendOutcome, AppendError> {
+        self.append_with_state(aggregate_type, aggregate_id, expected, metadata, recorded_at_ms, events, None).await
+    }
+
+    /// As [`append`](Self::append), and in the same script writes `state`
+    /// to the aggregate's state hash (with its new `version`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append_with_state(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        metadata: &Metadata,
+        recorded_at_ms: i64,
+        events: &[NewEvent],
+        state: Option<&StateWrite>,
+    ) -> Result<AppendOutcome, AppendError> {
         if events.is_empty() || events.len() > MAX_EVENTS_PER_APPEND {
             return Err(AppendError::Invalid(format!(
                 "an append carries 1 to {MAX_EVENTS_PER_APPEND} events, got {}",
@@ -250,33 +250,28 @@ impl EventStore {
             )));
         }
         if aggregate_id.is_empty() || aggregate_type.is_empty() {
-            return Err(AppendError::Invalid(
-                "aggregate type and id must not be empty".into(),
-            ));
+            return Err(AppendError::Invalid("aggregate type and id must not be empty".into()));
         }
         let partition = self.partition_of(aggregate_id);
         let stream = keys::stream_key(aggregate_type, partition, aggregate_id);
         let log = keys::log_key(aggregate_type, partition);
-        let meta = serde_json::to_string(metadata)
-            .map_err(|e| AppendError::Invalid(format!("metadata: {e}")))?;
+        let meta = serde_json::to_string(metadata).map_err(|e| AppendError::Invalid(format!("metadata: {e}")))?;
         let mut inv = self.append_script.key(&stream);
-        inv.key(&log);
+        inv.key(&log).key(keys::state_key(aggregate_type, partition, aggregate_id));
         inv.arg(match expected {
             ExpectedVersion::Any => "any".to_owned(),
             ExpectedVersion::NoStream => "none".to_owned(),
             ExpectedVersion::Exact(v) => v.to_string(),
         });
-        inv.arg(aggregate_type)
-            .arg(aggregate_id)
-            .arg(meta)
-            .arg(recorded_at_ms)
-            .arg(events.len());
+        let no_state = StateWrite::default();
+        let state = state.unwrap_or(&no_state);
+        inv.arg(aggregate_type).arg(aggregate_id).arg(meta).arg(recorded_at_ms).arg(events.len());
+        inv.arg(state.fields.len()).arg(state.expire_at_ms.unwrap_or(0));
+        for (field, value) in &state.fields {
+            inv.arg(field).arg(value);
+        }
         for e in events {
-            inv.arg(e.event_id.to_string())
-                .arg(&e.event_type)
-                .arg(e.schema_version)
-                .arg(&e.content_type)
-                .arg(&e.data);
+            inv.arg(e.event_id.to_string()).arg(&e.event_type).arg(e.schema_version).arg(&e.content_type).arg(&e.data);
         }
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = inv.invoke_async(&mut conn).await?;
@@ -292,19 +287,34 @@ impl EventStore {
         recorded_at_ms: i64,
         events: &[A::Event],
     ) -> Result<AppendOutcome, AppendError> {
-        let encoded = events
-            .iter()
-            .map(NewEvent::encode)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.append(
-            A::TYPE,
-            aggregate_id,
-            expected,
-            metadata,
-            recorded_at_ms,
-            &encoded,
-        )
-        .await
+        let encoded = events.iter().map(NewEvent::encode).collect::<Result<Vec<_>, _>>()?;
+        self.append(A::TYPE, aggregate_id, expected, metadata, recorded_at_ms, &encoded).await
+    }
+
+    /// Encodes and appends an aggregate's events together with its state hash.
+    pub async fn append_events_with_state<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        metadata: &Metadata,
+        recorded_at_ms: i64,
+        events: &[A::Event],
+        state: &StateWrite,
+    ) -> Result<AppendOutcome, AppendError> {
+        let encoded = events.iter().map(NewEvent::encode).collect::<Result<Vec<_>, _>>()?;
+        self.append_with_state(A::TYPE, aggregate_id, expected, metadata, recorded_at_ms, &encoded, Some(state)).await
+    }
+
+    /// Reads one field of an aggregate's state hash (None if absent).
+    pub async fn state_field(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        field: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let key = keys::state_key(aggregate_type, self.partition_of(aggregate_id), aggregate_id);
+        let mut conn = self.conn.clone();
+        Ok(conn.hget(key, field).await?)
     }
 
     /// Reads an aggregate's events with version >= `from_version` (1 = all).
@@ -325,16 +335,11 @@ impl EventStore {
             for entry in &page.ids {
                 let rec = RecordedEvent::from_entry(&stream, entry)?;
                 let expected_version = from_version.max(1) + out.len() as u64;
-                if rec.envelope.version != expected_version
-                    || entry.id != format!("0-{}", rec.envelope.version)
-                {
+                if rec.envelope.version != expected_version || entry.id != format!("0-{}", rec.envelope.version) {
                     return Err(StoreError::Corrupt {
                         stream: stream.clone(),
                         entry: entry.id.clone(),
-                        reason: format!(
-                            "expected version {expected_version}, found {}",
-                            rec.envelope.version
-                        ),
+                        reason: format!("expected version {expected_version}, found {}", rec.envelope.version),
                     });
                 }
                 out.push(rec);
@@ -353,17 +358,11 @@ impl EventStore {
         let mut state = A::default();
         let mut version = 0;
         for rec in &records {
-            let env = rec
-                .decode::<A::Event>()
-                .map_err(|source| StoreError::Decode {
-                    stream: keys::stream_key(
-                        A::TYPE,
-                        self.partition_of(aggregate_id),
-                        aggregate_id,
-                    ),
-                    version: rec.envelope.version,
-                    source,
-                })?;
+            let env = rec.decode::<A::Event>().map_err(|source| StoreError::Decode {
+                stream: keys::stream_key(A::TYPE, self.partition_of(aggregate_id), aggregate_id),
+                version: rec.envelope.version,
+                source,
+            })?;
             state.evolve(&env.payload);
             version = env.version;
         }
@@ -398,25 +397,12 @@ fn parse_append_reply(
             other => text(other)?.parse().ok(),
         }
     };
-    let status = reply
-        .first()
-        .and_then(text)
-        .ok_or_else(|| bad("no status"))?;
-    let version = reply
-        .get(1)
-        .and_then(int)
-        .ok_or_else(|| bad("no version"))?;
+    let status = reply.first().and_then(text).ok_or_else(|| bad("no status"))?;
+    let version = reply.get(1).and_then(int).ok_or_else(|| bad("no version"))?;
     match status.as_str() {
-        "conflict" => Err(AppendError::Conflict {
-            expected,
-            actual: version,
-        }),
+        "conflict" => Err(AppendError::Conflict { expected, actual: version }),
         "ok" => {
-            let log_ids = reply[2..]
-                .iter()
-                .map(text)
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad("log ids"))?;
+            let log_ids = reply[2..].iter().map(text).collect::<Option<Vec<_>>>().ok_or_else(|| bad("log ids"))?;
             let last = log_ids.last().cloned().ok_or_else(|| bad("no log ids"))?;
             Ok(AppendOutcome {
                 version,

@@ -33,10 +33,7 @@ pub struct HandlerError(pub String);
 pub trait Handler: Send + Sync + 'static {
     /// Applies one event. Must be idempotent: an entry can be delivered again
     /// after a crash between applying and acknowledging.
-    fn handle(
-        &self,
-        event: &RecordedEvent,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+    fn handle(&self, event: &RecordedEvent) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -99,10 +96,7 @@ impl PartitionReader {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(self.config.block + Duration::from_secs(10)));
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
+        let mut conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
         let created: RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.log)
@@ -138,11 +132,7 @@ impl PartitionReader {
 
     /// One connection's lifetime: pending entries first, then new ones.
     /// Ok(()) means shutdown was requested.
-    async fn session<H: Handler>(
-        &self,
-        handler: &H,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), StoreError> {
+    async fn session<H: Handler>(&self, handler: &H, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
         let mut conn = self.connect().await?;
         // Own pending entries, walked with a cursor so a failing entry is not re-read forever.
         let mut cursor = "0".to_owned();
@@ -172,18 +162,14 @@ impl PartitionReader {
         block: Option<Duration>,
     ) -> Result<Vec<StreamId>, StoreError> {
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.config.group)
-            .arg(&self.config.consumer);
+        cmd.arg("GROUP").arg(&self.config.group).arg(&self.config.consumer);
         cmd.arg("COUNT").arg(self.config.batch);
         if let Some(b) = block {
             cmd.arg("BLOCK").arg(b.as_millis() as u64);
         }
         cmd.arg("STREAMS").arg(&self.log).arg(id);
         let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
-        Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-            .unwrap_or_default())
+        Ok(reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default())
     }
 
     /// Handles and acks entries in order. Returns false if shutdown was
@@ -220,12 +206,7 @@ impl PartitionReader {
     }
 
     async fn ack(&self, conn: &mut MultiplexedConnection, id: &str) -> Result<(), StoreError> {
-        let _: i64 = redis::cmd("XACK")
-            .arg(&self.log)
-            .arg(&self.config.group)
-            .arg(id)
-            .query_async(conn)
-            .await?;
+        let _: i64 = redis::cmd("XACK").arg(&self.log).arg(&self.config.group).arg(id).query_async(conn).await?;
         Ok(())
     }
 }

@@ -56,18 +56,11 @@ impl Aggregate for Counter {
 }
 
 fn meta() -> Metadata {
-    Metadata {
-        correlation_id: Uuid::now_v7(),
-        causation_id: Uuid::now_v7(),
-        user_id: None,
-        traceparent: None,
-    }
+    Metadata { correlation_id: Uuid::now_v7(), causation_id: Uuid::now_v7(), user_id: None, traceparent: None }
 }
 
 async fn store(redis: &RedisServer) -> EventStore {
-    EventStore::connect(&redis.url(), 16)
-        .await
-        .expect("connect")
+    EventStore::connect(&redis.url(), 16).await.expect("connect")
 }
 
 #[tokio::test]
@@ -76,32 +69,17 @@ async fn append_and_load_round_trip_with_versions_and_metadata() {
     let store = store(&redis).await;
     let m = meta();
     let events = [Added { n: 2, writer: 1 }, Added { n: 3, writer: 1 }];
-    let out = store
-        .append_events::<Counter>(
-            "c1",
-            ExpectedVersion::NoStream,
-            &m,
-            1_700_000_000_000,
-            &events,
-        )
-        .await
-        .unwrap();
+    let out =
+        store.append_events::<Counter>("c1", ExpectedVersion::NoStream, &m, 1_700_000_000_000, &events).await.unwrap();
     assert_eq!(out.version, 2);
     assert_eq!(out.log_ids.len(), 2);
-    assert!(
-        out.consistency_token
-            .starts_with(&format!("counter.{}@", out.partition))
-    );
+    assert!(out.consistency_token.starts_with(&format!("counter.{}@", out.partition)));
 
     let (state, version) = store.load::<Counter>("c1").await.unwrap();
     assert_eq!((state.total, version), (5, 2));
 
     let recs = store.read_stream("counter", "c1", 2).await.unwrap();
-    assert_eq!(
-        recs.len(),
-        1,
-        "reading from version 2 returns only version 2"
-    );
+    assert_eq!(recs.len(), 1, "reading from version 2 returns only version 2");
     let env = recs[0].decode::<Added>().unwrap();
     assert_eq!(env.version, 2);
     assert_eq!(env.metadata, m);
@@ -123,67 +101,34 @@ async fn expected_version_checks_any_no_stream_and_exact() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
     let e = [Added { n: 1, writer: 0 }];
-    store
-        .append_events::<Counter>("c", ExpectedVersion::Any, &meta(), 0, &e)
-        .await
-        .unwrap();
-    match store
-        .append_events::<Counter>("c", ExpectedVersion::NoStream, &meta(), 0, &e)
-        .await
-    {
-        Err(AppendError::Conflict {
-            expected: ExpectedVersion::NoStream,
-            actual: 1,
-        }) => {}
+    store.append_events::<Counter>("c", ExpectedVersion::Any, &meta(), 0, &e).await.unwrap();
+    match store.append_events::<Counter>("c", ExpectedVersion::NoStream, &meta(), 0, &e).await {
+        Err(AppendError::Conflict { expected: ExpectedVersion::NoStream, actual: 1 }) => {}
         other => panic!("expected conflict, got {other:?}"),
     }
-    match store
-        .append_events::<Counter>("c", ExpectedVersion::Exact(5), &meta(), 0, &e)
-        .await
-    {
-        Err(AppendError::Conflict {
-            expected: ExpectedVersion::Exact(5),
-            actual: 1,
-        }) => {}
+    match store.append_events::<Counter>("c", ExpectedVersion::Exact(5), &meta(), 0, &e).await {
+        Err(AppendError::Conflict { expected: ExpectedVersion::Exact(5), actual: 1 }) => {}
         other => panic!("expected conflict, got {other:?}"),
     }
-    let out = store
-        .append_events::<Counter>("c", ExpectedVersion::Exact(1), &meta(), 0, &e)
-        .await
-        .unwrap();
+    let out = store.append_events::<Counter>("c", ExpectedVersion::Exact(1), &meta(), 0, &e).await.unwrap();
     assert_eq!(out.version, 2);
-    let out = store
-        .append_events::<Counter>("c", ExpectedVersion::Any, &meta(), 0, &e)
-        .await
-        .unwrap();
+    let out = store.append_events::<Counter>("c", ExpectedVersion::Any, &meta(), 0, &e).await.unwrap();
     assert_eq!(out.version, 3);
     // Conflicts wrote nothing: 3 events in the stream and in the log.
     let p = keys::partition_of("c", 16);
-    assert_eq!(
-        redis
-            .raw(&["XLEN", &keys::stream_key("counter", p, "c")])
-            .trim(),
-        ":3"
-    );
-    assert_eq!(
-        redis.raw(&["XLEN", &keys::log_key("counter", p)]).trim(),
-        ":3"
-    );
+    assert_eq!(redis.raw(&["XLEN", &keys::stream_key("counter", p, "c")]).trim(), ":3");
+    assert_eq!(redis.raw(&["XLEN", &keys::log_key("counter", p)]).trim(), ":3");
 }
 
 #[tokio::test]
 async fn empty_and_oversized_appends_are_refused_without_writing() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
-    let r = store
-        .append("counter", "c", ExpectedVersion::Any, &meta(), 0, &[])
-        .await;
+    let r = store.append("counter", "c", ExpectedVersion::Any, &meta(), 0, &[]).await;
     assert!(matches!(r, Err(AppendError::Invalid(_))), "{r:?}");
     let one = NewEvent::encode(&Added { n: 1, writer: 0 }).unwrap();
     let many = vec![one; allies_store::MAX_EVENTS_PER_APPEND + 1];
-    let r = store
-        .append("counter", "c", ExpectedVersion::Any, &meta(), 0, &many)
-        .await;
+    let r = store.append("counter", "c", ExpectedVersion::Any, &meta(), 0, &many).await;
     assert!(matches!(r, Err(AppendError::Invalid(_))), "{r:?}");
     assert_eq!(redis.raw(&["DBSIZE"]).trim(), ":0");
 }
@@ -196,9 +141,7 @@ async fn a_corrupt_entry_is_a_typed_error_naming_stream_and_entry() {
     let stream = keys::stream_key("counter", p, "bad");
     redis.raw(&["XADD", &stream, "0-1", "event_id", "not-a-uuid"]);
     match store.load::<Counter>("bad").await {
-        Err(allies_store::StoreError::Corrupt {
-            stream: s, entry, ..
-        }) => {
+        Err(allies_store::StoreError::Corrupt { stream: s, entry, .. }) => {
             assert_eq!(s, stream);
             assert_eq!(entry, "0-1");
         }
@@ -207,15 +150,8 @@ async fn a_corrupt_entry_is_a_typed_error_naming_stream_and_entry() {
     // An entry with a foreign id makes the append script refuse, writing nothing.
     let stream2 = keys::stream_key("counter", keys::partition_of("bad2", 16), "bad2");
     redis.raw(&["XADD", &stream2, "5-0", "x", "y"]);
-    let r = store
-        .append_events::<Counter>(
-            "bad2",
-            ExpectedVersion::Any,
-            &meta(),
-            0,
-            &[Added { n: 1, writer: 0 }],
-        )
-        .await;
+    let r =
+        store.append_events::<Counter>("bad2", ExpectedVersion::Any, &meta(), 0, &[Added { n: 1, writer: 0 }]).await;
     assert!(r.is_err(), "{r:?}");
     assert_eq!(redis.raw(&["XLEN", &stream2]).trim(), ":1");
 }
@@ -226,32 +162,13 @@ async fn loading_a_long_stream_reads_every_page() {
     let store = store(&redis).await;
     let batch: Vec<Added> = (0..1000).map(|i| Added { n: i, writer: 0 }).collect();
     for _ in 0..3 {
-        store
-            .append_events::<Counter>("long", ExpectedVersion::Any, &meta(), 0, &batch)
-            .await
-            .unwrap();
+        store.append_events::<Counter>("long", ExpectedVersion::Any, &meta(), 0, &batch).await.unwrap();
     }
-    store
-        .append_events::<Counter>(
-            "long",
-            ExpectedVersion::Exact(3000),
-            &meta(),
-            0,
-            &batch[..5],
-        )
-        .await
-        .unwrap();
+    store.append_events::<Counter>("long", ExpectedVersion::Exact(3000), &meta(), 0, &batch[..5]).await.unwrap();
     let (state, version) = store.load::<Counter>("long").await.unwrap();
     assert_eq!(version, 3005);
     assert_eq!(state.total, 3 * (999 * 1000 / 2) + 10);
-    assert_eq!(
-        store
-            .read_stream("counter", "long", 2001)
-            .await
-            .unwrap()
-            .len(),
-        1005
-    );
+    assert_eq!(store.read_stream("counter", "long", 2001).await.unwrap().len(), 1005);
 }
 
 /// 50 writers race on one aggregate with exact expected versions.
@@ -271,27 +188,14 @@ async fn fifty_concurrent_writers_never_lose_or_duplicate_an_append() {
                 let version = store.read_stream("counter", "hot", 1).await.unwrap().len() as u64;
                 let ev = NewEvent::encode(&Added { n: 1, writer: w }).unwrap();
                 let id = ev.event_id;
-                match store
-                    .append(
-                        "counter",
-                        "hot",
-                        ExpectedVersion::after_load(version),
-                        &meta(),
-                        0,
-                        &[ev],
-                    )
-                    .await
-                {
+                match store.append("counter", "hot", ExpectedVersion::after_load(version), &meta(), 0, &[ev]).await {
                     Ok(out) => {
                         assert_eq!(out.version, version + 1);
                         wins.push((id, out.version, out.log_ids[0].clone()));
                     }
                     Err(AppendError::Conflict { expected, actual }) => {
                         assert_eq!(expected, ExpectedVersion::after_load(version));
-                        assert!(
-                            actual > version,
-                            "a conflict reports the newer actual version"
-                        );
+                        assert!(actual > version, "a conflict reports the newer actual version");
                         conflicts += 1;
                     }
                     Err(e) => panic!("unexpected error {e}"),
@@ -307,41 +211,49 @@ async fn fifty_concurrent_writers_never_lose_or_duplicate_an_append() {
         wins.extend(w);
         conflicts += c;
     }
-    assert_eq!(
-        wins.len() as u32 + conflicts,
-        WRITERS * ATTEMPTS,
-        "every attempt either won or got the conflict"
-    );
-    assert!(
-        conflicts > 0,
-        "the race produced no conflict; the test did not exercise concurrency"
-    );
+    assert_eq!(wins.len() as u32 + conflicts, WRITERS * ATTEMPTS, "every attempt either won or got the conflict");
+    assert!(conflicts > 0, "the race produced no conflict; the test did not exercise concurrency");
 
     let stream = store.read_stream("counter", "hot", 1).await.unwrap();
     let versions: Vec<u64> = stream.iter().map(|r| r.envelope.version).collect();
-    assert_eq!(
-        versions,
-        (1..=wins.len() as u64).collect::<Vec<_>>(),
-        "versions 1..N, no gap, no duplicate"
-    );
-    let by_id: HashMap<Uuid, u64> = stream
-        .iter()
-        .map(|r| (r.envelope.event_id, r.envelope.version))
-        .collect();
+    assert_eq!(versions, (1..=wins.len() as u64).collect::<Vec<_>>(), "versions 1..N, no gap, no duplicate");
+    let by_id: HashMap<Uuid, u64> = stream.iter().map(|r| (r.envelope.event_id, r.envelope.version)).collect();
     assert_eq!(by_id.len(), stream.len(), "no event id twice");
     for (id, version, _) in &wins {
-        assert_eq!(
-            by_id.get(id),
-            Some(version),
-            "a reported success is present at its version"
-        );
+        assert_eq!(by_id.get(id), Some(version), "a reported success is present at its version");
     }
     // The partition log holds exactly the winners, each once, in version order.
     let log_ids: HashSet<&String> = wins.iter().map(|(_, _, l)| l).collect();
     assert_eq!(log_ids.len(), wins.len());
     let p = keys::partition_of("hot", 16);
-    assert_eq!(
-        redis.raw(&["XLEN", &keys::log_key("counter", p)]).trim(),
-        format!(":{}", wins.len())
-    );
+    assert_eq!(redis.raw(&["XLEN", &keys::log_key("counter", p)]).trim(), format!(":{}", wins.len()));
+}
+
+#[tokio::test]
+async fn state_is_written_with_the_events_and_not_on_conflict() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let e = [Added { n: 1, writer: 0 }];
+    let state = allies_store::StateWrite {
+        fields: vec![("status".into(), "active".into()), ("owner".into(), "u1".into())],
+        expire_at_ms: Some(4_102_444_800_000),
+    };
+    let out = store
+        .append_events_with_state::<Counter>("s1", ExpectedVersion::NoStream, &meta(), 0, &e, &state)
+        .await
+        .unwrap();
+    assert_eq!(store.state_field("counter", "s1", "status").await.unwrap().as_deref(), Some("active"));
+    assert_eq!(store.state_field("counter", "s1", "version").await.unwrap().as_deref(), Some("1"));
+    let key = keys::state_key("counter", out.partition, "s1");
+    assert!(redis.raw(&["PEXPIRETIME", &key]).contains("4102444800000"));
+
+    // A conflicting append changes neither the stream nor the state.
+    let revoked = allies_store::StateWrite { fields: vec![("status".into(), "revoked".into())], expire_at_ms: None };
+    let r = store.append_events_with_state::<Counter>("s1", ExpectedVersion::NoStream, &meta(), 0, &e, &revoked).await;
+    assert!(matches!(r, Err(AppendError::Conflict { .. })), "{r:?}");
+    assert_eq!(store.state_field("counter", "s1", "status").await.unwrap().as_deref(), Some("active"));
+    let r = store.append_events_with_state::<Counter>("s1", ExpectedVersion::Exact(1), &meta(), 0, &e, &revoked).await;
+    assert_eq!(r.unwrap().version, 2);
+    assert_eq!(store.state_field("counter", "s1", "status").await.unwrap().as_deref(), Some("revoked"));
+    assert_eq!(store.state_field("counter", "nope", "status").await.unwrap(), None);
 }

@@ -41,14 +41,7 @@ impl RedisServer {
             let dir = tempfile::tempdir().expect("cannot create a temporary directory");
             let port = free_port();
             let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
                 .args(["--appendonly", "yes", "--dir"])
                 .arg(dir.path())
                 .args(["--logfile", "redis.log", "--protected-mode", "no"])
@@ -65,10 +58,7 @@ impl RedisServer {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.try_wait() {
-                    last_err = format!(
-                        "redis-server exited with {status}: {}",
-                        read_log(dir.path())
-                    );
+                    last_err = format!("redis-server exited with {status}: {}", read_log(dir.path()));
                     break;
                 }
                 if ping(port) {
@@ -151,10 +141,8 @@ fn read_log(dir: &Path) -> String {
 }
 
 fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    ) else {
+    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))
+    else {
         return false;
     };
     s.set_read_timeout(Some(Duration::from_millis(500))).ok();
@@ -169,10 +157,7 @@ fn ping(port: u16) -> bool {
 /// (`target/<profile>/<name>`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
+    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -202,24 +187,12 @@ impl ServiceProcess {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let mut cmd = Command::new(binary(name));
-        cmd.env(listen_var, addr.to_string())
-            .env("RUST_LOG", "info")
-            .env("ALLIES_DATA_DIR", dir.path());
+        cmd.env(listen_var, addr.to_string()).env("RUST_LOG", "info").env("ALLIES_DATA_DIR", dir.path());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let mut svc = Self {
-            name: name.to_owned(),
-            addr,
-            child,
-            log,
-            _dir: dir,
-        };
+        let child = cmd.stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut svc = Self { name: name.to_owned(), addr, child, log, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = svc.child.try_wait() {
@@ -230,10 +203,7 @@ impl ServiceProcess {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!(
-            "{name} did not listen on {addr} within 20 s:\n{}",
-            svc.logs()
-        );
+        panic!("{name} did not listen on {addr} within 20 s:\n{}", svc.logs());
     }
 
     pub fn endpoint(&self) -> String {
@@ -252,9 +222,7 @@ impl ServiceProcess {
     /// Sends SIGTERM and waits up to `within` for the process to exit;
     /// returns its exit code (None if it was killed by a signal or hung).
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -15,19 +15,11 @@ use tokio::task::JoinSet;
 
 fn info_field(redis: &RedisServer, section: &str, field: &str) -> u64 {
     let info = redis.raw(&["INFO", section]);
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 fn memory_usage(redis: &RedisServer, key: &str) -> u64 {
-    redis
-        .raw(&["MEMORY", "USAGE", key, "SAMPLES", "0"])
-        .trim_start_matches(':')
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    redis.raw(&["MEMORY", "USAGE", key, "SAMPLES", "0"]).trim_start_matches(':').trim().parse().unwrap_or(0)
 }
 
 fn scan(redis: &RedisServer, pattern: &str, limit: usize) -> Vec<String> {
@@ -58,9 +50,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let baseline = info_field(&redis, "memory", "used_memory");
 
-    let client = GuardianServiceClient::connect(guardian.endpoint())
-        .await
-        .expect("connect guardian");
+    let client = GuardianServiceClient::connect(guardian.endpoint()).await.expect("connect guardian");
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     let workers = 16;
@@ -89,20 +79,11 @@ async fn main() {
     let used = info_field(&redis, "memory", "used_memory");
     let streams = scan(&redis, "es:*:stream:*", 200);
     let models = scan(&redis, "rm:user:*", 200);
-    let avg = |keys: &[String]| {
-        keys.iter().map(|k| memory_usage(&redis, k)).sum::<u64>() / keys.len().max(1) as u64
-    };
-    let logs: u64 = scan(&redis, "es:*:log", 10_000)
-        .iter()
-        .map(|k| memory_usage(&redis, k))
-        .sum();
+    let avg = |keys: &[String]| keys.iter().map(|k| memory_usage(&redis, k)).sum::<u64>() / keys.len().max(1) as u64;
+    let logs: u64 = scan(&redis, "es:*:log", 10_000).iter().map(|k| memory_usage(&redis, k)).sum();
     println!(
         "redis args:                 {}",
-        if extra.is_empty() {
-            "(defaults)".to_owned()
-        } else {
-            extra.join(" ")
-        }
+        if extra.is_empty() { "(defaults)".to_owned() } else { extra.join(" ") }
     );
     println!(
         "users registered:           {n} in {:.1} s ({:.0}/s, Argon2id included)",
@@ -120,17 +101,11 @@ async fn main() {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .map(|l| l.trim_start_matches("VmRSS:").trim().to_owned())
+                s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.trim_start_matches("VmRSS:").trim().to_owned())
             })
             .unwrap_or_default()
     };
     println!("guardian RSS:               {}", rss(guardian.pid()));
     println!("projector RSS:              {}", rss(projector.pid()));
-    println!(
-        "partition logs (all):       {:.1} MiB ({} B/event)",
-        logs as f64 / 1048576.0,
-        logs / n as u64
-    );
+    println!("partition logs (all):       {:.1} MiB ({} B/event)", logs as f64 / 1048576.0, logs / n as u64);
 }

@@ -27,17 +27,11 @@ impl Fleet {
     }
 
     pub fn service(&self, name: &str) -> &ServiceProcess {
-        self.services
-            .iter()
-            .find(|s| s.name == name)
-            .expect("service in fleet")
+        self.services.iter().find(|s| s.name == name).expect("service in fleet")
     }
 
     pub fn service_mut(&mut self, name: &str) -> &mut ServiceProcess {
-        self.services
-            .iter_mut()
-            .find(|s| s.name == name)
-            .expect("service in fleet")
+        self.services.iter_mut().find(|s| s.name == name).expect("service in fleet")
     }
 
     pub fn endpoint(&self, name: &str) -> String {

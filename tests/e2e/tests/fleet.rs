@@ -14,23 +14,15 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 async fn guardian(fleet: &Fleet) -> GuardianServiceClient<Channel> {
-    GuardianServiceClient::connect(fleet.endpoint("guardian"))
-        .await
-        .expect("connect guardian")
+    GuardianServiceClient::connect(fleet.endpoint("guardian")).await.expect("connect guardian")
 }
 
 async fn projector(fleet: &Fleet) -> ProjectorQueryServiceClient<Channel> {
-    ProjectorQueryServiceClient::connect(fleet.endpoint("projector"))
-        .await
-        .expect("connect projector")
+    ProjectorQueryServiceClient::connect(fleet.endpoint("projector")).await.expect("connect projector")
 }
 
 fn req(username: &str, email: &str, password: &str) -> RegisterUserRequest {
-    RegisterUserRequest {
-        username: username.into(),
-        email: email.into(),
-        password: password.into(),
-    }
+    RegisterUserRequest { username: username.into(), email: email.into(), password: password.into() }
 }
 
 /// Polls GetUser until the read model has the user (bounded).
@@ -48,11 +40,7 @@ async fn wait_for_user(client: &mut ProjectorQueryServiceClient<Channel>, id: &s
 }
 
 async fn connect(endpoint: &str) -> Channel {
-    Channel::from_shared(endpoint.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect")
+    Channel::from_shared(endpoint.to_owned()).unwrap().connect().await.expect("connect")
 }
 
 fn stream_keys(fleet: &Fleet) -> String {
@@ -63,10 +51,7 @@ fn log_total(fleet: &Fleet) -> usize {
     (0..16)
         .map(|p| {
             let r = fleet.redis.raw(&["XLEN", &format!("es:{{user.{p}}}:log")]);
-            r.trim()
-                .trim_start_matches(':')
-                .parse::<usize>()
-                .unwrap_or(0)
+            r.trim().trim_start_matches(':').parse::<usize>().unwrap_or(0)
         })
         .sum()
 }
@@ -78,17 +63,9 @@ async fn register_read_back_duplicates_and_invalid_input() {
     let mut p = projector(&fleet).await;
 
     // Register, then read back through the projector.
-    let r = g
-        .register_user(req("Alice_1", "alice@example.com", "correct-horse-9"))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = g.register_user(req("Alice_1", "alice@example.com", "correct-horse-9")).await.unwrap().into_inner();
     assert_eq!(r.version, 1);
-    assert!(
-        r.consistency_token.starts_with("user."),
-        "{}",
-        r.consistency_token
-    );
+    assert!(r.consistency_token.starts_with("user."), "{}", r.consistency_token);
     let user = wait_for_user(&mut p, &r.user_id).await;
     assert_eq!(user.user_id, r.user_id);
     assert_eq!(user.username, "Alice_1");
@@ -100,25 +77,16 @@ async fn register_read_back_duplicates_and_invalid_input() {
 
     // The password is stored only as an Argon2id hash, and never in the read model.
     let events = fleet.redis.raw(&["KEYS", "es:*:stream:*"]);
-    let stream = events
-        .lines()
-        .find(|l| l.starts_with("es:"))
-        .expect("one stream key")
-        .to_owned();
+    let stream = events.lines().find(|l| l.starts_with("es:")).expect("one stream key").to_owned();
     let raw = fleet.redis.raw(&["XRANGE", &stream, "-", "+"]);
     assert!(raw.contains("$argon2id$v=19$"), "{raw}");
     assert!(!raw.contains("correct-horse-9"), "plain password stored");
-    let rm = fleet
-        .redis
-        .raw(&["HGETALL", &format!("rm:user:{}", r.user_id)]);
+    let rm = fleet.redis.raw(&["HGETALL", &format!("rm:user:{}", r.user_id)]);
     assert!(!rm.contains("argon2") && !rm.contains("password"), "{rm}");
 
     // The same username in another case: AlreadyExists, nothing written.
     let before = log_total(&fleet);
-    let e = g
-        .register_user(req("ALICE_1", "other@example.com", "correct-horse-9"))
-        .await
-        .unwrap_err();
+    let e = g.register_user(req("ALICE_1", "other@example.com", "correct-horse-9")).await.unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
     assert!(e.message().contains("ALICE_1"), "{}", e.message());
     assert_eq!(log_total(&fleet), before);
@@ -135,42 +103,17 @@ async fn register_read_back_duplicates_and_invalid_input() {
     ] {
         let e = g.register_user(request).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-        assert!(
-            e.message().starts_with(&format!("{field}:")),
-            "{}",
-            e.message()
-        );
+        assert!(e.message().starts_with(&format!("{field}:")), "{}", e.message());
         let details = e.get_error_details();
-        assert_eq!(
-            details
-                .bad_request()
-                .expect("BadRequest detail")
-                .field_violations[0]
-                .field,
-            field
-        );
+        assert_eq!(details.bad_request().expect("BadRequest detail").field_violations[0].field, field);
     }
-    assert_eq!(
-        stream_keys(&fleet),
-        keys_before,
-        "an invalid request wrote an event"
-    );
+    assert_eq!(stream_keys(&fleet), keys_before, "an invalid request wrote an event");
     assert_eq!(log_total(&fleet), before);
 
     // Queries validate too.
-    let e = p
-        .get_user(GetUserRequest {
-            user_id: "nope".into(),
-        })
-        .await
-        .unwrap_err();
+    let e = p.get_user(GetUserRequest { user_id: "nope".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = p
-        .get_user(GetUserRequest {
-            user_id: "00000000-0000-0000-0000-000000000001".into(),
-        })
-        .await
-        .unwrap_err();
+    let e = p.get_user(GetUserRequest { user_id: "00000000-0000-0000-0000-000000000001".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
 
@@ -183,8 +126,7 @@ async fn concurrent_registrations_of_one_name_create_one_user() {
         let mut g = guardian(&fleet).await;
         let name = names[i % names.len()].to_owned();
         tasks.push(tokio::spawn(async move {
-            g.register_user(req(&name, &format!("r{i}@example.com"), "correct-horse-9"))
-                .await
+            g.register_user(req(&name, &format!("r{i}@example.com"), "correct-horse-9")).await
         }));
     }
     let mut ok = Vec::new();
@@ -213,13 +155,7 @@ async fn every_service_is_healthy_reflects_and_stops_cleanly_on_sigterm() {
     for name in SERVICES {
         let endpoint = fleet.endpoint(name);
         let mut h = HealthClient::new(connect(&endpoint).await);
-        let s = h
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let s = h.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
         assert_eq!(s.status, ServingStatus::Serving as i32, "{name}");
 
         let mut r = ServerReflectionClient::new(connect(&endpoint).await);
@@ -227,65 +163,34 @@ async fn every_service_is_healthy_reflects_and_stops_cleanly_on_sigterm() {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
         };
-        let mut stream = r
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = r.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
         let reply = stream.message().await.unwrap().expect("reflection reply");
-        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
-            panic!("{reply:?}")
-        };
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else { panic!("{reply:?}") };
         let listed: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        assert!(
-            listed.contains(&"grpc.health.v1.Health".to_owned()),
-            "{name}: {listed:?}"
-        );
+        assert!(listed.contains(&"grpc.health.v1.Health".to_owned()), "{name}: {listed:?}");
         match name {
-            "guardian" => assert!(
-                listed.contains(&"defense_allies.guardian.v1.GuardianService".into()),
-                "{listed:?}"
-            ),
-            "projector" => assert!(
-                listed.contains(&"defense_allies.projector.v1.ProjectorQueryService".into()),
-                "{listed:?}"
-            ),
+            "guardian" => assert!(listed.contains(&"defense_allies.guardian.v1.GuardianService".into()), "{listed:?}"),
+            "projector" => {
+                assert!(listed.contains(&"defense_allies.projector.v1.ProjectorQueryService".into()), "{listed:?}")
+            }
             _ => {}
         }
         // Older clients speak v1alpha.
         use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
         use tonic_reflection::pb::v1alpha::{
-            ServerReflectionRequest as AlphaRequest,
-            server_reflection_request::MessageRequest as AlphaMessage,
+            ServerReflectionRequest as AlphaRequest, server_reflection_request::MessageRequest as AlphaMessage,
         };
         let mut a = AlphaClient::new(connect(&endpoint).await);
-        let request = AlphaRequest {
-            host: String::new(),
-            message_request: Some(AlphaMessage::ListServices(String::new())),
-        };
-        let mut stream = a
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(
-            stream.message().await.unwrap().is_some(),
-            "{name}: v1alpha reflection"
-        );
+        let request =
+            AlphaRequest { host: String::new(), message_request: Some(AlphaMessage::ListServices(String::new())) };
+        let mut stream = a.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+        assert!(stream.message().await.unwrap().is_some(), "{name}: v1alpha reflection");
     }
 
     for name in SERVICES {
         let code = fleet.service_mut(name).terminate(Duration::from_secs(10));
-        assert_eq!(
-            code,
-            Some(0),
-            "{name} did not exit 0 on SIGTERM:\n{}",
-            fleet.service(name).logs()
-        );
-        assert!(
-            fleet.service(name).logs().contains("SIGTERM received"),
-            "{name}"
-        );
+        assert_eq!(code, Some(0), "{name} did not exit 0 on SIGTERM:\n{}", fleet.service(name).logs());
+        assert!(fleet.service(name).logs().contains("SIGTERM received"), "{name}");
     }
 }
 
@@ -295,18 +200,8 @@ async fn the_cli_registers_reads_back_and_reports_errors() {
     let allies = allies_testkit::binary("allies");
     let run = |args: &[&str]| {
         Command::new(&allies)
-            .args([
-                "--guardian",
-                &fleet.endpoint("guardian"),
-                "--projector",
-                &fleet.endpoint("projector"),
-            ])
-            .args([
-                "--timesquare",
-                &fleet.endpoint("timesquare"),
-                "--command",
-                &fleet.endpoint("command"),
-            ])
+            .args(["--guardian", &fleet.endpoint("guardian"), "--projector", &fleet.endpoint("projector")])
+            .args(["--timesquare", &fleet.endpoint("timesquare"), "--command", &fleet.endpoint("command")])
             .args(args)
             .output()
             .expect("run allies")
@@ -322,25 +217,14 @@ async fn the_cli_registers_reads_back_and_reports_errors() {
         "--password",
         "correct-horse-9",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     let id = reply["userId"].as_str().expect("userId").to_owned();
 
     let out = run(&["user", "get", &id, "--wait", "10"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("cli_user") && text.contains("cli@example.com") && text.contains("player"),
-        "{text}"
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("cli_user") && text.contains("cli@example.com") && text.contains("player"), "{text}");
 
     let out = run(&[
         "user",
@@ -354,26 +238,12 @@ async fn the_cli_registers_reads_back_and_reports_errors() {
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("AlreadyExists") && err.contains("already taken"),
-        "{err}"
-    );
+    assert!(err.contains("AlreadyExists") && err.contains("already taken"), "{err}");
 
-    let out = run(&[
-        "user",
-        "register",
-        "--username",
-        "x",
-        "--email",
-        "c@example.com",
-        "--password",
-        "correct-horse-9",
-    ]);
+    let out =
+        run(&["user", "register", "--username", "x", "--email", "c@example.com", "--password", "correct-horse-9"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("InvalidArgument") && err.contains("field `username`"),
-        "{err}"
-    );
+    assert!(err.contains("InvalidArgument") && err.contains("field `username`"), "{err}");
 
     let out = run(&["health"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -388,21 +258,14 @@ async fn sigterm_lets_in_flight_registrations_finish() {
     for i in 0..6 {
         let mut g = guardian(&fleet).await;
         tasks.push(tokio::spawn(async move {
-            g.register_user(req(
-                &format!("drain{i}"),
-                &format!("d{i}@example.com"),
-                "correct-horse-9",
-            ))
-            .await
+            g.register_user(req(&format!("drain{i}"), &format!("d{i}@example.com"), "correct-horse-9")).await
         }));
     }
     // Let the requests reach the server (they queue for the Argon2 threads), then stop it.
     tokio::time::sleep(Duration::from_millis(30)).await;
     let pid = fleet.service("guardian").pid();
     let code = tokio::task::spawn_blocking(move || {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     });
     code.await.unwrap();
     let mut finished = 0;
@@ -414,12 +277,7 @@ async fn sigterm_lets_in_flight_registrations_finish() {
         }
     }
     assert!(finished >= 1, "no in-flight registration finished");
-    assert_eq!(
-        fleet
-            .service_mut("guardian")
-            .terminate(Duration::from_secs(10)),
-        Some(0)
-    );
+    assert_eq!(fleet.service_mut("guardian").terminate(Duration::from_secs(10)), Some(0));
     // Every success is a stored event.
     assert_eq!(log_total(&fleet), finished);
 }

@@ -1,0 +1,228 @@
+//! The auth layer every service uses to verify Guardian's access tokens.
+//!
+//! Verifies an EdDSA (Ed25519) JWT against an allow-list of one algorithm —
+//! never the algorithm the token's header claims — then the signature with
+//! the key its `kid` names, expiry, issuer and audience. Keys come from
+//! Guardian's JWKS (cached; fetched again on an unknown `kid`, at most once
+//! per [`REFETCH_INTERVAL`]). Finally the session must still be active: its
+//! status is read from the session's state hash, which Guardian writes in the
+//! same atomic script as the logout or revocation event, with a local cache of
+//! at most [`SESSION_CACHE`] — so a logged-out session's tokens are refused
+//! everywhere within a second.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use allies_contracts::guardian::v1::GetJwksRequest;
+use allies_contracts::guardian::v1::Jwk;
+use allies_contracts::guardian::v1::guardian_service_client::GuardianServiceClient;
+use allies_store::EventStore;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+use tonic::{Request, Status};
+
+/// Aggregate type of Guardian's sessions (their state hashes carry `status`).
+pub const SESSION_TYPE: &str = "session";
+pub const ROLE_ADMIN: &str = "admin";
+pub const ROLE_PLAYER: &str = "player";
+/// Smallest interval between two JWKS fetches.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long an "active" session status is trusted without asking Redis.
+pub const SESSION_CACHE: Duration = Duration::from_millis(500);
+/// Clock skew tolerated on `exp`.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// User id.
+    pub sub: String,
+    /// Session id.
+    pub sid: String,
+    pub roles: Vec<String>,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// Who is calling, as the verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: String,
+    pub session_id: String,
+    pub roles: Vec<String>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+impl Caller {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// PermissionDenied unless the caller has `role`.
+    pub fn require_role(&self, role: &str) -> Result<(), Status> {
+        if self.has_role(role) { Ok(()) } else { Err(Status::permission_denied(format!("requires role '{role}'"))) }
+    }
+}
+
+/// Issuer and audience every token must carry.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl AuthSettings {
+    /// `JWT_ISSUER` (default `defense-allies-guardian`), `JWT_AUDIENCE` (default `defense-allies`).
+    pub fn from_env() -> Self {
+        Self {
+            issuer: std::env::var("JWT_ISSUER").unwrap_or_else(|_| "defense-allies-guardian".into()),
+            audience: std::env::var("JWT_AUDIENCE").unwrap_or_else(|_| "defense-allies".into()),
+        }
+    }
+}
+
+/// Where verification keys come from.
+pub enum KeySource {
+    /// A fixed set (Guardian verifying its own tokens).
+    Static(Vec<Jwk>),
+    /// Guardian's `GetJwks`, e.g. `http://127.0.0.1:50051` (`GUARDIAN_URL`).
+    Guardian(String),
+}
+
+pub struct Authenticator {
+    settings: AuthSettings,
+    source: KeySource,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_fetch: Mutex<Option<Instant>>,
+    store: EventStore,
+    sessions: Mutex<HashMap<String, Instant>>,
+}
+
+fn unauthenticated(why: &str) -> Status {
+    Status::unauthenticated(format!("invalid access token: {why}"))
+}
+
+fn decoding_keys(jwks: &[Jwk]) -> HashMap<String, DecodingKey> {
+    jwks.iter()
+        .filter(|k| k.kty == "OKP" && k.crv == "Ed25519" && (k.alg.is_empty() || k.alg == "EdDSA"))
+        .filter_map(|k| DecodingKey::from_ed_components(&k.x).ok().map(|d| (k.kid.clone(), d)))
+        .collect()
+}
+
+impl Authenticator {
+    pub fn new(settings: AuthSettings, source: KeySource, store: EventStore) -> Self {
+        let keys = match &source {
+            KeySource::Static(jwks) => decoding_keys(jwks),
+            KeySource::Guardian(_) => HashMap::new(),
+        };
+        Self {
+            settings,
+            source,
+            keys: RwLock::new(keys),
+            last_fetch: Mutex::new(None),
+            store,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The caller of a request with `authorization: Bearer <token>`.
+    pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("missing bearer token (authorization metadata)"))?;
+        let value = header.to_str().map_err(|_| unauthenticated("not ASCII"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| unauthenticated("expected 'Bearer <token>'"))?;
+        self.verify(token.trim()).await
+    }
+
+    /// Verifies a token and that its session is still active.
+    pub async fn verify(&self, token: &str) -> Result<Caller, Status> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(unauthenticated("algorithm not allowed"));
+        }
+        let kid = header.kid.ok_or_else(|| unauthenticated("no key id"))?;
+        let key = self.key(&kid).await?.ok_or_else(|| unauthenticated("unknown key id"))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => unauthenticated("expired"),
+                ErrorKind::InvalidAudience => unauthenticated("wrong audience"),
+                ErrorKind::InvalidIssuer => unauthenticated("wrong issuer"),
+                ErrorKind::InvalidSignature => unauthenticated("bad signature"),
+                _ => unauthenticated("rejected"),
+            }
+        })?;
+        let claims = data.claims;
+        self.check_session(&claims.sid).await?;
+        Ok(Caller { user_id: claims.sub, session_id: claims.sid, roles: claims.roles, expires_at: claims.exp })
+    }
+
+    async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, Status> {
+        if let Some(k) = self.keys.read().await.get(kid) {
+            return Ok(Some(k.clone()));
+        }
+        let KeySource::Guardian(endpoint) = &self.source else { return Ok(None) };
+        {
+            let Ok(mut last) = self.last_fetch.lock() else { return Ok(None) };
+            if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+                return Ok(None);
+            }
+            *last = Some(Instant::now());
+        }
+        let jwks = fetch_jwks(endpoint).await?;
+        let fresh = decoding_keys(&jwks);
+        let found = fresh.get(kid).cloned();
+        *self.keys.write().await = fresh;
+        tracing::info!(keys = jwks.len(), "fetched JWKS from guardian");
+        Ok(found)
+    }
+
+    async fn check_session(&self, sid: &str) -> Result<(), Status> {
+        if let Ok(cache) = self.sessions.lock()
+            && cache.get(sid).is_some_and(|t| t.elapsed() < SESSION_CACHE)
+        {
+            return Ok(());
+        }
+        let status = self
+            .store
+            .state_field(SESSION_TYPE, sid, "status")
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot check the session: {e}")))?;
+        match status.as_deref() {
+            Some("active") => {
+                if let Ok(mut cache) = self.sessions.lock() {
+                    if cache.len() > 100_000 {
+                        cache.retain(|_, t| t.elapsed() < SESSION_CACHE);
+                    }
+                    cache.insert(sid.to_owned(), Instant::now());
+                }
+                Ok(())
+            }
+            Some(_) => Err(unauthenticated("session has ended")),
+            None => Err(unauthenticated("unknown session")),
+        }
+    }
+}
+
+async fn fetch_jwks(endpoint: &str) -> Result<Vec<Jwk>, Status> {
+    let mut client = GuardianServiceClient::connect(endpoint.to_owned())
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot reach guardian for keys: {e}")))?;
+    Ok(client.get_jwks(GetJwksRequest {}).await?.into_inner().keys)
+}
