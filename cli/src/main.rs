@@ -1,19 +1,24 @@
 //! `allies`: drives every API of the fleet from the command line.
 //!
 //! Readable output by default, `--json` for scripts. A failed call prints the
-//! gRPC status code and message (and field violations) and exits with 1.
+//! gRPC status code and message (and field violations, retry hints) and
+//! exits with 1. `allies login` keeps the tokens in `$ALLIES_HOME/session.json`
+//! (default `~/.allies`, mode 0600) for later calls.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use allies_contracts::guardian::v1::RegisterUserRequest;
 use allies_contracts::guardian::v1::guardian_service_client::GuardianServiceClient;
-use allies_contracts::projector::v1::GetUserRequest;
+use allies_contracts::guardian::v1::*;
 use allies_contracts::projector::v1::projector_query_service_client::ProjectorQueryServiceClient;
+use allies_contracts::projector::v1::*;
+use allies_contracts::timesquare::v1::WhoAmIRequest;
+use allies_contracts::timesquare::v1::player_service_client::PlayerServiceClient;
 use clap::{Parser, Subcommand};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::{Code, Request, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
@@ -36,6 +41,9 @@ struct Cli {
     /// Projector (queries) endpoint.
     #[arg(long, global = true, env = "ALLIES_PROJECTOR", default_value = "http://127.0.0.1:50054")]
     projector: String,
+    /// Access token to send instead of the one `allies login` kept.
+    #[arg(long, global = true, env = "ALLIES_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Deadline of each call, in seconds.
     #[arg(long, global = true, default_value_t = 10)]
     timeout: u64,
@@ -45,15 +53,44 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Users: register, read.
+    /// Users: register, read, roles, sessions.
     #[command(subcommand)]
     User(UserCommand),
+    /// Log in; the tokens are kept for later calls.
+    Login {
+        #[arg(long)]
+        username: String,
+        /// Prefer ALLIES_PASSWORD to keep it out of shell history.
+        #[arg(long, env = "ALLIES_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Who the kept access token says you are (checked by timesquare).
+    Whoami,
+    /// Exchange the kept refresh token for new tokens.
+    Refresh {
+        /// Use this refresh token instead of the kept one.
+        #[arg(long)]
+        refresh_token: Option<String>,
+    },
+    /// End the session of the kept token.
+    Logout,
+    /// Change your password.
+    Password {
+        #[arg(long, env = "ALLIES_PASSWORD", hide_env_values = true)]
+        current: String,
+        #[arg(long, env = "ALLIES_NEW_PASSWORD", hide_env_values = true)]
+        new: String,
+    },
+    /// Read one session from the read model.
+    Session { session_id: String },
+    /// Guardian's token-verification keys (JWKS).
+    Jwks,
     /// Health of every service (grpc.health.v1).
     Health {
         /// Keep asking until every service is SERVING or this many seconds pass.
         #[arg(long, default_value_t = 0)]
         wait: u64,
-        /// Check only this service (guardian, timesquare, command, projector).
+        /// Check only this service.
         #[arg(long, value_parser = ["guardian", "timesquare", "command", "projector"])]
         only: Option<String>,
     },
@@ -67,7 +104,7 @@ enum UserCommand {
         username: String,
         #[arg(long)]
         email: String,
-        /// Password; prefer the ALLIES_PASSWORD environment variable to keep it out of shell history.
+        /// Prefer ALLIES_PASSWORD to keep it out of shell history.
         #[arg(long, env = "ALLIES_PASSWORD", hide_env_values = true)]
         password: String,
     },
@@ -78,6 +115,20 @@ enum UserCommand {
         #[arg(long, default_value_t = 0)]
         wait: u64,
     },
+    /// Read a user by username (case-insensitive).
+    GetByName { username: String },
+    /// Set a user's roles (admins only).
+    Roles {
+        user_id: String,
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+    },
+    /// A user's sessions, newest first (default: yours).
+    Sessions {
+        user_id: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 struct Failure(String);
@@ -85,13 +136,62 @@ struct Failure(String);
 impl From<Status> for Failure {
     fn from(s: Status) -> Self {
         let mut msg = format!("{:?}: {}", s.code(), s.message());
-        if let Some(br) = s.get_error_details().bad_request() {
+        let details = s.get_error_details();
+        if let Some(br) = details.bad_request() {
             for v in &br.field_violations {
                 msg.push_str(&format!("\n  field `{}`: {}", v.field, v.description));
             }
         }
+        if let Some(delay) = details.retry_info().and_then(|r| r.retry_delay) {
+            msg.push_str(&format!("\n  retry after {:.1} s", delay.as_secs_f64()));
+        }
         Failure(msg)
     }
+}
+
+/// What `allies login` keeps.
+#[derive(Serialize, Deserialize, Default)]
+struct Saved {
+    access_token: String,
+    refresh_token: String,
+    user_id: String,
+    session_id: String,
+    roles: Vec<String>,
+}
+
+fn saved_path() -> PathBuf {
+    std::env::var_os("ALLIES_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".allies")))
+        .unwrap_or_else(|| PathBuf::from(".allies"))
+        .join("session.json")
+}
+
+fn load_saved() -> Result<Saved, Failure> {
+    let path = saved_path();
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| Failure(format!("not logged in (no {}): run `allies login`", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Failure(format!("{} is unreadable: {e}", path.display())))
+}
+
+fn save(s: &Saved) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = saved_path();
+    let fail = |e: std::io::Error| Failure(format!("cannot write {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(fail)?;
+    f.write_all(serde_json::to_string_pretty(s).unwrap_or_default().as_bytes()).map_err(fail)
+}
+
+fn authorized<T>(message: T, token: &str) -> Result<Request<T>, Failure> {
+    let mut r = Request::new(message);
+    let value = format!("Bearer {token}").parse().map_err(|_| Failure("the access token is not ASCII".into()))?;
+    r.metadata_mut().insert("authorization", value);
+    Ok(r)
 }
 
 async fn channel(endpoint: &str, timeout: Duration) -> Result<Channel, Failure> {
@@ -110,14 +210,53 @@ fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
     }
 }
 
+fn show_user(u: &User) -> String {
+    format!(
+        "{}\n  user id:    {}\n  email:      {}\n  roles:      {}\n  status:     {}\n  registered: {} (unix ms)\n  last login: {}\n  version:    {}",
+        u.username,
+        u.user_id,
+        u.email,
+        u.roles.join(", "),
+        u.status,
+        u.registered_at_ms,
+        if u.last_login_ms == 0 { "never".to_owned() } else { format!("{} (unix ms)", u.last_login_ms) },
+        u.version
+    )
+}
+
+fn show_session(s: &Session) -> String {
+    format!(
+        "session {}\n  user id:   {}\n  status:    {}\n  started:   {} (unix ms)\n  expires:   {} (unix ms)\n  refreshes: {}",
+        s.session_id, s.user_id, s.status, s.started_at_ms, s.expires_at_ms, s.refresh_count
+    )
+}
+
+fn kept(t: &AuthenticateUserResponse) -> Saved {
+    Saved {
+        access_token: t.access_token.clone(),
+        refresh_token: t.refresh_token.clone(),
+        user_id: t.user_id.clone(),
+        session_id: t.session_id.clone(),
+        roles: t.roles.clone(),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = Duration::from_secs(cli.timeout);
-    match cli.command_ {
+    let json = cli.json;
+    let token = || -> Result<String, Failure> {
+        match &cli.token {
+            Some(t) => Ok(t.clone()),
+            None => Ok(load_saved()?.access_token),
+        }
+    };
+    match &cli.command_ {
         Command::User(UserCommand::Register { username, email, password }) => {
             let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);
-            let r = client.register_user(RegisterUserRequest { username: username.clone(), email, password }).await?;
-            let r = r.into_inner();
-            print(cli.json, &r, || {
+            let request =
+                RegisterUserRequest { username: username.clone(), email: email.clone(), password: password.clone() };
+            let r = client.register_user(request).await?.into_inner();
+            print(json, &r, || {
                 format!(
                     "registered {username}\n  user id:  {}\n  version:  {}\n  token:    {}",
                     r.user_id, r.version, r.consistency_token
@@ -126,7 +265,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::User(UserCommand::Get { user_id, wait }) => {
             let mut client = ProjectorQueryServiceClient::new(channel(&cli.projector, timeout).await?);
-            let deadline = Instant::now() + Duration::from_secs(wait);
+            let deadline = Instant::now() + Duration::from_secs(*wait);
             let user = loop {
                 match client.get_user(GetUserRequest { user_id: user_id.clone() }).await {
                     Ok(r) => break r.into_inner().user.unwrap_or_default(),
@@ -136,17 +275,102 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     Err(s) => return Err(s.into()),
                 }
             };
-            print(cli.json, &user, || {
+            print(json, &user, || show_user(&user));
+        }
+        Command::User(UserCommand::GetByName { username }) => {
+            let mut client = ProjectorQueryServiceClient::new(channel(&cli.projector, timeout).await?);
+            let r = client.get_user_by_username(GetUserByUsernameRequest { username: username.clone() }).await?;
+            let user = r.into_inner().user.unwrap_or_default();
+            print(json, &user, || show_user(&user));
+        }
+        Command::User(UserCommand::Roles { user_id, roles }) => {
+            let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);
+            let request = ChangeUserRolesRequest { user_id: user_id.clone(), roles: roles.clone() };
+            let r = client.change_user_roles(authorized(request, &token()?)?).await?.into_inner();
+            print(json, &r, || format!("roles of {user_id}: {} (version {})", r.roles.join(", "), r.version));
+        }
+        Command::User(UserCommand::Sessions { user_id, limit }) => {
+            let user_id = match user_id {
+                Some(u) => u.clone(),
+                None => load_saved()?.user_id,
+            };
+            let mut client = ProjectorQueryServiceClient::new(channel(&cli.projector, timeout).await?);
+            let r = client.list_user_sessions(ListUserSessionsRequest { user_id, limit: *limit }).await?.into_inner();
+            print(json, &r, || r.sessions.iter().map(show_session).collect::<Vec<_>>().join("\n"));
+        }
+        Command::Login { username, password } => {
+            let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);
+            let request = AuthenticateUserRequest { username: username.clone(), password: password.clone() };
+            let r = client.authenticate_user(request).await?.into_inner();
+            save(&kept(&r))?;
+            let shown = serde_json::json!({
+                "userId": r.user_id, "sessionId": r.session_id, "roles": r.roles,
+                "expiresIn": r.expires_in, "savedTo": saved_path(),
+            });
+            print(json, &shown, || {
                 format!(
-                    "{}\n  user id:    {}\n  email:      {}\n  roles:      {}\n  status:     {}\n  registered: {} (unix ms)\n  version:    {}",
-                    user.username,
-                    user.user_id,
-                    user.email,
-                    user.roles.join(", "),
-                    user.status,
-                    user.registered_at_ms,
-                    user.version
+                    "logged in as {username}\n  user id:  {}\n  session:  {}\n  roles:    {}\n  access token valid {} s; tokens kept in {}",
+                    r.user_id,
+                    r.session_id,
+                    r.roles.join(", "),
+                    r.expires_in,
+                    saved_path().display()
                 )
+            });
+        }
+        Command::Whoami => {
+            let mut client = PlayerServiceClient::new(channel(&cli.timesquare, timeout).await?);
+            let r = client.who_am_i(authorized(WhoAmIRequest {}, &token()?)?).await?.into_inner();
+            print(json, &r, || {
+                format!(
+                    "user id:  {}\nsession:  {}\nroles:    {}\nexpires:  {} (unix s)",
+                    r.user_id,
+                    r.session_id,
+                    r.roles.join(", "),
+                    r.expires_at
+                )
+            });
+        }
+        Command::Refresh { refresh_token } => {
+            let refresh_token = match refresh_token {
+                Some(t) => t.clone(),
+                None => load_saved()?.refresh_token,
+            };
+            let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);
+            let r = client.refresh_token(RefreshTokenRequest { refresh_token }).await?.into_inner();
+            save(&kept(&r))?;
+            let shown = serde_json::json!({ "sessionId": r.session_id, "expiresIn": r.expires_in });
+            print(json, &shown, || format!("refreshed session {}; new tokens kept", r.session_id));
+        }
+        Command::Logout => {
+            let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);
+            let r = client.logout_user(authorized(LogoutUserRequest {}, &token()?)?).await?.into_inner();
+            if cli.token.is_none() {
+                let _ = std::fs::remove_file(saved_path());
+            }
+            print(json, &r, || format!("logged out; session {} ended", r.session_id));
+        }
+        Command::Password { current, new } => {
+            let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);
+            let request = ChangePasswordRequest { current_password: current.clone(), new_password: new.clone() };
+            let r = client.change_password(authorized(request, &token()?)?).await?.into_inner();
+            print(json, &r, || format!("password changed (user version {})", r.version));
+        }
+        Command::Session { session_id } => {
+            let mut client = ProjectorQueryServiceClient::new(channel(&cli.projector, timeout).await?);
+            let r = client.get_session(GetSessionRequest { session_id: session_id.clone() }).await?.into_inner();
+            let s = r.session.unwrap_or_default();
+            print(json, &s, || show_session(&s));
+        }
+        Command::Jwks => {
+            let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);
+            let r = client.get_jwks(GetJwksRequest {}).await?.into_inner();
+            print(json, &r, || {
+                r.keys
+                    .iter()
+                    .map(|k| format!("{}  {} {} x={}", k.kid, k.kty, k.crv, k.x))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
         }
         Command::Health { wait, only } => {
@@ -156,7 +380,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 ("command", &cli.command),
                 ("projector", &cli.projector),
             ];
-            let deadline = Instant::now() + Duration::from_secs(wait);
+            let deadline = Instant::now() + Duration::from_secs(*wait);
             loop {
                 let mut report = serde_json::Map::new();
                 let mut all_serving = true;
@@ -166,15 +390,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     report.insert(name.to_owned(), serde_json::json!({ "endpoint": endpoint, "status": status }));
                 }
                 if all_serving || Instant::now() >= deadline {
-                    print(cli.json, &report, || {
+                    print(json, &report, || {
                         report
                             .iter()
                             .map(|(n, v)| {
-                                format!(
-                                    "{n:<11} {:<40} {}",
-                                    v["endpoint"].as_str().unwrap_or(""),
-                                    v["status"].as_str().unwrap_or("")
-                                )
+                                let endpoint = v["endpoint"].as_str().unwrap_or("");
+                                format!("{n:<11} {endpoint:<40} {}", v["status"].as_str().unwrap_or(""))
                             })
                             .collect::<Vec<_>>()
                             .join("\n")
@@ -192,9 +413,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn health(endpoint: &str, timeout: Duration) -> String {
-    let Ok(channel) = channel(endpoint, timeout).await else {
-        return "UNREACHABLE".into();
-    };
+    let Ok(channel) = channel(endpoint, timeout).await else { return "UNREACHABLE".into() };
     match HealthClient::new(channel).check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
         Ok(r) => ServingStatus::try_from(r.into_inner().status)
             .map(|s| s.as_str_name().to_owned())

@@ -3,31 +3,74 @@
 use std::sync::Arc;
 
 use allies_contracts::projector::v1::projector_query_service_server::ProjectorQueryService;
-use allies_contracts::projector::v1::{GetUserRequest, GetUserResponse};
+use allies_contracts::projector::v1::*;
 use allies_platform::status;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::sessions::SessionProjection;
 use crate::users::UserProjection;
 
 pub struct QueryApi {
     pub users: Arc<UserProjection>,
+    pub sessions: Arc<SessionProjection>,
+}
+
+fn uuid_field(field: &str, value: &str) -> Result<String, Status> {
+    if value.is_empty() {
+        return Err(status::invalid_argument(field, "must not be empty"));
+    }
+    Uuid::parse_str(value).map(|u| u.to_string()).map_err(|_| status::invalid_argument(field, "must be a UUID"))
+}
+
+fn unavailable(e: redis::RedisError) -> Status {
+    Status::unavailable(format!("read model unavailable: {e}"))
 }
 
 #[tonic::async_trait]
 impl ProjectorQueryService for QueryApi {
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
-        let id = request.into_inner().user_id;
-        if id.is_empty() {
-            return Err(status::invalid_argument("user_id", "must not be empty"));
+        let id = uuid_field("user_id", &request.into_inner().user_id)?;
+        match self.users.get(&id).await.map_err(unavailable)? {
+            Some(user) => Ok(Response::new(GetUserResponse { user: Some(user) })),
+            None => Err(Status::not_found(format!("user {id} not found"))),
         }
-        let Ok(uuid) = Uuid::parse_str(&id) else {
-            return Err(status::invalid_argument("user_id", "must be a UUID"));
+    }
+
+    async fn get_user_by_username(
+        &self,
+        request: Request<GetUserByUsernameRequest>,
+    ) -> Result<Response<GetUserResponse>, Status> {
+        let name = request.into_inner().username;
+        if name.is_empty() || name.len() > 64 {
+            return Err(status::invalid_argument("username", "must be 1 to 64 characters"));
+        }
+        match self.users.get_by_username(&name).await.map_err(unavailable)? {
+            Some(user) => Ok(Response::new(GetUserResponse { user: Some(user) })),
+            None => Err(Status::not_found(format!("user '{name}' not found"))),
+        }
+    }
+
+    async fn get_session(&self, request: Request<GetSessionRequest>) -> Result<Response<GetSessionResponse>, Status> {
+        let id = uuid_field("session_id", &request.into_inner().session_id)?;
+        match self.sessions.get(&id).await.map_err(unavailable)? {
+            Some(session) => Ok(Response::new(GetSessionResponse { session: Some(session) })),
+            None => Err(Status::not_found(format!("session {id} not found"))),
+        }
+    }
+
+    async fn list_user_sessions(
+        &self,
+        request: Request<ListUserSessionsRequest>,
+    ) -> Result<Response<ListUserSessionsResponse>, Status> {
+        let r = request.into_inner();
+        let id = uuid_field("user_id", &r.user_id)?;
+        let limit = match r.limit {
+            0 => 20,
+            n @ 1..=100 => n as usize,
+            _ => return Err(status::invalid_argument("limit", "must be 1 to 100")),
         };
-        match self.users.get(&uuid.to_string()).await {
-            Ok(Some(user)) => Ok(Response::new(GetUserResponse { user: Some(user) })),
-            Ok(None) => Err(Status::not_found(format!("user {uuid} not found"))),
-            Err(e) => Err(Status::unavailable(format!("read model unavailable: {e}"))),
-        }
+        let sessions = self.sessions.list_for_user(&id, limit).await.map_err(unavailable)?;
+        Ok(Response::new(ListUserSessionsResponse { sessions }))
     }
 }

@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 
 pub mod grpc;
+pub mod readmodel;
+pub mod sessions;
 pub mod users;
 
 /// Consumer name of this process: `PROJECTOR_CONSUMER`, else the host name
@@ -38,21 +40,26 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = allies_platform::connect_store(&config).await?;
     let users = Arc::new(users::UserProjection::new(store.connection()));
+    let sessions = Arc::new(sessions::SessionProjection::new(store.connection()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = redis::Client::open(config.redis_url.as_str())?;
-    let sub_config = SubscriptionConfig::new(users::GROUP, &consumer_name(), users::AGGREGATE_TYPE, config.partitions);
-    tracing::info!(group = users::GROUP, consumer = %sub_config.consumer, partitions = config.partitions, "starting projection");
-    let projections = tokio::spawn(subscriber::run(client, sub_config, users.clone(), stop_rx));
+    let consumer = consumer_name();
+    let user_sub = SubscriptionConfig::new(users::GROUP, &consumer, users::AGGREGATE_TYPE, config.partitions);
+    let session_sub = SubscriptionConfig::new(sessions::GROUP, &consumer, sessions::AGGREGATE_TYPE, config.partitions);
+    tracing::info!(%consumer, partitions = config.partitions, "starting projections rm.user, rm.session");
+    let mut projections = tokio::task::JoinSet::new();
+    projections.spawn(subscriber::run(client.clone(), user_sub, users.clone(), stop_rx.clone()));
+    projections.spawn(subscriber::run(client, session_sub, sessions.clone(), stop_rx));
 
     let mut server = GrpcServer::new()?;
-    server.routes.add_service(ProjectorQueryServiceServer::new(grpc::QueryApi { users }));
+    server.routes.add_service(ProjectorQueryServiceServer::new(grpc::QueryApi { users, sessions }));
     server.report_health(ProjectorQueryServiceServer::<grpc::QueryApi>::NAME);
     let served = server.serve(listener, config.shutdown_grace, shutdown).await;
 
     // Stop the projections: each finishes the entry it is applying.
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(config.shutdown_grace, projections).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, projections.join_all()).await.is_err() {
         tracing::warn!("projections did not stop within the grace period; unacked entries stay pending");
     }
     served?;

@@ -1,81 +1,126 @@
-//! The user read model: `rm:user:<user_id>` (hash), built from the User
+//! The user read model: `rm:user:<user_id>` (hash) and the username index
+//! `rm:user:idx:username` (lowercase username → id), built from the User
 //! aggregate's events. Never holds the password hash.
 
 use std::collections::HashMap;
 
-use allies_contracts::guardian::events::v1::UserRegistered;
+use allies_contracts::guardian::events::v1::*;
 use allies_contracts::projector::v1::User;
 use allies_store::RecordedEvent;
 use allies_store::subscriber::{Handler, HandlerError};
 use redis::aio::ConnectionManager;
 
+use crate::readmodel::{ReadModelWriter, decode, now_ms};
+
 /// Consumer group of this projection on the `user` partition logs.
 pub const GROUP: &str = "rm.user";
 pub const AGGREGATE_TYPE: &str = "user";
+pub const USERNAME_INDEX: &str = "rm:user:idx:username";
 
 pub fn key(user_id: &str) -> String {
     format!("rm:user:{user_id}")
 }
 
 pub struct UserProjection {
-    conn: ConnectionManager,
-    apply: redis::Script,
+    writer: ReadModelWriter,
 }
 
 impl UserProjection {
     pub fn new(conn: ConnectionManager) -> Self {
-        Self { conn, apply: redis::Script::new(include_str!("apply.lua")) }
+        Self { writer: ReadModelWriter::new(conn) }
     }
 
     /// Applies one event; returns whether the read model changed.
     pub async fn apply(&self, event: &RecordedEvent) -> Result<bool, HandlerError> {
         let env = &event.envelope;
-        let fields: Vec<(&str, String)> = match (env.event_type.as_str(), env.schema_version) {
-            ("UserRegistered", 1) => {
-                let e: UserRegistered = serde_json::from_slice(&event.data)
-                    .map_err(|e| HandlerError(format!("malformed UserRegistered at version {}: {e}", env.version)))?;
+        let (t, v, data) = (env.event_type.as_str(), env.version, &event.data[..]);
+        let mut index = None;
+        let fields: Vec<(&str, String)> = match t {
+            "UserRegistered" => {
+                let e: UserRegistered = decode(data, t, v)?;
+                index = Some(e.username.to_ascii_lowercase());
                 vec![
                     ("user_id", env.aggregate_id.clone()),
                     ("username", e.username),
                     ("email", e.email),
                     ("roles", e.roles.join(",")),
-                    ("status", "active".to_owned()),
                     ("registered_at_ms", e.registered_at_ms.to_string()),
                 ]
             }
-            (other, v) => {
-                // Not an event this projection reads: acknowledge and move on.
-                tracing::debug!(event_type = other, schema_version = v, "user projection ignores event");
-                return Ok(false);
+            "UserAuthenticated" => {
+                let e: UserAuthenticated = decode(data, t, v)?;
+                vec![("last_login_ms", e.authenticated_at_ms.to_string()), ("consecutive_failures", "0".into())]
+            }
+            "AuthenticationFailed" => {
+                let e: AuthenticationFailed = decode(data, t, v)?;
+                vec![("consecutive_failures", e.consecutive_failures.to_string())]
+            }
+            "UserLockedOut" => {
+                let e: UserLockedOut = decode(data, t, v)?;
+                vec![("locked_until_ms", e.locked_until_ms.to_string()), ("consecutive_failures", "0".into())]
+            }
+            "PasswordChanged" => {
+                let e: PasswordChanged = decode(data, t, v)?;
+                vec![("password_changed_at_ms", e.changed_at_ms.to_string())]
+            }
+            "UserRolesChanged" => {
+                let e: UserRolesChanged = decode(data, t, v)?;
+                vec![("roles", e.roles.join(","))]
+            }
+            other => {
+                // An event this projection does not read: only the version moves.
+                tracing::debug!(event_type = other, "user projection ignores event");
+                vec![]
             }
         };
-        let mut inv = self.apply.key(key(&env.aggregate_id));
-        inv.arg(env.version);
-        for (f, v) in &fields {
-            inv.arg(*f).arg(v);
+        let applied = self.writer.apply(&key(&env.aggregate_id), v, &fields).await?;
+        if let Some(name) = index {
+            // Idempotent on its own; written even on a redelivery so a crash
+            // between the two writes heals.
+            let mut conn = self.writer.conn.clone();
+            let _: i64 = redis::cmd("HSET")
+                .arg(USERNAME_INDEX)
+                .arg(name)
+                .arg(&env.aggregate_id)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| HandlerError(e.to_string()))?;
         }
-        let mut conn = self.conn.clone();
-        let applied: i64 = inv.invoke_async(&mut conn).await.map_err(|e| HandlerError(e.to_string()))?;
-        Ok(applied == 1)
+        Ok(applied)
     }
 
     /// Reads one user from the read model.
     pub async fn get(&self, user_id: &str) -> Result<Option<User>, redis::RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer.conn.clone();
         let map: HashMap<String, String> = redis::cmd("HGETALL").arg(key(user_id)).query_async(&mut conn).await?;
-        if map.is_empty() {
+        if !map.contains_key("user_id") {
             return Ok(None);
         }
         let get = |k: &str| map.get(k).cloned().unwrap_or_default();
+        let num = |k: &str| get(k).parse::<i64>().unwrap_or_default();
+        let locked_until_ms = num("locked_until_ms");
         Ok(Some(User {
             user_id: get("user_id"),
             username: get("username"),
             email: get("email"),
             roles: get("roles").split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
-            status: get("status"),
-            registered_at_ms: get("registered_at_ms").parse().unwrap_or_default(),
+            status: if locked_until_ms > now_ms() { "locked".into() } else { "active".into() },
+            registered_at_ms: num("registered_at_ms"),
             version: get("_version").parse().unwrap_or_default(),
+            last_login_ms: num("last_login_ms"),
+            locked_until_ms,
         }))
+    }
+
+    /// Looks a user up by username, case-insensitively.
+    pub async fn get_by_username(&self, username: &str) -> Result<Option<User>, redis::RedisError> {
+        let mut conn = self.writer.conn.clone();
+        let id: Option<String> =
+            redis::cmd("HGET").arg(USERNAME_INDEX).arg(username.to_ascii_lowercase()).query_async(&mut conn).await?;
+        match id {
+            Some(id) => self.get(&id).await,
+            None => Ok(None),
+        }
     }
 }
 

@@ -15,14 +15,14 @@ impl Fleet {
     pub fn start(extra_env: &[(&str, &str)]) -> Self {
         let redis = RedisServer::start();
         let url = redis.url();
-        let services = SERVICES
-            .iter()
-            .map(|name| {
-                let mut env = vec![("REDIS_URL", url.as_str()), ("SHUTDOWN_GRACE_SECS", "5")];
-                env.extend_from_slice(extra_env);
-                ServiceProcess::start(name, &format!("{}_LISTEN_ADDR", name.to_uppercase()), &env)
-            })
-            .collect();
+        let mut services: Vec<ServiceProcess> = Vec::new();
+        // Guardian first: the others verify tokens against its JWKS.
+        for name in SERVICES {
+            let guardian = services.first().map(|g| g.endpoint()).unwrap_or_default();
+            let mut env = vec![("REDIS_URL", url.as_str()), ("SHUTDOWN_GRACE_SECS", "5"), ("GUARDIAN_URL", &guardian)];
+            env.extend_from_slice(extra_env);
+            services.push(ServiceProcess::start(name, &format!("{}_LISTEN_ADDR", name.to_uppercase()), &env));
+        }
         Self { redis, services }
     }
 

@@ -1,0 +1,38 @@
+//! Writing read-model hashes at most once per event version.
+
+use allies_store::subscriber::HandlerError;
+use redis::aio::ConnectionManager;
+
+/// Writes fields of one read-model hash, guarded by the aggregate version
+/// (see `apply.lua`): a redelivered or replayed event changes nothing.
+#[derive(Clone)]
+pub struct ReadModelWriter {
+    pub conn: ConnectionManager,
+    script: redis::Script,
+}
+
+impl ReadModelWriter {
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self { conn, script: redis::Script::new(include_str!("apply.lua")) }
+    }
+
+    /// Applies `fields` to `key` as of aggregate `version`; true if applied.
+    pub async fn apply(&self, key: &str, version: u64, fields: &[(&str, String)]) -> Result<bool, HandlerError> {
+        let mut inv = self.script.key(key);
+        inv.arg(version);
+        for (f, v) in fields {
+            inv.arg(*f).arg(v);
+        }
+        let mut conn = self.conn.clone();
+        let applied: i64 = inv.invoke_async(&mut conn).await.map_err(|e| HandlerError(e.to_string()))?;
+        Ok(applied == 1)
+    }
+}
+
+pub fn decode<T: serde::de::DeserializeOwned>(data: &[u8], event_type: &str, version: u64) -> Result<T, HandlerError> {
+    serde_json::from_slice(data).map_err(|e| HandlerError(format!("malformed {event_type} at version {version}: {e}")))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}

@@ -1,0 +1,349 @@
+//! Authentication end to end: the real fleet, real tokens, real sessions.
+
+use std::time::{Duration, Instant};
+
+use allies_contracts::guardian::v1::guardian_service_client::GuardianServiceClient;
+use allies_contracts::guardian::v1::*;
+use allies_contracts::projector::v1::projector_query_service_client::ProjectorQueryServiceClient;
+use allies_contracts::projector::v1::{GetUserByUsernameRequest, ListUserSessionsRequest, Session};
+use allies_contracts::timesquare::v1::WhoAmIRequest;
+use allies_contracts::timesquare::v1::player_service_client::PlayerServiceClient;
+use allies_e2e::Fleet;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde::Serialize;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+const PASSWORD: &str = "correct-horse-9";
+
+async fn guardian(f: &Fleet) -> GuardianServiceClient<Channel> {
+    GuardianServiceClient::connect(f.endpoint("guardian")).await.unwrap()
+}
+
+async fn players(f: &Fleet) -> PlayerServiceClient<Channel> {
+    PlayerServiceClient::connect(f.endpoint("timesquare")).await.unwrap()
+}
+
+async fn projector(f: &Fleet) -> ProjectorQueryServiceClient<Channel> {
+    ProjectorQueryServiceClient::connect(f.endpoint("projector")).await.unwrap()
+}
+
+fn bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+async fn register(g: &mut GuardianServiceClient<Channel>, name: &str) -> String {
+    let r =
+        RegisterUserRequest { username: name.into(), email: format!("{name}@example.com"), password: PASSWORD.into() };
+    g.register_user(r).await.unwrap().into_inner().user_id
+}
+
+async fn login(
+    g: &mut GuardianServiceClient<Channel>,
+    name: &str,
+    password: &str,
+) -> Result<AuthenticateUserResponse, Status> {
+    g.authenticate_user(AuthenticateUserRequest { username: name.into(), password: password.into() })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn whoami(p: &mut PlayerServiceClient<Channel>, token: &str) -> Result<String, Status> {
+    p.who_am_i(bearer(WhoAmIRequest {}, token)).await.map(|r| r.into_inner().user_id)
+}
+
+/// Asks WhoAmI until it refuses the token; returns how long that took.
+async fn refused_within(p: &mut PlayerServiceClient<Channel>, token: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        match whoami(p, token).await {
+            Err(s) => {
+                assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+                return start.elapsed();
+            }
+            Ok(_) => {
+                assert!(start.elapsed() < limit, "token still accepted after {:?}", start.elapsed());
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    }
+}
+
+async fn sessions_of(f: &Fleet, user_id: &str, want: usize) -> Vec<Session> {
+    let mut q = projector(f).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = q.list_user_sessions(ListUserSessionsRequest { user_id: user_id.into(), limit: 50 }).await.unwrap();
+        let sessions = r.into_inner().sessions;
+        if sessions.len() >= want || Instant::now() > deadline {
+            return sessions;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_login_call_refresh_reuse_logout() {
+    let fleet = Fleet::start(&[("GUARDIAN_BOOTSTRAP_ADMINS", "boss")]);
+    let mut g = guardian(&fleet).await;
+    let mut p = players(&fleet).await;
+    let pat = register(&mut g, "pat").await;
+
+    // Login, then a protected call on another service.
+    let t1 = login(&mut g, "pat", PASSWORD).await.unwrap();
+    assert_eq!(t1.user_id, pat);
+    assert_eq!(t1.roles, vec!["player"]);
+    assert_eq!(t1.token_type, "Bearer");
+    assert_eq!(whoami(&mut p, &t1.access_token).await.unwrap(), pat);
+    let e = p.who_am_i(WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "no token: {e:?}");
+
+    // Refresh rotates both tokens.
+    let t2 =
+        g.refresh_token(RefreshTokenRequest { refresh_token: t1.refresh_token.clone() }).await.unwrap().into_inner();
+    assert_ne!(t2.refresh_token, t1.refresh_token);
+    assert_eq!(t2.session_id, t1.session_id);
+    assert_eq!(whoami(&mut p, &t2.access_token).await.unwrap(), pat);
+
+    // Reusing the rotated refresh token revokes the whole session.
+    let e = g.refresh_token(RefreshTokenRequest { refresh_token: t1.refresh_token.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("reuse"), "{}", e.message());
+    let took = refused_within(&mut p, &t2.access_token, Duration::from_secs(1)).await;
+    println!("revoked session refused after {took:?}");
+    let e = g.refresh_token(RefreshTokenRequest { refresh_token: t2.refresh_token.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "the current token of a revoked session is dead too");
+
+    // A new login, then logout: the access token is refused within a second.
+    let t3 = login(&mut g, "pat", PASSWORD).await.unwrap();
+    assert_eq!(whoami(&mut p, &t3.access_token).await.unwrap(), pat);
+    let out = g.logout_user(bearer(LogoutUserRequest {}, &t3.access_token)).await.unwrap().into_inner();
+    assert_eq!(out.session_id, t3.session_id);
+    let took = refused_within(&mut p, &t3.access_token, Duration::from_secs(1)).await;
+    println!("logged-out session refused after {took:?}");
+    let e = g.refresh_token(RefreshTokenRequest { refresh_token: t3.refresh_token.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // The read models show both sessions' ends and the last login.
+    fn status(sessions: &[Session], sid: &str) -> String {
+        sessions.iter().find(|s| s.session_id == sid).map(|s| s.status.clone()).unwrap_or_default()
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sessions = sessions_of(&fleet, &pat, 2).await;
+    while (status(&sessions, &t1.session_id) != "revoked" || status(&sessions, &t3.session_id) != "logged_out")
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sessions = sessions_of(&fleet, &pat, 2).await;
+    }
+    assert_eq!(status(&sessions, &t1.session_id), "revoked", "{sessions:?}");
+    assert_eq!(status(&sessions, &t3.session_id), "logged_out", "{sessions:?}");
+    assert_eq!(sessions[0].session_id, t3.session_id, "newest first");
+    let user = projector(&fleet).await.get_user_by_username(GetUserByUsernameRequest { username: "PAT".into() }).await;
+    assert!(user.unwrap().into_inner().user.unwrap().last_login_ms > 0);
+
+    // Roles: players may not change them, admins may.
+    let t4 = login(&mut g, "pat", PASSWORD).await.unwrap();
+    let change = ChangeUserRolesRequest { user_id: pat.clone(), roles: vec!["player".into(), "admin".into()] };
+    let e = g.change_user_roles(bearer(change.clone(), &t4.access_token)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    register(&mut g, "boss").await;
+    let boss = login(&mut g, "boss", PASSWORD).await.unwrap();
+    assert!(boss.roles.contains(&"admin".to_owned()), "bootstrap admin: {:?}", boss.roles);
+    let r = g.change_user_roles(bearer(change, &boss.access_token)).await.unwrap().into_inner();
+    assert_eq!(r.roles, vec!["admin", "player"]);
+    let bad = ChangeUserRolesRequest { user_id: pat.clone(), roles: vec!["root".into()] };
+    assert_eq!(g.change_user_roles(bearer(bad, &boss.access_token)).await.unwrap_err().code(), Code::InvalidArgument);
+    let t5 = g.refresh_token(RefreshTokenRequest { refresh_token: t4.refresh_token }).await.unwrap().into_inner();
+    assert_eq!(t5.roles, vec!["admin", "player"], "a refresh carries the new roles");
+
+    // Password change needs the current password; the old one stops working.
+    let wrong =
+        ChangePasswordRequest { current_password: "nope-nope-1".into(), new_password: "better-horse-10".into() };
+    assert_eq!(g.change_password(bearer(wrong, &t5.access_token)).await.unwrap_err().code(), Code::Unauthenticated);
+    let weak = ChangePasswordRequest { current_password: PASSWORD.into(), new_password: "short".into() };
+    let e = g.change_password(bearer(weak, &t5.access_token)).await.unwrap_err();
+    assert_eq!((e.code(), e.message().starts_with("new_password:")), (Code::InvalidArgument, true), "{e:?}");
+    let ok = ChangePasswordRequest { current_password: PASSWORD.into(), new_password: "better-horse-10".into() };
+    g.change_password(bearer(ok, &t5.access_token)).await.unwrap();
+    assert_eq!(login(&mut g, "pat", PASSWORD).await.unwrap_err().code(), Code::Unauthenticated);
+    login(&mut g, "pat", "better-horse-10").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_and_wrong_passwords_fail_alike() {
+    let fleet = Fleet::start(&[("LOCKOUT_MAX_FAILURES", "100")]);
+    let mut g = guardian(&fleet).await;
+    register(&mut g, "known").await;
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..5 {
+        let t = Instant::now();
+        let a = login(&mut g, "known", "wrong-password-1").await.unwrap_err();
+        known.push(t.elapsed());
+        let t = Instant::now();
+        let b = login(&mut g, &format!("ghost{i}"), "wrong-password-1").await.unwrap_err();
+        unknown.push(t.elapsed());
+        assert_eq!((a.code(), a.message()), (b.code(), b.message()), "same status and words");
+        assert_eq!(a.message(), "invalid username or password");
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[2], unknown[2]);
+    println!("median failed login: known user {k:?}, unknown user {u:?}");
+    // Both paths run one Argon2id verification; the known one also appends an event.
+    assert!(u * 2 >= k && k * 2 >= u, "known {k:?} vs unknown {u:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_and_rate_limits_are_enforced() {
+    let fleet = Fleet::start(&[
+        ("LOCKOUT_MAX_FAILURES", "3"),
+        ("LOCKOUT_SECS", "600"),
+        ("AUTH_RATE_PER_USERNAME", "5"),
+        ("AUTH_RATE_PER_CLIENT", "12"),
+    ]);
+    let mut g = guardian(&fleet).await;
+    register(&mut g, "lucy").await;
+
+    // Three failures lock the account: the right password is refused (same words).
+    for _ in 0..3 {
+        assert_eq!(login(&mut g, "lucy", "wrong-password-1").await.unwrap_err().code(), Code::Unauthenticated);
+    }
+    let e = login(&mut g, "lucy", PASSWORD).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Unauthenticated, "invalid username or password"));
+    let mut q = projector(&fleet).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let u = q.get_user_by_username(GetUserByUsernameRequest { username: "lucy".into() }).await;
+        if let Ok(u) = u
+            && u.get_ref().user.as_ref().is_some_and(|u| u.status == "locked")
+        {
+            assert!(u.into_inner().user.unwrap().locked_until_ms > 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "lockout never reached the read model");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Lockout events are in the user's stream.
+    let stream = fleet.redis.raw(&["KEYS", "es:{user.*}:stream:*"]);
+    let all: String = stream.lines().map(|k| fleet.redis.raw(&["XRANGE", k, "-", "+"])).collect();
+    assert!(all.contains("UserLockedOut") && all.contains("AuthenticationFailed"), "lockout not recorded as events");
+
+    // Per username: 5 attempts a window, then ResourceExhausted with a retry delay.
+    for _ in 0..5 {
+        assert_eq!(login(&mut g, "max", "wrong-password-1").await.unwrap_err().code(), Code::Unauthenticated);
+    }
+    let e = login(&mut g, "max", "wrong-password-1").await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    let delay = e.get_error_details().retry_info().and_then(|r| r.retry_delay).expect("RetryInfo");
+    assert!(delay > Duration::ZERO && delay <= Duration::from_secs(60), "{delay:?}");
+
+    // Per client: 4 + 5 attempts counted so far; three more pass, the next is limited.
+    for i in 0..3 {
+        assert_eq!(
+            login(&mut g, &format!("other{i}"), "x-password-1").await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+    }
+    let e = login(&mut g, "other9", "x-password-1").await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("client"), "{}", e.message());
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    sid: &'a str,
+    roles: Vec<&'a str>,
+    iat: i64,
+    exp: i64,
+    jti: &'a str,
+}
+
+fn pem(der: &[u8]) -> String {
+    format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", STANDARD.encode(der))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_misaddressed_tokens_are_refused() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let rng = ring::rand::SystemRandom::new();
+    let real = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let forger = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::write(keys.path().join("test-1.pem"), pem(real.as_ref())).unwrap();
+    let dir = keys.path().to_str().unwrap().to_owned();
+    let fleet = Fleet::start(&[("JWT_KEYS_DIR", &dir), ("ALLIES_ENV", "production")]);
+    let mut g = guardian(&fleet).await;
+    let mut p = players(&fleet).await;
+    let user = register(&mut g, "vic").await;
+    let t = login(&mut g, "vic", PASSWORD).await.unwrap();
+
+    let jwks = g.get_jwks(GetJwksRequest {}).await.unwrap().into_inner().keys;
+    assert_eq!(jwks.len(), 1);
+    assert_eq!((jwks[0].kid.as_str(), jwks[0].alg.as_str(), jwks[0].crv.as_str()), ("test-1", "EdDSA", "Ed25519"));
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let good = Claims {
+        iss: "defense-allies-guardian",
+        aud: "defense-allies",
+        sub: &user,
+        sid: &t.session_id,
+        roles: vec!["player"],
+        iat: now,
+        exp: now + 300,
+        jti: "j",
+    };
+    let sign = |claims: &Claims, key: &[u8], kid: &str| {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(kid.into());
+        encode(&h, claims, &EncodingKey::from_ed_der(key)).unwrap()
+    };
+    // The control: a token we sign with the real key is accepted.
+    assert_eq!(whoami(&mut p, &sign(&good, real.as_ref(), "test-1")).await.unwrap(), user);
+
+    let expired = Claims { iat: now - 600, exp: now - 300, ..good_clone(&good) };
+    let wrong_aud = Claims { aud: "someone-else", ..good_clone(&good) };
+    let wrong_iss = Claims { iss: "evil", ..good_clone(&good) };
+    let no_session = Claims { sid: "0190f1a2-0000-7000-8000-000000000000", ..good_clone(&good) };
+    let header_none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"test-1"}"#);
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&good).unwrap());
+    let hs256 = {
+        // Algorithm confusion: HMAC keyed with the public key.
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("test-1".into());
+        let public = URL_SAFE_NO_PAD.decode(&jwks[0].x).unwrap();
+        encode(&h, &good, &EncodingKey::from_secret(&public)).unwrap()
+    };
+    let cases = [
+        ("forged signature", sign(&good, forger.as_ref(), "test-1")),
+        ("expired", sign(&expired, real.as_ref(), "test-1")),
+        ("alg none", format!("{header_none}.{body}.")),
+        ("HS256 with the public key", hs256),
+        ("unknown kid", sign(&good, real.as_ref(), "test-2")),
+        ("wrong audience", sign(&wrong_aud, real.as_ref(), "test-1")),
+        ("wrong issuer", sign(&wrong_iss, real.as_ref(), "test-1")),
+        ("unknown session", sign(&no_session, real.as_ref(), "test-1")),
+        ("garbage", "not.a.jwt".into()),
+    ];
+    for (what, token) in cases {
+        let e = whoami(&mut p, &token).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
+        // Guardian's own protected calls refuse them too.
+        let e = g.logout_user(bearer(LogoutUserRequest {}, &token)).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "guardian, {what}: {e:?}");
+    }
+    // None of that ended the real session.
+    assert_eq!(whoami(&mut p, &t.access_token).await.unwrap(), user);
+}
+
+fn good_clone<'a>(c: &Claims<'a>) -> Claims<'a> {
+    Claims { roles: c.roles.clone(), ..*c }
+}
