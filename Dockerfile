@@ -9,7 +9,8 @@ RUN cargo build --release --workspace --bins \
        target/release/projector target/release/allies /out/
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 allies
+RUN useradd --system --uid 10001 allies \
+ && mkdir -p /var/lib/allies && chown 10001 /var/lib/allies
 COPY --from=build /out/ /usr/local/bin/
 USER 10001
 ENV LOG_FORMAT=json RUST_LOG=info

@@ -250,4 +250,33 @@ mod tests {
         let bad = Some(("k8s-1".to_owned(), "garbage".to_owned()));
         assert!(matches!(KeyRing::load(dir.path(), bad, None, Mode::Production, 1), Err(KeyError::Invalid { .. })));
     }
+
+    /// A key as `openssl genpkey -algorithm ed25519` writes it (PKCS#8 v1,
+    /// no public key inside) — the documented way to make production keys.
+    const OPENSSL_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINgTHr5Nzit2uQ9bre8vWFOvGm/SeJBYQrHpGUT4r/xT\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn openssl_generated_keys_load_and_sign_verifiable_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ops-1.pem"), OPENSSL_KEY).unwrap();
+        let ring = KeyRing::load(dir.path(), None, None, Mode::Production, 1).unwrap();
+        let claims = AccessClaims {
+            iss: "i".into(),
+            aud: "a".into(),
+            sub: "u".into(),
+            sid: "s".into(),
+            roles: vec!["player".into()],
+            iat: 1,
+            exp: i64::MAX / 2,
+            jti: "j".into(),
+        };
+        let token = ring.sign(&claims).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!((header.alg, header.kid.as_deref()), (Algorithm::EdDSA, Some("ops-1")));
+        let key = jsonwebtoken::DecodingKey::from_ed_components(&ring.jwks()[0].x).unwrap();
+        let mut v = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        v.set_audience(&["a"]);
+        let back = jsonwebtoken::decode::<AccessClaims>(&token, &key, &v).unwrap();
+        assert_eq!(back.claims, claims);
+    }
 }

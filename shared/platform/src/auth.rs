@@ -3,8 +3,8 @@
 //! Verifies an EdDSA (Ed25519) JWT against an allow-list of one algorithm —
 //! never the algorithm the token's header claims — then the signature with
 //! the key its `kid` names, expiry, issuer and audience. Keys come from
-//! Guardian's JWKS (cached; fetched again on an unknown `kid`, at most once
-//! per [`REFETCH_INTERVAL`]). Finally the session must still be active: its
+//! Guardian's JWKS (cached; fetched again on an unknown `kid`, one fetch at a
+//! time and at most once per [`REFETCH_INTERVAL`]). Finally the session must still be active: its
 //! status is read from the session's state hash, which Guardian writes in the
 //! same atomic script as the logout or revocation event, with a local cache of
 //! at most [`SESSION_CACHE`] — so a logged-out session's tokens are refused
@@ -27,8 +27,11 @@ use tonic::{Request, Status};
 pub const SESSION_TYPE: &str = "session";
 pub const ROLE_ADMIN: &str = "admin";
 pub const ROLE_PLAYER: &str = "player";
-/// Smallest interval between two JWKS fetches.
-pub const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Smallest interval between two JWKS fetches. A token with an unknown kid
+/// waits (at most this long) for the next allowed fetch instead of failing,
+/// so a key rotation never refuses fresh tokens; forged kids cannot make
+/// this process ask Guardian more than once per interval.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an "active" session status is trusted without asking Redis.
 pub const SESSION_CACHE: Duration = Duration::from_millis(500);
 /// Clock skew tolerated on `exp`.
@@ -99,7 +102,7 @@ pub struct Authenticator {
     settings: AuthSettings,
     source: KeySource,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    last_fetch: Mutex<Option<Instant>>,
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
     store: EventStore,
     sessions: Mutex<HashMap<String, Instant>>,
 }
@@ -125,7 +128,7 @@ impl Authenticator {
             settings,
             source,
             keys: RwLock::new(keys),
-            last_fetch: Mutex::new(None),
+            last_fetch: tokio::sync::Mutex::new(None),
             store,
             sessions: Mutex::new(HashMap::new()),
         }
@@ -178,13 +181,15 @@ impl Authenticator {
             return Ok(Some(k.clone()));
         }
         let KeySource::Guardian(endpoint) = &self.source else { return Ok(None) };
-        {
-            let Ok(mut last) = self.last_fetch.lock() else { return Ok(None) };
-            if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
-                return Ok(None);
-            }
-            *last = Some(Instant::now());
+        // One fetch at a time; whoever waited may find the key already there.
+        let mut last = self.last_fetch.lock().await;
+        if let Some(k) = self.keys.read().await.get(kid) {
+            return Ok(Some(k.clone()));
         }
+        if let Some(t) = *last {
+            tokio::time::sleep(REFETCH_INTERVAL.saturating_sub(t.elapsed())).await;
+        }
+        *last = Some(Instant::now());
         let jwks = fetch_jwks(endpoint).await?;
         let fresh = decoding_keys(&jwks);
         let found = fresh.get(kid).cloned();

@@ -173,7 +173,9 @@ pub struct ServiceProcess {
     pub addr: SocketAddr,
     child: Child,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    listen_var: String,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
 }
 
 impl ServiceProcess {
@@ -181,29 +183,40 @@ impl ServiceProcess {
     /// environment, and waits until the port accepts connections.
     pub fn start(name: &str, listen_var: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = dir.path().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let mut cmd = Command::new(binary(name));
-        cmd.env(listen_var, addr.to_string()).env("RUST_LOG", "info").env("ALLIES_DATA_DIR", dir.path());
-        for (k, v) in env {
-            cmd.env(k, v);
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let child = spawn(name, listen_var, addr, &log, dir.path(), &env);
+        let mut svc = Self { name: name.to_owned(), addr, child, log, listen_var: listen_var.to_owned(), env, dir };
+        svc.wait_listening();
+        svc
+    }
+
+    /// Starts the process again on the same address, data directory and
+    /// environment (plus `extra`), after it stopped (see [`terminate`](Self::terminate)).
+    pub fn restart(&mut self, extra: &[(&str, &str)]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for (k, v) in extra {
+            self.env.retain(|(key, _)| key != k);
+            self.env.push((k.to_string(), v.to_string()));
         }
-        let child = cmd.stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let mut svc = Self { name: name.to_owned(), addr, child, log, _dir: dir };
+        self.child = spawn(&self.name, &self.listen_var, self.addr, &self.log, self.dir.path(), &self.env);
+        self.wait_listening();
+    }
+
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = svc.child.try_wait() {
-                panic!("{name} exited during start with {status}:\n{}", svc.logs());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited during start with {status}:\n{}", self.name, self.logs());
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return svc;
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("{name} did not listen on {addr} within 20 s:\n{}", svc.logs());
+        panic!("{} did not listen on {} within 20 s:\n{}", self.name, self.addr, self.logs());
     }
 
     pub fn endpoint(&self) -> String {
@@ -234,6 +247,17 @@ impl ServiceProcess {
         let _ = self.child.wait();
         None
     }
+}
+
+fn spawn(name: &str, listen_var: &str, addr: SocketAddr, log: &Path, dir: &Path, env: &[(String, String)]) -> Child {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let mut cmd = Command::new(binary(name));
+    cmd.env(listen_var, addr.to_string()).env("RUST_LOG", "info").env("ALLIES_DATA_DIR", dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
 }
 
 impl Drop for ServiceProcess {

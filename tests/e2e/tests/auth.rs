@@ -347,3 +347,34 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
 fn good_clone<'a>(c: &Claims<'a>) -> Claims<'a> {
     Claims { roles: c.roles.clone(), ..*c }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_keeps_old_tokens_valid_and_new_keys_are_fetched() {
+    let keys = tempfile::tempdir().unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let key = |_: u8| pem(ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref());
+    std::fs::write(keys.path().join("2026-10.pem"), key(1)).unwrap();
+    let dir = keys.path().to_str().unwrap().to_owned();
+    let mut fleet = Fleet::start(&[("JWT_KEYS_DIR", &dir), ("ALLIES_ENV", "production")]);
+    let mut g = guardian(&fleet).await;
+    let mut p = players(&fleet).await;
+    let user = register(&mut g, "rota").await;
+    let old = login(&mut g, "rota", PASSWORD).await.unwrap();
+    assert_eq!(whoami(&mut p, &old.access_token).await.unwrap(), user, "timesquare fetched the JWKS");
+
+    // Rotate: add a newer key; Guardian restarts and signs with it.
+    std::fs::write(keys.path().join("2026-11.pem"), key(2)).unwrap();
+    fleet.service_mut("guardian").restart(&[]);
+    let mut g = guardian(&fleet).await;
+    let kids: Vec<String> =
+        g.get_jwks(GetJwksRequest {}).await.unwrap().into_inner().keys.into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids, ["2026-10", "2026-11"]);
+    let new = login(&mut g, "rota", PASSWORD).await.unwrap();
+    let header = jsonwebtoken::decode_header(&new.access_token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some("2026-11"), "the new key signs");
+    // Timesquare meets an unknown kid, fetches the JWKS again, accepts it.
+    assert_eq!(whoami(&mut p, &new.access_token).await.unwrap(), user);
+    // Tokens signed by the old key still verify everywhere.
+    assert_eq!(whoami(&mut p, &old.access_token).await.unwrap(), user);
+    g.logout_user(bearer(LogoutUserRequest {}, &old.access_token)).await.unwrap();
+}
