@@ -20,8 +20,10 @@ use crate::session::{Session, SessionCommand, SessionError, SessionStatus};
 use allies_contracts::guardian::events::v1::SessionStarted;
 
 /// How often a command is re-run after a version conflict before the caller
-/// gets Aborted.
-const MAX_ATTEMPTS: usize = 3;
+/// gets Aborted. Re-running is cheap (load + decide, no hashing), and a hot
+/// aggregate — one account logging in from many devices at once — needs more
+/// than a couple of tries; a jittered pause spreads the contenders out.
+const MAX_ATTEMPTS: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardianError {
@@ -151,7 +153,10 @@ where
         };
         match written {
             Ok(outcome) => return Ok((aggregate, outcome.version, Some(outcome))),
-            Err(AppendError::Conflict { .. }) if attempt < MAX_ATTEMPTS => continue,
+            Err(AppendError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                let jitter_us = u64::from(OsRng.next_u32() % (500 * attempt));
+                tokio::time::sleep(Duration::from_micros(jitter_us)).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -198,8 +198,10 @@ async fn every_service_is_healthy_reflects_and_stops_cleanly_on_sigterm() {
 async fn the_cli_registers_reads_back_and_reports_errors() {
     let fleet = Fleet::start(&[]);
     let allies = allies_testkit::binary("allies");
+    let home = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         Command::new(&allies)
+            .env("ALLIES_HOME", home.path())
             .args(["--guardian", &fleet.endpoint("guardian"), "--projector", &fleet.endpoint("projector")])
             .args(["--timesquare", &fleet.endpoint("timesquare"), "--command", &fleet.endpoint("command")])
             .args(args)
@@ -244,6 +246,30 @@ async fn the_cli_registers_reads_back_and_reports_errors() {
         run(&["user", "register", "--username", "x", "--email", "c@example.com", "--password", "correct-horse-9"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("InvalidArgument") && err.contains("field `username`"), "{err}");
+
+    // The auth flow: login keeps the tokens, whoami uses them on timesquare.
+    let out = run(&["login", "--username", "cli_user", "--password", "correct-horse-9"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(home.path().join("session.json").exists());
+    let out = run(&["--json", "whoami"]);
+    let me: serde_json::Value = serde_json::from_slice(&out.stdout).expect("whoami JSON");
+    assert_eq!(me["userId"], id.as_str());
+    let out = run(&["refresh"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.path().join("session.json")).unwrap()).unwrap();
+    let token = saved["access_token"].as_str().unwrap().to_owned();
+    let out = run(&["logout"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!home.path().join("session.json").exists(), "logout forgets the tokens");
+    std::thread::sleep(Duration::from_millis(600));
+    let out = run(&["--token", &token, "whoami"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Unauthenticated"), "{err}");
+    let out = run(&["--json", "user", "sessions", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["whoami"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not logged in"));
 
     let out = run(&["health"]);
     let text = String::from_utf8_lossy(&out.stdout);
