@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use allies_core::{Aggregate, CommandContext, ExpectedVersion};
 use allies_platform::auth::{AccessClaims, AuthSettings, Caller};
-use allies_store::{AppendError, AppendOutcome, EventStore, StateWrite, StoreError};
+use allies_store::{AppendError, AppendOptions, AppendOutcome, CommandRecord, EventStore, StateWrite, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use password_hash::rand_core::{OsRng, RngCore};
@@ -63,6 +63,8 @@ pub struct Settings {
     pub lockout: LockoutPolicy,
     /// Usernames that register as admins (`GUARDIAN_BOOTSTRAP_ADMINS`).
     pub bootstrap_admins: Vec<String>,
+    /// How long a command id is remembered (`IDEMPOTENCY_TTL_SECS`, 1 day).
+    pub idempotency_ttl: Duration,
 }
 
 fn env_num(key: &str, default: i64) -> Result<i64, InvalidField> {
@@ -88,6 +90,7 @@ impl Settings {
                 max_failures: env_num("LOCKOUT_MAX_FAILURES", 5)? as u32,
                 lock_ms: env_num("LOCKOUT_SECS", 900)? * 1000,
             },
+            idempotency_ttl: Duration::from_secs(env_num("IDEMPOTENCY_TTL_SECS", 86_400)? as u64),
             bootstrap_admins: std::env::var("GUARDIAN_BOOTSTRAP_ADMINS")
                 .unwrap_or_default()
                 .split(',')
@@ -131,6 +134,7 @@ pub async fn execute<A: Aggregate>(
     command: &A::Command,
     ctx: &CommandContext,
     state: impl Fn(&A) -> Option<StateWrite>,
+    record: Option<&CommandRecord>,
 ) -> Result<(A, u64, Option<AppendOutcome>), GuardianError>
 where
     GuardianError: From<A::Error>,
@@ -147,10 +151,8 @@ where
             aggregate.evolve(e);
         }
         let expected = ExpectedVersion::after_load(version);
-        let written = match state(&aggregate) {
-            Some(s) => store.append_events_with_state::<A>(id, expected, &ctx.metadata, ctx.now_ms, &events, &s).await,
-            None => store.append_events::<A>(id, expected, &ctx.metadata, ctx.now_ms, &events).await,
-        };
+        let options = AppendOptions { state: state(&aggregate), command: record.cloned() };
+        let written = store.append_events_with::<A>(id, expected, &ctx.metadata, ctx.now_ms, &events, &options).await;
         match written {
             Ok(outcome) => return Ok((aggregate, outcome.version, Some(outcome))),
             Err(AppendError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
@@ -199,17 +201,31 @@ impl Guardian {
         })
     }
 
+    /// Registers a user. With `command_id`, a retry of the same registration
+    /// returns the first result instead of AlreadyExists.
     pub async fn register(
         &self,
         username: &str,
         email: &str,
         password: &str,
+        command_id: Option<&str>,
         ctx: &CommandContext,
     ) -> Result<(String, AppendOutcome), GuardianError> {
         domain::validate_username(username)?;
         domain::validate_email(email)?;
         domain::validate_password(password, username)?;
         let user_id = domain::user_id_for(username).to_string();
+        let record = command_id.map(|id| CommandRecord {
+            id: id.to_owned(),
+            // The password is not part of it: its hash differs on every try.
+            fingerprint: token_hash(&format!("RegisterUser\n{}\n{email}", username.to_ascii_lowercase())),
+            ttl: self.settings.idempotency_ttl,
+        });
+        if let Some(r) = &record
+            && let Some(first) = self.store.command_outcome(User::TYPE, &user_id, r).await?
+        {
+            return Ok((user_id, first));
+        }
         // Cheap refusal before the expensive hash; the append's "no stream"
         // check is what guarantees uniqueness.
         let (user, _) = self.store.load::<User>(&user_id).await?;
@@ -228,7 +244,7 @@ impl Guardian {
             roles,
             registered_at_ms: ctx.now_ms,
         });
-        let (_, _, outcome) = execute::<User>(&self.store, &user_id, &command, ctx, no_state).await?;
+        let (_, _, outcome) = execute::<User>(&self.store, &user_id, &command, ctx, no_state, record.as_ref()).await?;
         let outcome = outcome.ok_or(UserError::UsernameTaken(username.to_owned()))?;
         Ok((user_id, outcome))
     }
@@ -262,7 +278,7 @@ impl Guardian {
         }
         if !matches {
             let failed = UserCommand::RecordFailedLogin { at_ms: ctx.now_ms, policy: self.settings.lockout };
-            match execute::<User>(&self.store, &user_id, &failed, ctx, no_state).await {
+            match execute::<User>(&self.store, &user_id, &failed, ctx, no_state, None).await {
                 Ok((after, _, _)) if after.is_locked_at(ctx.now_ms) => {
                     tracing::warn!(user_id, until_ms = after.locked_until_ms, "account locked after repeated failures");
                 }
@@ -283,14 +299,14 @@ impl Guardian {
             started_at_ms: ctx.now_ms,
             expires_at_ms,
         });
-        execute::<Session>(&self.store, &session_id, &start, ctx, |s| self.session_state(s)).await?;
+        execute::<Session>(&self.store, &session_id, &start, ctx, |s| self.session_state(s), None).await?;
         let login = UserCommand::RecordLogin { session_id: session_id.clone(), at_ms: ctx.now_ms };
-        match execute::<User>(&self.store, &user_id, &login, ctx, no_state).await {
+        match execute::<User>(&self.store, &user_id, &login, ctx, no_state, None).await {
             Ok(_) => {}
             // Locked between the check and now by concurrent failures: refuse, end the session.
             Err(GuardianError::User(UserError::AccountLocked { .. })) => {
                 let end = SessionCommand::Logout { at_ms: ctx.now_ms };
-                execute::<Session>(&self.store, &session_id, &end, ctx, |s| self.session_state(s)).await?;
+                execute::<Session>(&self.store, &session_id, &end, ctx, |s| self.session_state(s), None).await?;
                 return Err(GuardianError::BadCredentials);
             }
             Err(e) => return Err(e),
@@ -339,7 +355,8 @@ impl Guardian {
             at_ms: ctx.now_ms,
             expires_at_ms: ctx.now_ms + self.settings.refresh_ttl_secs * 1000,
         };
-        let (session, _, _) = execute::<Session>(&self.store, &sid, &command, ctx, |s| self.session_state(s)).await?;
+        let (session, _, _) =
+            execute::<Session>(&self.store, &sid, &command, ctx, |s| self.session_state(s), None).await?;
         if session.status == SessionStatus::Revoked {
             tracing::warn!(session_id = sid, user_id = session.user_id, "refresh token reuse: session revoked");
             return Err(GuardianError::RefreshTokenReused);
@@ -350,7 +367,7 @@ impl Guardian {
 
     pub async fn logout(&self, caller: &Caller, ctx: &CommandContext) -> Result<(), GuardianError> {
         let command = SessionCommand::Logout { at_ms: ctx.now_ms };
-        execute::<Session>(&self.store, &caller.session_id, &command, ctx, |s| self.session_state(s)).await?;
+        execute::<Session>(&self.store, &caller.session_id, &command, ctx, |s| self.session_state(s), None).await?;
         Ok(())
     }
 
@@ -369,7 +386,7 @@ impl Guardian {
         }
         let password_hash = self.hasher.hash(new).await?;
         let command = UserCommand::ChangePassword { password_hash, at_ms: ctx.now_ms };
-        let (_, version, _) = execute::<User>(&self.store, &caller.user_id, &command, ctx, no_state).await?;
+        let (_, version, _) = execute::<User>(&self.store, &caller.user_id, &command, ctx, no_state, None).await?;
         Ok(version)
     }
 
@@ -385,7 +402,7 @@ impl Guardian {
             .to_string();
         domain::validate_roles(&roles)?;
         let command = UserCommand::ChangeRoles { roles, changed_by: caller.user_id.clone(), at_ms: ctx.now_ms };
-        let (user, version, _) = execute::<User>(&self.store, &id, &command, ctx, no_state).await?;
+        let (user, version, _) = execute::<User>(&self.store, &id, &command, ctx, no_state, None).await?;
         Ok((user.roles, version))
     }
 }

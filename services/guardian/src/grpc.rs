@@ -44,6 +44,15 @@ fn context<T>(request: &Request<T>, caller: Option<&Caller>) -> CommandContext {
     }
 }
 
+/// The client's idempotency key, `x-command-id` (1 to 128 printable ASCII).
+fn command_id<T>(request: &Request<T>) -> Result<Option<String>, Status> {
+    let Some(v) = request.metadata().get("x-command-id") else { return Ok(None) };
+    match v.to_str() {
+        Ok(s) if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(s.to_owned())),
+        _ => Err(status::invalid_argument("x-command-id", "must be 1 to 128 printable ASCII characters")),
+    }
+}
+
 /// The one mapping of Guardian's errors to gRPC statuses.
 fn to_status(e: GuardianError) -> Status {
     match &e {
@@ -101,10 +110,11 @@ impl GuardianService for GuardianApi {
         request: Request<RegisterUserRequest>,
     ) -> Result<Response<RegisterUserResponse>, Status> {
         let ctx = context(&request, None);
+        let command_id = command_id(&request)?;
         let r = request.into_inner();
         let (user_id, outcome) = self
             .guardian
-            .register(&r.username, &r.email, &r.password, &ctx)
+            .register(&r.username, &r.email, &r.password, command_id.as_deref(), &ctx)
             .await
             .map_err(|e| refused("RegisterUser", to_status(e)))?;
         tracing::info!(user_id, correlation_id = %ctx.metadata.correlation_id, "user registered");

@@ -27,6 +27,7 @@ pub fn from_append(e: &AppendError) -> Status {
     match e {
         AppendError::Conflict { .. } => Status::aborted(format!("concurrent modification, retry the command: {e}")),
         AppendError::Store(s) => from_store(s),
+        AppendError::CommandIdReused { .. } => Status::failed_precondition(e.to_string()),
         AppendError::Invalid(_) | AppendError::Encode(_) => {
             tracing::error!(error = %e, "append refused");
             Status::internal(e.to_string())

@@ -1,15 +1,30 @@
 #!lua
 -- Appends the events of one command to one aggregate, all or nothing.
 -- KEYS[1] aggregate stream (entry ids 0-<version>), KEYS[2] partition log,
--- KEYS[3] the aggregate's state hash (written only when state fields are given).
--- ARGV: expected ('any' | 'none' | <version>), aggregate_type, aggregate_id,
---       metadata (JSON), created_at (ms), n events, s state fields,
---       state expire-at (ms, 0 = none), s x (field, value),
---       then n x (event_id, event_type, schema_version, content_type, data).
--- Returns {'ok', new_version, log_id...} or {'conflict', actual_version}.
+-- KEYS[3] the aggregate's state hash (written only when state fields are given),
+-- KEYS[4] the command's idempotency record (used only when a command id is given).
+-- ARGV: 1 expected ('any' | 'none' | <version>), 2 aggregate_type, 3 aggregate_id,
+--       4 metadata (JSON), 5 created_at (ms), 6 n events, 7 s state fields,
+--       8 state expire-at (ms, 0 = none), 9 command id ('' = none),
+--       10 command fingerprint, 11 idempotency record TTL (ms),
+--       then s x (field, value),
+--       then n x (event_id, event_type, schema_version, content_type, data, checksum).
+-- Returns {'ok', new_version, log_id...}, {'duplicate', version, log_id...}
+-- (the first result of this command id), {'mismatch'} (the command id was
+-- used for a different command) or {'conflict', actual_version}.
 -- The shebang makes Redis refuse the whole script up front under OOM instead
 -- of failing half-way, and enforces that only the declared KEYS are touched.
-local stream, log, state = KEYS[1], KEYS[2], KEYS[3]
+local stream, log, state, cmd = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local command_id, fingerprint = ARGV[9], ARGV[10]
+if command_id ~= '' then
+  local seen = redis.call('HMGET', cmd, 'fingerprint', 'result')
+  if seen[1] then
+    if seen[1] ~= fingerprint then return {'mismatch'} end
+    local first = cjson.decode(seen[2])
+    first[1] = 'duplicate'
+    return first
+  end
+end
 local expected = ARGV[1]
 local current = 0
 local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
@@ -28,21 +43,25 @@ end
 local atype, aid, meta, created = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n, s, expire_at = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local result = {'ok', current + n}
-local first_event = 9 + 2 * s
+local first_event = 12 + 2 * s
 for i = 0, n - 1 do
-  local b = first_event + i * 5
+  local b = first_event + i * 6
   local version = string.format('%d', current + i + 1)
   local fields = {
     'event_id', ARGV[b], 'event_type', ARGV[b + 1],
     'aggregate_type', atype, 'aggregate_id', aid, 'version', version,
     'schema_version', ARGV[b + 2], 'content_type', ARGV[b + 3], 'data', ARGV[b + 4],
-    'metadata', meta, 'created_at', created,
+    'metadata', meta, 'created_at', created, 'checksum', ARGV[b + 5],
   }
   redis.call('XADD', stream, '0-' .. version, unpack(fields))
   result[#result + 1] = redis.call('XADD', log, '*', unpack(fields))
 end
 if s > 0 then
-  redis.call('HSET', state, 'version', string.format('%d', current + n), unpack(ARGV, 9, 8 + 2 * s))
+  redis.call('HSET', state, 'version', string.format('%d', current + n), unpack(ARGV, 12, 11 + 2 * s))
   if expire_at > 0 then redis.call('PEXPIREAT', state, expire_at) end
+end
+if command_id ~= '' then
+  redis.call('HSET', cmd, 'fingerprint', fingerprint, 'result', cjson.encode(result))
+  redis.call('PEXPIRE', cmd, ARGV[11])
 end
 return result

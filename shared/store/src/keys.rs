@@ -32,6 +32,16 @@ pub fn state_key(aggregate_type: &str, partition: u32, aggregate_id: &str) -> St
     format!("es:{}:state:{aggregate_id}", tag(aggregate_type, partition))
 }
 
+/// Idempotency record of one command id on one aggregate (with a TTL).
+pub fn command_key(aggregate_type: &str, partition: u32, aggregate_id: &str, command_id: &str) -> String {
+    format!("es:{}:cmd:{aggregate_id}:{command_id}", tag(aggregate_type, partition))
+}
+
+/// Latest snapshot of an aggregate.
+pub fn snapshot_key(aggregate_type: &str, partition: u32, aggregate_id: &str) -> String {
+    format!("es:{}:snap:{aggregate_id}", tag(aggregate_type, partition))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,8 @@ pub enum AppendError {
     Conflict { expected: ExpectedVersion, actual: u64 },
     #[error("invalid append: {0}")]
     Invalid(String),
+    #[error("command id {command_id} was already used for a different command")]
+    CommandIdReused { command_id: String },
     #[error("cannot encode event: {0}")]
     Encode(#[from] DecodeError),
     #[error(transparent)]
@@ -95,6 +97,25 @@ pub struct StateWrite {
     pub expire_at_ms: Option<i64>,
 }
 
+/// A client-supplied command id: a retry with the same id and the same
+/// command returns the first result (same version, no new events); the same
+/// id with a different command is refused. Decided inside the append script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub id: String,
+    /// Identifies the command's content (e.g. a hash of its fields).
+    pub fingerprint: String,
+    /// How long the record is kept.
+    pub ttl: std::time::Duration,
+}
+
+/// Optional parts of an append.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOptions {
+    pub state: Option<StateWrite>,
+    pub command: Option<CommandRecord>,
+}
+
 /// Where an append landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -106,6 +127,9 @@ pub struct AppendOutcome {
     /// `<aggregate_type>.<partition>@<last log id>`: what a query waits for
     /// to read its own write.
     pub consistency_token: String,
+    /// True when this was a retry of an already applied command id: nothing
+    /// was written, the fields describe the first append.
+    pub duplicate: bool,
 }
 
 /// An event as stored, payload still encoded.
@@ -157,6 +181,11 @@ impl RecordedEvent {
         let number = |field: &str| -> Result<i64, StoreError> {
             text(field)?.parse::<i64>().map_err(|_| corrupt(format!("field `{field}` is not a number")))
         };
+        let data = bytes("data")?;
+        // Entries written before checksums existed have none; any other mismatch is corruption.
+        if entry.map.contains_key("checksum") && text("checksum")? != checksum(&data) {
+            return Err(corrupt("payload checksum mismatch".into()));
+        }
         let event_id = Uuid::parse_str(&text("event_id")?).map_err(|e| corrupt(format!("event_id: {e}")))?;
         let metadata: Metadata =
             serde_json::from_slice(&bytes("metadata")?).map_err(|e| corrupt(format!("metadata: {e}")))?;
@@ -176,7 +205,7 @@ impl RecordedEvent {
                 payload: (),
             },
             content_type: text("content_type")?,
-            data: bytes("data")?,
+            data,
         })
     }
 }
@@ -227,13 +256,23 @@ impl EventStore {
         recorded_at_ms: i64,
         events: &[NewEvent],
     ) -> Result<AppendOutcome, AppendError> {
-        self.append_with_state(aggregate_type, aggregate_id, expected, metadata, recorded_at_ms, events, None).await
+        self.append_with(
+            aggregate_type,
+            aggregate_id,
+            expected,
+            metadata,
+            recorded_at_ms,
+            events,
+            &AppendOptions::default(),
+        )
+        .await
     }
 
-    /// As [`append`](Self::append), and in the same script writes `state`
-    /// to the aggregate's state hash (with its new `version`).
+    /// As [`append`](Self::append), and in the same script: writes
+    /// `options.state` to the aggregate's state hash (with its new `version`),
+    /// and checks and records `options.command` for idempotency.
     #[allow(clippy::too_many_arguments)]
-    pub async fn append_with_state(
+    pub async fn append_with(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
@@ -241,7 +280,7 @@ impl EventStore {
         metadata: &Metadata,
         recorded_at_ms: i64,
         events: &[NewEvent],
-        state: Option<&StateWrite>,
+        options: &AppendOptions,
     ) -> Result<AppendOutcome, AppendError> {
         if events.is_empty() || events.len() > MAX_EVENTS_PER_APPEND {
             return Err(AppendError::Invalid(format!(
@@ -257,25 +296,43 @@ impl EventStore {
         let log = keys::log_key(aggregate_type, partition);
         let meta = serde_json::to_string(metadata).map_err(|e| AppendError::Invalid(format!("metadata: {e}")))?;
         let mut inv = self.append_script.key(&stream);
-        inv.key(&log).key(keys::state_key(aggregate_type, partition, aggregate_id));
+        let command_id = options.command.as_ref().map(|c| c.id.as_str()).unwrap_or("");
+        if command_id.len() > 128 {
+            return Err(AppendError::Invalid("command id longer than 128 bytes".into()));
+        }
+        inv.key(&log).key(keys::state_key(aggregate_type, partition, aggregate_id)).key(keys::command_key(
+            aggregate_type,
+            partition,
+            aggregate_id,
+            command_id,
+        ));
         inv.arg(match expected {
             ExpectedVersion::Any => "any".to_owned(),
             ExpectedVersion::NoStream => "none".to_owned(),
             ExpectedVersion::Exact(v) => v.to_string(),
         });
         let no_state = StateWrite::default();
-        let state = state.unwrap_or(&no_state);
+        let state = options.state.as_ref().unwrap_or(&no_state);
         inv.arg(aggregate_type).arg(aggregate_id).arg(meta).arg(recorded_at_ms).arg(events.len());
         inv.arg(state.fields.len()).arg(state.expire_at_ms.unwrap_or(0));
+        match &options.command {
+            Some(c) => inv.arg(&c.id).arg(&c.fingerprint).arg(c.ttl.as_millis().max(1) as u64),
+            None => inv.arg("").arg("").arg(0),
+        };
         for (field, value) in &state.fields {
             inv.arg(field).arg(value);
         }
         for e in events {
-            inv.arg(e.event_id.to_string()).arg(&e.event_type).arg(e.schema_version).arg(&e.content_type).arg(&e.data);
+            inv.arg(e.event_id.to_string())
+                .arg(&e.event_type)
+                .arg(e.schema_version)
+                .arg(&e.content_type)
+                .arg(&e.data)
+                .arg(checksum(&e.data));
         }
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = inv.invoke_async(&mut conn).await?;
-        parse_append_reply(&stream, expected, partition, aggregate_type, &reply)
+        parse_append_reply(&stream, expected, partition, aggregate_type, &reply, command_id)
     }
 
     /// Encodes and appends an aggregate's events.
@@ -291,18 +348,53 @@ impl EventStore {
         self.append(A::TYPE, aggregate_id, expected, metadata, recorded_at_ms, &encoded).await
     }
 
-    /// Encodes and appends an aggregate's events together with its state hash.
-    pub async fn append_events_with_state<A: Aggregate>(
+    /// Encodes and appends an aggregate's events with [`AppendOptions`].
+    pub async fn append_events_with<A: Aggregate>(
         &self,
         aggregate_id: &str,
         expected: ExpectedVersion,
         metadata: &Metadata,
         recorded_at_ms: i64,
         events: &[A::Event],
-        state: &StateWrite,
+        options: &AppendOptions,
     ) -> Result<AppendOutcome, AppendError> {
         let encoded = events.iter().map(NewEvent::encode).collect::<Result<Vec<_>, _>>()?;
-        self.append_with_state(A::TYPE, aggregate_id, expected, metadata, recorded_at_ms, &encoded, Some(state)).await
+        self.append_with(A::TYPE, aggregate_id, expected, metadata, recorded_at_ms, &encoded, options).await
+    }
+
+    /// The recorded first result of `command_id` on an aggregate, if any:
+    /// lets a service answer a retry before doing expensive work. The append
+    /// script stays the authority.
+    pub async fn command_outcome(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        command: &CommandRecord,
+    ) -> Result<Option<AppendOutcome>, AppendError> {
+        let partition = self.partition_of(aggregate_id);
+        let key = keys::command_key(aggregate_type, partition, aggregate_id, &command.id);
+        let mut conn = self.conn.clone();
+        let (fingerprint, result): (Option<String>, Option<String>) =
+            redis::cmd("HMGET").arg(&key).arg("fingerprint").arg("result").query_async(&mut conn).await?;
+        let (Some(fingerprint), Some(result)) = (fingerprint, result) else { return Ok(None) };
+        if fingerprint != command.fingerprint {
+            return Err(AppendError::CommandIdReused { command_id: command.id.clone() });
+        }
+        let corrupt =
+            || StoreError::Corrupt { stream: key.clone(), entry: "-".into(), reason: "bad command record".into() };
+        let items: Vec<serde_json::Value> = serde_json::from_str(&result).map_err(|_| corrupt())?;
+        let reply: Vec<Value> = items
+            .iter()
+            .map(|v| match v {
+                serde_json::Value::Number(n) => Value::Int(n.as_i64().unwrap_or_default()),
+                other => Value::BulkString(other.as_str().unwrap_or_default().as_bytes().to_vec()),
+            })
+            .collect();
+        let stream = keys::stream_key(aggregate_type, partition, aggregate_id);
+        let mut outcome =
+            parse_append_reply(&stream, ExpectedVersion::Any, partition, aggregate_type, &reply, &command.id)?;
+        outcome.duplicate = true;
+        Ok(Some(outcome))
     }
 
     /// Reads one field of an aggregate's state hash (None if absent).
@@ -376,6 +468,7 @@ fn parse_append_reply(
     partition: u32,
     aggregate_type: &str,
     reply: &[Value],
+    command_id: &str,
 ) -> Result<AppendOutcome, AppendError> {
     let bad = |what: &str| {
         AppendError::Store(StoreError::Corrupt {
@@ -398,10 +491,13 @@ fn parse_append_reply(
         }
     };
     let status = reply.first().and_then(text).ok_or_else(|| bad("no status"))?;
+    if status == "mismatch" {
+        return Err(AppendError::CommandIdReused { command_id: command_id.to_owned() });
+    }
     let version = reply.get(1).and_then(int).ok_or_else(|| bad("no version"))?;
     match status.as_str() {
         "conflict" => Err(AppendError::Conflict { expected, actual: version }),
-        "ok" => {
+        "ok" | "duplicate" => {
             let log_ids = reply[2..].iter().map(text).collect::<Option<Vec<_>>>().ok_or_else(|| bad("log ids"))?;
             let last = log_ids.last().cloned().ok_or_else(|| bad("no log ids"))?;
             Ok(AppendOutcome {
@@ -409,8 +505,14 @@ fn parse_append_reply(
                 partition,
                 log_ids,
                 consistency_token: format!("{aggregate_type}.{partition}@{last}"),
+                duplicate: status == "duplicate",
             })
         }
         other => Err(bad(other)),
     }
+}
+
+/// CRC-32 (IEEE) of a payload, hex: stored with every event, verified on load.
+pub fn checksum(data: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(data))
 }

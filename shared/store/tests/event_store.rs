@@ -239,7 +239,7 @@ async fn state_is_written_with_the_events_and_not_on_conflict() {
         expire_at_ms: Some(4_102_444_800_000),
     };
     let out = store
-        .append_events_with_state::<Counter>("s1", ExpectedVersion::NoStream, &meta(), 0, &e, &state)
+        .append_events_with::<Counter>("s1", ExpectedVersion::NoStream, &meta(), 0, &e, &with_state(&state))
         .await
         .unwrap();
     assert_eq!(store.state_field("counter", "s1", "status").await.unwrap().as_deref(), Some("active"));
@@ -249,11 +249,99 @@ async fn state_is_written_with_the_events_and_not_on_conflict() {
 
     // A conflicting append changes neither the stream nor the state.
     let revoked = allies_store::StateWrite { fields: vec![("status".into(), "revoked".into())], expire_at_ms: None };
-    let r = store.append_events_with_state::<Counter>("s1", ExpectedVersion::NoStream, &meta(), 0, &e, &revoked).await;
+    let r = store
+        .append_events_with::<Counter>("s1", ExpectedVersion::NoStream, &meta(), 0, &e, &with_state(&revoked))
+        .await;
     assert!(matches!(r, Err(AppendError::Conflict { .. })), "{r:?}");
     assert_eq!(store.state_field("counter", "s1", "status").await.unwrap().as_deref(), Some("active"));
-    let r = store.append_events_with_state::<Counter>("s1", ExpectedVersion::Exact(1), &meta(), 0, &e, &revoked).await;
+    let r = store
+        .append_events_with::<Counter>("s1", ExpectedVersion::Exact(1), &meta(), 0, &e, &with_state(&revoked))
+        .await;
     assert_eq!(r.unwrap().version, 2);
     assert_eq!(store.state_field("counter", "s1", "status").await.unwrap().as_deref(), Some("revoked"));
     assert_eq!(store.state_field("counter", "nope", "status").await.unwrap(), None);
+}
+
+fn with_state(s: &allies_store::StateWrite) -> allies_store::AppendOptions {
+    allies_store::AppendOptions { state: Some(s.clone()), command: None }
+}
+
+fn command(id: &str, fingerprint: &str) -> allies_store::AppendOptions {
+    allies_store::AppendOptions {
+        state: None,
+        command: Some(allies_store::CommandRecord {
+            id: id.into(),
+            fingerprint: fingerprint.into(),
+            ttl: std::time::Duration::from_secs(60),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_retried_command_id_returns_the_first_result_and_writes_nothing() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let e = [Added { n: 1, writer: 0 }];
+    let first = store
+        .append_events_with::<Counter>("c", ExpectedVersion::NoStream, &meta(), 0, &e, &command("cmd-1", "f1"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    // The retry would conflict on its expected version; the record answers first.
+    let again = store
+        .append_events_with::<Counter>("c", ExpectedVersion::NoStream, &meta(), 0, &e, &command("cmd-1", "f1"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.version, &again.log_ids, &again.consistency_token),
+        (first.version, &first.log_ids, &first.consistency_token)
+    );
+    assert_eq!(store.read_stream("counter", "c", 1).await.unwrap().len(), 1, "no new event");
+    // The same id for a different command is refused, writing nothing.
+    let r =
+        store.append_events_with::<Counter>("c", ExpectedVersion::Any, &meta(), 0, &e, &command("cmd-1", "f2")).await;
+    assert!(matches!(r, Err(AppendError::CommandIdReused { ref command_id }) if command_id == "cmd-1"), "{r:?}");
+    // A new id is a new command.
+    let next = store
+        .append_events_with::<Counter>("c", ExpectedVersion::Exact(1), &meta(), 0, &e, &command("cmd-2", "f1"))
+        .await
+        .unwrap();
+    assert_eq!((next.version, next.duplicate), (2, false));
+    // Records expire.
+    let key = keys::command_key("counter", keys::partition_of("c", 16), "c", "cmd-1");
+    let ttl: i64 = redis.raw(&["PTTL", &key]).trim_start_matches(':').parse().unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+}
+
+#[tokio::test]
+async fn a_corrupted_payload_fails_its_checksum_with_stream_and_version() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    store.append_events::<Counter>("k", ExpectedVersion::Any, &meta(), 0, &[Added { n: 1, writer: 0 }]).await.unwrap();
+    let p = keys::partition_of("k", 16);
+    let stream = keys::stream_key("counter", p, "k");
+    // Rewrite entry 0-2 with a flipped payload but the original checksum.
+    let raw = redis.raw(&["XRANGE", &stream, "-", "+"]);
+    let fields: Vec<&str> = raw.lines().skip(1).collect();
+    let mut args: Vec<String> = vec!["XADD".into(), stream.clone(), "0-2".into()];
+    for pair in fields.chunks(2) {
+        let (f, v) = (pair[0], pair[1]);
+        let v = match f {
+            "data" => v.replace("\"n\":1", "\"n\":9"),
+            "version" => "2".into(),
+            _ => v.to_owned(),
+        };
+        args.push(f.into());
+        args.push(v);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    redis.raw(&args);
+    match store.load::<Counter>("k").await {
+        Err(allies_store::StoreError::Corrupt { stream: s, entry, reason }) => {
+            assert_eq!((s.as_str(), entry.as_str()), (stream.as_str(), "0-2"));
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected a checksum failure, got {other:?}"),
+    }
 }

@@ -307,3 +307,27 @@ async fn sigterm_lets_in_flight_registrations_finish() {
     // Every success is a stored event.
     assert_eq!(log_total(&fleet), finished);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_registration_with_a_command_id_returns_the_first_result() {
+    let fleet = Fleet::start(&[]);
+    let mut g = guardian(&fleet).await;
+    let with_id = |r: RegisterUserRequest, id: &str| {
+        let mut request = tonic::Request::new(r);
+        request.metadata_mut().insert("x-command-id", id.parse().unwrap());
+        request
+    };
+    let first = g.register_user(with_id(req("retry_me", "r@example.com", "correct-horse-9"), "cmd-42")).await.unwrap();
+    let again = g.register_user(with_id(req("retry_me", "r@example.com", "correct-horse-9"), "cmd-42")).await.unwrap();
+    assert_eq!(first.get_ref(), again.get_ref(), "same user id, version and consistency token");
+    assert_eq!(log_total(&fleet), 1, "the retry wrote nothing");
+    // Without the id the same request is a second registration: AlreadyExists.
+    let e = g.register_user(req("retry_me", "r@example.com", "correct-horse-9")).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    // The same id for a different command is refused.
+    let e = g.register_user(with_id(req("retry_me", "other@example.com", "correct-horse-9"), "cmd-42")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = g.register_user(with_id(req("bob_x", "b@example.com", "correct-horse-9"), "bad id")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(log_total(&fleet), 1);
+}
