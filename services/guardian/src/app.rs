@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use allies_core::{Aggregate, CommandContext, ExpectedVersion};
+use allies_core::{Aggregate, CommandContext, ExpectedVersion, Snapshot, SnapshotPolicy};
 use allies_platform::auth::{AccessClaims, AuthSettings, Caller};
 use allies_store::{AppendError, AppendOptions, AppendOutcome, CommandRecord, EventStore, StateWrite, StoreError};
 use base64::Engine;
@@ -128,7 +128,7 @@ pub struct Guardian {
 /// hash `state` derives from the new state, if any), re-running on conflict.
 /// Returns the new state, its version and where the events went (None when
 /// the command produced no event).
-pub async fn execute<A: Aggregate>(
+pub async fn execute<A: Snapshot>(
     store: &EventStore,
     id: &str,
     command: &A::Command,
@@ -142,7 +142,8 @@ where
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (mut aggregate, version) = store.load::<A>(id).await?;
+        let loaded = store.load_with_snapshot::<A>(id).await?;
+        let (mut aggregate, version) = (loaded.state, loaded.version);
         let events = aggregate.decide(command)?;
         if events.is_empty() {
             return Ok((aggregate, version, None));
@@ -154,7 +155,19 @@ where
         let options = AppendOptions { state: state(&aggregate), command: record.cloned() };
         let written = store.append_events_with::<A>(id, expected, &ctx.metadata, ctx.now_ms, &events, &options).await;
         match written {
-            Ok(outcome) => return Ok((aggregate, outcome.version, Some(outcome))),
+            Ok(outcome) => {
+                if !outcome.duplicate && snapshot_policy().due(outcome.version, loaded.snapshot, ctx.now_ms) {
+                    // Off the command's path: the reply does not wait for it.
+                    let (store, id, state, v, at) =
+                        (store.clone(), id.to_owned(), aggregate.clone(), outcome.version, ctx.now_ms);
+                    tokio::spawn(async move {
+                        if let Err(e) = store.save_snapshot(&id, &state, v, at).await {
+                            tracing::warn!(aggregate_id = id, error = %e, "snapshot not written");
+                        }
+                    });
+                }
+                return Ok((aggregate, outcome.version, Some(outcome)));
+            }
             Err(AppendError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
                 let jitter_us = u64::from(OsRng.next_u32() % (500 * attempt));
                 tokio::time::sleep(Duration::from_micros(jitter_us)).await;
@@ -162,6 +175,15 @@ where
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// `SNAPSHOT_EVERY` (100 events) and `SNAPSHOT_MAX_AGE_SECS` (unset).
+pub fn snapshot_policy() -> SnapshotPolicy {
+    static POLICY: std::sync::OnceLock<SnapshotPolicy> = std::sync::OnceLock::new();
+    *POLICY.get_or_init(|| SnapshotPolicy {
+        every: std::env::var("SNAPSHOT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(100),
+        max_age_ms: std::env::var("SNAPSHOT_MAX_AGE_SECS").ok().and_then(|v| v.parse::<i64>().ok()).map(|s| s * 1000),
+    })
 }
 
 fn no_state<A>(_: &A) -> Option<StateWrite> {
@@ -228,7 +250,7 @@ impl Guardian {
         }
         // Cheap refusal before the expensive hash; the append's "no stream"
         // check is what guarantees uniqueness.
-        let (user, _) = self.store.load::<User>(&user_id).await?;
+        let user = self.store.load_with_snapshot::<User>(&user_id).await?.state;
         if user.profile.is_some() {
             return Err(UserError::UsernameTaken(username.to_owned()).into());
         }
@@ -269,7 +291,7 @@ impl Guardian {
             }
         }
         let user_id = domain::user_id_for(username).to_string();
-        let (user, _) = self.store.load::<User>(&user_id).await?;
+        let user = self.store.load_with_snapshot::<User>(&user_id).await?.state;
         let usable = user.profile.is_some() && !user.is_locked_at(ctx.now_ms);
         let hash = if usable { &user.password_hash } else { &self.dummy_hash };
         let matches = self.hasher.verify(password, hash).await?;
@@ -361,7 +383,7 @@ impl Guardian {
             tracing::warn!(session_id = sid, user_id = session.user_id, "refresh token reuse: session revoked");
             return Err(GuardianError::RefreshTokenReused);
         }
-        let (user, _) = self.store.load::<User>(&session.user_id).await?;
+        let user = self.store.load_with_snapshot::<User>(&session.user_id).await?.state;
         self.issue(&session.user_id, &sid, user.roles, new_token, ctx.now_ms)
     }
 
@@ -378,7 +400,7 @@ impl Guardian {
         new: &str,
         ctx: &CommandContext,
     ) -> Result<u64, GuardianError> {
-        let (user, _) = self.store.load::<User>(&caller.user_id).await?;
+        let user = self.store.load_with_snapshot::<User>(&caller.user_id).await?.state;
         let profile = user.profile.as_ref().ok_or(UserError::UnknownUser)?;
         domain::validate_password(new, &profile.username).map_err(|e| InvalidField { field: "new_password", ..e })?;
         if !self.hasher.verify(current, &user.password_hash).await? {

@@ -205,7 +205,7 @@ pub enum UserError {
 }
 
 /// The User aggregate's state.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub profile: Option<UserRegistered>,
     pub password_hash: String,
@@ -213,6 +213,10 @@ pub struct User {
     pub consecutive_failures: u32,
     pub locked_until_ms: i64,
     pub last_login_ms: i64,
+}
+
+impl allies_core::Snapshot for User {
+    const SNAPSHOT_SCHEMA: u32 = 1;
 }
 
 impl User {

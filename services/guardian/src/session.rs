@@ -57,7 +57,7 @@ pub enum SessionError {
     InvalidRefreshToken,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SessionStatus {
     #[default]
     None,
@@ -84,13 +84,17 @@ impl std::fmt::Display for SessionStatus {
     }
 }
 
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     pub user_id: String,
     pub status: SessionStatus,
     pub current_hash: String,
     pub rotated_hashes: HashSet<String>,
     pub expires_at_ms: i64,
+}
+
+impl allies_core::Snapshot for Session {
+    const SNAPSHOT_SCHEMA: u32 = 1;
 }
 
 impl Aggregate for Session {

@@ -46,6 +46,45 @@ pub trait Aggregate: Default + Debug {
     }
 }
 
+/// An aggregate whose state can be stored as a snapshot.
+///
+/// `SNAPSHOT_SCHEMA` names the shape of the serialized state: bump it when
+/// the state's fields change, and every older snapshot is ignored (the state
+/// is rebuilt from events and the snapshot replaced) — never a wrong state.
+pub trait Snapshot: Aggregate + Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static {
+    const SNAPSHOT_SCHEMA: u32;
+}
+
+/// When to take a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// After this many events since the last snapshot (0: never by count).
+    pub every: u64,
+    /// When the last snapshot is older than this (ms) and events followed it.
+    pub max_age_ms: Option<i64>,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        Self { every: 100, max_age_ms: None }
+    }
+}
+
+impl SnapshotPolicy {
+    /// Whether a state at `version` should be snapshotted, given the last
+    /// snapshot's version and time (None: there is none).
+    pub fn due(&self, version: u64, last: Option<(u64, i64)>, now_ms: i64) -> bool {
+        let (snap_version, taken_at) = last.unwrap_or((0, i64::MIN));
+        let since = version.saturating_sub(snap_version);
+        if since == 0 {
+            return false;
+        }
+        let by_count = self.every > 0 && since >= self.every;
+        let by_age = self.max_age_ms.is_some_and(|age| last.is_some() && now_ms.saturating_sub(taken_at) >= age);
+        by_count || by_age
+    }
+}
+
 /// A domain event: knows its stable type name, its schema version and how to
 /// turn itself into stored bytes and back.
 pub trait DomainEvent: Sized + Clone + Debug + Send + Sync + 'static {
@@ -155,6 +194,19 @@ mod tests {
         assert_eq!(ExpectedVersion::after_load(7), ExpectedVersion::Exact(7));
         assert_eq!(ExpectedVersion::Exact(3).to_string(), "3");
         assert_eq!(ExpectedVersion::NoStream.to_string(), "no stream");
+    }
+
+    #[test]
+    fn snapshot_policy_by_count_and_by_age() {
+        let p = SnapshotPolicy { every: 100, max_age_ms: Some(60_000) };
+        assert!(!p.due(99, None, 0), "99 events, no snapshot yet");
+        assert!(p.due(100, None, 0));
+        assert!(!p.due(150, Some((100, 0)), 59_999));
+        assert!(p.due(200, Some((100, 0)), 1), "100 events since the last one");
+        assert!(p.due(101, Some((100, 0)), 60_000), "old snapshot with newer events");
+        assert!(!p.due(100, Some((100, 0)), 1_000_000), "nothing new since the snapshot");
+        let never = SnapshotPolicy { every: 0, max_age_ms: None };
+        assert!(!never.due(10_000, None, 0));
     }
 
     #[test]

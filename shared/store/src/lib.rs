@@ -8,7 +8,9 @@
 //! Must not know about gRPC or any bounded context: it stores envelopes of
 //! any [`allies_core::Aggregate`].
 
-use allies_core::{Aggregate, DecodeError, DomainEvent, EventEnvelope, ExpectedVersion, Metadata};
+use allies_core::{Aggregate, DecodeError, DomainEvent, EventEnvelope, ExpectedVersion, Metadata, Snapshot};
+use std::collections::HashMap;
+
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply};
 use redis::{AsyncCommands, Value};
@@ -116,6 +118,15 @@ pub struct AppendOptions {
     pub command: Option<CommandRecord>,
 }
 
+/// A point in an aggregate's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// Right after the event with this version.
+    Version(u64),
+    /// After every event recorded at or before this time (Unix ms).
+    Time(i64),
+}
+
 /// Where an append landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -216,6 +227,16 @@ pub struct EventStore {
     conn: ConnectionManager,
     partitions: u32,
     append_script: redis::Script,
+    snapshot_script: redis::Script,
+}
+
+/// An aggregate loaded from its latest snapshot plus the events after it.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    pub state: A,
+    pub version: u64,
+    /// The snapshot used (version, taken at ms), if any.
+    pub snapshot: Option<(u64, i64)>,
 }
 
 impl EventStore {
@@ -228,7 +249,12 @@ impl EventStore {
     }
 
     pub fn with_connection(conn: ConnectionManager, partitions: u32) -> Self {
-        Self { conn, partitions: partitions.max(1), append_script: redis::Script::new(include_str!("append.lua")) }
+        Self {
+            conn,
+            partitions: partitions.max(1),
+            append_script: redis::Script::new(include_str!("append.lua")),
+            snapshot_script: redis::Script::new(include_str!("snapshot.lua")),
+        }
     }
 
     pub fn partitions(&self) -> u32 {
@@ -441,6 +467,136 @@ impl EventStore {
             }
             start = format!("0-{}", from_version.max(1) + out.len() as u64);
         }
+    }
+
+    /// One page of an aggregate's history: events with version `from..=to`
+    /// (`to` None: to the end), at most `limit`. The next page starts at the
+    /// last returned version + 1.
+    pub async fn read_range(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from: u64,
+        to: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stream = keys::stream_key(aggregate_type, self.partition_of(aggregate_id), aggregate_id);
+        let end = to.map(|v| format!("0-{v}")).unwrap_or_else(|| "+".into());
+        let mut conn = self.conn.clone();
+        let page: StreamRangeReply =
+            conn.xrange_count(&stream, format!("0-{}", from.max(1)), end, limit.max(1)).await?;
+        page.ids.iter().map(|entry| RecordedEvent::from_entry(&stream, entry)).collect()
+    }
+
+    /// Time travel: the aggregate's state as of a version or a time, and the
+    /// version that state has (0 if nothing had happened yet).
+    pub async fn load_as_of<A: Aggregate>(&self, aggregate_id: &str, as_of: AsOf) -> Result<(A, u64), StoreError> {
+        let stream = keys::stream_key(A::TYPE, self.partition_of(aggregate_id), aggregate_id);
+        let to = match as_of {
+            AsOf::Version(v) => Some(v),
+            AsOf::Time(_) => None,
+        };
+        let mut state = A::default();
+        let mut version = 0;
+        loop {
+            let page = self.read_range(A::TYPE, aggregate_id, version + 1, to, READ_PAGE).await?;
+            for rec in &page {
+                if let AsOf::Time(t) = as_of
+                    && rec.envelope.recorded_at_ms > t
+                {
+                    return Ok((state, version));
+                }
+                let env = rec.decode::<A::Event>().map_err(|source| StoreError::Decode {
+                    stream: stream.clone(),
+                    version: rec.envelope.version,
+                    source,
+                })?;
+                state.evolve(&env.payload);
+                version = env.version;
+            }
+            if page.len() < READ_PAGE {
+                return Ok((state, version));
+            }
+        }
+    }
+
+    /// Stores `state` (at `version`) as the aggregate's snapshot, unless a
+    /// snapshot at the same or a newer version exists. Returns whether written.
+    pub async fn save_snapshot<A: Snapshot>(
+        &self,
+        aggregate_id: &str,
+        state: &A,
+        version: u64,
+        taken_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        if version == 0 {
+            return Ok(false);
+        }
+        let key = keys::snapshot_key(A::TYPE, self.partition_of(aggregate_id), aggregate_id);
+        let data = serde_json::to_vec(state).map_err(|e| StoreError::Corrupt {
+            stream: key.clone(),
+            entry: version.to_string(),
+            reason: format!("state does not serialize: {e}"),
+        })?;
+        let mut conn = self.conn.clone();
+        let written: i64 = self
+            .snapshot_script
+            .key(&key)
+            .arg(version)
+            .arg(A::SNAPSHOT_SCHEMA)
+            .arg(&data)
+            .arg(checksum(&data))
+            .arg(taken_at_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// Loads an aggregate from its latest snapshot and the events after it.
+    /// A snapshot of another schema, or one that fails its checksum or does
+    /// not deserialize, is ignored: the state is rebuilt from all events and
+    /// the snapshot replaced.
+    pub async fn load_with_snapshot<A: Snapshot>(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        let key = keys::snapshot_key(A::TYPE, self.partition_of(aggregate_id), aggregate_id);
+        let mut conn = self.conn.clone();
+        let snap: HashMap<String, Vec<u8>> = conn.hgetall(&key).await?;
+        let usable = (|| {
+            let text = |f: &str| snap.get(f).and_then(|v| std::str::from_utf8(v).ok());
+            let schema: u32 = text("schema")?.parse().ok()?;
+            let version: u64 = text("version")?.parse().ok()?;
+            let taken_at: i64 = text("taken_at_ms")?.parse().ok()?;
+            let data = snap.get("data")?;
+            if schema != A::SNAPSHOT_SCHEMA || text("checksum")? != checksum(data) {
+                return None;
+            }
+            let state: A = serde_json::from_slice(data).ok()?;
+            Some((state, version, taken_at))
+        })();
+        if let Some((mut state, snap_version, taken_at)) = usable {
+            let mut version = snap_version;
+            let stream = keys::stream_key(A::TYPE, self.partition_of(aggregate_id), aggregate_id);
+            for rec in self.read_stream(A::TYPE, aggregate_id, snap_version + 1).await? {
+                let env = rec.decode::<A::Event>().map_err(|source| StoreError::Decode {
+                    stream: stream.clone(),
+                    version: rec.envelope.version,
+                    source,
+                })?;
+                state.evolve(&env.payload);
+                version = env.version;
+            }
+            return Ok(Loaded { state, version, snapshot: Some((snap_version, taken_at)) });
+        }
+        let (state, version) = self.load::<A>(aggregate_id).await?;
+        if !snap.is_empty() {
+            tracing::warn!(key, "snapshot unusable (schema, checksum or shape); rebuilt from events and replaced");
+            let _ = conn.del::<_, i64>(&key).await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or_default();
+            self.save_snapshot(aggregate_id, &state, version, now).await?;
+        }
+        Ok(Loaded { state, version, snapshot: None })
     }
 
     /// Loads an aggregate: folds all its events. Returns the state and its

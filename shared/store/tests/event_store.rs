@@ -345,3 +345,85 @@ async fn a_corrupted_payload_fails_its_checksum_with_stream_and_version() {
         other => panic!("expected a checksum failure, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn time_travel_by_version_and_time_and_paged_history() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    for (i, at) in [100, 200, 300, 400, 500].into_iter().enumerate() {
+        let e = [Added { n: 1 << i, writer: 0 }];
+        store.append_events::<Counter>("tt", ExpectedVersion::Exact(i as u64), &meta(), at, &e).await.unwrap();
+    }
+    use allies_store::AsOf;
+    let at = |s: (Counter, u64)| (s.0.total, s.1);
+    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Version(3)).await.unwrap()), (1 + 2 + 4, 3));
+    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Version(99)).await.unwrap()), (31, 5));
+    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Version(0)).await.unwrap()), (0, 0));
+    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Time(250)).await.unwrap()), (1 + 2, 2));
+    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Time(500)).await.unwrap()), (31, 5));
+    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Time(50)).await.unwrap()), (0, 0));
+
+    let page1 = store.read_range("counter", "tt", 1, None, 2).await.unwrap();
+    let page2 = store.read_range("counter", "tt", 3, None, 2).await.unwrap();
+    let page3 = store.read_range("counter", "tt", 5, None, 2).await.unwrap();
+    let versions: Vec<u64> = [page1, page2, page3].concat().iter().map(|r| r.envelope.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert!(store.read_range("counter", "tt", 6, None, 2).await.unwrap().is_empty());
+    assert_eq!(store.read_range("counter", "tt", 2, Some(3), 10).await.unwrap().len(), 2);
+}
+
+impl serde::Serialize for Counter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.total)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Counter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Counter { total: i64::deserialize(d)? })
+    }
+}
+
+impl Clone for Counter {
+    fn clone(&self) -> Self {
+        Counter { total: self.total }
+    }
+}
+
+impl allies_core::Snapshot for Counter {
+    const SNAPSHOT_SCHEMA: u32 = 1;
+}
+
+#[tokio::test]
+async fn snapshots_load_with_the_events_after_them_and_bad_ones_are_replaced() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let batch: Vec<Added> = (0..10).map(|i| Added { n: i, writer: 0 }).collect();
+    store.append_events::<Counter>("sn", ExpectedVersion::Any, &meta(), 0, &batch).await.unwrap();
+    let (state, v) = store.load::<Counter>("sn").await.unwrap();
+    assert!(store.save_snapshot("sn", &state, v, 1_000).await.unwrap());
+    assert!(
+        !store.save_snapshot("sn", &Counter { total: -1 }, 5, 2_000).await.unwrap(),
+        "an older snapshot never wins"
+    );
+    store.append_events::<Counter>("sn", ExpectedVersion::Exact(10), &meta(), 0, &batch[..3]).await.unwrap();
+
+    let loaded = store.load_with_snapshot::<Counter>("sn").await.unwrap();
+    assert_eq!((loaded.state.total, loaded.version, loaded.snapshot), (45 + 3, 13, Some((10, 1_000))));
+
+    // A snapshot whose state is wrong for its checksum is ignored, not trusted.
+    let key = keys::snapshot_key("counter", keys::partition_of("sn", 16), "sn");
+    redis.raw(&["HSET", &key, "data", "999999"]);
+    let loaded = store.load_with_snapshot::<Counter>("sn").await.unwrap();
+    assert_eq!((loaded.state.total, loaded.version, loaded.snapshot), (48, 13, None), "rebuilt from events");
+    let replaced = store.load_with_snapshot::<Counter>("sn").await.unwrap();
+    assert_eq!((replaced.state.total, replaced.snapshot.map(|s| s.0)), (48, Some(13)), "and the snapshot replaced");
+
+    // A snapshot of another schema is ignored too.
+    redis.raw(&["HSET", &key, "schema", "0"]);
+    let loaded = store.load_with_snapshot::<Counter>("sn").await.unwrap();
+    assert_eq!((loaded.state.total, loaded.snapshot), (48, None));
+    // No snapshot at all: plain load.
+    let none = store.load_with_snapshot::<Counter>("nothing").await.unwrap();
+    assert_eq!((none.version, none.snapshot), (0, None));
+}

@@ -378,3 +378,33 @@ async fn key_rotation_keeps_old_tokens_valid_and_new_keys_are_fetched() {
     assert_eq!(whoami(&mut p, &old.access_token).await.unwrap(), user);
     g.logout_user(bearer(LogoutUserRequest {}, &old.access_token)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_are_snapshotted_off_the_command_path_and_load_from_them() {
+    let fleet = Fleet::start(&[("SNAPSHOT_EVERY", "4")]);
+    let mut g = guardian(&fleet).await;
+    let id = register(&mut g, "snappy").await;
+    for _ in 0..5 {
+        login(&mut g, "snappy", PASSWORD).await.unwrap();
+    }
+    // Version 4 (register + 3 logins) crossed the policy: a snapshot exists.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let key = loop {
+        let keys = fleet.redis.raw(&["KEYS", &format!("es:{{user.*}}:snap:{id}")]);
+        if let Some(k) = keys.lines().next().filter(|k| !k.is_empty()) {
+            break k.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no snapshot written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let version = fleet.redis.raw(&["HGET", &key, "version"]);
+    assert_eq!(version, "4", "snapshot at the version that crossed the policy");
+    let data = fleet.redis.raw(&["HGET", &key, "data"]);
+    assert!(data.contains("snappy") && data.contains("last_login_ms"), "{data}");
+    // Later commands load snapshot + newer events: wrong passwords still count, logins work.
+    assert_eq!(login(&mut g, "snappy", "wrong-password-1").await.unwrap_err().code(), Code::Unauthenticated);
+    login(&mut g, "snappy", PASSWORD).await.unwrap();
+    // A corrupted snapshot is never trusted: the user is rebuilt from events.
+    fleet.redis.raw(&["HSET", &key, "data", "{\"profile\":null}"]);
+    login(&mut g, "snappy", PASSWORD).await.unwrap();
+}

@@ -325,7 +325,8 @@ async fn a_retried_registration_with_a_command_id_returns_the_first_result() {
     let e = g.register_user(req("retry_me", "r@example.com", "correct-horse-9")).await.unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
     // The same id for a different command is refused.
-    let e = g.register_user(with_id(req("retry_me", "other@example.com", "correct-horse-9"), "cmd-42")).await.unwrap_err();
+    let e =
+        g.register_user(with_id(req("retry_me", "other@example.com", "correct-horse-9"), "cmd-42")).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     let e = g.register_user(with_id(req("bob_x", "b@example.com", "correct-horse-9"), "bad id")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
