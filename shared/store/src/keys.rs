@@ -22,6 +22,14 @@ pub fn stream_key(aggregate_type: &str, partition: u32, aggregate_id: &str) -> S
     format!("es:{}:stream:{aggregate_id}", tag(aggregate_type, partition))
 }
 
+/// The aggregate type and id of an aggregate stream key, if it is one.
+pub fn parse_stream_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("es:{")?;
+    let (tag, rest) = rest.split_once("}:stream:")?;
+    let (aggregate_type, _partition) = tag.rsplit_once('.')?;
+    Some((aggregate_type, rest))
+}
+
 /// Partition log: every event of one partition of one aggregate type, in commit order.
 pub fn log_key(aggregate_type: &str, partition: u32) -> String {
     format!("es:{}:log", tag(aggregate_type, partition))
@@ -61,6 +69,9 @@ mod tests {
     fn keys_of_one_partition_share_the_hash_tag() {
         assert_eq!(stream_key("user", 7, "u1"), "es:{user.7}:stream:u1");
         assert_eq!(log_key("user", 7), "es:{user.7}:log");
+        assert_eq!(parse_stream_key("es:{user.7}:stream:u1"), Some(("user", "u1")));
+        assert_eq!(parse_stream_key("es:{game.session.3}:stream:a:b"), Some(("game.session", "a:b")));
+        assert_eq!(parse_stream_key("es:{user.7}:log"), None);
     }
 
     #[test]

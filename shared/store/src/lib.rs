@@ -200,14 +200,30 @@ impl RecordedEvent {
         let event_id = Uuid::parse_str(&text("event_id")?).map_err(|e| corrupt(format!("event_id: {e}")))?;
         let metadata: Metadata =
             serde_json::from_slice(&bytes("metadata")?).map_err(|e| corrupt(format!("metadata: {e}")))?;
-        let version = u64::try_from(number("version")?).map_err(|_| corrupt("negative version".into()))?;
+        // Aggregate-stream entries carry type, id and version in their key
+        // and entry id; partition-log entries carry them as fields.
+        let (aggregate_type, aggregate_id, version) = match keys::parse_stream_key(key) {
+            Some((t, id)) if !entry.map.contains_key("version") => {
+                let v = entry
+                    .id
+                    .strip_prefix("0-")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| corrupt("entry id is not 0-<version>".into()))?;
+                (t.to_owned(), id.to_owned(), v)
+            }
+            _ => (
+                text("aggregate_type")?,
+                text("aggregate_id")?,
+                u64::try_from(number("version")?).map_err(|_| corrupt("negative version".into()))?,
+            ),
+        };
         let schema_version =
             u32::try_from(number("schema_version")?).map_err(|_| corrupt("bad schema_version".into()))?;
         Ok(Self {
             envelope: EventEnvelope {
                 event_id,
-                aggregate_type: text("aggregate_type")?,
-                aggregate_id: text("aggregate_id")?,
+                aggregate_type,
+                aggregate_id,
                 version,
                 event_type: text("event_type")?,
                 schema_version,
@@ -357,7 +373,19 @@ impl EventStore {
                 .arg(checksum(&e.data));
         }
         let mut conn = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut conn).await?;
+        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| {
+            if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) {
+                // The script refused (for example a stream whose ids break the
+                // version invariant): nothing was written.
+                AppendError::Store(StoreError::Corrupt {
+                    stream: stream.clone(),
+                    entry: "-".into(),
+                    reason: e.to_string(),
+                })
+            } else {
+                AppendError::from(e)
+            }
+        })?;
         parse_append_reply(&stream, expected, partition, aggregate_type, &reply, command_id)
     }
 

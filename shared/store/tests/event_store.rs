@@ -152,7 +152,10 @@ async fn a_corrupt_entry_is_a_typed_error_naming_stream_and_entry() {
     redis.raw(&["XADD", &stream2, "5-0", "x", "y"]);
     let r =
         store.append_events::<Counter>("bad2", ExpectedVersion::Any, &meta(), 0, &[Added { n: 1, writer: 0 }]).await;
-    assert!(r.is_err(), "{r:?}");
+    assert!(
+        matches!(&r, Err(AppendError::Store(allies_store::StoreError::Corrupt { stream, .. })) if *stream == stream2),
+        "{r:?}"
+    );
     assert_eq!(redis.raw(&["XLEN", &stream2]).trim(), ":1");
 }
 

@@ -1,0 +1,346 @@
+//! `allies-bench`: measures the event store on a private redis-server and
+//! prints a table. Every figure is next to what raw Redis does in the same run.
+//!
+//!     cargo run --release -p allies-bench            # all
+//!     cargo run --release -p allies-bench -- append  # one: append | load | memory
+//!
+//! append: 50 concurrent writers, one event per append, each to its own
+//!   aggregates with exact expected versions; the raw baseline is the same
+//!   number of EVALSHA calls each doing two XADDs with the same fields — the
+//!   floor of what one append costs in Redis.
+//! load: one aggregate of 10,000 events, loaded without and with a snapshot.
+//! memory: 100,000 one-event aggregates at the default stream node size and
+//!   at the fleet's `stream-node-max-bytes 512`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allies_core::{Aggregate, DecodeError, DomainEvent, ExpectedVersion, Metadata, Snapshot};
+use allies_store::EventStore;
+use allies_testkit::RedisServer;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+const WRITERS: usize = 50;
+const APPENDS_PER_WRITER: usize = 400;
+const AGGREGATES_PER_WRITER: usize = 20;
+const FLEET_REDIS: &[&str] = &["--stream-node-max-bytes", "512"];
+
+/// A game-like event: a tower placed on a map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TowerPlaced {
+    tower_id: String,
+    kind: String,
+    x: i32,
+    y: i32,
+    cost: u32,
+    placed_at_ms: i64,
+}
+
+impl DomainEvent for TowerPlaced {
+    fn event_type(&self) -> &'static str {
+        "TowerPlaced"
+    }
+    fn schema_version(&self) -> u32 {
+        1
+    }
+    fn encode_json(&self) -> Result<Vec<u8>, DecodeError> {
+        serde_json::to_vec(self).map_err(|e| DecodeError::malformed("TowerPlaced", e))
+    }
+    fn decode_json(t: &str, _v: u32, data: &[u8]) -> Result<Self, DecodeError> {
+        serde_json::from_slice(data).map_err(|e| DecodeError::malformed(t, e))
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Board {
+    towers: u64,
+    spent: u64,
+}
+
+#[derive(Debug)]
+enum Never {}
+
+impl std::fmt::Display for Never {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+impl std::error::Error for Never {}
+
+impl Aggregate for Board {
+    const TYPE: &'static str = "board";
+    type Command = TowerPlaced;
+    type Event = TowerPlaced;
+    type Error = Never;
+    fn decide(&self, c: &TowerPlaced) -> Result<Vec<TowerPlaced>, Never> {
+        Ok(vec![c.clone()])
+    }
+    fn evolve(&mut self, e: &TowerPlaced) {
+        self.towers += 1;
+        self.spent += u64::from(e.cost);
+    }
+}
+
+impl Snapshot for Board {
+    const SNAPSHOT_SCHEMA: u32 = 1;
+}
+
+fn event(i: usize) -> TowerPlaced {
+    TowerPlaced {
+        tower_id: Uuid::now_v7().to_string(),
+        kind: "archer".into(),
+        x: (i % 40) as i32,
+        y: (i / 40 % 30) as i32,
+        cost: 100,
+        placed_at_ms: 1_790_000_000_000 + i as i64,
+    }
+}
+
+fn meta() -> Metadata {
+    Metadata {
+        correlation_id: Uuid::now_v7(),
+        causation_id: Uuid::now_v7(),
+        user_id: Some("bench".into()),
+        traceparent: None,
+    }
+}
+
+fn used_memory(redis: &RedisServer) -> u64 {
+    redis
+        .raw(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The raw floor: one EVALSHA doing the two XADDs an append does.
+const RAW: &str =
+    "redis.call('XADD', KEYS[1], '*', unpack(ARGV)) return redis.call('XADD', KEYS[2], '*', unpack(ARGV))";
+
+async fn raw_appends(url: &str) -> Duration {
+    let client = redis::Client::open(url).expect("client");
+    let conn = redis::aio::ConnectionManager::new(client).await.expect("connect");
+    let script = Arc::new(redis::Script::new(RAW));
+    let payload = serde_json::to_vec(&event(0)).expect("json");
+    let meta = serde_json::to_string(&meta()).expect("json");
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (mut conn, script, payload, meta) = (conn.clone(), script.clone(), payload.clone(), meta.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..APPENDS_PER_WRITER {
+                let p = (w * 7 + i) % 16;
+                let _: String = script
+                    .key(format!("raw:{{board.{p}}}:stream:w{w}-{}", i % AGGREGATES_PER_WRITER))
+                    .key(format!("raw:{{board.{p}}}:log"))
+                    .arg("event_id")
+                    .arg(Uuid::now_v7().to_string())
+                    .arg("event_type")
+                    .arg("TowerPlaced")
+                    .arg("aggregate_type")
+                    .arg("board")
+                    .arg("aggregate_id")
+                    .arg(format!("w{w}-{}", i % AGGREGATES_PER_WRITER))
+                    .arg("version")
+                    .arg(i / AGGREGATES_PER_WRITER + 1)
+                    .arg("schema_version")
+                    .arg(1)
+                    .arg("content_type")
+                    .arg("application/json")
+                    .arg("data")
+                    .arg(&payload)
+                    .arg("metadata")
+                    .arg(&meta)
+                    .arg("created_at")
+                    .arg(1_790_000_000_000i64)
+                    .arg("checksum")
+                    .arg("00000000")
+                    .invoke_async(&mut conn)
+                    .await
+                    .expect("raw append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    start.elapsed()
+}
+
+async fn store_appends(store: &EventStore, round: usize) -> Duration {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut versions = [0u64; AGGREGATES_PER_WRITER];
+            let m = meta();
+            for i in 0..APPENDS_PER_WRITER {
+                let k = i % AGGREGATES_PER_WRITER;
+                let id = format!("r{round}-w{w}-{k}");
+                let e = [event(i)];
+                let out = store
+                    .append_events::<Board>(&id, ExpectedVersion::after_load(versions[k]), &m, 1_790_000_000_000, &e)
+                    .await
+                    .expect("append");
+                versions[k] = out.version;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    start.elapsed()
+}
+
+/// Redis-side cost of one EVALSHA since the last reset, in microseconds.
+fn evalsha_usec(redis: &RedisServer) -> f64 {
+    let stats = redis.raw(&["INFO", "commandstats"]);
+    let line = stats.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap_or_default().to_owned();
+    line.split(',').find_map(|kv| kv.strip_prefix("usec_per_call=")).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+async fn bench_append() -> Vec<(String, String)> {
+    let redis = RedisServer::start_with(FLEET_REDIS);
+    let store = EventStore::connect(&redis.url(), 16).await.expect("store");
+    let total = (WRITERS * APPENDS_PER_WRITER) as f64;
+    // Warm both paths (script load, connections), then alternate and keep each one's best.
+    raw_appends(&redis.url()).await;
+    store_appends(&store, 0).await;
+    let mut raw_best = Duration::MAX;
+    let mut store_best = Duration::MAX;
+    let (mut raw_us, mut store_us) = (0.0, 0.0);
+    for round in 1..=3 {
+        redis.raw(&["CONFIG", "RESETSTAT"]);
+        raw_best = raw_best.min(raw_appends(&redis.url()).await);
+        raw_us = evalsha_usec(&redis);
+        redis.raw(&["CONFIG", "RESETSTAT"]);
+        store_best = store_best.min(store_appends(&store, round).await);
+        store_us = evalsha_usec(&redis);
+    }
+    let raw_rate = total / raw_best.as_secs_f64();
+    let store_rate = total / store_best.as_secs_f64();
+    vec![
+        ("append: raw EVALSHA with 2 XADDs (50 writers)".into(), format!("{raw_rate:.0} appends/s")),
+        ("append: event store, 1 event, exact version (50 writers)".into(), format!("{store_rate:.0} appends/s")),
+        ("append: ratio store / raw (target >= 0.8)".into(), format!("{:.2}", store_rate / raw_rate)),
+        ("append: Redis CPU per call, raw / store".into(), format!("{raw_us:.1} us / {store_us:.1} us")),
+    ]
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn bench_load() -> Vec<(String, String)> {
+    let redis = RedisServer::start_with(FLEET_REDIS);
+    let store = EventStore::connect(&redis.url(), 16).await.expect("store");
+    let batch: Vec<TowerPlaced> = (0..1000).map(event).collect();
+    for _ in 0..10 {
+        store.append_events::<Board>("big", ExpectedVersion::Any, &meta(), 0, &batch).await.expect("append");
+    }
+    let mut plain = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (b, v) = store.load::<Board>("big").await.expect("load");
+        plain.push(t.elapsed());
+        assert_eq!((b.towers, v), (10_000, 10_000));
+    }
+    let (state, version) = store.load::<Board>("big").await.expect("load");
+    store.save_snapshot("big", &state, version, 0).await.expect("snapshot");
+    let mut snap = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let l = store.load_with_snapshot::<Board>("big").await.expect("load");
+        snap.push(t.elapsed());
+        assert_eq!((l.state.towers, l.version), (10_000, 10_000));
+    }
+    vec![
+        (
+            "load 10,000-event aggregate, no snapshot (median)".into(),
+            format!("{:.2} ms", median(plain).as_secs_f64() * 1e3),
+        ),
+        (
+            "load 10,000-event aggregate, snapshot (median; target <= 2 ms)".into(),
+            format!("{:.3} ms", median(snap).as_secs_f64() * 1e3),
+        ),
+    ]
+}
+
+async fn memory_with(extra: &[&str], n: usize) -> (f64, f64) {
+    let redis = RedisServer::start_with(extra);
+    let store = EventStore::connect(&redis.url(), 16).await.expect("store");
+    let before = used_memory(&redis);
+    let per = n / WRITERS;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let m = meta();
+            for i in 0..per {
+                let e = [event(i)];
+                store
+                    .append_events::<Board>(&format!("m{w}-{i}"), ExpectedVersion::NoStream, &m, 0, &e)
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let delta = used_memory(&redis).saturating_sub(before) as f64;
+    let total = (per * WRITERS) as f64;
+    let logs: f64 = (0..16)
+        .map(|p| {
+            let key = format!("es:{{board.{p}}}:log");
+            redis.raw(&["MEMORY", "USAGE", &key, "SAMPLES", "0"]).trim_start_matches(':').parse::<f64>().unwrap_or(0.0)
+        })
+        .sum();
+    (delta / total, logs / total)
+}
+
+async fn bench_memory() -> Vec<(String, String)> {
+    let n = 100_000;
+    let (default_agg, default_log) = memory_with(&[], n).await;
+    let (fleet_agg, fleet_log) = memory_with(FLEET_REDIS, n).await;
+    vec![
+        (
+            "memory per aggregate, 100k one-event aggregates, default nodes".into(),
+            format!("{default_agg:.0} B (log {default_log:.0} B/event)"),
+        ),
+        (
+            "memory per aggregate, 100k one-event aggregates, node 512 B".into(),
+            format!("{fleet_agg:.0} B (log {fleet_log:.0} B/event)"),
+        ),
+    ]
+}
+
+#[tokio::main]
+async fn main() {
+    let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let mut rows = Vec::new();
+    if matches!(which.as_str(), "all" | "append") {
+        rows.extend(bench_append().await);
+    }
+    if matches!(which.as_str(), "all" | "load") {
+        rows.extend(bench_load().await);
+    }
+    if matches!(which.as_str(), "all" | "memory") {
+        rows.extend(bench_memory().await);
+    }
+    if rows.is_empty() {
+        eprintln!("usage: allies-bench [all|append|load|memory]");
+        std::process::exit(2);
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    println!("{:<width$}  result", "benchmark");
+    println!("{}  {}", "-".repeat(width), "-".repeat(24));
+    for (k, v) in rows {
+        println!("{k:<width$}  {v}");
+    }
+}
