@@ -247,6 +247,7 @@ impl Aggregate for User {
                     password_hash: c.password_hash.clone(),
                     roles: c.roles.clone(),
                     registered_at_ms: c.registered_at_ms,
+                    display_name: c.username.clone(),
                 })])
             }
             UserCommand::RecordLogin { session_id, at_ms } => {
@@ -335,7 +336,7 @@ macro_rules! proto_json_events {
             }
 
             fn schema_version(&self) -> u32 {
-                1
+                allies_contracts::guardian::events::schema::current(self.event_type())
             }
 
             fn encode_json(&self) -> Result<Vec<u8>, allies_core::DecodeError> {
@@ -348,13 +349,19 @@ macro_rules! proto_json_events {
                 if !known.contains(&event_type) {
                     return Err(allies_core::DecodeError::UnknownEventType(event_type.to_owned()));
                 }
-                if schema_version != 1 {
-                    return Err(allies_core::DecodeError::UnsupportedSchemaVersion {
-                        event_type: event_type.to_owned(),
-                        schema_version,
-                    });
-                }
+                use allies_contracts::guardian::events::schema;
                 let malformed = |e: serde_json::Error| allies_core::DecodeError::malformed(event_type, e);
+                if schema_version != schema::current(event_type) {
+                    // An older (or unknown) schema: upcast step by step, then decode.
+                    let mut value: serde_json::Value = serde_json::from_slice(data).map_err(malformed)?;
+                    schema::upcast(event_type, schema_version, &mut value).map_err(|_| {
+                        allies_core::DecodeError::UnsupportedSchemaVersion { event_type: event_type.to_owned(), schema_version }
+                    })?;
+                    return match event_type {
+                        $($name => serde_json::from_value(value).map(Self::$variant).map_err(malformed),)+
+                        _ => Err(allies_core::DecodeError::UnknownEventType(event_type.to_owned())),
+                    };
+                }
                 match event_type {
                     $($name => serde_json::from_slice(data).map(Self::$variant).map_err(malformed),)+
                     _ => Err(allies_core::DecodeError::UnknownEventType(event_type.to_owned())),
@@ -398,6 +405,7 @@ mod tests {
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             roles: vec!["player".into()],
             registered_at_ms: 1_700_000_000_000,
+            display_name: username.into(),
         })
     }
 
@@ -482,11 +490,150 @@ mod tests {
         let text = String::from_utf8(json.clone()).unwrap();
         assert!(text.contains("\"userId\"") && text.contains("\"registeredAtMs\""), "{text}");
         assert_eq!(UserEvent::decode_json(USER_REGISTERED, 1, &json).unwrap(), e);
+        assert_eq!(e.schema_version(), 2);
         assert!(matches!(
             UserEvent::decode_json(USER_REGISTERED, 9, &json),
             Err(DecodeError::UnsupportedSchemaVersion { schema_version: 9, .. })
         ));
         assert!(matches!(UserEvent::decode_json("Nope", 1, &json), Err(DecodeError::UnknownEventType(_))));
         assert!(matches!(UserEvent::decode_json(USER_REGISTERED, 1, b"{"), Err(DecodeError::Malformed { .. })));
+    }
+
+    #[test]
+    fn every_user_event_round_trips_under_its_type_name() {
+        for e in [
+            login("s1", 5),
+            failed(1, 5),
+            UserEvent::LockedOut(UserLockedOut { locked_until_ms: 9, consecutive_failures: 5 }),
+            UserEvent::PasswordChanged(PasswordChanged { password_hash: "h".into(), changed_at_ms: 1 }),
+            UserEvent::RolesChanged(UserRolesChanged {
+                roles: vec!["admin".into()],
+                changed_by: "u".into(),
+                changed_at_ms: 1,
+            }),
+        ] {
+            let back = UserEvent::decode_json(e.event_type(), 1, &e.encode_json().unwrap()).unwrap();
+            assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn a_stored_v1_user_registered_is_upcast_to_v2() {
+        // Exactly as schema version 1 wrote it: no displayName.
+        let v1 = br#"{"userId":"u1","username":"OldTimer","email":"o@example.com","passwordHash":"$argon2id$x","roles":["player"],"registeredAtMs":1600000000000}"#;
+        let Ok(UserEvent::Registered(e)) = UserEvent::decode_json(USER_REGISTERED, 1, v1) else {
+            panic!("v1 did not decode")
+        };
+        assert_eq!((e.username.as_str(), e.display_name.as_str()), ("OldTimer", "OldTimer"));
+        assert!(matches!(
+            UserEvent::decode_json(USER_REGISTERED, 0, v1),
+            Err(DecodeError::UnsupportedSchemaVersion { schema_version: 0, .. })
+        ));
+    }
+
+    const POLICY: LockoutPolicy = LockoutPolicy { max_failures: 3, lock_ms: 60_000 };
+
+    fn login(session: &str, at_ms: i64) -> UserEvent {
+        UserEvent::Authenticated(UserAuthenticated { session_id: session.into(), authenticated_at_ms: at_ms })
+    }
+
+    fn failed(n: u32, at_ms: i64) -> UserEvent {
+        UserEvent::AuthenticationFailed(AuthenticationFailed { consecutive_failures: n, failed_at_ms: at_ms })
+    }
+
+    #[test]
+    fn a_login_is_recorded_and_resets_failures() {
+        let state = given::<User>([registered("alice"), failed(1, 10), failed(2, 20)])
+            .when(UserCommand::RecordLogin { session_id: "s1".into(), at_ms: 30 })
+            .then([login("s1", 30)]);
+        assert_eq!((state.consecutive_failures, state.last_login_ms), (0, 30));
+    }
+
+    #[test]
+    fn commands_on_an_unknown_user_are_refused() {
+        given::<User>([])
+            .when(UserCommand::RecordLogin { session_id: "s".into(), at_ms: 1 })
+            .then_err(UserError::UnknownUser);
+        given::<User>([])
+            .when(UserCommand::RecordFailedLogin { at_ms: 1, policy: POLICY })
+            .then_err(UserError::UnknownUser);
+        given::<User>([])
+            .when(UserCommand::ChangePassword { password_hash: "h".into(), at_ms: 1 })
+            .then_err(UserError::UnknownUser);
+        given::<User>([])
+            .when(UserCommand::ChangeRoles { roles: vec!["admin".into()], changed_by: "x".into(), at_ms: 1 })
+            .then_err(UserError::UnknownUser);
+    }
+
+    #[test]
+    fn failures_count_up_and_the_last_allowed_one_locks_the_account() {
+        let state = given::<User>([registered("alice"), failed(1, 10)])
+            .when(UserCommand::RecordFailedLogin { at_ms: 20, policy: POLICY })
+            .then([failed(2, 20)]);
+        assert_eq!(state.consecutive_failures, 2);
+        let state = given::<User>([registered("alice"), failed(1, 10), failed(2, 20)])
+            .when(UserCommand::RecordFailedLogin { at_ms: 30, policy: POLICY })
+            .then([
+                failed(3, 30),
+                UserEvent::LockedOut(UserLockedOut { locked_until_ms: 60_030, consecutive_failures: 3 }),
+            ]);
+        assert!(state.is_locked_at(60_029));
+        assert!(!state.is_locked_at(60_030));
+    }
+
+    #[test]
+    fn a_locked_account_refuses_logins_and_does_not_count_attempts_until_the_lock_ends() {
+        let locked = || {
+            given::<User>([
+                registered("alice"),
+                UserEvent::LockedOut(UserLockedOut { locked_until_ms: 1_000, consecutive_failures: 3 }),
+            ])
+        };
+        locked()
+            .when(UserCommand::RecordLogin { session_id: "s".into(), at_ms: 999 })
+            .then_err(UserError::AccountLocked { until_ms: 1_000 });
+        locked()
+            .when(UserCommand::RecordFailedLogin { at_ms: 999, policy: POLICY })
+            .then_err(UserError::AccountLocked { until_ms: 1_000 });
+        // After the lock the count starts again from zero.
+        locked().when(UserCommand::RecordLogin { session_id: "s".into(), at_ms: 1_000 }).then([login("s", 1_000)]);
+        locked().when(UserCommand::RecordFailedLogin { at_ms: 1_001, policy: POLICY }).then([failed(1, 1_001)]);
+    }
+
+    #[test]
+    fn a_password_change_replaces_the_hash() {
+        let state = given::<User>([registered("alice")])
+            .when(UserCommand::ChangePassword { password_hash: "$argon2id$new".into(), at_ms: 5 })
+            .then([UserEvent::PasswordChanged(PasswordChanged {
+                password_hash: "$argon2id$new".into(),
+                changed_at_ms: 5,
+            })]);
+        assert_eq!(state.password_hash, "$argon2id$new");
+    }
+
+    #[test]
+    fn roles_change_only_when_different() {
+        let state = given::<User>([registered("alice")])
+            .when(UserCommand::ChangeRoles {
+                roles: vec!["player".into(), "admin".into(), "admin".into()],
+                changed_by: "root".into(),
+                at_ms: 5,
+            })
+            .then([UserEvent::RolesChanged(UserRolesChanged {
+                roles: vec!["admin".into(), "player".into()],
+                changed_by: "root".into(),
+                changed_at_ms: 5,
+            })]);
+        assert_eq!(state.roles, vec!["admin", "player"]);
+        given::<User>([registered("alice")])
+            .when(UserCommand::ChangeRoles { roles: vec!["player".into()], changed_by: "root".into(), at_ms: 5 })
+            .then([]);
+    }
+
+    #[test]
+    fn roles_are_validated() {
+        assert!(validate_roles(&["player".into(), "admin".into()]).is_ok());
+        assert_eq!(validate_roles(&[]).unwrap_err().field, "roles");
+        assert!(validate_roles(&["root".into()]).unwrap_err().reason.contains("unknown role 'root'"));
     }
 }

@@ -29,8 +29,18 @@ impl ReadModelWriter {
     }
 }
 
-pub fn decode<T: serde::de::DeserializeOwned>(data: &[u8], event_type: &str, version: u64) -> Result<T, HandlerError> {
-    serde_json::from_slice(data).map_err(|e| HandlerError(format!("malformed {event_type} at version {version}: {e}")))
+/// Decodes a stored guardian event payload, upcasting older schema versions.
+pub fn decode<T: serde::de::DeserializeOwned>(event: &allies_store::RecordedEvent) -> Result<T, HandlerError> {
+    use allies_contracts::guardian::events::schema;
+    let env = &event.envelope;
+    let (t, v) = (env.event_type.as_str(), env.version);
+    let malformed = |e: serde_json::Error| HandlerError(format!("malformed {t} at version {v}: {e}"));
+    if env.schema_version == schema::current(t) {
+        return serde_json::from_slice(&event.data).map_err(malformed);
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(&event.data).map_err(malformed)?;
+    schema::upcast(t, env.schema_version, &mut value).map_err(HandlerError)?;
+    serde_json::from_value(value).map_err(malformed)
 }
 
 pub fn now_ms() -> i64 {

@@ -34,11 +34,11 @@ impl SessionProjection {
 
     pub async fn apply(&self, event: &RecordedEvent) -> Result<bool, HandlerError> {
         let env = &event.envelope;
-        let (t, v, data) = (env.event_type.as_str(), env.version, &event.data[..]);
+        let (t, v) = (env.event_type.as_str(), env.version);
         let mut owner = None;
         let fields: Vec<(&str, String)> = match t {
             "SessionStarted" => {
-                let e: SessionStarted = decode(data, t, v)?;
+                let e: SessionStarted = decode(event)?;
                 owner = Some((e.user_id.clone(), e.started_at_ms));
                 vec![
                     ("session_id", env.aggregate_id.clone()),
@@ -50,7 +50,7 @@ impl SessionProjection {
                 ]
             }
             "TokenRefreshed" => {
-                let e: TokenRefreshed = decode(data, t, v)?;
+                let e: TokenRefreshed = decode(event)?;
                 vec![
                     ("last_refreshed_at_ms", e.refreshed_at_ms.to_string()),
                     ("expires_at_ms", e.expires_at_ms.to_string()),
@@ -59,11 +59,11 @@ impl SessionProjection {
                 ]
             }
             "RefreshTokenReused" => {
-                let e: RefreshTokenReused = decode(data, t, v)?;
+                let e: RefreshTokenReused = decode(event)?;
                 vec![("status", "revoked".into()), ("ended_at_ms", e.detected_at_ms.to_string())]
             }
             "UserLoggedOut" => {
-                let e: UserLoggedOut = decode(data, t, v)?;
+                let e: UserLoggedOut = decode(event)?;
                 vec![("status", "logged_out".into()), ("ended_at_ms", e.logged_out_at_ms.to_string())]
             }
             other => {

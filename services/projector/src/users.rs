@@ -33,14 +33,15 @@ impl UserProjection {
     /// Applies one event; returns whether the read model changed.
     pub async fn apply(&self, event: &RecordedEvent) -> Result<bool, HandlerError> {
         let env = &event.envelope;
-        let (t, v, data) = (env.event_type.as_str(), env.version, &event.data[..]);
+        let (t, v) = (env.event_type.as_str(), env.version);
         let mut index = None;
         let fields: Vec<(&str, String)> = match t {
             "UserRegistered" => {
-                let e: UserRegistered = decode(data, t, v)?;
+                let e: UserRegistered = decode(event)?;
                 index = Some(e.username.to_ascii_lowercase());
                 vec![
                     ("user_id", env.aggregate_id.clone()),
+                    ("display_name", if e.display_name.is_empty() { e.username.clone() } else { e.display_name }),
                     ("username", e.username),
                     ("email", e.email),
                     ("roles", e.roles.join(",")),
@@ -48,23 +49,23 @@ impl UserProjection {
                 ]
             }
             "UserAuthenticated" => {
-                let e: UserAuthenticated = decode(data, t, v)?;
+                let e: UserAuthenticated = decode(event)?;
                 vec![("last_login_ms", e.authenticated_at_ms.to_string()), ("consecutive_failures", "0".into())]
             }
             "AuthenticationFailed" => {
-                let e: AuthenticationFailed = decode(data, t, v)?;
+                let e: AuthenticationFailed = decode(event)?;
                 vec![("consecutive_failures", e.consecutive_failures.to_string())]
             }
             "UserLockedOut" => {
-                let e: UserLockedOut = decode(data, t, v)?;
+                let e: UserLockedOut = decode(event)?;
                 vec![("locked_until_ms", e.locked_until_ms.to_string()), ("consecutive_failures", "0".into())]
             }
             "PasswordChanged" => {
-                let e: PasswordChanged = decode(data, t, v)?;
+                let e: PasswordChanged = decode(event)?;
                 vec![("password_changed_at_ms", e.changed_at_ms.to_string())]
             }
             "UserRolesChanged" => {
-                let e: UserRolesChanged = decode(data, t, v)?;
+                let e: UserRolesChanged = decode(event)?;
                 vec![("roles", e.roles.join(","))]
             }
             other => {
@@ -109,6 +110,7 @@ impl UserProjection {
             version: get("_version").parse().unwrap_or_default(),
             last_login_ms: num("last_login_ms"),
             locked_until_ms,
+            display_name: get("display_name"),
         }))
     }
 

@@ -19,11 +19,12 @@ fn registered(id: &str, name: &str) -> NewEvent {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         roles: vec!["player".into()],
         registered_at_ms: 1_700_000_000_000,
+        display_name: name.into(),
     };
     NewEvent {
         event_id: Uuid::now_v7(),
         event_type: "UserRegistered".into(),
-        schema_version: 1,
+        schema_version: 2,
         content_type: allies_store::CONTENT_TYPE_JSON.into(),
         data: serde_json::to_vec(&e).unwrap(),
     }
@@ -150,6 +151,41 @@ async fn events_of_every_partition_reach_the_read_model() {
         .await;
         assert_eq!(projection.get(id).await.unwrap().unwrap().username, format!("user{i}"));
     }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_v1_user_registered_from_the_first_release_is_upcast_into_the_read_model() {
+    let redis = RedisServer::start();
+    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let text = include_str!("../../guardian/tests/fixtures/user_registered_v1.json");
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    let id = v["aggregate_id"].as_str().unwrap().to_owned();
+    let mut args = vec!["XADD".to_owned(), keys::log_key("user", 0), "*".into()];
+    args.extend(v["fields"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    redis.raw(&args);
+
+    let projection = Arc::new(UserProjection::new(store.connection()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let task = tokio::spawn(subscriber::run(
+        client,
+        SubscriptionConfig::new(users::GROUP, "p", "user", 1),
+        projection.clone(),
+        stopped,
+    ));
+    let p = projection.clone();
+    let key = id.clone();
+    wait_until(|| {
+        let p = p.clone();
+        let id = key.clone();
+        async move { p.get(&id).await.unwrap().is_some() }
+    })
+    .await;
+    let user = projection.get(&id).await.unwrap().unwrap();
+    assert_eq!((user.username.as_str(), user.display_name.as_str()), ("OldTimer", "OldTimer"));
     stop.send(true).unwrap();
     task.await.unwrap();
 }
