@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use allies_store::RedisConn;
 
 use allies_store::StoreError;
 
@@ -15,7 +15,7 @@ pub enum Verdict {
 }
 
 pub struct RateLimiter {
-    conn: ConnectionManager,
+    conn: RedisConn,
     script: redis::Script,
     window: Duration,
     per_username: u64,
@@ -29,13 +29,13 @@ return {n, redis.call('PTTL', KEYS[1])}
 ";
 
 impl RateLimiter {
-    pub fn new(conn: ConnectionManager, window: Duration, per_username: u64, per_client: u64) -> Self {
+    pub fn new(conn: RedisConn, window: Duration, per_username: u64, per_client: u64) -> Self {
         Self { conn, script: redis::Script::new(SCRIPT), window, per_username, per_client }
     }
 
     /// `AUTH_RATE_WINDOW_SECS` (60), `AUTH_RATE_PER_USERNAME` (10),
     /// `AUTH_RATE_PER_CLIENT` (30).
-    pub fn from_env(conn: ConnectionManager) -> Self {
+    pub fn from_env(conn: RedisConn) -> Self {
         let get = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(d);
         Self::new(
             conn,

@@ -43,7 +43,7 @@ pub async fn serve(
     let sessions = Arc::new(sessions::SessionProjection::new(store.connection()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let client = redis::Client::open(config.redis_url.as_str())?;
+    let client = allies_store::RedisTarget::parse(&config.redis_url)?;
     let consumer = consumer_name();
     let user_sub = SubscriptionConfig::new(users::GROUP, &consumer, users::AGGREGATE_TYPE, config.partitions);
     let session_sub = SubscriptionConfig::new(sessions::GROUP, &consumer, sessions::AGGREGATE_TYPE, config.partitions);

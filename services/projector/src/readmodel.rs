@@ -1,18 +1,18 @@
 //! Writing read-model hashes at most once per event version.
 
+use allies_store::RedisConn;
 use allies_store::subscriber::HandlerError;
-use redis::aio::ConnectionManager;
 
 /// Writes fields of one read-model hash, guarded by the aggregate version
 /// (see `apply.lua`): a redelivered or replayed event changes nothing.
 #[derive(Clone)]
 pub struct ReadModelWriter {
-    pub conn: ConnectionManager,
+    pub conn: RedisConn,
     script: redis::Script,
 }
 
 impl ReadModelWriter {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: RedisConn) -> Self {
         Self { conn, script: redis::Script::new(include_str!("apply.lua")) }
     }
 

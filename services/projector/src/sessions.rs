@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use allies_contracts::guardian::events::v1::*;
 use allies_contracts::projector::v1::Session;
 use allies_store::RecordedEvent;
+use allies_store::RedisConn;
 use allies_store::subscriber::{Handler, HandlerError};
-use redis::aio::ConnectionManager;
 
 use crate::readmodel::{ReadModelWriter, decode};
 
@@ -28,7 +28,7 @@ pub struct SessionProjection {
 }
 
 impl SessionProjection {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: RedisConn) -> Self {
         Self { writer: ReadModelWriter::new(conn) }
     }
 

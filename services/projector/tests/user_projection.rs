@@ -84,7 +84,7 @@ async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
     assert_eq!(redis.raw(&["XPENDING", &log, users::GROUP]).lines().next(), Some(":1"));
 
     let projection = Arc::new(UserProjection::new(store.connection()));
-    let client = redis::Client::open(redis.url()).unwrap();
+    let client = allies_store::RedisTarget::parse(&redis.url()).unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let config = SubscriptionConfig::new(users::GROUP, "p1", "user", 1);
     let task = tokio::spawn(subscriber::run(client, config, projection.clone(), stopped));
@@ -128,7 +128,7 @@ async fn events_of_every_partition_reach_the_read_model() {
     let store = EventStore::connect(&redis.url(), 8).await.unwrap();
     let projection = Arc::new(UserProjection::new(store.connection()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let client = redis::Client::open(redis.url()).unwrap();
+    let client = allies_store::RedisTarget::parse(&redis.url()).unwrap();
     let task = tokio::spawn(subscriber::run(
         client,
         SubscriptionConfig::new(users::GROUP, "p", "user", 8),
@@ -169,7 +169,7 @@ async fn a_v1_user_registered_from_the_first_release_is_upcast_into_the_read_mod
 
     let projection = Arc::new(UserProjection::new(store.connection()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let client = redis::Client::open(redis.url()).unwrap();
+    let client = allies_store::RedisTarget::parse(&redis.url()).unwrap();
     let task = tokio::spawn(subscriber::run(
         client,
         SubscriptionConfig::new(users::GROUP, "p", "user", 1),

@@ -56,11 +56,13 @@ impl ServiceConfig {
             v.parse::<SocketAddr>().map_err(|e| e.to_string())
         })?;
         let redis_url = get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
-        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+        if !["redis://", "rediss://", "redis-cluster://"].iter().any(|p| redis_url.starts_with(p)) {
             return Err(ConfigError {
                 key: "REDIS_URL".into(),
                 value: redis_url,
-                reason: "must start with redis:// or rediss://".into(),
+                reason:
+                    "must start with redis://, rediss:// or redis-cluster:// (a comma-separated node list is a cluster)"
+                        .into(),
             });
         }
         let partitions =

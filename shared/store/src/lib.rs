@@ -11,12 +11,14 @@
 use allies_core::{Aggregate, DecodeError, DomainEvent, EventEnvelope, ExpectedVersion, Metadata, Snapshot};
 use std::collections::HashMap;
 
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply};
 use redis::{AsyncCommands, Value};
 use uuid::Uuid;
 
+pub use conn::{RedisConn, RedisTarget};
 pub use redis::RedisError;
+
+pub mod conn;
 
 pub mod keys;
 pub mod subscriber;
@@ -240,7 +242,7 @@ impl RecordedEvent {
 /// The Redis event store. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct EventStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     partitions: u32,
     append_script: redis::Script,
     snapshot_script: redis::Script,
@@ -258,13 +260,13 @@ pub struct Loaded<A> {
 impl EventStore {
     /// Connects to Redis. `partitions` is P in `partition = hash(id) mod P`;
     /// it must stay the same for the lifetime of the data.
+    /// Connects to Redis or Redis Cluster (see [`RedisTarget::parse`]).
     pub async fn connect(redis_url: &str, partitions: u32) -> Result<Self, StoreError> {
-        let client = redis::Client::open(redis_url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let conn = RedisTarget::parse(redis_url)?.connect().await?;
         Ok(Self::with_connection(conn, partitions))
     }
 
-    pub fn with_connection(conn: ConnectionManager, partitions: u32) -> Self {
+    pub fn with_connection(conn: RedisConn, partitions: u32) -> Self {
         Self {
             conn,
             partitions: partitions.max(1),
@@ -282,7 +284,7 @@ impl EventStore {
     }
 
     /// A shared connection for other short commands (never for blocking ones).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 

@@ -16,13 +16,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::RedisResult;
 use redis::streams::{StreamId, StreamReadReply};
-use redis::{AsyncConnectionConfig, RedisResult};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::{RecordedEvent, StoreError, keys};
+use crate::{RecordedEvent, RedisConn, RedisTarget, StoreError, keys};
 
 /// Why a handler could not apply an entry. The entry stays pending.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +67,7 @@ impl SubscriptionConfig {
 /// Returns when every partition task has stopped: each finishes the entry it
 /// is applying and leaves the rest of its batch pending.
 pub async fn run<H: Handler>(
-    client: redis::Client,
+    target: RedisTarget,
     config: SubscriptionConfig,
     handler: Arc<H>,
     shutdown: watch::Receiver<bool>,
@@ -76,7 +75,7 @@ pub async fn run<H: Handler>(
     let mut tasks = JoinSet::new();
     for partition in 0..config.partitions {
         let reader = PartitionReader {
-            client: client.clone(),
+            target: target.clone(),
             log: keys::log_key(&config.aggregate_type, partition),
             config: config.clone(),
         };
@@ -86,17 +85,14 @@ pub async fn run<H: Handler>(
 }
 
 struct PartitionReader {
-    client: redis::Client,
+    target: RedisTarget,
     log: String,
     config: SubscriptionConfig,
 }
 
 impl PartitionReader {
-    async fn connect(&self) -> RedisResult<MultiplexedConnection> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(self.config.block + Duration::from_secs(10)));
-        let mut conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
+    async fn connect(&self) -> RedisResult<RedisConn> {
+        let mut conn = self.target.dedicated(self.config.block + Duration::from_secs(10)).await?;
         let created: RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.log)
@@ -155,12 +151,7 @@ impl PartitionReader {
         }
     }
 
-    async fn read(
-        &self,
-        conn: &mut MultiplexedConnection,
-        id: &str,
-        block: Option<Duration>,
-    ) -> Result<Vec<StreamId>, StoreError> {
+    async fn read(&self, conn: &mut RedisConn, id: &str, block: Option<Duration>) -> Result<Vec<StreamId>, StoreError> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(&self.config.group).arg(&self.config.consumer);
         cmd.arg("COUNT").arg(self.config.batch);
@@ -176,7 +167,7 @@ impl PartitionReader {
     /// requested (the rest of the batch stays pending).
     async fn process<H: Handler>(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConn,
         handler: &H,
         entries: &[StreamId],
         shutdown: &watch::Receiver<bool>,
@@ -205,7 +196,7 @@ impl PartitionReader {
         Ok(true)
     }
 
-    async fn ack(&self, conn: &mut MultiplexedConnection, id: &str) -> Result<(), StoreError> {
+    async fn ack(&self, conn: &mut RedisConn, id: &str) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("XACK").arg(&self.log).arg(&self.config.group).arg(id).query_async(conn).await?;
         Ok(())
     }

@@ -153,6 +153,70 @@ fn ping(port: u16) -> bool {
     matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
 
+/// A private three-master Redis Cluster on loopback ports, made of
+/// `redis-server` processes and `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three masters (no replicas) and waits until the cluster is ok.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (from redis-tools) is needed to create a cluster");
+        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !nodes.iter().all(|n| n.raw(&["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
+            assert!(Instant::now() < deadline, "cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { nodes }
+    }
+
+    /// `REDIS_URL` of the cluster: its nodes, comma-separated.
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port())).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs a single-key command on the node that owns the key (follows MOVED).
+    pub fn raw(&self, args: &[&str]) -> String {
+        let mut last = String::new();
+        for node in &self.nodes {
+            last = node.raw(args);
+            if !last.starts_with("-MOVED") && !last.starts_with("-ASK") {
+                return last;
+            }
+        }
+        last
+    }
+
+    /// Keys matching `pattern` on every node.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.raw(&["KEYS", pattern]).lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+}
+
 /// Path of a workspace binary built next to the running test
 /// (`target/<profile>/<name>`).
 pub fn binary(name: &str) -> PathBuf {

@@ -1,0 +1,114 @@
+//! One connection type for a single Redis and for Redis Cluster.
+//!
+//! `REDIS_URL` names a single server (`redis://host:port`) or a cluster: a
+//! comma-separated list of seed nodes (`redis://a:7000,redis://b:7001`) or
+//! `redis-cluster://host:port[,host:port…]`. Everything the store does works
+//! unchanged on both, because every key one script touches shares one hash
+//! slot (see [`keys`](crate::keys)).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+/// Where Redis is.
+#[derive(Clone)]
+pub enum RedisTarget {
+    Single(redis::Client),
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    pub fn parse(url: &str) -> RedisResult<Self> {
+        let cluster_seed = url.strip_prefix("redis-cluster://");
+        if cluster_seed.is_none() && !url.contains(',') {
+            return Ok(Self::Single(redis::Client::open(url)?));
+        }
+        let nodes: Vec<String> = cluster_seed
+            .unwrap_or(url)
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| if n.contains("://") { n.to_owned() } else { format!("redis://{n}") })
+            .collect();
+        // Validate the URLs now, not at first use.
+        ClusterClient::new(nodes.clone())?;
+        Ok(Self::Cluster(nodes))
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// The shared, multiplexed, self-reconnecting connection for short commands.
+    pub async fn connect(&self) -> RedisResult<RedisConn> {
+        match self {
+            Self::Single(client) => Ok(RedisConn::Single(ConnectionManager::new(client.clone()).await?)),
+            Self::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes.clone()).build()?;
+                Ok(RedisConn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// A connection of its own for blocking commands, whose response timeout
+    /// must exceed the block time.
+    pub async fn dedicated(&self, response_timeout: Duration) -> RedisResult<RedisConn> {
+        match self {
+            Self::Single(client) => {
+                let cfg = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(Some(response_timeout));
+                Ok(RedisConn::Dedicated(client.get_multiplexed_async_connection_with_config(&cfg).await?))
+            }
+            Self::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes.clone())
+                    .connection_timeout(Duration::from_secs(5))
+                    .response_timeout(response_timeout)
+                    .build()?;
+                Ok(RedisConn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+}
+
+/// A connection to a single Redis or to a cluster (commands are routed by key).
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Dedicated(redis::aio::MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Dedicated(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Dedicated(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
