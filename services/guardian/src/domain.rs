@@ -344,6 +344,32 @@ macro_rules! proto_json_events {
                 r.map_err(|err| allies_core::DecodeError::malformed(self.event_type(), err))
             }
 
+            fn encode_protobuf(&self) -> Result<Vec<u8>, allies_core::DecodeError> {
+                use prost::Message;
+                Ok(match self { $(Self::$variant(e) => e.encode_to_vec()),+ })
+            }
+
+            fn decode_protobuf(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Self, allies_core::DecodeError> {
+                use allies_contracts::guardian::events::schema;
+                let malformed = |e: &dyn std::fmt::Display| allies_core::DecodeError::malformed(event_type, e);
+                let current = schema::current(event_type);
+                match event_type {
+                    $($name => {
+                        let mut msg = prost::Message::decode(data).map_err(|e: prost::DecodeError| malformed(&e))?;
+                        if schema_version != current {
+                            // Upcast through the JSON form, with the same upcasters.
+                            let mut value = serde_json::to_value(&msg).map_err(|e| malformed(&e))?;
+                            schema::upcast(event_type, schema_version, &mut value).map_err(|_| {
+                                allies_core::DecodeError::UnsupportedSchemaVersion { event_type: event_type.to_owned(), schema_version }
+                            })?;
+                            msg = serde_json::from_value(value).map_err(|e| malformed(&e))?;
+                        }
+                        Ok(Self::$variant(msg))
+                    })+
+                    _ => Err(allies_core::DecodeError::UnknownEventType(event_type.to_owned())),
+                }
+            }
+
             fn decode_json(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Self, allies_core::DecodeError> {
                 let known = [$($name),+];
                 if !known.contains(&event_type) {

@@ -46,3 +46,53 @@ async fn a_v1_user_stream_loads_as_the_current_user_and_takes_new_events() {
     let (user, version) = store.load::<User>(&id).await.unwrap();
     assert_eq!((version, user.last_login_ms), (2, 1_800_000_000_000));
 }
+
+#[tokio::test]
+async fn a_stream_written_half_in_json_half_in_protobuf_loads() {
+    use allies_contracts::guardian::events::v1::UserRegistered;
+    use prost::Message;
+    let redis = RedisServer::start();
+    let json_store = EventStore::connect(&redis.url(), 16).await.unwrap();
+    let proto_store =
+        EventStore::connect(&redis.url(), 16).await.unwrap().with_format(allies_core::EventFormat::Protobuf);
+    let id = "6a1c0b7e-0000-5000-8000-000000000001";
+    let meta = Metadata {
+        correlation_id: uuid::Uuid::now_v7(),
+        causation_id: uuid::Uuid::now_v7(),
+        user_id: None,
+        traceparent: None,
+    };
+
+    // A v1 UserRegistered as protobuf bytes (v1 had no display_name).
+    let v1 = UserRegistered {
+        user_id: id.into(),
+        username: "Binary".into(),
+        email: "b@example.com".into(),
+        password_hash: "$argon2id$x".into(),
+        roles: vec!["player".into()],
+        registered_at_ms: 1,
+        display_name: String::new(),
+    };
+    let first = allies_store::NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: "UserRegistered".into(),
+        schema_version: 1,
+        content_type: allies_store::CONTENT_TYPE_PROTOBUF.into(),
+        data: v1.encode_to_vec(),
+    };
+    proto_store.append("user", id, ExpectedVersion::NoStream, &meta, 1, &[first]).await.unwrap();
+    let user = proto_store.load::<User>(id).await.unwrap().0;
+    let login = user.decide(&UserCommand::RecordLogin { session_id: "s1".into(), at_ms: 2 }).unwrap();
+    json_store.append_events::<User>(id, ExpectedVersion::Exact(1), &meta, 2, &login).await.unwrap();
+    let user = json_store.load::<User>(id).await.unwrap().0;
+    let login = user.decide(&UserCommand::RecordLogin { session_id: "s2".into(), at_ms: 3 }).unwrap();
+    proto_store.append_events::<User>(id, ExpectedVersion::Exact(2), &meta, 3, &login).await.unwrap();
+
+    let records = json_store.read_stream("user", id, 1).await.unwrap();
+    let types: Vec<&str> = records.iter().map(|r| r.content_type.as_str()).collect();
+    assert_eq!(types, ["application/x-protobuf", "application/json", "application/x-protobuf"]);
+    let (user, version) = json_store.load::<User>(id).await.unwrap();
+    let profile = user.profile.unwrap();
+    assert_eq!((version, user.last_login_ms), (3, 3));
+    assert_eq!(profile.display_name, "Binary", "v1 protobuf upcast to v2");
+}

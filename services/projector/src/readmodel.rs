@@ -30,17 +30,31 @@ impl ReadModelWriter {
 }
 
 /// Decodes a stored guardian event payload, upcasting older schema versions.
-pub fn decode<T: serde::de::DeserializeOwned>(event: &allies_store::RecordedEvent) -> Result<T, HandlerError> {
+/// Reads proto3 JSON and protobuf binary entries alike (the content type says which).
+pub fn decode<T>(event: &allies_store::RecordedEvent) -> Result<T, HandlerError>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + prost::Message + Default,
+{
     use allies_contracts::guardian::events::schema;
     let env = &event.envelope;
     let (t, v) = (env.event_type.as_str(), env.version);
-    let malformed = |e: serde_json::Error| HandlerError(format!("malformed {t} at version {v}: {e}"));
-    if env.schema_version == schema::current(t) {
-        return serde_json::from_slice(&event.data).map_err(malformed);
-    }
-    let mut value: serde_json::Value = serde_json::from_slice(&event.data).map_err(malformed)?;
+    let malformed = |e: &dyn std::fmt::Display| HandlerError(format!("malformed {t} at version {v}: {e}"));
+    let mut value: serde_json::Value = match event.content_type.as_str() {
+        allies_store::CONTENT_TYPE_JSON if env.schema_version == schema::current(t) => {
+            return serde_json::from_slice(&event.data).map_err(|e| malformed(&e));
+        }
+        allies_store::CONTENT_TYPE_JSON => serde_json::from_slice(&event.data).map_err(|e| malformed(&e))?,
+        allies_store::CONTENT_TYPE_PROTOBUF => {
+            let msg = T::decode(&event.data[..]).map_err(|e| malformed(&e))?;
+            if env.schema_version == schema::current(t) {
+                return Ok(msg);
+            }
+            serde_json::to_value(&msg).map_err(|e| malformed(&e))?
+        }
+        other => return Err(HandlerError(format!("{t} at version {v}: unsupported content type {other}"))),
+    };
     schema::upcast(t, env.schema_version, &mut value).map_err(HandlerError)?;
-    serde_json::from_value(value).map_err(malformed)
+    serde_json::from_value(value).map_err(|e| malformed(&e))
 }
 
 pub fn now_ms() -> i64 {

@@ -42,7 +42,10 @@ pub mod guardian {
                         // v2 added displayName, which defaults to the username.
                         ("UserRegistered", 1) => {
                             let name = obj.get("username").cloned().unwrap_or(Value::String(String::new()));
-                            obj.entry("displayName").or_insert(name);
+                            // Absent in JSON, empty when read from v1 protobuf bytes.
+                            if obj.get("displayName").and_then(Value::as_str).is_none_or(str::is_empty) {
+                                obj.insert("displayName".into(), name);
+                            }
                         }
                         _ => return Err(format!("no upcaster for {event_type} v{v}")),
                     }

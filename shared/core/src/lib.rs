@@ -96,6 +96,39 @@ pub trait DomainEvent: Sized + Clone + Debug + Send + Sync + 'static {
     fn encode_json(&self) -> Result<Vec<u8>, DecodeError>;
     /// Decodes a stored payload of the given type and schema version.
     fn decode_json(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Self, DecodeError>;
+
+    /// Encodes the payload as protobuf binary, for event types with a
+    /// protobuf schema. The default says the type has none.
+    fn encode_protobuf(&self) -> Result<Vec<u8>, DecodeError> {
+        Err(DecodeError::malformed(self.event_type(), "no protobuf encoding for this event type"))
+    }
+
+    /// Decodes a protobuf binary payload of the given type and schema version.
+    fn decode_protobuf(event_type: &str, _schema_version: u32, _data: &[u8]) -> Result<Self, DecodeError> {
+        Err(DecodeError::malformed(event_type, "no protobuf encoding for this event type"))
+    }
+}
+
+/// How event payloads are written. Whatever is written, the entry's content
+/// type says it, so a stream written half in each still loads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EventFormat {
+    /// proto3 JSON, `application/json`: readable with redis-cli.
+    #[default]
+    Json,
+    /// protobuf binary, `application/x-protobuf`: smaller, faster.
+    Protobuf,
+}
+
+impl std::str::FromStr for EventFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(Self::Json),
+            "protobuf" => Ok(Self::Protobuf),
+            other => Err(format!("unknown event format '{other}' (json or protobuf)")),
+        }
+    }
 }
 
 /// Why stored bytes could not become a domain event.

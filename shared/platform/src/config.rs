@@ -30,6 +30,8 @@ pub struct ServiceConfig {
     pub shutdown_grace: Duration,
     /// `ALLIES_DATA_DIR`: project-local data (dev keys, archives), default `.data`.
     pub data_dir: PathBuf,
+    /// `EVENT_FORMAT`: how new events are written, `json` (default) or `protobuf`.
+    pub event_format: allies_core::EventFormat,
 }
 
 /// Default listen addresses of the fleet.
@@ -74,7 +76,8 @@ impl ServiceConfig {
             v.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string())
         })?;
         let data_dir = PathBuf::from(get("ALLIES_DATA_DIR").unwrap_or_else(|| ".data".into()));
-        Ok(Self { name: name.to_owned(), listen, redis_url, partitions, shutdown_grace: grace, data_dir })
+        let event_format = parse("EVENT_FORMAT", get("EVENT_FORMAT").unwrap_or_else(|| "json".into()), |v| v.parse())?;
+        Ok(Self { name: name.to_owned(), listen, redis_url, partitions, shutdown_grace: grace, data_dir, event_format })
     }
 }
 

@@ -8,7 +8,9 @@
 //! Must not know about gRPC or any bounded context: it stores envelopes of
 //! any [`allies_core::Aggregate`].
 
-use allies_core::{Aggregate, DecodeError, DomainEvent, EventEnvelope, ExpectedVersion, Metadata, Snapshot};
+use allies_core::{
+    Aggregate, DecodeError, DomainEvent, EventEnvelope, EventFormat, ExpectedVersion, Metadata, Snapshot,
+};
 use std::collections::HashMap;
 
 use redis::streams::{StreamId, StreamRangeReply};
@@ -25,6 +27,8 @@ pub mod subscriber;
 
 /// Content type of proto3 JSON payloads, the default encoding.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
+/// Content type of protobuf binary payloads.
+pub const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
 
 /// Largest number of events one append may carry.
 pub const MAX_EVENTS_PER_APPEND: usize = 1000;
@@ -81,12 +85,21 @@ pub struct NewEvent {
 impl NewEvent {
     /// Encodes a domain event as proto3 JSON with a fresh UUIDv7.
     pub fn encode<E: DomainEvent>(event: &E) -> Result<Self, DecodeError> {
+        Self::encode_as(event, EventFormat::Json)
+    }
+
+    /// Encodes a domain event in `format` with a fresh UUIDv7.
+    pub fn encode_as<E: DomainEvent>(event: &E, format: EventFormat) -> Result<Self, DecodeError> {
+        let (content_type, data) = match format {
+            EventFormat::Json => (CONTENT_TYPE_JSON, event.encode_json()?),
+            EventFormat::Protobuf => (CONTENT_TYPE_PROTOBUF, event.encode_protobuf()?),
+        };
         Ok(Self {
             event_id: Uuid::now_v7(),
             event_type: event.event_type().to_owned(),
             schema_version: event.schema_version(),
-            content_type: CONTENT_TYPE_JSON.to_owned(),
-            data: event.encode_json()?,
+            content_type: content_type.to_owned(),
+            data,
         })
     }
 }
@@ -156,13 +169,12 @@ pub struct RecordedEvent {
 impl RecordedEvent {
     /// Decodes the payload into the aggregate's event type.
     pub fn decode<E: DomainEvent>(&self) -> Result<EventEnvelope<E>, DecodeError> {
-        if self.content_type != CONTENT_TYPE_JSON {
-            return Err(DecodeError::malformed(
-                &self.envelope.event_type,
-                format!("unsupported content type `{}`", self.content_type),
-            ));
-        }
-        let payload = E::decode_json(&self.envelope.event_type, self.envelope.schema_version, &self.data)?;
+        let (t, v) = (&self.envelope.event_type, self.envelope.schema_version);
+        let payload = match self.content_type.as_str() {
+            CONTENT_TYPE_JSON => E::decode_json(t, v, &self.data)?,
+            CONTENT_TYPE_PROTOBUF => E::decode_protobuf(t, v, &self.data)?,
+            other => return Err(DecodeError::malformed(t, format!("unsupported content type `{other}`"))),
+        };
         let e = &self.envelope;
         Ok(EventEnvelope {
             event_id: e.event_id,
@@ -244,6 +256,7 @@ impl RecordedEvent {
 pub struct EventStore {
     conn: RedisConn,
     partitions: u32,
+    format: EventFormat,
     append_script: redis::Script,
     snapshot_script: redis::Script,
 }
@@ -270,9 +283,16 @@ impl EventStore {
         Self {
             conn,
             partitions: partitions.max(1),
+            format: EventFormat::Json,
             append_script: redis::Script::new(include_str!("append.lua")),
             snapshot_script: redis::Script::new(include_str!("snapshot.lua")),
         }
+    }
+
+    /// Writes new events in `format` (reading handles both).
+    pub fn with_format(mut self, format: EventFormat) -> Self {
+        self.format = format;
+        self
     }
 
     pub fn partitions(&self) -> u32 {
@@ -400,7 +420,7 @@ impl EventStore {
         recorded_at_ms: i64,
         events: &[A::Event],
     ) -> Result<AppendOutcome, AppendError> {
-        let encoded = events.iter().map(NewEvent::encode).collect::<Result<Vec<_>, _>>()?;
+        let encoded = events.iter().map(|e| NewEvent::encode_as(e, self.format)).collect::<Result<Vec<_>, _>>()?;
         self.append(A::TYPE, aggregate_id, expected, metadata, recorded_at_ms, &encoded).await
     }
 
@@ -414,7 +434,7 @@ impl EventStore {
         events: &[A::Event],
         options: &AppendOptions,
     ) -> Result<AppendOutcome, AppendError> {
-        let encoded = events.iter().map(NewEvent::encode).collect::<Result<Vec<_>, _>>()?;
+        let encoded = events.iter().map(|e| NewEvent::encode_as(e, self.format)).collect::<Result<Vec<_>, _>>()?;
         self.append_with(A::TYPE, aggregate_id, expected, metadata, recorded_at_ms, &encoded, options).await
     }
 

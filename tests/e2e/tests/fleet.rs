@@ -332,3 +332,20 @@ async fn a_retried_registration_with_a_command_id_returns_the_first_result() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(log_total(&fleet), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_runs_with_protobuf_event_payloads() {
+    let fleet = Fleet::start(&[("EVENT_FORMAT", "protobuf")]);
+    let mut g = guardian(&fleet).await;
+    let r = g.register_user(req("proto_user", "p@example.com", "correct-horse-9")).await.unwrap().into_inner();
+    let user = wait_for_user(&mut projector(&fleet).await, &r.user_id).await;
+    assert_eq!((user.username.as_str(), user.display_name.as_str()), ("proto_user", "proto_user"));
+    let stream = fleet.redis.raw(&["KEYS", "es:{user.*}:stream:*"]);
+    let entry = fleet.redis.raw(&["XRANGE", stream.lines().next().unwrap(), "-", "+"]);
+    assert!(entry.contains("application/x-protobuf"), "{entry}");
+    let login = allies_contracts::guardian::v1::AuthenticateUserRequest {
+        username: "proto_user".into(),
+        password: "correct-horse-9".into(),
+    };
+    g.authenticate_user(login).await.unwrap();
+}
