@@ -32,6 +32,8 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     /// `EVENT_FORMAT`: how new events are written, `json` (default) or `protobuf`.
     pub event_format: allies_core::EventFormat,
+    /// `SNAPSHOT_COMPRESSION`: `lz4` (default) or `none`.
+    pub snapshot_compression: allies_store::SnapshotCompression,
 }
 
 /// Default listen addresses of the fleet.
@@ -77,7 +79,18 @@ impl ServiceConfig {
         })?;
         let data_dir = PathBuf::from(get("ALLIES_DATA_DIR").unwrap_or_else(|| ".data".into()));
         let event_format = parse("EVENT_FORMAT", get("EVENT_FORMAT").unwrap_or_else(|| "json".into()), |v| v.parse())?;
-        Ok(Self { name: name.to_owned(), listen, redis_url, partitions, shutdown_grace: grace, data_dir, event_format })
+        let snapshot_compression =
+            parse("SNAPSHOT_COMPRESSION", get("SNAPSHOT_COMPRESSION").unwrap_or_else(|| "lz4".into()), |v| v.parse())?;
+        Ok(Self {
+            name: name.to_owned(),
+            listen,
+            redis_url,
+            partitions,
+            shutdown_grace: grace,
+            data_dir,
+            event_format,
+            snapshot_compression,
+        })
     }
 }
 

@@ -24,7 +24,11 @@ pub async fn connect_store(config: &config::ServiceConfig) -> Result<EventStore,
     let mut backoff = Duration::from_millis(100);
     loop {
         match EventStore::connect(&config.redis_url, config.partitions).await {
-            Ok(store) => return Ok(store.with_format(config.event_format)),
+            Ok(store) => {
+                return Ok(store
+                    .with_format(config.event_format)
+                    .with_snapshot_compression(config.snapshot_compression));
+            }
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(error = %e, redis = %config.redis_url, "Redis not reachable yet; retrying");
                 tokio::time::sleep(backoff).await;

@@ -257,8 +257,30 @@ pub struct EventStore {
     conn: RedisConn,
     partitions: u32,
     format: EventFormat,
+    snapshot_compression: SnapshotCompression,
     append_script: redis::Script,
     snapshot_script: redis::Script,
+}
+
+/// How snapshot states are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SnapshotCompression {
+    /// Plain JSON (readable with redis-cli).
+    None,
+    /// JSON compressed with LZ4 (block format, size prepended).
+    #[default]
+    Lz4,
+}
+
+impl std::str::FromStr for SnapshotCompression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "lz4" => Ok(Self::Lz4),
+            other => Err(format!("unknown snapshot compression '{other}' (none or lz4)")),
+        }
+    }
 }
 
 /// An aggregate loaded from its latest snapshot plus the events after it.
@@ -284,6 +306,7 @@ impl EventStore {
             conn,
             partitions: partitions.max(1),
             format: EventFormat::Json,
+            snapshot_compression: SnapshotCompression::Lz4,
             append_script: redis::Script::new(include_str!("append.lua")),
             snapshot_script: redis::Script::new(include_str!("snapshot.lua")),
         }
@@ -292,6 +315,12 @@ impl EventStore {
     /// Writes new events in `format` (reading handles both).
     pub fn with_format(mut self, format: EventFormat) -> Self {
         self.format = format;
+        self
+    }
+
+    /// Stores new snapshots with `compression` (reading handles both).
+    pub fn with_snapshot_compression(mut self, compression: SnapshotCompression) -> Self {
+        self.snapshot_compression = compression;
         self
     }
 
@@ -588,6 +617,10 @@ impl EventStore {
             entry: version.to_string(),
             reason: format!("state does not serialize: {e}"),
         })?;
+        let (data, encoding) = match self.snapshot_compression {
+            SnapshotCompression::None => (data, "json"),
+            SnapshotCompression::Lz4 => (lz4_flex::compress_prepend_size(&data), "json+lz4"),
+        };
         let mut conn = self.conn.clone();
         let written: i64 = self
             .snapshot_script
@@ -597,6 +630,7 @@ impl EventStore {
             .arg(&data)
             .arg(checksum(&data))
             .arg(taken_at_ms)
+            .arg(encoding)
             .invoke_async(&mut conn)
             .await?;
         Ok(written == 1)
@@ -619,7 +653,11 @@ impl EventStore {
             if schema != A::SNAPSHOT_SCHEMA || text("checksum")? != checksum(data) {
                 return None;
             }
-            let state: A = serde_json::from_slice(data).ok()?;
+            let state: A = match text("encoding").unwrap_or("json") {
+                "json" => serde_json::from_slice(data).ok()?,
+                "json+lz4" => serde_json::from_slice(&lz4_flex::decompress_size_prepended(data).ok()?).ok()?,
+                _ => return None,
+            };
             Some((state, version, taken_at))
         })();
         if let Some((mut state, snap_version, taken_at)) = usable {

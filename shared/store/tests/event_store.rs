@@ -430,3 +430,28 @@ async fn snapshots_load_with_the_events_after_them_and_bad_ones_are_replaced() {
     let none = store.load_with_snapshot::<Counter>("nothing").await.unwrap();
     assert_eq!((none.version, none.snapshot), (0, None));
 }
+
+#[tokio::test]
+async fn snapshots_are_compressed_with_lz4_or_stored_plain_and_both_load() {
+    let redis = RedisServer::start();
+    let lz4 = store(&redis).await;
+    let plain = store(&redis).await.with_snapshot_compression(allies_store::SnapshotCompression::None);
+    let batch: Vec<Added> = (0..5).map(|i| Added { n: i, writer: 0 }).collect();
+    for id in ["z", "p"] {
+        lz4.append_events::<Counter>(id, ExpectedVersion::Any, &meta(), 0, &batch).await.unwrap();
+    }
+    lz4.save_snapshot("z", &Counter { total: 10 }, 5, 1).await.unwrap();
+    plain.save_snapshot("p", &Counter { total: 10 }, 5, 1).await.unwrap();
+    let zkey = keys::snapshot_key("counter", keys::partition_of("z", 16), "z");
+    let pkey = keys::snapshot_key("counter", keys::partition_of("p", 16), "p");
+    assert_eq!(redis.raw(&["HGET", &zkey, "encoding"]), "json+lz4");
+    assert_eq!(redis.raw(&["HGET", &pkey, "data"]), "10");
+    for (s, id) in [(&plain, "z"), (&lz4, "p")] {
+        let l = s.load_with_snapshot::<Counter>(id).await.unwrap();
+        assert_eq!((l.state.total, l.snapshot.map(|s| s.0)), (10, Some(5)), "{id}");
+    }
+    // Garbage that claims to be lz4 is ignored, never trusted or panicked on.
+    redis.raw(&["HSET", &zkey, "data", "\x01\x02garbage", "checksum", &allies_store::checksum(b"\x01\x02garbage")]);
+    let l = lz4.load_with_snapshot::<Counter>("z").await.unwrap();
+    assert_eq!((l.state.total, l.snapshot), (10, None));
+}
