@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use allies_core::{Aggregate, CommandContext, ExpectedVersion, Snapshot, SnapshotPolicy};
+use allies_core::{Aggregate, CommandContext, ExpectedVersion, Snapshot};
 use allies_platform::auth::{AccessClaims, AuthSettings, Caller};
 use allies_store::{AppendError, AppendOptions, AppendOutcome, CommandRecord, EventStore, StateWrite, StoreError};
 use base64::Engine;
@@ -63,7 +63,7 @@ pub struct Settings {
     pub lockout: LockoutPolicy,
     /// Usernames that register as admins (`GUARDIAN_BOOTSTRAP_ADMINS`).
     pub bootstrap_admins: Vec<String>,
-    /// How long a command id is remembered (`IDEMPOTENCY_TTL_SECS`, 1 day).
+    /// How long a command id is remembered (cqrs.yaml `event_sourcing.idempotency_ttl_secs`).
     pub idempotency_ttl: Duration,
 }
 
@@ -90,7 +90,7 @@ impl Settings {
                 max_failures: env_num("LOCKOUT_MAX_FAILURES", 5)? as u32,
                 lock_ms: env_num("LOCKOUT_SECS", 900)? * 1000,
             },
-            idempotency_ttl: Duration::from_secs(env_num("IDEMPOTENCY_TTL_SECS", 86_400)? as u64),
+            idempotency_ttl: Duration::from_secs(86_400),
             bootstrap_admins: std::env::var("GUARDIAN_BOOTSTRAP_ADMINS")
                 .unwrap_or_default()
                 .split(',')
@@ -142,7 +142,7 @@ where
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let loaded = store.load_with_snapshot::<A>(id).await?;
+        let loaded = store.load_aggregate::<A>(id).await?;
         let (mut aggregate, version) = (loaded.state, loaded.version);
         let events = aggregate.decide(command)?;
         if events.is_empty() {
@@ -152,11 +152,16 @@ where
             aggregate.evolve(e);
         }
         let expected = ExpectedVersion::after_load(version);
-        let options = AppendOptions { state: state(&aggregate), command: record.cloned() };
-        let written = store.append_events_with::<A>(id, expected, &ctx.metadata, ctx.now_ms, &events, &options).await;
+        let options = AppendOptions { state: state(&aggregate), command: record.cloned(), ..Default::default() };
+        let written =
+            store.save_aggregate::<A>(id, expected, &ctx.metadata, ctx.now_ms, &events, &aggregate, options).await;
         match written {
             Ok(outcome) => {
-                if !outcome.duplicate && snapshot_policy().due(outcome.version, loaded.snapshot, ctx.now_ms) {
+                let event_sourced = store.storage_of(A::TYPE) == allies_store::Storage::EventSourced;
+                if event_sourced
+                    && !outcome.duplicate
+                    && store.snapshot_policy().due(outcome.version, loaded.snapshot, ctx.now_ms)
+                {
                     // Off the command's path: the reply does not wait for it.
                     let (store, id, state, v, at) =
                         (store.clone(), id.to_owned(), aggregate.clone(), outcome.version, ctx.now_ms);
@@ -175,15 +180,6 @@ where
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// `SNAPSHOT_EVERY` (100 events) and `SNAPSHOT_MAX_AGE_SECS` (unset).
-pub fn snapshot_policy() -> SnapshotPolicy {
-    static POLICY: std::sync::OnceLock<SnapshotPolicy> = std::sync::OnceLock::new();
-    *POLICY.get_or_init(|| SnapshotPolicy {
-        every: std::env::var("SNAPSHOT_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(100),
-        max_age_ms: std::env::var("SNAPSHOT_MAX_AGE_SECS").ok().and_then(|v| v.parse::<i64>().ok()).map(|s| s * 1000),
-    })
 }
 
 fn no_state<A>(_: &A) -> Option<StateWrite> {
@@ -250,7 +246,7 @@ impl Guardian {
         }
         // Cheap refusal before the expensive hash; the append's "no stream"
         // check is what guarantees uniqueness.
-        let user = self.store.load_with_snapshot::<User>(&user_id).await?.state;
+        let user = self.store.load_aggregate::<User>(&user_id).await?.state;
         if user.profile.is_some() {
             return Err(UserError::UsernameTaken(username.to_owned()).into());
         }
@@ -291,7 +287,7 @@ impl Guardian {
             }
         }
         let user_id = domain::user_id_for(username).to_string();
-        let user = self.store.load_with_snapshot::<User>(&user_id).await?.state;
+        let user = self.store.load_aggregate::<User>(&user_id).await?.state;
         let usable = user.profile.is_some() && !user.is_locked_at(ctx.now_ms);
         let hash = if usable { &user.password_hash } else { &self.dummy_hash };
         let matches = self.hasher.verify(password, hash).await?;
@@ -383,7 +379,7 @@ impl Guardian {
             tracing::warn!(session_id = sid, user_id = session.user_id, "refresh token reuse: session revoked");
             return Err(GuardianError::RefreshTokenReused);
         }
-        let user = self.store.load_with_snapshot::<User>(&session.user_id).await?.state;
+        let user = self.store.load_aggregate::<User>(&session.user_id).await?.state;
         self.issue(&session.user_id, &sid, user.roles, new_token, ctx.now_ms)
     }
 
@@ -400,7 +396,7 @@ impl Guardian {
         new: &str,
         ctx: &CommandContext,
     ) -> Result<u64, GuardianError> {
-        let user = self.store.load_with_snapshot::<User>(&caller.user_id).await?.state;
+        let user = self.store.load_aggregate::<User>(&caller.user_id).await?.state;
         let profile = user.profile.as_ref().ok_or(UserError::UnknownUser)?;
         domain::validate_password(new, &profile.username).map_err(|e| InvalidField { field: "new_password", ..e })?;
         if !self.hasher.verify(current, &user.password_hash).await? {

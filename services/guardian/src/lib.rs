@@ -31,7 +31,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let settings = app::Settings::from_env()?;
+    let mut settings = app::Settings::from_env()?;
+    settings.idempotency_ttl = config.cqrs.idempotency_ttl;
     let keys_dir = std::env::var("JWT_KEYS_DIR").map(Into::into).unwrap_or_else(|_| config.data_dir.join("keys"));
     let env_key = std::env::var("JWT_SIGNING_KEY")
         .ok()

@@ -45,8 +45,14 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = allies_store::RedisTarget::parse(&config.redis_url)?;
     let consumer = consumer_name();
-    let user_sub = SubscriptionConfig::new(users::GROUP, &consumer, users::AGGREGATE_TYPE, config.partitions);
-    let session_sub = SubscriptionConfig::new(sessions::GROUP, &consumer, sessions::AGGREGATE_TYPE, config.partitions);
+    let tuned = |mut s: SubscriptionConfig| {
+        s.batch = config.cqrs.subscriber_batch;
+        s.block = config.cqrs.subscriber_block;
+        s
+    };
+    let user_sub = tuned(SubscriptionConfig::new(users::GROUP, &consumer, users::AGGREGATE_TYPE, config.partitions));
+    let session_sub =
+        tuned(SubscriptionConfig::new(sessions::GROUP, &consumer, sessions::AGGREGATE_TYPE, config.partitions));
     tracing::info!(%consumer, partitions = config.partitions, "starting projections rm.user, rm.session");
     let mut projections = tokio::task::JoinSet::new();
     projections.spawn(subscriber::run(client.clone(), user_sub, users.clone(), stop_rx.clone()));

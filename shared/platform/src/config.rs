@@ -34,6 +34,9 @@ pub struct ServiceConfig {
     pub event_format: allies_core::EventFormat,
     /// `SNAPSHOT_COMPRESSION`: `lz4` (default) or `none`.
     pub snapshot_compression: allies_store::SnapshotCompression,
+    /// Everything from `configs/cqrs.yaml` and its overrides (the fields
+    /// above are copies of the ones every service needs).
+    pub cqrs: crate::cqrs::CqrsConfig,
 }
 
 /// Default listen addresses of the fleet.
@@ -59,37 +62,21 @@ impl ServiceConfig {
         let listen = parse(&listen_key, get(&listen_key).unwrap_or_else(|| default_listen.to_owned()), |v| {
             v.parse::<SocketAddr>().map_err(|e| e.to_string())
         })?;
-        let redis_url = get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
-        if !["redis://", "rediss://", "redis-cluster://"].iter().any(|p| redis_url.starts_with(p)) {
-            return Err(ConfigError {
-                key: "REDIS_URL".into(),
-                value: redis_url,
-                reason:
-                    "must start with redis://, rediss:// or redis-cluster:// (a comma-separated node list is a cluster)"
-                        .into(),
-            });
-        }
-        let partitions =
-            parse("ES_PARTITIONS", get("ES_PARTITIONS").unwrap_or_else(|| "16".into()), |v| match v.parse::<u32>() {
-                Ok(n) if (1..=1024).contains(&n) => Ok(n),
-                _ => Err("must be an integer from 1 to 1024".to_owned()),
-            })?;
+        let cqrs = crate::cqrs::CqrsConfig::load(&get)?;
         let grace = parse("SHUTDOWN_GRACE_SECS", get("SHUTDOWN_GRACE_SECS").unwrap_or_else(|| "10".into()), |v| {
             v.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string())
         })?;
         let data_dir = PathBuf::from(get("ALLIES_DATA_DIR").unwrap_or_else(|| ".data".into()));
-        let event_format = parse("EVENT_FORMAT", get("EVENT_FORMAT").unwrap_or_else(|| "json".into()), |v| v.parse())?;
-        let snapshot_compression =
-            parse("SNAPSHOT_COMPRESSION", get("SNAPSHOT_COMPRESSION").unwrap_or_else(|| "lz4".into()), |v| v.parse())?;
         Ok(Self {
             name: name.to_owned(),
             listen,
-            redis_url,
-            partitions,
+            redis_url: cqrs.redis_url.clone(),
+            partitions: cqrs.partitions,
             shutdown_grace: grace,
             data_dir,
-            event_format,
-            snapshot_compression,
+            event_format: cqrs.event_format,
+            snapshot_compression: cqrs.snapshot_compression,
+            cqrs,
         })
     }
 }

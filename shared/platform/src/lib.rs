@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod cqrs;
 pub mod server;
 pub mod status;
 pub mod telemetry;
@@ -27,7 +28,9 @@ pub async fn connect_store(config: &config::ServiceConfig) -> Result<EventStore,
             Ok(store) => {
                 return Ok(store
                     .with_format(config.event_format)
-                    .with_snapshot_compression(config.snapshot_compression));
+                    .with_snapshot_compression(config.snapshot_compression)
+                    .with_snapshot_policy(config.cqrs.snapshots)
+                    .with_storage(config.cqrs.storage.clone(), config.cqrs.default_storage));
             }
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(error = %e, redis = %config.redis_url, "Redis not reachable yet; retrying");

@@ -1,14 +1,18 @@
 #!lua
 -- Appends the events of one command to one aggregate, all or nothing.
 -- KEYS[1] aggregate stream (entry ids 0-<version>), KEYS[2] partition log,
--- KEYS[3] the aggregate's state hash (written only when state fields are given),
--- KEYS[4] the command's idempotency record (used only when a command id is given).
+-- KEYS[3] the aggregate's state hash, KEYS[4] the command's idempotency record.
 -- ARGV: 1 expected ('any' | 'none' | <version>), 2 aggregate_type, 3 aggregate_id,
 --       4 metadata (JSON), 5 created_at (ms), 6 n events, 7 s state fields,
 --       8 state expire-at (ms, 0 = none), 9 command id ('' = none),
 --       10 command fingerprint, 11 idempotency record TTL (ms),
+--       12 storage ('event_sourced' | 'state_based' | 'hybrid'),
+--       13 serialized aggregate state ('' = none), 14 its schema,
 --       then s x (field, value),
 --       then n x (event_id, event_type, schema_version, content_type, data, checksum).
+-- Storage: event_sourced writes the aggregate stream (the truth); state_based
+-- writes the state hash (the truth, version-checked) and no stream; hybrid
+-- writes both. The partition log gets the events in every case.
 -- Returns {'ok', new_version, log_id...}, {'duplicate', version, log_id...}
 -- (the first result of this command id), {'mismatch'} (the command id was
 -- used for a different command) or {'conflict', actual_version}.
@@ -25,13 +29,19 @@ if command_id ~= '' then
     return first
   end
 end
+local storage = ARGV[12]
 local expected = ARGV[1]
--- Versions are contiguous from 1 (entry ids 0-1, 0-2, ...) and entries are
--- never deleted, so the length is the current version: O(1), and 4 us per
--- append cheaper than reading the last entry (measured by allies-bench). If
--- that invariant were ever broken, the explicit-id XADD below fails the whole
--- script before anything is written instead of creating a wrong version.
-local current = redis.call('XLEN', stream)
+local current
+if storage == 'state_based' then
+  current = tonumber(redis.call('HGET', state, 'version') or '0')
+else
+  -- Versions are contiguous from 1 (entry ids 0-1, 0-2, ...) and entries are
+  -- never deleted, so the length is the current version: O(1), and 4 us per
+  -- append cheaper than reading the last entry (measured by allies-bench). If
+  -- that invariant were ever broken, the explicit-id XADD below fails the
+  -- whole script before anything is written instead of creating a wrong version.
+  current = redis.call('XLEN', stream)
+end
 if expected == 'none' then
   if current ~= 0 then return {'conflict', current} end
 elseif expected ~= 'any' then
@@ -40,7 +50,7 @@ end
 local atype, aid, meta, created = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n, s, expire_at = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local result = {'ok', current + n}
-local first_event = 12 + 2 * s
+local first_event = 15 + 2 * s
 for i = 0, n - 1 do
   local b = first_event + i * 6
   local version = string.format('%d', current + i + 1)
@@ -51,16 +61,22 @@ for i = 0, n - 1 do
     'content_type', ARGV[b + 3], 'data', ARGV[b + 4], 'metadata', meta,
     'created_at', created, 'checksum', ARGV[b + 5],
   }
-  redis.call('XADD', stream, '0-' .. version, unpack(fields))
+  if storage ~= 'state_based' then
+    redis.call('XADD', stream, '0-' .. version, unpack(fields))
+  end
   fields[17], fields[18] = 'aggregate_type', atype
   fields[19], fields[20] = 'aggregate_id', aid
   fields[21], fields[22] = 'version', version
   result[#result + 1] = redis.call('XADD', log, '*', unpack(fields))
 end
-if s > 0 then
-  redis.call('HSET', state, 'version', string.format('%d', current + n), unpack(ARGV, 12, 11 + 2 * s))
-  if expire_at > 0 then redis.call('PEXPIREAT', state, expire_at) end
+local new_version = string.format('%d', current + n)
+if ARGV[13] ~= '' then
+  redis.call('HSET', state, 'version', new_version, 'state', ARGV[13], 'schema', ARGV[14])
 end
+if s > 0 then
+  redis.call('HSET', state, 'version', new_version, unpack(ARGV, 15, 14 + 2 * s))
+end
+if (s > 0 or ARGV[13] ~= '') and expire_at > 0 then redis.call('PEXPIREAT', state, expire_at) end
 if command_id ~= '' then
   redis.call('HSET', cmd, 'fingerprint', fingerprint, 'result', cjson.encode(result))
   redis.call('PEXPIRE', cmd, ARGV[11])

@@ -131,6 +131,10 @@ pub struct CommandRecord {
 pub struct AppendOptions {
     pub state: Option<StateWrite>,
     pub command: Option<CommandRecord>,
+    /// Where the aggregate lives; with `aggregate_state` for state_based and hybrid.
+    pub storage: Storage,
+    /// The aggregate's serialized state after the events, and its schema.
+    pub aggregate_state: Option<(Vec<u8>, u32)>,
 }
 
 /// A point in an aggregate's history.
@@ -256,10 +260,49 @@ impl RecordedEvent {
 pub struct EventStore {
     conn: RedisConn,
     partitions: u32,
+    storage: std::sync::Arc<HashMap<String, Storage>>,
+    default_storage: Storage,
+    snapshot_policy: allies_core::SnapshotPolicy,
     format: EventFormat,
     snapshot_compression: SnapshotCompression,
     append_script: redis::Script,
     snapshot_script: redis::Script,
+}
+
+/// Storage strategy of an aggregate type (`configs/cqrs.yaml`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Storage {
+    /// The events are the truth: a stream per aggregate, plus snapshots.
+    #[default]
+    EventSourced,
+    /// The current state (a hash) is the truth, with version-checked writes;
+    /// the events still reach the partition log atomically.
+    StateBased,
+    /// Both the stream and the state hash, written by one script; loads read
+    /// the state and fall back to the events.
+    Hybrid,
+}
+
+impl Storage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EventSourced => "event_sourced",
+            Self::StateBased => "state_based",
+            Self::Hybrid => "hybrid",
+        }
+    }
+}
+
+impl std::str::FromStr for Storage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "event_sourced" => Ok(Self::EventSourced),
+            "state_based" => Ok(Self::StateBased),
+            "hybrid" => Ok(Self::Hybrid),
+            other => Err(format!("unknown storage strategy '{other}' (event_sourced, state_based or hybrid)")),
+        }
+    }
 }
 
 /// How snapshot states are stored.
@@ -305,6 +348,9 @@ impl EventStore {
         Self {
             conn,
             partitions: partitions.max(1),
+            storage: Default::default(),
+            default_storage: Storage::EventSourced,
+            snapshot_policy: allies_core::SnapshotPolicy::default(),
             format: EventFormat::Json,
             snapshot_compression: SnapshotCompression::Lz4,
             append_script: redis::Script::new(include_str!("append.lua")),
@@ -316,6 +362,28 @@ impl EventStore {
     pub fn with_format(mut self, format: EventFormat) -> Self {
         self.format = format;
         self
+    }
+
+    /// Sets the storage strategy per aggregate type, and for the others.
+    pub fn with_storage(mut self, per_type: HashMap<String, Storage>, default: Storage) -> Self {
+        self.storage = std::sync::Arc::new(per_type);
+        self.default_storage = default;
+        self
+    }
+
+    /// When callers should snapshot event-sourced aggregates.
+    pub fn with_snapshot_policy(mut self, policy: allies_core::SnapshotPolicy) -> Self {
+        self.snapshot_policy = policy;
+        self
+    }
+
+    pub fn snapshot_policy(&self) -> allies_core::SnapshotPolicy {
+        self.snapshot_policy
+    }
+
+    /// The storage strategy of an aggregate type.
+    pub fn storage_of(&self, aggregate_type: &str) -> Storage {
+        self.storage.get(aggregate_type).copied().unwrap_or(self.default_storage)
     }
 
     /// Stores new snapshots with `compression` (reading handles both).
@@ -411,6 +479,17 @@ impl EventStore {
         match &options.command {
             Some(c) => inv.arg(&c.id).arg(&c.fingerprint).arg(c.ttl.as_millis().max(1) as u64),
             None => inv.arg("").arg("").arg(0),
+        };
+        if options.storage != Storage::EventSourced && options.aggregate_state.is_none() {
+            return Err(AppendError::Invalid(format!(
+                "{} storage needs the aggregate state",
+                options.storage.as_str()
+            )));
+        }
+        inv.arg(options.storage.as_str());
+        match &options.aggregate_state {
+            Some((data, schema)) => inv.arg(data).arg(*schema),
+            None => inv.arg("").arg(0),
         };
         for (field, value) in &state.fields {
             inv.arg(field).arg(value);
@@ -685,6 +764,73 @@ impl EventStore {
             self.save_snapshot(aggregate_id, &state, version, now).await?;
         }
         Ok(Loaded { state, version, snapshot: None })
+    }
+
+    /// Loads an aggregate the way its type is stored: event_sourced from
+    /// snapshot + events; state_based from its state hash; hybrid from the
+    /// state hash, falling back to the events when it is missing or of
+    /// another schema.
+    pub async fn load_aggregate<A: Snapshot>(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        let storage = self.storage_of(A::TYPE);
+        if storage == Storage::EventSourced {
+            return self.load_with_snapshot(aggregate_id).await;
+        }
+        let key = keys::state_key(A::TYPE, self.partition_of(aggregate_id), aggregate_id);
+        let mut conn = self.conn.clone();
+        let (version, schema, state): (Option<u64>, Option<u32>, Option<Vec<u8>>) =
+            redis::cmd("HMGET").arg(&key).arg("version").arg("schema").arg("state").query_async(&mut conn).await?;
+        match (version, schema, state) {
+            (Some(version), Some(schema), Some(data)) if schema == A::SNAPSHOT_SCHEMA => {
+                match serde_json::from_slice::<A>(&data) {
+                    Ok(state) => return Ok(Loaded { state, version, snapshot: None }),
+                    Err(e) if storage == Storage::StateBased => {
+                        return Err(StoreError::Corrupt {
+                            stream: key,
+                            entry: version.to_string(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    Err(_) => {}
+                }
+            }
+            (None, _, _) if storage == Storage::StateBased => {
+                return Ok(Loaded { state: A::default(), version: 0, snapshot: None });
+            }
+            (_, schema, _) if storage == Storage::StateBased => {
+                return Err(StoreError::Corrupt {
+                    stream: key,
+                    entry: "state".into(),
+                    reason: format!(
+                        "state schema {schema:?} is not {} and there are no events to rebuild it from",
+                        A::SNAPSHOT_SCHEMA
+                    ),
+                });
+            }
+            _ => {}
+        }
+        // hybrid without a usable state: the events are there.
+        self.load_with_snapshot(aggregate_id).await
+    }
+
+    /// Appends an aggregate's events the way its type is stored, with the
+    /// state after them (`state`) for state_based and hybrid types.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn save_aggregate<A: Snapshot>(
+        &self,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        metadata: &Metadata,
+        recorded_at_ms: i64,
+        events: &[A::Event],
+        state: &A,
+        mut options: AppendOptions,
+    ) -> Result<AppendOutcome, AppendError> {
+        options.storage = self.storage_of(A::TYPE);
+        if options.storage != Storage::EventSourced {
+            let data = serde_json::to_vec(state).map_err(|e| AppendError::Invalid(format!("state: {e}")))?;
+            options.aggregate_state = Some((data, A::SNAPSHOT_SCHEMA));
+        }
+        self.append_events_with::<A>(aggregate_id, expected, metadata, recorded_at_ms, events, &options).await
     }
 
     /// Loads an aggregate: folds all its events. Returns the state and its

@@ -160,6 +160,7 @@ async fn cluster_snapshots_state_and_idempotency() {
             fingerprint: "f".into(),
             ttl: std::time::Duration::from_secs(60),
         }),
+        ..Default::default()
     };
     let first = store
         .append_events_with::<Tally>("i", ExpectedVersion::NoStream, &meta(), 0, &batch[..1], &options)

@@ -266,17 +266,17 @@ async fn state_is_written_with_the_events_and_not_on_conflict() {
 }
 
 fn with_state(s: &allies_store::StateWrite) -> allies_store::AppendOptions {
-    allies_store::AppendOptions { state: Some(s.clone()), command: None }
+    allies_store::AppendOptions { state: Some(s.clone()), ..Default::default() }
 }
 
 fn command(id: &str, fingerprint: &str) -> allies_store::AppendOptions {
     allies_store::AppendOptions {
-        state: None,
         command: Some(allies_store::CommandRecord {
             id: id.into(),
             fingerprint: fingerprint.into(),
             ttl: std::time::Duration::from_secs(60),
         }),
+        ..Default::default()
     }
 }
 
@@ -454,4 +454,75 @@ async fn snapshots_are_compressed_with_lz4_or_stored_plain_and_both_load() {
     redis.raw(&["HSET", &zkey, "data", "\x01\x02garbage", "checksum", &allies_store::checksum(b"\x01\x02garbage")]);
     let l = lz4.load_with_snapshot::<Counter>("z").await.unwrap();
     assert_eq!((l.state.total, l.snapshot), (10, None));
+}
+
+async fn with_storage(redis: &RedisServer, storage: allies_store::Storage) -> EventStore {
+    let mut per_type = std::collections::HashMap::new();
+    per_type.insert("counter".to_owned(), storage);
+    store(redis).await.with_storage(per_type, allies_store::Storage::EventSourced)
+}
+
+#[tokio::test]
+async fn state_based_aggregates_keep_a_version_checked_state_and_publish_events() {
+    let redis = RedisServer::start();
+    let store = with_storage(&redis, allies_store::Storage::StateBased).await;
+    let none = store.load_aggregate::<Counter>("sb").await.unwrap();
+    assert_eq!((none.state.total, none.version), (0, 0));
+    let opts = allies_store::AppendOptions::default;
+    let e = [Added { n: 5, writer: 0 }];
+    let out = store
+        .save_aggregate::<Counter>("sb", ExpectedVersion::NoStream, &meta(), 0, &e, &Counter { total: 5 }, opts())
+        .await
+        .unwrap();
+    assert_eq!(out.version, 1);
+    let r = store
+        .save_aggregate::<Counter>("sb", ExpectedVersion::NoStream, &meta(), 0, &e, &Counter { total: 99 }, opts())
+        .await;
+    assert!(matches!(r, Err(AppendError::Conflict { actual: 1, .. })), "{r:?}");
+    store
+        .save_aggregate::<Counter>("sb", ExpectedVersion::Exact(1), &meta(), 0, &e, &Counter { total: 10 }, opts())
+        .await
+        .unwrap();
+    let loaded = store.load_aggregate::<Counter>("sb").await.unwrap();
+    assert_eq!((loaded.state.total, loaded.version), (10, 2));
+    let p = keys::partition_of("sb", 16);
+    assert_eq!(redis.raw(&["EXISTS", &keys::stream_key("counter", p, "sb")]), ":0", "no event stream");
+    assert_eq!(redis.raw(&["XLEN", &keys::log_key("counter", p)]), ":2", "events still published");
+    // A state of another schema cannot be rebuilt: a typed error, not a wrong state.
+    redis.raw(&["HSET", &keys::state_key("counter", p, "sb"), "schema", "7"]);
+    assert!(matches!(store.load_aggregate::<Counter>("sb").await, Err(allies_store::StoreError::Corrupt { .. })));
+}
+
+#[tokio::test]
+async fn hybrid_aggregates_write_both_and_fall_back_to_events() {
+    let redis = RedisServer::start();
+    let store = with_storage(&redis, allies_store::Storage::Hybrid).await;
+    let e = [Added { n: 3, writer: 0 }];
+    for (v, total) in [(0u64, 3i64), (1, 6)] {
+        store
+            .save_aggregate::<Counter>(
+                "hy",
+                ExpectedVersion::after_load(v),
+                &meta(),
+                0,
+                &e,
+                &Counter { total },
+                allies_store::AppendOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let p = keys::partition_of("hy", 16);
+    assert_eq!(redis.raw(&["XLEN", &keys::stream_key("counter", p, "hy")]), ":2");
+    assert_eq!(redis.raw(&["HGET", &keys::state_key("counter", p, "hy"), "state"]), "6");
+    let loaded = store.load_aggregate::<Counter>("hy").await.unwrap();
+    assert_eq!((loaded.state.total, loaded.version), (6, 2));
+    // Without its state hash the aggregate is rebuilt from its events.
+    redis.raw(&["DEL", &keys::state_key("counter", p, "hy")]);
+    let loaded = store.load_aggregate::<Counter>("hy").await.unwrap();
+    assert_eq!((loaded.state.total, loaded.version), (6, 2));
+    // A state_based/hybrid write without the state is refused.
+    let bad = allies_store::AppendOptions { storage: allies_store::Storage::Hybrid, ..Default::default() };
+    let r = store.append_events_with::<Counter>("hy", ExpectedVersion::Any, &meta(), 0, &e, &bad).await;
+    assert!(matches!(r, Err(AppendError::Invalid(_))), "{r:?}");
 }

@@ -316,8 +316,16 @@ impl ServiceProcess {
 fn spawn(name: &str, listen_var: &str, addr: SocketAddr, log: &Path, dir: &Path, env: &[(String, String)]) -> Child {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
     let err = out.try_clone().expect("log file");
-    let mut cmd = Command::new(binary(name));
+    let bin = binary(name);
+    let mut cmd = Command::new(&bin);
     cmd.env(listen_var, addr.to_string()).env("RUST_LOG", "info").env("ALLIES_DATA_DIR", dir);
+    // The fleet's shipped configs/cqrs.yaml (target/<profile>/<bin> → repo root).
+    if let Some(root) = bin.parent().and_then(Path::parent).and_then(Path::parent) {
+        let shipped = root.join("configs/cqrs.yaml");
+        if shipped.exists() {
+            cmd.env("CQRS_CONFIG", shipped);
+        }
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
