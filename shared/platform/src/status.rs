@@ -16,7 +16,10 @@ pub fn invalid_argument(field: &str, description: &str) -> Status {
 pub fn from_store(e: &StoreError) -> Status {
     match e {
         StoreError::Unavailable(_) => Status::unavailable(format!("event store unavailable: {e}")),
-        StoreError::Corrupt { .. } | StoreError::Decode { .. } => {
+        StoreError::Corrupt { .. }
+        | StoreError::Decode { .. }
+        | StoreError::Trimmed { .. }
+        | StoreError::Archive(_) => {
             tracing::error!(error = %e, "stored data cannot be read");
             Status::internal(e.to_string())
         }

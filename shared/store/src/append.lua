@@ -1,7 +1,8 @@
 #!lua
 -- Appends the events of one command to one aggregate, all or nothing.
 -- KEYS[1] aggregate stream (entry ids 0-<version>), KEYS[2] partition log,
--- KEYS[3] the aggregate's state hash, KEYS[4] the command's idempotency record.
+-- KEYS[3] the aggregate's state hash, KEYS[4] the command's idempotency record,
+-- KEYS[5] how many of the stream's first events were archived and trimmed.
 -- ARGV: 1 expected ('any' | 'none' | <version>), 2 aggregate_type, 3 aggregate_id,
 --       4 metadata (JSON), 5 created_at (ms), 6 n events, 7 s state fields,
 --       8 state expire-at (ms, 0 = none), 9 command id ('' = none),
@@ -18,7 +19,7 @@
 -- used for a different command) or {'conflict', actual_version}.
 -- The shebang makes Redis refuse the whole script up front under OOM instead
 -- of failing half-way, and enforces that only the declared KEYS are touched.
-local stream, log, state, cmd = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, log, state, cmd, trimmed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local command_id, fingerprint = ARGV[9], ARGV[10]
 if command_id ~= '' then
   local seen = redis.call('HMGET', cmd, 'fingerprint', 'result')
@@ -36,11 +37,12 @@ if storage == 'state_based' then
   current = tonumber(redis.call('HGET', state, 'version') or '0')
 else
   -- Versions are contiguous from 1 (entry ids 0-1, 0-2, ...) and entries are
-  -- never deleted, so the length is the current version: O(1), and 4 us per
-  -- append cheaper than reading the last entry (measured by allies-bench). If
-  -- that invariant were ever broken, the explicit-id XADD below fails the
+  -- only ever removed from the front, after archiving, with their count kept
+  -- in KEYS[5]; so length + trimmed is the current version: O(1), and 4 us
+  -- per append cheaper than reading the last entry (measured by allies-bench).
+  -- If that invariant were ever broken, the explicit-id XADD below fails the
   -- whole script before anything is written instead of creating a wrong version.
-  current = redis.call('XLEN', stream)
+  current = redis.call('XLEN', stream) + tonumber(redis.call('GET', trimmed) or '0')
 end
 if expected == 'none' then
   if current ~= 0 then return {'conflict', current} end

@@ -20,6 +20,7 @@ use uuid::Uuid;
 pub use conn::{RedisConn, RedisTarget};
 pub use redis::RedisError;
 
+pub mod archive;
 pub mod conn;
 
 pub mod keys;
@@ -42,6 +43,12 @@ pub enum StoreError {
     Unavailable(#[from] redis::RedisError),
     #[error("corrupt entry in {stream} at {entry}: {reason}")]
     Corrupt { stream: String, entry: String, reason: String },
+    #[error(
+        "{stream}: versions before {first_kept} were archived and trimmed (wanted {wanted}); load from the snapshot or restore the archive"
+    )]
+    Trimmed { stream: String, wanted: u64, first_kept: u64 },
+    #[error("archive: {0}")]
+    Archive(String),
     #[error("cannot decode {stream} version {version}: {source}")]
     Decode {
         stream: String,
@@ -461,12 +468,10 @@ impl EventStore {
         if command_id.len() > 128 {
             return Err(AppendError::Invalid("command id longer than 128 bytes".into()));
         }
-        inv.key(&log).key(keys::state_key(aggregate_type, partition, aggregate_id)).key(keys::command_key(
-            aggregate_type,
-            partition,
-            aggregate_id,
-            command_id,
-        ));
+        inv.key(&log)
+            .key(keys::state_key(aggregate_type, partition, aggregate_id))
+            .key(keys::command_key(aggregate_type, partition, aggregate_id, command_id))
+            .key(keys::trimmed_key(aggregate_type, partition, aggregate_id));
         inv.arg(match expected {
             ExpectedVersion::Any => "any".to_owned(),
             ExpectedVersion::NoStream => "none".to_owned(),
@@ -611,6 +616,13 @@ impl EventStore {
             for entry in &page.ids {
                 let rec = RecordedEvent::from_entry(&stream, entry)?;
                 let expected_version = from_version.max(1) + out.len() as u64;
+                if out.is_empty() && rec.envelope.version > expected_version {
+                    return Err(StoreError::Trimmed {
+                        stream: stream.clone(),
+                        wanted: expected_version,
+                        first_kept: rec.envelope.version,
+                    });
+                }
                 if rec.envelope.version != expected_version || entry.id != format!("0-{}", rec.envelope.version) {
                     return Err(StoreError::Corrupt {
                         stream: stream.clone(),
@@ -621,6 +633,14 @@ impl EventStore {
                 out.push(rec);
             }
             if n < READ_PAGE {
+                if out.is_empty() {
+                    // Nothing from here on: fine, unless these versions were trimmed.
+                    let trimmed: Option<u64> =
+                        conn.get(keys::trimmed_key(aggregate_type, partition, aggregate_id)).await?;
+                    if let Some(t) = trimmed.filter(|t| from_version.max(1) <= *t) {
+                        return Err(StoreError::Trimmed { stream, wanted: from_version.max(1), first_kept: t + 1 });
+                    }
+                }
                 return Ok(out);
             }
             start = format!("0-{}", from_version.max(1) + out.len() as u64);

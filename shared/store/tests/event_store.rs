@@ -526,3 +526,106 @@ async fn hybrid_aggregates_write_both_and_fall_back_to_events() {
     let r = store.append_events_with::<Counter>("hy", ExpectedVersion::Any, &meta(), 0, &e, &bad).await;
     assert!(matches!(r, Err(AppendError::Invalid(_))), "{r:?}");
 }
+
+#[tokio::test]
+async fn archive_trims_only_what_is_archived_and_restores_the_full_history() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let archive = tempfile::tempdir().unwrap();
+    let batch: Vec<Added> = (1..=10).map(|n| Added { n, writer: 0 }).collect();
+    store.append_events::<Counter>("ar", ExpectedVersion::NoStream, &meta(), 0, &batch).await.unwrap();
+
+    // Without a snapshot nothing may be trimmed.
+    assert!(store.archive_and_trim("counter", "ar", archive.path()).await.is_err());
+    assert_eq!(store.read_stream("counter", "ar", 1).await.unwrap().len(), 10);
+
+    let (state8, _) = store.load_as_of::<Counter>("ar", allies_store::AsOf::Version(8)).await.unwrap();
+    assert!(store.save_snapshot("ar", &state8, 8, 1).await.unwrap());
+    let report = store.archive_and_trim("counter", "ar", archive.path()).await.unwrap();
+    assert_eq!((report.archived, report.range), (8, Some((1, 8))));
+    let file = report.file.unwrap();
+    let text = lz4_flex_decompress(&std::fs::read(&file).unwrap());
+    assert_eq!(text.lines().count(), 8, "one JSON line per event");
+    assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+
+    // Redis keeps only 9..10; the version check still works.
+    let p = keys::partition_of("ar", 16);
+    assert_eq!(redis.raw(&["XLEN", &keys::stream_key("counter", p, "ar")]), ":2");
+    let e = [Added { n: 100, writer: 0 }];
+    let r = store.append_events::<Counter>("ar", ExpectedVersion::Exact(2), &meta(), 0, &e).await;
+    assert!(matches!(r, Err(AppendError::Conflict { actual: 10, .. })), "{r:?}");
+    assert_eq!(
+        store.append_events::<Counter>("ar", ExpectedVersion::Exact(10), &meta(), 0, &e).await.unwrap().version,
+        11
+    );
+    // Loading without the snapshot is a typed error, with it the right state.
+    assert!(matches!(store.load::<Counter>("ar").await, Err(allies_store::StoreError::Trimmed { first_kept: 9, .. })));
+    let l = store.load_with_snapshot::<Counter>("ar").await.unwrap();
+    assert_eq!((l.state.total, l.version), (55 + 100, 11));
+    // Nothing new to archive until the next snapshot.
+    assert_eq!(store.archive_and_trim("counter", "ar", archive.path()).await.unwrap().archived, 0);
+
+    // The full history reads back from archive + Redis, and restores into Redis.
+    let history = store.full_history("counter", "ar", archive.path()).await.unwrap();
+    assert_eq!(history.iter().map(|r| r.envelope.version).collect::<Vec<_>>(), (1..=11).collect::<Vec<_>>());
+    assert_eq!(store.restore_from_archive("counter", "ar", archive.path()).await.unwrap(), 11);
+    let (state, v) = store.load::<Counter>("ar").await.unwrap();
+    assert_eq!((state.total, v), (155, 11));
+    assert_eq!(
+        store.append_events::<Counter>("ar", ExpectedVersion::Exact(11), &meta(), 0, &e).await.unwrap().version,
+        12
+    );
+}
+
+fn lz4_flex_decompress(bytes: &[u8]) -> String {
+    // The archive format: one LZ4 block, uncompressed size prepended (u32 LE).
+    let size = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    let out = lz4_block_decode(&bytes[4..], size);
+    String::from_utf8(out).unwrap()
+}
+
+/// A minimal LZ4 block decoder, so the test checks the file format itself.
+fn lz4_block_decode(src: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size);
+    let mut i = 0;
+    while i < src.len() {
+        let token = src[i];
+        i += 1;
+        let mut lit = (token >> 4) as usize;
+        if lit == 15 {
+            loop {
+                let b = src[i];
+                i += 1;
+                lit += b as usize;
+                if b != 255 {
+                    break;
+                }
+            }
+        }
+        out.extend_from_slice(&src[i..i + lit]);
+        i += lit;
+        if i >= src.len() {
+            break;
+        }
+        let offset = u16::from_le_bytes([src[i], src[i + 1]]) as usize;
+        i += 2;
+        let mut len = (token & 15) as usize;
+        if len == 15 {
+            loop {
+                let b = src[i];
+                i += 1;
+                len += b as usize;
+                if b != 255 {
+                    break;
+                }
+            }
+        }
+        len += 4;
+        let start = out.len() - offset;
+        for k in 0..len {
+            let b = out[start + k];
+            out.push(b);
+        }
+    }
+    out
+}
