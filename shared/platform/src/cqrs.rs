@@ -31,6 +31,14 @@ struct File {
     redis: Redis,
     #[serde(default)]
     performance: Performance,
+    #[serde(default)]
+    retention: Retention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Retention {
+    archive_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +85,8 @@ pub struct CqrsConfig {
     pub partitions: u32,
     pub subscriber_batch: usize,
     pub subscriber_block: Duration,
+    /// Where archived events go before they are trimmed.
+    pub archive_dir: PathBuf,
 }
 
 fn err(key: &str, value: impl ToString, reason: impl ToString) -> ConfigError {
@@ -241,6 +251,9 @@ impl CqrsConfig {
             partitions,
             subscriber_batch: batch,
             subscriber_block: Duration::from_millis(block_ms),
+            archive_dir: PathBuf::from(
+                get("ARCHIVE_DIR").or(file.retention.archive_dir.clone()).unwrap_or_else(|| ".data/archive".into()),
+            ),
         })
     }
 }

@@ -349,3 +349,50 @@ async fn the_fleet_runs_with_protobuf_event_payloads() {
     };
     g.authenticate_user(login).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_page_history_time_travel_archive_and_restore() {
+    let fleet = Fleet::start(&[("SNAPSHOT_EVERY", "3")]);
+    let mut g = guardian(&fleet).await;
+    let r = g.register_user(req("veteran", "v@example.com", "correct-horse-9")).await.unwrap().into_inner();
+    let login = || allies_contracts::guardian::v1::AuthenticateUserRequest {
+        username: "veteran".into(),
+        password: "correct-horse-9".into(),
+    };
+    for _ in 0..3 {
+        g.authenticate_user(login()).await.unwrap();
+    }
+    // The snapshot (at version 3) is written after the reply; wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fleet.redis.raw(&["KEYS", "es:{user.*}:snap:*"]).is_empty() {
+        assert!(Instant::now() < deadline, "no snapshot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let archive = tempfile::tempdir().unwrap();
+    let tool = allies_testkit::binary("allies-store");
+    let run = |args: &[&str]| {
+        let out = Command::new(&tool)
+            .env("REDIS_URL", fleet.redis.url())
+            .env("ARCHIVE_DIR", archive.path())
+            .args(args)
+            .output()
+            .expect("run allies-store");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let history = run(&["history", "user", &r.user_id, "--limit", "2"]);
+    assert_eq!(history.lines().count(), 2);
+    assert!(history.lines().next().unwrap().contains("UserRegistered"));
+    let then = run(&["as-of", "user", &r.user_id, "--version", "1"]);
+    let then: serde_json::Value = serde_json::from_str(&then).unwrap();
+    assert_eq!((then["version"].as_u64(), then["state"]["last_login_ms"].as_i64()), (Some(1), Some(0)));
+
+    let archived = run(&["archive", "user", &r.user_id]);
+    assert!(archived.contains("archived versions 1..="), "{archived}");
+    // Guardian keeps working on the trimmed aggregate (snapshot + later events).
+    g.authenticate_user(login()).await.unwrap();
+    let all = run(&["history", "user", &r.user_id, "--archived"]);
+    assert_eq!(all.lines().count(), 5, "{all}");
+    assert!(run(&["restore", "user", &r.user_id]).contains("all 5 events"));
+    assert_eq!(run(&["history", "user", &r.user_id]).lines().count(), 5);
+}
