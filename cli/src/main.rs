@@ -114,6 +114,9 @@ enum UserCommand {
         /// Wait up to this many seconds for the user to appear in the read model.
         #[arg(long, default_value_t = 0)]
         wait: u64,
+        /// Read-your-writes: the consistency token a command returned.
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Read a user by username (case-insensitive).
     GetByName { username: String },
@@ -263,11 +266,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 )
             });
         }
-        Command::User(UserCommand::Get { user_id, wait }) => {
+        Command::User(UserCommand::Get { user_id, wait, after }) => {
             let mut client = ProjectorQueryServiceClient::new(channel(&cli.projector, timeout).await?);
             let deadline = Instant::now() + Duration::from_secs(*wait);
             let user = loop {
-                match client.get_user(GetUserRequest { user_id: user_id.clone() }).await {
+                let request =
+                    GetUserRequest { user_id: user_id.clone(), consistency_token: after.clone().unwrap_or_default() };
+                match client.get_user(request).await {
                     Ok(r) => break r.into_inner().user.unwrap_or_default(),
                     Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -279,7 +284,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::User(UserCommand::GetByName { username }) => {
             let mut client = ProjectorQueryServiceClient::new(channel(&cli.projector, timeout).await?);
-            let r = client.get_user_by_username(GetUserByUsernameRequest { username: username.clone() }).await?;
+            let request = GetUserByUsernameRequest { username: username.clone(), consistency_token: String::new() };
+            let r = client.get_user_by_username(request).await?;
             let user = r.into_inner().user.unwrap_or_default();
             print(json, &user, || show_user(&user));
         }

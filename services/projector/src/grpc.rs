@@ -14,6 +14,7 @@ use crate::users::UserProjection;
 pub struct QueryApi {
     pub users: Arc<UserProjection>,
     pub sessions: Arc<SessionProjection>,
+    pub conn: allies_store::RedisConn,
 }
 
 fn uuid_field(field: &str, value: &str) -> Result<String, Status> {
@@ -23,6 +24,45 @@ fn uuid_field(field: &str, value: &str) -> Result<String, Status> {
     Uuid::parse_str(value).map(|u| u.to_string()).map_err(|_| status::invalid_argument(field, "must be a UUID"))
 }
 
+/// How long a query waits for its consistency token at most.
+const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until `group` has applied the write `token` names (read-your-writes).
+async fn wait_for(
+    conn: &allies_store::RedisConn,
+    group: &str,
+    aggregate_type: &str,
+    token: &str,
+) -> Result<(), Status> {
+    if token.is_empty() {
+        return Ok(());
+    }
+    let parsed: allies_store::subscriber::ConsistencyToken =
+        token.parse().map_err(|e: String| status::invalid_argument("consistency_token", &e))?;
+    if parsed.aggregate_type != aggregate_type {
+        return Err(status::invalid_argument(
+            "consistency_token",
+            &format!("is a token of {} writes; this query reads {aggregate_type}", parsed.aggregate_type),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
+    let mut conn = conn.clone();
+    loop {
+        match allies_store::subscriber::has_applied(&mut conn, group, &parsed).await {
+            Ok(true) => return Ok(()),
+            Ok(false) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await
+            }
+            Ok(false) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "the read model has not caught up with {token} within {READ_YOUR_WRITES_WAIT:?}"
+                )));
+            }
+            Err(e) => return Err(Status::unavailable(format!("cannot check the read model's position: {e}"))),
+        }
+    }
+}
+
 fn unavailable(e: redis::RedisError) -> Status {
     Status::unavailable(format!("read model unavailable: {e}"))
 }
@@ -30,7 +70,9 @@ fn unavailable(e: redis::RedisError) -> Status {
 #[tonic::async_trait]
 impl ProjectorQueryService for QueryApi {
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
-        let id = uuid_field("user_id", &request.into_inner().user_id)?;
+        let r = request.into_inner();
+        let id = uuid_field("user_id", &r.user_id)?;
+        wait_for(&self.conn, crate::users::GROUP, crate::users::AGGREGATE_TYPE, &r.consistency_token).await?;
         match self.users.get(&id).await.map_err(unavailable)? {
             Some(user) => Ok(Response::new(GetUserResponse { user: Some(user) })),
             None => Err(Status::not_found(format!("user {id} not found"))),
@@ -41,10 +83,12 @@ impl ProjectorQueryService for QueryApi {
         &self,
         request: Request<GetUserByUsernameRequest>,
     ) -> Result<Response<GetUserResponse>, Status> {
-        let name = request.into_inner().username;
+        let r = request.into_inner();
+        let name = r.username;
         if name.is_empty() || name.len() > 64 {
             return Err(status::invalid_argument("username", "must be 1 to 64 characters"));
         }
+        wait_for(&self.conn, crate::users::GROUP, crate::users::AGGREGATE_TYPE, &r.consistency_token).await?;
         match self.users.get_by_username(&name).await.map_err(unavailable)? {
             Some(user) => Ok(Response::new(GetUserResponse { user: Some(user) })),
             None => Err(Status::not_found(format!("user '{name}' not found"))),

@@ -59,7 +59,11 @@ pub async fn serve(
     projections.spawn(subscriber::run(client, session_sub, sessions.clone(), stop_rx));
 
     let mut server = GrpcServer::new()?;
-    server.routes.add_service(ProjectorQueryServiceServer::new(grpc::QueryApi { users, sessions }));
+    server.routes.add_service(ProjectorQueryServiceServer::new(grpc::QueryApi {
+        users,
+        sessions,
+        conn: store.connection(),
+    }));
     server.report_health(ProjectorQueryServiceServer::<grpc::QueryApi>::NAME);
     let served = server.serve(listener, config.shutdown_grace, shutdown).await;
 

@@ -201,3 +201,55 @@ impl PartitionReader {
         Ok(())
     }
 }
+
+/// A consistency token: `<aggregate_type>.<partition>@<log entry id>`, as an
+/// append returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyToken {
+    pub aggregate_type: String,
+    pub partition: u32,
+    pub entry: (u64, u64),
+}
+
+impl std::str::FromStr for ConsistencyToken {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not <aggregate_type>.<partition>@<entry id>");
+        let (log, id) = s.split_once('@').ok_or_else(bad)?;
+        let (aggregate_type, partition) = log.rsplit_once('.').ok_or_else(bad)?;
+        if aggregate_type.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            aggregate_type: aggregate_type.to_owned(),
+            partition: partition.parse().map_err(|_| bad())?,
+            entry: parse_entry_id(id).ok_or_else(bad)?,
+        })
+    }
+}
+
+fn parse_entry_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Whether consumer group `group` has applied the entry a token names: the
+/// group has read past it and it is not pending (so its handler succeeded).
+pub async fn has_applied(conn: &mut RedisConn, group: &str, token: &ConsistencyToken) -> Result<bool, StoreError> {
+    let log = keys::log_key(&token.aggregate_type, token.partition);
+    let groups: redis::streams::StreamInfoGroupsReply =
+        match redis::cmd("XINFO").arg("GROUPS").arg(&log).query_async(conn).await {
+            Ok(g) => g,
+            // No log yet: nothing was ever written there.
+            Err(e) if e.code() == Some("ERR") => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+    let Some(info) = groups.groups.iter().find(|g| g.name == group) else { return Ok(false) };
+    if parse_entry_id(&info.last_delivered_id).is_none_or(|last| last < token.entry) {
+        return Ok(false);
+    }
+    let id = format!("{}-{}", token.entry.0, token.entry.1);
+    let pending: Vec<redis::Value> =
+        redis::cmd("XPENDING").arg(&log).arg(group).arg(&id).arg(&id).arg(1).query_async(conn).await?;
+    Ok(pending.is_empty())
+}

@@ -143,7 +143,10 @@ async fn register_login_call_refresh_reuse_logout() {
     assert_eq!(status(&sessions, &t1.session_id), "revoked", "{sessions:?}");
     assert_eq!(status(&sessions, &t3.session_id), "logged_out", "{sessions:?}");
     assert_eq!(sessions[0].session_id, t3.session_id, "newest first");
-    let user = projector(&fleet).await.get_user_by_username(GetUserByUsernameRequest { username: "PAT".into() }).await;
+    let user = projector(&fleet)
+        .await
+        .get_user_by_username(GetUserByUsernameRequest { username: "PAT".into(), ..Default::default() })
+        .await;
     assert!(user.unwrap().into_inner().user.unwrap().last_login_ms > 0);
 
     // Roles: players may not change them, admins may.
@@ -219,7 +222,8 @@ async fn lockout_and_rate_limits_are_enforced() {
     let mut q = projector(&fleet).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let u = q.get_user_by_username(GetUserByUsernameRequest { username: "lucy".into() }).await;
+        let u =
+            q.get_user_by_username(GetUserByUsernameRequest { username: "lucy".into(), ..Default::default() }).await;
         if let Ok(u) = u
             && u.get_ref().user.as_ref().is_some_and(|u| u.status == "locked")
         {

@@ -44,7 +44,7 @@ async fn register_login_and_query_on_redis_cluster() {
     let deadline = Instant::now() + Duration::from_secs(15);
     for id in &ids {
         loop {
-            match q.get_user(GetUserRequest { user_id: id.clone() }).await {
+            match q.get_user(GetUserRequest { user_id: id.clone(), ..Default::default() }).await {
                 Ok(_) => break,
                 Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await

@@ -29,7 +29,7 @@ fn req(username: &str, email: &str, password: &str) -> RegisterUserRequest {
 async fn wait_for_user(client: &mut ProjectorQueryServiceClient<Channel>, id: &str) -> User {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match client.get_user(GetUserRequest { user_id: id.into() }).await {
+        match client.get_user(GetUserRequest { user_id: id.into(), ..Default::default() }).await {
             Ok(r) => return r.into_inner().user.expect("user in response"),
             Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await
@@ -111,9 +111,12 @@ async fn register_read_back_duplicates_and_invalid_input() {
     assert_eq!(log_total(&fleet), before);
 
     // Queries validate too.
-    let e = p.get_user(GetUserRequest { user_id: "nope".into() }).await.unwrap_err();
+    let e = p.get_user(GetUserRequest { user_id: "nope".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = p.get_user(GetUserRequest { user_id: "00000000-0000-0000-0000-000000000001".into() }).await.unwrap_err();
+    let e = p
+        .get_user(GetUserRequest { user_id: "00000000-0000-0000-0000-000000000001".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
 
@@ -395,4 +398,43 @@ async fn operators_page_history_time_travel_archive_and_restore() {
     assert_eq!(all.lines().count(), 5, "{all}");
     assert!(run(&["restore", "user", &r.user_id]).contains("all 5 events"));
     assert_eq!(run(&["history", "user", &r.user_id]).lines().count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_with_the_consistency_token_reads_its_own_write() {
+    let fleet = Fleet::start(&[]);
+    let mut g = guardian(&fleet).await;
+    let mut p = projector(&fleet).await;
+    for i in 0..10 {
+        let r =
+            g.register_user(req(&format!("ryw{i}"), "r@example.com", "correct-horse-9")).await.unwrap().into_inner();
+        // No polling: the query itself waits until the projection has applied the write.
+        let user = p
+            .get_user(GetUserRequest { user_id: r.user_id.clone(), consistency_token: r.consistency_token.clone() })
+            .await
+            .unwrap_or_else(|s| panic!("read-your-writes failed: {s:?}"))
+            .into_inner()
+            .user
+            .unwrap();
+        assert_eq!(user.username, format!("ryw{i}"));
+    }
+    // A token from the future cannot be satisfied: a clear status, not a wrong answer.
+    let e = p
+        .get_user(GetUserRequest {
+            user_id: "00000000-0000-0000-0000-000000000001".into(),
+            consistency_token: "user.3@99999999999999-0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    for bad in ["nonsense", "user.x@1-0", "session.1@1-0"] {
+        let e = p
+            .get_user(GetUserRequest {
+                user_id: "00000000-0000-0000-0000-000000000001".into(),
+                consistency_token: bad.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
+    }
 }
