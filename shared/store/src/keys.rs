@@ -45,6 +45,11 @@ pub fn command_key(aggregate_type: &str, partition: u32, aggregate_id: &str, com
     format!("es:{}:cmd:{aggregate_id}:{command_id}", tag(aggregate_type, partition))
 }
 
+/// Dead letters of one consumer group on one partition log (same slot as the log).
+pub fn dead_letter_key(aggregate_type: &str, partition: u32, group: &str) -> String {
+    format!("es:{}:dlq:{group}", tag(aggregate_type, partition))
+}
+
 /// How many of an aggregate stream's first events were archived and trimmed.
 pub fn trimmed_key(aggregate_type: &str, partition: u32, aggregate_id: &str) -> String {
     format!("es:{}:trimmed:{aggregate_id}", tag(aggregate_type, partition))

@@ -48,6 +48,64 @@ pub struct SubscriptionConfig {
     pub batch: usize,
     /// How long one XREADGROUP blocks.
     pub block: Duration,
+    /// Entries pending on another consumer longer than this are claimed (a
+    /// dead or stuck consumer); a live consumer acks well before.
+    pub claim_idle: Duration,
+    /// Retries of a failing entry; after the last attempt it is dead-lettered.
+    pub retry: RetryPolicy,
+    /// Per event type retry policies (override `retry`).
+    pub retry_by_event_type: std::collections::HashMap<String, RetryPolicy>,
+}
+
+/// How the delay between attempts grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backoff {
+    Fixed,
+    Linear,
+    /// Doubling from `base`, with jitter (half to full delay) to spread retries.
+    Exponential,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub backoff: Backoff,
+    pub base: Duration,
+    pub max_delay: Duration,
+    /// Deliveries before an entry is dead-lettered (1 = no retry).
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::Exponential,
+            base: Duration::from_millis(200),
+            max_delay: Duration::from_secs(30),
+            max_attempts: 5,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// How long to wait after the `failed`-th failed delivery of entry `id`.
+    pub fn delay(&self, failed: u32, id: &str) -> Duration {
+        let n = failed.max(1);
+        let raw = match self.backoff {
+            Backoff::Fixed => self.base,
+            Backoff::Linear => self.base.saturating_mul(n),
+            Backoff::Exponential => self.base.saturating_mul(1u32 << (n - 1).min(20)),
+        };
+        let capped = raw.min(self.max_delay);
+        if self.backoff != Backoff::Exponential {
+            return capped;
+        }
+        // Deterministic jitter per (entry, attempt): between half and the full delay.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(n);
+        for b in id.as_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        capped.mul_f64(0.5 + 0.5 * (h % 1000) as f64 / 1000.0)
+    }
 }
 
 impl SubscriptionConfig {
@@ -59,6 +117,9 @@ impl SubscriptionConfig {
             partitions: partitions.max(1),
             batch: 128,
             block: Duration::from_secs(2),
+            claim_idle: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            retry_by_event_type: Default::default(),
         }
     }
 }
@@ -76,6 +137,7 @@ pub async fn run<H: Handler>(
     for partition in 0..config.partitions {
         let reader = PartitionReader {
             target: target.clone(),
+            partition,
             log: keys::log_key(&config.aggregate_type, partition),
             config: config.clone(),
         };
@@ -86,6 +148,7 @@ pub async fn run<H: Handler>(
 
 struct PartitionReader {
     target: RedisTarget,
+    partition: u32,
     log: String,
     config: SubscriptionConfig,
 }
@@ -130,23 +193,93 @@ impl PartitionReader {
     /// Ok(()) means shutdown was requested.
     async fn session<H: Handler>(&self, handler: &H, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
         let mut conn = self.connect().await?;
-        // Own pending entries, walked with a cursor so a failing entry is not re-read forever.
-        let mut cursor = "0".to_owned();
-        loop {
-            let entries = self.read(&mut conn, &cursor, None).await?;
-            let Some(last) = entries.last() else { break };
-            cursor = last.id.clone();
-            if !self.process(&mut conn, handler, &entries, shutdown).await? {
-                return Ok(());
-            }
+        // Own pending entries first (delivered before a crash or a restart).
+        if !self.recover(&mut conn, handler, shutdown, true).await? {
+            return Ok(());
         }
+        let every = (self.config.claim_idle / 2).min(self.config.retry.base).max(Duration::from_millis(50));
+        let mut last_recovery = tokio::time::Instant::now();
         loop {
+            let block = self.config.block.min(every);
             let entries = tokio::select! {
-                r = self.read(&mut conn, ">", Some(self.config.block)) => r?,
+                r = self.read(&mut conn, ">", Some(block)) => r?,
                 _ = shutdown.changed() => return Ok(()),
             };
             if !self.process(&mut conn, handler, &entries, shutdown).await? {
                 return Ok(());
+            }
+            if last_recovery.elapsed() >= every {
+                last_recovery = tokio::time::Instant::now();
+                if !self.recover(&mut conn, handler, shutdown, false).await? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn policy(&self, event_type: Option<&str>) -> &RetryPolicy {
+        event_type.and_then(|t| self.config.retry_by_event_type.get(t)).unwrap_or(&self.config.retry)
+    }
+
+    /// Retries this consumer's failed entries whose backoff has passed and
+    /// claims entries idle on other consumers longer than `claim_idle`
+    /// (XPENDING + XCLAIM). At start (`startup`) its own entries are due at
+    /// once. Returns false if shutdown was requested.
+    async fn recover<H: Handler>(
+        &self,
+        conn: &mut RedisConn,
+        handler: &H,
+        shutdown: &watch::Receiver<bool>,
+        startup: bool,
+    ) -> Result<bool, StoreError> {
+        let mut start = "-".to_owned();
+        loop {
+            let page: Vec<(String, String, u64, u32)> = redis::cmd("XPENDING")
+                .arg(&self.log)
+                .arg(&self.config.group)
+                .arg(&start)
+                .arg("+")
+                .arg(self.config.batch)
+                .query_async(conn)
+                .await?;
+            let Some(last) = page.last() else { return Ok(true) };
+            start = format!("({}", last.0);
+            let full = page.len() == self.config.batch;
+            for (id, owner, idle_ms, deliveries) in page {
+                if *shutdown.borrow() {
+                    return Ok(false);
+                }
+                let mine = owner == self.config.consumer;
+                let backoff = self.policy(None).delay(deliveries, &id);
+                let wait = if mine && startup {
+                    Duration::ZERO
+                } else if mine {
+                    backoff
+                } else {
+                    backoff.max(self.config.claim_idle)
+                };
+                if Duration::from_millis(idle_ms) < wait {
+                    continue;
+                }
+                // XCLAIM re-checks the idle time atomically: if another consumer
+                // took the entry meanwhile, nothing comes back and we skip it.
+                let claimed: redis::streams::StreamClaimReply = redis::cmd("XCLAIM")
+                    .arg(&self.log)
+                    .arg(&self.config.group)
+                    .arg(&self.config.consumer)
+                    .arg(wait.as_millis() as u64)
+                    .arg(&id)
+                    .query_async(conn)
+                    .await?;
+                for entry in &claimed.ids {
+                    if !mine {
+                        tracing::info!(log = %self.log, entry = %entry.id, from = %owner, "claimed an idle entry");
+                    }
+                    self.process_one(conn, handler, entry, deliveries + 1).await?;
+                }
+            }
+            if !full {
+                return Ok(true);
             }
         }
     }
@@ -176,24 +309,55 @@ impl PartitionReader {
             if *shutdown.borrow() {
                 return Ok(false);
             }
-            if entry.map.is_empty() {
-                // Pending entry that no longer exists in the log: nothing to apply.
-                self.ack(conn, &entry.id).await?;
-                continue;
-            }
-            let outcome = match RecordedEvent::from_entry(&self.log, entry) {
-                Ok(event) => handler.handle(&event).await,
-                Err(e) => Err(HandlerError(e.to_string())),
-            };
-            match outcome {
-                Ok(()) => self.ack(conn, &entry.id).await?,
-                Err(e) => {
-                    tracing::warn!(log = %self.log, entry = %entry.id, group = %self.config.group,
-                    error = %e, "entry not applied; left pending")
-                }
-            }
+            self.process_one(conn, handler, entry, 1).await?;
         }
         Ok(true)
+    }
+
+    /// Applies one entry delivered for the `attempt`-th time: acks it on
+    /// success; on failure leaves it pending for a retry, or after the last
+    /// attempt moves it to the dead-letter stream (and acks it) in one script.
+    async fn process_one<H: Handler>(
+        &self,
+        conn: &mut RedisConn,
+        handler: &H,
+        entry: &StreamId,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        if entry.map.is_empty() {
+            // Pending entry that no longer exists in the log: nothing to apply.
+            return self.ack(conn, &entry.id).await;
+        }
+        let (event_type, outcome) = match RecordedEvent::from_entry(&self.log, entry) {
+            Ok(event) => (Some(event.envelope.event_type.clone()), handler.handle(&event).await),
+            Err(e) => (None, Err(HandlerError(e.to_string()))),
+        };
+        let Err(error) = outcome else { return self.ack(conn, &entry.id).await };
+        let policy = self.policy(event_type.as_deref());
+        if attempt < policy.max_attempts {
+            tracing::warn!(log = %self.log, entry = %entry.id, group = %self.config.group, attempt,
+                retry_in = ?policy.delay(attempt, &entry.id), %error, "entry failed; will retry");
+            return Ok(());
+        }
+        let dlq = keys::dead_letter_key(&self.config.aggregate_type, self.partition, &self.config.group);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        let _: i64 = redis::Script::new(include_str!("dead_letter.lua"))
+            .key(&self.log)
+            .key(&dlq)
+            .arg(&self.config.group)
+            .arg(&entry.id)
+            .arg(&self.config.group)
+            .arg(error.to_string())
+            .arg(attempt)
+            .arg(now)
+            .invoke_async(conn)
+            .await?;
+        tracing::error!(log = %self.log, entry = %entry.id, group = %self.config.group, attempt, %error,
+            dead_letters = %dlq, "entry dead-lettered after its last attempt");
+        Ok(())
     }
 
     async fn ack(&self, conn: &mut RedisConn, id: &str) -> Result<(), StoreError> {

@@ -1,0 +1,159 @@
+//! The subscriber runtime against a real redis-server: claims, retries,
+//! dead letters.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use allies_core::{ExpectedVersion, Metadata};
+use allies_store::subscriber::{self, Backoff, Handler, HandlerError, RetryPolicy, SubscriptionConfig};
+use allies_store::{EventStore, NewEvent, RecordedEvent, RedisTarget, keys};
+use allies_testkit::RedisServer;
+use uuid::Uuid;
+
+/// Counts applications per event id; fails every delivery of "poison" events.
+#[derive(Default)]
+struct Counting {
+    applied: Mutex<HashMap<Uuid, u32>>,
+    failures: Mutex<u32>,
+}
+
+impl Handler for Counting {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        if event.envelope.event_type == "Poison" {
+            *self.failures.lock().unwrap() += 1;
+            return Err(HandlerError("cannot apply Poison".into()));
+        }
+        *self.applied.lock().unwrap().entry(event.envelope.event_id).or_default() += 1;
+        Ok(())
+    }
+}
+
+fn event(t: &str) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: t.into(),
+        schema_version: 1,
+        content_type: allies_store::CONTENT_TYPE_JSON.into(),
+        data: b"{}".to_vec(),
+    }
+}
+
+fn meta() -> Metadata {
+    Metadata { correlation_id: Uuid::now_v7(), causation_id: Uuid::now_v7(), user_id: None, traceparent: None }
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} not reached within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn config(consumer: &str) -> SubscriptionConfig {
+    let mut c = SubscriptionConfig::new("rm.test", consumer, "thing", 1);
+    c.claim_idle = Duration::from_millis(300);
+    c.retry = RetryPolicy {
+        backoff: Backoff::Fixed,
+        base: Duration::from_millis(50),
+        max_delay: Duration::from_secs(1),
+        max_attempts: 3,
+    };
+    c
+}
+
+#[test]
+fn retry_policies_grow_as_configured() {
+    let p = |backoff| RetryPolicy {
+        backoff,
+        base: Duration::from_millis(100),
+        max_delay: Duration::from_secs(1),
+        max_attempts: 5,
+    };
+    assert_eq!(p(Backoff::Fixed).delay(3, "x"), Duration::from_millis(100));
+    assert_eq!(p(Backoff::Linear).delay(3, "x"), Duration::from_millis(300));
+    for n in 1..=6 {
+        let d = p(Backoff::Exponential).delay(n, "1-0");
+        let full = Duration::from_millis(100 * (1 << (n - 1))).min(Duration::from_secs(1));
+        assert!(d >= full / 2 && d <= full, "attempt {n}: {d:?} outside [{:?}, {full:?}]", full / 2);
+    }
+    // Jitter spreads entries that failed together.
+    let ds: std::collections::HashSet<_> =
+        (0..20).map(|i| p(Backoff::Exponential).delay(4, &format!("{i}-0"))).collect();
+    assert!(ds.len() > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_dead_lettered_after_its_attempts_while_others_flow() {
+    let redis = RedisServer::start();
+    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let handler = Arc::new(Counting::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(subscriber::run(
+        RedisTarget::parse(&redis.url()).unwrap(),
+        config("c1"),
+        handler.clone(),
+        stopped,
+    ));
+
+    let mut good = Vec::new();
+    for i in 0..20 {
+        let e = if i == 5 { event("Poison") } else { event("Fine") };
+        if i != 5 {
+            good.push(e.event_id);
+        }
+        store.append("thing", &format!("a{i}"), ExpectedVersion::NoStream, &meta(), 0, &[e]).await.unwrap();
+    }
+    let dlq = keys::dead_letter_key("thing", 0, "rm.test");
+    wait_until("poison dead-lettered", || redis.raw(&["XLEN", &dlq]) == ":1").await;
+    wait_until("good events applied", || handler.applied.lock().unwrap().len() == good.len()).await;
+    assert_eq!(*handler.failures.lock().unwrap(), 3, "three attempts, then the dead-letter stream");
+    let dead = redis.raw(&["XRANGE", &dlq, "-", "+"]);
+    for needle in ["Poison", "dlq_error", "cannot apply Poison", "dlq_attempts", "dlq_handler", "rm.test"] {
+        assert!(dead.contains(needle), "{needle} missing in {dead}");
+    }
+    assert!(handler.applied.lock().unwrap().values().all(|n| *n == 1));
+    wait_until("nothing pending", || redis.raw(&["XPENDING", &keys::log_key("thing", 0), "rm.test"]).starts_with(":0"))
+        .await;
+    // Later events still flow.
+    let late = event("Fine");
+    let late_id = late.event_id;
+    store.append("thing", "late", ExpectedVersion::NoStream, &meta(), 0, &[late]).await.unwrap();
+    wait_until("late event applied", || handler.applied.lock().unwrap().contains_key(&late_id)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_consumers_entries_are_claimed_and_applied_once() {
+    let redis = RedisServer::start();
+    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let log = keys::log_key("thing", 0);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let e = event("Fine");
+        ids.push(e.event_id);
+        store.append("thing", &format!("b{i}"), ExpectedVersion::NoStream, &meta(), 0, &[e]).await.unwrap();
+    }
+    // Consumer "dead" takes a batch mid-way and is killed before acking it.
+    redis.raw(&["XGROUP", "CREATE", &log, "rm.test", "0", "MKSTREAM"]);
+    let taken = redis.raw(&["XREADGROUP", "GROUP", "rm.test", "dead", "COUNT", "12", "STREAMS", &log, ">"]);
+    assert!(taken.contains("Fine"));
+    assert!(redis.raw(&["XPENDING", &log, "rm.test"]).starts_with(":12"));
+
+    let handler = Arc::new(Counting::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(subscriber::run(
+        RedisTarget::parse(&redis.url()).unwrap(),
+        config("alive"),
+        handler.clone(),
+        stopped,
+    ));
+    wait_until("all applied", || handler.applied.lock().unwrap().len() == 30).await;
+    wait_until("nothing pending", || redis.raw(&["XPENDING", &log, "rm.test"]).starts_with(":0")).await;
+    let applied = handler.applied.lock().unwrap().clone();
+    assert!(ids.iter().all(|id| applied.get(id) == Some(&1)), "every event applied exactly once: {applied:?}");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
