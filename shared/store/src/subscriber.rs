@@ -417,3 +417,135 @@ pub async fn has_applied(conn: &mut RedisConn, group: &str, token: &ConsistencyT
         redis::cmd("XPENDING").arg(&log).arg(group).arg(&id).arg(&id).arg(1).query_async(conn).await?;
     Ok(pending.is_empty())
 }
+
+/// An entry a consumer group gave up on, with why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// `<partition>/<dead-letter entry id>`: names it for replay and purge.
+    pub id: String,
+    /// The entry's id in the partition log.
+    pub entry: String,
+    pub group: String,
+    pub handler: String,
+    pub error: String,
+    pub attempts: u32,
+    pub dead_lettered_at_ms: i64,
+    pub event: RecordedEvent,
+}
+
+fn field(entry: &StreamId, name: &str) -> String {
+    entry.get::<String>(name).unwrap_or_default()
+}
+
+/// The dead letters of `group` on every partition of `aggregate_type`, oldest
+/// first per partition, at most `limit`.
+pub async fn list_dead_letters(
+    conn: &mut RedisConn,
+    aggregate_type: &str,
+    partitions: u32,
+    group: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        if out.len() >= limit {
+            break;
+        }
+        let key = keys::dead_letter_key(aggregate_type, p, group);
+        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg((limit - out.len()).min(1_000_000))
+            .query_async(conn)
+            .await?;
+        for e in &page.ids {
+            out.push(DeadLetter {
+                id: format!("{p}/{}", e.id),
+                entry: field(e, "dlq_entry"),
+                group: field(e, "dlq_group"),
+                handler: field(e, "dlq_handler"),
+                error: field(e, "dlq_error"),
+                attempts: field(e, "dlq_attempts").parse().unwrap_or(0),
+                dead_lettered_at_ms: field(e, "dlq_at").parse().unwrap_or(0),
+                event: RecordedEvent::from_entry(&key, e)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Which dead letters an operation applies to.
+#[derive(Debug, Clone)]
+pub enum DeadLetterSelection {
+    All,
+    Ids(Vec<String>),
+    EventType(String),
+}
+
+impl DeadLetterSelection {
+    fn selects(&self, d: &DeadLetter) -> bool {
+        match self {
+            Self::All => true,
+            Self::Ids(ids) => ids.contains(&d.id),
+            Self::EventType(t) => d.event.envelope.event_type == *t,
+        }
+    }
+}
+
+async fn delete_dead_letter(
+    conn: &mut RedisConn,
+    aggregate_type: &str,
+    group: &str,
+    id: &str,
+) -> Result<u64, StoreError> {
+    let Some((p, entry)) = id.split_once('/') else { return Ok(0) };
+    let Ok(p) = p.parse::<u32>() else { return Ok(0) };
+    let n: u64 =
+        redis::cmd("XDEL").arg(keys::dead_letter_key(aggregate_type, p, group)).arg(entry).query_async(conn).await?;
+    Ok(n)
+}
+
+/// Deletes the selected dead letters; returns how many.
+pub async fn purge_dead_letters(
+    conn: &mut RedisConn,
+    aggregate_type: &str,
+    partitions: u32,
+    group: &str,
+    selection: &DeadLetterSelection,
+) -> Result<u64, StoreError> {
+    let mut purged = 0;
+    for d in list_dead_letters(conn, aggregate_type, partitions, group, usize::MAX).await? {
+        if selection.selects(&d) {
+            purged += delete_dead_letter(conn, aggregate_type, group, &d.id).await?;
+        }
+    }
+    Ok(purged)
+}
+
+/// Runs the selected dead letters through `handler` again; each one that
+/// succeeds leaves the dead-letter stream. Returns (replayed, still failing).
+pub async fn replay_dead_letters<H: Handler>(
+    conn: &mut RedisConn,
+    handler: &H,
+    aggregate_type: &str,
+    partitions: u32,
+    group: &str,
+    selection: &DeadLetterSelection,
+) -> Result<(u64, u64), StoreError> {
+    let (mut replayed, mut failed) = (0, 0);
+    for d in list_dead_letters(conn, aggregate_type, partitions, group, usize::MAX).await? {
+        if !selection.selects(&d) {
+            continue;
+        }
+        match handler.handle(&d.event).await {
+            Ok(()) => replayed += delete_dead_letter(conn, aggregate_type, group, &d.id).await?,
+            Err(e) => {
+                tracing::warn!(dead_letter = %d.id, error = %e, "replay failed; the dead letter stays");
+                failed += 1;
+            }
+        }
+    }
+    Ok((replayed, failed))
+}

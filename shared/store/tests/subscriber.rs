@@ -157,3 +157,70 @@ async fn a_dead_consumers_entries_are_claimed_and_applied_once() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// Fails "Poison" until told otherwise.
+#[derive(Default)]
+struct Toggle {
+    heal: std::sync::atomic::AtomicBool,
+    applied: Mutex<Vec<Uuid>>,
+}
+
+impl Handler for Toggle {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        if event.envelope.event_type == "Poison" && !self.heal.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(HandlerError("not yet".into()));
+        }
+        self.applied.lock().unwrap().push(event.envelope.event_id);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_can_be_listed_replayed_and_purged() {
+    use allies_store::subscriber::{DeadLetterSelection, list_dead_letters, purge_dead_letters, replay_dead_letters};
+    let redis = RedisServer::start();
+    let store = EventStore::connect(&redis.url(), 2).await.unwrap();
+    let handler = Arc::new(Toggle::default());
+    let mut c = config("c");
+    c.partitions = 2;
+    c.retry.max_attempts = 1;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(subscriber::run(RedisTarget::parse(&redis.url()).unwrap(), c, handler.clone(), stopped));
+    let mut poison = Vec::new();
+    for i in 0..4 {
+        let e = event("Poison");
+        poison.push(e.event_id);
+        store.append("thing", &format!("p{i}"), ExpectedVersion::NoStream, &meta(), 0, &[e]).await.unwrap();
+    }
+    let mut conn = store.connection();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let d = list_dead_letters(&mut conn, "thing", 2, "rm.test", 100).await.unwrap();
+        if d.len() == 4 || Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead.len(), 4);
+    assert!(dead.iter().all(|d| d.error == "not yet" && d.attempts == 1 && d.handler == "rm.test"));
+    let mut events: Vec<Uuid> = dead.iter().map(|d| d.event.envelope.event_id).collect();
+    events.sort();
+    poison.sort();
+    assert_eq!(events, poison, "the dead letters carry the original events");
+
+    // Still failing: replay keeps them.
+    let all = DeadLetterSelection::All;
+    assert_eq!(replay_dead_letters(&mut conn, &*handler, "thing", 2, "rm.test", &all).await.unwrap(), (0, 4));
+    // One by id after the fix, then purge one, then replay the rest.
+    handler.heal.store(true, std::sync::atomic::Ordering::SeqCst);
+    let one = DeadLetterSelection::Ids(vec![dead[0].id.clone()]);
+    assert_eq!(replay_dead_letters(&mut conn, &*handler, "thing", 2, "rm.test", &one).await.unwrap(), (1, 0));
+    let purge = DeadLetterSelection::Ids(vec![dead[1].id.clone()]);
+    assert_eq!(purge_dead_letters(&mut conn, "thing", 2, "rm.test", &purge).await.unwrap(), 1);
+    let by_type = DeadLetterSelection::EventType("Poison".into());
+    assert_eq!(replay_dead_letters(&mut conn, &*handler, "thing", 2, "rm.test", &by_type).await.unwrap(), (2, 0));
+    assert!(list_dead_letters(&mut conn, "thing", 2, "rm.test", 100).await.unwrap().is_empty());
+    assert_eq!(handler.applied.lock().unwrap().len(), 3);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
