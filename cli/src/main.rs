@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use allies_contracts::guardian::v1::guardian_service_client::GuardianServiceClient;
 use allies_contracts::guardian::v1::*;
+use allies_contracts::projector::v1::projector_admin_service_client::ProjectorAdminServiceClient;
 use allies_contracts::projector::v1::projector_query_service_client::ProjectorQueryServiceClient;
 use allies_contracts::projector::v1::*;
 use allies_contracts::timesquare::v1::WhoAmIRequest;
@@ -85,6 +86,9 @@ enum Command {
     Session { session_id: String },
     /// Guardian's token-verification keys (JWKS).
     Jwks,
+    /// Dead letters of a projection (admins only).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Health of every service (grpc.health.v1).
     Health {
         /// Keep asking until every service is SERVING or this many seconds pass.
@@ -94,6 +98,51 @@ enum Command {
         #[arg(long, value_parser = ["guardian", "timesquare", "command", "projector"])]
         only: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List a projection's dead letters (rm.user, rm.session).
+    List {
+        projection: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Run dead letters through the projection again.
+    Replay {
+        projection: String,
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Delete dead letters.
+    Purge {
+        projection: String,
+        #[command(flatten)]
+        which: Which,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Which {
+    /// Dead letter ids (as `dlq list` shows them).
+    #[arg(long = "id")]
+    ids: Vec<String>,
+    #[arg(long)]
+    event_type: Option<String>,
+    #[arg(long)]
+    all: bool,
+}
+
+impl Which {
+    fn selection(&self, projection: &str) -> DeadLetterSelection {
+        DeadLetterSelection {
+            projection: projection.to_owned(),
+            ids: self.ids.clone(),
+            event_type: self.event_type.clone().unwrap_or_default(),
+            all: self.all,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -367,6 +416,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let r = client.get_session(GetSessionRequest { session_id: session_id.clone() }).await?.into_inner();
             let s = r.session.unwrap_or_default();
             print(json, &s, || show_session(&s));
+        }
+        Command::Dlq(DlqCommand::List { projection, limit }) => {
+            let mut client = ProjectorAdminServiceClient::new(channel(&cli.projector, timeout).await?);
+            let request = ListDeadLettersRequest { projection: projection.clone(), limit: *limit };
+            let r = client.list_dead_letters(authorized(request, &token()?)?).await?.into_inner();
+            print(json, &r, || {
+                if r.dead_letters.is_empty() {
+                    return format!("no dead letters in {projection}");
+                }
+                r.dead_letters
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{}  {} {} v{}  after {} attempts: {}",
+                            d.id, d.event_type, d.aggregate_id, d.version, d.attempts, d.error
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Dlq(DlqCommand::Replay { projection, which }) => {
+            let mut client = ProjectorAdminServiceClient::new(channel(&cli.projector, timeout).await?);
+            let r = client.replay_dead_letters(authorized(which.selection(projection), &token()?)?).await?.into_inner();
+            print(json, &r, || format!("replayed {}, still failing {}", r.replayed, r.failed));
+        }
+        Command::Dlq(DlqCommand::Purge { projection, which }) => {
+            let mut client = ProjectorAdminServiceClient::new(channel(&cli.projector, timeout).await?);
+            let r = client.purge_dead_letters(authorized(which.selection(projection), &token()?)?).await?.into_inner();
+            print(json, &r, || format!("purged {}", r.purged));
         }
         Command::Jwks => {
             let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);

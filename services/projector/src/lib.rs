@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use allies_contracts::projector::v1::projector_admin_service_server::ProjectorAdminServiceServer;
 use allies_contracts::projector::v1::projector_query_service_server::ProjectorQueryServiceServer;
 use allies_platform::config::ServiceConfig;
 use allies_platform::server::GrpcServer;
@@ -15,6 +16,7 @@ use allies_store::subscriber::{self, SubscriptionConfig};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 
+pub mod admin;
 pub mod grpc;
 pub mod readmodel;
 pub mod sessions;
@@ -48,6 +50,9 @@ pub async fn serve(
     let tuned = |mut s: SubscriptionConfig| {
         s.batch = config.cqrs.subscriber_batch;
         s.block = config.cqrs.subscriber_block;
+        s.claim_idle = config.cqrs.claim_idle;
+        s.retry.max_attempts = config.cqrs.retry_max_attempts;
+        s.retry.base = config.cqrs.retry_base;
         s
     };
     let user_sub = tuned(SubscriptionConfig::new(users::GROUP, &consumer, users::AGGREGATE_TYPE, config.partitions));
@@ -59,6 +64,20 @@ pub async fn serve(
     projections.spawn(subscriber::run(client, session_sub, sessions.clone(), stop_rx));
 
     let mut server = GrpcServer::new()?;
+    let guardian = std::env::var("GUARDIAN_URL").unwrap_or_else(|_| "http://127.0.0.1:50051".into());
+    let auth = Arc::new(allies_platform::auth::Authenticator::new(
+        allies_platform::auth::AuthSettings::from_env(),
+        allies_platform::auth::KeySource::Guardian(guardian),
+        store.clone(),
+    ));
+    server.routes.add_service(ProjectorAdminServiceServer::new(admin::AdminApi {
+        auth,
+        conn: store.connection(),
+        partitions: config.partitions,
+        users: users.clone(),
+        sessions: sessions.clone(),
+    }));
+    server.report_health(ProjectorAdminServiceServer::<admin::AdminApi>::NAME);
     server.routes.add_service(ProjectorQueryServiceServer::new(grpc::QueryApi {
         users,
         sessions,

@@ -68,6 +68,9 @@ struct Redis {
 struct Performance {
     subscriber_batch: Option<usize>,
     subscriber_block_ms: Option<u64>,
+    retry_max_attempts: Option<u32>,
+    retry_base_ms: Option<u64>,
+    claim_idle_ms: Option<u64>,
 }
 
 /// The effective CQRS settings.
@@ -87,6 +90,12 @@ pub struct CqrsConfig {
     pub subscriber_block: Duration,
     /// Where archived events go before they are trimmed.
     pub archive_dir: PathBuf,
+    /// Deliveries of a failing entry before it is dead-lettered.
+    pub retry_max_attempts: u32,
+    /// First retry delay (exponential backoff with jitter).
+    pub retry_base: Duration,
+    /// Entries idle this long on another consumer are claimed.
+    pub claim_idle: Duration,
 }
 
 fn err(key: &str, value: impl ToString, reason: impl ToString) -> ConfigError {
@@ -229,6 +238,33 @@ impl CqrsConfig {
         if !(10..=60_000).contains(&block_ms) {
             return Err(err("performance.subscriber_block_ms", block_ms, "must be 10 to 60000"));
         }
+        let attempts: u32 = pick(
+            &get,
+            "SUBSCRIBER_MAX_ATTEMPTS",
+            "performance.retry_max_attempts",
+            file.performance.retry_max_attempts.map(|a| a.to_string()),
+            "5",
+        )?;
+        let retry_base_ms: u64 = pick(
+            &get,
+            "SUBSCRIBER_RETRY_BASE_MS",
+            "performance.retry_base_ms",
+            num(file.performance.retry_base_ms),
+            "200",
+        )?;
+        let claim_idle_ms: u64 = pick(
+            &get,
+            "SUBSCRIBER_CLAIM_IDLE_MS",
+            "performance.claim_idle_ms",
+            num(file.performance.claim_idle_ms),
+            "30000",
+        )?;
+        if attempts == 0 {
+            return Err(err("performance.retry_max_attempts", attempts, "must be at least 1"));
+        }
+        if claim_idle_ms < 100 {
+            return Err(err("performance.claim_idle_ms", claim_idle_ms, "must be at least 100"));
+        }
         // Contradictions: snapshot settings only make sense where events are the truth.
         let all_state_based =
             default_storage == Storage::StateBased && storage.values().all(|s| *s == Storage::StateBased);
@@ -251,6 +287,9 @@ impl CqrsConfig {
             partitions,
             subscriber_batch: batch,
             subscriber_block: Duration::from_millis(block_ms),
+            retry_max_attempts: attempts,
+            retry_base: Duration::from_millis(retry_base_ms.max(1)),
+            claim_idle: Duration::from_millis(claim_idle_ms),
             archive_dir: PathBuf::from(
                 get("ARCHIVE_DIR").or(file.retention.archive_dir.clone()).unwrap_or_else(|| ".data/archive".into()),
             ),

@@ -411,3 +411,77 @@ async fn aggregates_are_snapshotted_off_the_command_path_and_load_from_them() {
     fleet.redis.raw(&["HSET", &key, "data", "{\"profile\":null}"]);
     login(&mut g, "snappy", PASSWORD).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_reaches_the_dead_letters_and_admins_manage_them() {
+    use allies_contracts::projector::v1::projector_admin_service_client::ProjectorAdminServiceClient;
+    use allies_contracts::projector::v1::{DeadLetterSelection, ListDeadLettersRequest};
+    let fleet = Fleet::start(&[
+        ("GUARDIAN_BOOTSTRAP_ADMINS", "root"),
+        ("SUBSCRIBER_MAX_ATTEMPTS", "2"),
+        ("SUBSCRIBER_RETRY_BASE_MS", "50"),
+    ]);
+    // A UserRegistered whose payload the projection cannot read.
+    let bad_id = "0190f1a2-0000-7000-8000-00000000dead";
+    fleet.redis.raw(&[
+        "XADD", "es:{user.0}:log", "*", "event_id", "0190f1a2-0000-7000-8000-000000000001", "event_type",
+        "UserRegistered", "aggregate_type", "user", "aggregate_id", bad_id, "version", "1", "schema_version", "2",
+        "content_type", "application/json", "data", "{broken", "metadata",
+        r#"{"correlation_id":"0190f1a2-0000-7000-8000-000000000002","causation_id":"0190f1a2-0000-7000-8000-000000000003"}"#,
+        "created_at", "1",
+    ]);
+    let mut g = guardian(&fleet).await;
+    register(&mut g, "root").await;
+    let pat = register(&mut g, "pat").await;
+    let root = login(&mut g, "root", PASSWORD).await.unwrap();
+    let player = login(&mut g, "pat", PASSWORD).await.unwrap();
+    // Other events keep flowing past the poison.
+    let mut q = projector(&fleet).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while q
+        .get_user(allies_contracts::projector::v1::GetUserRequest { user_id: pat.clone(), ..Default::default() })
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "pat never projected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut admin = ProjectorAdminServiceClient::connect(fleet.endpoint("projector")).await.unwrap();
+    let list = || ListDeadLettersRequest { projection: "rm.user".into(), limit: 10 };
+    let dead = loop {
+        let d = admin.list_dead_letters(bearer(list(), &root.access_token)).await.unwrap().into_inner().dead_letters;
+        if !d.is_empty() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "poison never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].aggregate_id.as_str(), dead[0].attempts), (bad_id, 2));
+    assert!(dead[0].error.contains("malformed UserRegistered"), "{}", dead[0].error);
+    assert_eq!(dead[0].payload, "{broken");
+
+    // Players and anonymous callers may not touch it.
+    let e = admin.list_dead_letters(bearer(list(), &player.access_token)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(admin.list_dead_letters(list()).await.unwrap_err().code(), Code::Unauthenticated);
+    let bad =
+        DeadLetterSelection { projection: "rm.user".into(), all: true, event_type: "X".into(), ..Default::default() };
+    assert_eq!(
+        admin.purge_dead_letters(bearer(bad, &root.access_token)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let unknown = ListDeadLettersRequest { projection: "rm.nope".into(), limit: 1 };
+    assert_eq!(admin.list_dead_letters(bearer(unknown, &root.access_token)).await.unwrap_err().code(), Code::NotFound);
+
+    // Replaying still fails (the payload is broken); purging by id removes it.
+    let all = DeadLetterSelection { projection: "rm.user".into(), all: true, ..Default::default() };
+    let r = admin.replay_dead_letters(bearer(all, &root.access_token)).await.unwrap().into_inner();
+    assert_eq!((r.replayed, r.failed), (0, 1));
+    let one = DeadLetterSelection { projection: "rm.user".into(), ids: vec![dead[0].id.clone()], ..Default::default() };
+    assert_eq!(admin.purge_dead_letters(bearer(one, &root.access_token)).await.unwrap().into_inner().purged, 1);
+    assert!(
+        admin.list_dead_letters(bearer(list(), &root.access_token)).await.unwrap().into_inner().dead_letters.is_empty()
+    );
+}

@@ -1,0 +1,142 @@
+//! The projector's admin API: dead letters of each projection. Admin only.
+
+use std::sync::Arc;
+
+use allies_contracts::projector::v1::projector_admin_service_server::ProjectorAdminService;
+use allies_contracts::projector::v1::*;
+use allies_platform::auth::{Authenticator, ROLE_ADMIN};
+use allies_platform::status;
+use allies_store::RedisConn;
+use allies_store::subscriber::{self, DeadLetterSelection as Selection};
+use tonic::{Request, Response, Status};
+
+use crate::sessions::{self, SessionProjection};
+use crate::users::{self, UserProjection};
+
+pub struct AdminApi {
+    pub auth: Arc<Authenticator>,
+    pub conn: RedisConn,
+    pub partitions: u32,
+    pub users: Arc<UserProjection>,
+    pub sessions: Arc<SessionProjection>,
+}
+
+fn projection(name: &str) -> Result<&'static str, Status> {
+    match name {
+        users::GROUP => Ok(users::AGGREGATE_TYPE),
+        sessions::GROUP => Ok(sessions::AGGREGATE_TYPE),
+        "" => Err(status::invalid_argument("projection", "must not be empty (rm.user, rm.session)")),
+        other => Err(Status::not_found(format!("no projection '{other}' (rm.user, rm.session)"))),
+    }
+}
+
+fn selection(s: &DeadLetterSelection) -> Result<Selection, Status> {
+    match (s.ids.is_empty(), s.event_type.is_empty(), s.all) {
+        (false, true, false) => Ok(Selection::Ids(s.ids.clone())),
+        (true, false, false) => Ok(Selection::EventType(s.event_type.clone())),
+        (true, true, true) => Ok(Selection::All),
+        _ => Err(status::invalid_argument("selection", "give exactly one of ids, event_type or all")),
+    }
+}
+
+fn unavailable(e: allies_store::StoreError) -> Status {
+    status::from_store(&e)
+}
+
+#[tonic::async_trait]
+impl ProjectorAdminService for AdminApi {
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        self.auth.authenticate(&request).await?.require_role(ROLE_ADMIN)?;
+        let r = request.into_inner();
+        let aggregate_type = projection(&r.projection)?;
+        let limit = match r.limit {
+            0 => 100,
+            n @ 1..=1000 => n as usize,
+            _ => return Err(status::invalid_argument("limit", "must be 1 to 1000")),
+        };
+        let mut conn = self.conn.clone();
+        let dead = subscriber::list_dead_letters(&mut conn, aggregate_type, self.partitions, &r.projection, limit)
+            .await
+            .map_err(unavailable)?;
+        let dead_letters = dead
+            .into_iter()
+            .map(|d| {
+                let e = &d.event.envelope;
+                DeadLetter {
+                    id: d.id,
+                    projection: d.group,
+                    event_type: e.event_type.clone(),
+                    aggregate_type: e.aggregate_type.clone(),
+                    aggregate_id: e.aggregate_id.clone(),
+                    version: e.version,
+                    error: d.error,
+                    attempts: d.attempts,
+                    dead_lettered_at_ms: d.dead_lettered_at_ms,
+                    log_entry: d.entry,
+                    payload: String::from_utf8(d.event.data.clone())
+                        .unwrap_or_else(|_| format!("<{} bytes {}>", d.event.data.len(), d.event.content_type)),
+                }
+            })
+            .collect();
+        Ok(Response::new(ListDeadLettersResponse { dead_letters }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<DeadLetterSelection>,
+    ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
+        let caller = self.auth.authenticate(&request).await?;
+        caller.require_role(ROLE_ADMIN)?;
+        let r = request.into_inner();
+        let aggregate_type = projection(&r.projection)?;
+        let which = selection(&r)?;
+        let mut conn = self.conn.clone();
+        let (replayed, failed) = match aggregate_type {
+            users::AGGREGATE_TYPE => {
+                subscriber::replay_dead_letters(
+                    &mut conn,
+                    &*self.users,
+                    aggregate_type,
+                    self.partitions,
+                    &r.projection,
+                    &which,
+                )
+                .await
+            }
+            _ => {
+                subscriber::replay_dead_letters(
+                    &mut conn,
+                    &*self.sessions,
+                    aggregate_type,
+                    self.partitions,
+                    &r.projection,
+                    &which,
+                )
+                .await
+            }
+        }
+        .map_err(unavailable)?;
+        tracing::info!(by = caller.user_id, projection = r.projection, replayed, failed, "dead letters replayed");
+        Ok(Response::new(ReplayDeadLettersResponse { replayed, failed }))
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        request: Request<DeadLetterSelection>,
+    ) -> Result<Response<PurgeDeadLettersResponse>, Status> {
+        let caller = self.auth.authenticate(&request).await?;
+        caller.require_role(ROLE_ADMIN)?;
+        let r = request.into_inner();
+        let aggregate_type = projection(&r.projection)?;
+        let which = selection(&r)?;
+        let mut conn = self.conn.clone();
+        let purged = subscriber::purge_dead_letters(&mut conn, aggregate_type, self.partitions, &r.projection, &which)
+            .await
+            .map_err(unavailable)?;
+        tracing::warn!(by = caller.user_id, projection = r.projection, purged, "dead letters purged");
+        Ok(Response::new(PurgeDeadLettersResponse { purged }))
+    }
+}
