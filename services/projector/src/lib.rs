@@ -18,6 +18,7 @@ use tonic::server::NamedService;
 
 pub mod admin;
 pub mod grpc;
+pub mod ops;
 pub mod readmodel;
 pub mod sessions;
 pub mod users;
@@ -47,7 +48,10 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = allies_store::RedisTarget::parse(&config.redis_url)?;
     let consumer = consumer_name();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = allies_store::metrics::SubscriberMetrics::register(&mut registry);
     let tuned = |mut s: SubscriptionConfig| {
+        s.metrics = Some(metrics.clone());
         s.batch = config.cqrs.subscriber_batch;
         s.block = config.cqrs.subscriber_block;
         s.claim_idle = config.cqrs.claim_idle;
@@ -61,7 +65,29 @@ pub async fn serve(
     tracing::info!(%consumer, partitions = config.partitions, "starting projections rm.user, rm.session");
     let mut projections = tokio::task::JoinSet::new();
     projections.spawn(subscriber::run(client.clone(), user_sub, users.clone(), stop_rx.clone()));
-    projections.spawn(subscriber::run(client, session_sub, sessions.clone(), stop_rx));
+    projections.spawn(subscriber::run(client, session_sub, sessions.clone(), stop_rx.clone()));
+
+    // Operations endpoint: /healthz, /readyz, /metrics.
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ops = Arc::new(ops::Ops {
+        registry,
+        conn: store.connection(),
+        partitions: config.partitions,
+        running: running.clone(),
+    });
+    let http_addr = std::env::var("PROJECTOR_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:9464".into());
+    let http =
+        TcpListener::bind(&http_addr).await.map_err(|e| anyhow::anyhow!("PROJECTOR_HTTP_ADDR={http_addr}: {e}"))?;
+    tracing::info!(addr = %http.local_addr()?, "serving /healthz, /readyz, /metrics");
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = http_stop.changed().await;
+        };
+        if let Err(e) = axum::serve(http, ops::router(ops)).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "operations endpoint failed");
+        }
+    });
 
     let mut server = GrpcServer::new()?;
     let guardian = std::env::var("GUARDIAN_URL").unwrap_or_else(|_| "http://127.0.0.1:50051".into());
@@ -84,6 +110,40 @@ pub async fn serve(
         conn: store.connection(),
     }));
     server.report_health(ProjectorQueryServiceServer::<grpc::QueryApi>::NAME);
+
+    // grpc.health.v1 follows readiness: Redis reachable and projections running.
+    let health = server.health.clone();
+    let probe = ops::Ops {
+        registry: prometheus_client::registry::Registry::default(),
+        conn: store.connection(),
+        partitions: config.partitions,
+        running: running.clone(),
+    };
+    let mut health_stop = stop_rx.clone();
+    let health_task = tokio::spawn(async move {
+        let names = [
+            "",
+            ProjectorQueryServiceServer::<grpc::QueryApi>::NAME,
+            ProjectorAdminServiceServer::<admin::AdminApi>::NAME,
+        ];
+        let mut last = true;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = health_stop.changed() => return,
+            }
+            let ok = probe.ready().await.is_ok();
+            if ok != last {
+                let status =
+                    if ok { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+                tracing::warn!(?status, "readiness changed");
+                for n in names {
+                    health.set_service_status(n, status).await;
+                }
+                last = ok;
+            }
+        }
+    });
     let served = server.serve(listener, config.shutdown_grace, shutdown).await;
 
     // Stop the projections: each finishes the entry it is applying.
@@ -91,6 +151,8 @@ pub async fn serve(
     if tokio::time::timeout(config.shutdown_grace, projections.join_all()).await.is_err() {
         tracing::warn!("projections did not stop within the grace period; unacked entries stay pending");
     }
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    let _ = tokio::join!(http_task, health_task);
     served?;
     Ok(())
 }

@@ -22,6 +22,7 @@ pub use redis::RedisError;
 
 pub mod archive;
 pub mod conn;
+pub mod metrics;
 
 pub mod keys;
 pub mod subscriber;

@@ -55,6 +55,8 @@ pub struct SubscriptionConfig {
     pub retry: RetryPolicy,
     /// Per event type retry policies (override `retry`).
     pub retry_by_event_type: std::collections::HashMap<String, RetryPolicy>,
+    /// Where to count what happens (None: not counted).
+    pub metrics: Option<std::sync::Arc<crate::metrics::SubscriberMetrics>>,
 }
 
 /// How the delay between attempts grows.
@@ -120,6 +122,7 @@ impl SubscriptionConfig {
             claim_idle: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             retry_by_event_type: Default::default(),
+            metrics: None,
         }
     }
 }
@@ -274,6 +277,11 @@ impl PartitionReader {
                 for entry in &claimed.ids {
                     if !mine {
                         tracing::info!(log = %self.log, entry = %entry.id, from = %owner, "claimed an idle entry");
+                        if let Some(m) = &self.config.metrics {
+                            m.claimed
+                                .get_or_create(&crate::metrics::SubscriberMetrics::labels(&self.config.group))
+                                .inc();
+                        }
                     }
                     self.process_one(conn, handler, entry, deliveries + 1).await?;
                 }
@@ -328,10 +336,20 @@ impl PartitionReader {
             // Pending entry that no longer exists in the log: nothing to apply.
             return self.ack(conn, &entry.id).await;
         }
+        let started = std::time::Instant::now();
         let (event_type, outcome) = match RecordedEvent::from_entry(&self.log, entry) {
             Ok(event) => (Some(event.envelope.event_type.clone()), handler.handle(&event).await),
             Err(e) => (None, Err(HandlerError(e.to_string()))),
         };
+        let labels = crate::metrics::SubscriberMetrics::labels(&self.config.group);
+        if let Some(m) = &self.config.metrics {
+            m.handler_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+            if outcome.is_ok() {
+                m.processed.get_or_create(&labels).inc();
+            } else {
+                m.failed.get_or_create(&labels).inc();
+            }
+        }
         let Err(error) = outcome else { return self.ack(conn, &entry.id).await };
         let policy = self.policy(event_type.as_deref());
         if attempt < policy.max_attempts {
@@ -357,6 +375,9 @@ impl PartitionReader {
             .await?;
         tracing::error!(log = %self.log, entry = %entry.id, group = %self.config.group, attempt, %error,
             dead_letters = %dlq, "entry dead-lettered after its last attempt");
+        if let Some(m) = &self.config.metrics {
+            m.dead_lettered.get_or_create(&labels).inc();
+        }
         Ok(())
     }
 

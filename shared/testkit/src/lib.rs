@@ -217,6 +217,22 @@ impl RedisCluster {
     }
 }
 
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return (0, String::new()) };
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
 /// Path of a workspace binary built next to the running test
 /// (`target/<profile>/<name>`).
 pub fn binary(name: &str) -> PathBuf {
@@ -235,6 +251,8 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct ServiceProcess {
     pub name: String,
     pub addr: SocketAddr,
+    /// Free port given as `<NAME>_HTTP_ADDR` (the projector's operations endpoint).
+    pub http_addr: SocketAddr,
     child: Child,
     log: PathBuf,
     listen_var: String,
@@ -249,9 +267,12 @@ impl ServiceProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = dir.path().join(format!("{name}.log"));
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        env.push((format!("{}_HTTP_ADDR", name.to_uppercase()), http_addr.to_string()));
         let child = spawn(name, listen_var, addr, &log, dir.path(), &env);
-        let mut svc = Self { name: name.to_owned(), addr, child, log, listen_var: listen_var.to_owned(), env, dir };
+        let mut svc =
+            Self { name: name.to_owned(), addr, http_addr, child, log, listen_var: listen_var.to_owned(), env, dir };
         svc.wait_listening();
         svc
     }

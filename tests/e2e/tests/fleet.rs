@@ -438,3 +438,48 @@ async fn a_query_with_the_consistency_token_reads_its_own_write() {
         assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_reports_health_readiness_and_metrics() {
+    use allies_testkit::http_get;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let fleet = Fleet::start(&[]);
+    let ops = fleet.service("projector").http_addr;
+    assert_eq!(http_get(ops, "/healthz").0, 200);
+    assert_eq!(http_get(ops, "/readyz").0, 200);
+    let mut g = guardian(&fleet).await;
+    let r = g.register_user(req("metered", "m@example.com", "correct-horse-9")).await.unwrap().into_inner();
+    wait_for_user(&mut projector(&fleet).await, &r.user_id).await;
+    let (status, metrics) = http_get(ops, "/metrics");
+    assert_eq!(status, 200);
+    for needle in [
+        "allies_subscriber_processed_total{group=\"rm.user\"} 1",
+        "allies_subscriber_handler_seconds_bucket",
+        "allies_consumer_lag{group=\"rm.user\"} 0",
+        "allies_consumer_pending{group=\"rm.user\"} 0",
+        "allies_dead_letters{group=\"rm.user\"} 0",
+        "allies_events_published{aggregate_type=\"user\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+
+    // Redis goes away: readiness and gRPC health say so.
+    fleet.redis.raw(&["SHUTDOWN", "NOSAVE"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(ops, "/readyz").0 != 503 {
+        assert!(Instant::now() < deadline, "readyz still 200 without Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http_get(ops, "/healthz").0, 200, "alive, just not ready");
+    let channel = tonic::transport::Channel::from_shared(fleet.endpoint("projector")).unwrap().connect().await.unwrap();
+    let mut h = HealthClient::new(channel);
+    loop {
+        let s = h.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
+        if s == ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gRPC health still SERVING without Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
