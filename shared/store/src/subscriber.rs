@@ -57,6 +57,9 @@ pub struct SubscriptionConfig {
     pub retry_by_event_type: std::collections::HashMap<String, RetryPolicy>,
     /// Where to count what happens (None: not counted).
     pub metrics: Option<std::sync::Arc<crate::metrics::SubscriberMetrics>>,
+    /// Entries of a batch are applied in this many concurrent lanes, split by
+    /// aggregate id (one aggregate's entries stay in order in one lane).
+    pub lanes: usize,
 }
 
 /// How the delay between attempts grows.
@@ -123,6 +126,7 @@ impl SubscriptionConfig {
             retry: RetryPolicy::default(),
             retry_by_event_type: Default::default(),
             metrics: None,
+            lanes: 8,
         }
     }
 }
@@ -313,18 +317,48 @@ impl PartitionReader {
         entries: &[StreamId],
         shutdown: &watch::Receiver<bool>,
     ) -> Result<bool, StoreError> {
+        // Lanes by aggregate: entries of one aggregate stay in one lane, in
+        // log order; lanes run concurrently; the batch's successes are acked
+        // in one XACK once applied.
+        let lanes = self.config.lanes.max(1);
+        let mut by_lane: Vec<Vec<&StreamId>> = vec![Vec::new(); lanes];
         for entry in entries {
-            if *shutdown.borrow() {
-                return Ok(false);
-            }
-            self.process_one(conn, handler, entry, 1).await?;
+            let aggregate = entry.get::<String>("aggregate_id").unwrap_or_default();
+            by_lane[crate::keys::partition_of(&aggregate, lanes as u32) as usize].push(entry);
         }
-        Ok(true)
+        let runs = by_lane.into_iter().filter(|l| !l.is_empty()).map(|lane| {
+            let mut conn = conn.clone();
+            async move {
+                let mut acks = Vec::with_capacity(lane.len());
+                for entry in lane {
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                    if self.handle_entry(&mut conn, handler, entry, 1).await? {
+                        acks.push(entry.id.clone());
+                    }
+                }
+                Ok::<_, StoreError>(acks)
+            }
+        });
+        let mut acks = Vec::with_capacity(entries.len());
+        let mut failure = None;
+        for result in futures_join_all(runs).await {
+            match result {
+                Ok(a) => acks.extend(a),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if !acks.is_empty() {
+            let _: i64 = redis::cmd("XACK").arg(&self.log).arg(&self.config.group).arg(&acks).query_async(conn).await?;
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(!*shutdown.borrow())
     }
 
-    /// Applies one entry delivered for the `attempt`-th time: acks it on
-    /// success; on failure leaves it pending for a retry, or after the last
-    /// attempt moves it to the dead-letter stream (and acks it) in one script.
+    /// As [`handle_entry`](Self::handle_entry), acking a success at once.
     async fn process_one<H: Handler>(
         &self,
         conn: &mut RedisConn,
@@ -332,9 +366,26 @@ impl PartitionReader {
         entry: &StreamId,
         attempt: u32,
     ) -> Result<(), StoreError> {
+        if self.handle_entry(conn, handler, entry, attempt).await? {
+            self.ack(conn, &entry.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one entry delivered for the `attempt`-th time. Returns true
+    /// when it should be acked (applied, or gone from the log); on failure
+    /// leaves it pending for a retry, or after the last attempt moves it to
+    /// the dead-letter stream (and acks it) in one script.
+    async fn handle_entry<H: Handler>(
+        &self,
+        conn: &mut RedisConn,
+        handler: &H,
+        entry: &StreamId,
+        attempt: u32,
+    ) -> Result<bool, StoreError> {
         if entry.map.is_empty() {
             // Pending entry that no longer exists in the log: nothing to apply.
-            return self.ack(conn, &entry.id).await;
+            return Ok(true);
         }
         let started = std::time::Instant::now();
         let (event_type, outcome) = match RecordedEvent::from_entry(&self.log, entry) {
@@ -350,12 +401,12 @@ impl PartitionReader {
                 m.failed.get_or_create(&labels).inc();
             }
         }
-        let Err(error) = outcome else { return self.ack(conn, &entry.id).await };
+        let Err(error) = outcome else { return Ok(true) };
         let policy = self.policy(event_type.as_deref());
         if attempt < policy.max_attempts {
             tracing::warn!(log = %self.log, entry = %entry.id, group = %self.config.group, attempt,
                 retry_in = ?policy.delay(attempt, &entry.id), %error, "entry failed; will retry");
-            return Ok(());
+            return Ok(false);
         }
         let dlq = keys::dead_letter_key(&self.config.aggregate_type, self.partition, &self.config.group);
         let now = std::time::SystemTime::now()
@@ -378,7 +429,7 @@ impl PartitionReader {
         if let Some(m) = &self.config.metrics {
             m.dead_lettered.get_or_create(&labels).inc();
         }
-        Ok(())
+        Ok(false)
     }
 
     async fn ack(&self, conn: &mut RedisConn, id: &str) -> Result<(), StoreError> {
@@ -569,4 +620,24 @@ pub async fn replay_dead_letters<H: Handler>(
         }
     }
     Ok((replayed, failed))
+}
+
+/// Runs futures concurrently on this task and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
