@@ -224,3 +224,42 @@ async fn dead_letters_can_be_listed_replayed_and_purged() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// Records the order in which each aggregate's versions are applied, with
+/// uneven handler times so concurrent lanes interleave.
+#[derive(Default)]
+struct OrderCheck {
+    seen: Mutex<HashMap<String, Vec<u64>>>,
+}
+
+impl Handler for OrderCheck {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let e = &event.envelope;
+        tokio::time::sleep(Duration::from_micros((e.version % 3) * 300)).await;
+        self.seen.lock().unwrap().entry(e.aggregate_id.clone()).or_default().push(e.version);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lanes_keep_each_aggregates_order() {
+    let redis = RedisServer::start();
+    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    // 12 aggregates, 20 events each, interleaved in the log.
+    for v in 0..20u64 {
+        for a in 0..12 {
+            let e = event("Fine");
+            store.append("thing", &format!("agg{a}"), ExpectedVersion::Exact(v), &meta(), 0, &[e]).await.unwrap();
+        }
+    }
+    let handler = Arc::new(OrderCheck::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task =
+        tokio::spawn(subscriber::run(RedisTarget::parse(&redis.url()).unwrap(), config("c"), handler.clone(), stopped));
+    wait_until("all applied", || handler.seen.lock().unwrap().values().map(Vec::len).sum::<usize>() == 240).await;
+    for (aggregate, versions) in handler.seen.lock().unwrap().iter() {
+        assert_eq!(versions, &(1..=20).collect::<Vec<u64>>(), "{aggregate} applied out of order");
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
