@@ -50,6 +50,14 @@ pub async fn serve(
     let consumer = consumer_name();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = allies_store::metrics::SubscriberMetrics::register(&mut registry);
+    let breaker_config = allies_store::breaker::BreakerConfig {
+        failure_threshold: std::env::var("BREAKER_FAILURES").ok().and_then(|v| v.parse().ok()).unwrap_or(10),
+        open_for: std::time::Duration::from_millis(
+            std::env::var("BREAKER_OPEN_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000),
+        ),
+    };
+    let user_breaker = Arc::new(allies_store::breaker::CircuitBreaker::new(breaker_config));
+    let session_breaker = Arc::new(allies_store::breaker::CircuitBreaker::new(breaker_config));
     let tuned = |mut s: SubscriptionConfig| {
         s.metrics = Some(metrics.clone());
         s.batch = config.cqrs.subscriber_batch;
@@ -59,9 +67,13 @@ pub async fn serve(
         s.retry.base = config.cqrs.retry_base;
         s
     };
-    let user_sub = tuned(SubscriptionConfig::new(users::GROUP, &consumer, users::AGGREGATE_TYPE, config.partitions));
-    let session_sub =
+    let mut user_sub =
+        tuned(SubscriptionConfig::new(users::GROUP, &consumer, users::AGGREGATE_TYPE, config.partitions));
+    user_sub.breaker = user_breaker.clone();
+    let mut session_sub =
         tuned(SubscriptionConfig::new(sessions::GROUP, &consumer, sessions::AGGREGATE_TYPE, config.partitions));
+    session_sub.breaker = session_breaker.clone();
+    let breakers = vec![(users::GROUP, user_breaker), (sessions::GROUP, session_breaker)];
     tracing::info!(%consumer, partitions = config.partitions, "starting projections rm.user, rm.session");
     let mut projections = tokio::task::JoinSet::new();
     projections.spawn(subscriber::run(client.clone(), user_sub, users.clone(), stop_rx.clone()));
@@ -74,6 +86,7 @@ pub async fn serve(
         conn: store.connection(),
         partitions: config.partitions,
         running: running.clone(),
+        breakers: breakers.clone(),
     });
     let http_addr = std::env::var("PROJECTOR_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:9464".into());
     let http =
@@ -118,6 +131,7 @@ pub async fn serve(
         conn: store.connection(),
         partitions: config.partitions,
         running: running.clone(),
+        breakers,
     };
     let mut health_stop = stop_rx.clone();
     let health_task = tokio::spawn(async move {

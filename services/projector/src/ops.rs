@@ -28,6 +28,8 @@ pub struct Ops {
     pub partitions: u32,
     /// False once the projections stopped.
     pub running: Arc<AtomicBool>,
+    /// Each projection's circuit breaker.
+    pub breakers: Vec<(&'static str, Arc<allies_store::breaker::CircuitBreaker>)>,
 }
 
 impl Ops {
@@ -45,6 +47,11 @@ impl Ops {
         }
         if !self.redis_ok().await {
             return Err("redis is not reachable".into());
+        }
+        for (group, b) in &self.breakers {
+            if b.state() == allies_store::breaker::BreakerState::Open {
+                return Err(format!("the circuit breaker of {group} is open"));
+            }
         }
         Ok(())
     }
@@ -119,6 +126,16 @@ async fn scrape_gauges(ops: &Ops) -> String {
     out.push_str("# HELP allies_events_published Entries in the partition logs of an aggregate type.\n");
     out.push_str("# TYPE allies_events_published gauge\n");
     out.push_str(&published_lines);
+    out.push_str("# HELP allies_breaker_state Circuit breaker per projection: 0 closed, 1 half-open, 2 open.\n");
+    out.push_str("# TYPE allies_breaker_state gauge\n");
+    for (group, b) in &ops.breakers {
+        let v = match b.state() {
+            allies_store::breaker::BreakerState::Closed => 0,
+            allies_store::breaker::BreakerState::HalfOpen => 1,
+            allies_store::breaker::BreakerState::Open => 2,
+        };
+        out.push_str(&format!("allies_breaker_state{{group=\"{group}\"}} {v}\n"));
+    }
     out
 }
 

@@ -21,6 +21,7 @@ pub use conn::{RedisConn, RedisTarget};
 pub use redis::RedisError;
 
 pub mod archive;
+pub mod breaker;
 pub mod conn;
 pub mod metrics;
 

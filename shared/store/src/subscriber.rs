@@ -60,6 +60,8 @@ pub struct SubscriptionConfig {
     /// Entries of a batch are applied in this many concurrent lanes, split by
     /// aggregate id (one aggregate's entries stay in order in one lane).
     pub lanes: usize,
+    /// The handler's circuit breaker, shared by all partitions.
+    pub breaker: std::sync::Arc<crate::breaker::CircuitBreaker>,
 }
 
 /// How the delay between attempts grows.
@@ -127,6 +129,7 @@ impl SubscriptionConfig {
             retry_by_event_type: Default::default(),
             metrics: None,
             lanes: 8,
+            breaker: Default::default(),
         }
     }
 }
@@ -207,6 +210,15 @@ impl PartitionReader {
         let every = (self.config.claim_idle / 2).min(self.config.retry.base).max(Duration::from_millis(50));
         let mut last_recovery = tokio::time::Instant::now();
         loop {
+            let paused = self.config.breaker.remaining_open();
+            if !paused.is_zero() {
+                // Open breaker: read nothing, retry nothing; entries wait in the log.
+                tokio::select! {
+                    _ = tokio::time::sleep(paused.min(every)) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                continue;
+            }
             let block = self.config.block.min(every);
             let entries = tokio::select! {
                 r = self.read(&mut conn, ">", Some(block)) => r?,
@@ -265,7 +277,7 @@ impl PartitionReader {
                 } else {
                     backoff.max(self.config.claim_idle)
                 };
-                if Duration::from_millis(idle_ms) < wait {
+                if Duration::from_millis(idle_ms) < wait || !self.config.breaker.remaining_open().is_zero() {
                     continue;
                 }
                 // XCLAIM re-checks the idle time atomically: if another consumer
@@ -387,11 +399,17 @@ impl PartitionReader {
             // Pending entry that no longer exists in the log: nothing to apply.
             return Ok(true);
         }
+        let permit = self.config.breaker.permit();
+        if permit == crate::breaker::Permit::Denied {
+            // Left pending; delivered again once the breaker lets entries through.
+            return Ok(false);
+        }
         let started = std::time::Instant::now();
         let (event_type, outcome) = match RecordedEvent::from_entry(&self.log, entry) {
             Ok(event) => (Some(event.envelope.event_type.clone()), handler.handle(&event).await),
             Err(e) => (None, Err(HandlerError(e.to_string()))),
         };
+        self.config.breaker.record(permit, outcome.is_ok());
         let labels = crate::metrics::SubscriberMetrics::labels(&self.config.group);
         if let Some(m) = &self.config.metrics {
             m.handler_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());

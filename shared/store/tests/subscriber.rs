@@ -263,3 +263,56 @@ async fn concurrent_lanes_keep_each_aggregates_order() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// Fails every call while `down`, counting calls.
+#[derive(Default)]
+struct Flaky {
+    up: std::sync::atomic::AtomicBool,
+    calls: std::sync::atomic::AtomicUsize,
+    applied: std::sync::atomic::AtomicUsize,
+}
+
+impl Handler for Flaky {
+    async fn handle(&self, _event: &RecordedEvent) -> Result<(), HandlerError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.calls.fetch_add(1, SeqCst);
+        if !self.up.load(SeqCst) {
+            return Err(HandlerError("downstream is down".into()));
+        }
+        self.applied.fetch_add(1, SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_stops_delivery_and_keeps_entries_pending() {
+    use allies_store::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+    use std::sync::atomic::Ordering::SeqCst;
+    let redis = RedisServer::start();
+    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let handler = Arc::new(Flaky::default());
+    let mut c = config("c");
+    c.lanes = 1;
+    c.retry.max_attempts = 3;
+    c.breaker =
+        Arc::new(CircuitBreaker::new(BreakerConfig { failure_threshold: 3, open_for: Duration::from_millis(600) }));
+    let breaker = c.breaker.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(subscriber::run(RedisTarget::parse(&redis.url()).unwrap(), c, handler.clone(), stopped));
+    for i in 0..10 {
+        store.append("thing", &format!("f{i}"), ExpectedVersion::NoStream, &meta(), 0, &[event("Fine")]).await.unwrap();
+    }
+    wait_until("breaker open", || breaker.state() == BreakerState::Open).await;
+    let calls = handler.calls.load(SeqCst);
+    assert_eq!(calls, 3, "the breaker opened after three failures");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(handler.calls.load(SeqCst), 3, "no delivery while open");
+    assert!(redis.raw(&["XLEN", &keys::dead_letter_key("thing", 0, "rm.test")]) == ":0", "nothing burned its retries");
+    // The downstream recovers: a half-open trial succeeds, everything is applied.
+    handler.up.store(true, SeqCst);
+    wait_until("all applied", || handler.applied.load(SeqCst) == 10).await;
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    assert_eq!(redis.raw(&["XLEN", &keys::dead_letter_key("thing", 0, "rm.test")]), ":0");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
