@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use allies_contracts::guardian::v1::guardian_service_client::GuardianServiceClient;
 use allies_contracts::guardian::v1::*;
+use allies_contracts::projector::v1::event_subscription_service_client::EventSubscriptionServiceClient;
 use allies_contracts::projector::v1::projector_admin_service_client::ProjectorAdminServiceClient;
 use allies_contracts::projector::v1::projector_query_service_client::ProjectorQueryServiceClient;
 use allies_contracts::projector::v1::*;
@@ -86,6 +87,17 @@ enum Command {
     Session { session_id: String },
     /// Guardian's token-verification keys (JWKS).
     Jwks,
+    /// Follow a category's events as they happen (admins only); one JSON line each.
+    Follow {
+        /// Aggregate type: user, session, …
+        category: String,
+        /// "start", a cursor from an earlier line, or nothing for "from now".
+        #[arg(long, default_value = "")]
+        from: String,
+        /// Stop after this many events (0 = follow until interrupted).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
     /// Dead letters of a projection (admins only).
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -446,6 +458,33 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut client = ProjectorAdminServiceClient::new(channel(&cli.projector, timeout).await?);
             let r = client.purge_dead_letters(authorized(which.selection(projection), &token()?)?).await?.into_inner();
             print(json, &r, || format!("purged {}", r.purged));
+        }
+        Command::Follow { category, from, limit } => {
+            // No deadline: the stream lives as long as the follower wants it.
+            let ep = Endpoint::from_shared(cli.projector.clone())
+                .map_err(|e| Failure(format!("invalid endpoint {}: {e}", cli.projector)))?;
+            let channel =
+                ep.connect().await.map_err(|e| Failure(format!("Unavailable: cannot reach {}: {e}", cli.projector)))?;
+            let mut client = EventSubscriptionServiceClient::new(channel);
+            let request = FollowRequest { category: category.clone(), from: from.clone() };
+            let mut stream = client.follow(authorized(request, &token()?)?).await?.into_inner();
+            let mut n = 0;
+            while let Some(e) = stream.message().await? {
+                let data = String::from_utf8(e.data.clone())
+                    .map(serde_json::Value::String)
+                    .unwrap_or_else(|_| serde_json::Value::Null);
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "cursor": e.cursor, "eventType": e.event_type, "aggregateId": e.aggregate_id,
+                        "version": e.version, "recordedAtMs": e.recorded_at_ms, "data": data,
+                    })
+                );
+                n += 1;
+                if *limit > 0 && n >= *limit {
+                    break;
+                }
+            }
         }
         Command::Jwks => {
             let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 
 pub mod admin;
+pub mod follow;
 pub mod grpc;
 pub mod ops;
 pub mod readmodel;
@@ -109,6 +110,11 @@ pub async fn serve(
         allies_platform::auth::KeySource::Guardian(guardian),
         store.clone(),
     ));
+    server.routes.add_service(
+        allies_contracts::projector::v1::event_subscription_service_server::EventSubscriptionServiceServer::new(
+            follow::FollowApi { auth: auth.clone(), conn: store.connection(), partitions: config.partitions },
+        ),
+    );
     server.routes.add_service(ProjectorAdminServiceServer::new(admin::AdminApi {
         auth,
         conn: store.connection(),

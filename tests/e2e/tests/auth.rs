@@ -485,3 +485,62 @@ async fn a_poison_event_reaches_the_dead_letters_and_admins_manage_them() {
         admin.list_dead_letters(bearer(list(), &root.access_token)).await.unwrap().into_inner().dead_letters.is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_follow_a_category_and_resume_from_a_cursor() {
+    use allies_contracts::projector::v1::FollowRequest;
+    use allies_contracts::projector::v1::event_subscription_service_client::EventSubscriptionServiceClient;
+    let fleet = Fleet::start(&[("GUARDIAN_BOOTSTRAP_ADMINS", "root")]);
+    let mut g = guardian(&fleet).await;
+    register(&mut g, "root").await;
+    let root = login(&mut g, "root", PASSWORD).await.unwrap();
+    for name in ["f_one", "f_two", "f_three"] {
+        register(&mut g, name).await;
+    }
+    let mut follow = EventSubscriptionServiceClient::connect(fleet.endpoint("projector")).await.unwrap();
+    let request = |from: &str| FollowRequest { category: "user".into(), from: from.into() };
+    // From the start: root's registration, its login, then the three users.
+    let mut stream = follow.follow(bearer(request("start"), &root.access_token)).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        seen.push(next_event(&mut stream).await);
+    }
+    let registered: Vec<&str> =
+        seen.iter().filter(|e| e.event_type == "UserRegistered").map(|e| e.aggregate_id.as_str()).collect();
+    assert_eq!(registered.len(), 4, "{seen:?}");
+    let cursor = seen[4].cursor.clone();
+    drop(stream);
+
+    // Resume after a disconnect: only what came later, nothing twice.
+    register(&mut g, "f_four").await;
+    let mut stream = follow.follow(bearer(request(&cursor), &root.access_token)).await.unwrap().into_inner();
+    let resumed = next_event(&mut stream).await;
+    assert_eq!(resumed.event_type, "UserRegistered");
+    assert!(!seen.iter().any(|e| e.event_id == resumed.event_id), "no event twice");
+    drop(stream);
+
+    // From now: only new events.
+    let mut stream = follow.follow(bearer(request(""), &root.access_token)).await.unwrap().into_inner();
+    let five = register(&mut g, "f_five").await;
+    assert_eq!(next_event(&mut stream).await.aggregate_id, five);
+
+    // Players may not; bad input is refused.
+    let player_id = register(&mut g, "f_player").await;
+    let _ = player_id;
+    let player = login(&mut g, "f_player", PASSWORD).await.unwrap();
+    let e = follow.follow(bearer(request("start"), &player.access_token)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = follow
+        .follow(bearer(FollowRequest { category: "../x".into(), from: String::new() }, &root.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = follow.follow(bearer(request("garbage"), &root.access_token)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+async fn next_event(
+    stream: &mut tonic::Streaming<allies_contracts::projector::v1::FollowedEvent>,
+) -> allies_contracts::projector::v1::FollowedEvent {
+    tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("an event within 5 s").unwrap().unwrap()
+}
