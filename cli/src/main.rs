@@ -98,6 +98,14 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         limit: usize,
     },
+    /// Compare a projection's read models with its events (admins only).
+    Check {
+        /// rm.user or rm.session
+        projection: String,
+        /// Rewrite every read model that drifted.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Dead letters of a projection (admins only).
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -485,6 +493,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     break;
                 }
             }
+        }
+        Command::Check { projection, repair } => {
+            let mut client = ProjectorAdminServiceClient::new(channel(&cli.projector, timeout).await?);
+            let request = CheckConsistencyRequest { projection: projection.clone(), repair: *repair };
+            let r = client.check_consistency(authorized(request, &token()?)?).await?.into_inner();
+            print(json, &r, || {
+                let mut lines = vec![format!(
+                    "checked {} read models of {projection}: {} drifted, {} repaired",
+                    r.checked,
+                    r.drifted.len(),
+                    r.repaired
+                )];
+                lines.extend(r.drifted.iter().map(|d| format!("  {}: {}", d.aggregate_id, d.problem)));
+                lines.join("\n")
+            });
         }
         Command::Jwks => {
             let mut client = GuardianServiceClient::new(channel(&cli.guardian, timeout).await?);

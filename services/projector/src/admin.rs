@@ -123,6 +123,41 @@ impl ProjectorAdminService for AdminApi {
         Ok(Response::new(ReplayDeadLettersResponse { replayed, failed }))
     }
 
+    async fn check_consistency(
+        &self,
+        request: Request<CheckConsistencyRequest>,
+    ) -> Result<Response<CheckConsistencyResponse>, Status> {
+        let caller = self.auth.authenticate(&request).await?;
+        caller.require_role(ROLE_ADMIN)?;
+        let r = request.into_inner();
+        let aggregate_type = projection(&r.projection)?;
+        let (key_of, changes): (fn(&str) -> String, crate::consistency::Changes) = match aggregate_type {
+            users::AGGREGATE_TYPE => (users::key, crate::consistency::user_changes),
+            _ => (sessions::key, crate::consistency::session_changes),
+        };
+        let mut conn = self.conn.clone();
+        let report = crate::consistency::check(&mut conn, aggregate_type, self.partitions, key_of, changes, r.repair)
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(
+            by = caller.user_id,
+            projection = r.projection,
+            checked = report.checked,
+            drifted = report.drifted.len(),
+            repaired = report.repaired,
+            "consistency check"
+        );
+        Ok(Response::new(CheckConsistencyResponse {
+            checked: report.checked,
+            drifted: report
+                .drifted
+                .into_iter()
+                .map(|d| ReadModelDrift { aggregate_id: d.aggregate_id, problem: d.problem })
+                .collect(),
+            repaired: report.repaired,
+        }))
+    }
+
     async fn purge_dead_letters(
         &self,
         request: Request<DeadLetterSelection>,

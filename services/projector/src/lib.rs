@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 
 pub mod admin;
+pub mod consistency;
 pub mod follow;
 pub mod grpc;
 pub mod ops;

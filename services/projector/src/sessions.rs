@@ -23,6 +23,51 @@ pub fn user_sessions_key(user_id: &str) -> String {
     format!("rm:user:{user_id}:sessions")
 }
 
+/// What one event changes in a session's read model: fields, and the owner
+/// (user, start time) to list it under. Pure: also used by the consistency checker.
+#[allow(clippy::type_complexity)]
+pub fn changes(event: &RecordedEvent) -> Result<(Vec<(&'static str, String)>, Option<(String, i64)>), HandlerError> {
+    let env = &event.envelope;
+    let (t, v) = (env.event_type.as_str(), env.version);
+    let mut owner = None;
+    let fields: Vec<(&'static str, String)> = match t {
+        "SessionStarted" => {
+            let e: SessionStarted = decode(event)?;
+            owner = Some((e.user_id.clone(), e.started_at_ms));
+            vec![
+                ("session_id", env.aggregate_id.clone()),
+                ("user_id", e.user_id),
+                ("status", "active".into()),
+                ("started_at_ms", e.started_at_ms.to_string()),
+                ("expires_at_ms", e.expires_at_ms.to_string()),
+                ("refresh_count", "0".into()),
+            ]
+        }
+        "TokenRefreshed" => {
+            let e: TokenRefreshed = decode(event)?;
+            vec![
+                ("last_refreshed_at_ms", e.refreshed_at_ms.to_string()),
+                ("expires_at_ms", e.expires_at_ms.to_string()),
+                // Every event after the start is one refresh until the session ends.
+                ("refresh_count", (v - 1).to_string()),
+            ]
+        }
+        "RefreshTokenReused" => {
+            let e: RefreshTokenReused = decode(event)?;
+            vec![("status", "revoked".into()), ("ended_at_ms", e.detected_at_ms.to_string())]
+        }
+        "UserLoggedOut" => {
+            let e: UserLoggedOut = decode(event)?;
+            vec![("status", "logged_out".into()), ("ended_at_ms", e.logged_out_at_ms.to_string())]
+        }
+        other => {
+            tracing::debug!(event_type = other, "session projection ignores event");
+            vec![]
+        }
+    };
+    Ok((fields, owner))
+}
+
 pub struct SessionProjection {
     writer: ReadModelWriter,
 }
@@ -34,43 +79,8 @@ impl SessionProjection {
 
     pub async fn apply(&self, event: &RecordedEvent) -> Result<bool, HandlerError> {
         let env = &event.envelope;
-        let (t, v) = (env.event_type.as_str(), env.version);
-        let mut owner = None;
-        let fields: Vec<(&str, String)> = match t {
-            "SessionStarted" => {
-                let e: SessionStarted = decode(event)?;
-                owner = Some((e.user_id.clone(), e.started_at_ms));
-                vec![
-                    ("session_id", env.aggregate_id.clone()),
-                    ("user_id", e.user_id),
-                    ("status", "active".into()),
-                    ("started_at_ms", e.started_at_ms.to_string()),
-                    ("expires_at_ms", e.expires_at_ms.to_string()),
-                    ("refresh_count", "0".into()),
-                ]
-            }
-            "TokenRefreshed" => {
-                let e: TokenRefreshed = decode(event)?;
-                vec![
-                    ("last_refreshed_at_ms", e.refreshed_at_ms.to_string()),
-                    ("expires_at_ms", e.expires_at_ms.to_string()),
-                    // Every event after the start is one refresh until the session ends.
-                    ("refresh_count", (v - 1).to_string()),
-                ]
-            }
-            "RefreshTokenReused" => {
-                let e: RefreshTokenReused = decode(event)?;
-                vec![("status", "revoked".into()), ("ended_at_ms", e.detected_at_ms.to_string())]
-            }
-            "UserLoggedOut" => {
-                let e: UserLoggedOut = decode(event)?;
-                vec![("status", "logged_out".into()), ("ended_at_ms", e.logged_out_at_ms.to_string())]
-            }
-            other => {
-                tracing::debug!(event_type = other, "session projection ignores event");
-                vec![]
-            }
-        };
+        let v = env.version;
+        let (fields, owner) = changes(event)?;
         let applied = self.writer.apply(&key(&env.aggregate_id), v, &fields).await?;
         if let Some((user_id, started)) = owner {
             let mut conn = self.writer.conn.clone();

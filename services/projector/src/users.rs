@@ -21,6 +21,54 @@ pub fn key(user_id: &str) -> String {
     format!("rm:user:{user_id}")
 }
 
+/// What one event changes in a user's read model: fields, and the username
+/// to index (on registration). Pure: also used by the consistency checker.
+pub fn changes(event: &RecordedEvent) -> Result<(Vec<(&'static str, String)>, Option<String>), HandlerError> {
+    let env = &event.envelope;
+    let t = env.event_type.as_str();
+    let mut index = None;
+    let fields: Vec<(&'static str, String)> = match t {
+        "UserRegistered" => {
+            let e: UserRegistered = decode(event)?;
+            index = Some(e.username.to_ascii_lowercase());
+            vec![
+                ("user_id", env.aggregate_id.clone()),
+                ("display_name", if e.display_name.is_empty() { e.username.clone() } else { e.display_name }),
+                ("username", e.username),
+                ("email", e.email),
+                ("roles", e.roles.join(",")),
+                ("registered_at_ms", e.registered_at_ms.to_string()),
+            ]
+        }
+        "UserAuthenticated" => {
+            let e: UserAuthenticated = decode(event)?;
+            vec![("last_login_ms", e.authenticated_at_ms.to_string()), ("consecutive_failures", "0".into())]
+        }
+        "AuthenticationFailed" => {
+            let e: AuthenticationFailed = decode(event)?;
+            vec![("consecutive_failures", e.consecutive_failures.to_string())]
+        }
+        "UserLockedOut" => {
+            let e: UserLockedOut = decode(event)?;
+            vec![("locked_until_ms", e.locked_until_ms.to_string()), ("consecutive_failures", "0".into())]
+        }
+        "PasswordChanged" => {
+            let e: PasswordChanged = decode(event)?;
+            vec![("password_changed_at_ms", e.changed_at_ms.to_string())]
+        }
+        "UserRolesChanged" => {
+            let e: UserRolesChanged = decode(event)?;
+            vec![("roles", e.roles.join(","))]
+        }
+        other => {
+            // An event this projection does not read: only the version moves.
+            tracing::debug!(event_type = other, "user projection ignores event");
+            vec![]
+        }
+    };
+    Ok((fields, index))
+}
+
 pub struct UserProjection {
     writer: ReadModelWriter,
 }
@@ -33,47 +81,8 @@ impl UserProjection {
     /// Applies one event; returns whether the read model changed.
     pub async fn apply(&self, event: &RecordedEvent) -> Result<bool, HandlerError> {
         let env = &event.envelope;
-        let (t, v) = (env.event_type.as_str(), env.version);
-        let mut index = None;
-        let fields: Vec<(&str, String)> = match t {
-            "UserRegistered" => {
-                let e: UserRegistered = decode(event)?;
-                index = Some(e.username.to_ascii_lowercase());
-                vec![
-                    ("user_id", env.aggregate_id.clone()),
-                    ("display_name", if e.display_name.is_empty() { e.username.clone() } else { e.display_name }),
-                    ("username", e.username),
-                    ("email", e.email),
-                    ("roles", e.roles.join(",")),
-                    ("registered_at_ms", e.registered_at_ms.to_string()),
-                ]
-            }
-            "UserAuthenticated" => {
-                let e: UserAuthenticated = decode(event)?;
-                vec![("last_login_ms", e.authenticated_at_ms.to_string()), ("consecutive_failures", "0".into())]
-            }
-            "AuthenticationFailed" => {
-                let e: AuthenticationFailed = decode(event)?;
-                vec![("consecutive_failures", e.consecutive_failures.to_string())]
-            }
-            "UserLockedOut" => {
-                let e: UserLockedOut = decode(event)?;
-                vec![("locked_until_ms", e.locked_until_ms.to_string()), ("consecutive_failures", "0".into())]
-            }
-            "PasswordChanged" => {
-                let e: PasswordChanged = decode(event)?;
-                vec![("password_changed_at_ms", e.changed_at_ms.to_string())]
-            }
-            "UserRolesChanged" => {
-                let e: UserRolesChanged = decode(event)?;
-                vec![("roles", e.roles.join(","))]
-            }
-            other => {
-                // An event this projection does not read: only the version moves.
-                tracing::debug!(event_type = other, "user projection ignores event");
-                vec![]
-            }
-        };
+        let v = env.version;
+        let (fields, index) = changes(event)?;
         let applied = self.writer.apply(&key(&env.aggregate_id), v, &fields).await?;
         if let Some(name) = index {
             // Idempotent on its own; written even on a redelivery so a crash

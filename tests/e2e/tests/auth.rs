@@ -544,3 +544,61 @@ async fn next_event(
 ) -> allies_contracts::projector::v1::FollowedEvent {
     tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("an event within 5 s").unwrap().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consistency_checker_reports_and_repairs_drift() {
+    use allies_contracts::projector::v1::CheckConsistencyRequest;
+    use allies_contracts::projector::v1::projector_admin_service_client::ProjectorAdminServiceClient;
+    let fleet = Fleet::start(&[("GUARDIAN_BOOTSTRAP_ADMINS", "root")]);
+    let mut g = guardian(&fleet).await;
+    register(&mut g, "root").await;
+    let root = login(&mut g, "root", PASSWORD).await.unwrap();
+    let a = register(&mut g, "drift_a").await;
+    let b = register(&mut g, "drift_b").await;
+    register(&mut g, "drift_c").await;
+    let mut q = projector(&fleet).await;
+    for id in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while q
+            .get_user(allies_contracts::projector::v1::GetUserRequest { user_id: id.clone(), ..Default::default() })
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut admin = ProjectorAdminServiceClient::connect(fleet.endpoint("projector")).await.unwrap();
+    let check = |repair| CheckConsistencyRequest { projection: "rm.user".into(), repair };
+    let clean = admin.check_consistency(bearer(check(false), &root.access_token)).await.unwrap().into_inner();
+    assert_eq!((clean.checked, clean.drifted.len()), (4, 0), "{clean:?}");
+
+    // Someone edits one read model and deletes another.
+    fleet.redis.raw(&["HSET", &format!("rm:user:{a}"), "email", "evil@example.com"]);
+    fleet.redis.raw(&["DEL", &format!("rm:user:{b}")]);
+    let r = admin.check_consistency(bearer(check(false), &root.access_token)).await.unwrap().into_inner();
+    assert_eq!((r.drifted.len(), r.repaired), (2, 0), "{r:?}");
+    let problem =
+        |id: &str| r.drifted.iter().find(|d| d.aggregate_id == id).map(|d| d.problem.clone()).unwrap_or_default();
+    assert!(problem(&a).contains("email") && problem(&a).contains("evil@example.com"), "{}", problem(&a));
+    assert!(problem(&b).contains("missing"), "{}", problem(&b));
+
+    let r = admin.check_consistency(bearer(check(true), &root.access_token)).await.unwrap().into_inner();
+    assert_eq!(r.repaired, 2);
+    let again = admin.check_consistency(bearer(check(false), &root.access_token)).await.unwrap().into_inner();
+    assert!(again.drifted.is_empty(), "{again:?}");
+    let user = q
+        .get_user(allies_contracts::projector::v1::GetUserRequest { user_id: a.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(user.email, "drift_a@example.com");
+    let player = {
+        register(&mut g, "drift_p").await;
+        login(&mut g, "drift_p", PASSWORD).await.unwrap()
+    };
+    let e = admin.check_consistency(bearer(check(true), &player.access_token)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
