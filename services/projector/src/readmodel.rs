@@ -3,6 +3,9 @@
 use allies_store::RedisConn;
 use allies_store::subscriber::HandlerError;
 
+/// Field/value pairs of a read-model hash.
+pub type Fields = Vec<(&'static str, String)>;
+
 /// Writes fields of one read-model hash, guarded by the aggregate version
 /// (see `apply.lua`): a redelivered or replayed event changes nothing.
 #[derive(Clone)]

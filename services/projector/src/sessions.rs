@@ -10,7 +10,7 @@ use allies_store::RecordedEvent;
 use allies_store::RedisConn;
 use allies_store::subscriber::{Handler, HandlerError};
 
-use crate::readmodel::{ReadModelWriter, decode};
+use crate::readmodel::{Fields, ReadModelWriter, decode};
 
 pub const GROUP: &str = "rm.session";
 pub const AGGREGATE_TYPE: &str = "session";
@@ -25,8 +25,7 @@ pub fn user_sessions_key(user_id: &str) -> String {
 
 /// What one event changes in a session's read model: fields, and the owner
 /// (user, start time) to list it under. Pure: also used by the consistency checker.
-#[allow(clippy::type_complexity)]
-pub fn changes(event: &RecordedEvent) -> Result<(Vec<(&'static str, String)>, Option<(String, i64)>), HandlerError> {
+pub fn changes(event: &RecordedEvent) -> Result<(Fields, Option<(String, i64)>), HandlerError> {
     let env = &event.envelope;
     let (t, v) = (env.event_type.as_str(), env.version);
     let mut owner = None;

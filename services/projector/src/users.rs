@@ -10,7 +10,7 @@ use allies_store::RecordedEvent;
 use allies_store::RedisConn;
 use allies_store::subscriber::{Handler, HandlerError};
 
-use crate::readmodel::{ReadModelWriter, decode, now_ms};
+use crate::readmodel::{Fields, ReadModelWriter, decode, now_ms};
 
 /// Consumer group of this projection on the `user` partition logs.
 pub const GROUP: &str = "rm.user";
@@ -23,7 +23,7 @@ pub fn key(user_id: &str) -> String {
 
 /// What one event changes in a user's read model: fields, and the username
 /// to index (on registration). Pure: also used by the consistency checker.
-pub fn changes(event: &RecordedEvent) -> Result<(Vec<(&'static str, String)>, Option<String>), HandlerError> {
+pub fn changes(event: &RecordedEvent) -> Result<(Fields, Option<String>), HandlerError> {
     let env = &event.envelope;
     let t = env.event_type.as_str();
     let mut index = None;
