@@ -187,6 +187,24 @@ enum UserCommand {
         #[arg(long)]
         after: Option<String>,
     },
+    /// List users: filters, sorting, pages.
+    List {
+        #[arg(long)]
+        role: Option<String>,
+        /// Case-insensitive username prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// registered_at (default) or username
+        #[arg(long, default_value = "registered_at")]
+        sort: String,
+        #[arg(long)]
+        desc: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// The next-page token a previous call printed.
+        #[arg(long)]
+        page: Option<String>,
+    },
     /// Read a user by username (case-insensitive).
     GetByName { username: String },
     /// Set a user's roles (admins only).
@@ -350,6 +368,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             };
             print(json, &user, || show_user(&user));
+        }
+        Command::User(UserCommand::List { role, prefix, sort, desc, limit, page }) => {
+            let mut client = ProjectorQueryServiceClient::new(channel(&cli.projector, timeout).await?);
+            let request = ListUsersRequest {
+                role: role.clone().unwrap_or_default(),
+                username_prefix: prefix.clone().unwrap_or_default(),
+                sort_by: sort.clone(),
+                descending: *desc,
+                page_size: *limit,
+                page_token: page.clone().unwrap_or_default(),
+            };
+            let r = client.list_users(request).await?.into_inner();
+            print(json, &r, || {
+                let mut lines: Vec<String> = r
+                    .users
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            "{:<24} {}  roles: {}  registered {}",
+                            u.username,
+                            u.user_id,
+                            u.roles.join(","),
+                            u.registered_at_ms
+                        )
+                    })
+                    .collect();
+                if !r.next_page_token.is_empty() {
+                    lines.push(format!("more: --page {}", r.next_page_token));
+                }
+                lines.join("\n")
+            });
         }
         Command::User(UserCommand::GetByName { username }) => {
             let mut client = ProjectorQueryServiceClient::new(channel(&cli.projector, timeout).await?);

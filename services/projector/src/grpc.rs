@@ -103,6 +103,50 @@ impl ProjectorQueryService for QueryApi {
         }
     }
 
+    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        let r = request.into_inner();
+        let ok_word = |s: &str| s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        if !ok_word(&r.role) {
+            return Err(status::invalid_argument("role", "must be a role name"));
+        }
+        if !ok_word(&r.username_prefix) {
+            return Err(status::invalid_argument(
+                "username_prefix",
+                "may contain only letters, digits, '_', '-' and '.'",
+            ));
+        }
+        let by_name = match r.sort_by.as_str() {
+            "" | "registered_at" => false,
+            "username" => true,
+            _ => return Err(status::invalid_argument("sort_by", "must be registered_at or username")),
+        };
+        let page_size = match r.page_size {
+            0 => 20,
+            n @ 1..=100 => n as usize,
+            _ => return Err(status::invalid_argument("page_size", "must be 1 to 100")),
+        };
+        let offset = match r.page_token.as_str() {
+            "" => 0,
+            t => t
+                .strip_prefix("o:")
+                .and_then(|o| o.parse().ok())
+                .ok_or_else(|| status::invalid_argument("page_token", "is not a token this API returned"))?,
+        };
+        let q = crate::users::ListQuery {
+            role: (!r.role.is_empty()).then_some(r.role),
+            prefix: (!r.username_prefix.is_empty()).then_some(r.username_prefix),
+            by_name,
+            descending: r.descending,
+            page_size,
+            offset,
+        };
+        let (users, next) = self.users.list(&q).await.map_err(unavailable)?;
+        Ok(Response::new(ListUsersResponse {
+            users,
+            next_page_token: next.map(|o| format!("o:{o}")).unwrap_or_default(),
+        }))
+    }
+
     async fn list_user_sessions(
         &self,
         request: Request<ListUserSessionsRequest>,

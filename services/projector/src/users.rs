@@ -16,6 +16,15 @@ use crate::readmodel::{Fields, ReadModelWriter, decode, now_ms};
 pub const GROUP: &str = "rm.user";
 pub const AGGREGATE_TYPE: &str = "user";
 pub const USERNAME_INDEX: &str = "rm:user:idx:username";
+/// Users by registration time (score: registered_at_ms).
+pub const REGISTERED_INDEX: &str = "rm:user:idx:registered";
+/// Users by lowercase username (lexicographic; member `<name>\t<id>`).
+pub const NAME_INDEX: &str = "rm:user:idx:name";
+
+/// Users holding a role.
+pub fn role_index(role: &str) -> String {
+    format!("rm:user:idx:role:{role}")
+}
 
 pub fn key(user_id: &str) -> String {
     format!("rm:user:{user_id}")
@@ -69,6 +78,19 @@ pub fn changes(event: &RecordedEvent) -> Result<(Fields, Option<String>), Handle
     Ok((fields, index))
 }
 
+/// A ListUsers query, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub role: Option<String>,
+    pub prefix: Option<String>,
+    /// Sort by username (else by registration time).
+    pub by_name: bool,
+    pub descending: bool,
+    pub page_size: usize,
+    /// Position in the sort index to continue from.
+    pub offset: u64,
+}
+
 pub struct UserProjection {
     writer: ReadModelWriter,
 }
@@ -83,18 +105,48 @@ impl UserProjection {
         let env = &event.envelope;
         let v = env.version;
         let (fields, index) = changes(event)?;
+        let new_roles = fields.iter().find(|(f, _)| *f == "roles").map(|(_, r)| r.clone());
+        let old_roles: Option<String> = match &new_roles {
+            Some(_) => {
+                let mut conn = self.writer.conn.clone();
+                redis::cmd("HGET")
+                    .arg(key(&env.aggregate_id))
+                    .arg("roles")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| HandlerError(e.to_string()))?
+            }
+            None => None,
+        };
+        let registered_at = fields.iter().find(|(f, _)| *f == "registered_at_ms").map(|(_, t)| t.clone());
         let applied = self.writer.apply(&key(&env.aggregate_id), v, &fields).await?;
+        let id = &env.aggregate_id;
+        // One command each: the index keys live in different Cluster slots.
+        let mut cmds: Vec<redis::Cmd> = Vec::new();
         if let Some(name) = index {
-            // Idempotent on its own; written even on a redelivery so a crash
-            // between the two writes heals.
-            let mut conn = self.writer.conn.clone();
-            let _: i64 = redis::cmd("HSET")
-                .arg(USERNAME_INDEX)
-                .arg(name)
-                .arg(&env.aggregate_id)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| HandlerError(e.to_string()))?;
+            // Idempotent on their own; written even on a redelivery so a crash
+            // between the read-model write and these heals.
+            cmds.push(redis::Cmd::hset(USERNAME_INDEX, &name, id));
+            cmds.push(redis::Cmd::zadd(NAME_INDEX, format!("{name}\t{id}"), 0));
+        }
+        if let Some(at) = registered_at {
+            cmds.push(redis::Cmd::zadd(REGISTERED_INDEX, id, at.parse::<i64>().unwrap_or_default()));
+        }
+        if let Some(new) = new_roles.filter(|_| applied) {
+            let split = |s: &str| s.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+            let new = split(&new);
+            for old in split(old_roles.as_deref().unwrap_or_default()) {
+                if !new.contains(&old) {
+                    cmds.push(redis::Cmd::srem(role_index(&old), id));
+                }
+            }
+            for role in &new {
+                cmds.push(redis::Cmd::sadd(role_index(role), id));
+            }
+        }
+        let mut conn = self.writer.conn.clone();
+        for cmd in cmds {
+            let _: redis::Value = cmd.query_async(&mut conn).await.map_err(|e| HandlerError(e.to_string()))?;
         }
         Ok(applied)
     }
@@ -121,6 +173,78 @@ impl UserProjection {
             locked_until_ms,
             display_name: get("display_name"),
         }))
+    }
+
+    /// Users matching `q`, in its order, one page; returns the page and the
+    /// position to continue from (None at the end). Iterates the sort index
+    /// in chunks and filters with the role sets / usernames: at most
+    /// `SCAN_LIMIT` index entries per call (a partial page then carries a token).
+    pub async fn list(&self, q: &ListQuery) -> Result<(Vec<User>, Option<u64>), redis::RedisError> {
+        const CHUNK: usize = 200;
+        const SCAN_LIMIT: usize = 2_000;
+        let mut conn = self.writer.conn.clone();
+        let (mut pos, mut scanned, mut page) = (q.offset, 0usize, Vec::new());
+        let prefix = q.prefix.as_ref().map(|p| p.to_ascii_lowercase());
+        loop {
+            let ids: Vec<String> = if q.by_name {
+                let (min, max) = match &prefix {
+                    Some(p) => (format!("[{p}"), format!("[{p}\u{7f}")),
+                    None => ("-".to_owned(), "+".to_owned()),
+                };
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(NAME_INDEX);
+                if q.descending {
+                    cmd.arg(&max).arg(&min).arg("BYLEX").arg("REV");
+                } else {
+                    cmd.arg(&min).arg(&max).arg("BYLEX");
+                }
+                let members: Vec<String> = cmd.arg("LIMIT").arg(pos).arg(CHUNK).query_async(&mut conn).await?;
+                members.into_iter().filter_map(|m| m.split_once('\t').map(|(_, id)| id.to_owned())).collect()
+            } else {
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(REGISTERED_INDEX).arg(pos).arg(pos + CHUNK as u64 - 1);
+                if q.descending {
+                    cmd.arg("REV");
+                }
+                cmd.query_async(&mut conn).await?
+            };
+            if ids.is_empty() {
+                return Ok((page, None));
+            }
+            let mut keep = vec![true; ids.len()];
+            if let Some(role) = &q.role {
+                let member: Vec<bool> =
+                    redis::cmd("SMISMEMBER").arg(role_index(role)).arg(&ids).query_async(&mut conn).await?;
+                keep.iter_mut().zip(member).for_each(|(k, m)| *k &= m);
+            }
+            if let (Some(p), false) = (&prefix, q.by_name) {
+                // One HGET each (not a pipeline): the keys live in different Cluster slots.
+                let mut names: Vec<Option<String>> = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    names.push(redis::cmd("HGET").arg(key(id)).arg("username").query_async(&mut conn).await?);
+                }
+                keep.iter_mut()
+                    .zip(names)
+                    .for_each(|(k, n)| *k &= n.is_some_and(|n| n.to_ascii_lowercase().starts_with(p.as_str())));
+            }
+            let got = ids.len();
+            for (id, ok) in ids.into_iter().zip(keep) {
+                pos += 1;
+                if ok && let Some(user) = self.get(&id).await? {
+                    page.push(user);
+                    if page.len() == q.page_size {
+                        return Ok((page, Some(pos)));
+                    }
+                }
+            }
+            scanned += got;
+            if got < CHUNK {
+                return Ok((page, None));
+            }
+            if scanned >= SCAN_LIMIT {
+                return Ok((page, Some(pos)));
+            }
+        }
     }
 
     /// Looks a user up by username, case-insensitively.

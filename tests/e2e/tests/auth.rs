@@ -602,3 +602,92 @@ async fn the_consistency_checker_reports_and_repairs_drift() {
     let e = admin.check_consistency(bearer(check(true), &player.access_token)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_listed_by_filters_sorted_and_paged_from_indexes() {
+    use allies_contracts::projector::v1::{GetUserRequest, ListUsersRequest};
+    let fleet = Fleet::start(&[("GUARDIAN_BOOTSTRAP_ADMINS", "alpha,delta")]);
+    let mut g = guardian(&fleet).await;
+    let mut q = projector(&fleet).await;
+    let names =
+        ["delta", "Alpha", "charlie", "bravo", "alfred", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo"];
+    for name in names {
+        let r = g
+            .register_user(RegisterUserRequest {
+                username: name.into(),
+                email: format!("{name}@example.com"),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // Read-your-writes: the index is complete once each write is applied.
+        q.get_user(GetUserRequest { user_id: r.user_id, consistency_token: r.consistency_token }).await.unwrap();
+    }
+    let list = |role: &str, prefix: &str, sort: &str, desc: bool, size: u32, token: &str| ListUsersRequest {
+        role: role.into(),
+        username_prefix: prefix.into(),
+        sort_by: sort.into(),
+        descending: desc,
+        page_size: size,
+        page_token: token.into(),
+    };
+    // Registration order, pages of 5 following the tokens.
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = q.list_users(list("", "", "", false, 5, &token)).await.unwrap().into_inner();
+        all.extend(r.users.into_iter().map(|u| u.username));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(all, names, "every user once, in registration order");
+    // Newest first.
+    let r = q.list_users(list("", "", "registered_at", true, 3, "")).await.unwrap().into_inner();
+    assert_eq!(r.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["kilo", "juliet", "india"]);
+    // By username, case-insensitive prefix.
+    let r = q.list_users(list("", "AL", "username", false, 10, "")).await.unwrap().into_inner();
+    assert_eq!(r.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["alfred", "Alpha"]);
+    let r = q.list_users(list("", "", "username", true, 2, "")).await.unwrap().into_inner();
+    assert_eq!(r.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["kilo", "juliet"]);
+    // By role, and a prefix filter on the registration order.
+    let r = q.list_users(list("admin", "", "username", false, 10, "")).await.unwrap().into_inner();
+    assert_eq!(r.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["Alpha", "delta"]);
+    let r = q.list_users(list("admin", "d", "", false, 10, "")).await.unwrap().into_inner();
+    assert_eq!(r.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["delta"]);
+    // A role change moves the user between role indexes.
+    let boss = login(&mut g, "delta", PASSWORD).await.unwrap();
+    let bravo = q
+        .get_user_by_username(GetUserByUsernameRequest { username: "bravo".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let bravo_id = bravo.into_inner().user.unwrap().user_id;
+    g.change_user_roles(bearer(
+        ChangeUserRolesRequest { user_id: bravo_id, roles: vec!["admin".into()] },
+        &boss.access_token,
+    ))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = q.list_users(list("player", "b", "username", false, 10, "")).await.unwrap().into_inner();
+        if r.users.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bravo still listed as a player");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = q.list_users(list("admin", "b", "username", false, 10, "")).await.unwrap().into_inner();
+    assert_eq!(r.users.len(), 1);
+    // Bad input is refused.
+    for bad in [
+        list("", "", "email", false, 5, ""),
+        list("", "", "", false, 500, ""),
+        list("", "", "", false, 5, "xyz"),
+        list("a b", "", "", false, 5, ""),
+    ] {
+        assert_eq!(q.list_users(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+}
