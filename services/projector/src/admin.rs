@@ -39,6 +39,23 @@ fn selection(s: &DeadLetterSelection) -> Result<Selection, Status> {
     }
 }
 
+/// An admin's call on a projection: who, which projection (group and
+/// aggregate type), checked once for every admin call.
+struct AdminCall {
+    caller: allies_platform::auth::Caller,
+    group: String,
+    aggregate_type: &'static str,
+}
+
+impl AdminApi {
+    async fn admin<T>(&self, request: &Request<T>, projection_name: &str) -> Result<AdminCall, Status> {
+        let caller = self.auth.authenticate(request).await?;
+        caller.require_role(ROLE_ADMIN)?;
+        let aggregate_type = projection(projection_name)?;
+        Ok(AdminCall { caller, group: projection_name.to_owned(), aggregate_type })
+    }
+}
+
 fn unavailable(e: allies_store::StoreError) -> Status {
     status::from_store(&e)
 }
@@ -49,9 +66,8 @@ impl ProjectorAdminService for AdminApi {
         &self,
         request: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
-        self.auth.authenticate(&request).await?.require_role(ROLE_ADMIN)?;
+        let aggregate_type = self.admin(&request, &request.get_ref().projection).await?.aggregate_type;
         let r = request.into_inner();
-        let aggregate_type = projection(&r.projection)?;
         let limit = match r.limit {
             0 => 100,
             n @ 1..=1000 => n as usize,
@@ -88,38 +104,15 @@ impl ProjectorAdminService for AdminApi {
         &self,
         request: Request<DeadLetterSelection>,
     ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
-        let caller = self.auth.authenticate(&request).await?;
-        caller.require_role(ROLE_ADMIN)?;
-        let r = request.into_inner();
-        let aggregate_type = projection(&r.projection)?;
-        let which = selection(&r)?;
-        let mut conn = self.conn.clone();
-        let (replayed, failed) = match aggregate_type {
-            users::AGGREGATE_TYPE => {
-                subscriber::replay_dead_letters(
-                    &mut conn,
-                    &*self.users,
-                    aggregate_type,
-                    self.partitions,
-                    &r.projection,
-                    &which,
-                )
-                .await
-            }
-            _ => {
-                subscriber::replay_dead_letters(
-                    &mut conn,
-                    &*self.sessions,
-                    aggregate_type,
-                    self.partitions,
-                    &r.projection,
-                    &which,
-                )
-                .await
-            }
+        let call = self.admin(&request, &request.get_ref().projection).await?;
+        let which = selection(request.get_ref())?;
+        let (mut conn, t, p, g) = (self.conn.clone(), call.aggregate_type, self.partitions, call.group.as_str());
+        let (replayed, failed) = match t {
+            users::AGGREGATE_TYPE => subscriber::replay_dead_letters(&mut conn, &*self.users, t, p, g, &which).await,
+            _ => subscriber::replay_dead_letters(&mut conn, &*self.sessions, t, p, g, &which).await,
         }
         .map_err(unavailable)?;
-        tracing::info!(by = caller.user_id, projection = r.projection, replayed, failed, "dead letters replayed");
+        tracing::info!(by = call.caller.user_id, projection = g, replayed, failed, "dead letters replayed");
         Ok(Response::new(ReplayDeadLettersResponse { replayed, failed }))
     }
 
@@ -127,10 +120,9 @@ impl ProjectorAdminService for AdminApi {
         &self,
         request: Request<CheckConsistencyRequest>,
     ) -> Result<Response<CheckConsistencyResponse>, Status> {
-        let caller = self.auth.authenticate(&request).await?;
-        caller.require_role(ROLE_ADMIN)?;
+        let call = self.admin(&request, &request.get_ref().projection).await?;
+        let (caller, aggregate_type) = (call.caller, call.aggregate_type);
         let r = request.into_inner();
-        let aggregate_type = projection(&r.projection)?;
         let (key_of, changes): (fn(&str) -> String, crate::consistency::Changes) = match aggregate_type {
             users::AGGREGATE_TYPE => (users::key, crate::consistency::user_changes),
             _ => (sessions::key, crate::consistency::session_changes),
@@ -162,16 +154,14 @@ impl ProjectorAdminService for AdminApi {
         &self,
         request: Request<DeadLetterSelection>,
     ) -> Result<Response<PurgeDeadLettersResponse>, Status> {
-        let caller = self.auth.authenticate(&request).await?;
-        caller.require_role(ROLE_ADMIN)?;
-        let r = request.into_inner();
-        let aggregate_type = projection(&r.projection)?;
-        let which = selection(&r)?;
+        let call = self.admin(&request, &request.get_ref().projection).await?;
+        let which = selection(request.get_ref())?;
         let mut conn = self.conn.clone();
-        let purged = subscriber::purge_dead_letters(&mut conn, aggregate_type, self.partitions, &r.projection, &which)
-            .await
-            .map_err(unavailable)?;
-        tracing::warn!(by = caller.user_id, projection = r.projection, purged, "dead letters purged");
+        let purged =
+            subscriber::purge_dead_letters(&mut conn, call.aggregate_type, self.partitions, &call.group, &which)
+                .await
+                .map_err(unavailable)?;
+        tracing::warn!(by = call.caller.user_id, projection = call.group, purged, "dead letters purged");
         Ok(Response::new(PurgeDeadLettersResponse { purged }))
     }
 }
