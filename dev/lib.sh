@@ -4,11 +4,16 @@
 # usage: ensure_pkg <command> <package>
 ensure_pkg() {
   command -v "$1" >/dev/null 2>&1 && return 0
-  echo "==> installing $2 (for $1)"
+  install_pkg "$2"
+}
+
+# Installs Debian packages unconditionally.
+install_pkg() {
+  echo "==> installing $*"
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
 ensure_redis() {
