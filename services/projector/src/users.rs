@@ -106,8 +106,9 @@ impl UserProjection {
         let v = env.version;
         let (fields, index) = changes(event)?;
         let new_roles = fields.iter().find(|(f, _)| *f == "roles").map(|(_, r)| r.clone());
+        // A registration has no earlier roles to take out of the role indexes.
         let old_roles: Option<String> = match &new_roles {
-            Some(_) => {
+            Some(_) if env.event_type != "UserRegistered" => {
                 let mut conn = self.writer.conn.clone();
                 redis::cmd("HGET")
                     .arg(key(&env.aggregate_id))
@@ -116,12 +117,13 @@ impl UserProjection {
                     .await
                     .map_err(|e| HandlerError(e.to_string()))?
             }
-            None => None,
+            _ => None,
         };
         let registered_at = fields.iter().find(|(f, _)| *f == "registered_at_ms").map(|(_, t)| t.clone());
         let applied = self.writer.apply(&key(&env.aggregate_id), v, &fields).await?;
         let id = &env.aggregate_id;
-        // One command each: the index keys live in different Cluster slots.
+        // One pipeline on a single Redis; one command each on a Cluster, where
+        // the index keys live in different slots.
         let mut cmds: Vec<redis::Cmd> = Vec::new();
         if let Some(name) = index {
             // Idempotent on their own; written even on a redelivery so a crash
@@ -145,8 +147,16 @@ impl UserProjection {
             }
         }
         let mut conn = self.writer.conn.clone();
-        for cmd in cmds {
-            let _: redis::Value = cmd.query_async(&mut conn).await.map_err(|e| HandlerError(e.to_string()))?;
+        if conn.is_cluster() {
+            for cmd in cmds {
+                let _: redis::Value = cmd.query_async(&mut conn).await.map_err(|e| HandlerError(e.to_string()))?;
+            }
+        } else if !cmds.is_empty() {
+            let mut pipe = redis::pipe();
+            for cmd in cmds {
+                pipe.add_command(cmd).ignore();
+            }
+            let _: () = pipe.query_async(&mut conn).await.map_err(|e| HandlerError(e.to_string()))?;
         }
         Ok(applied)
     }

@@ -82,6 +82,13 @@ pub enum RedisConn {
     Cluster(ClusterConnection),
 }
 
+impl RedisConn {
+    /// Commands on keys of different slots cannot share a pipeline on a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

@@ -446,7 +446,12 @@ async fn the_projector_reports_health_readiness_and_metrics() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let fleet = Fleet::start(&[]);
     let ops = fleet.service("projector").http_addr;
-    assert_eq!(http_get(ops, "/healthz").0, 200);
+    // The gRPC port is bound first; the operations endpoint comes up right after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(ops, "/healthz").0 != 200 {
+        assert!(Instant::now() < deadline, "no /healthz within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(http_get(ops, "/readyz").0, 200);
     let mut g = guardian(&fleet).await;
     let r = g.register_user(req("metered", "m@example.com", "correct-horse-9")).await.unwrap().into_inner();
