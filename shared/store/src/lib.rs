@@ -24,6 +24,7 @@ pub mod archive;
 pub mod breaker;
 pub mod conn;
 pub mod metrics;
+pub mod priority;
 
 pub mod keys;
 pub mod subscriber;

@@ -316,3 +316,52 @@ async fn an_open_breaker_stops_delivery_and_keeps_entries_pending() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// Records the order of handled event types.
+#[derive(Default)]
+struct Recorder {
+    order: Mutex<Vec<String>>,
+}
+
+impl Handler for Recorder {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        self.order.lock().unwrap().push(event.envelope.event_type.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_streams_serve_higher_first_without_starving_lower() {
+    use allies_store::priority::{self, Priority, Source};
+    let redis = RedisServer::start();
+    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let mut conn = store.connection();
+    let source = Source { aggregate_type: "game_session".into(), aggregate_id: "g1".into(), version: 1 };
+    // Low first: a plain FIFO would serve all of them before any critical.
+    for (p, t, n) in
+        [(Priority::Low, "Low", 60), (Priority::Normal, "Normal", 30), (Priority::Critical, "Critical", 60)]
+    {
+        for _ in 0..n {
+            priority::publish(&mut conn, "ops", p, &source, &meta(), 0, &event(t)).await.unwrap();
+        }
+    }
+    let handler = Arc::new(Recorder::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let target = RedisTarget::parse(&redis.url()).unwrap();
+    let h = handler.clone();
+    let task = tokio::spawn(async move { priority::run(target, "ops", "ops.sub", "c", h, stopped).await });
+    wait_until("all handled", || handler.order.lock().unwrap().len() == 150).await;
+    let order = handler.order.lock().unwrap().clone();
+    let first_round = &order[..15];
+    // One round: 8 critical first, then normal with high's unused share (2 + 4), then 1 low.
+    let count = |t: &str| first_round.iter().filter(|x| *x == t).count();
+    assert_eq!((count("Critical"), count("Normal"), count("Low")), (8, 6, 1), "{first_round:?}");
+    assert!(first_round[..8].iter().all(|t| t == "Critical"), "higher priorities go first: {first_round:?}");
+    let last_critical = order.iter().rposition(|t| t == "Critical").unwrap();
+    let last_low = order.iter().rposition(|t| t == "Low").unwrap();
+    assert!(last_critical < last_low, "critical drains before low");
+    assert!(order[..60].iter().filter(|t| *t == "Low").count() >= 4, "low keeps moving while critical is busy");
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(redis.raw(&["XPENDING", &priority::priority_key("ops", Priority::Low), "ops.sub"]).starts_with(":0"));
+}
