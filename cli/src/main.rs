@@ -98,6 +98,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         limit: usize,
     },
+    /// Every projection's state, counts, lag and last error (admins only).
+    Projections,
     /// Compare a projection's read models with its events (admins only).
     Check {
         /// rm.user or rm.session
@@ -542,6 +544,34 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     break;
                 }
             }
+        }
+        Command::Projections => {
+            let mut client = ProjectorAdminServiceClient::new(channel(&cli.projector, timeout).await?);
+            let r = client.list_projections(authorized(ListProjectionsRequest {}, &token()?)?).await?.into_inner();
+            print(json, &r, || {
+                r.projections
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{:<11} {:<12} processed {}  failed {}  dead letters {}  lag {}  pending {}  breaker {}{}",
+                            p.name,
+                            p.state,
+                            p.processed,
+                            p.failed,
+                            p.dead_letters,
+                            p.lag,
+                            p.pending,
+                            p.breaker,
+                            if p.last_error.is_empty() {
+                                String::new()
+                            } else {
+                                format!("\n  last error: {}", p.last_error)
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
         Command::Check { projection, repair } => {
             let mut client = ProjectorAdminServiceClient::new(channel(&cli.projector, timeout).await?);

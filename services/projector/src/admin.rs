@@ -14,6 +14,9 @@ use crate::sessions::{self, SessionProjection};
 use crate::users::{self, UserProjection};
 
 pub struct AdminApi {
+    pub metrics: Arc<allies_store::metrics::SubscriberMetrics>,
+    pub breakers: Vec<(&'static str, Arc<allies_store::breaker::CircuitBreaker>)>,
+    pub running: Arc<std::sync::atomic::AtomicBool>,
     pub auth: Arc<Authenticator>,
     pub conn: RedisConn,
     pub partitions: u32,
@@ -148,6 +151,57 @@ impl ProjectorAdminService for AdminApi {
                 .collect(),
             repaired: report.repaired,
         }))
+    }
+
+    async fn list_projections(
+        &self,
+        request: Request<ListProjectionsRequest>,
+    ) -> Result<Response<ListProjectionsResponse>, Status> {
+        self.auth.authenticate(&request).await?.require_role(ROLE_ADMIN)?;
+        let mut conn = self.conn.clone();
+        let mut projections = Vec::new();
+        for (group, aggregate_type) in crate::ops::PROJECTIONS {
+            let (mut lag, mut pending, mut dead, mut positions) = (0u64, 0u64, 0u64, Vec::new());
+            for p in 0..self.partitions {
+                let log = allies_store::keys::log_key(aggregate_type, p);
+                let (l, pe, last) = crate::ops::group_position(&mut conn, &log, group).await;
+                lag += l.max(0) as u64;
+                pending += pe.max(0) as u64;
+                positions.push(format!("{p}={last}"));
+                let dlq = allies_store::keys::dead_letter_key(aggregate_type, p, group);
+                dead += redis::cmd("XLEN").arg(&dlq).query_async::<u64>(&mut conn).await.unwrap_or(0);
+            }
+            let labels = allies_store::metrics::SubscriberMetrics::labels(group);
+            let breaker = self
+                .breakers
+                .iter()
+                .find(|(g, _)| *g == group)
+                .map(|(_, b)| b.state())
+                .unwrap_or(allies_store::breaker::BreakerState::Closed);
+            let state = if !self.running.load(std::sync::atomic::Ordering::SeqCst) {
+                "stopped"
+            } else if breaker == allies_store::breaker::BreakerState::Open || dead > 0 {
+                "faulted"
+            } else if lag > 0 || pending > 0 {
+                "catching_up"
+            } else {
+                "running"
+            };
+            projections.push(ProjectionStatus {
+                name: group.to_owned(),
+                aggregate_type: aggregate_type.to_owned(),
+                state: state.to_owned(),
+                processed: self.metrics.processed.get_or_create(&labels).get(),
+                failed: self.metrics.failed.get_or_create(&labels).get(),
+                dead_letters: dead,
+                lag,
+                pending,
+                positions,
+                breaker: breaker.as_str().to_owned(),
+                last_error: self.metrics.last_error.lock().ok().and_then(|m| m.get(group).cloned()).unwrap_or_default(),
+            });
+        }
+        Ok(Response::new(ListProjectionsResponse { projections }))
     }
 
     async fn purge_dead_letters(

@@ -117,6 +117,9 @@ pub async fn serve(
         ),
     );
     server.routes.add_service(ProjectorAdminServiceServer::new(admin::AdminApi {
+        metrics: metrics.clone(),
+        breakers: breakers.clone(),
+        running: running.clone(),
         auth,
         conn: store.connection(),
         partitions: config.partitions,

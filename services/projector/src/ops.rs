@@ -73,6 +73,34 @@ fn k_is(v: &Value, name: &str) -> bool {
     }
 }
 
+/// Lag, pending and last delivered id of `group` on one log (XINFO GROUPS; lag needs Redis 7).
+pub async fn group_position(conn: &mut RedisConn, log: &str, group: &str) -> (i64, i64, String) {
+    let Ok(Value::Array(groups)) = redis::cmd("XINFO").arg("GROUPS").arg(log).query_async::<Value>(conn).await else {
+        return (0, 0, "0-0".into());
+    };
+    for g in groups {
+        let fields = match g {
+            Value::Array(f) => f,
+            Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => continue,
+        };
+        let is_group = fields.chunks(2).any(|kv| k_is(&kv[0], "name") && kv.get(1).is_some_and(|v| k_is(v, group)));
+        if is_group {
+            let last = fields
+                .chunks(2)
+                .find(|kv| k_is(&kv[0], "last-delivered-id"))
+                .and_then(|kv| match kv.get(1)? {
+                    Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+                    Value::SimpleString(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "0-0".into());
+            return (int_field(&fields, "lag").unwrap_or(0), int_field(&fields, "pending").unwrap_or(0), last);
+        }
+    }
+    (0, 0, "0-0".into())
+}
+
 /// Lag and pending of `group` on one log (XINFO GROUPS; lag needs Redis 7).
 async fn group_info(conn: &mut RedisConn, log: &str, group: &str) -> (i64, i64) {
     let Ok(Value::Array(groups)) = redis::cmd("XINFO").arg("GROUPS").arg(log).query_async::<Value>(conn).await else {

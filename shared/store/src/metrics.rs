@@ -25,6 +25,8 @@ pub struct SubscriberMetrics {
     pub dead_lettered: Family<GroupLabels, Counter>,
     pub claimed: Family<GroupLabels, Counter>,
     pub handler_seconds: Family<GroupLabels, Histogram, fn() -> Histogram>,
+    /// The last handler error per group.
+    pub last_error: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl SubscriberMetrics {
@@ -36,6 +38,7 @@ impl SubscriberMetrics {
             dead_lettered: Family::default(),
             claimed: Family::default(),
             handler_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            last_error: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("allies_subscriber");
         r.register("processed", "Entries applied and acknowledged", m.processed.clone());

@@ -413,10 +413,16 @@ impl PartitionReader {
         let labels = crate::metrics::SubscriberMetrics::labels(&self.config.group);
         if let Some(m) = &self.config.metrics {
             m.handler_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-            if outcome.is_ok() {
-                m.processed.get_or_create(&labels).inc();
-            } else {
-                m.failed.get_or_create(&labels).inc();
+            match &outcome {
+                Ok(()) => {
+                    m.processed.get_or_create(&labels).inc();
+                }
+                Err(e) => {
+                    m.failed.get_or_create(&labels).inc();
+                    if let Ok(mut last) = m.last_error.lock() {
+                        last.insert(self.config.group.clone(), format!("{}: {e}", entry.id));
+                    }
+                }
             }
         }
         let Err(error) = outcome else { return Ok(true) };

@@ -462,6 +462,22 @@ async fn a_poison_event_reaches_the_dead_letters_and_admins_manage_them() {
     assert!(dead[0].error.contains("malformed UserRegistered"), "{}", dead[0].error);
     assert_eq!(dead[0].payload, "{broken");
 
+    // The projection manager's view: faulted while a dead letter waits, with the last error.
+    let status = admin
+        .list_projections(bearer(allies_contracts::projector::v1::ListProjectionsRequest {}, &root.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    let user = status.projections.iter().find(|p| p.name == "rm.user").expect("rm.user listed");
+    assert_eq!((user.state.as_str(), user.dead_letters, user.breaker.as_str()), ("faulted", 1, "closed"), "{user:?}");
+    assert!(user.processed >= 2 && user.failed >= 2, "{user:?}");
+    assert!(user.last_error.contains("malformed UserRegistered"), "{user:?}");
+    assert_eq!(user.positions.len(), 16);
+    let e = admin
+        .list_projections(bearer(allies_contracts::projector::v1::ListProjectionsRequest {}, &player.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
     // Players and anonymous callers may not touch it.
     let e = admin.list_dead_letters(bearer(list(), &player.access_token)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -484,6 +500,13 @@ async fn a_poison_event_reaches_the_dead_letters_and_admins_manage_them() {
     assert!(
         admin.list_dead_letters(bearer(list(), &root.access_token)).await.unwrap().into_inner().dead_letters.is_empty()
     );
+    let status = admin
+        .list_projections(bearer(allies_contracts::projector::v1::ListProjectionsRequest {}, &root.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    let user = status.projections.iter().find(|p| p.name == "rm.user").unwrap();
+    assert_eq!(user.state, "running", "{user:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
