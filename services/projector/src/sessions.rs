@@ -69,22 +69,39 @@ pub fn changes(event: &RecordedEvent) -> Result<(Fields, Option<(String, i64)>),
 
 pub struct SessionProjection {
     writer: ReadModelWriter,
+    ns: String,
 }
 
 impl SessionProjection {
     pub fn new(conn: RedisConn) -> Self {
-        Self { writer: ReadModelWriter::new(conn) }
+        Self::in_namespace(conn, crate::users::DEFAULT_NAMESPACE)
+    }
+
+    pub fn in_namespace(conn: RedisConn, ns: &str) -> Self {
+        Self { writer: ReadModelWriter::new(conn), ns: ns.to_owned() }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    pub fn key(&self, session_id: &str) -> String {
+        format!("{}:session:{session_id}", self.ns)
+    }
+
+    fn user_sessions_key(&self, user_id: &str) -> String {
+        format!("{}:user:{user_id}:sessions", self.ns)
     }
 
     pub async fn apply(&self, event: &RecordedEvent) -> Result<bool, HandlerError> {
         let env = &event.envelope;
         let v = env.version;
         let (fields, owner) = changes(event)?;
-        let applied = self.writer.apply(&key(&env.aggregate_id), v, &fields).await?;
+        let applied = self.writer.apply(&self.key(&env.aggregate_id), v, &fields).await?;
         if let Some((user_id, started)) = owner {
             let mut conn = self.writer.conn.clone();
             let _: i64 = redis::cmd("ZADD")
-                .arg(user_sessions_key(&user_id))
+                .arg(self.user_sessions_key(&user_id))
                 .arg(started)
                 .arg(&env.aggregate_id)
                 .query_async(&mut conn)
@@ -96,7 +113,8 @@ impl SessionProjection {
 
     pub async fn get(&self, session_id: &str) -> Result<Option<Session>, redis::RedisError> {
         let mut conn = self.writer.conn.clone();
-        let map: HashMap<String, String> = redis::cmd("HGETALL").arg(key(session_id)).query_async(&mut conn).await?;
+        let map: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(self.key(session_id)).query_async(&mut conn).await?;
         if !map.contains_key("session_id") {
             return Ok(None);
         }
@@ -119,7 +137,7 @@ impl SessionProjection {
     pub async fn list_for_user(&self, user_id: &str, limit: usize) -> Result<Vec<Session>, redis::RedisError> {
         let mut conn = self.writer.conn.clone();
         let ids: Vec<String> = redis::cmd("ZREVRANGE")
-            .arg(user_sessions_key(user_id))
+            .arg(self.user_sessions_key(user_id))
             .arg(0)
             .arg(limit.saturating_sub(1))
             .query_async(&mut conn)

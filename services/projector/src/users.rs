@@ -15,6 +15,8 @@ use crate::readmodel::{Fields, ReadModelWriter, decode, now_ms};
 /// Consumer group of this projection on the `user` partition logs.
 pub const GROUP: &str = "rm.user";
 pub const AGGREGATE_TYPE: &str = "user";
+/// Key prefix of the first generation of the read models.
+pub const DEFAULT_NAMESPACE: &str = "rm";
 pub const USERNAME_INDEX: &str = "rm:user:idx:username";
 /// Users by registration time (score: registered_at_ms).
 pub const REGISTERED_INDEX: &str = "rm:user:idx:registered";
@@ -93,11 +95,42 @@ pub struct ListQuery {
 
 pub struct UserProjection {
     writer: ReadModelWriter,
+    /// Key prefix of this generation of the read model (`rm` = the first).
+    ns: String,
 }
 
 impl UserProjection {
     pub fn new(conn: RedisConn) -> Self {
-        Self { writer: ReadModelWriter::new(conn) }
+        Self::in_namespace(conn, DEFAULT_NAMESPACE)
+    }
+
+    /// A projection writing and reading keys under `ns` (a rebuild's new generation).
+    pub fn in_namespace(conn: RedisConn, ns: &str) -> Self {
+        Self { writer: ReadModelWriter::new(conn), ns: ns.to_owned() }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    pub fn key(&self, user_id: &str) -> String {
+        format!("{}:user:{user_id}", self.ns)
+    }
+
+    fn username_index(&self) -> String {
+        format!("{}:user:idx:username", self.ns)
+    }
+
+    fn registered_index(&self) -> String {
+        format!("{}:user:idx:registered", self.ns)
+    }
+
+    fn name_index(&self) -> String {
+        format!("{}:user:idx:name", self.ns)
+    }
+
+    fn role_index(&self, role: &str) -> String {
+        format!("{}:user:idx:role:{role}", self.ns)
     }
 
     /// Applies one event; returns whether the read model changed.
@@ -111,7 +144,7 @@ impl UserProjection {
             Some(_) if env.event_type != "UserRegistered" => {
                 let mut conn = self.writer.conn.clone();
                 redis::cmd("HGET")
-                    .arg(key(&env.aggregate_id))
+                    .arg(self.key(&env.aggregate_id))
                     .arg("roles")
                     .query_async(&mut conn)
                     .await
@@ -120,7 +153,7 @@ impl UserProjection {
             _ => None,
         };
         let registered_at = fields.iter().find(|(f, _)| *f == "registered_at_ms").map(|(_, t)| t.clone());
-        let applied = self.writer.apply(&key(&env.aggregate_id), v, &fields).await?;
+        let applied = self.writer.apply(&self.key(&env.aggregate_id), v, &fields).await?;
         let id = &env.aggregate_id;
         // One pipeline on a single Redis; one command each on a Cluster, where
         // the index keys live in different slots.
@@ -128,22 +161,22 @@ impl UserProjection {
         if let Some(name) = index {
             // Idempotent on their own; written even on a redelivery so a crash
             // between the read-model write and these heals.
-            cmds.push(redis::Cmd::hset(USERNAME_INDEX, &name, id));
-            cmds.push(redis::Cmd::zadd(NAME_INDEX, format!("{name}\t{id}"), 0));
+            cmds.push(redis::Cmd::hset(self.username_index(), &name, id));
+            cmds.push(redis::Cmd::zadd(self.name_index(), format!("{name}\t{id}"), 0));
         }
         if let Some(at) = registered_at {
-            cmds.push(redis::Cmd::zadd(REGISTERED_INDEX, id, at.parse::<i64>().unwrap_or_default()));
+            cmds.push(redis::Cmd::zadd(self.registered_index(), id, at.parse::<i64>().unwrap_or_default()));
         }
         if let Some(new) = new_roles.filter(|_| applied) {
             let split = |s: &str| s.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect::<Vec<_>>();
             let new = split(&new);
             for old in split(old_roles.as_deref().unwrap_or_default()) {
                 if !new.contains(&old) {
-                    cmds.push(redis::Cmd::srem(role_index(&old), id));
+                    cmds.push(redis::Cmd::srem(self.role_index(&old), id));
                 }
             }
             for role in &new {
-                cmds.push(redis::Cmd::sadd(role_index(role), id));
+                cmds.push(redis::Cmd::sadd(self.role_index(role), id));
             }
         }
         let mut conn = self.writer.conn.clone();
@@ -164,7 +197,7 @@ impl UserProjection {
     /// Reads one user from the read model.
     pub async fn get(&self, user_id: &str) -> Result<Option<User>, redis::RedisError> {
         let mut conn = self.writer.conn.clone();
-        let map: HashMap<String, String> = redis::cmd("HGETALL").arg(key(user_id)).query_async(&mut conn).await?;
+        let map: HashMap<String, String> = redis::cmd("HGETALL").arg(self.key(user_id)).query_async(&mut conn).await?;
         if !map.contains_key("user_id") {
             return Ok(None);
         }
@@ -202,7 +235,7 @@ impl UserProjection {
                     None => ("-".to_owned(), "+".to_owned()),
                 };
                 let mut cmd = redis::cmd("ZRANGE");
-                cmd.arg(NAME_INDEX);
+                cmd.arg(self.name_index());
                 if q.descending {
                     cmd.arg(&max).arg(&min).arg("BYLEX").arg("REV");
                 } else {
@@ -212,7 +245,7 @@ impl UserProjection {
                 members.into_iter().filter_map(|m| m.split_once('\t').map(|(_, id)| id.to_owned())).collect()
             } else {
                 let mut cmd = redis::cmd("ZRANGE");
-                cmd.arg(REGISTERED_INDEX).arg(pos).arg(pos + CHUNK as u64 - 1);
+                cmd.arg(self.registered_index()).arg(pos).arg(pos + CHUNK as u64 - 1);
                 if q.descending {
                     cmd.arg("REV");
                 }
@@ -224,14 +257,14 @@ impl UserProjection {
             let mut keep = vec![true; ids.len()];
             if let Some(role) = &q.role {
                 let member: Vec<bool> =
-                    redis::cmd("SMISMEMBER").arg(role_index(role)).arg(&ids).query_async(&mut conn).await?;
+                    redis::cmd("SMISMEMBER").arg(self.role_index(role)).arg(&ids).query_async(&mut conn).await?;
                 keep.iter_mut().zip(member).for_each(|(k, m)| *k &= m);
             }
             if let (Some(p), false) = (&prefix, q.by_name) {
                 // One HGET each (not a pipeline): the keys live in different Cluster slots.
                 let mut names: Vec<Option<String>> = Vec::with_capacity(ids.len());
                 for id in &ids {
-                    names.push(redis::cmd("HGET").arg(key(id)).arg("username").query_async(&mut conn).await?);
+                    names.push(redis::cmd("HGET").arg(self.key(id)).arg("username").query_async(&mut conn).await?);
                 }
                 keep.iter_mut()
                     .zip(names)
@@ -260,8 +293,11 @@ impl UserProjection {
     /// Looks a user up by username, case-insensitively.
     pub async fn get_by_username(&self, username: &str) -> Result<Option<User>, redis::RedisError> {
         let mut conn = self.writer.conn.clone();
-        let id: Option<String> =
-            redis::cmd("HGET").arg(USERNAME_INDEX).arg(username.to_ascii_lowercase()).query_async(&mut conn).await?;
+        let id: Option<String> = redis::cmd("HGET")
+            .arg(self.username_index())
+            .arg(username.to_ascii_lowercase())
+            .query_async(&mut conn)
+            .await?;
         match id {
             Some(id) => self.get(&id).await,
             None => Ok(None),
