@@ -100,6 +100,8 @@ enum Command {
     },
     /// Every projection's state, counts, lag and last error (admins only).
     Projections,
+    /// Blue/green rebuild of a projection from the start of the logs (admins only).
+    Rebuild { projection: String },
     /// Compare a projection's read models with its events (admins only).
     Check {
         /// rm.user or rm.session
@@ -553,9 +555,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .iter()
                     .map(|p| {
                         format!(
-                            "{:<11} {:<12} processed {}  failed {}  dead letters {}  lag {}  pending {}  breaker {}{}",
+                            "{:<11} {:<12} generation {}  processed {}  failed {}  dead letters {}  lag {}  pending {}  breaker {}{}",
                             p.name,
                             p.state,
+                            p.generation,
                             p.processed,
                             p.failed,
                             p.dead_letters,
@@ -571,6 +574,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
+            });
+        }
+        Command::Rebuild { projection } => {
+            let mut client = ProjectorAdminServiceClient::new(channel(&cli.projector, timeout).await?);
+            let request = RebuildProjectionRequest { projection: projection.clone() };
+            let r = client.rebuild_projection(authorized(request, &token()?)?).await?.into_inner();
+            print(json, &r, || {
+                format!(
+                    "rebuilding {projection} as generation {} (namespace {}, group {}); queries switch when it has caught up",
+                    r.generation, r.namespace, r.group
+                )
             });
         }
         Command::Check { projection, repair } => {

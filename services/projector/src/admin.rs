@@ -10,8 +10,8 @@ use allies_store::RedisConn;
 use allies_store::subscriber::{self, DeadLetterSelection as Selection};
 use tonic::{Request, Response, Status};
 
-use crate::sessions::{self, SessionProjection};
-use crate::users::{self, UserProjection};
+use crate::sessions;
+use crate::users;
 
 pub struct AdminApi {
     pub metrics: Arc<allies_store::metrics::SubscriberMetrics>,
@@ -20,8 +20,7 @@ pub struct AdminApi {
     pub auth: Arc<Authenticator>,
     pub conn: RedisConn,
     pub partitions: u32,
-    pub users: Arc<UserProjection>,
-    pub sessions: Arc<SessionProjection>,
+    pub manager: Arc<crate::manager::Manager>,
 }
 
 fn projection(name: &str) -> Result<&'static str, Status> {
@@ -55,7 +54,8 @@ impl AdminApi {
         let caller = self.auth.authenticate(request).await?;
         caller.require_role(ROLE_ADMIN)?;
         let aggregate_type = projection(projection_name)?;
-        Ok(AdminCall { caller, group: projection_name.to_owned(), aggregate_type })
+        let group = self.manager.generation(projection_name).group;
+        Ok(AdminCall { caller, group, aggregate_type })
     }
 }
 
@@ -69,7 +69,8 @@ impl ProjectorAdminService for AdminApi {
         &self,
         request: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
-        let aggregate_type = self.admin(&request, &request.get_ref().projection).await?.aggregate_type;
+        let call = self.admin(&request, &request.get_ref().projection).await?;
+        let (aggregate_type, group) = (call.aggregate_type, call.group);
         let r = request.into_inner();
         let limit = match r.limit {
             0 => 100,
@@ -77,7 +78,7 @@ impl ProjectorAdminService for AdminApi {
             _ => return Err(status::invalid_argument("limit", "must be 1 to 1000")),
         };
         let mut conn = self.conn.clone();
-        let dead = subscriber::list_dead_letters(&mut conn, aggregate_type, self.partitions, &r.projection, limit)
+        let dead = subscriber::list_dead_letters(&mut conn, aggregate_type, self.partitions, &group, limit)
             .await
             .map_err(unavailable)?;
         let dead_letters = dead
@@ -111,8 +112,10 @@ impl ProjectorAdminService for AdminApi {
         let which = selection(request.get_ref())?;
         let (mut conn, t, p, g) = (self.conn.clone(), call.aggregate_type, self.partitions, call.group.as_str());
         let (replayed, failed) = match t {
-            users::AGGREGATE_TYPE => subscriber::replay_dead_letters(&mut conn, &*self.users, t, p, g, &which).await,
-            _ => subscriber::replay_dead_letters(&mut conn, &*self.sessions, t, p, g, &which).await,
+            users::AGGREGATE_TYPE => {
+                subscriber::replay_dead_letters(&mut conn, &*self.manager.users(), t, p, g, &which).await
+            }
+            _ => subscriber::replay_dead_letters(&mut conn, &*self.manager.sessions(), t, p, g, &which).await,
         }
         .map_err(unavailable)?;
         tracing::info!(by = call.caller.user_id, projection = g, replayed, failed, "dead letters replayed");
@@ -126,12 +129,14 @@ impl ProjectorAdminService for AdminApi {
         let call = self.admin(&request, &request.get_ref().projection).await?;
         let (caller, aggregate_type) = (call.caller, call.aggregate_type);
         let r = request.into_inner();
-        let (key_of, changes): (fn(&str) -> String, crate::consistency::Changes) = match aggregate_type {
-            users::AGGREGATE_TYPE => (users::key, crate::consistency::user_changes),
-            _ => (sessions::key, crate::consistency::session_changes),
-        };
+        let (users_now, sessions_now) = (self.manager.users(), self.manager.sessions());
+        let (key_of, changes): (Box<dyn Fn(&str) -> String + Send + Sync>, crate::consistency::Changes) =
+            match aggregate_type {
+                users::AGGREGATE_TYPE => (Box::new(move |id| users_now.key(id)), crate::consistency::user_changes),
+                _ => (Box::new(move |id| sessions_now.key(id)), crate::consistency::session_changes),
+            };
         let mut conn = self.conn.clone();
-        let report = crate::consistency::check(&mut conn, aggregate_type, self.partitions, key_of, changes, r.repair)
+        let report = crate::consistency::check(&mut conn, aggregate_type, self.partitions, &*key_of, changes, r.repair)
             .await
             .map_err(unavailable)?;
         tracing::info!(
@@ -160,7 +165,10 @@ impl ProjectorAdminService for AdminApi {
         self.auth.authenticate(&request).await?.require_role(ROLE_ADMIN)?;
         let mut conn = self.conn.clone();
         let mut projections = Vec::new();
-        for (group, aggregate_type) in crate::ops::PROJECTIONS {
+        for (name, aggregate_type) in crate::ops::PROJECTIONS {
+            let generation = self.manager.generation(name);
+            let building = self.manager.rebuilding(name);
+            let group = generation.group.as_str();
             let (mut lag, mut pending, mut dead, mut positions) = (0u64, 0u64, 0u64, Vec::new());
             for p in 0..self.partitions {
                 let log = allies_store::keys::log_key(aggregate_type, p);
@@ -175,11 +183,13 @@ impl ProjectorAdminService for AdminApi {
             let breaker = self
                 .breakers
                 .iter()
-                .find(|(g, _)| *g == group)
+                .find(|(g, _)| *g == name)
                 .map(|(_, b)| b.state())
                 .unwrap_or(allies_store::breaker::BreakerState::Closed);
             let state = if !self.running.load(std::sync::atomic::Ordering::SeqCst) {
                 "stopped"
+            } else if building.is_some() {
+                "rebuilding"
             } else if breaker == allies_store::breaker::BreakerState::Open || dead > 0 {
                 "faulted"
             } else if lag > 0 || pending > 0 {
@@ -188,7 +198,7 @@ impl ProjectorAdminService for AdminApi {
                 "running"
             };
             projections.push(ProjectionStatus {
-                name: group.to_owned(),
+                name: name.to_owned(),
                 aggregate_type: aggregate_type.to_owned(),
                 state: state.to_owned(),
                 processed: self.metrics.processed.get_or_create(&labels).get(),
@@ -199,9 +209,32 @@ impl ProjectorAdminService for AdminApi {
                 positions,
                 breaker: breaker.as_str().to_owned(),
                 last_error: self.metrics.last_error.lock().ok().and_then(|m| m.get(group).cloned()).unwrap_or_default(),
+                generation: generation.number,
+                namespace: generation.namespace.clone(),
+                group: generation.group.clone(),
+                rebuilding_generation: building.map(|b| b.number).unwrap_or(0),
             });
         }
         Ok(Response::new(ListProjectionsResponse { projections }))
+    }
+
+    async fn rebuild_projection(
+        &self,
+        request: Request<RebuildProjectionRequest>,
+    ) -> Result<Response<RebuildProjectionResponse>, Status> {
+        let call = self.admin(&request, &request.get_ref().projection).await?;
+        let name = crate::ops::PROJECTIONS
+            .iter()
+            .map(|(n, _)| *n)
+            .find(|n| *n == request.get_ref().projection)
+            .ok_or_else(|| Status::not_found("no such projection"))?;
+        let next = self.manager.rebuild(name).await.map_err(Status::failed_precondition)?;
+        tracing::warn!(by = call.caller.user_id, projection = name, generation = next.number, "rebuild started");
+        Ok(Response::new(RebuildProjectionResponse {
+            generation: next.number,
+            namespace: next.namespace,
+            group: next.group,
+        }))
     }
 
     async fn purge_dead_letters(

@@ -65,7 +65,7 @@ pub async fn check(
     conn: &mut RedisConn,
     aggregate_type: &str,
     partitions: u32,
-    key_of: fn(&str) -> String,
+    key_of: &(dyn Fn(&str) -> String + Send + Sync),
     changes: Changes,
     repair: bool,
 ) -> Result<Report, StoreError> {

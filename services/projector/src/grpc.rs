@@ -8,12 +8,8 @@ use allies_platform::status;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::sessions::SessionProjection;
-use crate::users::UserProjection;
-
 pub struct QueryApi {
-    pub users: Arc<UserProjection>,
-    pub sessions: Arc<SessionProjection>,
+    pub manager: Arc<crate::manager::Manager>,
     pub conn: allies_store::RedisConn,
 }
 
@@ -72,8 +68,14 @@ impl ProjectorQueryService for QueryApi {
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
         let r = request.into_inner();
         let id = uuid_field("user_id", &r.user_id)?;
-        wait_for(&self.conn, crate::users::GROUP, crate::users::AGGREGATE_TYPE, &r.consistency_token).await?;
-        match self.users.get(&id).await.map_err(unavailable)? {
+        wait_for(
+            &self.conn,
+            &self.manager.generation(crate::users::GROUP).group,
+            crate::users::AGGREGATE_TYPE,
+            &r.consistency_token,
+        )
+        .await?;
+        match self.manager.users().get(&id).await.map_err(unavailable)? {
             Some(user) => Ok(Response::new(GetUserResponse { user: Some(user) })),
             None => Err(Status::not_found(format!("user {id} not found"))),
         }
@@ -88,8 +90,14 @@ impl ProjectorQueryService for QueryApi {
         if name.is_empty() || name.len() > 64 {
             return Err(status::invalid_argument("username", "must be 1 to 64 characters"));
         }
-        wait_for(&self.conn, crate::users::GROUP, crate::users::AGGREGATE_TYPE, &r.consistency_token).await?;
-        match self.users.get_by_username(&name).await.map_err(unavailable)? {
+        wait_for(
+            &self.conn,
+            &self.manager.generation(crate::users::GROUP).group,
+            crate::users::AGGREGATE_TYPE,
+            &r.consistency_token,
+        )
+        .await?;
+        match self.manager.users().get_by_username(&name).await.map_err(unavailable)? {
             Some(user) => Ok(Response::new(GetUserResponse { user: Some(user) })),
             None => Err(Status::not_found(format!("user '{name}' not found"))),
         }
@@ -97,7 +105,7 @@ impl ProjectorQueryService for QueryApi {
 
     async fn get_session(&self, request: Request<GetSessionRequest>) -> Result<Response<GetSessionResponse>, Status> {
         let id = uuid_field("session_id", &request.into_inner().session_id)?;
-        match self.sessions.get(&id).await.map_err(unavailable)? {
+        match self.manager.sessions().get(&id).await.map_err(unavailable)? {
             Some(session) => Ok(Response::new(GetSessionResponse { session: Some(session) })),
             None => Err(Status::not_found(format!("session {id} not found"))),
         }
@@ -140,7 +148,7 @@ impl ProjectorQueryService for QueryApi {
             page_size,
             offset,
         };
-        let (users, next) = self.users.list(&q).await.map_err(unavailable)?;
+        let (users, next) = self.manager.users().list(&q).await.map_err(unavailable)?;
         Ok(Response::new(ListUsersResponse {
             users,
             next_page_token: next.map(|o| format!("o:{o}")).unwrap_or_default(),
@@ -158,7 +166,7 @@ impl ProjectorQueryService for QueryApi {
             n @ 1..=100 => n as usize,
             _ => return Err(status::invalid_argument("limit", "must be 1 to 100")),
         };
-        let sessions = self.sessions.list_for_user(&id, limit).await.map_err(unavailable)?;
+        let sessions = self.manager.sessions().list_for_user(&id, limit).await.map_err(unavailable)?;
         Ok(Response::new(ListUserSessionsResponse { sessions }))
     }
 }

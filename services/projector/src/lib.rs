@@ -12,7 +12,7 @@ use allies_contracts::projector::v1::projector_admin_service_server::ProjectorAd
 use allies_contracts::projector::v1::projector_query_service_server::ProjectorQueryServiceServer;
 use allies_platform::config::ServiceConfig;
 use allies_platform::server::GrpcServer;
-use allies_store::subscriber::{self, SubscriptionConfig};
+use allies_store::subscriber::SubscriptionConfig;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 
@@ -20,6 +20,7 @@ pub mod admin;
 pub mod consistency;
 pub mod follow;
 pub mod grpc;
+pub mod manager;
 pub mod ops;
 pub mod readmodel;
 pub mod sessions;
@@ -44,9 +45,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let store = allies_platform::connect_store(&config).await?;
-    let users = Arc::new(users::UserProjection::new(store.connection()));
-    let sessions = Arc::new(sessions::SessionProjection::new(store.connection()));
-
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = allies_store::RedisTarget::parse(&config.redis_url)?;
     let consumer = consumer_name();
@@ -69,17 +67,12 @@ pub async fn serve(
         s.retry.base = config.cqrs.retry_base;
         s
     };
-    let mut user_sub =
-        tuned(SubscriptionConfig::new(users::GROUP, &consumer, users::AGGREGATE_TYPE, config.partitions));
-    user_sub.breaker = user_breaker.clone();
-    let mut session_sub =
-        tuned(SubscriptionConfig::new(sessions::GROUP, &consumer, sessions::AGGREGATE_TYPE, config.partitions));
-    session_sub.breaker = session_breaker.clone();
+    let template = tuned(SubscriptionConfig::new(users::GROUP, &consumer, users::AGGREGATE_TYPE, config.partitions));
     let breakers = vec![(users::GROUP, user_breaker), (sessions::GROUP, session_breaker)];
     tracing::info!(%consumer, partitions = config.partitions, "starting projections rm.user, rm.session");
-    let mut projections = tokio::task::JoinSet::new();
-    projections.spawn(subscriber::run(client.clone(), user_sub, users.clone(), stop_rx.clone()));
-    projections.spawn(subscriber::run(client, session_sub, sessions.clone(), stop_rx.clone()));
+    let manager =
+        manager::Manager::start(client, store.connection(), config.partitions, template, breakers.clone()).await?;
+    tokio::spawn(manager.clone().follow_pointers(stop_rx.clone()));
 
     // Operations endpoint: /healthz, /readyz, /metrics.
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -89,6 +82,7 @@ pub async fn serve(
         partitions: config.partitions,
         running: running.clone(),
         breakers: breakers.clone(),
+        manager: manager.clone(),
     });
     let http_addr = std::env::var("PROJECTOR_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:9464".into());
     let http =
@@ -123,13 +117,11 @@ pub async fn serve(
         auth,
         conn: store.connection(),
         partitions: config.partitions,
-        users: users.clone(),
-        sessions: sessions.clone(),
+        manager: manager.clone(),
     }));
     server.report_health(ProjectorAdminServiceServer::<admin::AdminApi>::NAME);
     server.routes.add_service(ProjectorQueryServiceServer::new(grpc::QueryApi {
-        users,
-        sessions,
+        manager: manager.clone(),
         conn: store.connection(),
     }));
     server.report_health(ProjectorQueryServiceServer::<grpc::QueryApi>::NAME);
@@ -142,6 +134,7 @@ pub async fn serve(
         partitions: config.partitions,
         running: running.clone(),
         breakers,
+        manager: manager.clone(),
     };
     let mut health_stop = stop_rx.clone();
     let health_task = tokio::spawn(async move {
@@ -172,7 +165,7 @@ pub async fn serve(
 
     // Stop the projections: each finishes the entry it is applying.
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(config.shutdown_grace, projections.join_all()).await.is_err() {
+    if !manager.stop(config.shutdown_grace).await {
         tracing::warn!("projections did not stop within the grace period; unacked entries stay pending");
     }
     running.store(false, std::sync::atomic::Ordering::SeqCst);

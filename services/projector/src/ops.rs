@@ -18,9 +18,7 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use redis::Value;
 
-/// (consumer group, aggregate type) of every projection.
-pub const PROJECTIONS: [(&str, &str); 2] =
-    [(crate::users::GROUP, crate::users::AGGREGATE_TYPE), (crate::sessions::GROUP, crate::sessions::AGGREGATE_TYPE)];
+pub use crate::manager::PROJECTIONS;
 
 pub struct Ops {
     pub registry: Registry,
@@ -30,6 +28,8 @@ pub struct Ops {
     pub running: Arc<AtomicBool>,
     /// Each projection's circuit breaker.
     pub breakers: Vec<(&'static str, Arc<allies_store::breaker::CircuitBreaker>)>,
+    /// Which generation (consumer group) of each projection is live.
+    pub manager: Arc<crate::manager::Manager>,
 }
 
 impl Ops {
@@ -128,7 +128,9 @@ async fn scrape_gauges(ops: &Ops) -> String {
     let mut pending_lines = String::new();
     let mut dlq_lines = String::new();
     let mut published_lines = String::new();
-    for (group, aggregate_type) in PROJECTIONS {
+    for (name, aggregate_type) in PROJECTIONS {
+        let live_group = ops.manager.generation(name).group;
+        let group = live_group.as_str();
         let (mut lag, mut pending, mut dead, mut published) = (0i64, 0i64, 0i64, 0i64);
         for p in 0..ops.partitions {
             let log = keys::log_key(aggregate_type, p);

@@ -714,3 +714,103 @@ async fn users_are_listed_by_filters_sorted_and_paged_from_indexes() {
         assert_eq!(q.list_users(bad).await.unwrap_err().code(), Code::InvalidArgument);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_rebuild_switches_queries_to_the_new_generation() {
+    use allies_contracts::projector::v1::projector_admin_service_client::ProjectorAdminServiceClient;
+    use allies_contracts::projector::v1::{GetUserRequest, ListProjectionsRequest, RebuildProjectionRequest};
+    let mut fleet = Fleet::start(&[("GUARDIAN_BOOTSTRAP_ADMINS", "root")]);
+    let mut g = guardian(&fleet).await;
+    register(&mut g, "root").await;
+    let root = login(&mut g, "root", PASSWORD).await.unwrap();
+    let mut ids = Vec::new();
+    let mut q = projector(&fleet).await;
+    for i in 0..20 {
+        let r = g
+            .register_user(RegisterUserRequest {
+                username: format!("bg{i}"),
+                email: format!("bg{i}@example.com"),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        q.get_user(GetUserRequest { user_id: r.user_id.clone(), consistency_token: r.consistency_token })
+            .await
+            .unwrap();
+        ids.push(r.user_id);
+    }
+    let mut admin = ProjectorAdminServiceClient::connect(fleet.endpoint("projector")).await.unwrap();
+    let status = |admin: &mut ProjectorAdminServiceClient<Channel>| {
+        let mut admin = admin.clone();
+        let token = root.access_token.clone();
+        async move {
+            let r = admin.list_projections(bearer(ListProjectionsRequest {}, &token)).await.unwrap().into_inner();
+            r.projections.into_iter().find(|p| p.name == "rm.user").unwrap()
+        }
+    };
+    assert_eq!((status(&mut admin).await.generation, status(&mut admin).await.namespace.as_str()), (0, "rm"));
+
+    let started = admin
+        .rebuild_projection(bearer(RebuildProjectionRequest { projection: "rm.user".into() }, &root.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((started.generation, started.namespace.as_str(), started.group.as_str()), (1, "rm.g1", "rm.user.g1"));
+    // While it builds, queries answer from the live generation.
+    q.get_user(GetUserRequest { user_id: ids[0].clone(), ..Default::default() }).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = status(&mut admin).await;
+        if s.generation == 1 && s.state == "running" {
+            assert_eq!((s.namespace.as_str(), s.group.as_str(), s.rebuilding_generation), ("rm.g1", "rm.user.g1", 0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "rebuild never switched: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Queries now read the new namespace: the old one no longer matters.
+    for id in &ids {
+        assert!(fleet.redis.raw(&["EXISTS", &format!("rm.g1:user:{id}")]).starts_with(":1"), "{id} not rebuilt");
+        fleet.redis.raw(&["DEL", &format!("rm:user:{id}")]);
+    }
+    let u = q
+        .get_user(GetUserRequest { user_id: ids[3].clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(u.username, "bg3");
+    // New writes reach the new generation, read-your-writes included.
+    let r = g
+        .register_user(RegisterUserRequest {
+            username: "after".into(),
+            email: "after@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let u = q.get_user(GetUserRequest { user_id: r.user_id, consistency_token: r.consistency_token }).await.unwrap();
+    assert_eq!(u.into_inner().user.unwrap().username, "after");
+    // A restarted projector picks the live generation up from Redis.
+    fleet.service_mut("projector").restart(&[]);
+    let mut q = projector(&fleet).await;
+    let u = q
+        .get_user(GetUserRequest { user_id: ids[5].clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(u.username, "bg5", "reads the rebuilt generation after a restart");
+    let mut admin = ProjectorAdminServiceClient::connect(fleet.endpoint("projector")).await.unwrap();
+    // A second rebuild goes to generation 2.
+    let again = admin
+        .rebuild_projection(bearer(RebuildProjectionRequest { projection: "rm.user".into() }, &root.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.generation, 2);
+}
