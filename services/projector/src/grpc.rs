@@ -63,22 +63,28 @@ fn unavailable(e: redis::RedisError) -> Status {
     Status::unavailable(format!("read model unavailable: {e}"))
 }
 
+impl QueryApi {
+    /// Read-your-writes on the live generation of the user projection.
+    async fn wait_for_users(&self, token: &str) -> Result<(), Status> {
+        let group = self.manager.generation(crate::users::GROUP).group;
+        wait_for(&self.conn, &group, crate::users::AGGREGATE_TYPE, token).await
+    }
+}
+
+fn found(user: Option<User>, what: String) -> Result<Response<GetUserResponse>, Status> {
+    match user {
+        Some(user) => Ok(Response::new(GetUserResponse { user: Some(user) })),
+        None => Err(Status::not_found(format!("{what} not found"))),
+    }
+}
+
 #[tonic::async_trait]
 impl ProjectorQueryService for QueryApi {
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
         let r = request.into_inner();
         let id = uuid_field("user_id", &r.user_id)?;
-        wait_for(
-            &self.conn,
-            &self.manager.generation(crate::users::GROUP).group,
-            crate::users::AGGREGATE_TYPE,
-            &r.consistency_token,
-        )
-        .await?;
-        match self.manager.users().get(&id).await.map_err(unavailable)? {
-            Some(user) => Ok(Response::new(GetUserResponse { user: Some(user) })),
-            None => Err(Status::not_found(format!("user {id} not found"))),
-        }
+        self.wait_for_users(&r.consistency_token).await?;
+        found(self.manager.users().get(&id).await.map_err(unavailable)?, format!("user {id}"))
     }
 
     async fn get_user_by_username(
@@ -90,17 +96,8 @@ impl ProjectorQueryService for QueryApi {
         if name.is_empty() || name.len() > 64 {
             return Err(status::invalid_argument("username", "must be 1 to 64 characters"));
         }
-        wait_for(
-            &self.conn,
-            &self.manager.generation(crate::users::GROUP).group,
-            crate::users::AGGREGATE_TYPE,
-            &r.consistency_token,
-        )
-        .await?;
-        match self.manager.users().get_by_username(&name).await.map_err(unavailable)? {
-            Some(user) => Ok(Response::new(GetUserResponse { user: Some(user) })),
-            None => Err(Status::not_found(format!("user '{name}' not found"))),
-        }
+        self.wait_for_users(&r.consistency_token).await?;
+        found(self.manager.users().get_by_username(&name).await.map_err(unavailable)?, format!("user '{name}'"))
     }
 
     async fn get_session(&self, request: Request<GetSessionRequest>) -> Result<Response<GetSessionResponse>, Status> {
