@@ -39,6 +39,9 @@ pub struct ServiceConfig {
     pub cqrs: crate::cqrs::CqrsConfig,
 }
 
+/// Where Redis is when `REDIS_URL` says nothing: a local server on its standard port.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 /// Default listen addresses of the fleet.
 pub const GUARDIAN_ADDR: &str = "127.0.0.1:50051";
 pub const TIMESQUARE_ADDR: &str = "127.0.0.1:50052";

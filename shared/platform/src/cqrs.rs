@@ -201,7 +201,8 @@ impl CqrsConfig {
             file.serialization.snapshot_compression.clone(),
             "lz4",
         )?;
-        let redis_url: String = pick(&get, "REDIS_URL", "redis.url", file.redis.url.clone(), "redis://127.0.0.1:6379")?;
+        let redis_url: String =
+            pick(&get, "REDIS_URL", "redis.url", file.redis.url.clone(), crate::config::DEFAULT_REDIS_URL)?;
         if !["redis://", "rediss://", "redis-cluster://"].iter().any(|p| redis_url.starts_with(p)) {
             return Err(err(
                 if get("REDIS_URL").is_some() { "REDIS_URL" } else { "redis.url" },
@@ -362,7 +363,7 @@ mod tests {
         let c = CqrsConfig::from_text(None, None, env(&[])).unwrap();
         assert_eq!(
             (c.default_storage, c.partitions, c.redis_url.as_str()),
-            (Storage::EventSourced, 16, "redis://127.0.0.1:6379")
+            (Storage::EventSourced, 16, crate::config::DEFAULT_REDIS_URL)
         );
     }
 }
