@@ -15,10 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allies_core::{Aggregate, DecodeError, DomainEvent, ExpectedVersion, Metadata, Snapshot};
-use allies_store::EventStore;
+use allies_core::ExpectedVersion;
+use allies_store::{AppendRequest, EventStore, EventStoreExt, RedisEventStore};
 use allies_testkit::RedisServer;
-use serde::{Deserialize, Serialize};
+use allies_testkit::fixtures::{Added, Counter, meta};
 use uuid::Uuid;
 
 const WRITERS: usize = 50;
@@ -26,84 +26,14 @@ const APPENDS_PER_WRITER: usize = 400;
 const AGGREGATES_PER_WRITER: usize = 20;
 const FLEET_REDIS: &[&str] = &["--stream-node-max-bytes", "512"];
 
-/// A game-like event: a tower placed on a map.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TowerPlaced {
-    tower_id: String,
-    kind: String,
-    x: i32,
-    y: i32,
-    cost: u32,
-    placed_at_ms: i64,
-}
-
-impl DomainEvent for TowerPlaced {
-    fn event_type(&self) -> &'static str {
-        "TowerPlaced"
-    }
-    fn schema_version(&self) -> u32 {
-        1
-    }
-    fn encode_json(&self) -> Result<Vec<u8>, DecodeError> {
-        serde_json::to_vec(self).map_err(|e| DecodeError::malformed("TowerPlaced", e))
-    }
-    fn decode_json(t: &str, _v: u32, data: &[u8]) -> Result<Self, DecodeError> {
-        serde_json::from_slice(data).map_err(|e| DecodeError::malformed(t, e))
-    }
-}
-
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Board {
-    towers: u64,
-    spent: u64,
-}
-
-#[derive(Debug)]
-enum Never {}
-
-impl std::fmt::Display for Never {
-    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        Ok(())
-    }
-}
-impl std::error::Error for Never {}
-
-impl Aggregate for Board {
-    const TYPE: &'static str = "board";
-    type Command = TowerPlaced;
-    type Event = TowerPlaced;
-    type Error = Never;
-    fn decide(&self, c: &TowerPlaced) -> Result<Vec<TowerPlaced>, Never> {
-        Ok(vec![c.clone()])
-    }
-    fn evolve(&mut self, e: &TowerPlaced) {
-        self.towers += 1;
-        self.spent += u64::from(e.cost);
-    }
-}
-
-impl Snapshot for Board {
-    const SNAPSHOT_SCHEMA: u32 = 1;
-}
-
-fn event(i: usize) -> TowerPlaced {
-    TowerPlaced {
-        tower_id: Uuid::now_v7().to_string(),
-        kind: "archer".into(),
-        x: (i % 40) as i32,
-        y: (i / 40 % 30) as i32,
-        cost: 100,
-        placed_at_ms: 1_790_000_000_000 + i as i64,
-    }
-}
-
-fn meta() -> Metadata {
-    Metadata {
-        correlation_id: Uuid::now_v7(),
-        causation_id: Uuid::now_v7(),
-        user_id: Some("bench".into()),
-        traceparent: None,
+/// The shared test aggregate, its event padded to the size of a game event
+/// (a tower placed on a map, ~110 bytes of proto3 JSON), so the figures
+/// stay comparable across releases.
+fn event(i: usize) -> Added {
+    Added {
+        n: 100,
+        writer: (i % 40) as u32,
+        note: format!("archer tower {} placed at map cell {},{} for 100 gold", Uuid::now_v7(), i % 40, i / 40 % 30),
     }
 }
 
@@ -170,7 +100,7 @@ async fn raw_appends(url: &str) -> Duration {
     start.elapsed()
 }
 
-async fn store_appends(store: &EventStore, round: usize) -> Duration {
+async fn store_appends(store: &RedisEventStore, round: usize) -> Duration {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -183,7 +113,7 @@ async fn store_appends(store: &EventStore, round: usize) -> Duration {
                 let id = format!("r{round}-w{w}-{k}");
                 let e = [event(i)];
                 let out = store
-                    .append_events::<Board>(&id, ExpectedVersion::after_load(versions[k]), &m, 1_790_000_000_000, &e)
+                    .append_events::<Counter>(&id, ExpectedVersion::after_load(versions[k]), &m, 1_790_000_000_000, &e)
                     .await
                     .expect("append");
                 versions[k] = out.version;
@@ -205,7 +135,7 @@ fn evalsha_usec(redis: &RedisServer) -> f64 {
 
 async fn bench_append() -> Vec<(String, String)> {
     let redis = RedisServer::start_with(FLEET_REDIS);
-    let store = EventStore::connect(&redis.url(), 16).await.expect("store");
+    let store = RedisEventStore::connect(&redis.url(), 16).await.expect("store");
     let total = (WRITERS * APPENDS_PER_WRITER) as f64;
     // Warm both paths (script load, connections), then alternate and keep each one's best.
     raw_appends(&redis.url()).await;
@@ -238,26 +168,26 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 async fn bench_load() -> Vec<(String, String)> {
     let redis = RedisServer::start_with(FLEET_REDIS);
-    let store = EventStore::connect(&redis.url(), 16).await.expect("store");
-    let batch: Vec<TowerPlaced> = (0..1000).map(event).collect();
+    let store = RedisEventStore::connect(&redis.url(), 16).await.expect("store");
+    let batch: Vec<Added> = (0..1000).map(event).collect();
     for _ in 0..10 {
-        store.append_events::<Board>("big", ExpectedVersion::Any, &meta(), 0, &batch).await.expect("append");
+        store.append_events::<Counter>("big", ExpectedVersion::Any, &meta(), 0, &batch).await.expect("append");
     }
     let mut plain = Vec::new();
     for _ in 0..10 {
         let t = Instant::now();
-        let (b, v) = store.load::<Board>("big").await.expect("load");
+        let (b, v) = store.load_events::<Counter>("big").await.expect("load");
         plain.push(t.elapsed());
-        assert_eq!((b.towers, v), (10_000, 10_000));
+        assert_eq!((b.total, v), (1_000_000, 10_000));
     }
-    let (state, version) = store.load::<Board>("big").await.expect("load");
-    store.save_snapshot("big", &state, version, 0).await.expect("snapshot");
+    let (state, version) = store.load_events::<Counter>("big").await.expect("load");
+    allies_store::save_snapshot(&store, "big", &state, version, 0).await.expect("snapshot");
     let mut snap = Vec::new();
     for _ in 0..50 {
         let t = Instant::now();
-        let l = store.load_with_snapshot::<Board>("big").await.expect("load");
+        let l = allies_store::load::<Counter>(&store, "big").await.expect("load");
         snap.push(t.elapsed());
-        assert_eq!((l.state.towers, l.version), (10_000, 10_000));
+        assert_eq!((l.state.total, l.version), (1_000_000, 10_000));
     }
     vec![
         (
@@ -273,7 +203,7 @@ async fn bench_load() -> Vec<(String, String)> {
 
 async fn memory_with(extra: &[&str], n: usize) -> (f64, f64) {
     let redis = RedisServer::start_with(extra);
-    let store = EventStore::connect(&redis.url(), 16).await.expect("store");
+    let store = RedisEventStore::connect(&redis.url(), 16).await.expect("store");
     let before = used_memory(&redis);
     let per = n / WRITERS;
     let mut tasks = Vec::new();
@@ -284,7 +214,7 @@ async fn memory_with(extra: &[&str], n: usize) -> (f64, f64) {
             for i in 0..per {
                 let e = [event(i)];
                 store
-                    .append_events::<Board>(&format!("m{w}-{i}"), ExpectedVersion::NoStream, &m, 0, &e)
+                    .append_events::<Counter>(&format!("m{w}-{i}"), ExpectedVersion::NoStream, &m, 0, &e)
                     .await
                     .expect("append");
             }
@@ -322,14 +252,14 @@ async fn bench_memory() -> Vec<(String, String)> {
 
 /// Wraps the real user projection and records each event's age when applied.
 struct Timed {
-    inner: projector::users::UserProjection,
+    inner: projector::manager::Applier,
     lags: std::sync::Mutex<Vec<Duration>>,
     applied: std::sync::atomic::AtomicUsize,
 }
 
 impl allies_store::subscriber::Handler for Timed {
     async fn handle(&self, event: &allies_store::RecordedEvent) -> Result<(), allies_store::subscriber::HandlerError> {
-        self.inner.apply(event).await?;
+        allies_store::subscriber::Handler::handle(&self.inner, event).await?;
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
         let lag = Duration::from_millis((now - event.envelope.recorded_at_ms).max(0) as u64);
@@ -367,12 +297,15 @@ fn now_ms() -> i64 {
 
 async fn run_projection(
     url: &str,
-    store: &EventStore,
+    store: &RedisEventStore,
     group: &str,
     until: usize,
 ) -> (Arc<Timed>, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let handler = Arc::new(Timed {
-        inner: projector::users::UserProjection::new(store.connection()),
+        inner: projector::manager::Applier {
+            projection: Arc::new(projector::projections::users::Users),
+            view: projector::readmodel::View::new(store.connection(), "rm"),
+        },
         lags: Default::default(),
         applied: Default::default(),
     });
@@ -397,7 +330,7 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 
 async fn bench_projection() -> Vec<(String, String)> {
     let redis = RedisServer::start_with(FLEET_REDIS);
-    let store = EventStore::connect(&redis.url(), 16).await.expect("store");
+    let store = RedisEventStore::connect(&redis.url(), 16).await.expect("store");
     let n = 50_000;
     // Write the backlog (50 concurrent writers).
     let mut tasks = Vec::new();
@@ -407,7 +340,14 @@ async fn bench_projection() -> Vec<(String, String)> {
             for i in (w..n).step_by(WRITERS) {
                 let e = registered(i);
                 store
-                    .append("user", &Uuid::now_v7().to_string(), ExpectedVersion::NoStream, &meta(), now_ms(), &[e])
+                    .append(AppendRequest::new(
+                        "user",
+                        &Uuid::now_v7().to_string(),
+                        ExpectedVersion::NoStream,
+                        &meta(),
+                        now_ms(),
+                        vec![e],
+                    ))
                     .await
                     .expect("append");
             }
@@ -445,7 +385,7 @@ async fn bench_projection() -> Vec<(String, String)> {
                     let e = registered(base + i);
                     let id = Uuid::now_v7().to_string();
                     store
-                        .append("user", &id, ExpectedVersion::NoStream, &meta(), now_ms(), &[e])
+                        .append(AppendRequest::new("user", &id, ExpectedVersion::NoStream, &meta(), now_ms(), vec![e]))
                         .await
                         .expect("append");
                 }

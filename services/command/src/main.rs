@@ -1,17 +1,10 @@
-//! Command: the operations context (SystemMetrics, GameStatistics, Configuration).
-//!
-//! So far it serves only `grpc.health.v1` and server reflection; its
-//! aggregates and command API arrive with their own issue. It already stands
-//! on the platform: configuration, logs, bounded graceful shutdown.
-
-use allies_platform::config::{COMMAND_ADDR, ServiceConfig};
-use allies_platform::server::{GrpcServer, shutdown_signal};
+use allies_platform::ServiceConfig;
+use allies_platform::server::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    allies_platform::telemetry::init("command");
-    let config = ServiceConfig::from_env("command", COMMAND_ADDR)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    GrpcServer::new()?.serve(listener, config.shutdown_grace, shutdown_signal()).await?;
+    let config = ServiceConfig::from_env("command")?;
+    allies_platform::telemetry::init(&config);
+    command::build(config).await?.run_until(shutdown_signal()).await?;
     Ok(())
 }

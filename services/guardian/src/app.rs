@@ -1,42 +1,36 @@
-//! Guardian's use cases: register, log in, refresh, log out, change password,
-//! change roles. Each loads an aggregate, runs its pure `decide`, and appends
-//! the events in one atomic script (re-running on a version conflict).
+//! Guardian's use cases: register, log in, refresh, log out, change
+//! password, change roles, unlock, set the display name. Each validates its
+//! input, then runs the aggregate's pure `decide` through the platform's
+//! command executor (load, decide, append atomically, retry on conflict).
 
 use std::time::Duration;
 
-use allies_core::{Aggregate, CommandContext, ExpectedVersion, Snapshot};
+use allies_contracts::guardian::events::v1::SessionStarted;
+use allies_core::{CommandContext, ErrorCode, FieldViolation, Invalid, ServiceError};
 use allies_platform::auth::{AccessClaims, AuthSettings, Caller};
-use allies_store::{AppendError, AppendOptions, AppendOutcome, CommandRecord, EventStore, StateWrite, StoreError};
+use allies_platform::config::{ConfigError, Env};
+use allies_store::{CommandExecutor, ExecuteError, Executed, Options, StateWrite, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use guardian_domain::user::{self, LockoutPolicy, RegisterUser};
+use guardian_domain::{Session, SessionCommand, SessionError, SessionStatus, User, UserCommand, UserError};
 use password_hash::rand_core::{OsRng, RngCore};
 use uuid::Uuid;
 
-use crate::domain::{self, InvalidField, LockoutPolicy, RegisterUser, User, UserCommand, UserError};
 use crate::keys::{KeyError, KeyRing};
 use crate::password::{HashError, PasswordHasher};
 use crate::ratelimit::{RateLimiter, Verdict};
-use crate::session::{Session, SessionCommand, SessionError, SessionStatus};
-use allies_contracts::guardian::events::v1::SessionStarted;
-
-/// How often a command is re-run after a version conflict before the caller
-/// gets Aborted. Re-running is cheap (load + decide, no hashing), and a hot
-/// aggregate — one account logging in from many devices at once — needs more
-/// than a couple of tries; a jittered pause spreads the contenders out.
-const MAX_ATTEMPTS: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardianError {
     #[error(transparent)]
-    Invalid(#[from] InvalidField),
+    Invalid(#[from] Invalid),
     #[error(transparent)]
-    User(#[from] UserError),
+    User(#[from] ExecuteError<UserError>),
     #[error(transparent)]
-    Session(#[from] SessionError),
+    Session(#[from] ExecuteError<SessionError>),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Append(#[from] AppendError),
     #[error("password hashing failed: {0}")]
     Hashing(#[from] HashError),
     #[error(transparent)]
@@ -54,49 +48,102 @@ pub enum GuardianError {
     MalformedRefreshToken,
 }
 
-/// Policy knobs, from the environment (see `Settings::from_env`).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub auth: AuthSettings,
-    pub access_ttl_secs: i64,
-    pub refresh_ttl_secs: i64,
-    pub lockout: LockoutPolicy,
-    /// Usernames that register as admins (`GUARDIAN_BOOTSTRAP_ADMINS`).
-    pub bootstrap_admins: Vec<String>,
-    /// How long a command id is remembered (cqrs.yaml `event_sourcing.idempotency_ttl_secs`).
-    pub idempotency_ttl: Duration,
-}
-
-fn env_num(key: &str, default: i64) -> Result<i64, InvalidField> {
-    match std::env::var(key) {
-        Ok(v) => v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| InvalidField {
-            field: "environment",
-            reason: format!("{key}={v:?} must be a positive integer"),
-        }),
-        Err(_) => Ok(default),
+impl From<FieldViolation> for GuardianError {
+    fn from(v: FieldViolation) -> Self {
+        Self::Invalid(v.into())
     }
 }
 
+impl From<UserError> for GuardianError {
+    fn from(e: UserError) -> Self {
+        Self::User(ExecuteError::Domain(e))
+    }
+}
+
+impl ServiceError for GuardianError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid(e) => e.code(),
+            Self::User(e) => e.code(),
+            Self::Session(e) => e.code(),
+            Self::Store(e) => e.code(),
+            Self::Hashing(_) | Self::Keys(_) => ErrorCode::Internal,
+            Self::BadCredentials
+            | Self::WrongCurrentPassword
+            | Self::RefreshTokenReused
+            | Self::MalformedRefreshToken => ErrorCode::Unauthenticated,
+            Self::RateLimited { .. } => ErrorCode::ResourceExhausted,
+        }
+    }
+    fn field_violations(&self) -> Vec<FieldViolation> {
+        match self {
+            Self::Invalid(e) => e.field_violations(),
+            _ => Vec::new(),
+        }
+    }
+    fn rule(&self) -> Option<allies_core::RuleViolation> {
+        match self {
+            Self::User(e) => e.rule(),
+            _ => None,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::User(e) => e.retry_after(),
+            Self::Session(e) => e.retry_after(),
+            Self::Store(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+    fn message(&self) -> String {
+        match self {
+            Self::Invalid(e) => e.message(),
+            Self::User(e) => e.message(),
+            Self::Session(e) => e.message(),
+            Self::Store(e) => e.message(),
+            Self::MalformedRefreshToken | Self::RefreshTokenReused => format!("refresh refused: {self}"),
+            e if e.code() == ErrorCode::Internal => "internal error".to_owned(),
+            e => e.to_string(),
+        }
+    }
+}
+
+/// Guardian's settings, parsed from the environment at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub auth: AuthSettings,
+    /// `ACCESS_TOKEN_TTL_SECS` (900).
+    pub access_ttl_secs: i64,
+    /// `REFRESH_TOKEN_TTL_SECS` (30 days).
+    pub refresh_ttl_secs: i64,
+    /// `LOCKOUT_MAX_FAILURES` (5), `LOCKOUT_SECS` (900).
+    pub lockout: LockoutPolicy,
+    /// Usernames that register as admins (`GUARDIAN_BOOTSTRAP_ADMINS`, comma-separated).
+    pub bootstrap_admins: Vec<String>,
+    /// `ARGON2_THREADS`: password-hashing threads (default one per core).
+    pub argon2_threads: usize,
+    /// `AUTH_RATE_WINDOW_SECS` (60), `AUTH_RATE_PER_USERNAME` (10), `AUTH_RATE_PER_CLIENT` (30).
+    pub rate: crate::ratelimit::RateSettings,
+    /// Signing keys (see [`keys`](crate::keys)).
+    pub keys: crate::keys::KeySettings,
+}
+
 impl Settings {
-    /// `ACCESS_TOKEN_TTL_SECS` (900), `REFRESH_TOKEN_TTL_SECS` (30 days),
-    /// `LOCKOUT_MAX_FAILURES` (5), `LOCKOUT_SECS` (900),
-    /// `GUARDIAN_BOOTSTRAP_ADMINS` (comma-separated usernames, none).
-    pub fn from_env() -> Result<Self, InvalidField> {
+    pub fn from_env(env: &Env, auth: AuthSettings, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Ok(Self {
-            auth: AuthSettings::from_env(),
-            access_ttl_secs: env_num("ACCESS_TOKEN_TTL_SECS", 900)?,
-            refresh_ttl_secs: env_num("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
+            auth,
+            access_ttl_secs: env.int("ACCESS_TOKEN_TTL_SECS", 900, 1..=86_400)?,
+            refresh_ttl_secs: env.int("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600, 60..=366 * 24 * 3600)?,
             lockout: LockoutPolicy {
-                max_failures: env_num("LOCKOUT_MAX_FAILURES", 5)? as u32,
-                lock_ms: env_num("LOCKOUT_SECS", 900)? * 1000,
+                max_failures: env.int("LOCKOUT_MAX_FAILURES", 5, 1..=1000)?,
+                lock_ms: env.int("LOCKOUT_SECS", 900i64, 1..=30 * 24 * 3600)? * 1000,
             },
-            idempotency_ttl: Duration::from_secs(86_400),
-            bootstrap_admins: std::env::var("GUARDIAN_BOOTSTRAP_ADMINS")
-                .unwrap_or_default()
-                .split(',')
-                .map(|s| s.trim().to_ascii_lowercase())
-                .filter(|s| !s.is_empty())
-                .collect(),
+            bootstrap_admins: env.list("GUARDIAN_BOOTSTRAP_ADMINS").iter().map(|s| s.to_ascii_lowercase()).collect(),
+            argon2_threads: env.int("ARGON2_THREADS", cores, 1..=256)?,
+            rate: crate::ratelimit::RateSettings::from_env(env)?,
+            keys: crate::keys::KeySettings::from_env(env, data_dir)?,
         })
     }
 }
@@ -114,7 +161,7 @@ pub struct Tokens {
 }
 
 pub struct Guardian {
-    pub store: EventStore,
+    pub executor: CommandExecutor,
     pub hasher: PasswordHasher,
     pub keys: KeyRing,
     pub settings: Settings,
@@ -122,68 +169,6 @@ pub struct Guardian {
     /// A real hash of a random password: verified against when the user is
     /// unknown or locked, so those failures cost what a wrong password costs.
     dummy_hash: String,
-}
-
-/// Runs `command` on aggregate `id`: load, decide, append (with the state
-/// hash `state` derives from the new state, if any), re-running on conflict.
-/// Returns the new state, its version and where the events went (None when
-/// the command produced no event).
-pub async fn execute<A: Snapshot>(
-    store: &EventStore,
-    id: &str,
-    command: &A::Command,
-    ctx: &CommandContext,
-    state: impl Fn(&A) -> Option<StateWrite>,
-    record: Option<&CommandRecord>,
-) -> Result<(A, u64, Option<AppendOutcome>), GuardianError>
-where
-    GuardianError: From<A::Error>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let loaded = store.load_aggregate::<A>(id).await?;
-        let (mut aggregate, version) = (loaded.state, loaded.version);
-        let events = aggregate.decide(command)?;
-        if events.is_empty() {
-            return Ok((aggregate, version, None));
-        }
-        for e in &events {
-            aggregate.evolve(e);
-        }
-        let expected = ExpectedVersion::after_load(version);
-        let options = AppendOptions { state: state(&aggregate), command: record.cloned(), ..Default::default() };
-        let written =
-            store.save_aggregate::<A>(id, expected, &ctx.metadata, ctx.now_ms, &events, &aggregate, options).await;
-        match written {
-            Ok(outcome) => {
-                let event_sourced = store.storage_of(A::TYPE) == allies_store::Storage::EventSourced;
-                if event_sourced
-                    && !outcome.duplicate
-                    && store.snapshot_policy().due(outcome.version, loaded.snapshot, ctx.now_ms)
-                {
-                    // Off the command's path: the reply does not wait for it.
-                    let (store, id, state, v, at) =
-                        (store.clone(), id.to_owned(), aggregate.clone(), outcome.version, ctx.now_ms);
-                    tokio::spawn(async move {
-                        if let Err(e) = store.save_snapshot(&id, &state, v, at).await {
-                            tracing::warn!(aggregate_id = id, error = %e, "snapshot not written");
-                        }
-                    });
-                }
-                return Ok((aggregate, outcome.version, Some(outcome)));
-            }
-            Err(AppendError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
-                let jitter_us = u64::from(OsRng.next_u32() % (500 * attempt));
-                tokio::time::sleep(Duration::from_micros(jitter_us)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-fn no_state<A>(_: &A) -> Option<StateWrite> {
-    None
 }
 
 /// SHA-256 (hex) of a refresh token: what the Session stores instead of it.
@@ -197,18 +182,45 @@ fn new_refresh_token(session_id: &str) -> String {
     format!("{session_id}.{}", URL_SAFE_NO_PAD.encode(secret))
 }
 
+fn uuid_field(field: &str, value: &str) -> Result<String, FieldViolation> {
+    Uuid::parse_str(value).map(|u| u.to_string()).map_err(|_| FieldViolation::new(field, "must be a UUID"))
+}
+
 impl Guardian {
     pub async fn new(
-        store: EventStore,
+        executor: CommandExecutor,
         hasher: PasswordHasher,
         keys: KeyRing,
         settings: Settings,
+        limiter: RateLimiter,
     ) -> Result<Self, GuardianError> {
         let mut secret = [0u8; 24];
         OsRng.fill_bytes(&mut secret);
         let dummy_hash = hasher.hash(&URL_SAFE_NO_PAD.encode(secret)).await?;
-        let limiter = RateLimiter::from_env(store.connection());
-        Ok(Self { store, hasher, keys, settings, limiter, dummy_hash })
+        Ok(Self { executor, hasher, keys, settings, limiter, dummy_hash })
+    }
+
+    async fn load_user(&self, user_id: &str) -> Result<User, StoreError> {
+        Ok(allies_store::load::<User>(&**self.executor.store(), user_id).await?.state)
+    }
+
+    async fn on_user(
+        &self,
+        id: &str,
+        command: UserCommand,
+        ctx: &CommandContext,
+    ) -> Result<Executed<User>, GuardianError> {
+        Ok(self.executor.execute::<User>(id, &command, ctx).await?)
+    }
+
+    async fn on_session(
+        &self,
+        id: &str,
+        command: SessionCommand,
+        ctx: &CommandContext,
+    ) -> Result<Executed<Session>, GuardianError> {
+        let state = |s: &Session| self.session_state(s);
+        Ok(self.executor.execute_with::<Session>(id, &command, ctx, Options::default().state_fields(&state)).await?)
     }
 
     fn session_state(&self, s: &Session) -> Option<StateWrite> {
@@ -220,7 +232,8 @@ impl Guardian {
     }
 
     /// Registers a user. With `command_id`, a retry of the same registration
-    /// returns the first result instead of AlreadyExists.
+    /// returns the first result instead of AlreadyExists. Every bad field is
+    /// reported at once.
     pub async fn register(
         &self,
         username: &str,
@@ -228,32 +241,30 @@ impl Guardian {
         password: &str,
         command_id: Option<&str>,
         ctx: &CommandContext,
-    ) -> Result<(String, AppendOutcome), GuardianError> {
-        domain::validate_username(username)?;
-        domain::validate_email(email)?;
-        domain::validate_password(password, username)?;
-        let user_id = domain::user_id_for(username).to_string();
-        let record = command_id.map(|id| CommandRecord {
-            id: id.to_owned(),
-            // The password is not part of it: its hash differs on every try.
-            fingerprint: token_hash(&format!("RegisterUser\n{}\n{email}", username.to_ascii_lowercase())),
-            ttl: self.settings.idempotency_ttl,
-        });
-        if let Some(r) = &record
-            && let Some(first) = self.store.command_outcome(User::TYPE, &user_id, r).await?
-        {
+    ) -> Result<(String, Executed<User>), GuardianError> {
+        let mut invalid = Invalid::new();
+        invalid
+            .check(user::validate_username(username))
+            .check(user::validate_email(email))
+            .check(user::validate_password(password, username));
+        invalid.into_result()?;
+        let user_id = user::user_id_for(username).to_string();
+        // The password is not part of the fingerprint: its hash differs on every try.
+        let fingerprint = token_hash(&format!("RegisterUser\n{}\n{email}", username.to_ascii_lowercase()));
+        let options = || Options::<User>::default().command_id(command_id).fingerprint(fingerprint.clone());
+        // A retried command id answers its first result before anything is
+        // hashed; then a cheap refusal of a taken name before the expensive
+        // hash. The append's "no stream" check is what guarantees uniqueness.
+        if let Some(first) = self.executor.first_result_of::<User>(&user_id, &options()).await? {
             return Ok((user_id, first));
         }
-        // Cheap refusal before the expensive hash; the append's "no stream"
-        // check is what guarantees uniqueness.
-        let user = self.store.load_aggregate::<User>(&user_id).await?.state;
-        if user.profile.is_some() {
+        if self.load_user(&user_id).await?.profile.is_some() {
             return Err(UserError::UsernameTaken(username.to_owned()).into());
         }
         let password_hash = self.hasher.hash(password).await?;
-        let mut roles = vec![domain::ROLE_PLAYER.to_owned()];
+        let mut roles = vec![user::ROLE_PLAYER.to_owned()];
         if self.settings.bootstrap_admins.contains(&username.to_ascii_lowercase()) {
-            roles.push(domain::ROLE_ADMIN.to_owned());
+            roles.push(user::ROLE_ADMIN.to_owned());
         }
         let command = UserCommand::Register(RegisterUser {
             username: username.to_owned(),
@@ -262,9 +273,8 @@ impl Guardian {
             roles,
             registered_at_ms: ctx.now_ms,
         });
-        let (_, _, outcome) = execute::<User>(&self.store, &user_id, &command, ctx, no_state, record.as_ref()).await?;
-        let outcome = outcome.ok_or(UserError::UsernameTaken(username.to_owned()))?;
-        Ok((user_id, outcome))
+        let done = self.executor.execute_with::<User>(&user_id, &command, ctx, options()).await?;
+        Ok((user_id, done))
     }
 
     /// Logs in. Every failure is `BadCredentials` after one Argon2 verification.
@@ -275,19 +285,21 @@ impl Guardian {
         client: &str,
         ctx: &CommandContext,
     ) -> Result<Tokens, GuardianError> {
+        let mut invalid = Invalid::new();
         if username.is_empty() || username.len() > 64 {
-            return Err(InvalidField { field: "username", reason: "must be 1 to 64 characters".into() }.into());
+            invalid.push("username", "must be 1 to 64 characters");
         }
         if password.is_empty() || password.len() > 1024 {
-            return Err(InvalidField { field: "password", reason: "must be 1 to 1024 bytes".into() }.into());
+            invalid.push("password", "must be 1 to 1024 bytes");
         }
+        invalid.into_result()?;
         for (scope, key) in [("username", username.to_ascii_lowercase()), ("client", client.to_owned())] {
             if let Verdict::Limited { retry_after } = self.limiter.check(scope, &key).await? {
                 return Err(GuardianError::RateLimited { scope, retry_after });
             }
         }
-        let user_id = domain::user_id_for(username).to_string();
-        let user = self.store.load_aggregate::<User>(&user_id).await?.state;
+        let user_id = user::user_id_for(username).to_string();
+        let user = self.load_user(&user_id).await?;
         let usable = user.profile.is_some() && !user.is_locked_at(ctx.now_ms);
         let hash = if usable { &user.password_hash } else { &self.dummy_hash };
         let matches = self.hasher.verify(password, hash).await?;
@@ -296,11 +308,16 @@ impl Guardian {
         }
         if !matches {
             let failed = UserCommand::RecordFailedLogin { at_ms: ctx.now_ms, policy: self.settings.lockout };
-            match execute::<User>(&self.store, &user_id, &failed, ctx, no_state, None).await {
-                Ok((after, _, _)) if after.is_locked_at(ctx.now_ms) => {
-                    tracing::warn!(user_id, until_ms = after.locked_until_ms, "account locked after repeated failures");
+            match self.on_user(&user_id, failed, ctx).await {
+                Ok(after) if after.state.is_locked_at(ctx.now_ms) => {
+                    tracing::warn!(
+                        user_id,
+                        until_ms = after.state.locked_until_ms,
+                        "account locked after repeated failures"
+                    );
                 }
-                Ok(_) | Err(GuardianError::User(UserError::AccountLocked { .. })) => {}
+                Ok(_) => {}
+                Err(GuardianError::User(ExecuteError::Domain(UserError::AccountLocked { .. }))) => {}
                 Err(e) => return Err(e),
             }
             return Err(GuardianError::BadCredentials);
@@ -317,14 +334,13 @@ impl Guardian {
             started_at_ms: ctx.now_ms,
             expires_at_ms,
         });
-        execute::<Session>(&self.store, &session_id, &start, ctx, |s| self.session_state(s), None).await?;
+        self.on_session(&session_id, start, ctx).await?;
         let login = UserCommand::RecordLogin { session_id: session_id.clone(), at_ms: ctx.now_ms };
-        match execute::<User>(&self.store, &user_id, &login, ctx, no_state, None).await {
+        match self.on_user(&user_id, login, ctx).await {
             Ok(_) => {}
             // Locked between the check and now by concurrent failures: refuse, end the session.
-            Err(GuardianError::User(UserError::AccountLocked { .. })) => {
-                let end = SessionCommand::Logout { at_ms: ctx.now_ms };
-                execute::<Session>(&self.store, &session_id, &end, ctx, |s| self.session_state(s), None).await?;
+            Err(GuardianError::User(ExecuteError::Domain(UserError::AccountLocked { .. }))) => {
+                self.on_session(&session_id, SessionCommand::Logout { at_ms: ctx.now_ms }, ctx).await?;
                 return Err(GuardianError::BadCredentials);
             }
             Err(e) => return Err(e),
@@ -364,6 +380,9 @@ impl Guardian {
 
     /// Rotates a refresh token. Reusing a rotated one revokes the session.
     pub async fn refresh(&self, refresh_token: &str, ctx: &CommandContext) -> Result<Tokens, GuardianError> {
+        if refresh_token.is_empty() {
+            return Err(FieldViolation::new("refresh_token", "must not be empty").into());
+        }
         let (sid, _) = refresh_token.split_once('.').ok_or(GuardianError::MalformedRefreshToken)?;
         let sid = Uuid::parse_str(sid).map_err(|_| GuardianError::MalformedRefreshToken)?.to_string();
         let new_token = new_refresh_token(&sid);
@@ -373,19 +392,17 @@ impl Guardian {
             at_ms: ctx.now_ms,
             expires_at_ms: ctx.now_ms + self.settings.refresh_ttl_secs * 1000,
         };
-        let (session, _, _) =
-            execute::<Session>(&self.store, &sid, &command, ctx, |s| self.session_state(s), None).await?;
+        let session = self.on_session(&sid, command, ctx).await?.state;
         if session.status == SessionStatus::Revoked {
             tracing::warn!(session_id = sid, user_id = session.user_id, "refresh token reuse: session revoked");
             return Err(GuardianError::RefreshTokenReused);
         }
-        let user = self.store.load_aggregate::<User>(&session.user_id).await?.state;
+        let user = self.load_user(&session.user_id).await?;
         self.issue(&session.user_id, &sid, user.roles, new_token, ctx.now_ms)
     }
 
     pub async fn logout(&self, caller: &Caller, ctx: &CommandContext) -> Result<(), GuardianError> {
-        let command = SessionCommand::Logout { at_ms: ctx.now_ms };
-        execute::<Session>(&self.store, &caller.session_id, &command, ctx, |s| self.session_state(s), None).await?;
+        self.on_session(&caller.session_id, SessionCommand::Logout { at_ms: ctx.now_ms }, ctx).await?;
         Ok(())
     }
 
@@ -396,16 +413,15 @@ impl Guardian {
         new: &str,
         ctx: &CommandContext,
     ) -> Result<u64, GuardianError> {
-        let user = self.store.load_aggregate::<User>(&caller.user_id).await?.state;
+        let user = self.load_user(&caller.user_id).await?;
         let profile = user.profile.as_ref().ok_or(UserError::UnknownUser)?;
-        domain::validate_password(new, &profile.username).map_err(|e| InvalidField { field: "new_password", ..e })?;
+        user::validate_password(new, &profile.username).map_err(|e| FieldViolation::new("new_password", e.reason))?;
         if !self.hasher.verify(current, &user.password_hash).await? {
             return Err(GuardianError::WrongCurrentPassword);
         }
         let password_hash = self.hasher.hash(new).await?;
         let command = UserCommand::ChangePassword { password_hash, at_ms: ctx.now_ms };
-        let (_, version, _) = execute::<User>(&self.store, &caller.user_id, &command, ctx, no_state, None).await?;
-        Ok(version)
+        Ok(self.on_user(&caller.user_id, command, ctx).await?.version)
     }
 
     pub async fn change_roles(
@@ -415,12 +431,33 @@ impl Guardian {
         roles: Vec<String>,
         ctx: &CommandContext,
     ) -> Result<(Vec<String>, u64), GuardianError> {
-        let id = Uuid::parse_str(user_id)
-            .map_err(|_| InvalidField { field: "user_id", reason: "must be a UUID".into() })?
-            .to_string();
-        domain::validate_roles(&roles)?;
+        let mut invalid = Invalid::new();
+        let id = uuid_field("user_id", user_id);
+        invalid.check(id.as_ref().map(|_| ()).map_err(Clone::clone)).check(user::validate_roles(&roles));
+        invalid.into_result()?;
+        let id = id.map_err(GuardianError::from)?;
         let command = UserCommand::ChangeRoles { roles, changed_by: caller.user_id.clone(), at_ms: ctx.now_ms };
-        let (user, version, _) = execute::<User>(&self.store, &id, &command, ctx, no_state, None).await?;
-        Ok((user.roles, version))
+        let done = self.on_user(&id, command, ctx).await?;
+        Ok((done.state.roles, done.version))
+    }
+
+    /// An admin lifts a user's lockout (recorded as `UserUnlocked`).
+    pub async fn unlock(&self, caller: &Caller, user_id: &str, ctx: &CommandContext) -> Result<u64, GuardianError> {
+        let id = uuid_field("user_id", user_id)?;
+        let command = UserCommand::Unlock { by: caller.user_id.clone(), at_ms: ctx.now_ms };
+        Ok(self.on_user(&id, command, ctx).await?.version)
+    }
+
+    /// The caller sets the name other players see.
+    pub async fn set_display_name(
+        &self,
+        caller: &Caller,
+        display_name: &str,
+        ctx: &CommandContext,
+    ) -> Result<Executed<User>, GuardianError> {
+        user::validate_display_name(display_name)?;
+        let command =
+            UserCommand::ChangeDisplayName { display_name: display_name.trim().to_owned(), at_ms: ctx.now_ms };
+        self.on_user(&caller.user_id, command, ctx).await
     }
 }

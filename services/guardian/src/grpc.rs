@@ -1,87 +1,32 @@
 //! Guardian's gRPC API: translation between the wire and [`Guardian`].
+//! Authentication, the request context and error statuses come from the
+//! platform; nothing here maps codes by hand.
 
 use std::sync::Arc;
 
 use allies_contracts::guardian::v1::guardian_service_server::GuardianService;
 use allies_contracts::guardian::v1::*;
-use allies_core::{CommandContext, Metadata};
-use allies_platform::auth::{Authenticator, Caller, ROLE_ADMIN};
-use allies_platform::status;
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
-use uuid::Uuid;
+use allies_platform::auth::{Authenticator, ROLE_ADMIN};
+use allies_platform::{OrStatus, RequestContext};
+use tonic::{Request, Response, Status};
 
-use crate::app::{Guardian, GuardianError, Tokens};
-use crate::domain::UserError;
-use crate::session::SessionError;
+use crate::app::{Guardian, Tokens};
 
 pub struct GuardianApi {
     pub guardian: Arc<Guardian>,
     pub auth: Arc<Authenticator>,
 }
 
-/// Correlation id from `x-correlation-id` when it is a UUID, else a new one.
-fn context<T>(request: &Request<T>, caller: Option<&Caller>) -> CommandContext {
-    let correlation_id = request
-        .metadata()
-        .get("x-correlation-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| Uuid::parse_str(v).ok())
-        .unwrap_or_else(Uuid::now_v7);
-    let traceparent = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
-    CommandContext {
-        metadata: Metadata {
-            correlation_id,
-            causation_id: Uuid::now_v7(),
-            user_id: caller.map(|c| c.user_id.clone()),
-            traceparent,
-        },
-        now_ms,
+impl GuardianApi {
+    /// The context of an anonymous call.
+    fn anonymous<T>(&self, request: &Request<T>) -> Result<RequestContext, Status> {
+        RequestContext::from_request(request, None).or_status()
     }
-}
 
-/// The client's idempotency key, `x-command-id` (1 to 128 printable ASCII).
-fn command_id<T>(request: &Request<T>) -> Result<Option<String>, Status> {
-    let Some(v) = request.metadata().get("x-command-id") else { return Ok(None) };
-    match v.to_str() {
-        Ok(s) if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(s.to_owned())),
-        _ => Err(status::invalid_argument("x-command-id", "must be 1 to 128 printable ASCII characters")),
-    }
-}
-
-/// The one mapping of Guardian's errors to gRPC statuses.
-fn to_status(e: GuardianError) -> Status {
-    match &e {
-        GuardianError::Invalid(f) => status::invalid_argument(f.field, &f.reason),
-        GuardianError::User(UserError::UsernameTaken(_)) => Status::already_exists(e.to_string()),
-        GuardianError::User(UserError::UnknownUser) => Status::not_found("user not found"),
-        GuardianError::User(UserError::AccountLocked { .. }) | GuardianError::BadCredentials => {
-            Status::unauthenticated(GuardianError::BadCredentials.to_string())
-        }
-        GuardianError::WrongCurrentPassword => Status::unauthenticated(e.to_string()),
-        GuardianError::Session(
-            SessionError::UnknownSession
-            | SessionError::Ended(_)
-            | SessionError::RefreshTokenExpired
-            | SessionError::InvalidRefreshToken,
-        )
-        | GuardianError::MalformedRefreshToken
-        | GuardianError::RefreshTokenReused => Status::unauthenticated(format!("refresh refused: {e}")),
-        GuardianError::Session(SessionError::AlreadyStarted) => Status::aborted(e.to_string()),
-        GuardianError::RateLimited { retry_after, .. } => {
-            let details = ErrorDetails::with_retry_info(Some(*retry_after));
-            Status::with_error_details(Code::ResourceExhausted, e.to_string(), details)
-        }
-        GuardianError::Store(s) => status::from_store(s),
-        GuardianError::Append(a) => status::from_append(a),
-        GuardianError::Hashing(_) | GuardianError::Keys(_) => {
-            tracing::error!(error = %e, "internal failure");
-            Status::internal("internal error")
-        }
+    /// The context of a call that needs a valid access token.
+    async fn authenticated<T>(&self, request: &Request<T>) -> Result<RequestContext, Status> {
+        let caller = self.auth.authenticate(request).await.or_status()?;
+        RequestContext::from_request(request, Some(caller)).or_status()
     }
 }
 
@@ -98,30 +43,24 @@ fn tokens(t: Tokens) -> AuthenticateUserResponse {
     }
 }
 
-fn refused(call: &str, s: Status) -> Status {
-    tracing::info!(call, code = ?s.code(), message = s.message(), "refused");
-    s
-}
-
 #[tonic::async_trait]
 impl GuardianService for GuardianApi {
     async fn register_user(
         &self,
         request: Request<RegisterUserRequest>,
     ) -> Result<Response<RegisterUserResponse>, Status> {
-        let ctx = context(&request, None);
-        let command_id = command_id(&request)?;
+        let ctx = self.anonymous(&request)?;
         let r = request.into_inner();
-        let (user_id, outcome) = self
+        let (user_id, done) = self
             .guardian
-            .register(&r.username, &r.email, &r.password, command_id.as_deref(), &ctx)
+            .register(&r.username, &r.email, &r.password, ctx.command_id(), &ctx.command_context())
             .await
-            .map_err(|e| refused("RegisterUser", to_status(e)))?;
-        tracing::info!(user_id, correlation_id = %ctx.metadata.correlation_id, "user registered");
+            .or_status()?;
+        tracing::info!(user_id, correlation_id = %ctx.correlation_id, duplicate = done.duplicate(), "user registered");
         Ok(Response::new(RegisterUserResponse {
             user_id,
-            version: outcome.version,
-            consistency_token: outcome.consistency_token,
+            version: done.version,
+            consistency_token: done.consistency_token(),
         }))
     }
 
@@ -129,14 +68,11 @@ impl GuardianService for GuardianApi {
         &self,
         request: Request<AuthenticateUserRequest>,
     ) -> Result<Response<AuthenticateUserResponse>, Status> {
-        let ctx = context(&request, None);
-        let client = request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
+        let ctx = self.anonymous(&request)?;
+        let client = ctx.client.clone().unwrap_or_else(|| "unknown".into());
         let r = request.into_inner();
-        let t = self
-            .guardian
-            .authenticate(&r.username, &r.password, &client, &ctx)
-            .await
-            .map_err(|e| refused("AuthenticateUser", to_status(e)))?;
+        let t =
+            self.guardian.authenticate(&r.username, &r.password, &client, &ctx.command_context()).await.or_status()?;
         tracing::info!(user_id = t.user_id, session_id = t.session_id, "user authenticated");
         Ok(Response::new(tokens(t)))
     }
@@ -145,36 +81,31 @@ impl GuardianService for GuardianApi {
         &self,
         request: Request<RefreshTokenRequest>,
     ) -> Result<Response<AuthenticateUserResponse>, Status> {
-        let ctx = context(&request, None);
+        let ctx = self.anonymous(&request)?;
         let r = request.into_inner();
-        if r.refresh_token.is_empty() {
-            return Err(status::invalid_argument("refresh_token", "must not be empty"));
-        }
-        let t =
-            self.guardian.refresh(&r.refresh_token, &ctx).await.map_err(|e| refused("RefreshToken", to_status(e)))?;
+        let t = self.guardian.refresh(&r.refresh_token, &ctx.command_context()).await.or_status()?;
         Ok(Response::new(tokens(t)))
     }
 
     async fn logout_user(&self, request: Request<LogoutUserRequest>) -> Result<Response<LogoutUserResponse>, Status> {
-        let caller = self.auth.authenticate(&request).await?;
-        let ctx = context(&request, Some(&caller));
-        self.guardian.logout(&caller, &ctx).await.map_err(|e| refused("LogoutUser", to_status(e)))?;
+        let ctx = self.authenticated(&request).await?;
+        let caller = ctx.caller().or_status()?;
+        self.guardian.logout(caller, &ctx.command_context()).await.or_status()?;
         tracing::info!(user_id = caller.user_id, session_id = caller.session_id, "user logged out");
-        Ok(Response::new(LogoutUserResponse { session_id: caller.session_id }))
+        Ok(Response::new(LogoutUserResponse { session_id: caller.session_id.clone() }))
     }
 
     async fn change_password(
         &self,
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
-        let caller = self.auth.authenticate(&request).await?;
-        let ctx = context(&request, Some(&caller));
-        let r = request.into_inner();
+        let ctx = self.authenticated(&request).await?;
+        let r = request.get_ref();
         let version = self
             .guardian
-            .change_password(&caller, &r.current_password, &r.new_password, &ctx)
+            .change_password(ctx.caller().or_status()?, &r.current_password, &r.new_password, &ctx.command_context())
             .await
-            .map_err(|e| refused("ChangePassword", to_status(e)))?;
+            .or_status()?;
         Ok(Response::new(ChangePasswordResponse { version }))
     }
 
@@ -182,16 +113,40 @@ impl GuardianService for GuardianApi {
         &self,
         request: Request<ChangeUserRolesRequest>,
     ) -> Result<Response<ChangeUserRolesResponse>, Status> {
-        let caller = self.auth.authenticate(&request).await?;
-        caller.require_role(ROLE_ADMIN)?;
-        let ctx = context(&request, Some(&caller));
+        let ctx = self.authenticated(&request).await?;
+        let caller = ctx.caller().or_status()?;
+        caller.require_role(ROLE_ADMIN).or_status()?;
         let r = request.into_inner();
-        let (roles, version) = self
-            .guardian
-            .change_roles(&caller, &r.user_id, r.roles, &ctx)
-            .await
-            .map_err(|e| refused("ChangeUserRoles", to_status(e)))?;
+        let (roles, version) =
+            self.guardian.change_roles(caller, &r.user_id, r.roles, &ctx.command_context()).await.or_status()?;
         Ok(Response::new(ChangeUserRolesResponse { roles, version }))
+    }
+
+    async fn unlock_user(&self, request: Request<UnlockUserRequest>) -> Result<Response<UnlockUserResponse>, Status> {
+        let ctx = self.authenticated(&request).await?;
+        let caller = ctx.caller().or_status()?;
+        caller.require_role(ROLE_ADMIN).or_status()?;
+        let version =
+            self.guardian.unlock(caller, &request.get_ref().user_id, &ctx.command_context()).await.or_status()?;
+        tracing::warn!(by = caller.user_id, user_id = request.get_ref().user_id, "account unlocked by an admin");
+        Ok(Response::new(UnlockUserResponse { version }))
+    }
+
+    async fn set_display_name(
+        &self,
+        request: Request<SetDisplayNameRequest>,
+    ) -> Result<Response<SetDisplayNameResponse>, Status> {
+        let ctx = self.authenticated(&request).await?;
+        let done = self
+            .guardian
+            .set_display_name(ctx.caller().or_status()?, &request.get_ref().display_name, &ctx.command_context())
+            .await
+            .or_status()?;
+        Ok(Response::new(SetDisplayNameResponse {
+            display_name: done.state.display_name.clone(),
+            version: done.version,
+            consistency_token: done.consistency_token(),
+        }))
     }
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {

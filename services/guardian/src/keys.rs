@@ -55,13 +55,41 @@ pub enum Mode {
     Production,
 }
 
-impl Mode {
-    /// `ALLIES_ENV`: `production` or (default) `development`.
-    pub fn from_env() -> Self {
-        match std::env::var("ALLIES_ENV").as_deref() {
-            Ok("production") | Ok("prod") => Self::Production,
-            _ => Self::Development,
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "production" | "prod" => Ok(Self::Production),
+            "development" | "dev" => Ok(Self::Development),
+            other => Err(format!("unknown environment '{other}' (development or production)")),
         }
+    }
+}
+
+/// Where the signing keys come from (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// `JWT_KEYS_DIR`, default `<ALLIES_DATA_DIR>/keys`.
+    pub dir: PathBuf,
+    /// `JWT_SIGNING_KEY` (PEM) with `JWT_SIGNING_KID` (default `env`).
+    pub env_key: Option<(String, String)>,
+    /// `JWT_ACTIVE_KID`.
+    pub active: Option<String>,
+    /// `ALLIES_ENV`: `development` (default) or `production`.
+    pub mode: Mode,
+}
+
+impl KeySettings {
+    pub fn from_env(
+        env: &allies_platform::config::Env,
+        data_dir: &Path,
+    ) -> Result<Self, allies_platform::config::ConfigError> {
+        Ok(Self {
+            dir: env.get("JWT_KEYS_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("keys")),
+            env_key: env.get("JWT_SIGNING_KEY").map(|pem| (env.text("JWT_SIGNING_KID", "env"), pem)),
+            active: env.get("JWT_ACTIVE_KID"),
+            mode: env.parse("ALLIES_ENV", Mode::Development)?,
+        })
     }
 }
 
@@ -123,6 +151,11 @@ fn read_dir(dir: &Path) -> Result<Vec<LoadedKey>, KeyError> {
 }
 
 impl KeyRing {
+    /// Loads the keys the settings name.
+    pub fn from_settings(settings: &KeySettings, now_secs: i64) -> Result<Self, KeyError> {
+        Self::load(&settings.dir, settings.env_key.clone(), settings.active.clone(), settings.mode, now_secs)
+    }
+
     /// Loads keys as the module documentation describes.
     pub fn load(
         dir: &Path,

@@ -2,11 +2,11 @@
 //! Guardian replica counts together: `rl:auth:<scope>:<key>` is incremented
 //! and given the window's expiry by one script.
 
+use std::sync::RwLock;
 use std::time::Duration;
 
-use allies_store::RedisConn;
-
-use allies_store::StoreError;
+use allies_platform::config::{ConfigError, Env};
+use allies_store::{RedisConn, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -14,12 +14,31 @@ pub enum Verdict {
     Limited { retry_after: Duration },
 }
 
+/// The limits: attempts per window per username and per client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSettings {
+    pub window: Duration,
+    pub per_username: u64,
+    pub per_client: u64,
+}
+
+impl RateSettings {
+    /// `AUTH_RATE_WINDOW_SECS` (60), `AUTH_RATE_PER_USERNAME` (10),
+    /// `AUTH_RATE_PER_CLIENT` (30).
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            window: env.secs("AUTH_RATE_WINDOW_SECS", 60, 1..=86_400)?,
+            per_username: env.int("AUTH_RATE_PER_USERNAME", 10, 1..=1_000_000)?,
+            per_client: env.int("AUTH_RATE_PER_CLIENT", 30, 1..=1_000_000)?,
+        })
+    }
+}
+
 pub struct RateLimiter {
     conn: RedisConn,
     script: redis::Script,
-    window: Duration,
-    per_username: u64,
-    per_client: u64,
+    /// Replaced whole when the live configuration changes.
+    settings: RwLock<RateSettings>,
 }
 
 const SCRIPT: &str = r"
@@ -29,30 +48,29 @@ return {n, redis.call('PTTL', KEYS[1])}
 ";
 
 impl RateLimiter {
-    pub fn new(conn: RedisConn, window: Duration, per_username: u64, per_client: u64) -> Self {
-        Self { conn, script: redis::Script::new(SCRIPT), window, per_username, per_client }
+    pub fn new(conn: RedisConn, settings: RateSettings) -> Self {
+        Self { conn, script: redis::Script::new(SCRIPT), settings: RwLock::new(settings) }
     }
 
-    /// `AUTH_RATE_WINDOW_SECS` (60), `AUTH_RATE_PER_USERNAME` (10),
-    /// `AUTH_RATE_PER_CLIENT` (30).
-    pub fn from_env(conn: RedisConn) -> Self {
-        let get = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(d);
-        Self::new(
-            conn,
-            Duration::from_secs(get("AUTH_RATE_WINDOW_SECS", 60)),
-            get("AUTH_RATE_PER_USERNAME", 10),
-            get("AUTH_RATE_PER_CLIENT", 30),
-        )
+    /// The limits in force.
+    pub fn settings(&self) -> RateSettings {
+        *self.settings.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the limits (live configuration); the next attempt uses them.
+    pub fn set(&self, settings: RateSettings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
     }
 
     /// Counts one attempt for `key` in `scope` ("username" or "client").
     pub async fn check(&self, scope: &str, key: &str) -> Result<Verdict, StoreError> {
-        let limit = if scope == "username" { self.per_username } else { self.per_client };
+        let settings = self.settings();
+        let limit = if scope == "username" { settings.per_username } else { settings.per_client };
         let mut conn = self.conn.clone();
         let (n, ttl_ms): (u64, i64) = self
             .script
             .key(format!("rl:auth:{scope}:{key}"))
-            .arg(self.window.as_millis() as u64)
+            .arg(settings.window.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
         if n > limit {

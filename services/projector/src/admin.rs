@@ -1,66 +1,262 @@
-//! The projector's admin API: dead letters of each projection. Admin only.
+//! The projector's admin API, for every registered projection: dead letters
+//! (list, replay, purge), the consistency check, the projection list, the
+//! blue/green rebuild. Admin only.
 
 use std::sync::Arc;
 
 use allies_contracts::projector::v1::projector_admin_service_server::ProjectorAdminService;
 use allies_contracts::projector::v1::*;
-use allies_platform::auth::{Authenticator, ROLE_ADMIN};
-use allies_platform::status;
+use allies_core::{Failure, FieldViolation};
+use allies_platform::OrStatus;
+use allies_platform::auth::{Authenticator, Caller, ROLE_ADMIN};
 use allies_store::RedisConn;
-use allies_store::subscriber::{self, DeadLetterSelection as Selection};
+use allies_store::breaker::BreakerState;
+use allies_store::metrics::SubscriberMetrics;
+use allies_store::subscriber::{self, DeadLetterSelection as Selection, group_position};
 use tonic::{Request, Response, Status};
 
-use crate::sessions;
-use crate::users;
+use crate::error::Result;
+use crate::manager::Manager;
+use crate::registry::Projection;
 
 pub struct AdminApi {
-    pub metrics: Arc<allies_store::metrics::SubscriberMetrics>,
-    pub breakers: Vec<(&'static str, Arc<allies_store::breaker::CircuitBreaker>)>,
+    pub metrics: Arc<SubscriberMetrics>,
     pub running: Arc<std::sync::atomic::AtomicBool>,
     pub auth: Arc<Authenticator>,
     pub conn: RedisConn,
-    pub partitions: u32,
-    pub manager: Arc<crate::manager::Manager>,
+    pub manager: Arc<Manager>,
 }
 
-fn projection(name: &str) -> Result<&'static str, Status> {
-    match name {
-        users::GROUP => Ok(users::AGGREGATE_TYPE),
-        sessions::GROUP => Ok(sessions::AGGREGATE_TYPE),
-        "" => Err(status::invalid_argument("projection", "must not be empty (rm.user, rm.session)")),
-        other => Err(Status::not_found(format!("no projection '{other}' (rm.user, rm.session)"))),
-    }
-}
-
-fn selection(s: &DeadLetterSelection) -> Result<Selection, Status> {
+fn selection(s: &DeadLetterSelection) -> Result<Selection> {
     match (s.ids.is_empty(), s.event_type.is_empty(), s.all) {
         (false, true, false) => Ok(Selection::Ids(s.ids.clone())),
         (true, false, false) => Ok(Selection::EventType(s.event_type.clone())),
         (true, true, true) => Ok(Selection::All),
-        _ => Err(status::invalid_argument("selection", "give exactly one of ids, event_type or all")),
+        _ => Err(FieldViolation::new("selection", "give exactly one of ids, event_type or all").into()),
     }
 }
 
-/// An admin's call on a projection: who, which projection (group and
-/// aggregate type), checked once for every admin call.
+/// An admin's call on a projection: who, which projection, its live group.
 struct AdminCall {
-    caller: allies_platform::auth::Caller,
+    caller: Caller,
+    projection: Arc<dyn Projection>,
     group: String,
-    aggregate_type: &'static str,
 }
 
 impl AdminApi {
-    async fn admin<T>(&self, request: &Request<T>, projection_name: &str) -> Result<AdminCall, Status> {
+    async fn admin<T>(&self, request: &Request<T>) -> Result<Caller> {
         let caller = self.auth.authenticate(request).await?;
         caller.require_role(ROLE_ADMIN)?;
-        let aggregate_type = projection(projection_name)?;
-        let group = self.manager.generation(projection_name).group;
-        Ok(AdminCall { caller, group, aggregate_type })
+        Ok(caller)
+    }
+
+    async fn call<T>(&self, request: &Request<T>, name: &str) -> Result<AdminCall> {
+        let caller = self.admin(request).await?;
+        let known = self.manager.registry().names().join(", ");
+        if name.is_empty() {
+            return Err(FieldViolation::new("projection", format!("must not be empty ({known})")).into());
+        }
+        let projection = self
+            .manager
+            .registry()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Failure::not_found(format!("no projection '{name}' ({known})")))?;
+        let group = self.manager.generation(name).group;
+        Ok(AdminCall { caller, projection, group })
+    }
+
+    async fn list_dead_letters(&self, request: Request<ListDeadLettersRequest>) -> Result<ListDeadLettersResponse> {
+        let call = self.call(&request, &request.get_ref().projection).await?;
+        let limit = match request.get_ref().limit {
+            0 => 100,
+            n @ 1..=1000 => n as usize,
+            _ => return Err(FieldViolation::new("limit", "must be 1 to 1000").into()),
+        };
+        let mut conn = self.conn.clone();
+        let mut dead_letters = Vec::new();
+        for source in call.projection.sources() {
+            let left = limit - dead_letters.len();
+            let dead =
+                subscriber::list_dead_letters(&mut conn, source, self.manager.partitions(), &call.group, left).await?;
+            dead_letters.extend(dead.into_iter().map(|d| {
+                // Decoded, upcast and redacted when intact; masked raw text otherwise.
+                let payload = match allies_contracts::registry::public_json(
+                    &d.aggregate_type,
+                    &d.event_type,
+                    d.event.as_ref().map(|e| e.envelope.schema_version).unwrap_or(1),
+                    &d.content_type,
+                    &d.data,
+                ) {
+                    Ok((json, _)) if d.damage.is_none() => json.to_string(),
+                    _ => allies_contracts::registry::scrub_raw(&d.content_type, &d.data),
+                };
+                let error = match &d.damage {
+                    Some(damage) if !d.error.contains(damage.as_str()) => {
+                        format!("{} (the stored entry is damaged: {damage})", d.error)
+                    }
+                    _ => d.error.clone(),
+                };
+                DeadLetter {
+                    id: d.id,
+                    projection: d.group,
+                    event_type: d.event_type,
+                    aggregate_type: d.aggregate_type,
+                    aggregate_id: d.aggregate_id,
+                    version: d.version,
+                    error,
+                    attempts: d.attempts,
+                    dead_lettered_at_ms: d.dead_lettered_at_ms,
+                    log_entry: d.entry,
+                    payload,
+                }
+            }));
+        }
+        Ok(ListDeadLettersResponse { dead_letters })
+    }
+
+    async fn replay_dead_letters(&self, request: Request<DeadLetterSelection>) -> Result<ReplayDeadLettersResponse> {
+        let call = self.call(&request, &request.get_ref().projection).await?;
+        let which = selection(request.get_ref())?;
+        let applier = self
+            .manager
+            .applier(call.projection.name())
+            .ok_or_else(|| Failure::unavailable("the projection is not running"))?;
+        let (mut replayed, mut failed) = (0, 0);
+        let mut conn = self.conn.clone();
+        for source in call.projection.sources() {
+            let (r, f) = subscriber::replay_dead_letters(
+                &mut conn,
+                &*applier,
+                source,
+                self.manager.partitions(),
+                &call.group,
+                &which,
+            )
+            .await?;
+            replayed += r;
+            failed += f;
+        }
+        tracing::info!(by = call.caller.user_id, projection = call.group, replayed, failed, "dead letters replayed");
+        Ok(ReplayDeadLettersResponse { replayed, failed })
+    }
+
+    async fn purge_dead_letters(&self, request: Request<DeadLetterSelection>) -> Result<PurgeDeadLettersResponse> {
+        let call = self.call(&request, &request.get_ref().projection).await?;
+        let which = selection(request.get_ref())?;
+        let mut purged = 0;
+        let mut conn = self.conn.clone();
+        for source in call.projection.sources() {
+            purged += subscriber::purge_dead_letters(&mut conn, source, self.manager.partitions(), &call.group, &which)
+                .await?;
+        }
+        tracing::warn!(by = call.caller.user_id, projection = call.group, purged, "dead letters purged");
+        Ok(PurgeDeadLettersResponse { purged })
+    }
+
+    async fn check_consistency(&self, request: Request<CheckConsistencyRequest>) -> Result<CheckConsistencyResponse> {
+        let call = self.call(&request, &request.get_ref().projection).await?;
+        let repair = request.get_ref().repair;
+        let view = self.manager.view(call.projection.name());
+        let report = crate::consistency::check(&view, &*call.projection, self.manager.partitions(), repair).await?;
+        tracing::info!(
+            by = call.caller.user_id,
+            projection = call.projection.name(),
+            checked = report.checked,
+            drifted = report.drifted.len(),
+            repaired = report.repaired,
+            "consistency check"
+        );
+        Ok(CheckConsistencyResponse {
+            checked: report.checked,
+            drifted: report
+                .drifted
+                .into_iter()
+                .map(|d| ReadModelDrift { aggregate_id: d.model_id, problem: d.problem })
+                .collect(),
+            repaired: report.repaired,
+        })
+    }
+
+    async fn list_projections(&self, request: Request<ListProjectionsRequest>) -> Result<ListProjectionsResponse> {
+        self.admin(&request).await?;
+        let mut projections = Vec::new();
+        for projection in self.manager.registry().all() {
+            projections.push(status(self, &**projection).await?);
+        }
+        Ok(ListProjectionsResponse { projections })
+    }
+
+    async fn rebuild_projection(
+        &self,
+        request: Request<RebuildProjectionRequest>,
+    ) -> Result<RebuildProjectionResponse> {
+        let call = self.call(&request, &request.get_ref().projection).await?;
+        let next = self.manager.rebuild(call.projection.name()).await?;
+        tracing::warn!(
+            by = call.caller.user_id,
+            projection = call.projection.name(),
+            generation = next.number,
+            "rebuild started"
+        );
+        Ok(RebuildProjectionResponse { generation: next.number, namespace: next.namespace, group: next.group })
     }
 }
 
-fn unavailable(e: allies_store::StoreError) -> Status {
-    status::from_store(&e)
+/// One projection's state, counts, position, lag and last error.
+pub async fn status(api: &AdminApi, projection: &dyn Projection) -> Result<ProjectionStatus> {
+    let name = projection.name();
+    let generation = api.manager.generation(name);
+    let building = api.manager.rebuilding(name);
+    let group = generation.group.as_str();
+    let mut conn = api.conn.clone();
+    let (mut lag, mut pending, mut dead, mut positions) = (0u64, 0u64, 0u64, Vec::new());
+    for source in projection.sources() {
+        for p in 0..api.manager.partitions() {
+            let log = allies_store::keys::log_key(source, p);
+            let pos = group_position(&mut conn, &log, group).await?.unwrap_or_default();
+            lag += pos.lag;
+            pending += pos.pending;
+            let last = if pos.last_delivered.is_empty() { "0-0".to_owned() } else { pos.last_delivered };
+            positions.push(if projection.sources().len() == 1 {
+                format!("{p}={last}")
+            } else {
+                format!("{source}.{p}={last}")
+            });
+            let dlq = allies_store::keys::dead_letter_key(source, p, group);
+            dead += redis::cmd("XLEN").arg(&dlq).query_async::<u64>(&mut conn).await?;
+        }
+    }
+    let labels = SubscriberMetrics::labels(group);
+    let breaker = api.manager.breaker(name).map(|b| b.state()).unwrap_or(BreakerState::Closed);
+    let state = if !api.running.load(std::sync::atomic::Ordering::SeqCst) {
+        "stopped"
+    } else if building.is_some() {
+        "rebuilding"
+    } else if breaker == BreakerState::Open || dead > 0 {
+        "faulted"
+    } else if lag > 0 || pending > 0 {
+        "catching_up"
+    } else {
+        "running"
+    };
+    Ok(ProjectionStatus {
+        name: name.to_owned(),
+        aggregate_type: projection.sources().join(","),
+        state: state.to_owned(),
+        processed: api.metrics.processed.get_or_create(&labels).get(),
+        failed: api.metrics.failed.get_or_create(&labels).get(),
+        dead_letters: dead,
+        lag,
+        pending,
+        positions,
+        breaker: breaker.as_str().to_owned(),
+        last_error: api.metrics.last_error.lock().ok().and_then(|m| m.get(group).cloned()).unwrap_or_default(),
+        generation: generation.number,
+        namespace: generation.namespace.clone(),
+        group: generation.group.clone(),
+        rebuilding_generation: building.map(|b| b.number).unwrap_or(0),
+    })
 }
 
 #[tonic::async_trait]
@@ -68,187 +264,42 @@ impl ProjectorAdminService for AdminApi {
     async fn list_dead_letters(
         &self,
         request: Request<ListDeadLettersRequest>,
-    ) -> Result<Response<ListDeadLettersResponse>, Status> {
-        let call = self.admin(&request, &request.get_ref().projection).await?;
-        let (aggregate_type, group) = (call.aggregate_type, call.group);
-        let r = request.into_inner();
-        let limit = match r.limit {
-            0 => 100,
-            n @ 1..=1000 => n as usize,
-            _ => return Err(status::invalid_argument("limit", "must be 1 to 1000")),
-        };
-        let mut conn = self.conn.clone();
-        let dead = subscriber::list_dead_letters(&mut conn, aggregate_type, self.partitions, &group, limit)
-            .await
-            .map_err(unavailable)?;
-        let dead_letters = dead
-            .into_iter()
-            .map(|d| {
-                let e = &d.event.envelope;
-                DeadLetter {
-                    id: d.id,
-                    projection: d.group,
-                    event_type: e.event_type.clone(),
-                    aggregate_type: e.aggregate_type.clone(),
-                    aggregate_id: e.aggregate_id.clone(),
-                    version: e.version,
-                    error: d.error,
-                    attempts: d.attempts,
-                    dead_lettered_at_ms: d.dead_lettered_at_ms,
-                    log_entry: d.entry,
-                    payload: String::from_utf8(d.event.data.clone())
-                        .unwrap_or_else(|_| format!("<{} bytes {}>", d.event.data.len(), d.event.content_type)),
-                }
-            })
-            .collect();
-        Ok(Response::new(ListDeadLettersResponse { dead_letters }))
+    ) -> std::result::Result<Response<ListDeadLettersResponse>, Status> {
+        AdminApi::list_dead_letters(self, request).await.map(Response::new).or_status()
     }
 
     async fn replay_dead_letters(
         &self,
         request: Request<DeadLetterSelection>,
-    ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
-        let call = self.admin(&request, &request.get_ref().projection).await?;
-        let which = selection(request.get_ref())?;
-        let (mut conn, t, p, g) = (self.conn.clone(), call.aggregate_type, self.partitions, call.group.as_str());
-        let (replayed, failed) = match t {
-            users::AGGREGATE_TYPE => {
-                subscriber::replay_dead_letters(&mut conn, &*self.manager.users(), t, p, g, &which).await
-            }
-            _ => subscriber::replay_dead_letters(&mut conn, &*self.manager.sessions(), t, p, g, &which).await,
-        }
-        .map_err(unavailable)?;
-        tracing::info!(by = call.caller.user_id, projection = g, replayed, failed, "dead letters replayed");
-        Ok(Response::new(ReplayDeadLettersResponse { replayed, failed }))
-    }
-
-    async fn check_consistency(
-        &self,
-        request: Request<CheckConsistencyRequest>,
-    ) -> Result<Response<CheckConsistencyResponse>, Status> {
-        let call = self.admin(&request, &request.get_ref().projection).await?;
-        let (caller, aggregate_type) = (call.caller, call.aggregate_type);
-        let r = request.into_inner();
-        let (users_now, sessions_now) = (self.manager.users(), self.manager.sessions());
-        let (key_of, changes): (Box<dyn Fn(&str) -> String + Send + Sync>, crate::consistency::Changes) =
-            match aggregate_type {
-                users::AGGREGATE_TYPE => (Box::new(move |id| users_now.key(id)), crate::consistency::user_changes),
-                _ => (Box::new(move |id| sessions_now.key(id)), crate::consistency::session_changes),
-            };
-        let mut conn = self.conn.clone();
-        let report = crate::consistency::check(&mut conn, aggregate_type, self.partitions, &*key_of, changes, r.repair)
-            .await
-            .map_err(unavailable)?;
-        tracing::info!(
-            by = caller.user_id,
-            projection = r.projection,
-            checked = report.checked,
-            drifted = report.drifted.len(),
-            repaired = report.repaired,
-            "consistency check"
-        );
-        Ok(Response::new(CheckConsistencyResponse {
-            checked: report.checked,
-            drifted: report
-                .drifted
-                .into_iter()
-                .map(|d| ReadModelDrift { aggregate_id: d.aggregate_id, problem: d.problem })
-                .collect(),
-            repaired: report.repaired,
-        }))
-    }
-
-    async fn list_projections(
-        &self,
-        request: Request<ListProjectionsRequest>,
-    ) -> Result<Response<ListProjectionsResponse>, Status> {
-        self.auth.authenticate(&request).await?.require_role(ROLE_ADMIN)?;
-        let mut conn = self.conn.clone();
-        let mut projections = Vec::new();
-        for (name, aggregate_type) in crate::ops::PROJECTIONS {
-            let generation = self.manager.generation(name);
-            let building = self.manager.rebuilding(name);
-            let group = generation.group.as_str();
-            let (mut lag, mut pending, mut dead, mut positions) = (0u64, 0u64, 0u64, Vec::new());
-            for p in 0..self.partitions {
-                let log = allies_store::keys::log_key(aggregate_type, p);
-                let (l, pe, last) = crate::ops::group_position(&mut conn, &log, group).await;
-                lag += l.max(0) as u64;
-                pending += pe.max(0) as u64;
-                positions.push(format!("{p}={last}"));
-                let dlq = allies_store::keys::dead_letter_key(aggregate_type, p, group);
-                dead += redis::cmd("XLEN").arg(&dlq).query_async::<u64>(&mut conn).await.unwrap_or(0);
-            }
-            let labels = allies_store::metrics::SubscriberMetrics::labels(group);
-            let breaker = self
-                .breakers
-                .iter()
-                .find(|(g, _)| *g == name)
-                .map(|(_, b)| b.state())
-                .unwrap_or(allies_store::breaker::BreakerState::Closed);
-            let state = if !self.running.load(std::sync::atomic::Ordering::SeqCst) {
-                "stopped"
-            } else if building.is_some() {
-                "rebuilding"
-            } else if breaker == allies_store::breaker::BreakerState::Open || dead > 0 {
-                "faulted"
-            } else if lag > 0 || pending > 0 {
-                "catching_up"
-            } else {
-                "running"
-            };
-            projections.push(ProjectionStatus {
-                name: name.to_owned(),
-                aggregate_type: aggregate_type.to_owned(),
-                state: state.to_owned(),
-                processed: self.metrics.processed.get_or_create(&labels).get(),
-                failed: self.metrics.failed.get_or_create(&labels).get(),
-                dead_letters: dead,
-                lag,
-                pending,
-                positions,
-                breaker: breaker.as_str().to_owned(),
-                last_error: self.metrics.last_error.lock().ok().and_then(|m| m.get(group).cloned()).unwrap_or_default(),
-                generation: generation.number,
-                namespace: generation.namespace.clone(),
-                group: generation.group.clone(),
-                rebuilding_generation: building.map(|b| b.number).unwrap_or(0),
-            });
-        }
-        Ok(Response::new(ListProjectionsResponse { projections }))
-    }
-
-    async fn rebuild_projection(
-        &self,
-        request: Request<RebuildProjectionRequest>,
-    ) -> Result<Response<RebuildProjectionResponse>, Status> {
-        let call = self.admin(&request, &request.get_ref().projection).await?;
-        let name = crate::ops::PROJECTIONS
-            .iter()
-            .map(|(n, _)| *n)
-            .find(|n| *n == request.get_ref().projection)
-            .ok_or_else(|| Status::not_found("no such projection"))?;
-        let next = self.manager.rebuild(name).await.map_err(Status::failed_precondition)?;
-        tracing::warn!(by = call.caller.user_id, projection = name, generation = next.number, "rebuild started");
-        Ok(Response::new(RebuildProjectionResponse {
-            generation: next.number,
-            namespace: next.namespace,
-            group: next.group,
-        }))
+    ) -> std::result::Result<Response<ReplayDeadLettersResponse>, Status> {
+        AdminApi::replay_dead_letters(self, request).await.map(Response::new).or_status()
     }
 
     async fn purge_dead_letters(
         &self,
         request: Request<DeadLetterSelection>,
-    ) -> Result<Response<PurgeDeadLettersResponse>, Status> {
-        let call = self.admin(&request, &request.get_ref().projection).await?;
-        let which = selection(request.get_ref())?;
-        let mut conn = self.conn.clone();
-        let purged =
-            subscriber::purge_dead_letters(&mut conn, call.aggregate_type, self.partitions, &call.group, &which)
-                .await
-                .map_err(unavailable)?;
-        tracing::warn!(by = call.caller.user_id, projection = call.group, purged, "dead letters purged");
-        Ok(Response::new(PurgeDeadLettersResponse { purged }))
+    ) -> std::result::Result<Response<PurgeDeadLettersResponse>, Status> {
+        AdminApi::purge_dead_letters(self, request).await.map(Response::new).or_status()
+    }
+
+    async fn check_consistency(
+        &self,
+        request: Request<CheckConsistencyRequest>,
+    ) -> std::result::Result<Response<CheckConsistencyResponse>, Status> {
+        AdminApi::check_consistency(self, request).await.map(Response::new).or_status()
+    }
+
+    async fn list_projections(
+        &self,
+        request: Request<ListProjectionsRequest>,
+    ) -> std::result::Result<Response<ListProjectionsResponse>, Status> {
+        AdminApi::list_projections(self, request).await.map(Response::new).or_status()
+    }
+
+    async fn rebuild_projection(
+        &self,
+        request: Request<RebuildProjectionRequest>,
+    ) -> std::result::Result<Response<RebuildProjectionResponse>, Status> {
+        AdminApi::rebuild_projection(self, request).await.map(Response::new).or_status()
     }
 }

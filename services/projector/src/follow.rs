@@ -1,5 +1,9 @@
 //! External subscriptions: a server stream of one category's events.
 //!
+//! Every event leaves as proto3 JSON decoded through the contracts, upcast to
+//! the current schema and with its secrets (password and refresh-token
+//! hashes) redacted; a category without contracts cannot be followed.
+//!
 //! Events of a category live in P partition logs; the cursor is the last
 //! entry id read in each (`<p>=<id>` pairs joined by `,`), so a follower that
 //! reconnects with its last cursor continues exactly where it stopped. The
@@ -13,9 +17,11 @@ use std::time::Duration;
 
 use allies_contracts::projector::v1::event_subscription_service_server::EventSubscriptionService;
 use allies_contracts::projector::v1::{FollowRequest, FollowedEvent};
+use allies_contracts::registry;
+use allies_core::FieldViolation;
 use allies_platform::auth::{Authenticator, ROLE_ADMIN};
-use allies_platform::status;
-use allies_store::{RecordedEvent, RedisConn, keys};
+use allies_platform::{IntoStatus, OrStatus};
+use allies_store::{RecordedEvent, RedisConn, StoreError, keys};
 use redis::streams::StreamReadReply;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -63,10 +69,17 @@ impl EventSubscriptionService for FollowApi {
     type FollowStream = EventStream;
 
     async fn follow(&self, request: Request<FollowRequest>) -> Result<Response<Self::FollowStream>, Status> {
-        self.auth.authenticate(&request).await?.require_role(ROLE_ADMIN)?;
+        self.auth.authenticate(&request).await.or_status()?.require_role(ROLE_ADMIN).or_status()?;
         let r = request.into_inner();
         if !valid_category(&r.category) {
-            return Err(status::invalid_argument("category", "must be an aggregate type like 'user'"));
+            return Err(FieldViolation::new("category", "must be an aggregate type like 'user'").into_status());
+        }
+        if !registry::CATEGORIES.contains(&r.category.as_str()) {
+            return Err(FieldViolation::new(
+                "category",
+                format!("has no event contracts (followable: {})", registry::CATEGORIES.join(", ")),
+            )
+            .into_status());
         }
         let mut conn = self.conn.clone();
         let logs: Vec<String> = (0..self.partitions).map(|p| keys::log_key(&r.category, p)).collect();
@@ -81,10 +94,11 @@ impl EventSubscriptionService for FollowApi {
                 .arg(1)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+                .map_err(|e| StoreError::Unavailable(e).into_status())?;
             now.push(last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".into()));
         }
-        let mut ids = starts(&r.from, self.partitions, &now).map_err(|e| status::invalid_argument("from", &e))?;
+        let mut ids =
+            starts(&r.from, self.partitions, &now).map_err(|e| FieldViolation::new("from", e).into_status())?;
         let (tx, rx) = mpsc::channel::<Result<FollowedEvent, Status>>(256);
         tokio::spawn(async move {
             loop {
@@ -103,24 +117,36 @@ impl EventSubscriptionService for FollowApi {
                             r.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default()
                         }
                         Err(e) => {
-                            let _ = tx.send(Err(Status::unavailable(format!("event store: {e}")))).await;
+                            let _ = tx.send(Err(StoreError::Unavailable(e).into_status())).await;
                             return;
                         }
                     };
                     for entry in entries {
                         any = true;
                         ids[p] = entry.id.clone();
-                        let message = match RecordedEvent::from_entry(log, &entry) {
-                            Ok(ev) => FollowedEvent {
+                        let event = RecordedEvent::from_entry(log, &entry).map_err(|e| e.to_string()).and_then(|ev| {
+                            let e = &ev.envelope;
+                            let json = registry::public_json(
+                                &e.aggregate_type,
+                                &e.event_type,
+                                e.schema_version,
+                                &ev.content_type,
+                                &ev.data,
+                            )?;
+                            Ok((ev, json))
+                        });
+                        let message = match event {
+                            Ok((ev, (json, schema))) => FollowedEvent {
                                 cursor: cursor(&ids),
                                 event_id: ev.envelope.event_id.to_string(),
                                 event_type: ev.envelope.event_type.clone(),
                                 aggregate_type: ev.envelope.aggregate_type.clone(),
                                 aggregate_id: ev.envelope.aggregate_id.clone(),
                                 version: ev.envelope.version,
-                                schema_version: ev.envelope.schema_version,
-                                content_type: ev.content_type.clone(),
-                                data: ev.data,
+                                // Upcast on the way out: the current schema, as proto3 JSON.
+                                schema_version: schema,
+                                content_type: allies_store::CONTENT_TYPE_JSON.into(),
+                                data: json.to_string().into_bytes(),
                                 recorded_at_ms: ev.envelope.recorded_at_ms,
                                 correlation_id: ev.envelope.metadata.correlation_id.to_string(),
                             },

@@ -1,31 +1,29 @@
-//! The projection manager: generations of each projection and blue/green
-//! rebuilds.
+//! The projection manager: runs every registered projection at its live
+//! generation, and blue/green rebuilds.
 //!
 //! A projection's live generation (key namespace + consumer group) is kept in
 //! `pm:<projection>`. A rebuild starts the next generation — a new namespace
-//! and a new consumer group reading every partition log from the start —
-//! while queries keep answering from the live one; once the new group has
-//! read to the end of every log with nothing pending, the pointer is switched
-//! (one HSET) and queries read the new generation; the old subscription stops.
-//! Every projector instance follows the pointer, so all replicas switch.
-//! The old generation's keys stay until an operator deletes them.
+//! and a new consumer group reading every source's partition logs from the
+//! start — while queries keep answering from the live one; once the new
+//! group has read to the end of every log with nothing pending, the pointer
+//! is switched (one HSET) and queries read the new generation; the old
+//! subscriptions stop. Every projector instance follows the pointer, so all
+//! replicas switch. Deleting an old generation's keys is an operator's call
+//! (`allies ops maintenance delete-generation`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use allies_store::breaker::CircuitBreaker;
-use allies_store::subscriber::{self, SubscriptionConfig};
-use allies_store::{RedisConn, RedisTarget, keys};
+use allies_store::subscriber::{self, Handler, HandlerError, SubscriptionConfig, group_position};
+use allies_store::{RecordedEvent, RedisConn, RedisTarget, keys};
 use tokio::sync::watch;
 
-use crate::sessions::{self, SessionProjection};
-use crate::users::{self, DEFAULT_NAMESPACE, UserProjection};
+use crate::readmodel::{DEFAULT_NAMESPACE, View};
+use crate::registry::{Projection, Registry};
 
-/// (projection name = base consumer group, aggregate type).
-pub const PROJECTIONS: [(&str, &str); 2] =
-    [(users::GROUP, users::AGGREGATE_TYPE), (sessions::GROUP, sessions::AGGREGATE_TYPE)];
-
+/// A generation of a projection: where its models live and which group feeds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation {
     pub number: u64,
@@ -57,83 +55,122 @@ pub async fn read_generation(conn: &mut RedisConn, name: &str) -> Result<Generat
     }
 }
 
-#[derive(Clone)]
-enum Live {
-    Users(Arc<UserProjection>),
-    Sessions(Arc<SessionProjection>),
+/// Applies a projection's changes in one generation's namespace: the
+/// subscription handler, also used to replay dead letters.
+pub struct Applier {
+    pub projection: Arc<dyn Projection>,
+    pub view: View,
+}
+
+impl Handler for Applier {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let changes = self.projection.changes(event)?;
+        self.view.apply(&changes).await
+    }
 }
 
 struct Slot {
     generation: Generation,
-    live: Live,
+    applier: Arc<Applier>,
     stop: watch::Sender<bool>,
 }
 
+/// Shared settings of every subscription the manager starts.
+#[derive(Clone)]
+pub struct Settings {
+    pub target: RedisTarget,
+    pub conn: RedisConn,
+    pub partitions: u32,
+    /// Batch, block, retry, claim and metrics settings; group, source and
+    /// breaker are filled per subscription.
+    pub template: SubscriptionConfig,
+    pub breaker: allies_store::breaker::BreakerConfig,
+}
+
 pub struct Manager {
-    target: RedisTarget,
-    conn: RedisConn,
-    partitions: u32,
-    template: SubscriptionConfig,
-    breakers: Vec<(&'static str, Arc<CircuitBreaker>)>,
+    settings: Settings,
+    registry: Registry,
+    breakers: HashMap<&'static str, Arc<CircuitBreaker>>,
     live: RwLock<HashMap<&'static str, Slot>>,
     rebuilding: Mutex<HashMap<&'static str, Slot>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
 }
 
-fn aggregate_type(name: &str) -> &'static str {
-    PROJECTIONS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).unwrap_or(users::AGGREGATE_TYPE)
+/// Why a rebuild cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("{0} is already being rebuilt")]
+    AlreadyRebuilding(String),
+    #[error("no projection '{0}'")]
+    Unknown(String),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+impl allies_core::ServiceError for RebuildError {
+    fn code(&self) -> allies_core::ErrorCode {
+        match self {
+            Self::AlreadyRebuilding(_) => allies_core::ErrorCode::FailedPrecondition,
+            Self::Unknown(_) => allies_core::ErrorCode::NotFound,
+            Self::Redis(_) => allies_core::ErrorCode::Unavailable,
+        }
+    }
 }
 
 impl Manager {
-    /// Starts every projection at its live generation.
-    pub async fn start(
-        target: RedisTarget,
-        conn: RedisConn,
-        partitions: u32,
-        template: SubscriptionConfig,
-        breakers: Vec<(&'static str, Arc<CircuitBreaker>)>,
-    ) -> Result<Arc<Self>, redis::RedisError> {
+    /// Starts every registered projection at its live generation.
+    pub async fn start(settings: Settings, registry: Registry) -> Result<Arc<Self>, redis::RedisError> {
+        let breakers =
+            registry.names().into_iter().map(|n| (n, Arc::new(CircuitBreaker::new(settings.breaker)))).collect();
         let manager = Arc::new(Self {
-            target,
-            conn: conn.clone(),
-            partitions,
-            template,
+            settings,
+            registry,
             breakers,
             live: RwLock::new(HashMap::new()),
             rebuilding: Mutex::new(HashMap::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
         });
-        let mut conn = conn;
-        for (name, _) in PROJECTIONS {
-            let generation = read_generation(&mut conn, name).await?;
-            let slot = manager.spawn(name, generation);
+        let mut conn = manager.settings.conn.clone();
+        for projection in manager.registry.all() {
+            let generation = read_generation(&mut conn, projection.name()).await?;
+            let slot = manager.spawn(projection.clone(), generation);
             if let Ok(mut live) = manager.live.write() {
-                live.insert(name, slot);
+                live.insert(projection.name(), slot);
             }
         }
         Ok(manager)
     }
 
-    fn spawn(&self, name: &'static str, generation: Generation) -> Slot {
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.settings.partitions
+    }
+
+    pub fn breaker(&self, name: &str) -> Option<&Arc<CircuitBreaker>> {
+        self.breakers.get(name)
+    }
+
+    fn spawn(&self, projection: Arc<dyn Projection>, generation: Generation) -> Slot {
         let (stop, stopped) = watch::channel(false);
-        let mut config = self.template.clone();
-        config.group = generation.group.clone();
-        config.aggregate_type = aggregate_type(name).to_owned();
-        config.partitions = self.partitions;
-        if let Some((_, b)) = self.breakers.iter().find(|(n, _)| *n == name) {
-            config.breaker = b.clone();
-        }
-        let live = if name == sessions::GROUP {
-            Live::Sessions(Arc::new(SessionProjection::in_namespace(self.conn.clone(), &generation.namespace)))
-        } else {
-            Live::Users(Arc::new(UserProjection::in_namespace(self.conn.clone(), &generation.namespace)))
-        };
-        let target = self.target.clone();
+        let name = projection.name();
+        let applier = Arc::new(Applier {
+            projection: projection.clone(),
+            view: View::new(self.settings.conn.clone(), &generation.namespace),
+        });
         if let Ok(mut tasks) = self.tasks.lock() {
-            match &live {
-                Live::Users(p) => tasks.spawn(subscriber::run(target, config, p.clone(), stopped)),
-                Live::Sessions(p) => tasks.spawn(subscriber::run(target, config, p.clone(), stopped)),
-            };
+            for source in projection.sources() {
+                let mut config = self.settings.template.clone();
+                config.group = generation.group.clone();
+                config.aggregate_type = (*source).to_owned();
+                config.partitions = self.settings.partitions;
+                if let Some(b) = self.breakers.get(name) {
+                    config.breaker = b.clone();
+                }
+                tasks.spawn(subscriber::run(self.settings.target.clone(), config, applier.clone(), stopped.clone()));
+            }
         }
         tracing::info!(
             projection = name,
@@ -141,24 +178,21 @@ impl Manager {
             group = generation.group,
             "projection started"
         );
-        Slot { generation, live, stop }
+        Slot { generation, applier, stop }
     }
 
-    /// The user projection queries should read now.
-    pub fn users(&self) -> Arc<UserProjection> {
-        let live = self.live.read().ok();
-        match live.as_ref().and_then(|l| l.get(users::GROUP)).map(|s| s.live.clone()) {
-            Some(Live::Users(p)) => p,
-            _ => Arc::new(UserProjection::new(self.conn.clone())),
-        }
+    /// Where queries of projection `name` read now.
+    pub fn view(&self, name: &str) -> View {
+        self.live
+            .read()
+            .ok()
+            .and_then(|l| l.get(name).map(|s| s.applier.view.clone()))
+            .unwrap_or_else(|| View::new(self.settings.conn.clone(), DEFAULT_NAMESPACE))
     }
 
-    pub fn sessions(&self) -> Arc<SessionProjection> {
-        let live = self.live.read().ok();
-        match live.as_ref().and_then(|l| l.get(sessions::GROUP)).map(|s| s.live.clone()) {
-            Some(Live::Sessions(p)) => p,
-            _ => Arc::new(SessionProjection::new(self.conn.clone())),
-        }
+    /// The live applier of a projection (to replay its dead letters).
+    pub fn applier(&self, name: &str) -> Option<Arc<Applier>> {
+        self.live.read().ok().and_then(|l| l.get(name).map(|s| s.applier.clone()))
     }
 
     /// The live generation of a projection.
@@ -175,50 +209,58 @@ impl Manager {
         self.rebuilding.lock().ok().and_then(|r| r.get(name).map(|s| s.generation.clone()))
     }
 
-    /// Whether `group` has read to the end of every log of `aggregate_type`
+    /// Whether `group` has read to the end of every log of every source
     /// with nothing pending.
-    async fn caught_up(&self, aggregate_type: &str, group: &str) -> bool {
-        let mut conn = self.conn.clone();
-        for p in 0..self.partitions {
-            let log = keys::log_key(aggregate_type, p);
-            let last: redis::streams::StreamRangeReply = match redis::cmd("XREVRANGE")
-                .arg(&log)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut conn)
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => return false,
-            };
-            let Some(last) = last.ids.first().map(|e| e.id.clone()) else { continue };
-            let (_, pending, delivered) = crate::ops::group_position(&mut conn, &log, group).await;
-            if pending != 0 || delivered != last {
-                return false;
+    async fn caught_up(&self, projection: &dyn Projection, group: &str) -> bool {
+        let mut conn = self.settings.conn.clone();
+        for source in projection.sources() {
+            for p in 0..self.settings.partitions {
+                let log = keys::log_key(source, p);
+                let last: redis::streams::StreamRangeReply = match redis::cmd("XREVRANGE")
+                    .arg(&log)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => return false,
+                };
+                let Some(last) = last.ids.first().map(|e| e.id.clone()) else { continue };
+                match group_position(&mut conn, &log, group).await {
+                    Ok(Some(pos)) if pos.pending == 0 && pos.last_delivered == last => {}
+                    _ => return false,
+                }
             }
         }
         true
     }
 
-    /// Starts a blue/green rebuild of `name`; returns the generation being built.
-    pub async fn rebuild(self: &Arc<Self>, name: &'static str) -> Result<Generation, String> {
+    /// Starts a blue/green rebuild of projection `name`; returns the generation being built.
+    pub async fn rebuild(self: &Arc<Self>, name: &str) -> Result<Generation, RebuildError> {
+        let Some(projection) = self.registry.get(name).cloned() else {
+            return Err(RebuildError::Unknown(name.to_owned()));
+        };
+        let name = projection.name();
         if self.rebuilding(name).is_some() {
-            return Err(format!("{name} is already being rebuilt"));
+            return Err(RebuildError::AlreadyRebuilding(name.to_owned()));
         }
         let next = self.generation(name).next(name);
         // A group of that number left by an interrupted rebuild restarts from zero.
-        let mut conn = self.conn.clone();
-        for p in 0..self.partitions {
-            let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
-                .arg("DESTROY")
-                .arg(keys::log_key(aggregate_type(name), p))
-                .arg(&next.group)
-                .query_async(&mut conn)
-                .await;
+        let mut conn = self.settings.conn.clone();
+        for source in projection.sources() {
+            for p in 0..self.settings.partitions {
+                let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                    .arg("DESTROY")
+                    .arg(keys::log_key(source, p))
+                    .arg(&next.group)
+                    .query_async(&mut conn)
+                    .await;
+            }
         }
-        let slot = self.spawn(name, next.clone());
+        let slot = self.spawn(projection.clone(), next.clone());
         if let Ok(mut r) = self.rebuilding.lock() {
             r.insert(name, slot);
         }
@@ -230,11 +272,11 @@ impl Manager {
                 if manager.rebuilding(name).is_none() {
                     return; // stopped
                 }
-                if manager.caught_up(aggregate_type(name), &building.group).await {
+                if manager.caught_up(&*projection, &building.group).await {
                     break;
                 }
             }
-            let mut conn = manager.conn.clone();
+            let mut conn = manager.settings.conn.clone();
             let switched: redis::RedisResult<()> = redis::cmd("HSET")
                 .arg(pointer(name))
                 .arg("generation")
@@ -270,13 +312,14 @@ impl Manager {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.wait_for(|s| *s) => return,
             }
-            let mut conn = self.conn.clone();
-            for (name, _) in PROJECTIONS {
+            let mut conn = self.settings.conn.clone();
+            for projection in self.registry.all() {
+                let name = projection.name();
                 let Ok(recorded) = read_generation(&mut conn, name).await else { continue };
                 if recorded.number > self.generation(name).number && self.rebuilding(name).is_none() {
-                    let slot = self.spawn(name, recorded);
+                    let slot = self.spawn(projection.clone(), recorded);
                     if let Ok(mut live) = self.live.write()
                         && let Some(old) = live.insert(name, slot)
                     {

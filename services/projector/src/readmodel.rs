@@ -1,63 +1,124 @@
-//! Writing read-model hashes at most once per event version.
+//! Read models in Redis: a [`View`] is one generation's namespace (`rm`,
+//! `rm.g1`, …) of the keys the projections write; it applies [`Change`]s
+//! and reads models back.
+
+use std::collections::HashMap;
 
 use allies_store::RedisConn;
 use allies_store::subscriber::HandlerError;
 
-/// Field/value pairs of a read-model hash.
-pub type Fields = Vec<(&'static str, String)>;
+use crate::registry::{Change, IndexOp};
 
-/// Writes fields of one read-model hash, guarded by the aggregate version
-/// (see `apply.lua`): a redelivered or replayed event changes nothing.
+/// Key prefix of the first generation of every read model.
+pub const DEFAULT_NAMESPACE: &str = "rm";
+
+/// One generation's key namespace.
 #[derive(Clone)]
-pub struct ReadModelWriter {
+pub struct View {
     pub conn: RedisConn,
+    pub ns: String,
     script: redis::Script,
 }
 
-impl ReadModelWriter {
-    pub fn new(conn: RedisConn) -> Self {
-        Self { conn, script: redis::Script::new(include_str!("apply.lua")) }
+fn handler_error(e: redis::RedisError) -> HandlerError {
+    HandlerError(e.to_string())
+}
+
+impl View {
+    pub fn new(conn: RedisConn, ns: &str) -> Self {
+        Self { conn, ns: ns.to_owned(), script: redis::Script::new(include_str!("apply.lua")) }
     }
 
-    /// Applies `fields` to `key` as of aggregate `version`; true if applied.
-    pub async fn apply(&self, key: &str, version: u64, fields: &[(&str, String)]) -> Result<bool, HandlerError> {
-        let mut inv = self.script.key(key);
-        inv.arg(version);
-        for (f, v) in fields {
-            inv.arg(*f).arg(v);
+    /// `<ns>:<key>`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}:{key}", self.ns)
+    }
+
+    /// Applies one event's changes (see [`Change`]).
+    pub async fn apply(&self, changes: &[Change]) -> Result<(), HandlerError> {
+        let mut models = 0;
+        let mut written = 0;
+        for change in changes {
+            if let Change::Model { key, version, set, del, .. } = change {
+                models += 1;
+                let mut inv = self.script.key(self.key(key));
+                inv.arg(*version).arg(set.len());
+                for (f, v) in set {
+                    inv.arg(f).arg(v);
+                }
+                for f in del {
+                    inv.arg(f);
+                }
+                let mut conn = self.conn.clone();
+                let applied: i64 = inv.invoke_async(&mut conn).await.map_err(handler_error)?;
+                if applied > 0 {
+                    written += 1;
+                }
+            }
         }
+        if models > 0 && written == 0 {
+            return Ok(()); // an older event redelivered: indexes stay where they are
+        }
+        let cmds: Vec<redis::Cmd> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Index(op) => Some(self.index_cmd(op)),
+                Change::Model { .. } => None,
+            })
+            .collect();
         let mut conn = self.conn.clone();
-        let applied: i64 = inv.invoke_async(&mut conn).await.map_err(|e| HandlerError(e.to_string()))?;
-        Ok(applied == 1)
+        // One pipeline on a single Redis; one command each on a Cluster, where
+        // the index keys live in different slots.
+        if conn.is_cluster() {
+            for cmd in cmds {
+                let _: redis::Value = cmd.query_async(&mut conn).await.map_err(handler_error)?;
+            }
+        } else if !cmds.is_empty() {
+            let mut pipe = redis::pipe();
+            for cmd in cmds {
+                pipe.add_command(cmd).ignore();
+            }
+            let _: () = pipe.query_async(&mut conn).await.map_err(handler_error)?;
+        }
+        Ok(())
+    }
+
+    fn index_cmd(&self, op: &IndexOp) -> redis::Cmd {
+        match op {
+            IndexOp::HSet { key, field, value } => redis::Cmd::hset(self.key(key), field, value),
+            IndexOp::HDel { key, field } => redis::Cmd::hdel(self.key(key), field),
+            IndexOp::ZAdd { key, member, score } => redis::Cmd::zadd(self.key(key), member, *score),
+            IndexOp::ZRem { key, member } => redis::Cmd::zrem(self.key(key), member),
+            IndexOp::SAdd { key, member } => redis::Cmd::sadd(self.key(key), member),
+            IndexOp::SRem { key, member } => redis::Cmd::srem(self.key(key), member),
+        }
+    }
+
+    /// A read model's fields (None when it does not exist).
+    pub async fn model(&self, key: &str) -> Result<Option<HashMap<String, String>>, redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let map: HashMap<String, String> = redis::cmd("HGETALL").arg(self.key(key)).query_async(&mut conn).await?;
+        Ok((!map.is_empty()).then_some(map))
     }
 }
 
-/// Decodes a stored guardian event payload, upcasting older schema versions.
-/// Reads proto3 JSON and protobuf binary entries alike (the content type says which).
-pub fn decode<T>(event: &allies_store::RecordedEvent) -> Result<T, HandlerError>
-where
-    T: serde::de::DeserializeOwned + serde::Serialize + prost::Message + Default,
-{
-    use allies_contracts::guardian::events::schema;
-    let env = &event.envelope;
-    let (t, v) = (env.event_type.as_str(), env.version);
-    let malformed = |e: &dyn std::fmt::Display| HandlerError(format!("malformed {t} at version {v}: {e}"));
-    let mut value: serde_json::Value = match event.content_type.as_str() {
-        allies_store::CONTENT_TYPE_JSON if env.schema_version == schema::current(t) => {
-            return serde_json::from_slice(&event.data).map_err(|e| malformed(&e));
-        }
-        allies_store::CONTENT_TYPE_JSON => serde_json::from_slice(&event.data).map_err(|e| malformed(&e))?,
-        allies_store::CONTENT_TYPE_PROTOBUF => {
-            let msg = T::decode(&event.data[..]).map_err(|e| malformed(&e))?;
-            if env.schema_version == schema::current(t) {
-                return Ok(msg);
-            }
-            serde_json::to_value(&msg).map_err(|e| malformed(&e))?
-        }
-        other => return Err(HandlerError(format!("{t} at version {v}: unsupported content type {other}"))),
-    };
-    schema::upcast(t, env.schema_version, &mut value).map_err(HandlerError)?;
-    serde_json::from_value(value).map_err(|e| malformed(&e))
+/// Typed reads of a model's fields.
+pub trait Fields {
+    fn text(&self, field: &str) -> String;
+    fn int(&self, field: &str) -> i64;
+    fn uint(&self, field: &str) -> u64;
+}
+
+impl Fields for HashMap<String, String> {
+    fn text(&self, field: &str) -> String {
+        self.get(field).cloned().unwrap_or_default()
+    }
+    fn int(&self, field: &str) -> i64 {
+        self.get(field).and_then(|v| v.parse().ok()).unwrap_or_default()
+    }
+    fn uint(&self, field: &str) -> u64 {
+        self.get(field).and_then(|v| v.parse().ok()).unwrap_or_default()
+    }
 }
 
 pub fn now_ms() -> i64 {

@@ -4,12 +4,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allies_contracts::guardian::events::v1::UserRegistered;
-use allies_core::{ExpectedVersion, Metadata};
-use allies_store::subscriber::{self, SubscriptionConfig};
-use allies_store::{EventStore, NewEvent, keys};
+use allies_core::ExpectedVersion;
+use allies_store::subscriber::{self, Handler, SubscriptionConfig};
+use allies_store::{AppendRequest, EventStore, NewEvent, RedisEventStore, keys};
 use allies_testkit::RedisServer;
-use projector::users::{self, UserProjection};
+use allies_testkit::fixtures::meta;
+use projector::manager::Applier;
+use projector::projections::users;
+use projector::readmodel::View;
 use uuid::Uuid;
+
+/// The user projection writing into the first generation's namespace.
+fn user_projection(store: &RedisEventStore) -> Applier {
+    Applier { projection: Arc::new(users::Users), view: View::new(store.connection(), "rm") }
+}
+
+/// Reads a user from the read model.
+async fn get(p: &Applier, id: &str) -> Option<allies_contracts::projector::v1::User> {
+    users::get(&p.view, id).await.unwrap()
+}
 
 fn registered(id: &str, name: &str) -> NewEvent {
     let e = UserRegistered {
@@ -30,63 +43,57 @@ fn registered(id: &str, name: &str) -> NewEvent {
     }
 }
 
-fn meta() -> Metadata {
-    Metadata { correlation_id: Uuid::now_v7(), causation_id: Uuid::now_v7(), user_id: None, traceparent: None }
+async fn append(store: &RedisEventStore, id: &str, name: &str) {
+    let request = AppendRequest::new("user", id, ExpectedVersion::NoStream, &meta(), 1, vec![registered(id, name)]);
+    store.append(request).await.unwrap();
 }
 
-async fn append(store: &EventStore, id: &str, name: &str) {
-    store.append("user", id, ExpectedVersion::NoStream, &meta(), 1, &[registered(id, name)]).await.unwrap();
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(Instant::now() < deadline, "condition not reached within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_until<F: std::future::Future<Output = bool>>(f: impl FnMut() -> F) {
+    allies_testkit::fixtures::wait_for("the read model", Duration::from_secs(10), f).await
 }
 
 #[tokio::test]
 async fn a_redelivered_or_older_event_changes_nothing() {
     let redis = RedisServer::start();
-    let store = EventStore::connect(&redis.url(), 4).await.unwrap();
+    let store = RedisEventStore::connect(&redis.url(), 4).await.unwrap();
     let id = Uuid::now_v7().to_string();
     append(&store, &id, "alice").await;
-    let rec = store.read_stream("user", &id, 1).await.unwrap().remove(0);
-    let projection = UserProjection::new(store.connection());
+    let rec = store.read("user", &id, 1, 1).await.unwrap().remove(0);
+    let projection = user_projection(&store);
 
-    assert!(projection.apply(&rec).await.unwrap(), "first delivery applies");
-    let user = projection.get(&id).await.unwrap().expect("user in read model");
+    projection.handle(&rec).await.unwrap();
+    let user = get(&projection, &id).await.expect("first delivery applies");
     assert_eq!((user.username.as_str(), user.version), ("alice", 1));
 
     // Someone edits the read model at version 1; a redelivery must not overwrite it.
-    redis.raw(&["HSET", &users::key(&id), "email", "changed@example.com"]);
-    assert!(!projection.apply(&rec).await.unwrap(), "redelivery is a no-op");
-    assert_eq!(projection.get(&id).await.unwrap().unwrap().email, "changed@example.com");
+    let key = format!("rm:user:{id}");
+    redis.raw(&["HSET", &key, "email", "changed@example.com"]);
+    projection.handle(&rec).await.unwrap();
+    assert_eq!(get(&projection, &id).await.unwrap().email, "changed@example.com", "redelivery is a no-op");
 
     // The read model never holds the password hash.
-    let raw = redis.raw(&["HGETALL", &users::key(&id)]);
+    let raw = redis.raw(&["HGETALL", &key]);
     assert!(!raw.contains("argon2"), "{raw}");
 }
 
 #[tokio::test]
 async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
     let redis = RedisServer::start();
-    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
     let first = Uuid::now_v7().to_string();
     append(&store, &first, "crashed").await;
 
     // A previous life of consumer "p1" read the entry and died before acking.
     let log = keys::log_key("user", 0);
-    redis.raw(&["XGROUP", "CREATE", &log, users::GROUP, "0", "MKSTREAM"]);
-    let delivered = redis.raw(&["XREADGROUP", "GROUP", users::GROUP, "p1", "COUNT", "10", "STREAMS", &log, ">"]);
+    redis.raw(&["XGROUP", "CREATE", &log, users::NAME, "0", "MKSTREAM"]);
+    let delivered = redis.raw(&["XREADGROUP", "GROUP", users::NAME, "p1", "COUNT", "10", "STREAMS", &log, ">"]);
     assert!(delivered.contains("crashed"), "{delivered}");
-    assert_eq!(redis.raw(&["XPENDING", &log, users::GROUP]).lines().next(), Some(":1"));
+    assert_eq!(redis.raw(&["XPENDING", &log, users::NAME]).lines().next(), Some(":1"));
 
-    let projection = Arc::new(UserProjection::new(store.connection()));
+    let projection = Arc::new(user_projection(&store));
     let client = allies_store::RedisTarget::parse(&redis.url()).unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let config = SubscriptionConfig::new(users::GROUP, "p1", "user", 1);
+    let config = SubscriptionConfig::new(users::NAME, "p1", "user", 1);
     let task = tokio::spawn(subscriber::run(client, config, projection.clone(), stopped));
 
     // Only pending delivery can bring "crashed" back: ">" never re-delivers it.
@@ -95,7 +102,7 @@ async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
     wait_until(|| {
         let p = p.clone();
         let id = id.clone();
-        async move { p.get(&id).await.unwrap().is_some() }
+        async move { get(&p, &id).await.is_some() }
     })
     .await;
 
@@ -106,11 +113,11 @@ async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
     wait_until(|| {
         let p = p.clone();
         let id = second.clone();
-        async move { p.get(&id).await.unwrap().is_some() }
+        async move { get(&p, &id).await.is_some() }
     })
     .await;
     wait_until(|| {
-        let pending = redis.raw(&["XPENDING", &log, users::GROUP]);
+        let pending = redis.raw(&["XPENDING", &log, users::NAME]);
         async move { pending.lines().next() == Some(":0") }
     })
     .await;
@@ -125,13 +132,13 @@ async fn a_restarted_consumer_first_finishes_its_own_pending_entries() {
 #[tokio::test]
 async fn events_of_every_partition_reach_the_read_model() {
     let redis = RedisServer::start();
-    let store = EventStore::connect(&redis.url(), 8).await.unwrap();
-    let projection = Arc::new(UserProjection::new(store.connection()));
+    let store = RedisEventStore::connect(&redis.url(), 8).await.unwrap();
+    let projection = Arc::new(user_projection(&store));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let client = allies_store::RedisTarget::parse(&redis.url()).unwrap();
     let task = tokio::spawn(subscriber::run(
         client,
-        SubscriptionConfig::new(users::GROUP, "p", "user", 8),
+        SubscriptionConfig::new(users::NAME, "p", "user", 8),
         projection.clone(),
         stopped,
     ));
@@ -146,10 +153,10 @@ async fn events_of_every_partition_reach_the_read_model() {
         wait_until(|| {
             let p = p.clone();
             let id = id.clone();
-            async move { p.get(&id).await.unwrap().is_some() }
+            async move { get(&p, &id).await.is_some() }
         })
         .await;
-        assert_eq!(projection.get(id).await.unwrap().unwrap().username, format!("user{i}"));
+        assert_eq!(get(&projection, id).await.unwrap().username, format!("user{i}"));
     }
     stop.send(true).unwrap();
     task.await.unwrap();
@@ -158,7 +165,7 @@ async fn events_of_every_partition_reach_the_read_model() {
 #[tokio::test]
 async fn a_v1_user_registered_from_the_first_release_is_upcast_into_the_read_model() {
     let redis = RedisServer::start();
-    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
     let text = include_str!("../../guardian/tests/fixtures/user_registered_v1.json");
     let v: serde_json::Value = serde_json::from_str(text).unwrap();
     let id = v["aggregate_id"].as_str().unwrap().to_owned();
@@ -167,12 +174,12 @@ async fn a_v1_user_registered_from_the_first_release_is_upcast_into_the_read_mod
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     redis.raw(&args);
 
-    let projection = Arc::new(UserProjection::new(store.connection()));
+    let projection = Arc::new(user_projection(&store));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let client = allies_store::RedisTarget::parse(&redis.url()).unwrap();
     let task = tokio::spawn(subscriber::run(
         client,
-        SubscriptionConfig::new(users::GROUP, "p", "user", 1),
+        SubscriptionConfig::new(users::NAME, "p", "user", 1),
         projection.clone(),
         stopped,
     ));
@@ -181,10 +188,10 @@ async fn a_v1_user_registered_from_the_first_release_is_upcast_into_the_read_mod
     wait_until(|| {
         let p = p.clone();
         let id = key.clone();
-        async move { p.get(&id).await.unwrap().is_some() }
+        async move { get(&p, &id).await.is_some() }
     })
     .await;
-    let user = projection.get(&id).await.unwrap().unwrap();
+    let user = get(&projection, &id).await.unwrap();
     assert_eq!((user.username.as_str(), user.display_name.as_str()), ("OldTimer", "OldTimer"));
     stop.send(true).unwrap();
     task.await.unwrap();

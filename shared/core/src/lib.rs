@@ -2,8 +2,9 @@
 //!
 //! Owns the shape of an aggregate (a *decider*: [`Aggregate::decide`] and
 //! [`Aggregate::evolve`]), the event envelope and its metadata, the expected
-//! version of an append, the typed errors every layer shares, and the
-//! given/when/then test helper ([`testing`]).
+//! version of an append, the one error model every layer shares
+//! ([`error`]: codes, field and rule violations), and the given/when/then
+//! test helper ([`testing`]).
 //!
 //! Must not know about Redis, gRPC, the clock or randomness: time, ids and the
 //! acting user come in through commands and [`CommandContext`]. That is what
@@ -14,7 +15,10 @@ use std::fmt::Debug;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod error;
 pub mod testing;
+
+pub use error::{ErrorCode, Failure, FieldViolation, Invalid, RuleViolation, ServiceError};
 
 /// An aggregate as a decider: a pure function from (state, command) to events,
 /// and a pure function folding an event into the state.
@@ -118,6 +122,35 @@ pub enum EventFormat {
     Json,
     /// protobuf binary, `application/x-protobuf`: smaller, faster.
     Protobuf,
+}
+
+/// Content type of proto3 JSON payloads, the default encoding.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+/// Content type of protobuf binary payloads.
+pub const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
+
+impl EventFormat {
+    /// The content type an entry written in this format carries.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => CONTENT_TYPE_JSON,
+            Self::Protobuf => CONTENT_TYPE_PROTOBUF,
+        }
+    }
+}
+
+/// Decodes a stored payload by its content type (upcasting older schemas).
+pub fn decode_stored<E: DomainEvent>(
+    event_type: &str,
+    schema_version: u32,
+    content_type: &str,
+    data: &[u8],
+) -> Result<E, DecodeError> {
+    match content_type {
+        CONTENT_TYPE_JSON => E::decode_json(event_type, schema_version, data),
+        CONTENT_TYPE_PROTOBUF => E::decode_protobuf(event_type, schema_version, data),
+        other => Err(DecodeError::malformed(event_type, format!("unsupported content type `{other}`"))),
+    }
 }
 
 impl std::str::FromStr for EventFormat {

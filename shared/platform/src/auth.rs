@@ -17,11 +17,14 @@ use std::time::{Duration, Instant};
 use allies_contracts::guardian::v1::GetJwksRequest;
 use allies_contracts::guardian::v1::Jwk;
 use allies_contracts::guardian::v1::guardian_service_client::GuardianServiceClient;
-use allies_store::EventStore;
+use allies_core::{ErrorCode, Failure, ServiceError};
+use allies_store::RedisEventStore;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
-use tonic::{Request, Status};
+use tonic::Request;
+
+pub use crate::config::AuthSettings;
 
 /// Aggregate type of Guardian's sessions (their state hashes carry `status`).
 pub const SESSION_TYPE: &str = "session";
@@ -67,26 +70,46 @@ impl Caller {
         self.roles.iter().any(|r| r == role)
     }
 
+    pub fn is_admin(&self) -> bool {
+        self.has_role(ROLE_ADMIN)
+    }
+
     /// PermissionDenied unless the caller has `role`.
-    pub fn require_role(&self, role: &str) -> Result<(), Status> {
-        if self.has_role(role) { Ok(()) } else { Err(Status::permission_denied(format!("requires role '{role}'"))) }
+    pub fn require_role(&self, role: &str) -> Result<(), Failure> {
+        if self.has_role(role) { Ok(()) } else { Err(Failure::permission_denied(format!("requires role '{role}'"))) }
+    }
+
+    /// PermissionDenied unless the caller is `user_id` or an admin.
+    pub fn require_self_or_admin(&self, user_id: &str) -> Result<(), Failure> {
+        if self.user_id == user_id || self.is_admin() {
+            Ok(())
+        } else {
+            Err(Failure::permission_denied("only the user themself or an admin may see this"))
+        }
     }
 }
 
-/// Issuer and audience every token must carry.
-#[derive(Debug, Clone)]
-pub struct AuthSettings {
-    pub issuer: String,
-    pub audience: String,
+/// Why a request is not authenticated.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token (authorization metadata)")]
+    Missing,
+    #[error("invalid access token: {0}")]
+    Invalid(&'static str),
+    /// The token could not be checked (Redis or Guardian unreachable).
+    #[error("cannot verify the access token now: {0}")]
+    Unavailable(String),
 }
 
-impl AuthSettings {
-    /// `JWT_ISSUER` (default `defense-allies-guardian`), `JWT_AUDIENCE` (default `defense-allies`).
-    pub fn from_env() -> Self {
-        Self {
-            issuer: std::env::var("JWT_ISSUER").unwrap_or_else(|_| "defense-allies-guardian".into()),
-            audience: std::env::var("JWT_AUDIENCE").unwrap_or_else(|_| "defense-allies".into()),
+impl ServiceError for AuthError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Missing | Self::Invalid(_) => ErrorCode::Unauthenticated,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        matches!(self, Self::Unavailable(_)).then_some(Duration::from_secs(1))
     }
 }
 
@@ -103,12 +126,12 @@ pub struct Authenticator {
     source: KeySource,
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
-    store: EventStore,
+    store: RedisEventStore,
     sessions: Mutex<HashMap<String, Instant>>,
 }
 
-fn unauthenticated(why: &str) -> Status {
-    Status::unauthenticated(format!("invalid access token: {why}"))
+fn unauthenticated(why: &'static str) -> AuthError {
+    AuthError::Invalid(why)
 }
 
 fn decoding_keys(jwks: &[Jwk]) -> HashMap<String, DecodingKey> {
@@ -119,7 +142,7 @@ fn decoding_keys(jwks: &[Jwk]) -> HashMap<String, DecodingKey> {
 }
 
 impl Authenticator {
-    pub fn new(settings: AuthSettings, source: KeySource, store: EventStore) -> Self {
+    pub fn new(settings: AuthSettings, source: KeySource, store: RedisEventStore) -> Self {
         let keys = match &source {
             KeySource::Static(jwks) => decoding_keys(jwks),
             KeySource::Guardian(_) => HashMap::new(),
@@ -135,11 +158,8 @@ impl Authenticator {
     }
 
     /// The caller of a request with `authorization: Bearer <token>`.
-    pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing bearer token (authorization metadata)"))?;
+    pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, AuthError> {
+        let header = request.metadata().get("authorization").ok_or(AuthError::Missing)?;
         let value = header.to_str().map_err(|_| unauthenticated("not ASCII"))?;
         let token = value
             .strip_prefix("Bearer ")
@@ -148,8 +168,17 @@ impl Authenticator {
         self.verify(token.trim()).await
     }
 
+    /// The caller when the request carries a token (which must then be
+    /// valid); None without one.
+    pub async fn authenticate_optional<T>(&self, request: &Request<T>) -> Result<Option<Caller>, AuthError> {
+        if request.metadata().get("authorization").is_none() {
+            return Ok(None);
+        }
+        self.authenticate(request).await.map(Some)
+    }
+
     /// Verifies a token and that its session is still active.
-    pub async fn verify(&self, token: &str) -> Result<Caller, Status> {
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed"))?;
         if header.alg != Algorithm::EdDSA {
             return Err(unauthenticated("algorithm not allowed"));
@@ -176,7 +205,7 @@ impl Authenticator {
         Ok(Caller { user_id: claims.sub, session_id: claims.sid, roles: claims.roles, expires_at: claims.exp })
     }
 
-    async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, Status> {
+    async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, AuthError> {
         if let Some(k) = self.keys.read().await.get(kid) {
             return Ok(Some(k.clone()));
         }
@@ -198,7 +227,7 @@ impl Authenticator {
         Ok(found)
     }
 
-    async fn check_session(&self, sid: &str) -> Result<(), Status> {
+    async fn check_session(&self, sid: &str) -> Result<(), AuthError> {
         if let Ok(cache) = self.sessions.lock()
             && cache.get(sid).is_some_and(|t| t.elapsed() < SESSION_CACHE)
         {
@@ -208,7 +237,7 @@ impl Authenticator {
             .store
             .state_field(SESSION_TYPE, sid, "status")
             .await
-            .map_err(|e| Status::unavailable(format!("cannot check the session: {e}")))?;
+            .map_err(|e| AuthError::Unavailable(format!("cannot check the session: {e}")))?;
         match status.as_deref() {
             Some("active") => {
                 if let Ok(mut cache) = self.sessions.lock() {
@@ -225,9 +254,15 @@ impl Authenticator {
     }
 }
 
-async fn fetch_jwks(endpoint: &str) -> Result<Vec<Jwk>, Status> {
-    let mut client = GuardianServiceClient::connect(endpoint.to_owned())
+async fn fetch_jwks(endpoint: &str) -> Result<Vec<Jwk>, AuthError> {
+    let unavailable = |e: &dyn std::fmt::Display| AuthError::Unavailable(format!("cannot fetch guardian's keys: {e}"));
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| unavailable(&e))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect()
         .await
-        .map_err(|e| Status::unavailable(format!("cannot reach guardian for keys: {e}")))?;
-    Ok(client.get_jwks(GetJwksRequest {}).await?.into_inner().keys)
+        .map_err(|e| unavailable(&e))?;
+    let mut client = GuardianServiceClient::new(channel);
+    Ok(client.get_jwks(GetJwksRequest {}).await.map_err(|e| unavailable(&e.message()))?.into_inner().keys)
 }

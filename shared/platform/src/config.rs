@@ -1,25 +1,57 @@
-//! Configuration from the environment, with defaults that work locally.
+//! A service's configuration, parsed once at start into typed values: the
+//! environment (a snapshot, see [`Env`]) and `configs/cqrs.yaml`. A value
+//! that cannot be used stops the service with a message naming the
+//! variable. Service-specific settings are parsed by the service from the
+//! same [`Env`] (`config.env`), with the same typed getters.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A configuration value that cannot be used. Names the variable.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration {key}={value:?}: {reason}")]
-pub struct ConfigError {
-    pub key: String,
-    pub value: String,
-    pub reason: String,
+use crate::cqrs::CqrsConfig;
+pub use crate::env::{ConfigError, Env};
+
+/// Where Redis is when `REDIS_URL` says nothing: a local server on its standard port.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Default listen addresses of the fleet.
+pub const GUARDIAN_ADDR: &str = "127.0.0.1:50051";
+pub const TIMESQUARE_ADDR: &str = "127.0.0.1:50052";
+pub const COMMAND_ADDR: &str = "127.0.0.1:50053";
+pub const PROJECTOR_ADDR: &str = "127.0.0.1:50054";
+
+/// (service, gRPC address, operations HTTP address) of the fleet's services.
+pub const FLEET: [(&str, &str, &str); 4] = [
+    ("guardian", GUARDIAN_ADDR, "127.0.0.1:9461"),
+    ("timesquare", TIMESQUARE_ADDR, "127.0.0.1:9462"),
+    ("command", COMMAND_ADDR, "127.0.0.1:9463"),
+    ("projector", PROJECTOR_ADDR, "127.0.0.1:9464"),
+];
+
+/// Who issues the access tokens every service verifies, and where its keys are.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `JWT_ISSUER`, default `defense-allies-guardian`.
+    pub issuer: String,
+    /// `JWT_AUDIENCE`, default `defense-allies`.
+    pub audience: String,
+    /// `GUARDIAN_URL`: where services fetch the JWKS, default `http://127.0.0.1:50051`.
+    pub guardian_url: String,
 }
 
 /// What every service reads at start.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// Service name, used in logs and health.
+    /// Service name, used in logs, health and metrics.
     pub name: String,
     /// gRPC listen address (`<NAME>_LISTEN_ADDR`).
     pub listen: SocketAddr,
+    /// Operations endpoint, `/healthz` `/readyz` `/metrics` (`<NAME>_HTTP_ADDR`).
+    pub http_listen: SocketAddr,
+    /// This process among the replicas of the service: its consumer name in
+    /// consumer groups, stable across restarts (`<NAME>_CONSUMER`, else the
+    /// host name and the gRPC port).
+    pub instance: String,
     /// `REDIS_URL`, default `redis://127.0.0.1:6379`.
     pub redis_url: String,
     /// `ES_PARTITIONS`: partitions per aggregate type, default 16. Must never
@@ -34,99 +66,146 @@ pub struct ServiceConfig {
     pub event_format: allies_core::EventFormat,
     /// `SNAPSHOT_COMPRESSION`: `lz4` (default) or `none`.
     pub snapshot_compression: allies_store::SnapshotCompression,
-    /// Everything from `configs/cqrs.yaml` and its overrides (the fields
-    /// above are copies of the ones every service needs).
-    pub cqrs: crate::cqrs::CqrsConfig,
+    /// Everything from `configs/cqrs.yaml` and its overrides.
+    pub cqrs: CqrsConfig,
+    pub auth: AuthSettings,
+    /// `LOG_FORMAT=json`: one JSON object per log line.
+    pub log_json: bool,
+    /// `RUST_LOG`, default `info`.
+    pub log_filter: String,
+    /// The environment snapshot, for the service's own settings.
+    pub env: Env,
 }
 
-/// Where Redis is when `REDIS_URL` says nothing: a local server on its standard port.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-/// Default listen addresses of the fleet.
-pub const GUARDIAN_ADDR: &str = "127.0.0.1:50051";
-pub const TIMESQUARE_ADDR: &str = "127.0.0.1:50052";
-pub const COMMAND_ADDR: &str = "127.0.0.1:50053";
-pub const PROJECTOR_ADDR: &str = "127.0.0.1:50054";
-
 impl ServiceConfig {
-    /// Reads the configuration of service `name` (listen variable
-    /// `<NAME>_LISTEN_ADDR`, defaulting to `default_listen`).
-    pub fn from_env(name: &str, default_listen: &str) -> Result<Self, ConfigError> {
-        Self::from_lookup(name, default_listen, |k| std::env::var(k).ok())
+    /// Reads the configuration of service `name` from the process environment.
+    pub fn from_env(name: &str) -> Result<Self, ConfigError> {
+        Self::from(name, Env::from_process())
     }
 
-    /// As [`from_env`](Self::from_env) with an explicit lookup (for tests).
-    pub fn from_lookup(
-        name: &str,
-        default_listen: &str,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let listen_key = listen_var(name);
-        let listen = parse(&listen_key, get(&listen_key).unwrap_or_else(|| default_listen.to_owned()), |v| {
-            v.parse::<SocketAddr>().map_err(|e| e.to_string())
-        })?;
-        let cqrs = crate::cqrs::CqrsConfig::load(&get)?;
-        let grace = parse("SHUTDOWN_GRACE_SECS", get("SHUTDOWN_GRACE_SECS").unwrap_or_else(|| "10".into()), |v| {
-            v.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string())
-        })?;
-        let data_dir = PathBuf::from(get("ALLIES_DATA_DIR").unwrap_or_else(|| ".data".into()));
+    /// Reads the configuration of service `name` from `env`.
+    pub fn from(name: &str, env: Env) -> Result<Self, ConfigError> {
+        let (grpc_default, http_default) = FLEET
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, g, h)| (*g, *h))
+            .unwrap_or(("127.0.0.1:0", "127.0.0.1:0"));
+        let upper = name.to_uppercase().replace('-', "_");
+        let addr = |key: &str, default: &str| -> Result<SocketAddr, ConfigError> {
+            let v = env.text(key, default);
+            v.parse::<SocketAddr>().map_err(|e| ConfigError::new(key, &v, e))
+        };
+        let listen = addr(&listen_var(name), grpc_default)?;
+        let http_listen = addr(&format!("{upper}_HTTP_ADDR"), http_default)?;
+        let cqrs = CqrsConfig::load(&env)?;
+        let shutdown_grace = env.secs("SHUTDOWN_GRACE_SECS", 10, 0..=3600)?;
+        let data_dir = PathBuf::from(env.text("ALLIES_DATA_DIR", ".data"));
+        let instance = env.get(&format!("{upper}_CONSUMER")).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| name.to_owned());
+            format!("{host}-{}", listen.port())
+        });
+        let log_json = match env.get("LOG_FORMAT").as_deref() {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("json") => true,
+            Some(v) if v.eq_ignore_ascii_case("text") => false,
+            Some(v) => return Err(ConfigError::new("LOG_FORMAT", v, "must be text or json")),
+        };
+        let auth = AuthSettings {
+            issuer: env.text("JWT_ISSUER", "defense-allies-guardian"),
+            audience: env.text("JWT_AUDIENCE", "defense-allies"),
+            guardian_url: env.text("GUARDIAN_URL", "http://127.0.0.1:50051"),
+        };
+        if !auth.guardian_url.starts_with("http://") && !auth.guardian_url.starts_with("https://") {
+            return Err(ConfigError::new("GUARDIAN_URL", &auth.guardian_url, "must start with http:// or https://"));
+        }
         Ok(Self {
             name: name.to_owned(),
             listen,
+            http_listen,
+            instance,
             redis_url: cqrs.redis_url.clone(),
             partitions: cqrs.partitions,
-            shutdown_grace: grace,
+            shutdown_grace,
             data_dir,
             event_format: cqrs.event_format,
             snapshot_compression: cqrs.snapshot_compression,
             cqrs,
+            auth,
+            log_json,
+            log_filter: env.text("RUST_LOG", "info"),
+            env,
         })
+    }
+
+    /// The circuit breaker settings of this service's subscriptions.
+    pub fn breaker(&self) -> allies_store::breaker::BreakerConfig {
+        allies_store::breaker::BreakerConfig {
+            failure_threshold: self.cqrs.breaker_failures,
+            open_for: self.cqrs.breaker_open,
+        }
     }
 }
 
 /// `guardian` → `GUARDIAN_LISTEN_ADDR`.
 pub fn listen_var(service: &str) -> String {
-    format!("{}_LISTEN_ADDR", service.to_uppercase())
-}
-
-fn parse<T>(key: &str, value: String, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
-    f(&value).map_err(|reason| ConfigError { key: key.to_owned(), value, reason })
+    format!("{}_LISTEN_ADDR", service.to_uppercase().replace('-', "_"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<ServiceConfig, ConfigError> {
-        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        ServiceConfig::from_lookup("guardian", GUARDIAN_ADDR, |k| m.get(k).cloned())
+        ServiceConfig::from("guardian", Env::from_pairs(vars.iter().copied()))
     }
 
     #[test]
     fn defaults_work_locally() {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:9461");
         assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
         assert_eq!(c.partitions, 16);
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        assert!(c.instance.ends_with("-50051"), "{}", c.instance);
     }
 
     #[test]
     fn environment_overrides_defaults() {
-        let c = cfg(&[("GUARDIAN_LISTEN_ADDR", "0.0.0.0:6000"), ("REDIS_URL", "redis://r:1"), ("ES_PARTITIONS", "4")])
-            .unwrap();
+        let c = cfg(&[
+            ("GUARDIAN_LISTEN_ADDR", "0.0.0.0:6000"),
+            ("REDIS_URL", "redis://r:1"),
+            ("ES_PARTITIONS", "4"),
+            ("GUARDIAN_CONSUMER", "pod-7"),
+        ])
+        .unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:6000");
         assert_eq!(c.redis_url, "redis://r:1");
         assert_eq!(c.partitions, 4);
+        assert_eq!(c.instance, "pod-7");
     }
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = cfg(&[("GUARDIAN_LISTEN_ADDR", "nowhere")]).unwrap_err();
-        assert_eq!(e.key, "GUARDIAN_LISTEN_ADDR");
-        let e = cfg(&[("ES_PARTITIONS", "0")]).unwrap_err();
-        assert_eq!(e.key, "ES_PARTITIONS");
+        for (key, value) in [
+            ("GUARDIAN_LISTEN_ADDR", "nowhere"),
+            ("GUARDIAN_HTTP_ADDR", "nowhere"),
+            ("ES_PARTITIONS", "0"),
+            ("SHUTDOWN_GRACE_SECS", "soon"),
+            ("BREAKER_FAILURES", "many"),
+            ("BREAKER_FAILURES", "0"),
+            ("BREAKER_OPEN_MS", "-1"),
+            ("LOG_FORMAT", "xml"),
+            ("GUARDIAN_URL", "guardian:50051"),
+        ] {
+            let e = cfg(&[(key, value)]).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.to_string().contains(key), "{e}");
+        }
         let e = cfg(&[("REDIS_URL", "http://x")]).unwrap_err();
         assert!(e.to_string().contains("REDIS_URL"), "{e}");
     }

@@ -2,18 +2,23 @@
 -- Appends the events of one command to one aggregate, all or nothing.
 -- KEYS[1] aggregate stream (entry ids 0-<version>), KEYS[2] partition log,
 -- KEYS[3] the aggregate's state hash, KEYS[4] the command's idempotency record,
--- KEYS[5] how many of the stream's first events were archived and trimmed.
+-- KEYS[5] how many of the stream's first events were archived and trimmed,
+-- KEYS[6..5+p] the integration streams of the publications (same slot).
 -- ARGV: 1 expected ('any' | 'none' | <version>), 2 aggregate_type, 3 aggregate_id,
 --       4 metadata (JSON), 5 created_at (ms), 6 n events, 7 s state fields,
 --       8 state expire-at (ms, 0 = none), 9 command id ('' = none),
 --       10 command fingerprint, 11 idempotency record TTL (ms),
 --       12 storage ('event_sourced' | 'state_based' | 'hybrid'),
 --       13 serialized aggregate state ('' = none), 14 its schema,
+--       15 p publications,
 --       then s x (field, value),
---       then n x (event_id, event_type, schema_version, content_type, data, checksum).
+--       then n x (event_id, event_type, schema_version, content_type, data, checksum),
+--       then p x (event_id, event_type, schema_version, content_type, data, checksum).
 -- Storage: event_sourced writes the aggregate stream (the truth); state_based
 -- writes the state hash (the truth, version-checked) and no stream; hybrid
--- writes both. The partition log gets the events in every case.
+-- writes both. The partition log gets the events in every case; each
+-- publication goes to its integration stream (the outbox is this script:
+-- no dual write).
 -- Returns {'ok', new_version, log_id...}, {'duplicate', version, log_id...}
 -- (the first result of this command id), {'mismatch'} (the command id was
 -- used for a different command) or {'conflict', actual_version}.
@@ -50,9 +55,9 @@ elseif expected ~= 'any' then
   if tonumber(expected) ~= current then return {'conflict', current} end
 end
 local atype, aid, meta, created = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local n, s, expire_at = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local n, s, expire_at, p = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[15])
 local result = {'ok', current + n}
-local first_event = 15 + 2 * s
+local first_event = 16 + 2 * s
 for i = 0, n - 1 do
   local b = first_event + i * 6
   local version = string.format('%d', current + i + 1)
@@ -72,11 +77,20 @@ for i = 0, n - 1 do
   result[#result + 1] = redis.call('XADD', log, '*', unpack(fields))
 end
 local new_version = string.format('%d', current + n)
+local first_pub = first_event + n * 6
+for i = 0, p - 1 do
+  local b = first_pub + i * 6
+  redis.call('XADD', KEYS[6 + i], '*',
+    'event_id', ARGV[b], 'event_type', ARGV[b + 1], 'schema_version', ARGV[b + 2],
+    'content_type', ARGV[b + 3], 'data', ARGV[b + 4], 'metadata', meta,
+    'created_at', created, 'checksum', ARGV[b + 5],
+    'aggregate_type', atype, 'aggregate_id', aid, 'version', new_version)
+end
 if ARGV[13] ~= '' then
   redis.call('HSET', state, 'version', new_version, 'state', ARGV[13], 'schema', ARGV[14])
 end
 if s > 0 then
-  redis.call('HSET', state, 'version', new_version, unpack(ARGV, 15, 14 + 2 * s))
+  redis.call('HSET', state, 'version', new_version, unpack(ARGV, 16, 15 + 2 * s))
 end
 if (s > 0 or ARGV[13] ~= '') and expire_at > 0 then redis.call('PEXPIREAT', state, expire_at) end
 if command_id ~= '' then

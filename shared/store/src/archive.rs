@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use redis::streams::{StreamId, StreamRangeReply};
 use redis::{AsyncCommands, Value};
 
-use crate::{EventStore, RecordedEvent, StoreError, keys};
+use crate::{EventStore, RecordedEvent, RedisEventStore, StoreError, keys};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveReport {
@@ -100,7 +100,7 @@ fn segments(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>, StoreError> {
     Ok(out)
 }
 
-impl EventStore {
+impl RedisEventStore {
     /// Archives the events up to the aggregate's snapshot, then trims them.
     pub async fn archive_and_trim(
         &self,
@@ -114,7 +114,9 @@ impl EventStore {
             (keys::stream_key(aggregate_type, p, aggregate_id), keys::trimmed_key(aggregate_type, p, aggregate_id));
         let mut conn = self.connection();
         let snapshot: Option<u64> = conn.hget(keys::snapshot_key(aggregate_type, p, aggregate_id), "version").await?;
-        let snapshot = snapshot.ok_or_else(|| err(format!("{stream} has no snapshot: nothing may be trimmed")))?;
+        let snapshot = snapshot.ok_or_else(|| {
+            err(format!("{stream} has no snapshot, and only events up to a snapshot may be trimmed: take one first"))
+        })?;
         let trimmed: u64 = conn.get::<_, Option<u64>>(&trimmed_key).await?.unwrap_or(0);
         if snapshot <= trimmed {
             return Ok(ArchiveReport { archived: 0, range: None, file: None });
@@ -178,7 +180,7 @@ impl EventStore {
         if out.len() as u64 != trimmed {
             return Err(err(format!("archive holds {} events but {trimmed} were trimmed from {stream}", out.len())));
         }
-        out.extend(self.read_stream(aggregate_type, aggregate_id, trimmed + 1).await?);
+        out.extend(self.read(aggregate_type, aggregate_id, trimmed + 1, usize::MAX).await?);
         for (i, rec) in out.iter().enumerate() {
             if rec.envelope.version != i as u64 + 1 {
                 return Err(err(format!("history of {stream} has a gap at version {}", i + 1)));
@@ -199,6 +201,12 @@ impl EventStore {
         let stream = keys::stream_key(aggregate_type, p, aggregate_id);
         let rebuilt = format!("es:{}:restore:{aggregate_id}", keys::tag(aggregate_type, p));
         let trimmed_key = keys::trimmed_key(aggregate_type, p, aggregate_id);
+        if segments(&aggregate_dir(dir, aggregate_type, aggregate_id)?)?.is_empty() {
+            return Err(StoreError::NotFound(format!(
+                "an archive of {aggregate_type} {aggregate_id} in {}",
+                dir.display()
+            )));
+        }
         for _ in 0..5 {
             let history = self.full_history(aggregate_type, aggregate_id, dir).await?;
             let mut conn = self.connection();

@@ -8,10 +8,15 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+/// How long connecting to Redis may take before a command fails.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a short command may wait for its answer.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where Redis is.
 #[derive(Clone)]
@@ -43,11 +48,28 @@ impl RedisTarget {
     }
 
     /// The shared, multiplexed, self-reconnecting connection for short commands.
+    ///
+    /// It fails fast while Redis is unreachable: one reconnection attempt
+    /// per command, connecting for at most [`CONNECT_TIMEOUT`], answers
+    /// within [`RESPONSE_TIMEOUT`]. (The defaults — six reconnection attempts
+    /// with exponential backoff — held a request for about 9 s.) It
+    /// reconnects by itself once Redis is back.
     pub async fn connect(&self) -> RedisResult<RedisConn> {
         match self {
-            Self::Single(client) => Ok(RedisConn::Single(ConnectionManager::new(client.clone()).await?)),
+            Self::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(200))
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                Ok(RedisConn::Single(ConnectionManager::new_with_config(client.clone(), config).await?))
+            }
             Self::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.clone()).build()?;
+                let client = ClusterClient::builder(nodes.clone())
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .retries(2)
+                    .build()?;
                 Ok(RedisConn::Cluster(client.get_async_connection().await?))
             }
         }

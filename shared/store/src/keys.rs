@@ -55,6 +55,13 @@ pub fn trimmed_key(aggregate_type: &str, partition: u32, aggregate_id: &str) -> 
     format!("es:{}:trimmed:{aggregate_id}", tag(aggregate_type, partition))
 }
 
+/// An integration topic's stream of one priority in one partition of the
+/// publishing aggregate type (same slot as the aggregates that publish to it,
+/// so the append script writes it atomically with the events).
+pub fn integration_key(topic: &str, aggregate_type: &str, partition: u32, priority: crate::Priority) -> String {
+    format!("es:{}:ie:{topic}:{}", tag(aggregate_type, partition), priority.as_str())
+}
+
 /// Latest snapshot of an aggregate.
 pub fn snapshot_key(aggregate_type: &str, partition: u32, aggregate_id: &str) -> String {
     format!("es:{}:snap:{aggregate_id}", tag(aggregate_type, partition))

@@ -1,4 +1,5 @@
-//! Counters and histograms of the subscriber runtime (Prometheus).
+//! Prometheus counters and histograms of the store: the subscriber runtime
+//! (`allies_subscriber_*`) and the command loop (`allies_commands_total`, …).
 
 use std::sync::Arc;
 
@@ -51,5 +52,82 @@ impl SubscriberMetrics {
 
     pub fn labels(group: &str) -> GroupLabels {
         GroupLabels { group: group.to_owned() }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub aggregate_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub aggregate_type: String,
+    /// ok, refused (a domain rule), conflict (after the retries), error
+    pub outcome: String,
+}
+
+/// Counters and latencies of the command loop and the appends it makes.
+#[derive(Debug)]
+pub struct ExecutorMetrics {
+    pub commands: Family<OutcomeLabels, Counter>,
+    pub command_seconds: Family<TypeLabels, Histogram, fn() -> Histogram>,
+    pub conflicts: Family<TypeLabels, Counter>,
+    pub retries: Family<TypeLabels, Counter>,
+    pub appends: Family<OutcomeLabels, Counter>,
+    pub append_seconds: Family<TypeLabels, Histogram, fn() -> Histogram>,
+}
+
+impl ExecutorMetrics {
+    /// Creates the metrics and registers them as `allies_commands_total`,
+    /// `allies_command_duration_seconds`, `allies_command_conflicts_total`,
+    /// `allies_command_retries_total`, `allies_appends_total` and
+    /// `allies_append_duration_seconds`.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let m = Self {
+            commands: Family::default(),
+            command_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            conflicts: Family::default(),
+            retries: Family::default(),
+            appends: Family::default(),
+            append_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+        };
+        let r = registry.sub_registry_with_prefix("allies");
+        r.register("commands", "Commands executed, by aggregate type and outcome", m.commands.clone());
+        r.register(
+            "command_duration_seconds",
+            "Command latency (load, decide, append, retries)",
+            m.command_seconds.clone(),
+        );
+        r.register("command_conflicts", "Appends refused by the version check", m.conflicts.clone());
+        r.register("command_retries", "Commands re-run after a version conflict", m.retries.clone());
+        r.register("appends", "Appends to the event store, by aggregate type and result", m.appends.clone());
+        r.register("append_duration_seconds", "Latency of one append script", m.append_seconds.clone());
+        Arc::new(m)
+    }
+
+    fn labels(aggregate_type: &str) -> TypeLabels {
+        TypeLabels { aggregate_type: aggregate_type.to_owned() }
+    }
+
+    pub fn observe_command(&self, aggregate_type: &str, outcome: &str, took: std::time::Duration) {
+        let l = OutcomeLabels { aggregate_type: aggregate_type.to_owned(), outcome: outcome.to_owned() };
+        self.commands.get_or_create(&l).inc();
+        self.command_seconds.get_or_create(&Self::labels(aggregate_type)).observe(took.as_secs_f64());
+    }
+
+    pub fn observe_append(&self, aggregate_type: &str, took: std::time::Duration, ok: bool) {
+        let outcome = if ok { "ok" } else { "refused_or_failed" };
+        let l = OutcomeLabels { aggregate_type: aggregate_type.to_owned(), outcome: outcome.to_owned() };
+        self.appends.get_or_create(&l).inc();
+        self.append_seconds.get_or_create(&Self::labels(aggregate_type)).observe(took.as_secs_f64());
+    }
+
+    pub fn count_conflict(&self, aggregate_type: &str) {
+        self.conflicts.get_or_create(&Self::labels(aggregate_type)).inc();
+    }
+
+    pub fn count_retry(&self, aggregate_type: &str) {
+        self.retries.get_or_create(&Self::labels(aggregate_type)).inc();
     }
 }

@@ -3,64 +3,27 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use allies_core::{Aggregate, DecodeError, DomainEvent, ExpectedVersion, Metadata};
-use allies_store::{AppendError, EventStore, NewEvent, keys};
+use allies_core::ExpectedVersion;
+use allies_store::{
+    AppendError, AppendRequest, AsOf, EventStore, EventStoreExt, NewEvent, RedisEventStore, StateWrite, keys, load,
+    load_as_of, save_snapshot,
+};
 use allies_testkit::RedisServer;
-use serde::{Deserialize, Serialize};
+use allies_testkit::fixtures::{Added, Counter, meta};
 use uuid::Uuid;
 
-#[derive(Debug, Default)]
-struct Counter {
-    total: i64,
+async fn store(redis: &RedisServer) -> RedisEventStore {
+    RedisEventStore::connect(&redis.url(), 16).await.expect("connect")
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Added {
-    n: i64,
-    writer: u32,
+/// A typed append request of `events` on counter `id`.
+fn typed(id: &str, expected: ExpectedVersion, events: &[Added]) -> AppendRequest {
+    AppendRequest::typed::<Counter>(id, expected, &meta(), 0, events, allies_core::EventFormat::Json).unwrap()
 }
 
-impl DomainEvent for Added {
-    fn event_type(&self) -> &'static str {
-        "Added"
-    }
-    fn schema_version(&self) -> u32 {
-        1
-    }
-    fn encode_json(&self) -> Result<Vec<u8>, DecodeError> {
-        serde_json::to_vec(self).map_err(|e| DecodeError::malformed("Added", e))
-    }
-    fn decode_json(event_type: &str, _v: u32, data: &[u8]) -> Result<Self, DecodeError> {
-        if event_type != "Added" {
-            return Err(DecodeError::UnknownEventType(event_type.into()));
-        }
-        serde_json::from_slice(data).map_err(|e| DecodeError::malformed(event_type, e))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("never")]
-struct Never;
-
-impl Aggregate for Counter {
-    const TYPE: &'static str = "counter";
-    type Command = i64;
-    type Event = Added;
-    type Error = Never;
-    fn decide(&self, n: &i64) -> Result<Vec<Added>, Never> {
-        Ok(vec![Added { n: *n, writer: 0 }])
-    }
-    fn evolve(&mut self, e: &Added) {
-        self.total += e.n;
-    }
-}
-
-fn meta() -> Metadata {
-    Metadata { correlation_id: Uuid::now_v7(), causation_id: Uuid::now_v7(), user_id: None, traceparent: None }
-}
-
-async fn store(redis: &RedisServer) -> EventStore {
-    EventStore::connect(&redis.url(), 16).await.expect("connect")
+/// The request a state_based / hybrid aggregate's append makes: events plus the state after them.
+fn with_state_of(id: &str, expected: ExpectedVersion, events: &[Added], state: &Counter) -> AppendRequest {
+    typed(id, expected, events).with_aggregate_state(serde_json::to_vec(state).unwrap(), 1)
 }
 
 #[tokio::test]
@@ -68,17 +31,17 @@ async fn append_and_load_round_trip_with_versions_and_metadata() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
     let m = meta();
-    let events = [Added { n: 2, writer: 1 }, Added { n: 3, writer: 1 }];
+    let events = [Added::new(2, 1), Added::new(3, 1)];
     let out =
         store.append_events::<Counter>("c1", ExpectedVersion::NoStream, &m, 1_700_000_000_000, &events).await.unwrap();
     assert_eq!(out.version, 2);
     assert_eq!(out.log_ids.len(), 2);
     assert!(out.consistency_token.starts_with(&format!("counter.{}@", out.partition)));
 
-    let (state, version) = store.load::<Counter>("c1").await.unwrap();
+    let (state, version) = store.load_events::<Counter>("c1").await.unwrap();
     assert_eq!((state.total, version), (5, 2));
 
-    let recs = store.read_stream("counter", "c1", 2).await.unwrap();
+    let recs = store.read("counter", "c1", 2, usize::MAX).await.unwrap();
     assert_eq!(recs.len(), 1, "reading from version 2 returns only version 2");
     let env = recs[0].decode::<Added>().unwrap();
     assert_eq!(env.version, 2);
@@ -92,7 +55,7 @@ async fn append_and_load_round_trip_with_versions_and_metadata() {
     assert_eq!(log.trim(), ":2");
 
     // A missing aggregate loads as the default state at version 0.
-    let (state, version) = store.load::<Counter>("nope").await.unwrap();
+    let (state, version) = store.load_events::<Counter>("nope").await.unwrap();
     assert_eq!((state.total, version), (0, 0));
 }
 
@@ -100,7 +63,7 @@ async fn append_and_load_round_trip_with_versions_and_metadata() {
 async fn expected_version_checks_any_no_stream_and_exact() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
-    let e = [Added { n: 1, writer: 0 }];
+    let e = [Added::new(1, 0)];
     store.append_events::<Counter>("c", ExpectedVersion::Any, &meta(), 0, &e).await.unwrap();
     match store.append_events::<Counter>("c", ExpectedVersion::NoStream, &meta(), 0, &e).await {
         Err(AppendError::Conflict { expected: ExpectedVersion::NoStream, actual: 1 }) => {}
@@ -124,11 +87,11 @@ async fn expected_version_checks_any_no_stream_and_exact() {
 async fn empty_and_oversized_appends_are_refused_without_writing() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
-    let r = store.append("counter", "c", ExpectedVersion::Any, &meta(), 0, &[]).await;
+    let r = store.append(AppendRequest::new("counter", "c", ExpectedVersion::Any, &meta(), 0, vec![])).await;
     assert!(matches!(r, Err(AppendError::Invalid(_))), "{r:?}");
-    let one = NewEvent::encode(&Added { n: 1, writer: 0 }).unwrap();
+    let one = NewEvent::encode(&Added::new(1, 0)).unwrap();
     let many = vec![one; allies_store::MAX_EVENTS_PER_APPEND + 1];
-    let r = store.append("counter", "c", ExpectedVersion::Any, &meta(), 0, &many).await;
+    let r = store.append(AppendRequest::new("counter", "c", ExpectedVersion::Any, &meta(), 0, many)).await;
     assert!(matches!(r, Err(AppendError::Invalid(_))), "{r:?}");
     assert_eq!(redis.raw(&["DBSIZE"]).trim(), ":0");
 }
@@ -140,7 +103,7 @@ async fn a_corrupt_entry_is_a_typed_error_naming_stream_and_entry() {
     let p = keys::partition_of("bad", 16);
     let stream = keys::stream_key("counter", p, "bad");
     redis.raw(&["XADD", &stream, "0-1", "event_id", "not-a-uuid"]);
-    match store.load::<Counter>("bad").await {
+    match store.load_events::<Counter>("bad").await {
         Err(allies_store::StoreError::Corrupt { stream: s, entry, .. }) => {
             assert_eq!(s, stream);
             assert_eq!(entry, "0-1");
@@ -150,8 +113,7 @@ async fn a_corrupt_entry_is_a_typed_error_naming_stream_and_entry() {
     // An entry with a foreign id makes the append script refuse, writing nothing.
     let stream2 = keys::stream_key("counter", keys::partition_of("bad2", 16), "bad2");
     redis.raw(&["XADD", &stream2, "5-0", "x", "y"]);
-    let r =
-        store.append_events::<Counter>("bad2", ExpectedVersion::Any, &meta(), 0, &[Added { n: 1, writer: 0 }]).await;
+    let r = store.append_events::<Counter>("bad2", ExpectedVersion::Any, &meta(), 0, &[Added::new(1, 0)]).await;
     assert!(
         matches!(&r, Err(AppendError::Store(allies_store::StoreError::Corrupt { stream, .. })) if *stream == stream2),
         "{r:?}"
@@ -163,15 +125,15 @@ async fn a_corrupt_entry_is_a_typed_error_naming_stream_and_entry() {
 async fn loading_a_long_stream_reads_every_page() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
-    let batch: Vec<Added> = (0..1000).map(|i| Added { n: i, writer: 0 }).collect();
+    let batch: Vec<Added> = (0..1000).map(|i| Added::new(i, 0)).collect();
     for _ in 0..3 {
         store.append_events::<Counter>("long", ExpectedVersion::Any, &meta(), 0, &batch).await.unwrap();
     }
     store.append_events::<Counter>("long", ExpectedVersion::Exact(3000), &meta(), 0, &batch[..5]).await.unwrap();
-    let (state, version) = store.load::<Counter>("long").await.unwrap();
+    let (state, version) = store.load_events::<Counter>("long").await.unwrap();
     assert_eq!(version, 3005);
     assert_eq!(state.total, 3 * (999 * 1000 / 2) + 10);
-    assert_eq!(store.read_stream("counter", "long", 2001).await.unwrap().len(), 1005);
+    assert_eq!(store.read("counter", "long", 2001, usize::MAX).await.unwrap().len(), 1005);
 }
 
 /// 50 writers race on one aggregate with exact expected versions.
@@ -188,10 +150,20 @@ async fn fifty_concurrent_writers_never_lose_or_duplicate_an_append() {
             let mut wins = Vec::new();
             let mut conflicts = 0u32;
             for _ in 0..ATTEMPTS {
-                let version = store.read_stream("counter", "hot", 1).await.unwrap().len() as u64;
-                let ev = NewEvent::encode(&Added { n: 1, writer: w }).unwrap();
+                let version = store.read("counter", "hot", 1, usize::MAX).await.unwrap().len() as u64;
+                let ev = NewEvent::encode(&Added::new(1, w)).unwrap();
                 let id = ev.event_id;
-                match store.append("counter", "hot", ExpectedVersion::after_load(version), &meta(), 0, &[ev]).await {
+                match store
+                    .append(AppendRequest::new(
+                        "counter",
+                        "hot",
+                        ExpectedVersion::after_load(version),
+                        &meta(),
+                        0,
+                        vec![ev],
+                    ))
+                    .await
+                {
                     Ok(out) => {
                         assert_eq!(out.version, version + 1);
                         wins.push((id, out.version, out.log_ids[0].clone()));
@@ -217,7 +189,7 @@ async fn fifty_concurrent_writers_never_lose_or_duplicate_an_append() {
     assert_eq!(wins.len() as u32 + conflicts, WRITERS * ATTEMPTS, "every attempt either won or got the conflict");
     assert!(conflicts > 0, "the race produced no conflict; the test did not exercise concurrency");
 
-    let stream = store.read_stream("counter", "hot", 1).await.unwrap();
+    let stream = store.read("counter", "hot", 1, usize::MAX).await.unwrap();
     let versions: Vec<u64> = stream.iter().map(|r| r.envelope.version).collect();
     assert_eq!(versions, (1..=wins.len() as u64).collect::<Vec<_>>(), "versions 1..N, no gap, no duplicate");
     let by_id: HashMap<Uuid, u64> = stream.iter().map(|r| (r.envelope.event_id, r.envelope.version)).collect();
@@ -236,47 +208,33 @@ async fn fifty_concurrent_writers_never_lose_or_duplicate_an_append() {
 async fn state_is_written_with_the_events_and_not_on_conflict() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
-    let e = [Added { n: 1, writer: 0 }];
-    let state = allies_store::StateWrite {
+    let e = [Added::new(1, 0)];
+    let state = StateWrite {
         fields: vec![("status".into(), "active".into()), ("owner".into(), "u1".into())],
         expire_at_ms: Some(4_102_444_800_000),
     };
-    let out = store
-        .append_events_with::<Counter>("s1", ExpectedVersion::NoStream, &meta(), 0, &e, &with_state(&state))
-        .await
-        .unwrap();
+    let out = store.append(typed("s1", ExpectedVersion::NoStream, &e).with_state_fields(state)).await.unwrap();
     assert_eq!(store.state_field("counter", "s1", "status").await.unwrap().as_deref(), Some("active"));
     assert_eq!(store.state_field("counter", "s1", "version").await.unwrap().as_deref(), Some("1"));
     let key = keys::state_key("counter", out.partition, "s1");
     assert!(redis.raw(&["PEXPIRETIME", &key]).contains("4102444800000"));
 
     // A conflicting append changes neither the stream nor the state.
-    let revoked = allies_store::StateWrite { fields: vec![("status".into(), "revoked".into())], expire_at_ms: None };
-    let r = store
-        .append_events_with::<Counter>("s1", ExpectedVersion::NoStream, &meta(), 0, &e, &with_state(&revoked))
-        .await;
+    let revoked = StateWrite { fields: vec![("status".into(), "revoked".into())], expire_at_ms: None };
+    let r = store.append(typed("s1", ExpectedVersion::NoStream, &e).with_state_fields(revoked.clone())).await;
     assert!(matches!(r, Err(AppendError::Conflict { .. })), "{r:?}");
     assert_eq!(store.state_field("counter", "s1", "status").await.unwrap().as_deref(), Some("active"));
-    let r = store
-        .append_events_with::<Counter>("s1", ExpectedVersion::Exact(1), &meta(), 0, &e, &with_state(&revoked))
-        .await;
+    let r = store.append(typed("s1", ExpectedVersion::Exact(1), &e).with_state_fields(revoked)).await;
     assert_eq!(r.unwrap().version, 2);
     assert_eq!(store.state_field("counter", "s1", "status").await.unwrap().as_deref(), Some("revoked"));
     assert_eq!(store.state_field("counter", "nope", "status").await.unwrap(), None);
 }
 
-fn with_state(s: &allies_store::StateWrite) -> allies_store::AppendOptions {
-    allies_store::AppendOptions { state: Some(s.clone()), ..Default::default() }
-}
-
-fn command(id: &str, fingerprint: &str) -> allies_store::AppendOptions {
-    allies_store::AppendOptions {
-        command: Some(allies_store::CommandRecord {
-            id: id.into(),
-            fingerprint: fingerprint.into(),
-            ttl: std::time::Duration::from_secs(60),
-        }),
-        ..Default::default()
+fn command(id: &str, fingerprint: &str) -> allies_store::CommandRecord {
+    allies_store::CommandRecord {
+        id: id.into(),
+        fingerprint: fingerprint.into(),
+        ttl: std::time::Duration::from_secs(60),
     }
 }
 
@@ -284,32 +242,25 @@ fn command(id: &str, fingerprint: &str) -> allies_store::AppendOptions {
 async fn a_retried_command_id_returns_the_first_result_and_writes_nothing() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
-    let e = [Added { n: 1, writer: 0 }];
-    let first = store
-        .append_events_with::<Counter>("c", ExpectedVersion::NoStream, &meta(), 0, &e, &command("cmd-1", "f1"))
-        .await
-        .unwrap();
+    let e = [Added::new(1, 0)];
+    let first =
+        store.append(typed("c", ExpectedVersion::NoStream, &e).with_command(command("cmd-1", "f1"))).await.unwrap();
     assert!(!first.duplicate);
     // The retry would conflict on its expected version; the record answers first.
-    let again = store
-        .append_events_with::<Counter>("c", ExpectedVersion::NoStream, &meta(), 0, &e, &command("cmd-1", "f1"))
-        .await
-        .unwrap();
+    let again =
+        store.append(typed("c", ExpectedVersion::NoStream, &e).with_command(command("cmd-1", "f1"))).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(
         (again.version, &again.log_ids, &again.consistency_token),
         (first.version, &first.log_ids, &first.consistency_token)
     );
-    assert_eq!(store.read_stream("counter", "c", 1).await.unwrap().len(), 1, "no new event");
+    assert_eq!(store.read("counter", "c", 1, usize::MAX).await.unwrap().len(), 1, "no new event");
     // The same id for a different command is refused, writing nothing.
-    let r =
-        store.append_events_with::<Counter>("c", ExpectedVersion::Any, &meta(), 0, &e, &command("cmd-1", "f2")).await;
+    let r = store.append(typed("c", ExpectedVersion::Any, &e).with_command(command("cmd-1", "f2"))).await;
     assert!(matches!(r, Err(AppendError::CommandIdReused { ref command_id }) if command_id == "cmd-1"), "{r:?}");
     // A new id is a new command.
-    let next = store
-        .append_events_with::<Counter>("c", ExpectedVersion::Exact(1), &meta(), 0, &e, &command("cmd-2", "f1"))
-        .await
-        .unwrap();
+    let next =
+        store.append(typed("c", ExpectedVersion::Exact(1), &e).with_command(command("cmd-2", "f1"))).await.unwrap();
     assert_eq!((next.version, next.duplicate), (2, false));
     // Records expire.
     let key = keys::command_key("counter", keys::partition_of("c", 16), "c", "cmd-1");
@@ -321,7 +272,7 @@ async fn a_retried_command_id_returns_the_first_result_and_writes_nothing() {
 async fn a_corrupted_payload_fails_its_checksum_with_stream_and_version() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
-    store.append_events::<Counter>("k", ExpectedVersion::Any, &meta(), 0, &[Added { n: 1, writer: 0 }]).await.unwrap();
+    store.append_events::<Counter>("k", ExpectedVersion::Any, &meta(), 0, &[Added::new(1, 0)]).await.unwrap();
     let p = keys::partition_of("k", 16);
     let stream = keys::stream_key("counter", p, "k");
     // Rewrite entry 0-2 with a flipped payload but the original checksum.
@@ -340,7 +291,7 @@ async fn a_corrupted_payload_fails_its_checksum_with_stream_and_version() {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     redis.raw(&args);
-    match store.load::<Counter>("k").await {
+    match store.load_events::<Counter>("k").await {
         Err(allies_store::StoreError::Corrupt { stream: s, entry, reason }) => {
             assert_eq!((s.as_str(), entry.as_str()), (stream.as_str(), "0-2"));
             assert!(reason.contains("checksum"), "{reason}");
@@ -354,17 +305,16 @@ async fn time_travel_by_version_and_time_and_paged_history() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
     for (i, at) in [100, 200, 300, 400, 500].into_iter().enumerate() {
-        let e = [Added { n: 1 << i, writer: 0 }];
+        let e = [Added::new(1 << i, 0)];
         store.append_events::<Counter>("tt", ExpectedVersion::Exact(i as u64), &meta(), at, &e).await.unwrap();
     }
-    use allies_store::AsOf;
     let at = |s: (Counter, u64)| (s.0.total, s.1);
-    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Version(3)).await.unwrap()), (1 + 2 + 4, 3));
-    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Version(99)).await.unwrap()), (31, 5));
-    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Version(0)).await.unwrap()), (0, 0));
-    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Time(250)).await.unwrap()), (1 + 2, 2));
-    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Time(500)).await.unwrap()), (31, 5));
-    assert_eq!(at(store.load_as_of::<Counter>("tt", AsOf::Time(50)).await.unwrap()), (0, 0));
+    assert_eq!(at(load_as_of::<Counter>(&store, "tt", AsOf::Version(3)).await.unwrap()), (1 + 2 + 4, 3));
+    assert_eq!(at(load_as_of::<Counter>(&store, "tt", AsOf::Version(99)).await.unwrap()), (31, 5));
+    assert_eq!(at(load_as_of::<Counter>(&store, "tt", AsOf::Version(0)).await.unwrap()), (0, 0));
+    assert_eq!(at(load_as_of::<Counter>(&store, "tt", AsOf::Time(250)).await.unwrap()), (1 + 2, 2));
+    assert_eq!(at(load_as_of::<Counter>(&store, "tt", AsOf::Time(500)).await.unwrap()), (31, 5));
+    assert_eq!(at(load_as_of::<Counter>(&store, "tt", AsOf::Time(50)).await.unwrap()), (0, 0));
 
     let page1 = store.read_range("counter", "tt", 1, None, 2).await.unwrap();
     let page2 = store.read_range("counter", "tt", 3, None, 2).await.unwrap();
@@ -375,59 +325,37 @@ async fn time_travel_by_version_and_time_and_paged_history() {
     assert_eq!(store.read_range("counter", "tt", 2, Some(3), 10).await.unwrap().len(), 2);
 }
 
-impl serde::Serialize for Counter {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_i64(self.total)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Counter {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Counter { total: i64::deserialize(d)? })
-    }
-}
-
-impl Clone for Counter {
-    fn clone(&self) -> Self {
-        Counter { total: self.total }
-    }
-}
-
-impl allies_core::Snapshot for Counter {
-    const SNAPSHOT_SCHEMA: u32 = 1;
-}
-
 #[tokio::test]
 async fn snapshots_load_with_the_events_after_them_and_bad_ones_are_replaced() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
-    let batch: Vec<Added> = (0..10).map(|i| Added { n: i, writer: 0 }).collect();
+    let batch: Vec<Added> = (0..10).map(|i| Added::new(i, 0)).collect();
     store.append_events::<Counter>("sn", ExpectedVersion::Any, &meta(), 0, &batch).await.unwrap();
-    let (state, v) = store.load::<Counter>("sn").await.unwrap();
-    assert!(store.save_snapshot("sn", &state, v, 1_000).await.unwrap());
+    let (state, v) = store.load_events::<Counter>("sn").await.unwrap();
+    assert!(save_snapshot(&store, "sn", &state, v, 1_000).await.unwrap());
     assert!(
-        !store.save_snapshot("sn", &Counter { total: -1 }, 5, 2_000).await.unwrap(),
+        !save_snapshot(&store, "sn", &Counter { total: -1 }, 5, 2_000).await.unwrap(),
         "an older snapshot never wins"
     );
     store.append_events::<Counter>("sn", ExpectedVersion::Exact(10), &meta(), 0, &batch[..3]).await.unwrap();
 
-    let loaded = store.load_with_snapshot::<Counter>("sn").await.unwrap();
+    let loaded = load::<Counter>(&store, "sn").await.unwrap();
     assert_eq!((loaded.state.total, loaded.version, loaded.snapshot), (45 + 3, 13, Some((10, 1_000))));
 
     // A snapshot whose state is wrong for its checksum is ignored, not trusted.
     let key = keys::snapshot_key("counter", keys::partition_of("sn", 16), "sn");
     redis.raw(&["HSET", &key, "data", "999999"]);
-    let loaded = store.load_with_snapshot::<Counter>("sn").await.unwrap();
+    let loaded = load::<Counter>(&store, "sn").await.unwrap();
     assert_eq!((loaded.state.total, loaded.version, loaded.snapshot), (48, 13, None), "rebuilt from events");
-    let replaced = store.load_with_snapshot::<Counter>("sn").await.unwrap();
+    let replaced = load::<Counter>(&store, "sn").await.unwrap();
     assert_eq!((replaced.state.total, replaced.snapshot.map(|s| s.0)), (48, Some(13)), "and the snapshot replaced");
 
     // A snapshot of another schema is ignored too.
     redis.raw(&["HSET", &key, "schema", "0"]);
-    let loaded = store.load_with_snapshot::<Counter>("sn").await.unwrap();
+    let loaded = load::<Counter>(&store, "sn").await.unwrap();
     assert_eq!((loaded.state.total, loaded.snapshot), (48, None));
     // No snapshot at all: plain load.
-    let none = store.load_with_snapshot::<Counter>("nothing").await.unwrap();
+    let none = load::<Counter>(&store, "nothing").await.unwrap();
     assert_eq!((none.version, none.snapshot), (0, None));
 }
 
@@ -436,27 +364,27 @@ async fn snapshots_are_compressed_with_lz4_or_stored_plain_and_both_load() {
     let redis = RedisServer::start();
     let lz4 = store(&redis).await;
     let plain = store(&redis).await.with_snapshot_compression(allies_store::SnapshotCompression::None);
-    let batch: Vec<Added> = (0..5).map(|i| Added { n: i, writer: 0 }).collect();
+    let batch: Vec<Added> = (0..5).map(|i| Added::new(i, 0)).collect();
     for id in ["z", "p"] {
         lz4.append_events::<Counter>(id, ExpectedVersion::Any, &meta(), 0, &batch).await.unwrap();
     }
-    lz4.save_snapshot("z", &Counter { total: 10 }, 5, 1).await.unwrap();
-    plain.save_snapshot("p", &Counter { total: 10 }, 5, 1).await.unwrap();
+    save_snapshot(&lz4, "z", &Counter { total: 10 }, 5, 1).await.unwrap();
+    save_snapshot(&plain, "p", &Counter { total: 10 }, 5, 1).await.unwrap();
     let zkey = keys::snapshot_key("counter", keys::partition_of("z", 16), "z");
     let pkey = keys::snapshot_key("counter", keys::partition_of("p", 16), "p");
     assert_eq!(redis.raw(&["HGET", &zkey, "encoding"]), "json+lz4");
     assert_eq!(redis.raw(&["HGET", &pkey, "data"]), "10");
     for (s, id) in [(&plain, "z"), (&lz4, "p")] {
-        let l = s.load_with_snapshot::<Counter>(id).await.unwrap();
+        let l = load::<Counter>(s, id).await.unwrap();
         assert_eq!((l.state.total, l.snapshot.map(|s| s.0)), (10, Some(5)), "{id}");
     }
     // Garbage that claims to be lz4 is ignored, never trusted or panicked on.
     redis.raw(&["HSET", &zkey, "data", "\x01\x02garbage", "checksum", &allies_store::checksum(b"\x01\x02garbage")]);
-    let l = lz4.load_with_snapshot::<Counter>("z").await.unwrap();
+    let l = load::<Counter>(&lz4, "z").await.unwrap();
     assert_eq!((l.state.total, l.snapshot), (10, None));
 }
 
-async fn with_storage(redis: &RedisServer, storage: allies_store::Storage) -> EventStore {
+async fn with_storage(redis: &RedisServer, storage: allies_store::Storage) -> RedisEventStore {
     let mut per_type = std::collections::HashMap::new();
     per_type.insert("counter".to_owned(), storage);
     store(redis).await.with_storage(per_type, allies_store::Storage::EventSourced)
@@ -466,64 +394,43 @@ async fn with_storage(redis: &RedisServer, storage: allies_store::Storage) -> Ev
 async fn state_based_aggregates_keep_a_version_checked_state_and_publish_events() {
     let redis = RedisServer::start();
     let store = with_storage(&redis, allies_store::Storage::StateBased).await;
-    let none = store.load_aggregate::<Counter>("sb").await.unwrap();
+    let none = load::<Counter>(&store, "sb").await.unwrap();
     assert_eq!((none.state.total, none.version), (0, 0));
-    let opts = allies_store::AppendOptions::default;
-    let e = [Added { n: 5, writer: 0 }];
-    let out = store
-        .save_aggregate::<Counter>("sb", ExpectedVersion::NoStream, &meta(), 0, &e, &Counter { total: 5 }, opts())
-        .await
-        .unwrap();
+    let e = [Added::new(5, 0)];
+    let out = store.append(with_state_of("sb", ExpectedVersion::NoStream, &e, &Counter { total: 5 })).await.unwrap();
     assert_eq!(out.version, 1);
-    let r = store
-        .save_aggregate::<Counter>("sb", ExpectedVersion::NoStream, &meta(), 0, &e, &Counter { total: 99 }, opts())
-        .await;
+    let r = store.append(with_state_of("sb", ExpectedVersion::NoStream, &e, &Counter { total: 99 })).await;
     assert!(matches!(r, Err(AppendError::Conflict { actual: 1, .. })), "{r:?}");
-    store
-        .save_aggregate::<Counter>("sb", ExpectedVersion::Exact(1), &meta(), 0, &e, &Counter { total: 10 }, opts())
-        .await
-        .unwrap();
-    let loaded = store.load_aggregate::<Counter>("sb").await.unwrap();
+    store.append(with_state_of("sb", ExpectedVersion::Exact(1), &e, &Counter { total: 10 })).await.unwrap();
+    let loaded = load::<Counter>(&store, "sb").await.unwrap();
     assert_eq!((loaded.state.total, loaded.version), (10, 2));
     let p = keys::partition_of("sb", 16);
     assert_eq!(redis.raw(&["EXISTS", &keys::stream_key("counter", p, "sb")]), ":0", "no event stream");
     assert_eq!(redis.raw(&["XLEN", &keys::log_key("counter", p)]), ":2", "events still published");
     // A state of another schema cannot be rebuilt: a typed error, not a wrong state.
     redis.raw(&["HSET", &keys::state_key("counter", p, "sb"), "schema", "7"]);
-    assert!(matches!(store.load_aggregate::<Counter>("sb").await, Err(allies_store::StoreError::Corrupt { .. })));
+    assert!(matches!(load::<Counter>(&store, "sb").await, Err(allies_store::StoreError::Corrupt { .. })));
 }
 
 #[tokio::test]
 async fn hybrid_aggregates_write_both_and_fall_back_to_events() {
     let redis = RedisServer::start();
     let store = with_storage(&redis, allies_store::Storage::Hybrid).await;
-    let e = [Added { n: 3, writer: 0 }];
+    let e = [Added::new(3, 0)];
     for (v, total) in [(0u64, 3i64), (1, 6)] {
-        store
-            .save_aggregate::<Counter>(
-                "hy",
-                ExpectedVersion::after_load(v),
-                &meta(),
-                0,
-                &e,
-                &Counter { total },
-                allies_store::AppendOptions::default(),
-            )
-            .await
-            .unwrap();
+        store.append(with_state_of("hy", ExpectedVersion::after_load(v), &e, &Counter { total })).await.unwrap();
     }
     let p = keys::partition_of("hy", 16);
     assert_eq!(redis.raw(&["XLEN", &keys::stream_key("counter", p, "hy")]), ":2");
     assert_eq!(redis.raw(&["HGET", &keys::state_key("counter", p, "hy"), "state"]), "6");
-    let loaded = store.load_aggregate::<Counter>("hy").await.unwrap();
+    let loaded = load::<Counter>(&store, "hy").await.unwrap();
     assert_eq!((loaded.state.total, loaded.version), (6, 2));
     // Without its state hash the aggregate is rebuilt from its events.
     redis.raw(&["DEL", &keys::state_key("counter", p, "hy")]);
-    let loaded = store.load_aggregate::<Counter>("hy").await.unwrap();
+    let loaded = load::<Counter>(&store, "hy").await.unwrap();
     assert_eq!((loaded.state.total, loaded.version), (6, 2));
     // A state_based/hybrid write without the state is refused.
-    let bad = allies_store::AppendOptions { storage: allies_store::Storage::Hybrid, ..Default::default() };
-    let r = store.append_events_with::<Counter>("hy", ExpectedVersion::Any, &meta(), 0, &e, &bad).await;
+    let r = store.append(typed("hy", ExpectedVersion::Any, &e)).await;
     assert!(matches!(r, Err(AppendError::Invalid(_))), "{r:?}");
 }
 
@@ -532,15 +439,15 @@ async fn archive_trims_only_what_is_archived_and_restores_the_full_history() {
     let redis = RedisServer::start();
     let store = store(&redis).await;
     let archive = tempfile::tempdir().unwrap();
-    let batch: Vec<Added> = (1..=10).map(|n| Added { n, writer: 0 }).collect();
+    let batch: Vec<Added> = (1..=10).map(|n| Added::new(n, 0)).collect();
     store.append_events::<Counter>("ar", ExpectedVersion::NoStream, &meta(), 0, &batch).await.unwrap();
 
     // Without a snapshot nothing may be trimmed.
     assert!(store.archive_and_trim("counter", "ar", archive.path()).await.is_err());
-    assert_eq!(store.read_stream("counter", "ar", 1).await.unwrap().len(), 10);
+    assert_eq!(store.read("counter", "ar", 1, usize::MAX).await.unwrap().len(), 10);
 
-    let (state8, _) = store.load_as_of::<Counter>("ar", allies_store::AsOf::Version(8)).await.unwrap();
-    assert!(store.save_snapshot("ar", &state8, 8, 1).await.unwrap());
+    let (state8, _) = load_as_of::<Counter>(&store, "ar", AsOf::Version(8)).await.unwrap();
+    assert!(save_snapshot(&store, "ar", &state8, 8, 1).await.unwrap());
     let report = store.archive_and_trim("counter", "ar", archive.path()).await.unwrap();
     assert_eq!((report.archived, report.range), (8, Some((1, 8))));
     let file = report.file.unwrap();
@@ -551,7 +458,7 @@ async fn archive_trims_only_what_is_archived_and_restores_the_full_history() {
     // Redis keeps only 9..10; the version check still works.
     let p = keys::partition_of("ar", 16);
     assert_eq!(redis.raw(&["XLEN", &keys::stream_key("counter", p, "ar")]), ":2");
-    let e = [Added { n: 100, writer: 0 }];
+    let e = [Added::new(100, 0)];
     let r = store.append_events::<Counter>("ar", ExpectedVersion::Exact(2), &meta(), 0, &e).await;
     assert!(matches!(r, Err(AppendError::Conflict { actual: 10, .. })), "{r:?}");
     assert_eq!(
@@ -559,8 +466,11 @@ async fn archive_trims_only_what_is_archived_and_restores_the_full_history() {
         11
     );
     // Loading without the snapshot is a typed error, with it the right state.
-    assert!(matches!(store.load::<Counter>("ar").await, Err(allies_store::StoreError::Trimmed { first_kept: 9, .. })));
-    let l = store.load_with_snapshot::<Counter>("ar").await.unwrap();
+    assert!(matches!(
+        store.load_events::<Counter>("ar").await,
+        Err(allies_store::StoreError::Trimmed { first_kept: 9, .. })
+    ));
+    let l = load::<Counter>(&store, "ar").await.unwrap();
     assert_eq!((l.state.total, l.version), (55 + 100, 11));
     // Nothing new to archive until the next snapshot.
     assert_eq!(store.archive_and_trim("counter", "ar", archive.path()).await.unwrap().archived, 0);
@@ -569,7 +479,7 @@ async fn archive_trims_only_what_is_archived_and_restores_the_full_history() {
     let history = store.full_history("counter", "ar", archive.path()).await.unwrap();
     assert_eq!(history.iter().map(|r| r.envelope.version).collect::<Vec<_>>(), (1..=11).collect::<Vec<_>>());
     assert_eq!(store.restore_from_archive("counter", "ar", archive.path()).await.unwrap(), 11);
-    let (state, v) = store.load::<Counter>("ar").await.unwrap();
+    let (state, v) = store.load_events::<Counter>("ar").await.unwrap();
     assert_eq!((state.total, v), (155, 11));
     assert_eq!(
         store.append_events::<Counter>("ar", ExpectedVersion::Exact(11), &meta(), 0, &e).await.unwrap().version,

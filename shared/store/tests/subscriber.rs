@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use allies_core::{ExpectedVersion, Metadata};
+use allies_core::ExpectedVersion;
 use allies_store::subscriber::{self, Backoff, Handler, HandlerError, RetryPolicy, SubscriptionConfig};
-use allies_store::{EventStore, NewEvent, RecordedEvent, RedisTarget, keys};
+use allies_store::{AppendRequest, EventStore, NewEvent, RecordedEvent, RedisEventStore, RedisTarget, keys};
 use allies_testkit::RedisServer;
+use allies_testkit::fixtures::meta;
 use uuid::Uuid;
 
 /// Counts applications per event id; fails every delivery of "poison" events.
@@ -39,16 +40,13 @@ fn event(t: &str) -> NewEvent {
     }
 }
 
-fn meta() -> Metadata {
-    Metadata { correlation_id: Uuid::now_v7(), causation_id: Uuid::now_v7(), user_id: None, traceparent: None }
+async fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    allies_testkit::fixtures::wait_until(what, Duration::from_secs(10), f).await
 }
 
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} not reached within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Appends raw events to one aggregate.
+async fn append(store: &RedisEventStore, t: &str, id: &str, expected: ExpectedVersion, events: Vec<NewEvent>) {
+    store.append(AppendRequest::new(t, id, expected, &meta(), 0, events)).await.unwrap();
 }
 
 fn config(consumer: &str) -> SubscriptionConfig {
@@ -87,7 +85,7 @@ fn retry_policies_grow_as_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_after_its_attempts_while_others_flow() {
     let redis = RedisServer::start();
-    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
     let handler = Arc::new(Counting::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(subscriber::run(
@@ -103,7 +101,7 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_while_others_flow() 
         if i != 5 {
             good.push(e.event_id);
         }
-        store.append("thing", &format!("a{i}"), ExpectedVersion::NoStream, &meta(), 0, &[e]).await.unwrap();
+        append(&store, "thing", &format!("a{i}"), ExpectedVersion::NoStream, vec![e]).await;
     }
     let dlq = keys::dead_letter_key("thing", 0, "rm.test");
     wait_until("poison dead-lettered", || redis.raw(&["XLEN", &dlq]) == ":1").await;
@@ -119,7 +117,7 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_while_others_flow() 
     // Later events still flow.
     let late = event("Fine");
     let late_id = late.event_id;
-    store.append("thing", "late", ExpectedVersion::NoStream, &meta(), 0, &[late]).await.unwrap();
+    append(&store, "thing", "late", ExpectedVersion::NoStream, vec![late]).await;
     wait_until("late event applied", || handler.applied.lock().unwrap().contains_key(&late_id)).await;
     stop.send(true).unwrap();
     task.await.unwrap();
@@ -128,13 +126,13 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_while_others_flow() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_consumers_entries_are_claimed_and_applied_once() {
     let redis = RedisServer::start();
-    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
     let log = keys::log_key("thing", 0);
     let mut ids = Vec::new();
     for i in 0..30 {
         let e = event("Fine");
         ids.push(e.event_id);
-        store.append("thing", &format!("b{i}"), ExpectedVersion::NoStream, &meta(), 0, &[e]).await.unwrap();
+        append(&store, "thing", &format!("b{i}"), ExpectedVersion::NoStream, vec![e]).await;
     }
     // Consumer "dead" takes a batch mid-way and is killed before acking it.
     redis.raw(&["XGROUP", "CREATE", &log, "rm.test", "0", "MKSTREAM"]);
@@ -179,7 +177,7 @@ impl Handler for Toggle {
 async fn dead_letters_can_be_listed_replayed_and_purged() {
     use allies_store::subscriber::{DeadLetterSelection, list_dead_letters, purge_dead_letters, replay_dead_letters};
     let redis = RedisServer::start();
-    let store = EventStore::connect(&redis.url(), 2).await.unwrap();
+    let store = RedisEventStore::connect(&redis.url(), 2).await.unwrap();
     let handler = Arc::new(Toggle::default());
     let mut c = config("c");
     c.partitions = 2;
@@ -190,7 +188,7 @@ async fn dead_letters_can_be_listed_replayed_and_purged() {
     for i in 0..4 {
         let e = event("Poison");
         poison.push(e.event_id);
-        store.append("thing", &format!("p{i}"), ExpectedVersion::NoStream, &meta(), 0, &[e]).await.unwrap();
+        append(&store, "thing", &format!("p{i}"), ExpectedVersion::NoStream, vec![e]).await;
     }
     let mut conn = store.connection();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -203,7 +201,7 @@ async fn dead_letters_can_be_listed_replayed_and_purged() {
     };
     assert_eq!(dead.len(), 4);
     assert!(dead.iter().all(|d| d.error == "not yet" && d.attempts == 1 && d.handler == "rm.test"));
-    let mut events: Vec<Uuid> = dead.iter().map(|d| d.event.envelope.event_id).collect();
+    let mut events: Vec<Uuid> = dead.iter().map(|d| d.event.as_ref().unwrap().envelope.event_id).collect();
     events.sort();
     poison.sort();
     assert_eq!(events, poison, "the dead letters carry the original events");
@@ -244,12 +242,12 @@ impl Handler for OrderCheck {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_lanes_keep_each_aggregates_order() {
     let redis = RedisServer::start();
-    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
     // 12 aggregates, 20 events each, interleaved in the log.
     for v in 0..20u64 {
         for a in 0..12 {
             let e = event("Fine");
-            store.append("thing", &format!("agg{a}"), ExpectedVersion::Exact(v), &meta(), 0, &[e]).await.unwrap();
+            append(&store, "thing", &format!("agg{a}"), ExpectedVersion::Exact(v), vec![e]).await;
         }
     }
     let handler = Arc::new(OrderCheck::default());
@@ -289,7 +287,7 @@ async fn an_open_breaker_stops_delivery_and_keeps_entries_pending() {
     use allies_store::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
     use std::sync::atomic::Ordering::SeqCst;
     let redis = RedisServer::start();
-    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
     let handler = Arc::new(Flaky::default());
     let mut c = config("c");
     c.lanes = 1;
@@ -300,7 +298,7 @@ async fn an_open_breaker_stops_delivery_and_keeps_entries_pending() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(subscriber::run(RedisTarget::parse(&redis.url()).unwrap(), c, handler.clone(), stopped));
     for i in 0..10 {
-        store.append("thing", &format!("f{i}"), ExpectedVersion::NoStream, &meta(), 0, &[event("Fine")]).await.unwrap();
+        append(&store, "thing", &format!("f{i}"), ExpectedVersion::NoStream, vec![event("Fine")]).await;
     }
     wait_until("breaker open", || breaker.state() == BreakerState::Open).await;
     let calls = handler.calls.load(SeqCst);
@@ -332,24 +330,37 @@ impl Handler for Recorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_streams_serve_higher_first_without_starving_lower() {
-    use allies_store::priority::{self, Priority, Source};
+    use allies_store::{Priority, Publication};
     let redis = RedisServer::start();
-    let store = EventStore::connect(&redis.url(), 1).await.unwrap();
-    let mut conn = store.connection();
-    let source = Source { aggregate_type: "game_session".into(), aggregate_id: "g1".into(), version: 1 };
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
+    // Published by the same append as a domain event (no dual write).
     // Low first: a plain FIFO would serve all of them before any critical.
+    let mut version = 0;
     for (p, t, n) in
         [(Priority::Low, "Low", 60), (Priority::Normal, "Normal", 30), (Priority::Critical, "Critical", 60)]
     {
         for _ in 0..n {
-            priority::publish(&mut conn, "ops", p, &source, &meta(), 0, &event(t)).await.unwrap();
+            let publish = vec![Publication { topic: "ops".into(), priority: p, event: event(t) }];
+            let request = AppendRequest::new(
+                "game_session",
+                "g1",
+                ExpectedVersion::after_load(version),
+                &meta(),
+                0,
+                vec![event("Played")],
+            )
+            .with_publications(publish);
+            version = store.append(request).await.unwrap().version;
         }
     }
+    let low = keys::integration_key("ops", "game_session", 0, Priority::Low);
+    assert_eq!(redis.raw(&["XLEN", &low]), ":60", "each publication on its priority stream");
     let handler = Arc::new(Recorder::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let target = RedisTarget::parse(&redis.url()).unwrap();
-    let h = handler.clone();
-    let task = tokio::spawn(async move { priority::run(target, "ops", "ops.sub", "c", h, stopped).await });
+    let mut config = SubscriptionConfig::new("ops.sub", "c", "game_session", 1);
+    config.source = subscriber::Source::Topic("ops".into());
+    let task = tokio::spawn(subscriber::run(target, config, handler.clone(), stopped));
     wait_until("all handled", || handler.order.lock().unwrap().len() == 150).await;
     let order = handler.order.lock().unwrap().clone();
     let first_round = &order[..15];
@@ -362,6 +373,49 @@ async fn priority_streams_serve_higher_first_without_starving_lower() {
     assert!(last_critical < last_low, "critical drains before low");
     assert!(order[..60].iter().filter(|t| *t == "Low").count() >= 4, "low keeps moving while critical is busy");
     stop.send(true).unwrap();
-    task.await.unwrap().unwrap();
-    assert!(redis.raw(&["XPENDING", &priority::priority_key("ops", Priority::Low), "ops.sub"]).starts_with(":0"));
+    task.await.unwrap();
+    assert!(redis.raw(&["XPENDING", &low, "ops.sub"]).starts_with(":0"));
+}
+
+/// A damaged entry (its checksum does not match its data) is dead-lettered
+/// like any failure, and then neither hides the other dead letters nor
+/// resists a purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_with_a_damaged_payload_is_listed_with_a_note_and_purged() {
+    use allies_store::subscriber::{DeadLetterSelection, list_dead_letters, purge_dead_letters};
+    let redis = RedisServer::start();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
+    let log = keys::log_key("thing", 0);
+    redis.raw(&[
+        "XADD", &log, "*", "event_id", "0190f1a2-0000-7000-8000-000000000001", "event_type", "Fine",
+        "aggregate_type", "thing", "aggregate_id", "damaged", "version", "1", "schema_version", "1",
+        "content_type", "application/json", "data", "{\"x\":1}", "checksum", "00000000", "metadata",
+        r#"{"correlation_id":"0190f1a2-0000-7000-8000-000000000002","causation_id":"0190f1a2-0000-7000-8000-000000000003"}"#,
+        "created_at", "1",
+    ]);
+    append(&store, "thing", "ok", ExpectedVersion::NoStream, vec![event("Poison")]).await;
+    let handler = Arc::new(Counting::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let target = RedisTarget::parse(&redis.url()).unwrap();
+    let task = tokio::spawn(subscriber::run(target, config("c1"), handler.clone(), stopped));
+    let dlq = keys::dead_letter_key("thing", 0, "rm.test");
+    wait_until("both dead-lettered", || redis.raw(&["XLEN", &dlq]) == ":2").await;
+    let mut conn = store.connection();
+    let dead = list_dead_letters(&mut conn, "thing", 1, "rm.test", 10).await.expect("listable despite the damage");
+    assert_eq!(dead.len(), 2);
+    let damaged = dead.iter().find(|d| d.aggregate_id == "damaged").unwrap();
+    assert!(damaged.event.is_none());
+    assert!(damaged.damage.as_deref().unwrap_or_default().contains("checksum"), "{damaged:?}");
+    assert!(damaged.error.contains("checksum"), "{}", damaged.error);
+    assert_eq!((damaged.event_type.as_str(), damaged.data.as_slice()), ("Fine", &b"{\"x\":1}"[..]));
+    let healthy = dead.iter().find(|d| d.aggregate_id == "ok").unwrap();
+    assert!(healthy.event.is_some() && healthy.damage.is_none());
+    let purged =
+        purge_dead_letters(&mut conn, "thing", 1, "rm.test", &DeadLetterSelection::Ids(vec![damaged.id.clone()]))
+            .await
+            .unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(redis.raw(&["XLEN", &dlq]), ":1");
+    stop.send(true).unwrap();
+    task.await.unwrap();
 }

@@ -1,9 +1,13 @@
 //! Test kit: real infrastructure for tests, never mocks.
 //!
 //! Owns starting a private `redis-server` on a free loopback port with its own
-//! data directory ([`RedisServer`]), and starting the real service binaries as
-//! child processes ([`ServiceProcess`]). Must not know any service's API.
-//! Everything is killed and removed when dropped.
+//! data directory ([`RedisServer`]), a three-master cluster ([`RedisCluster`]),
+//! starting the real service binaries as child processes ([`ServiceProcess`]),
+//! and the shared fixtures ([`fixtures`]: one test aggregate, metadata,
+//! wait-until). Must not know any service's API. Everything is killed and
+//! removed when dropped.
+
+pub mod fixtures;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,29 +1,66 @@
-//! End-to-end tests live in `tests/`. This library starts the whole fleet:
-//! a private Redis and the four real service binaries, each on a free port.
+//! End-to-end tests live in `tests/`. This library starts the whole fleet —
+//! a private Redis and the four real service binaries, each on free ports —
+//! and gives the tests one [`Fleet`] with clients and the steps every test
+//! needs (register, log in, become admin, wait for a read model).
 
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use allies_contracts::guardian::v1::guardian_service_client::GuardianServiceClient;
+use allies_contracts::guardian::v1::{AuthenticateUserRequest, AuthenticateUserResponse, RegisterUserRequest};
+use allies_contracts::projector::v1::projector_admin_service_client::ProjectorAdminServiceClient;
+use allies_contracts::projector::v1::projector_query_service_client::ProjectorQueryServiceClient;
+use allies_contracts::projector::v1::{GetUserRequest, User};
+use allies_contracts::timesquare::v1::player_service_client::PlayerServiceClient;
 use allies_testkit::{RedisServer, ServiceProcess};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
 
 pub const SERVICES: [&str; 4] = ["guardian", "timesquare", "command", "projector"];
+/// The password every test user gets.
+pub const PASSWORD: &str = "correct-horse-9";
+/// The admin the fleet bootstraps for its own checks (see [`Fleet::admin`]).
+pub const FLEET_ADMIN: &str = "fleet-admin";
 
 pub struct Fleet {
     pub redis: RedisServer,
     pub services: Vec<ServiceProcess>,
+    admin_token: Mutex<Option<String>>,
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ASCII token"));
+    r
 }
 
 impl Fleet {
-    /// Starts Redis and every service with `extra_env`.
+    /// Starts Redis and every service with `extra_env`. `FLEET_ADMIN` is
+    /// always among the bootstrap admins (added to any the test names).
     pub fn start(extra_env: &[(&str, &str)]) -> Self {
         let redis = RedisServer::start();
+        let services = Self::start_services(&redis, extra_env, &SERVICES);
+        Self { redis, services, admin_token: Mutex::new(None) }
+    }
+
+    /// Starts `names` (guardian first: the others verify tokens against its JWKS).
+    pub fn start_services(redis: &RedisServer, extra_env: &[(&str, &str)], names: &[&str]) -> Vec<ServiceProcess> {
         let url = redis.url();
+        let admins = match extra_env.iter().find(|(k, _)| *k == "GUARDIAN_BOOTSTRAP_ADMINS") {
+            Some((_, v)) => format!("{v},{FLEET_ADMIN}"),
+            None => FLEET_ADMIN.to_owned(),
+        };
         let mut services: Vec<ServiceProcess> = Vec::new();
-        // Guardian first: the others verify tokens against its JWKS.
-        for name in SERVICES {
+        for name in names {
             let guardian = services.first().map(|g| g.endpoint()).unwrap_or_default();
             let mut env = vec![("REDIS_URL", url.as_str()), ("SHUTDOWN_GRACE_SECS", "5"), ("GUARDIAN_URL", &guardian)];
-            env.extend_from_slice(extra_env);
+            env.extend(extra_env.iter().filter(|(k, _)| *k != "GUARDIAN_BOOTSTRAP_ADMINS"));
+            env.push(("GUARDIAN_BOOTSTRAP_ADMINS", &admins));
             services.push(ServiceProcess::start(name, &format!("{}_LISTEN_ADDR", name.to_uppercase()), &env));
         }
-        Self { redis, services }
+        services
     }
 
     pub fn service(&self, name: &str) -> &ServiceProcess {
@@ -36,5 +73,108 @@ impl Fleet {
 
     pub fn endpoint(&self, name: &str) -> String {
         self.service(name).endpoint()
+    }
+
+    pub async fn channel(&self, name: &str) -> Channel {
+        Channel::from_shared(self.endpoint(name)).expect("endpoint").connect().await.expect("connect")
+    }
+
+    pub async fn guardian(&self) -> GuardianServiceClient<Channel> {
+        GuardianServiceClient::new(self.channel("guardian").await)
+    }
+
+    pub async fn projector(&self) -> ProjectorQueryServiceClient<Channel> {
+        ProjectorQueryServiceClient::new(self.channel("projector").await)
+    }
+
+    pub async fn projector_admin(&self) -> ProjectorAdminServiceClient<Channel> {
+        ProjectorAdminServiceClient::new(self.channel("projector").await)
+    }
+
+    pub async fn players(&self) -> PlayerServiceClient<Channel> {
+        PlayerServiceClient::new(self.channel("timesquare").await)
+    }
+
+    /// Registers `name` (email `<name>@example.com`, [`PASSWORD`]); returns the user id.
+    pub async fn register(&self, name: &str) -> String {
+        let r = RegisterUserRequest {
+            username: name.into(),
+            email: format!("{name}@example.com"),
+            password: PASSWORD.into(),
+        };
+        self.guardian()
+            .await
+            .register_user(r)
+            .await
+            .unwrap_or_else(|s| panic!("register {name}: {s:?}"))
+            .into_inner()
+            .user_id
+    }
+
+    /// Logs `name` in with `password`.
+    pub async fn login_with(&self, name: &str, password: &str) -> Result<AuthenticateUserResponse, Status> {
+        let r = AuthenticateUserRequest { username: name.into(), password: password.into() };
+        self.guardian().await.authenticate_user(r).await.map(|r| r.into_inner())
+    }
+
+    /// Logs `name` in with [`PASSWORD`].
+    pub async fn login(&self, name: &str) -> AuthenticateUserResponse {
+        self.login_with(name, PASSWORD).await.unwrap_or_else(|s| panic!("login {name}: {s:?}"))
+    }
+
+    /// Registers and logs in a player; returns (user id, access token).
+    pub async fn player(&self, name: &str) -> (String, String) {
+        let id = self.register(name).await;
+        (id, self.login(name).await.access_token)
+    }
+
+    /// An admin's access token: [`FLEET_ADMIN`], registered and logged in on first use.
+    pub async fn admin(&self) -> String {
+        if let Some(t) = self.admin_token.lock().expect("lock").clone() {
+            return t;
+        }
+        let guardian_id = self.register(FLEET_ADMIN).await;
+        let _ = guardian_id;
+        let token = self.login(FLEET_ADMIN).await.access_token;
+        *self.admin_token.lock().expect("lock") = Some(token.clone());
+        token
+    }
+
+    /// Polls GetUser (as the fleet admin) until the read model has the user (10 s).
+    pub async fn wait_for_user(&self, id: &str) -> User {
+        let token = self.admin().await;
+        let mut client = self.projector().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match client.get_user(bearer(GetUserRequest { user_id: id.into(), ..Default::default() }, &token)).await {
+                Ok(r) => return r.into_inner().user.expect("user in response"),
+                Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(s) => panic!("GetUser({id}) failed: {s:?}"),
+            }
+        }
+    }
+
+    /// Total entries in the `user` partition logs.
+    pub fn user_log_len(&self) -> usize {
+        (0..16)
+            .map(|p| {
+                let r = self.redis.raw(&["XLEN", &format!("es:{{user.{p}}}:log")]);
+                r.trim().trim_start_matches(':').parse::<usize>().unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Runs the real CLI against this fleet with `home` as `ALLIES_HOME`.
+    pub fn cli(&self, home: &std::path::Path, args: &[&str]) -> Output {
+        Command::new(allies_testkit::binary("allies"))
+            .env("ALLIES_HOME", home)
+            .env_remove("ALLIES_PROFILE")
+            .args(["--guardian", &self.endpoint("guardian"), "--projector", &self.endpoint("projector")])
+            .args(["--timesquare", &self.endpoint("timesquare"), "--command-url", &self.endpoint("command")])
+            .args(args)
+            .output()
+            .expect("run allies")
     }
 }

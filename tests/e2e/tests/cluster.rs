@@ -40,11 +40,14 @@ async fn register_login_and_query_on_redis_cluster() {
     assert_eq!(g.register_user(dup).await.unwrap_err().code(), Code::AlreadyExists);
 
     // Every user reaches the read model through the consumer groups on the cluster.
+    let login = AuthenticateUserRequest { username: "node_user0".into(), password: "correct-horse-9".into() };
+    let t = g.authenticate_user(login).await.unwrap().into_inner();
     let mut q = ProjectorQueryServiceClient::connect(projector.endpoint()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     for id in &ids {
         loop {
-            match q.get_user(GetUserRequest { user_id: id.clone(), ..Default::default() }).await {
+            let request = GetUserRequest { user_id: id.clone(), ..Default::default() };
+            match q.get_user(allies_e2e::bearer(request, &t.access_token)).await {
                 Ok(_) => break,
                 Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await
@@ -63,8 +66,6 @@ async fn register_login_and_query_on_redis_cluster() {
     assert!(per_node.iter().filter(|c| **c > 0).count() >= 2, "{per_node:?}");
 
     // Sessions, tokens and revocation work the same.
-    let login = AuthenticateUserRequest { username: "node_user0".into(), password: "correct-horse-9".into() };
-    let t = g.authenticate_user(login).await.unwrap().into_inner();
     let mut p = PlayerServiceClient::connect(timesquare.endpoint()).await.unwrap();
     let bearer = |token: &str| {
         let mut r = Request::new(WhoAmIRequest {});

@@ -5,42 +5,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use allies_contracts::guardian::v1::RegisterUserRequest;
-use allies_contracts::guardian::v1::guardian_service_client::GuardianServiceClient;
-use allies_contracts::projector::v1::projector_query_service_client::ProjectorQueryServiceClient;
-use allies_contracts::projector::v1::{GetUserRequest, User};
-use allies_e2e::{Fleet, SERVICES};
+use allies_contracts::projector::v1::GetUserRequest;
+use allies_e2e::{Fleet, SERVICES, bearer};
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
-
-async fn guardian(fleet: &Fleet) -> GuardianServiceClient<Channel> {
-    GuardianServiceClient::connect(fleet.endpoint("guardian")).await.expect("connect guardian")
-}
-
-async fn projector(fleet: &Fleet) -> ProjectorQueryServiceClient<Channel> {
-    ProjectorQueryServiceClient::connect(fleet.endpoint("projector")).await.expect("connect projector")
-}
 
 fn req(username: &str, email: &str, password: &str) -> RegisterUserRequest {
     RegisterUserRequest { username: username.into(), email: email.into(), password: password.into() }
-}
-
-/// Polls GetUser until the read model has the user (bounded).
-async fn wait_for_user(client: &mut ProjectorQueryServiceClient<Channel>, id: &str) -> User {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match client.get_user(GetUserRequest { user_id: id.into(), ..Default::default() }).await {
-            Ok(r) => return r.into_inner().user.expect("user in response"),
-            Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(s) => panic!("GetUser({id}) failed: {s:?}"),
-        }
-    }
-}
-
-async fn connect(endpoint: &str) -> Channel {
-    Channel::from_shared(endpoint.to_owned()).unwrap().connect().await.expect("connect")
 }
 
 fn stream_keys(fleet: &Fleet) -> String {
@@ -48,25 +19,20 @@ fn stream_keys(fleet: &Fleet) -> String {
 }
 
 fn log_total(fleet: &Fleet) -> usize {
-    (0..16)
-        .map(|p| {
-            let r = fleet.redis.raw(&["XLEN", &format!("es:{{user.{p}}}:log")]);
-            r.trim().trim_start_matches(':').parse::<usize>().unwrap_or(0)
-        })
-        .sum()
+    fleet.user_log_len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_read_back_duplicates_and_invalid_input() {
     let fleet = Fleet::start(&[]);
-    let mut g = guardian(&fleet).await;
-    let mut p = projector(&fleet).await;
+    let mut g = fleet.guardian().await;
+    let mut p = fleet.projector().await;
 
     // Register, then read back through the projector.
     let r = g.register_user(req("Alice_1", "alice@example.com", "correct-horse-9")).await.unwrap().into_inner();
     assert_eq!(r.version, 1);
     assert!(r.consistency_token.starts_with("user."), "{}", r.consistency_token);
-    let user = wait_for_user(&mut p, &r.user_id).await;
+    let user = fleet.wait_for_user(&r.user_id).await;
     assert_eq!(user.user_id, r.user_id);
     assert_eq!(user.username, "Alice_1");
     assert_eq!(user.email, "alice@example.com");
@@ -76,8 +42,8 @@ async fn register_read_back_duplicates_and_invalid_input() {
     assert!(user.registered_at_ms > 1_700_000_000_000);
 
     // The password is stored only as an Argon2id hash, and never in the read model.
-    let events = fleet.redis.raw(&["KEYS", "es:*:stream:*"]);
-    let stream = events.lines().find(|l| l.starts_with("es:")).expect("one stream key").to_owned();
+    let events = fleet.redis.raw(&["KEYS", &format!("es:{{user.*}}:stream:{}", r.user_id)]);
+    let stream = events.lines().find(|l| l.starts_with("es:")).expect("alice's stream").to_owned();
     let raw = fleet.redis.raw(&["XRANGE", &stream, "-", "+"]);
     assert!(raw.contains("$argon2id$v=19$"), "{raw}");
     assert!(!raw.contains("correct-horse-9"), "plain password stored");
@@ -111,10 +77,15 @@ async fn register_read_back_duplicates_and_invalid_input() {
     assert_eq!(log_total(&fleet), before);
 
     // Queries validate too.
-    let e = p.get_user(GetUserRequest { user_id: "nope".into(), ..Default::default() }).await.unwrap_err();
+    let admin = fleet.admin().await;
+    let e =
+        p.get_user(bearer(GetUserRequest { user_id: "nope".into(), ..Default::default() }, &admin)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = p
-        .get_user(GetUserRequest { user_id: "00000000-0000-0000-0000-000000000001".into(), ..Default::default() })
+        .get_user(bearer(
+            GetUserRequest { user_id: "00000000-0000-0000-0000-000000000001".into(), ..Default::default() },
+            &admin,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -126,7 +97,7 @@ async fn concurrent_registrations_of_one_name_create_one_user() {
     let names = ["racer", "RACER", "Racer", "rAcEr"];
     let mut tasks = Vec::new();
     for i in 0..16 {
-        let mut g = guardian(&fleet).await;
+        let mut g = fleet.guardian().await;
         let name = names[i % names.len()].to_owned();
         tasks.push(tokio::spawn(async move {
             g.register_user(req(&name, &format!("r{i}@example.com"), "correct-horse-9")).await
@@ -141,7 +112,7 @@ async fn concurrent_registrations_of_one_name_create_one_user() {
     }
     assert_eq!(ok.len(), 1, "exactly one registration wins");
     assert_eq!(log_total(&fleet), 1, "exactly one event in the logs");
-    let user = wait_for_user(&mut projector(&fleet).await, &ok[0].user_id).await;
+    let user = fleet.wait_for_user(&ok[0].user_id).await;
     assert!(names.contains(&user.username.as_str()));
 }
 
@@ -156,12 +127,11 @@ async fn every_service_is_healthy_reflects_and_stops_cleanly_on_sigterm() {
 
     let mut fleet = Fleet::start(&[]);
     for name in SERVICES {
-        let endpoint = fleet.endpoint(name);
-        let mut h = HealthClient::new(connect(&endpoint).await);
+        let mut h = HealthClient::new(fleet.channel(name).await);
         let s = h.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
         assert_eq!(s.status, ServingStatus::Serving as i32, "{name}");
 
-        let mut r = ServerReflectionClient::new(connect(&endpoint).await);
+        let mut r = ServerReflectionClient::new(fleet.channel(name).await);
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
@@ -183,7 +153,7 @@ async fn every_service_is_healthy_reflects_and_stops_cleanly_on_sigterm() {
         use tonic_reflection::pb::v1alpha::{
             ServerReflectionRequest as AlphaRequest, server_reflection_request::MessageRequest as AlphaMessage,
         };
-        let mut a = AlphaClient::new(connect(&endpoint).await);
+        let mut a = AlphaClient::new(fleet.channel(name).await);
         let request =
             AlphaRequest { host: String::new(), message_request: Some(AlphaMessage::ListServices(String::new())) };
         let mut stream = a.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
@@ -200,17 +170,8 @@ async fn every_service_is_healthy_reflects_and_stops_cleanly_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_registers_reads_back_and_reports_errors() {
     let fleet = Fleet::start(&[]);
-    let allies = allies_testkit::binary("allies");
     let home = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        Command::new(&allies)
-            .env("ALLIES_HOME", home.path())
-            .args(["--guardian", &fleet.endpoint("guardian"), "--projector", &fleet.endpoint("projector")])
-            .args(["--timesquare", &fleet.endpoint("timesquare"), "--command", &fleet.endpoint("command")])
-            .args(args)
-            .output()
-            .expect("run allies")
-    };
+    let run = |args: &[&str]| fleet.cli(home.path(), args);
     let out = run(&[
         "--json",
         "user",
@@ -225,6 +186,15 @@ async fn the_cli_registers_reads_back_and_reports_errors() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     let id = reply["userId"].as_str().expect("userId").to_owned();
+
+    // Queries need a login now: without one the CLI says so.
+    let out = run(&["user", "get", &id]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not logged in"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The auth flow: login keeps the tokens, whoami uses them on timesquare.
+    let out = run(&["login", "--username", "cli_user", "--password", "correct-horse-9"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(home.path().join("session.json").exists());
 
     let out = run(&["user", "get", &id, "--wait", "10"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -250,10 +220,14 @@ async fn the_cli_registers_reads_back_and_reports_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("InvalidArgument") && err.contains("field `username`"), "{err}");
 
-    // The auth flow: login keeps the tokens, whoami uses them on timesquare.
-    let out = run(&["login", "--username", "cli_user", "--password", "correct-horse-9"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(home.path().join("session.json").exists());
+    // Every bad field at once; with --json an object with each violation.
+    let out = run(&["--json", "user", "register", "--username", "x", "--email", "bad", "--password", "weak"]);
+    let err: serde_json::Value = serde_json::from_slice(&out.stderr).expect("JSON error");
+    assert_eq!(err["error"]["code"], "InvalidArgument", "{err}");
+    let fields: Vec<&str> =
+        err["error"]["violations"].as_array().unwrap().iter().map(|v| v["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["username", "email", "password"], "{err}");
+
     let out = run(&["--json", "whoami"]);
     let me: serde_json::Value = serde_json::from_slice(&out.stdout).expect("whoami JSON");
     assert_eq!(me["userId"], id.as_str());
@@ -262,6 +236,8 @@ async fn the_cli_registers_reads_back_and_reports_errors() {
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(home.path().join("session.json")).unwrap()).unwrap();
     let token = saved["access_token"].as_str().unwrap().to_owned();
+    let out = run(&["--json", "user", "sessions", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["logout"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!home.path().join("session.json").exists(), "logout forgets the tokens");
@@ -269,8 +245,13 @@ async fn the_cli_registers_reads_back_and_reports_errors() {
     let out = run(&["--token", &token, "whoami"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("Unauthenticated"), "{err}");
-    let out = run(&["--json", "user", "sessions", &id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // After logout nothing private answers: not with the old token, not without one.
+    let out = run(&["--token", &token, "user", "sessions", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&["whoami"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not logged in"));
 
@@ -285,7 +266,7 @@ async fn sigterm_lets_in_flight_registrations_finish() {
     let mut fleet = Fleet::start(&[]);
     let mut tasks = Vec::new();
     for i in 0..6 {
-        let mut g = guardian(&fleet).await;
+        let mut g = fleet.guardian().await;
         tasks.push(tokio::spawn(async move {
             g.register_user(req(&format!("drain{i}"), &format!("d{i}@example.com"), "correct-horse-9")).await
         }));
@@ -314,7 +295,7 @@ async fn sigterm_lets_in_flight_registrations_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_registration_with_a_command_id_returns_the_first_result() {
     let fleet = Fleet::start(&[]);
-    let mut g = guardian(&fleet).await;
+    let mut g = fleet.guardian().await;
     let with_id = |r: RegisterUserRequest, id: &str| {
         let mut request = tonic::Request::new(r);
         request.metadata_mut().insert("x-command-id", id.parse().unwrap());
@@ -339,9 +320,9 @@ async fn a_retried_registration_with_a_command_id_returns_the_first_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_runs_with_protobuf_event_payloads() {
     let fleet = Fleet::start(&[("EVENT_FORMAT", "protobuf")]);
-    let mut g = guardian(&fleet).await;
+    let mut g = fleet.guardian().await;
     let r = g.register_user(req("proto_user", "p@example.com", "correct-horse-9")).await.unwrap().into_inner();
-    let user = wait_for_user(&mut projector(&fleet).await, &r.user_id).await;
+    let user = fleet.wait_for_user(&r.user_id).await;
     assert_eq!((user.username.as_str(), user.display_name.as_str()), ("proto_user", "proto_user"));
     let stream = fleet.redis.raw(&["KEYS", "es:{user.*}:stream:*"]);
     let entry = fleet.redis.raw(&["XRANGE", stream.lines().next().unwrap(), "-", "+"]);
@@ -356,7 +337,7 @@ async fn the_fleet_runs_with_protobuf_event_payloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_page_history_time_travel_archive_and_restore() {
     let fleet = Fleet::start(&[("SNAPSHOT_EVERY", "3")]);
-    let mut g = guardian(&fleet).await;
+    let mut g = fleet.guardian().await;
     let r = g.register_user(req("veteran", "v@example.com", "correct-horse-9")).await.unwrap().into_inner();
     let login = || allies_contracts::guardian::v1::AuthenticateUserRequest {
         username: "veteran".into(),
@@ -403,14 +384,18 @@ async fn operators_page_history_time_travel_archive_and_restore() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_with_the_consistency_token_reads_its_own_write() {
     let fleet = Fleet::start(&[]);
-    let mut g = guardian(&fleet).await;
-    let mut p = projector(&fleet).await;
+    let mut g = fleet.guardian().await;
+    let mut p = fleet.projector().await;
+    let admin = fleet.admin().await;
     for i in 0..10 {
         let r =
             g.register_user(req(&format!("ryw{i}"), "r@example.com", "correct-horse-9")).await.unwrap().into_inner();
         // No polling: the query itself waits until the projection has applied the write.
         let user = p
-            .get_user(GetUserRequest { user_id: r.user_id.clone(), consistency_token: r.consistency_token.clone() })
+            .get_user(bearer(
+                GetUserRequest { user_id: r.user_id.clone(), consistency_token: r.consistency_token.clone() },
+                &admin,
+            ))
             .await
             .unwrap_or_else(|s| panic!("read-your-writes failed: {s:?}"))
             .into_inner()
@@ -420,19 +405,25 @@ async fn a_query_with_the_consistency_token_reads_its_own_write() {
     }
     // A token from the future cannot be satisfied: a clear status, not a wrong answer.
     let e = p
-        .get_user(GetUserRequest {
-            user_id: "00000000-0000-0000-0000-000000000001".into(),
-            consistency_token: "user.3@99999999999999-0".into(),
-        })
+        .get_user(bearer(
+            GetUserRequest {
+                user_id: "00000000-0000-0000-0000-000000000001".into(),
+                consistency_token: "user.3@99999999999999-0".into(),
+            },
+            &admin,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     for bad in ["nonsense", "user.x@1-0", "session.1@1-0"] {
         let e = p
-            .get_user(GetUserRequest {
-                user_id: "00000000-0000-0000-0000-000000000001".into(),
-                consistency_token: bad.into(),
-            })
+            .get_user(bearer(
+                GetUserRequest {
+                    user_id: "00000000-0000-0000-0000-000000000001".into(),
+                    consistency_token: bad.into(),
+                },
+                &admin,
+            ))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
@@ -453,9 +444,19 @@ async fn the_projector_reports_health_readiness_and_metrics() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(http_get(ops, "/readyz").0, 200);
-    let mut g = guardian(&fleet).await;
+    let mut g = fleet.guardian().await;
     let r = g.register_user(req("metered", "m@example.com", "correct-horse-9")).await.unwrap().into_inner();
-    wait_for_user(&mut projector(&fleet).await, &r.user_id).await;
+    // Straight from Redis: a query would need a login, and its events would count too.
+    let key = format!("rm:user:{}", r.user_id);
+    allies_testkit::fixtures::wait_until("the read model", Duration::from_secs(10), || {
+        fleet.redis.raw(&["EXISTS", &key]) == ":1"
+    })
+    .await;
+    // The handler counts an entry once it returns, just after the write.
+    allies_testkit::fixtures::wait_until("the entry counted", Duration::from_secs(10), || {
+        http_get(ops, "/metrics").1.contains("allies_subscriber_processed_total{group=\"rm.user\"}")
+    })
+    .await;
     let (status, metrics) = http_get(ops, "/metrics");
     assert_eq!(status, 200);
     for needle in [

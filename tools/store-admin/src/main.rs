@@ -1,17 +1,44 @@
 //! `allies-store`: operator commands on the event store, with the fleet's
-//! configuration (`REDIS_URL`, `configs/cqrs.yaml` and its overrides).
+//! configuration: `REDIS_URL` and `configs/cqrs.yaml` as the services read
+//! them, else `.data/fleet.env` (what `dev/up` started), else the defaults.
 //!
-//!     allies-store history user <id> [--from N] [--limit N] [--archived]
-//!     allies-store as-of user <id> --version N | --time <unix ms>
-//!     allies-store archive user <id>        # up to the snapshot, into retention.archive_dir
-//!     allies-store restore user <id>
+//!     allies-store history <type> <id> [--from N] [--limit N] [--archived]
+//!     allies-store as-of <type> <id> --version N | --time <unix ms>
+//!     allies-store archive <type> <id>   # up to the snapshot (taken first if there is none)
+//!     allies-store restore <type> <id>
+//!
+//! Works for every aggregate type the domain crates define (see `by_type!`);
+//! it depends on domains and contracts, never on a service.
+
+use std::path::Path;
+use std::process::ExitCode;
 
 use allies_core::Snapshot;
-use allies_platform::config::ServiceConfig;
-use allies_store::{AsOf, EventStore, RecordedEvent};
+use allies_platform::ServiceConfig;
+use allies_platform::config::Env;
+use allies_store::{AsOf, EventStore, RecordedEvent, RedisEventStore};
+use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
-use guardian::domain::User;
-use guardian::session::Session;
+
+/// Every aggregate type this tool folds, one line each: runs `$body` with
+/// `$A` the aggregate's state type.
+macro_rules! by_type {
+    ($t:expr, $A:ident => $body:expr) => {
+        match $t {
+            "user" => {
+                type $A = guardian_domain::User;
+                $body
+            }
+            "session" => {
+                type $A = guardian_domain::Session;
+                $body
+            }
+            other => Err(anyhow!("no aggregate type '{other}' (known: {})", KNOWN.join(", "))),
+        }
+    };
+}
+
+const KNOWN: &[&str] = &["user", "session"];
 
 #[derive(Parser)]
 #[command(name = "allies-store", about = "Operator commands on the Defense Allies event store")]
@@ -22,7 +49,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// An aggregate's events, paged, one JSON object per line.
+    /// An aggregate's events, paged, one JSON object per line (secrets redacted).
     History {
         aggregate_type: String,
         aggregate_id: String,
@@ -34,7 +61,7 @@ enum Command {
         #[arg(long)]
         archived: bool,
     },
-    /// The state of an aggregate as of a version or a time (user, session).
+    /// The state of an aggregate as of a version or a time.
     AsOf {
         aggregate_type: String,
         aggregate_id: String,
@@ -44,7 +71,8 @@ enum Command {
         #[arg(long)]
         time: Option<i64>,
     },
-    /// Archive the events up to the aggregate's snapshot, then trim them.
+    /// Archive the events up to the aggregate's snapshot (taking one first
+    /// if there is none), then trim them from Redis.
     Archive { aggregate_type: String, aggregate_id: String },
     /// Put archived events back into Redis.
     Restore { aggregate_type: String, aggregate_id: String },
@@ -52,37 +80,69 @@ enum Command {
 
 fn line(r: &RecordedEvent) -> serde_json::Value {
     let e = &r.envelope;
-    let data = if r.content_type == allies_store::CONTENT_TYPE_JSON {
-        serde_json::from_slice(&r.data).unwrap_or(serde_json::Value::Null)
-    } else {
-        serde_json::Value::String(format!("<{} bytes {}>", r.data.len(), r.content_type))
-    };
+    let data = allies_contracts::registry::public_json(
+        &e.aggregate_type,
+        &e.event_type,
+        e.schema_version,
+        &r.content_type,
+        &r.data,
+    )
+    .map(|(json, _)| json)
+    .unwrap_or_else(|_| serde_json::Value::String(allies_contracts::registry::scrub_raw(&r.content_type, &r.data)));
     serde_json::json!({
         "version": e.version, "eventType": e.event_type, "schemaVersion": e.schema_version,
         "eventId": e.event_id, "recordedAtMs": e.recorded_at_ms, "metadata": e.metadata, "data": data,
     })
 }
 
-async fn as_of<A: Snapshot + serde::Serialize>(store: &EventStore, id: &str, at: AsOf) -> anyhow::Result<()> {
-    let (state, version) = store.load_as_of::<A>(id, at).await?;
+async fn as_of<A: Snapshot + serde::Serialize + Send>(
+    store: &RedisEventStore,
+    id: &str,
+    at: AsOf,
+) -> anyhow::Result<()> {
+    let (state, version) = allies_store::load_as_of::<A>(store, id, at).await?;
     println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "version": version, "state": state }))?);
     Ok(())
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config = ServiceConfig::from_env("store-admin", "127.0.0.1:0")?;
-    let store = EventStore::connect(&config.redis_url, config.partitions)
-        .await?
-        .with_storage(config.cqrs.storage.clone(), config.cqrs.default_storage);
+/// Takes a snapshot of the aggregate's current state; returns its version.
+async fn snapshot<A: Snapshot + Send>(store: &RedisEventStore, id: &str) -> anyhow::Result<u64> {
+    let loaded = allies_store::load::<A>(store, id).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    allies_store::save_snapshot(store, id, &loaded.state, loaded.version, now).await?;
+    Ok(loaded.version)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (env, from_file) = Env::from_process_with_defaults(Path::new(".data/fleet.env"));
+    let config = ServiceConfig::from("store-admin", env)?;
+    if from_file && std::env::var_os("REDIS_URL").is_none() {
+        eprintln!("using the fleet of .data/fleet.env: Redis at {}", config.redis_url);
+    }
+    let store = RedisEventStore::connect(&config.redis_url, config.partitions)
+        .await
+        .with_context(|| {
+            format!("cannot reach Redis at {} (set REDIS_URL, or start the fleet with dev/up)", config.redis_url)
+        })?
+        .with_storage(config.cqrs.storage.clone(), config.cqrs.default_storage)
+        .with_snapshot_compression(config.snapshot_compression);
     let dir = &config.cqrs.archive_dir;
+    let exists = |t: String, id: String| {
+        let store = store.clone();
+        async move {
+            if !store.exists(&t, &id).await? {
+                bail!("no {t} with id {id} in the event store at {}", config.redis_url);
+            }
+            Ok(())
+        }
+    };
     match cli.command {
         Command::History { aggregate_type, aggregate_id, from, limit, archived } => {
             let events = if archived {
                 let all = store.full_history(&aggregate_type, &aggregate_id, dir).await?;
                 all.into_iter().skip(from.saturating_sub(1) as usize).take(limit).collect()
             } else {
+                exists(aggregate_type.clone(), aggregate_id.clone()).await?;
                 store.read_range(&aggregate_type, &aggregate_id, from, None, limit).await?
             };
             for e in &events {
@@ -93,19 +153,22 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::AsOf { aggregate_type, aggregate_id, version, time } => {
+            exists(aggregate_type.clone(), aggregate_id.clone()).await?;
             let at = match (version, time) {
                 (Some(v), _) => AsOf::Version(v),
                 (None, Some(t)) => AsOf::Time(t),
-                (None, None) => anyhow::bail!("give --version or --time"),
+                (None, None) => bail!("give --version or --time"),
             };
-            match aggregate_type.as_str() {
-                "user" => as_of::<User>(&store, &aggregate_id, at).await?,
-                "session" => as_of::<Session>(&store, &aggregate_id, at).await?,
-                other => anyhow::bail!("no state type for aggregate type '{other}' (user, session)"),
-            }
+            by_type!(aggregate_type.as_str(), A => as_of::<A>(&store, &aggregate_id, at).await)?;
         }
         Command::Archive { aggregate_type, aggregate_id } => {
-            let r = store.archive_and_trim(&aggregate_type, &aggregate_id, dir).await?;
+            exists(aggregate_type.clone(), aggregate_id.clone()).await?;
+            let t = aggregate_type.as_str();
+            if store.snapshot(t, &aggregate_id).await?.is_none() {
+                let v = by_type!(t, A => snapshot::<A>(&store, &aggregate_id).await)?;
+                eprintln!("took a snapshot at version {v} first (only events up to a snapshot are archived)");
+            }
+            let r = store.archive_and_trim(t, &aggregate_id, dir).await?;
             match (r.range, r.file) {
                 (Some((from, to)), Some(file)) => {
                     println!(
@@ -118,9 +181,22 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Restore { aggregate_type, aggregate_id } => {
+            exists(aggregate_type.clone(), aggregate_id.clone()).await?;
             let n = store.restore_from_archive(&aggregate_type, &aggregate_id, dir).await?;
             println!("restored: the stream holds all {n} events again");
         }
     }
     Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes on one line, no backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

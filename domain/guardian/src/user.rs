@@ -6,16 +6,18 @@
 //! "no stream yet" check lets exactly one of them win — no read model, no
 //! second key, no race. Usernames are therefore immutable.
 
+pub use allies_contracts::guardian::events::UserEvent;
 use allies_contracts::guardian::events::v1::{
-    AuthenticationFailed, PasswordChanged, UserAuthenticated, UserLockedOut, UserRegistered, UserRolesChanged,
+    AuthenticationFailed, DisplayNameChanged, PasswordChanged, UserAuthenticated, UserLockedOut, UserRegistered,
+    UserRolesChanged, UserUnlocked,
 };
-use allies_core::Aggregate;
+use allies_core::{Aggregate, ErrorCode, FieldViolation, RuleViolation, ServiceError};
 use uuid::Uuid;
 
 /// Namespace of user ids (UUIDv5 over `user:<lowercase username>`).
 const USER_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_3c4e_8a2b_4f7e_9c3d_2a1b_0e5f_7a91);
 
-pub const ROLE_PLAYER: &str = "player";
+pub use allies_contracts::guardian::{ROLE_ADMIN, ROLE_PLAYER, ROLES};
 pub const USERNAME_MIN: usize = 3;
 pub const USERNAME_MAX: usize = 32;
 pub const EMAIL_MAX: usize = 254;
@@ -27,21 +29,31 @@ pub fn user_id_for(username: &str) -> Uuid {
     Uuid::new_v5(&USER_NAMESPACE, format!("user:{}", username.to_ascii_lowercase()).as_bytes())
 }
 
-/// An input field that breaks a rule; becomes InvalidArgument naming it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct InvalidField {
-    pub field: &'static str,
-    pub reason: String,
+fn invalid(field: &str, reason: impl Into<String>) -> FieldViolation {
+    FieldViolation::new(field, reason)
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
-    InvalidField { field, reason: reason.into() }
+pub const DISPLAY_NAME_MAX: usize = 32;
+
+/// Checks a display name: 1 to 32 characters, no control characters, not
+/// only spaces.
+pub fn validate_display_name(name: &str) -> Result<(), FieldViolation> {
+    let n = name.chars().count();
+    if name.trim().is_empty() {
+        return Err(invalid("display_name", "must not be empty"));
+    }
+    if n > DISPLAY_NAME_MAX {
+        return Err(invalid("display_name", format!("must be at most {DISPLAY_NAME_MAX} characters, got {n}")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid("display_name", "must not contain control characters"));
+    }
+    Ok(())
 }
 
 /// Checks a username: 3 to 32 characters of `A-Z a-z 0-9 _ - .`, starting
 /// with a letter or digit.
-pub fn validate_username(username: &str) -> Result<(), InvalidField> {
+pub fn validate_username(username: &str) -> Result<(), FieldViolation> {
     if username.is_empty() {
         return Err(invalid("username", "must not be empty"));
     }
@@ -59,7 +71,7 @@ pub fn validate_username(username: &str) -> Result<(), InvalidField> {
 }
 
 /// Checks an email address's shape: `local@domain.tld`, no spaces, sane lengths.
-pub fn validate_email(email: &str) -> Result<(), InvalidField> {
+pub fn validate_email(email: &str) -> Result<(), FieldViolation> {
     let bad = || invalid("email", "is not a valid email address");
     if email.is_empty() {
         return Err(invalid("email", "must not be empty"));
@@ -103,7 +115,7 @@ const COMMON_PASSWORDS: &[&str] = &[
 
 /// Checks password strength: 10 to 128 characters, letters and at least one
 /// digit or symbol, not a well-known password, not containing the username.
-pub fn validate_password(password: &str, username: &str) -> Result<(), InvalidField> {
+pub fn validate_password(password: &str, username: &str) -> Result<(), FieldViolation> {
     let n = password.chars().count();
     if n < PASSWORD_MIN {
         return Err(invalid("password", format!("is too weak: use at least {PASSWORD_MIN} characters")));
@@ -126,12 +138,8 @@ pub fn validate_password(password: &str, username: &str) -> Result<(), InvalidFi
     Ok(())
 }
 
-pub const ROLE_ADMIN: &str = "admin";
-/// Every role a user can hold.
-pub const ROLES: &[&str] = &[ROLE_PLAYER, ROLE_ADMIN];
-
 /// Checks a role list: not empty, only known roles.
-pub fn validate_roles(roles: &[String]) -> Result<(), InvalidField> {
+pub fn validate_roles(roles: &[String]) -> Result<(), FieldViolation> {
     if roles.is_empty() {
         return Err(invalid("roles", "must name at least one role"));
     }
@@ -172,6 +180,16 @@ pub enum UserCommand {
         changed_by: String,
         at_ms: i64,
     },
+    /// An admin lifts a lockout before it runs out.
+    Unlock {
+        by: String,
+        at_ms: i64,
+    },
+    /// The user changes the name other players see (already validated).
+    ChangeDisplayName {
+        display_name: String,
+        at_ms: i64,
+    },
 }
 
 /// A validated registration: the password is already an Argon2id hash.
@@ -184,16 +202,6 @@ pub struct RegisterUser {
     pub registered_at_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum UserEvent {
-    Registered(UserRegistered),
-    Authenticated(UserAuthenticated),
-    AuthenticationFailed(AuthenticationFailed),
-    LockedOut(UserLockedOut),
-    PasswordChanged(PasswordChanged),
-    RolesChanged(UserRolesChanged),
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
     #[error("username '{0}' is already taken")]
@@ -202,6 +210,31 @@ pub enum UserError {
     UnknownUser,
     #[error("account locked until {until_ms} (unix ms)")]
     AccountLocked { until_ms: i64 },
+    #[error("the account is not locked")]
+    NotLocked,
+}
+
+impl ServiceError for UserError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::UsernameTaken(_) => ErrorCode::AlreadyExists,
+            Self::UnknownUser => ErrorCode::NotFound,
+            // Only ever seen by the login path, which answers "invalid
+            // username or password" for it like for any failure.
+            Self::AccountLocked { .. } => ErrorCode::Unauthenticated,
+            Self::NotLocked => ErrorCode::FailedPrecondition,
+        }
+    }
+    fn rule(&self) -> Option<RuleViolation> {
+        match self {
+            Self::NotLocked => Some(RuleViolation {
+                rule: "ACCOUNT_NOT_LOCKED".into(),
+                subject: "user".into(),
+                description: self.to_string(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The User aggregate's state.
@@ -213,10 +246,13 @@ pub struct User {
     pub consecutive_failures: u32,
     pub locked_until_ms: i64,
     pub last_login_ms: i64,
+    #[serde(default)]
+    pub display_name: String,
 }
 
 impl allies_core::Snapshot for User {
-    const SNAPSHOT_SCHEMA: u32 = 1;
+    /// 2: `display_name` (a schema-1 snapshot is rebuilt from events).
+    const SNAPSHOT_SCHEMA: u32 = 2;
 }
 
 impl User {
@@ -298,6 +334,21 @@ impl Aggregate for User {
                     changed_at_ms: *at_ms,
                 })])
             }
+            UserCommand::Unlock { by, at_ms } => {
+                if !self.is_locked_at(*at_ms) {
+                    return Err(UserError::NotLocked);
+                }
+                Ok(vec![UserEvent::Unlocked(UserUnlocked { unlocked_by: by.clone(), unlocked_at_ms: *at_ms })])
+            }
+            UserCommand::ChangeDisplayName { display_name, at_ms } => {
+                if *display_name == self.display_name {
+                    return Ok(vec![]);
+                }
+                Ok(vec![UserEvent::DisplayNameChanged(DisplayNameChanged {
+                    display_name: display_name.clone(),
+                    changed_at_ms: *at_ms,
+                })])
+            }
         }
     }
 
@@ -306,6 +357,7 @@ impl Aggregate for User {
             UserEvent::Registered(e) => {
                 self.password_hash = e.password_hash.clone();
                 self.roles = e.roles.clone();
+                self.display_name = if e.display_name.is_empty() { e.username.clone() } else { e.display_name.clone() };
                 self.profile = Some(e.clone());
             }
             UserEvent::Authenticated(e) => {
@@ -319,92 +371,16 @@ impl Aggregate for User {
             }
             UserEvent::PasswordChanged(e) => self.password_hash = e.password_hash.clone(),
             UserEvent::RolesChanged(e) => self.roles = e.roles.clone(),
+            UserEvent::Unlocked(_) => {
+                self.locked_until_ms = 0;
+                self.consecutive_failures = 0;
+            }
+            UserEvent::DisplayNameChanged(e) => self.display_name = e.display_name.clone(),
         }
     }
 }
 
 pub const USER_REGISTERED: &str = "UserRegistered";
-
-/// Encodes and decodes an event enum whose variants each wrap one proto
-/// message, all at schema version 1, as proto3 JSON.
-#[macro_export]
-macro_rules! proto_json_events {
-    ($enum:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl allies_core::DomainEvent for $enum {
-            fn event_type(&self) -> &'static str {
-                match self { $(Self::$variant(_) => $name),+ }
-            }
-
-            fn schema_version(&self) -> u32 {
-                allies_contracts::guardian::events::schema::current(self.event_type())
-            }
-
-            fn encode_json(&self) -> Result<Vec<u8>, allies_core::DecodeError> {
-                let r = match self { $(Self::$variant(e) => serde_json::to_vec(e)),+ };
-                r.map_err(|err| allies_core::DecodeError::malformed(self.event_type(), err))
-            }
-
-            fn encode_protobuf(&self) -> Result<Vec<u8>, allies_core::DecodeError> {
-                use prost::Message;
-                Ok(match self { $(Self::$variant(e) => e.encode_to_vec()),+ })
-            }
-
-            fn decode_protobuf(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Self, allies_core::DecodeError> {
-                use allies_contracts::guardian::events::schema;
-                let malformed = |e: &dyn std::fmt::Display| allies_core::DecodeError::malformed(event_type, e);
-                let current = schema::current(event_type);
-                match event_type {
-                    $($name => {
-                        let mut msg = prost::Message::decode(data).map_err(|e: prost::DecodeError| malformed(&e))?;
-                        if schema_version != current {
-                            // Upcast through the JSON form, with the same upcasters.
-                            let mut value = serde_json::to_value(&msg).map_err(|e| malformed(&e))?;
-                            schema::upcast(event_type, schema_version, &mut value).map_err(|_| {
-                                allies_core::DecodeError::UnsupportedSchemaVersion { event_type: event_type.to_owned(), schema_version }
-                            })?;
-                            msg = serde_json::from_value(value).map_err(|e| malformed(&e))?;
-                        }
-                        Ok(Self::$variant(msg))
-                    })+
-                    _ => Err(allies_core::DecodeError::UnknownEventType(event_type.to_owned())),
-                }
-            }
-
-            fn decode_json(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Self, allies_core::DecodeError> {
-                let known = [$($name),+];
-                if !known.contains(&event_type) {
-                    return Err(allies_core::DecodeError::UnknownEventType(event_type.to_owned()));
-                }
-                use allies_contracts::guardian::events::schema;
-                let malformed = |e: serde_json::Error| allies_core::DecodeError::malformed(event_type, e);
-                if schema_version != schema::current(event_type) {
-                    // An older (or unknown) schema: upcast step by step, then decode.
-                    let mut value: serde_json::Value = serde_json::from_slice(data).map_err(malformed)?;
-                    schema::upcast(event_type, schema_version, &mut value).map_err(|_| {
-                        allies_core::DecodeError::UnsupportedSchemaVersion { event_type: event_type.to_owned(), schema_version }
-                    })?;
-                    return match event_type {
-                        $($name => serde_json::from_value(value).map(Self::$variant).map_err(malformed),)+
-                        _ => Err(allies_core::DecodeError::UnknownEventType(event_type.to_owned())),
-                    };
-                }
-                match event_type {
-                    $($name => serde_json::from_slice(data).map(Self::$variant).map_err(malformed),)+
-                    _ => Err(allies_core::DecodeError::UnknownEventType(event_type.to_owned())),
-                }
-            }
-        }
-    };
-}
-
-proto_json_events!(UserEvent {
-    Registered => "UserRegistered",
-    Authenticated => "UserAuthenticated",
-    AuthenticationFailed => "AuthenticationFailed",
-    LockedOut => "UserLockedOut",
-    PasswordChanged => "PasswordChanged",
-    RolesChanged => "UserRolesChanged",
-});
 
 #[cfg(test)]
 mod tests {
@@ -654,6 +630,41 @@ mod tests {
         given::<User>([registered("alice")])
             .when(UserCommand::ChangeRoles { roles: vec!["player".into()], changed_by: "root".into(), at_ms: 5 })
             .then([]);
+    }
+
+    #[test]
+    fn an_admin_unlocks_a_locked_account_and_only_a_locked_one() {
+        let locked = UserEvent::LockedOut(UserLockedOut { locked_until_ms: 1_000, consecutive_failures: 3 });
+        let unlocked = UserEvent::Unlocked(UserUnlocked { unlocked_by: "root".into(), unlocked_at_ms: 10 });
+        let state = given::<User>([registered("alice"), locked.clone()])
+            .when(UserCommand::Unlock { by: "root".into(), at_ms: 10 })
+            .then([unlocked.clone()]);
+        assert!(!state.is_locked_at(11), "logins work again at once");
+        given::<User>([registered("alice")])
+            .when(UserCommand::Unlock { by: "root".into(), at_ms: 10 })
+            .then_err(UserError::NotLocked);
+        given::<User>([registered("alice"), locked])
+            .when(UserCommand::Unlock { by: "root".into(), at_ms: 1_000 })
+            .then_err(UserError::NotLocked);
+        given::<User>([]).when(UserCommand::Unlock { by: "root".into(), at_ms: 1 }).then_err(UserError::UnknownUser);
+    }
+
+    #[test]
+    fn the_display_name_changes_only_when_different() {
+        let state = given::<User>([registered("alice")])
+            .when(UserCommand::ChangeDisplayName { display_name: "Queen A".into(), at_ms: 3 })
+            .then([UserEvent::DisplayNameChanged(DisplayNameChanged {
+                display_name: "Queen A".into(),
+                changed_at_ms: 3,
+            })]);
+        assert_eq!(state.display_name, "Queen A");
+        given::<User>([registered("alice")])
+            .when(UserCommand::ChangeDisplayName { display_name: "alice".into(), at_ms: 3 })
+            .then([]);
+        assert!(validate_display_name("Queen A").is_ok());
+        for bad in ["", "   ", &"x".repeat(33), "a\u{7}b"] {
+            assert_eq!(validate_display_name(bad).unwrap_err().field, "display_name", "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,10 +8,9 @@
 
 use std::collections::HashSet;
 
+pub use allies_contracts::guardian::events::SessionEvent;
 use allies_contracts::guardian::events::v1::{RefreshTokenReused, SessionStarted, TokenRefreshed, UserLoggedOut};
-use allies_core::Aggregate;
-
-use crate::proto_json_events;
+use allies_core::{Aggregate, ErrorCode, ServiceError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionCommand {
@@ -28,21 +27,6 @@ pub enum SessionCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum SessionEvent {
-    Started(SessionStarted),
-    Refreshed(TokenRefreshed),
-    RefreshTokenReused(RefreshTokenReused),
-    LoggedOut(UserLoggedOut),
-}
-
-proto_json_events!(SessionEvent {
-    Started => "SessionStarted",
-    Refreshed => "TokenRefreshed",
-    RefreshTokenReused => "RefreshTokenReused",
-    LoggedOut => "UserLoggedOut",
-});
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
     #[error("session already exists")]
@@ -55,6 +39,22 @@ pub enum SessionError {
     RefreshTokenExpired,
     #[error("refresh token is not valid for this session")]
     InvalidRefreshToken,
+}
+
+impl ServiceError for SessionError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            // Two starts of one fresh session id: a retry of the login, not the caller's fault.
+            Self::AlreadyStarted => ErrorCode::Aborted,
+            _ => ErrorCode::Unauthenticated,
+        }
+    }
+    fn message(&self) -> String {
+        match self {
+            Self::AlreadyStarted => self.to_string(),
+            _ => format!("refresh refused: {self}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

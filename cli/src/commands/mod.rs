@@ -1,0 +1,7 @@
+//! One module per command group, each owning its arguments and its `run`
+//! (model: mise's `src/cli/mod.rs`).
+
+pub mod admin;
+pub mod auth;
+pub mod health;
+pub mod user;

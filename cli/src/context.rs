@@ -1,0 +1,139 @@
+//! What every command shares: the fleet's endpoints, the saved login of the
+//! chosen profile, the output format and the call deadline.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tonic::Request;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::output::Failure;
+
+/// Endpoints and options from the global flags.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub json: bool,
+    pub guardian: String,
+    pub timesquare: String,
+    pub command: String,
+    pub projector: String,
+    /// Token given on the command line (wins over the saved one).
+    pub token: Option<String>,
+    /// The saved-login profile (`--profile`, `ALLIES_PROFILE`, default `default`).
+    pub profile: String,
+    /// `x-command-id` to send with commands that accept one.
+    pub command_id: Option<String>,
+    pub timeout: Duration,
+}
+
+/// What `allies login` keeps per profile.
+#[derive(Serialize, Deserialize, Default, Clone)]
+pub struct Saved {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub user_id: String,
+    pub session_id: String,
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub username: String,
+}
+
+impl Context {
+    /// `$ALLIES_HOME` (default `~/.allies`).
+    pub fn home() -> PathBuf {
+        std::env::var_os("ALLIES_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".allies")))
+            .unwrap_or_else(|| PathBuf::from(".allies"))
+    }
+
+    /// The profile's saved login: `session.json` for the default profile,
+    /// `session.<profile>.json` for the others.
+    pub fn saved_path(&self) -> PathBuf {
+        let file = if self.profile == "default" {
+            "session.json".to_owned()
+        } else {
+            format!("session.{}.json", self.profile)
+        };
+        Self::home().join(file)
+    }
+
+    pub fn load_saved(&self) -> Result<Saved, Failure> {
+        let path = self.saved_path();
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            let flag = if self.profile == "default" { String::new() } else { format!(" --profile {}", self.profile) };
+            Failure::local(format!("not logged in (no {}): run `allies{flag} login`", path.display()))
+        })?;
+        serde_json::from_str(&text).map_err(|e| Failure::local(format!("{} is unreadable: {e}", path.display())))
+    }
+
+    pub fn save(&self, s: &Saved) -> Result<(), Failure> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.saved_path();
+        let fail = |e: std::io::Error| Failure::local(format!("cannot write {}: {e}", path.display()));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(fail)?;
+        f.write_all(serde_json::to_string_pretty(s).unwrap_or_default().as_bytes()).map_err(fail)
+    }
+
+    pub fn forget(&self) {
+        let _ = std::fs::remove_file(self.saved_path());
+    }
+
+    /// The access token to send: `--token`, else the profile's saved one.
+    pub fn token(&self) -> Result<String, Failure> {
+        match &self.token {
+            Some(t) => Ok(t.clone()),
+            None => Ok(self.load_saved()?.access_token),
+        }
+    }
+
+    /// A request with the access token (and the command id, if given).
+    pub fn authorized<T>(&self, message: T) -> Result<Request<T>, Failure> {
+        let mut r = self.anonymous(message)?;
+        let value =
+            format!("Bearer {}", self.token()?).parse().map_err(|_| Failure::local("the access token is not ASCII"))?;
+        r.metadata_mut().insert("authorization", value);
+        Ok(r)
+    }
+
+    /// A request without a token (with the command id, if given).
+    pub fn anonymous<T>(&self, message: T) -> Result<Request<T>, Failure> {
+        let mut r = Request::new(message);
+        if let Some(id) = &self.command_id {
+            let value = id.parse().map_err(|_| Failure::local("--command-id must be printable ASCII"))?;
+            r.metadata_mut().insert("x-command-id", value);
+        }
+        Ok(r)
+    }
+
+    /// A channel to `endpoint` with the call deadline.
+    pub async fn channel(&self, endpoint: &str) -> Result<Channel, Failure> {
+        connect(endpoint, Some(self.timeout)).await
+    }
+
+    /// A channel without a deadline (server streams).
+    pub async fn stream_channel(&self, endpoint: &str) -> Result<Channel, Failure> {
+        connect(endpoint, None).await
+    }
+}
+
+async fn connect(endpoint: &str, timeout: Option<Duration>) -> Result<Channel, Failure> {
+    let mut ep = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| Failure::local(format!("invalid endpoint {endpoint}: {e}")))?
+        .connect_timeout(Duration::from_secs(3));
+    if let Some(t) = timeout {
+        ep = ep.timeout(t);
+    }
+    ep.connect().await.map_err(|e| Failure::unavailable(format!("cannot reach {endpoint}: {e}")))
+}

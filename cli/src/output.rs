@@ -1,0 +1,89 @@
+//! Output: readable text by default, JSON with `--json`; a failure prints
+//! its gRPC code, message, every field violation, the broken rule and the
+//! retry hint (as one JSON object with `--json`) and exits 1.
+
+use serde::Serialize;
+use tonic::Status;
+use tonic_types::StatusExt;
+
+/// Prints `value` as pretty JSON, or the text `text` makes.
+pub fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        println!("{}", text());
+    }
+}
+
+/// A failed command.
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    /// gRPC code name (`InvalidArgument`, …), or `Local` for a failure
+    /// before any call.
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Violation {
+    pub field: String,
+    pub description: String,
+}
+
+impl Failure {
+    pub fn local(message: impl Into<String>) -> Self {
+        Self::new("Local", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new("Unavailable", message)
+    }
+
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into(), violations: vec![], rule: None, retry_after_secs: None }
+    }
+
+    /// Prints the failure to stderr.
+    pub fn report(&self, json: bool) {
+        if json {
+            eprintln!("{}", serde_json::json!({ "error": self }));
+            return;
+        }
+        let mut msg = format!("error: {}: {}", self.code, self.message);
+        for v in &self.violations {
+            msg.push_str(&format!("\n  field `{}`: {}", v.field, v.description));
+        }
+        if let Some(rule) = &self.rule {
+            msg.push_str(&format!("\n  rule: {rule}"));
+        }
+        if let Some(after) = self.retry_after_secs {
+            msg.push_str(&format!("\n  retry after {after:.1} s"));
+        }
+        eprintln!("{msg}");
+    }
+}
+
+impl From<Status> for Failure {
+    fn from(s: Status) -> Self {
+        let mut f = Failure::new(&format!("{:?}", s.code()), s.message());
+        let details = s.get_error_details();
+        if let Some(br) = details.bad_request() {
+            f.violations = br
+                .field_violations
+                .iter()
+                .map(|v| Violation { field: v.field.clone(), description: v.description.clone() })
+                .collect();
+        }
+        if let Some(pf) = details.precondition_failure() {
+            f.rule = pf.violations.first().map(|v| format!("{} ({})", v.r#type, v.subject));
+        }
+        f.retry_after_secs = details.retry_info().and_then(|r| r.retry_delay).map(|d| d.as_secs_f64());
+        f
+    }
+}

@@ -1,0 +1,12 @@
+//! The read models. Adding one: a file here implementing
+//! [`Projection`](crate::registry::Projection), and one line in [`registry`].
+
+pub mod sessions;
+pub mod users;
+
+use crate::registry::Registry;
+
+/// Every projection the projector runs.
+pub fn registry() -> Registry {
+    Registry::new().register(users::Users).register(sessions::Sessions)
+}

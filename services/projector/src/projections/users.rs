@@ -1,0 +1,236 @@
+//! The user read model: `user:<id>` (hash; never the password hash) and its
+//! indexes — `user:idx:username` (lowercase username → id),
+//! `user:idx:name` (lexicographic, member `<lowercase name>\t<id>`),
+//! `user:idx:registered` (by registration time) and `user:idx:role:<role>`
+//! (a set per role) — built from the User aggregate's events.
+//!
+//! Visibility: `user_id`, `username`, `display_name`, `registered_at_ms`
+//! and `version` are public (any signed-in player sees them); `email`,
+//! `roles`, `status`, `last_login_ms` and `locked_until_ms` are private
+//! (the user themself and admins).
+
+use allies_contracts::guardian::ROLES;
+use allies_contracts::guardian::events::UserEvent;
+use allies_contracts::projector::v1::User;
+use allies_store::RecordedEvent;
+use allies_store::subscriber::HandlerError;
+
+use crate::readmodel::{Fields, View, now_ms};
+use crate::registry::{Change, IndexOp, Projection, typed};
+
+pub const NAME: &str = "rm.user";
+pub const AGGREGATE_TYPE: &str = "user";
+const USERNAME_INDEX: &str = "user:idx:username";
+const REGISTERED_INDEX: &str = "user:idx:registered";
+const NAME_INDEX: &str = "user:idx:name";
+
+fn role_index(role: &str) -> String {
+    format!("user:idx:role:{role}")
+}
+
+fn key(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+pub struct Users;
+
+impl Projection for Users {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn sources(&self) -> &'static [&'static str] {
+        &[AGGREGATE_TYPE]
+    }
+
+    fn changes(&self, event: &RecordedEvent) -> Result<Vec<Change>, HandlerError> {
+        let env = &event.envelope;
+        let (id, v) = (env.aggregate_id.as_str(), env.version);
+        let model = |set: Vec<(&str, String)>| Change::model("user", id, v, set);
+        let index = Change::Index;
+        Ok(match typed::<UserEvent>(event)? {
+            UserEvent::Registered(e) => {
+                let lower = e.username.to_ascii_lowercase();
+                let mut out = vec![
+                    model(vec![
+                        ("user_id", id.to_owned()),
+                        ("display_name", if e.display_name.is_empty() { e.username.clone() } else { e.display_name }),
+                        ("username", e.username),
+                        ("email", e.email),
+                        ("roles", e.roles.join(",")),
+                        ("registered_at_ms", e.registered_at_ms.to_string()),
+                    ]),
+                    index(IndexOp::HSet { key: USERNAME_INDEX.into(), field: lower.clone(), value: id.to_owned() }),
+                    index(IndexOp::ZAdd { key: NAME_INDEX.into(), member: format!("{lower}\t{id}"), score: 0.0 }),
+                    index(IndexOp::ZAdd {
+                        key: REGISTERED_INDEX.into(),
+                        member: id.to_owned(),
+                        score: e.registered_at_ms as f64,
+                    }),
+                ];
+                out.extend(e.roles.iter().map(|r| index(IndexOp::SAdd { key: role_index(r), member: id.to_owned() })));
+                out
+            }
+            UserEvent::Authenticated(e) => vec![model(vec![
+                ("last_login_ms", e.authenticated_at_ms.to_string()),
+                ("consecutive_failures", "0".into()),
+            ])],
+            UserEvent::AuthenticationFailed(e) => {
+                vec![model(vec![("consecutive_failures", e.consecutive_failures.to_string())])]
+            }
+            UserEvent::LockedOut(e) => vec![model(vec![
+                ("locked_until_ms", e.locked_until_ms.to_string()),
+                ("consecutive_failures", "0".into()),
+            ])],
+            UserEvent::Unlocked(_) => {
+                vec![model(vec![("locked_until_ms", "0".into()), ("consecutive_failures", "0".into())])]
+            }
+            UserEvent::PasswordChanged(e) => vec![model(vec![("password_changed_at_ms", e.changed_at_ms.to_string())])],
+            UserEvent::DisplayNameChanged(e) => vec![model(vec![("display_name", e.display_name)])],
+            UserEvent::RolesChanged(e) => {
+                let mut out = vec![model(vec![("roles", e.roles.join(","))])];
+                for role in ROLES {
+                    let member = id.to_owned();
+                    out.push(index(if e.roles.iter().any(|r| r == role) {
+                        IndexOp::SAdd { key: role_index(role), member }
+                    } else {
+                        IndexOp::SRem { key: role_index(role), member }
+                    }));
+                }
+                out
+            }
+        })
+    }
+}
+
+/// Reads one user (None when not in the read model).
+pub async fn get(view: &View, user_id: &str) -> Result<Option<User>, redis::RedisError> {
+    let Some(m) = view.model(&key(user_id)).await? else { return Ok(None) };
+    if !m.contains_key("user_id") {
+        return Ok(None);
+    }
+    let locked_until_ms = m.int("locked_until_ms");
+    Ok(Some(User {
+        user_id: m.text("user_id"),
+        username: m.text("username"),
+        email: m.text("email"),
+        roles: m.text("roles").split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+        status: if locked_until_ms > now_ms() { "locked".into() } else { "active".into() },
+        registered_at_ms: m.int("registered_at_ms"),
+        version: m.uint("_version"),
+        last_login_ms: m.int("last_login_ms"),
+        locked_until_ms,
+        display_name: m.text("display_name"),
+    }))
+}
+
+/// The public profile of a user: what other players may see.
+pub fn public(user: User) -> User {
+    User {
+        user_id: user.user_id,
+        username: user.username,
+        display_name: user.display_name,
+        registered_at_ms: user.registered_at_ms,
+        version: user.version,
+        ..Default::default()
+    }
+}
+
+/// Looks a user up by username, case-insensitively.
+pub async fn by_username(view: &View, username: &str) -> Result<Option<User>, redis::RedisError> {
+    let mut conn = view.conn.clone();
+    let id: Option<String> = redis::cmd("HGET")
+        .arg(view.key(USERNAME_INDEX))
+        .arg(username.to_ascii_lowercase())
+        .query_async(&mut conn)
+        .await?;
+    match id {
+        Some(id) => get(view, &id).await,
+        None => Ok(None),
+    }
+}
+
+/// A ListUsers query, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub role: Option<String>,
+    pub prefix: Option<String>,
+    /// Sort by username (else by registration time).
+    pub by_name: bool,
+    pub descending: bool,
+    pub page_size: usize,
+    /// Position in the sort index to continue from.
+    pub offset: u64,
+}
+
+/// Users matching `q`, in its order, one page; returns the page and the
+/// position to continue from (None at the end). Iterates the sort index in
+/// chunks and filters with the role sets / usernames: at most `SCAN_LIMIT`
+/// index entries per call (a partial page then carries a token).
+pub async fn list(view: &View, q: &ListQuery) -> Result<(Vec<User>, Option<u64>), redis::RedisError> {
+    const CHUNK: usize = 200;
+    const SCAN_LIMIT: usize = 2_000;
+    let mut conn = view.conn.clone();
+    let (mut pos, mut scanned, mut page) = (q.offset, 0usize, Vec::new());
+    let prefix = q.prefix.as_ref().map(|p| p.to_ascii_lowercase());
+    loop {
+        let ids: Vec<String> = if q.by_name {
+            let (min, max) = match &prefix {
+                Some(p) => (format!("[{p}"), format!("[{p}\u{7f}")),
+                None => ("-".to_owned(), "+".to_owned()),
+            };
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(view.key(NAME_INDEX));
+            if q.descending {
+                cmd.arg(&max).arg(&min).arg("BYLEX").arg("REV");
+            } else {
+                cmd.arg(&min).arg(&max).arg("BYLEX");
+            }
+            let members: Vec<String> = cmd.arg("LIMIT").arg(pos).arg(CHUNK).query_async(&mut conn).await?;
+            members.into_iter().filter_map(|m| m.split_once('\t').map(|(_, id)| id.to_owned())).collect()
+        } else {
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(view.key(REGISTERED_INDEX)).arg(pos).arg(pos + CHUNK as u64 - 1);
+            if q.descending {
+                cmd.arg("REV");
+            }
+            cmd.query_async(&mut conn).await?
+        };
+        if ids.is_empty() {
+            return Ok((page, None));
+        }
+        let mut keep = vec![true; ids.len()];
+        if let Some(role) = &q.role {
+            let member: Vec<bool> =
+                redis::cmd("SMISMEMBER").arg(view.key(&role_index(role))).arg(&ids).query_async(&mut conn).await?;
+            keep.iter_mut().zip(member).for_each(|(k, m)| *k &= m);
+        }
+        if let (Some(p), false) = (&prefix, q.by_name) {
+            // One HGET each (not a pipeline): the keys live in different Cluster slots.
+            let mut names: Vec<Option<String>> = Vec::with_capacity(ids.len());
+            for id in &ids {
+                names.push(redis::cmd("HGET").arg(view.key(&key(id))).arg("username").query_async(&mut conn).await?);
+            }
+            keep.iter_mut()
+                .zip(names)
+                .for_each(|(k, n)| *k &= n.is_some_and(|n| n.to_ascii_lowercase().starts_with(p.as_str())));
+        }
+        let got = ids.len();
+        for (id, ok) in ids.into_iter().zip(keep) {
+            pos += 1;
+            if ok && let Some(user) = get(view, &id).await? {
+                page.push(user);
+                if page.len() == q.page_size {
+                    return Ok((page, Some(pos)));
+                }
+            }
+        }
+        scanned += got;
+        if got < CHUNK {
+            return Ok((page, None));
+        }
+        if scanned >= SCAN_LIMIT {
+            return Ok((page, Some(pos)));
+        }
+    }
+}

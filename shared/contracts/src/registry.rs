@@ -1,0 +1,104 @@
+//! Every event category (aggregate type) the contracts know, with how to
+//! read its stored events as typed, upcast, secret-free proto3 JSON — for
+//! the readers outside the owning context: the event subscription API, the
+//! operator tool, dead-letter listings.
+
+use allies_core::{DomainEvent, decode_stored};
+
+use crate::guardian::events::{SessionEvent, UserEvent};
+
+/// The categories with typed events.
+pub const CATEGORIES: &[&str] = &["user", "session"];
+
+/// A stored event of `category` as proto3 JSON, upcast to the current schema
+/// (returned with it) and with every secret (password and refresh-token
+/// hashes) redacted. Unknown categories and event types are an error:
+/// nothing unchecked leaves through this door.
+pub fn public_json(
+    category: &str,
+    event_type: &str,
+    schema_version: u32,
+    content_type: &str,
+    data: &[u8],
+) -> Result<(serde_json::Value, u32), String> {
+    fn show<E: DomainEvent>(
+        e: E,
+        redact: impl Fn(E) -> E,
+        json: impl Fn(&E) -> serde_json::Value,
+    ) -> (serde_json::Value, u32) {
+        let v = e.schema_version();
+        (json(&redact(e)), v)
+    }
+    let shown = match category {
+        "user" => decode_stored::<UserEvent>(event_type, schema_version, content_type, data)
+            .map(|e| show(e, UserEvent::redacted, UserEvent::to_json)),
+        "session" => decode_stored::<SessionEvent>(event_type, schema_version, content_type, data)
+            .map(|e| show(e, SessionEvent::redacted, SessionEvent::to_json)),
+        other => return Err(format!("no event contracts for category '{other}'")),
+    };
+    shown.map_err(|e| e.to_string())
+}
+
+/// What may be shown of a stored payload that could not be decoded (a dead
+/// letter): JSON text with the values of secret-bearing fields masked, or a
+/// note for binary payloads.
+pub fn scrub_raw(content_type: &str, data: &[u8]) -> String {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return format!("<{} bytes {content_type}>", data.len());
+    };
+    let mut out = text.to_owned();
+    for field in SECRET_FIELDS {
+        let needle = format!("\"{field}\"");
+        let mut from = 0;
+        while let Some(at) = out[from..].find(&needle).map(|i| i + from) {
+            // Skip `"field"`, whitespace, ':' and whitespace; mask a string value.
+            let mut i = at + needle.len();
+            let bytes = out.as_bytes();
+            while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b':') {
+                i += 1;
+            }
+            if i < bytes.len() && bytes[i] == b'"' {
+                let end = out[i + 1..].find('"').map(|e| i + 1 + e).unwrap_or(out.len());
+                out.replace_range(i..end.min(out.len()), &format!("\"{}", crate::guardian::events::REDACTED));
+                from = i + 1;
+            } else {
+                from = at + needle.len();
+            }
+        }
+    }
+    out
+}
+
+/// proto3 JSON names of the fields that carry secrets, in any category.
+pub const SECRET_FIELDS: &[&str] = &["passwordHash", "refreshTokenHash"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_leave_through_the_registry() {
+        use crate::guardian::events::v1::{SessionStarted, UserRegistered};
+        let e = UserEvent::Registered(UserRegistered {
+            username: "a".into(),
+            password_hash: "$argon2id$secret".into(),
+            ..Default::default()
+        });
+        let (json, v) =
+            public_json("user", "UserRegistered", 2, "application/json", &e.encode_json().unwrap()).unwrap();
+        assert_eq!(v, 2);
+        assert_eq!(json["passwordHash"], "[redacted]");
+        assert_eq!(json["username"], "a");
+        let s = SessionEvent::Started(SessionStarted { refresh_token_hash: "abc".into(), ..Default::default() });
+        let proto = s.encode_protobuf().unwrap();
+        let (json, _) = public_json("session", "SessionStarted", 1, "application/x-protobuf", &proto).unwrap();
+        assert_eq!(json["refreshTokenHash"], "[redacted]");
+        assert!(public_json("nope", "X", 1, "application/json", b"{}").is_err());
+        assert_eq!(
+            scrub_raw("application/json", br#"{"passwordHash": "$argon2id$x", "n":1, "refreshTokenHash":"h"}"#),
+            r#"{"passwordHash": "[redacted]", "n":1, "refreshTokenHash":"[redacted]"}"#
+        );
+        assert_eq!(scrub_raw("application/json", b"{broken"), "{broken");
+        assert_eq!(scrub_raw("application/x-protobuf", &[0xff, 0xfe]), "<2 bytes application/x-protobuf>");
+    }
+}

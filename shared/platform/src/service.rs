@@ -1,0 +1,362 @@
+//! One service builder for the whole fleet (model: zero2prod's
+//! `Application::build` / `run_until_stopped`).
+//!
+//! [`ServiceBuilder::new`] takes a parsed [`ServiceConfig`] and wires what
+//! every service needs: the event store (waiting up to 30 s for Redis), the
+//! command executor with its metrics, the access-token verifier, a
+//! Prometheus registry, gRPC health and reflection. The service adds its gRPC
+//! services, readiness checks, scrape-time metrics and background tasks;
+//! [`ServiceBuilder::bind`] binds the gRPC and HTTP listeners (so a test knows
+//! the ports), and [`Service::run_until`] serves until shutdown:
+//!
+//! - `grpc.health.v1` and `/readyz` follow readiness (Redis answers, every
+//!   check passes), re-evaluated every second: NOT_SERVING while Redis is
+//!   unreachable, SERVING again when it is back, no restart;
+//! - on shutdown health turns NOT_SERVING, background tasks are told to
+//!   stop, in-flight requests get `SHUTDOWN_GRACE_SECS`, then everything
+//!   still running is dropped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allies_store::metrics::ExecutorMetrics;
+use allies_store::{CommandExecutor, EventStore, RedisEventStore, StoreError};
+use futures_util::future::BoxFuture;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::body::Body;
+use tonic::codegen::http::Request as HttpRequest;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+
+use crate::auth::{Authenticator, KeySource};
+use crate::config::ServiceConfig;
+use crate::ops::{self, Readiness, ReadinessCheck, Scrape};
+
+/// Why a service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("Redis at {url} is unreachable: {source}")]
+    Redis {
+        url: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot listen on {addr} ({var}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        var: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Task = Box<dyn FnOnce(watch::Receiver<bool>) -> BoxFuture<'static, ()> + Send>;
+
+/// See the module documentation.
+pub struct ServiceBuilder {
+    config: ServiceConfig,
+    store: RedisEventStore,
+    executor: CommandExecutor,
+    auth: Arc<Authenticator>,
+    registry: Registry,
+    routes: RoutesBuilder,
+    health_names: Vec<&'static str>,
+    checks: Vec<(&'static str, ReadinessCheck)>,
+    scrapes: Vec<Scrape>,
+    tasks: Vec<(&'static str, Task)>,
+    stop: watch::Sender<bool>,
+}
+
+/// Connects the event store, retrying with backoff for up to 30 s so that a
+/// service started together with Redis waits for it instead of failing.
+pub async fn connect_store(config: &ServiceConfig) -> Result<RedisEventStore, StoreError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match RedisEventStore::connect(&config.redis_url, config.partitions).await {
+            Ok(store) => {
+                return Ok(store
+                    .with_format(config.event_format)
+                    .with_snapshot_compression(config.snapshot_compression)
+                    .with_snapshot_policy(config.cqrs.snapshots)
+                    .with_storage(config.cqrs.storage.clone(), config.cqrs.default_storage));
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, redis = %config.redis_url, "Redis not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl ServiceBuilder {
+    /// Wires the platform for a service (see the module documentation).
+    pub async fn new(config: ServiceConfig) -> Result<Self, ServeError> {
+        let store = connect_store(&config)
+            .await
+            .map_err(|source| ServeError::Redis { url: config.redis_url.clone(), source })?;
+        // No service label: Prometheus adds `job` and `instance` per scrape target.
+        let mut registry = Registry::default();
+        let executor_metrics = ExecutorMetrics::register(&mut registry);
+        let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
+        let executor = CommandExecutor::new(dyn_store)
+            .with_idempotency_ttl(config.cqrs.idempotency_ttl)
+            .with_metrics(executor_metrics);
+        let auth = Arc::new(Authenticator::new(
+            config.auth.clone(),
+            KeySource::Guardian(config.auth.guardian_url.clone()),
+            store.clone(),
+        ));
+        let (stop, _) = watch::channel(false);
+        Ok(Self {
+            config,
+            store,
+            executor,
+            auth,
+            registry,
+            routes: RoutesBuilder::default(),
+            health_names: Vec::new(),
+            checks: Vec::new(),
+            scrapes: Vec::new(),
+            tasks: Vec::new(),
+            stop,
+        })
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The Redis event store (for Redis-only operations; prefer [`executor`](Self::executor)).
+    pub fn store(&self) -> RedisEventStore {
+        self.store.clone()
+    }
+
+    /// The command loop on the store, with the service's metrics and idempotency TTL.
+    pub fn executor(&self) -> CommandExecutor {
+        self.executor.clone()
+    }
+
+    /// The access-token verifier.
+    pub fn auth(&self) -> Arc<Authenticator> {
+        self.auth.clone()
+    }
+
+    /// Verifies tokens with these keys instead of fetching Guardian's (Guardian itself).
+    pub fn set_key_source(&mut self, source: KeySource) {
+        self.auth = Arc::new(Authenticator::new(self.config.auth.clone(), source, self.store.clone()));
+    }
+
+    /// The Prometheus registry of the service's metrics.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Serves a gRPC service and reports it in `grpc.health.v1`.
+    pub fn add_service<S>(&mut self, svc: S) -> &mut Self
+    where
+        S: tonic::codegen::Service<HttpRequest<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.health_names.push(S::NAME);
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// A condition of readiness besides Redis answering.
+    pub fn readiness<F, Fut>(&mut self, name: &'static str, check: F) -> &mut Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((name, Arc::new(move || Box::pin(check()))));
+        self
+    }
+
+    /// Metrics text read at scrape time (Prometheus exposition lines).
+    pub fn scrape<F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = String> + Send + 'static,
+    {
+        self.scrapes.push(Arc::new(move || Box::pin(f())));
+        self
+    }
+
+    /// A task that runs while the service runs; its argument turns true on
+    /// shutdown, and it must then return (it gets the grace period).
+    pub fn background<F, Fut>(&mut self, name: &'static str, task: F) -> &mut Self
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push((name, Box::new(move |stop| Box::pin(task(stop)))));
+        self
+    }
+
+    /// Turns true when the service shuts down (for tasks started during build).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Binds the gRPC and HTTP listeners.
+    pub async fn bind(self) -> Result<Service, ServeError> {
+        let name = self.config.name.clone();
+        let bind = |addr: SocketAddr, var: String| async move {
+            TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, var, source })
+        };
+        let grpc = bind(self.config.listen, crate::config::listen_var(&name)).await?;
+        let http = bind(self.config.http_listen, format!("{}_HTTP_ADDR", name.to_uppercase())).await?;
+        Ok(Service { builder: self, grpc, http })
+    }
+}
+
+/// A bound service, ready to run.
+pub struct Service {
+    builder: ServiceBuilder,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl Service {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.builder.config.listen)
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.builder.config.http_listen)
+    }
+
+    /// Serves until `shutdown` resolves (see the module documentation).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let Service { builder, grpc, http } = self;
+        let ServiceBuilder { config, store, registry, mut routes, health_names, checks, scrapes, tasks, stop, .. } =
+            builder;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = |b: tonic_reflection::server::Builder<'static>| {
+            b.register_encoded_file_descriptor_set(allies_contracts::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
+        let v1alpha = reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
+        routes.add_service(health_service).add_service(v1).add_service(v1alpha);
+
+        let readiness = Readiness { redis: store.connection(), checks };
+        let ops = Arc::new(ops::Ops { registry, readiness: readiness.clone(), scrapes });
+        let grpc_addr = grpc.local_addr()?;
+        let http_addr = http.local_addr()?;
+
+        let mut background = JoinSet::new();
+        // The operations endpoint.
+        let mut http_stop = stop.subscribe();
+        background.spawn(async move {
+            let stopped = async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(http, ops::router(ops)).with_graceful_shutdown(stopped).await {
+                tracing::error!(error = %e, "operations endpoint failed");
+            }
+        });
+        // gRPC health follows readiness.
+        let names: Vec<&'static str> = std::iter::once("").chain(health_names.iter().copied()).collect();
+        for n in &names {
+            health.set_service_status(*n, ServingStatus::Serving).await;
+        }
+        let mut health_stop = stop.subscribe();
+        let reporter = health.clone();
+        let probe = readiness.clone();
+        let health_names_for_task = names.clone();
+        background.spawn(async move {
+            let mut serving = true;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = health_stop.wait_for(|s| *s) => return,
+                }
+                let ready = probe.check().await;
+                if ready.is_ok() != serving {
+                    serving = ready.is_ok();
+                    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    match &ready {
+                        Ok(()) => tracing::info!("ready again: serving"),
+                        Err(why) => tracing::warn!(%why, "not ready: not serving"),
+                    }
+                    for n in &health_names_for_task {
+                        reporter.set_service_status(*n, status).await;
+                    }
+                }
+            }
+        });
+        for (task_name, task) in tasks {
+            let stopped = stop.subscribe();
+            background.spawn(async move {
+                task(stopped).await;
+                tracing::debug!(task = task_name, "background task finished");
+            });
+        }
+
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder().add_routes(routes.routes()).serve_with_incoming_shutdown(
+            crate::server::incoming(grpc),
+            async {
+                let _ = drain_rx.await;
+            },
+        );
+        let mut server = std::pin::pin!(server);
+        tracing::info!(service = %config.name, %grpc_addr, %http_addr, services = ?health_names, "serving");
+        let early = tokio::select! {
+            r = &mut server => Some(r),
+            () = shutdown => None,
+        };
+        if let Some(r) = early {
+            let _ = stop.send(true);
+            return r.map_err(Into::into);
+        }
+        let grace = config.shutdown_grace;
+        tracing::info!(grace_secs = grace.as_secs_f32(), "shutdown requested; draining in-flight requests");
+        for n in &names {
+            health.set_service_status(*n, ServingStatus::NotServing).await;
+        }
+        let _ = drain_tx.send(());
+        let _ = stop.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        let served = match tokio::time::timeout_at(deadline, server).await {
+            Ok(r) => r.map_err(ServeError::from),
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish within the grace period; closing them");
+                Ok(())
+            }
+        };
+        if tokio::time::timeout_at(deadline + Duration::from_millis(500), async {
+            while background.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("background work did not stop within the grace period; dropping it");
+        }
+        tracing::info!("stopped");
+        served
+    }
+}

@@ -1,0 +1,96 @@
+//! What can go wrong in the store, typed, with the gRPC code each means.
+
+use allies_core::{DecodeError, ErrorCode, ExpectedVersion, ServiceError};
+
+/// Failure to talk to Redis or to understand what it answered.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("event store unavailable: {0}")]
+    Unavailable(#[from] redis::RedisError),
+    #[error("corrupt entry in {stream} at {entry}: {reason}")]
+    Corrupt { stream: String, entry: String, reason: String },
+    #[error(
+        "{stream}: versions before {first_kept} were archived and trimmed (wanted {wanted}); load from the snapshot or restore the archive"
+    )]
+    Trimmed { stream: String, wanted: u64, first_kept: u64 },
+    #[error("archive: {0}")]
+    Archive(String),
+    #[error("cannot decode {stream} version {version}: {source}")]
+    Decode {
+        stream: String,
+        version: u64,
+        #[source]
+        source: DecodeError,
+    },
+    /// An operation that needs an aggregate found none (an operator tool's
+    /// unknown id, for example).
+    #[error("{0} does not exist")]
+    NotFound(String),
+}
+
+impl ServiceError for StoreError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Corrupt { .. } | Self::Trimmed { .. } | Self::Archive(_) | Self::Decode { .. } => ErrorCode::Internal,
+        }
+    }
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        matches!(self, Self::Unavailable(_)).then_some(std::time::Duration::from_secs(1))
+    }
+    fn message(&self) -> String {
+        match self {
+            // The Redis error text is the operator's, not the caller's.
+            Self::Unavailable(_) => "event store unavailable; retry shortly".to_owned(),
+            e if e.code() == ErrorCode::Internal => "internal error".to_owned(),
+            e => e.to_string(),
+        }
+    }
+}
+
+/// Why an append did not happen. Nothing was written in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("version conflict: expected {expected}, actual {actual}")]
+    Conflict { expected: ExpectedVersion, actual: u64 },
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    #[error("command id {command_id} was already used for a different command")]
+    CommandIdReused { command_id: String },
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] DecodeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<redis::RedisError> for AppendError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Store(StoreError::Unavailable(e))
+    }
+}
+
+impl ServiceError for AppendError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Conflict { .. } => ErrorCode::Aborted,
+            Self::CommandIdReused { .. } => ErrorCode::FailedPrecondition,
+            Self::Invalid(_) | Self::Encode(_) => ErrorCode::Internal,
+            Self::Store(s) => s.code(),
+        }
+    }
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Store(s) => s.retry_after(),
+            _ => None,
+        }
+    }
+    fn message(&self) -> String {
+        match self {
+            Self::Conflict { .. } => format!("concurrent modification, retry the command: {self}"),
+            Self::Store(s) => s.message(),
+            e if e.code() == ErrorCode::Internal => "internal error".to_owned(),
+            e => e.to_string(),
+        }
+    }
+}

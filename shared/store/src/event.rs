@@ -1,0 +1,150 @@
+//! Events as they are written (encoded, [`NewEvent`]) and as they are read
+//! back (envelope + still-encoded payload, [`RecordedEvent`]).
+
+use allies_core::{DecodeError, DomainEvent, EventEnvelope, EventFormat, Metadata};
+use redis::Value;
+use redis::streams::StreamId;
+use uuid::Uuid;
+
+use crate::{StoreError, keys};
+
+pub use allies_core::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF};
+
+/// CRC-32 (IEEE) of a payload, hex: stored with every event, verified on load.
+pub fn checksum(data: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(data))
+}
+
+/// An event ready to be appended: already encoded.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+impl NewEvent {
+    /// Encodes a domain event as proto3 JSON with a fresh UUIDv7.
+    pub fn encode<E: DomainEvent>(event: &E) -> Result<Self, DecodeError> {
+        Self::encode_as(event, EventFormat::Json)
+    }
+
+    /// Encodes a domain event in `format` with a fresh UUIDv7.
+    pub fn encode_as<E: DomainEvent>(event: &E, format: EventFormat) -> Result<Self, DecodeError> {
+        let data = match format {
+            EventFormat::Json => event.encode_json()?,
+            EventFormat::Protobuf => event.encode_protobuf()?,
+        };
+        let content_type = format.content_type();
+        Ok(Self {
+            event_id: Uuid::now_v7(),
+            event_type: event.event_type().to_owned(),
+            schema_version: event.schema_version(),
+            content_type: content_type.to_owned(),
+            data,
+        })
+    }
+}
+
+/// An event as stored, payload still encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub envelope: EventEnvelope<()>,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+impl RecordedEvent {
+    /// Decodes the payload into a typed event (upcasting older schemas).
+    pub fn decode<E: DomainEvent>(&self) -> Result<EventEnvelope<E>, DecodeError> {
+        let e = &self.envelope;
+        let payload = allies_core::decode_stored(&e.event_type, e.schema_version, &self.content_type, &self.data)?;
+        Ok(EventEnvelope {
+            event_id: e.event_id,
+            aggregate_type: e.aggregate_type.clone(),
+            aggregate_id: e.aggregate_id.clone(),
+            version: e.version,
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            metadata: e.metadata.clone(),
+            recorded_at_ms: e.recorded_at_ms,
+            payload,
+        })
+    }
+
+    /// Parses one stream entry (aggregate stream, partition log, integration
+    /// stream or dead letter). Verifies the payload's checksum.
+    pub fn from_entry(key: &str, entry: &StreamId) -> Result<Self, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { stream: key.to_owned(), entry: entry.id.clone(), reason };
+        let data = field_bytes(entry, "data").map_err(corrupt)?;
+        // Entries written before checksums existed have none; any other mismatch is corruption.
+        if entry.map.contains_key("checksum") && field_text(entry, "checksum").map_err(corrupt)? != checksum(&data) {
+            return Err(corrupt("payload checksum mismatch".into()));
+        }
+        Self::from_entry_unchecked(key, entry, data)
+    }
+
+    /// As [`from_entry`](Self::from_entry) without the checksum check: for
+    /// showing what a damaged entry holds (dead letters), never for folding.
+    pub fn from_entry_unchecked(key: &str, entry: &StreamId, data: Vec<u8>) -> Result<Self, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { stream: key.to_owned(), entry: entry.id.clone(), reason };
+        let text = |f: &str| field_text(entry, f).map_err(corrupt);
+        let number = |f: &str| -> Result<i64, StoreError> {
+            text(f)?.parse::<i64>().map_err(|_| corrupt(format!("field `{f}` is not a number")))
+        };
+        let event_id = Uuid::parse_str(&text("event_id")?).map_err(|e| corrupt(format!("event_id: {e}")))?;
+        let metadata: Metadata = serde_json::from_slice(&field_bytes(entry, "metadata").map_err(corrupt)?)
+            .map_err(|e| corrupt(format!("metadata: {e}")))?;
+        // Aggregate-stream entries carry type, id and version in their key
+        // and entry id; every other entry carries them as fields.
+        let (aggregate_type, aggregate_id, version) = match keys::parse_stream_key(key) {
+            Some((t, id)) if !entry.map.contains_key("version") => {
+                let v = entry
+                    .id
+                    .strip_prefix("0-")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| corrupt("entry id is not 0-<version>".into()))?;
+                (t.to_owned(), id.to_owned(), v)
+            }
+            _ => (
+                text("aggregate_type")?,
+                text("aggregate_id")?,
+                u64::try_from(number("version")?).map_err(|_| corrupt("negative version".into()))?,
+            ),
+        };
+        let schema_version =
+            u32::try_from(number("schema_version")?).map_err(|_| corrupt("bad schema_version".into()))?;
+        Ok(Self {
+            envelope: EventEnvelope {
+                event_id,
+                aggregate_type,
+                aggregate_id,
+                version,
+                event_type: text("event_type")?,
+                schema_version,
+                metadata,
+                recorded_at_ms: number("created_at")?,
+                payload: (),
+            },
+            content_type: text("content_type")?,
+            data,
+        })
+    }
+}
+
+/// A field of a stream entry as bytes.
+pub(crate) fn field_bytes(entry: &StreamId, field: &str) -> Result<Vec<u8>, String> {
+    match entry.map.get(field) {
+        Some(Value::BulkString(b)) => Ok(b.clone()),
+        Some(Value::SimpleString(s)) => Ok(s.clone().into_bytes()),
+        Some(other) => Err(format!("field `{field}` has unexpected type {other:?}")),
+        None => Err(format!("field `{field}` missing")),
+    }
+}
+
+/// A field of a stream entry as UTF-8 text.
+pub(crate) fn field_text(entry: &StreamId, field: &str) -> Result<String, String> {
+    String::from_utf8(field_bytes(entry, field)?).map_err(|_| format!("field `{field}` is not UTF-8"))
+}

@@ -1,0 +1,460 @@
+//! The Redis implementation of [`EventStore`], and the Redis-only operations
+//! operators and read sides need (paged history, one state field, the
+//! shared connection). Archive and restore are in [`archive`](crate::archive).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use allies_core::{EventFormat, ExpectedVersion, SnapshotPolicy};
+use redis::streams::StreamRangeReply;
+use redis::{AsyncCommands, Value};
+
+use crate::store::{AppendOutcome, AppendRequest, CommandRecord, Damaged, EventStore, Storage, StoredState};
+use crate::{AppendError, RecordedEvent, RedisConn, RedisTarget, StoreError, checksum, keys};
+
+const READ_PAGE: usize = 1000;
+
+/// How snapshot states are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SnapshotCompression {
+    /// Plain JSON (readable with redis-cli).
+    None,
+    /// JSON compressed with LZ4 (block format, size prepended).
+    #[default]
+    Lz4,
+}
+
+impl std::str::FromStr for SnapshotCompression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "lz4" => Ok(Self::Lz4),
+            other => Err(format!("unknown snapshot compression '{other}' (none or lz4)")),
+        }
+    }
+}
+
+/// The Redis event store. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct RedisEventStore {
+    conn: RedisConn,
+    partitions: u32,
+    storage: Arc<HashMap<String, Storage>>,
+    default_storage: Storage,
+    snapshot_policy: SnapshotPolicy,
+    format: EventFormat,
+    snapshot_compression: SnapshotCompression,
+    append_script: redis::Script,
+    snapshot_script: redis::Script,
+}
+
+impl RedisEventStore {
+    /// Connects to Redis or Redis Cluster (see [`RedisTarget::parse`]).
+    /// `partitions` is P in `partition = hash(id) mod P`; it must stay the
+    /// same for the lifetime of the data.
+    pub async fn connect(redis_url: &str, partitions: u32) -> Result<Self, StoreError> {
+        let conn = RedisTarget::parse(redis_url)?.connect().await?;
+        Ok(Self::with_connection(conn, partitions))
+    }
+
+    pub fn with_connection(conn: RedisConn, partitions: u32) -> Self {
+        Self {
+            conn,
+            partitions: partitions.max(1),
+            storage: Default::default(),
+            default_storage: Storage::EventSourced,
+            snapshot_policy: SnapshotPolicy::default(),
+            format: EventFormat::Json,
+            snapshot_compression: SnapshotCompression::Lz4,
+            append_script: redis::Script::new(include_str!("append.lua")),
+            snapshot_script: redis::Script::new(include_str!("snapshot.lua")),
+        }
+    }
+
+    /// Writes new events in `format` (reading handles both).
+    pub fn with_format(mut self, format: EventFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Sets the storage strategy per aggregate type, and for the others.
+    pub fn with_storage(mut self, per_type: HashMap<String, Storage>, default: Storage) -> Self {
+        self.storage = Arc::new(per_type);
+        self.default_storage = default;
+        self
+    }
+
+    pub fn with_snapshot_policy(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshot_policy = policy;
+        self
+    }
+
+    pub fn with_snapshot_compression(mut self, compression: SnapshotCompression) -> Self {
+        self.snapshot_compression = compression;
+        self
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// A shared connection for other short commands (never for blocking ones).
+    pub fn connection(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// Reads one field of an aggregate's state hash (None if absent).
+    pub async fn state_field(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        field: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let key = keys::state_key(aggregate_type, self.partition_of(aggregate_id), aggregate_id);
+        let mut conn = self.conn.clone();
+        Ok(conn.hget(key, field).await?)
+    }
+
+    /// One page of an aggregate's history as stored: events with version
+    /// `from..=to` (`to` None: to the end), at most `limit`. No continuity
+    /// check: this is the operator's view of what is there.
+    pub async fn read_range(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from: u64,
+        to: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stream = keys::stream_key(aggregate_type, self.partition_of(aggregate_id), aggregate_id);
+        let end = to.map(|v| format!("0-{v}")).unwrap_or_else(|| "+".into());
+        let mut conn = self.conn.clone();
+        let page: StreamRangeReply =
+            conn.xrange_count(&stream, format!("0-{}", from.max(1)), end, limit.max(1)).await?;
+        page.ids.iter().map(|entry| RecordedEvent::from_entry(&stream, entry)).collect()
+    }
+
+    /// Whether anything is stored for the aggregate: events, trimmed events
+    /// or a state hash.
+    pub async fn exists(&self, aggregate_type: &str, aggregate_id: &str) -> Result<bool, StoreError> {
+        let p = self.partition_of(aggregate_id);
+        let mut conn = self.conn.clone();
+        let n: u64 = redis::cmd("EXISTS")
+            .arg(keys::stream_key(aggregate_type, p, aggregate_id))
+            .arg(keys::trimmed_key(aggregate_type, p, aggregate_id))
+            .arg(keys::state_key(aggregate_type, p, aggregate_id))
+            .query_async(&mut conn)
+            .await?;
+        Ok(n > 0)
+    }
+
+    fn read_stored(
+        &self,
+        key: &str,
+        fields: &HashMap<String, Vec<u8>>,
+        data_field: &str,
+    ) -> Result<StoredState, Damaged> {
+        let text = |f: &str| fields.get(f).and_then(|v| std::str::from_utf8(v).ok());
+        let schema: u32 = text("schema").and_then(|s| s.parse().ok()).ok_or("no schema")?;
+        let version: u64 = text("version").and_then(|s| s.parse().ok()).ok_or("no version")?;
+        let taken_at_ms: i64 = text("taken_at_ms").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let raw = fields.get(data_field).ok_or("no data")?;
+        if let Some(sum) = text("checksum")
+            && sum != checksum(raw)
+        {
+            return Err(format!("{key}: checksum mismatch"));
+        }
+        let data = match text("encoding").unwrap_or("json") {
+            "json" => raw.clone(),
+            "json+lz4" => lz4_flex::decompress_size_prepended(raw).map_err(|e| format!("{key}: {e}"))?,
+            other => return Err(format!("{key}: unknown encoding {other}")),
+        };
+        Ok(StoredState { version, schema, data, taken_at_ms })
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for RedisEventStore {
+    fn storage_of(&self, aggregate_type: &str) -> Storage {
+        self.storage.get(aggregate_type).copied().unwrap_or(self.default_storage)
+    }
+
+    fn snapshot_policy(&self) -> SnapshotPolicy {
+        self.snapshot_policy
+    }
+
+    fn format(&self) -> EventFormat {
+        self.format
+    }
+
+    fn partition_of(&self, aggregate_id: &str) -> u32 {
+        keys::partition_of(aggregate_id, self.partitions)
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, AppendError> {
+        let storage = self.storage_of(&request.aggregate_type);
+        request.validate(storage)?;
+        let (atype, aid) = (request.aggregate_type.as_str(), request.aggregate_id.as_str());
+        let partition = self.partition_of(aid);
+        let stream = keys::stream_key(atype, partition, aid);
+        let meta =
+            serde_json::to_string(&request.metadata).map_err(|e| AppendError::Invalid(format!("metadata: {e}")))?;
+        let command_id = request.command.as_ref().map(|c| c.id.as_str()).unwrap_or("");
+        let mut inv = self.append_script.key(&stream);
+        inv.key(keys::log_key(atype, partition))
+            .key(keys::state_key(atype, partition, aid))
+            .key(keys::command_key(atype, partition, aid, command_id))
+            .key(keys::trimmed_key(atype, partition, aid));
+        for p in &request.publish {
+            inv.key(keys::integration_key(&p.topic, atype, partition, p.priority));
+        }
+        inv.arg(match request.expected {
+            ExpectedVersion::Any => "any".to_owned(),
+            ExpectedVersion::NoStream => "none".to_owned(),
+            ExpectedVersion::Exact(v) => v.to_string(),
+        });
+        let state = request.state_fields.clone().unwrap_or_default();
+        inv.arg(atype).arg(aid).arg(meta).arg(request.recorded_at_ms).arg(request.events.len());
+        inv.arg(state.fields.len()).arg(state.expire_at_ms.unwrap_or(0));
+        match &request.command {
+            Some(c) => inv.arg(&c.id).arg(&c.fingerprint).arg(c.ttl.as_millis().max(1) as u64),
+            None => inv.arg("").arg("").arg(0),
+        };
+        inv.arg(storage.as_str());
+        match (&request.aggregate_state, storage) {
+            (Some((data, schema)), Storage::StateBased | Storage::Hybrid) => inv.arg(data).arg(*schema),
+            _ => inv.arg("").arg(0),
+        };
+        inv.arg(request.publish.len());
+        for (field, value) in &state.fields {
+            inv.arg(field).arg(value);
+        }
+        for e in request.events.iter().chain(request.publish.iter().map(|p| &p.event)) {
+            inv.arg(e.event_id.to_string())
+                .arg(&e.event_type)
+                .arg(e.schema_version)
+                .arg(&e.content_type)
+                .arg(&e.data)
+                .arg(checksum(&e.data));
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| {
+            if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) {
+                // The script refused (for example a stream whose ids break the
+                // version invariant): nothing was written.
+                AppendError::Store(StoreError::Corrupt {
+                    stream: stream.clone(),
+                    entry: "-".into(),
+                    reason: e.to_string(),
+                })
+            } else {
+                AppendError::from(e)
+            }
+        })?;
+        parse_append_reply(&stream, request.expected, partition, atype, &reply, command_id)
+    }
+
+    async fn read(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = from.max(1);
+        let partition = self.partition_of(aggregate_id);
+        let stream = keys::stream_key(aggregate_type, partition, aggregate_id);
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        loop {
+            let start = format!("0-{}", from + out.len() as u64);
+            let want = (limit - out.len()).min(READ_PAGE);
+            let page: StreamRangeReply = conn.xrange_count(&stream, &start, "+", want).await?;
+            let n = page.ids.len();
+            for entry in &page.ids {
+                let rec = RecordedEvent::from_entry(&stream, entry)?;
+                let expected_version = from + out.len() as u64;
+                if out.is_empty() && rec.envelope.version > expected_version {
+                    return Err(StoreError::Trimmed {
+                        stream: stream.clone(),
+                        wanted: expected_version,
+                        first_kept: rec.envelope.version,
+                    });
+                }
+                if rec.envelope.version != expected_version || entry.id != format!("0-{}", rec.envelope.version) {
+                    return Err(StoreError::Corrupt {
+                        stream: stream.clone(),
+                        entry: entry.id.clone(),
+                        reason: format!("expected version {expected_version}, found {}", rec.envelope.version),
+                    });
+                }
+                out.push(rec);
+            }
+            if n < want || out.len() >= limit {
+                if out.is_empty() {
+                    // Nothing from here on: fine, unless these versions were trimmed.
+                    let trimmed: Option<u64> =
+                        conn.get(keys::trimmed_key(aggregate_type, partition, aggregate_id)).await?;
+                    if let Some(t) = trimmed.filter(|t| from <= *t) {
+                        return Err(StoreError::Trimmed { stream, wanted: from, first_kept: t + 1 });
+                    }
+                }
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Result<StoredState, Damaged>>, StoreError> {
+        let key = keys::snapshot_key(aggregate_type, self.partition_of(aggregate_id), aggregate_id);
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, Vec<u8>> = conn.hgetall(&key).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.read_stored(&key, &fields, "data")))
+    }
+
+    async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        snapshot: StoredState,
+    ) -> Result<bool, StoreError> {
+        if snapshot.version == 0 {
+            return Ok(false);
+        }
+        let key = keys::snapshot_key(aggregate_type, self.partition_of(aggregate_id), aggregate_id);
+        let (data, encoding) = match self.snapshot_compression {
+            SnapshotCompression::None => (snapshot.data, "json"),
+            SnapshotCompression::Lz4 => (lz4_flex::compress_prepend_size(&snapshot.data), "json+lz4"),
+        };
+        let mut conn = self.conn.clone();
+        let written: i64 = self
+            .snapshot_script
+            .key(&key)
+            .arg(snapshot.version)
+            .arg(snapshot.schema)
+            .arg(&data)
+            .arg(checksum(&data))
+            .arg(snapshot.taken_at_ms)
+            .arg(encoding)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(written == 1)
+    }
+
+    async fn delete_snapshot(&self, aggregate_type: &str, aggregate_id: &str) -> Result<(), StoreError> {
+        let key = keys::snapshot_key(aggregate_type, self.partition_of(aggregate_id), aggregate_id);
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.del(&key).await?;
+        Ok(())
+    }
+
+    async fn state(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Result<StoredState, Damaged>>, StoreError> {
+        let key = keys::state_key(aggregate_type, self.partition_of(aggregate_id), aggregate_id);
+        let mut conn = self.conn.clone();
+        let (version, schema, state): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) =
+            redis::cmd("HMGET").arg(&key).arg("version").arg("schema").arg("state").query_async(&mut conn).await?;
+        match (version, schema, state) {
+            (None, _, _) => Ok(None),
+            (Some(v), Some(s), Some(data)) => {
+                let fields: HashMap<String, Vec<u8>> =
+                    [("version".to_owned(), v), ("schema".to_owned(), s), ("state".to_owned(), data)].into();
+                Ok(Some(self.read_stored(&key, &fields, "state")))
+            }
+            // A state hash with only extra fields (a session's status), or half-written.
+            _ => Ok(Some(Err(format!("{key}: no serialized state")))),
+        }
+    }
+
+    async fn command_outcome(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        command: &CommandRecord,
+    ) -> Result<Option<AppendOutcome>, AppendError> {
+        let partition = self.partition_of(aggregate_id);
+        let key = keys::command_key(aggregate_type, partition, aggregate_id, &command.id);
+        let mut conn = self.conn.clone();
+        let (fingerprint, result): (Option<String>, Option<String>) =
+            redis::cmd("HMGET").arg(&key).arg("fingerprint").arg("result").query_async(&mut conn).await?;
+        let (Some(fingerprint), Some(result)) = (fingerprint, result) else { return Ok(None) };
+        if fingerprint != command.fingerprint {
+            return Err(AppendError::CommandIdReused { command_id: command.id.clone() });
+        }
+        let corrupt =
+            || StoreError::Corrupt { stream: key.clone(), entry: "-".into(), reason: "bad command record".into() };
+        let items: Vec<serde_json::Value> = serde_json::from_str(&result).map_err(|_| corrupt())?;
+        let reply: Vec<Value> = items
+            .iter()
+            .map(|v| match v {
+                serde_json::Value::Number(n) => Value::Int(n.as_i64().unwrap_or_default()),
+                other => Value::BulkString(other.as_str().unwrap_or_default().as_bytes().to_vec()),
+            })
+            .collect();
+        let stream = keys::stream_key(aggregate_type, partition, aggregate_id);
+        let mut outcome =
+            parse_append_reply(&stream, ExpectedVersion::Any, partition, aggregate_type, &reply, &command.id)?;
+        outcome.duplicate = true;
+        Ok(Some(outcome))
+    }
+}
+
+fn parse_append_reply(
+    stream: &str,
+    expected: ExpectedVersion,
+    partition: u32,
+    aggregate_type: &str,
+    reply: &[Value],
+    command_id: &str,
+) -> Result<AppendOutcome, AppendError> {
+    let bad = |what: &str| {
+        AppendError::Store(StoreError::Corrupt {
+            stream: stream.to_owned(),
+            entry: "-".into(),
+            reason: format!("unexpected append reply: {what}"),
+        })
+    };
+    let text = |v: &Value| -> Option<String> {
+        match v {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    };
+    let int = |v: &Value| -> Option<u64> {
+        match v {
+            Value::Int(i) => u64::try_from(*i).ok(),
+            other => text(other)?.parse().ok(),
+        }
+    };
+    let status = reply.first().and_then(text).ok_or_else(|| bad("no status"))?;
+    if status == "mismatch" {
+        return Err(AppendError::CommandIdReused { command_id: command_id.to_owned() });
+    }
+    let version = reply.get(1).and_then(int).ok_or_else(|| bad("no version"))?;
+    match status.as_str() {
+        "conflict" => Err(AppendError::Conflict { expected, actual: version }),
+        "ok" | "duplicate" => {
+            let log_ids = reply[2..].iter().map(text).collect::<Option<Vec<_>>>().ok_or_else(|| bad("log ids"))?;
+            let last = log_ids.last().cloned().ok_or_else(|| bad("no log ids"))?;
+            Ok(AppendOutcome {
+                version,
+                partition,
+                log_ids,
+                consistency_token: format!("{aggregate_type}.{partition}@{last}"),
+                duplicate: status == "duplicate",
+            })
+        }
+        other => Err(bad(other)),
+    }
+}

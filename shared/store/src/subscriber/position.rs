@@ -1,0 +1,116 @@
+//! Where a consumer group is: consistency tokens (read-your-writes) and
+//! lag / pending / last delivered entry per stream.
+
+use redis::Value;
+
+use crate::{RedisConn, StoreError, keys};
+
+/// A consistency token: `<aggregate_type>.<partition>@<log entry id>`, as an
+/// append returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyToken {
+    pub aggregate_type: String,
+    pub partition: u32,
+    pub entry: (u64, u64),
+}
+
+impl std::str::FromStr for ConsistencyToken {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not <aggregate_type>.<partition>@<entry id>");
+        let (log, id) = s.split_once('@').ok_or_else(bad)?;
+        let (aggregate_type, partition) = log.rsplit_once('.').ok_or_else(bad)?;
+        if aggregate_type.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            aggregate_type: aggregate_type.to_owned(),
+            partition: partition.parse().map_err(|_| bad())?,
+            entry: parse_entry_id(id).ok_or_else(bad)?,
+        })
+    }
+}
+
+pub(crate) fn parse_entry_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Whether consumer group `group` has applied the entry a token names: the
+/// group has read past it and it is not pending (so its handler succeeded).
+pub async fn has_applied(conn: &mut RedisConn, group: &str, token: &ConsistencyToken) -> Result<bool, StoreError> {
+    let log = keys::log_key(&token.aggregate_type, token.partition);
+    let Some(position) = group_position(conn, &log, group).await? else { return Ok(false) };
+    if parse_entry_id(&position.last_delivered).is_none_or(|last| last < token.entry) {
+        return Ok(false);
+    }
+    let id = format!("{}-{}", token.entry.0, token.entry.1);
+    let pending: Vec<Value> =
+        redis::cmd("XPENDING").arg(&log).arg(group).arg(&id).arg(&id).arg(1).query_async(conn).await?;
+    Ok(pending.is_empty())
+}
+
+/// A consumer group's position on one stream (XINFO GROUPS; lag needs Redis 7).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupPosition {
+    pub lag: u64,
+    pub pending: u64,
+    pub last_delivered: String,
+}
+
+fn int_field(fields: &[Value], name: &str) -> Option<i64> {
+    fields.chunks(2).find(|kv| is(&kv[0], name)).and_then(|kv| match kv.get(1)? {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    })
+}
+
+fn is(v: &Value, name: &str) -> bool {
+    match v {
+        Value::BulkString(b) => b == name.as_bytes(),
+        Value::SimpleString(s) => s == name,
+        _ => false,
+    }
+}
+
+/// The position of `group` on `stream`: None when the stream or the group
+/// does not exist (yet).
+pub async fn group_position(
+    conn: &mut RedisConn,
+    stream: &str,
+    group: &str,
+) -> Result<Option<GroupPosition>, StoreError> {
+    let groups: Value = match redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await {
+        Ok(g) => g,
+        // No such stream: nothing was ever written there.
+        Err(e) if e.code() == Some("ERR") => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Value::Array(groups) = groups else { return Ok(None) };
+    for g in groups {
+        let fields = match g {
+            Value::Array(f) => f,
+            Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => continue,
+        };
+        let named = fields.chunks(2).any(|kv| is(&kv[0], "name") && kv.get(1).is_some_and(|v| is(v, group)));
+        if named {
+            let last_delivered = fields
+                .chunks(2)
+                .find(|kv| is(&kv[0], "last-delivered-id"))
+                .and_then(|kv| match kv.get(1)? {
+                    Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+                    Value::SimpleString(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "0-0".into());
+            return Ok(Some(GroupPosition {
+                lag: int_field(&fields, "lag").unwrap_or(0).max(0) as u64,
+                pending: int_field(&fields, "pending").unwrap_or(0).max(0) as u64,
+                last_delivered,
+            }));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,315 @@
+//! Reading one partition for one consumer group: new entries in batches
+//! (the backpressure bound), applied in concurrent lanes by aggregate — one
+//! aggregate's entries stay in log order in one lane — and acknowledged with
+//! one XACK per stream once applied. A partition of an integration topic has
+//! four priority streams, read in weighted rounds (see
+//! [`priority`](crate::priority)).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::RedisResult;
+use redis::streams::{StreamId, StreamReadReply};
+use tokio::sync::watch;
+
+use super::{Handler, HandlerError, SubscriptionConfig, dead_letters};
+use crate::metrics::SubscriberMetrics;
+use crate::{Priority, RecordedEvent, RedisConn, RedisTarget, StoreError, keys};
+
+/// An entry and the index of the stream it came from.
+pub(crate) type Entry = (usize, StreamId);
+
+pub(crate) struct PartitionReader {
+    pub(crate) target: RedisTarget,
+    pub(crate) partition: u32,
+    /// Highest priority first; one stream for a partition log.
+    pub(crate) streams: Vec<String>,
+    pub(crate) config: SubscriptionConfig,
+}
+
+impl PartitionReader {
+    pub(crate) fn new(target: RedisTarget, partition: u32, config: SubscriptionConfig) -> Self {
+        Self { target, partition, streams: config.streams(partition), config }
+    }
+
+    async fn connect(&self) -> RedisResult<RedisConn> {
+        let mut conn = self.target.dedicated(self.config.block + Duration::from_secs(10)).await?;
+        for stream in &self.streams {
+            let created: RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream)
+                .arg(&self.config.group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match created {
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                other => other?,
+            }
+        }
+        Ok(conn)
+    }
+
+    pub(crate) async fn run<H: Handler>(self, handler: Arc<H>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        while !*shutdown.borrow() {
+            match self.session(&*handler, &mut shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(stream = %self.streams[0], group = %self.config.group, error = %e,
+                        "subscription interrupted; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One connection's lifetime: pending entries first, then new ones.
+    /// Ok(()) means shutdown was requested.
+    async fn session<H: Handler>(&self, handler: &H, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
+        let mut conn = self.connect().await?;
+        // Own pending entries first (delivered before a crash or a restart).
+        if !self.recover(&mut conn, handler, shutdown, true).await? {
+            return Ok(());
+        }
+        let every = (self.config.claim_idle / 2).min(self.config.retry.base).max(Duration::from_millis(50));
+        let mut last_recovery = tokio::time::Instant::now();
+        loop {
+            let paused = self.config.breaker.remaining_open();
+            if !paused.is_zero() {
+                // Open breaker: read nothing, retry nothing; entries wait in the log.
+                tokio::select! {
+                    _ = tokio::time::sleep(paused.min(every)) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                continue;
+            }
+            let block = self.config.block.min(every);
+            let entries = tokio::select! {
+                r = self.read(&mut conn, block) => r?,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            if !self.process(&mut conn, handler, &entries, shutdown).await? {
+                return Ok(());
+            }
+            if last_recovery.elapsed() >= every {
+                last_recovery = tokio::time::Instant::now();
+                if !self.recover(&mut conn, handler, shutdown, false).await? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// One XREADGROUP of `count` new entries on the given streams.
+    async fn read_streams(
+        &self,
+        conn: &mut RedisConn,
+        indexes: &[usize],
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(&self.config.group).arg(&self.config.consumer);
+        cmd.arg("COUNT").arg(count.max(1));
+        if let Some(b) = block {
+            cmd.arg("BLOCK").arg(b.as_millis() as u64);
+        }
+        cmd.arg("STREAMS");
+        for i in indexes {
+            cmd.arg(&self.streams[*i]);
+        }
+        for _ in indexes {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let i = self.streams.iter().position(|s| *s == key.key).unwrap_or(0);
+            out.extend(key.ids.into_iter().map(|e| (i, e)));
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out)
+    }
+
+    /// New entries: a blocking read on a partition log; on priority streams
+    /// one weighted round (up to 8 critical, 4 high, 2 normal, 1 low, an
+    /// unused share handed down), or when all are empty a blocking read on
+    /// all four at once (they share one slot).
+    async fn read(&self, conn: &mut RedisConn, block: Duration) -> Result<Vec<Entry>, StoreError> {
+        if self.streams.len() == 1 {
+            return self.read_streams(conn, &[0], self.config.batch, Some(block)).await;
+        }
+        let mut round = Vec::new();
+        let mut carry = 0;
+        for (i, p) in Priority::ALL.iter().enumerate().take(self.streams.len()) {
+            let budget = p.weight() + carry;
+            let got = self.read_streams(conn, &[i], budget, None).await?;
+            carry = budget - got.len();
+            round.extend(got);
+        }
+        if round.is_empty() {
+            let all: Vec<usize> = (0..self.streams.len()).collect();
+            round = self.read_streams(conn, &all, 1, Some(block)).await?;
+        }
+        Ok(round)
+    }
+
+    /// Handles and acks entries. Returns false if shutdown was requested
+    /// (the rest of the batch stays pending).
+    async fn process<H: Handler>(
+        &self,
+        conn: &mut RedisConn,
+        handler: &H,
+        entries: &[Entry],
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<bool, StoreError> {
+        // Lanes by aggregate: entries of one aggregate stay in one lane, in
+        // order; lanes run concurrently; the successes are acked per stream
+        // in one XACK once applied.
+        let lanes = self.config.lanes.max(1);
+        let mut by_lane: Vec<Vec<&Entry>> = vec![Vec::new(); lanes];
+        for entry in entries {
+            let aggregate = entry.1.get::<String>("aggregate_id").unwrap_or_default();
+            by_lane[keys::partition_of(&aggregate, lanes as u32) as usize].push(entry);
+        }
+        let runs = by_lane.into_iter().filter(|l| !l.is_empty()).map(|lane| {
+            let mut conn = conn.clone();
+            async move {
+                let mut acks = Vec::with_capacity(lane.len());
+                for (stream, entry) in lane {
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                    if self.handle_entry(&mut conn, handler, *stream, entry, 1).await? {
+                        acks.push((*stream, entry.id.clone()));
+                    }
+                }
+                Ok::<_, StoreError>(acks)
+            }
+        });
+        let mut acks: Vec<(usize, String)> = Vec::with_capacity(entries.len());
+        let mut failure = None;
+        for result in join_all(runs).await {
+            match result {
+                Ok(a) => acks.extend(a),
+                Err(e) => failure = Some(e),
+            }
+        }
+        for (i, stream) in self.streams.iter().enumerate() {
+            let ids: Vec<&String> = acks.iter().filter(|(s, _)| *s == i).map(|(_, id)| id).collect();
+            if !ids.is_empty() {
+                let _: i64 = redis::cmd("XACK").arg(stream).arg(&self.config.group).arg(&ids).query_async(conn).await?;
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(!*shutdown.borrow())
+    }
+
+    /// As [`handle_entry`](Self::handle_entry), acking a success at once.
+    pub(crate) async fn process_one<H: Handler>(
+        &self,
+        conn: &mut RedisConn,
+        handler: &H,
+        stream: usize,
+        entry: &StreamId,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        if self.handle_entry(conn, handler, stream, entry, attempt).await? {
+            let _: i64 = redis::cmd("XACK")
+                .arg(&self.streams[stream])
+                .arg(&self.config.group)
+                .arg(&entry.id)
+                .query_async(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one entry delivered for the `attempt`-th time. Returns true
+    /// when it should be acked (applied, or gone from the stream); on failure
+    /// leaves it pending for a retry, or after the last attempt moves it to
+    /// the dead-letter stream (and acks it) in one script.
+    async fn handle_entry<H: Handler>(
+        &self,
+        conn: &mut RedisConn,
+        handler: &H,
+        stream: usize,
+        entry: &StreamId,
+        attempt: u32,
+    ) -> Result<bool, StoreError> {
+        if entry.map.is_empty() {
+            // Pending entry that no longer exists in the stream: nothing to apply.
+            return Ok(true);
+        }
+        let permit = self.config.breaker.permit();
+        if permit == crate::breaker::Permit::Denied {
+            // Left pending; delivered again once the breaker lets entries through.
+            return Ok(false);
+        }
+        let key = &self.streams[stream];
+        let started = std::time::Instant::now();
+        let (event_type, outcome) = match RecordedEvent::from_entry(key, entry) {
+            Ok(event) => (Some(event.envelope.event_type.clone()), handler.handle(&event).await),
+            Err(e) => (None, Err(HandlerError(e.to_string()))),
+        };
+        self.config.breaker.record(permit, outcome.is_ok());
+        let labels = SubscriberMetrics::labels(&self.config.group);
+        if let Some(m) = &self.config.metrics {
+            m.handler_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+            match &outcome {
+                Ok(()) => {
+                    m.processed.get_or_create(&labels).inc();
+                }
+                Err(e) => {
+                    m.failed.get_or_create(&labels).inc();
+                    if let Ok(mut last) = m.last_error.lock() {
+                        last.insert(self.config.group.clone(), format!("{}: {e}", entry.id));
+                    }
+                }
+            }
+        }
+        let Err(error) = outcome else { return Ok(true) };
+        let policy = self.config.retry.for_event(event_type.as_deref(), &self.config.retry_by_event_type);
+        if attempt < policy.max_attempts {
+            tracing::warn!(stream = %key, entry = %entry.id, group = %self.config.group, attempt,
+                retry_in = ?policy.delay(attempt, &entry.id), %error, "entry failed; will retry");
+            return Ok(false);
+        }
+        let dlq = keys::dead_letter_key(&self.config.aggregate_type, self.partition, &self.config.group);
+        dead_letters::bury(conn, key, &dlq, &self.config.group, &entry.id, &error.to_string(), attempt).await?;
+        tracing::error!(stream = %key, entry = %entry.id, group = %self.config.group, attempt, %error,
+            dead_letters = %dlq, "entry dead-lettered after its last attempt");
+        if let Some(m) = &self.config.metrics {
+            m.dead_lettered.get_or_create(&labels).inc();
+        }
+        Ok(false)
+    }
+}
+
+/// Runs futures concurrently on this task and collects their outputs in order.
+async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
