@@ -114,7 +114,17 @@ impl RedisConn {
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Single(c) => c.req_packed_command(cmd),
+            // After an outage the manager still holds the failed reconnection
+            // of the outage: the first command gets that refusal and starts a
+            // new reconnection. A refused connection sent nothing, so trying
+            // once more (on the new connection) is safe for any command —
+            // and the first request after Redis is back succeeds.
+            Self::Single(c) => Box::pin(async move {
+                match c.req_packed_command(cmd).await {
+                    Err(e) if e.is_connection_refusal() => c.req_packed_command(cmd).await,
+                    other => other,
+                }
+            }),
             Self::Dedicated(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
         }

@@ -29,6 +29,20 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "yes", "--dir"])
+        .arg(dir)
+        .args(["--logfile", "redis.log", "--protected-mode", "no"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start redis-server (is it installed? dev/test installs it): {e}"))
 }
 
 impl RedisServer {
@@ -41,24 +55,11 @@ impl RedisServer {
     /// As [`start`](Self::start), with extra `--name value` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
         let mut last_err = String::new();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("cannot create a temporary directory");
             let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "yes", "--dir"])
-                .arg(dir.path())
-                .args(["--logfile", "redis.log", "--protected-mode", "no"])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let mut child = match child {
-                Ok(c) => c,
-                Err(e) => {
-                    panic!("cannot start redis-server (is it installed? dev/test installs it): {e}")
-                }
-            };
+            let mut child = spawn_redis(port, dir.path(), &extra);
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -66,7 +67,7 @@ impl RedisServer {
                     break;
                 }
                 if ping(port) {
-                    return Self { child, port, dir };
+                    return Self { child, port, dir, extra };
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -78,6 +79,37 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Stops the server (an outage) the way an operator would: SHUTDOWN,
+    /// which flushes the AOF; its data directory stays.
+    pub fn stop(&mut self) {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.write_all(b"SHUTDOWN\r\n");
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.read(&mut [0u8; 64]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ping(self.port) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same port and data (AOF replayed).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_redis(self.port, self.dir.path(), &self.extra);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(self.port) {
+            assert!(Instant::now() < deadline, "redis-server did not restart: {}", read_log(self.dir.path()));
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn url(&self) -> String {

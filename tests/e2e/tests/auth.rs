@@ -501,6 +501,45 @@ async fn a_poison_event_reaches_the_dead_letters_and_admins_manage_them() {
         .into_inner();
     let user = status.projections.iter().find(|p| p.name == "rm.user").unwrap();
     assert_eq!(user.state, "running", "{user:?}");
+
+    // A damaged entry (its checksum does not match its data) is dead-lettered
+    // too, and then never hides the others nor resists a purge.
+    fleet.redis.raw(&[
+        "XADD", "es:{user.0}:log", "*", "event_id", "0190f1a2-0000-7000-8000-000000000011", "event_type",
+        "UserLockedOut", "aggregate_type", "user", "aggregate_id", "0190f1a2-0000-7000-8000-00000000da3a",
+        "version", "1", "schema_version", "1", "content_type", "application/json", "data", "{}",
+        "checksum", "00000000", "metadata",
+        r#"{"correlation_id":"0190f1a2-0000-7000-8000-000000000002","causation_id":"0190f1a2-0000-7000-8000-000000000003"}"#,
+        "created_at", "1",
+    ]);
+    fleet.redis.raw(&[
+        "XADD", "es:{user.0}:log", "*", "event_id", "0190f1a2-0000-7000-8000-000000000012", "event_type",
+        "UserRegistered", "aggregate_type", "user", "aggregate_id", "0190f1a2-0000-7000-8000-00000000b0b0",
+        "version", "1", "schema_version", "2", "content_type", "application/json", "data", "{also broken",
+        "metadata",
+        r#"{"correlation_id":"0190f1a2-0000-7000-8000-000000000002","causation_id":"0190f1a2-0000-7000-8000-000000000003"}"#,
+        "created_at", "1",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let d = admin.list_dead_letters(bearer(list(), &root.access_token)).await.unwrap().into_inner().dead_letters;
+        if d.len() == 2 {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "both never dead-lettered: {d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let damaged = dead.iter().find(|d| d.event_type == "UserLockedOut").expect("the damaged one is listed");
+    assert!(damaged.error.contains("checksum"), "{}", damaged.error);
+    assert!(dead.iter().any(|d| d.event_type == "UserRegistered"), "the other one is listed too");
+    let logs_before = fleet.service("projector").logs().matches("corrupt entry").count();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let logs_after = fleet.service("projector").logs().matches("corrupt entry").count();
+    assert_eq!(logs_before, logs_after, "no error logged over and over once it is dead-lettered");
+    let one = DeadLetterSelection { projection: "rm.user".into(), ids: vec![damaged.id.clone()], ..Default::default() };
+    assert_eq!(admin.purge_dead_letters(bearer(one, &root.access_token)).await.unwrap().into_inner().purged, 1);
+    let all = DeadLetterSelection { projection: "rm.user".into(), all: true, ..Default::default() };
+    assert_eq!(admin.purge_dead_letters(bearer(all, &root.access_token)).await.unwrap().into_inner().purged, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -489,3 +489,56 @@ async fn the_projector_reports_health_readiness_and_metrics() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_tool_finds_the_fleet_and_says_what_is_not_there() {
+    let fleet = Fleet::start(&[]);
+    let id = fleet.register("keeper").await;
+    // Run where dev/up left its fleet.env, with nothing exported.
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(cwd.path().join(".data")).unwrap();
+    std::fs::write(cwd.path().join(".data/fleet.env"), format!("REDIS_URL={}\n", fleet.redis.url())).unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(allies_testkit::binary("allies-store"))
+            .current_dir(cwd.path())
+            .env_remove("REDIS_URL")
+            .env("ARCHIVE_DIR", archive.path())
+            .args(args)
+            .output()
+            .expect("run allies-store")
+    };
+    let out = run(&["history", "user", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("UserRegistered"), "read the fleet's Redis");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fleet.env"), "says which Redis it reads");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("$argon2"), "history shows no password hash");
+
+    // An unknown id is an error, not an empty history or a state at version 0.
+    for args in [
+        &["history", "user", "00000000-0000-0000-0000-00000000000f"][..],
+        &["as-of", "user", "00000000-0000-0000-0000-00000000000f", "--version", "1"][..],
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("no user with id"), "{args:?}: {err}");
+        assert!(!err.contains("backtrace") && !err.contains("panicked"), "{err}");
+    }
+    let out = run(&["as-of", "gizmo", &id, "--version", "1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no gizmo with id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Restore with nothing archived says so; archive without a snapshot takes one first.
+    let out = run(&["restore", "user", &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("an archive of user"), "{err}");
+    let out = run(&["archive", "user", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("took a snapshot at version 1 first"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("archived versions 1..=1"));
+    let out = run(&["restore", "user", &id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all 1 events"), "{}", String::from_utf8_lossy(&out.stderr));
+}

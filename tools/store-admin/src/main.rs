@@ -116,7 +116,7 @@ async fn snapshot<A: Snapshot + Send>(store: &RedisEventStore, id: &str) -> anyh
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (env, from_file) = Env::from_process_with_defaults(Path::new(".data/fleet.env"));
     let config = ServiceConfig::from("store-admin", env)?;
-    if from_file && std::env::var_os("REDIS_URL").is_none() {
+    if from_file && Env::from_process().get("REDIS_URL").is_none() {
         eprintln!("using the fleet of .data/fleet.env: Redis at {}", config.redis_url);
     }
     let store = RedisEventStore::connect(&config.redis_url, config.partitions)
