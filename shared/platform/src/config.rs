@@ -11,8 +11,7 @@ use std::time::Duration;
 use crate::cqrs::CqrsConfig;
 pub use crate::env::{ConfigError, Env};
 
-/// Where Redis is when `REDIS_URL` says nothing: a local server on its standard port.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub use crate::cqrs::DEFAULT_REDIS_URL;
 
 /// Default listen addresses of the fleet.
 pub const GUARDIAN_ADDR: &str = "127.0.0.1:50051";

@@ -75,6 +75,9 @@ struct Performance {
     breaker_open_ms: Option<u64>,
 }
 
+/// Where Redis is when `REDIS_URL` says nothing: a local server on its standard port.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 /// The effective CQRS settings.
 #[derive(Debug, Clone)]
 pub struct CqrsConfig {
@@ -217,7 +220,7 @@ impl CqrsConfig {
             "lz4",
         )?;
         let redis_url: String =
-            pick(env, "REDIS_URL", "redis.url", file.redis.url.clone(), crate::config::DEFAULT_REDIS_URL)?;
+            pick(env, "REDIS_URL", "redis.url", file.redis.url.clone(), DEFAULT_REDIS_URL)?;
         if !["redis://", "rediss://", "redis-cluster://"].iter().any(|p| redis_url.starts_with(p)) {
             return Err(err(
                 if env.get("REDIS_URL").is_some() { "REDIS_URL" } else { "redis.url" },
@@ -402,7 +405,7 @@ mod tests {
         let c = CqrsConfig::from_text(None, None, &env(&[])).unwrap();
         assert_eq!(
             (c.default_storage, c.partitions, c.redis_url.as_str()),
-            (Storage::EventSourced, 16, crate::config::DEFAULT_REDIS_URL)
+            (Storage::EventSourced, 16, DEFAULT_REDIS_URL)
         );
     }
 }
