@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "defense_allies/guardian/v1/events.proto",
         "defense_allies/projector/v1/projector.proto",
         "defense_allies/timesquare/v1/timesquare.proto",
+        "defense_allies/timesquare/v1/events.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
@@ -23,6 +24,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // proto3 JSON would quote appear in the event schemas' JSON-facing fields
     // other than timestamps, which both forms accept on read.
     let serde = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default)]";
-    tonic_prost_build::configure().type_attribute(".defense_allies", serde).compile_fds(fds)?;
+    // Enums (proto enums and oneofs) derive serde without `default`.
+    let serde_enum = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\")]";
+    tonic_prost_build::configure()
+        .message_attribute(".defense_allies", serde)
+        .enum_attribute(".defense_allies", serde_enum)
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -18,8 +18,4 @@ pub mod projector {
     }
 }
 
-pub mod timesquare {
-    pub mod v1 {
-        tonic::include_proto!("defense_allies.timesquare.v1");
-    }
-}
+pub mod timesquare;

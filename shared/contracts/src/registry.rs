@@ -6,9 +6,10 @@
 use allies_core::{DomainEvent, decode_stored};
 
 use crate::guardian::events::{SessionEvent, UserEvent};
+use crate::timesquare::events::GameEvent;
 
 /// The categories with typed events.
-pub const CATEGORIES: &[&str] = &["user", "session"];
+pub const CATEGORIES: &[&str] = &["user", "session", "game_session"];
 
 /// A stored event of `category` as proto3 JSON, upcast to the current schema
 /// (returned with it) and with every secret (password and refresh-token
@@ -34,6 +35,9 @@ pub fn public_json(
             .map(|e| show(e, UserEvent::redacted, UserEvent::to_json)),
         "session" => decode_stored::<SessionEvent>(event_type, schema_version, content_type, data)
             .map(|e| show(e, SessionEvent::redacted, SessionEvent::to_json)),
+        // Game events carry no secret (an invite code is stored only as a hash).
+        "game_session" => decode_stored::<GameEvent>(event_type, schema_version, content_type, data)
+            .map(|e| show(e, |e| e, GameEvent::to_json)),
         other => return Err(format!("no event contracts for category '{other}'")),
     };
     shown.map_err(|e| e.to_string())

@@ -67,6 +67,20 @@ impl RequestContext {
         })
     }
 
+    /// The context of work the service does by itself (a timer, a saga
+    /// step): no caller, fresh ids, the time given.
+    pub fn system(now_ms: i64) -> Self {
+        Self {
+            correlation_id: Uuid::now_v7(),
+            causation_id: Uuid::now_v7(),
+            caller: None,
+            traceparent: None,
+            command_id: None,
+            client: None,
+            now_ms,
+        }
+    }
+
     /// The caller, or Unauthenticated.
     pub fn caller(&self) -> Result<&Caller, Failure> {
         self.caller.as_ref().ok_or_else(|| Failure::unauthenticated("missing bearer token (authorization metadata)"))

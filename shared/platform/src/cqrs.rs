@@ -219,8 +219,7 @@ impl CqrsConfig {
             file.serialization.snapshot_compression.clone(),
             "lz4",
         )?;
-        let redis_url: String =
-            pick(env, "REDIS_URL", "redis.url", file.redis.url.clone(), DEFAULT_REDIS_URL)?;
+        let redis_url: String = pick(env, "REDIS_URL", "redis.url", file.redis.url.clone(), DEFAULT_REDIS_URL)?;
         if !["redis://", "rediss://", "redis-cluster://"].iter().any(|p| redis_url.starts_with(p)) {
             return Err(err(
                 if env.get("REDIS_URL").is_some() { "REDIS_URL" } else { "redis.url" },

@@ -1,0 +1,15 @@
+//! The game context's domain: the rules as data ([`rules`]), the
+//! deterministic wave simulation ([`sim`]), the GameSession aggregate
+//! ([`session`]) and replay verification ([`replay`]).
+//!
+//! Depends on the core and the contracts only: no I/O, no clock, no
+//! randomness but the seeded PRNG. Timesquare (the service) runs these; the
+//! operator tool and the benchmarks use them too.
+
+pub mod replay;
+pub mod rules;
+pub mod session;
+pub mod sim;
+
+pub use rules::{Book, Rules, RulesError};
+pub use session::{GameCommand, GameError, GameSession, Phase, Who};

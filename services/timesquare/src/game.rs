@@ -1,0 +1,300 @@
+//! Timesquare's use cases: every game command runs on a hot handle of its
+//! session (the state stays in memory on this replica; another replica's
+//! write is caught up on the conflict), through the platform's executor.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use allies_contracts::timesquare::events::GameEvent;
+use allies_contracts::timesquare::v1::CreateGameSessionRequest;
+use allies_core::{Aggregate, DomainEvent, ErrorCode, Failure, FieldViolation, Invalid, ServiceError};
+use allies_platform::RequestContext;
+use allies_platform::auth::{AuthError, Caller};
+use allies_store::{ExecuteError, Executed, Handles, Options, RedisEventStore, StoreError};
+use timesquare_domain::replay::{Verification, verify};
+use timesquare_domain::{Book, GameCommand, GameError, GameSession, Phase, Who};
+use uuid::Uuid;
+
+/// Everything that can refuse a game call.
+#[derive(Debug, thiserror::Error)]
+pub enum TimesquareError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Game(#[from] ExecuteError<GameError>),
+    #[error(transparent)]
+    Refused(#[from] Failure),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+impl From<FieldViolation> for TimesquareError {
+    fn from(v: FieldViolation) -> Self {
+        Self::Invalid(v.into())
+    }
+}
+
+impl From<GameError> for TimesquareError {
+    fn from(e: GameError) -> Self {
+        Self::Game(ExecuteError::Domain(e))
+    }
+}
+
+impl ServiceError for TimesquareError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid(e) => e.code(),
+            Self::Game(e) => e.code(),
+            Self::Refused(e) => e.code(),
+            Self::Store(e) => e.code(),
+            Self::Auth(e) => e.code(),
+        }
+    }
+    fn field_violations(&self) -> Vec<FieldViolation> {
+        match self {
+            Self::Invalid(e) => e.field_violations(),
+            Self::Game(e) => e.field_violations(),
+            _ => Vec::new(),
+        }
+    }
+    fn rule(&self) -> Option<allies_core::RuleViolation> {
+        match self {
+            Self::Game(e) => e.rule(),
+            _ => None,
+        }
+    }
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Game(e) => e.retry_after(),
+            Self::Store(e) => e.retry_after(),
+            Self::Auth(e) => e.retry_after(),
+            Self::Refused(e) => e.retry_after(),
+            Self::Invalid(_) => None,
+        }
+    }
+    fn message(&self) -> String {
+        match self {
+            Self::Invalid(e) => e.message(),
+            Self::Game(e) => e.message(),
+            Self::Refused(e) => e.message(),
+            Self::Store(e) => e.message(),
+            Self::Auth(e) => e.message(),
+        }
+    }
+}
+
+pub type Result<T, E = TimesquareError> = std::result::Result<T, E>;
+
+/// What a command did, for the response.
+pub struct Done {
+    pub session_id: String,
+    pub executed: Executed<GameSession>,
+}
+
+impl Done {
+    pub fn event_types(&self) -> Vec<String> {
+        self.executed.events.iter().map(|e| e.event_type().to_owned()).collect()
+    }
+}
+
+pub struct Game {
+    pub handles: Handles<GameSession>,
+    pub store: RedisEventStore,
+    /// Wall time of a tick for new waves.
+    pub tick_ms: u32,
+    /// The rules version new sessions use (the configuration can change it).
+    pub rules_version: AtomicU32,
+}
+
+/// A session id from a request.
+pub fn session_id(value: &str) -> Result<String, FieldViolation> {
+    if value.is_empty() {
+        return Err(FieldViolation::new("session_id", "must not be empty"));
+    }
+    Uuid::parse_str(value).map(|u| u.to_string()).map_err(|_| FieldViolation::new("session_id", "must be a UUID"))
+}
+
+fn display_name(caller: &Caller, given: &str) -> Result<String, FieldViolation> {
+    let given = given.trim();
+    if given.is_empty() {
+        return Ok(format!("player-{}", caller.user_id.chars().take(8).collect::<String>()));
+    }
+    let n = given.chars().count();
+    if n > 32 || given.chars().any(char::is_control) {
+        return Err(FieldViolation::new("display_name", "must be 1 to 32 characters without control characters"));
+    }
+    Ok(given.to_owned())
+}
+
+/// Hex SHA-256 of an invite code: what the session stores.
+pub fn invite_hash(code: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, code.trim().to_ascii_uppercase().as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A fresh invite code: 8 characters of an unambiguous alphabet.
+fn new_invite_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 8];
+    // A failing system RNG leaves a code from the time-ordered id's random bits.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        bytes.copy_from_slice(&Uuid::now_v7().into_bytes()[8..]);
+    }
+    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+impl Game {
+    pub fn new(handles: Handles<GameSession>, store: RedisEventStore, tick_ms: u32, rules_version: u32) -> Self {
+        Self { handles, store, tick_ms, rules_version: AtomicU32::new(rules_version) }
+    }
+
+    /// Runs a command on a session's handle.
+    pub async fn run(&self, session_id: &str, command: GameCommand, ctx: &RequestContext) -> Result<Done> {
+        let handle = self.handles.get(session_id);
+        let options = Options::default().command_id(ctx.command_id());
+        let executed = handle.execute(&command, &ctx.command_context(), options).await?;
+        if executed.state.phase == Phase::Ended {
+            // Finished: nothing will run on it again here.
+            self.handles.remove(session_id);
+        }
+        Ok(Done { session_id: session_id.to_owned(), executed })
+    }
+
+    /// Opens a lobby; answers it with the invite code of a private one
+    /// (shown once: only its hash is stored).
+    pub async fn create(
+        &self,
+        ctx: &RequestContext,
+        request: &CreateGameSessionRequest,
+        flags: BTreeSet<String>,
+    ) -> Result<(Done, String)> {
+        let CreateGameSessionRequest { map, difficulty, max_players, private, display_name: name } = request;
+        let (max_players, private) = (*max_players, *private);
+        let caller = ctx.caller()?;
+        let mut invalid = Invalid::new();
+        if map.is_empty() {
+            invalid.push("map", "must not be empty");
+        }
+        if difficulty.is_empty() {
+            invalid.push("difficulty", "must not be empty");
+        }
+        let name = display_name(caller, name);
+        invalid.check(name.as_ref().map(|_| ()).map_err(Clone::clone));
+        invalid.into_result()?;
+        let session_id = Uuid::now_v7().to_string();
+        let code = if private { new_invite_code() } else { String::new() };
+        let command = GameCommand::Create {
+            session_id: session_id.clone(),
+            host: Who { user_id: caller.user_id.clone(), display_name: name.map_err(TimesquareError::from)? },
+            map: map.to_owned(),
+            difficulty: difficulty.to_owned(),
+            max_players,
+            private,
+            invite_hash: if private { invite_hash(&code) } else { String::new() },
+            match_id: String::new(),
+            rules_version: self.rules_version.load(Ordering::Relaxed),
+            flags,
+            now_ms: ctx.now_ms,
+        };
+        Ok((self.run(&session_id, command, ctx).await?, code))
+    }
+
+    pub async fn join(&self, ctx: &RequestContext, id: &str, code: &str, name: &str) -> Result<Done> {
+        let caller = ctx.caller()?;
+        let mut invalid = Invalid::new();
+        let sid = session_id(id);
+        let name = display_name(caller, name);
+        invalid.check(sid.as_ref().map(|_| ()).map_err(Clone::clone));
+        invalid.check(name.as_ref().map(|_| ()).map_err(Clone::clone));
+        invalid.into_result()?;
+        let (sid, name) = (sid?, name?);
+        let command = GameCommand::Join {
+            who: Who { user_id: caller.user_id.clone(), display_name: name },
+            invite_hash: (!code.trim().is_empty()).then(|| invite_hash(code)),
+            now_ms: ctx.now_ms,
+        };
+        self.run(&sid, command, ctx).await
+    }
+
+    /// A command that needs only the session and the caller.
+    pub async fn act(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        make: impl FnOnce(String, i64) -> GameCommand,
+    ) -> Result<Done> {
+        let caller = ctx.caller()?;
+        let sid = session_id(id)?;
+        self.run(&sid, make(caller.user_id.clone(), ctx.now_ms), ctx).await
+    }
+
+    pub async fn start_wave(&self, ctx: &RequestContext, id: &str) -> Result<Done> {
+        let tick_ms = self.tick_ms;
+        self.act(ctx, id, |user_id, now_ms| GameCommand::StartWave { user_id, tick_ms, now_ms }).await
+    }
+
+    pub async fn end(&self, ctx: &RequestContext, id: &str, reason: &str) -> Result<Done> {
+        let admin = ctx.caller()?.is_admin();
+        let reason = if reason.is_empty() { "ended by request".to_owned() } else { reason.chars().take(200).collect() };
+        self.act(ctx, id, |user_id, now_ms| GameCommand::End { user_id, admin, reason, now_ms }).await
+    }
+
+    /// Completes the session's wave if its end has passed (the sweeper).
+    pub async fn settle(&self, session_id: &str, ctx: &RequestContext) -> Result<Done> {
+        let now_ms = ctx.now_ms;
+        self.run(session_id, GameCommand::Settle { now_ms }, ctx).await
+    }
+
+    /// The session's current state, if the caller may see it: members and
+    /// admins always, anyone signed in for a public session.
+    pub async fn state(&self, caller: &Caller, id: &str) -> Result<(GameSession, u64)> {
+        let sid = session_id(id)?;
+        let (state, version) = self.handles.get(&sid).current().await?;
+        if state.phase == Phase::None {
+            return Err(GameError::NoSuchSession.into());
+        }
+        may_see(caller, &state)?;
+        Ok((state, version))
+    }
+
+    /// Re-runs a session from its events and checks every wave.
+    pub async fn verify(&self, id: &str) -> Result<Verification> {
+        let sid = session_id(id)?;
+        let records =
+            allies_store::EventStore::read(&self.store, <GameSession as Aggregate>::TYPE, &sid, 1, usize::MAX).await?;
+        if records.is_empty() {
+            return Err(GameError::NoSuchSession.into());
+        }
+        let mut events = Vec::with_capacity(records.len());
+        for r in &records {
+            let e = r.decode::<GameEvent>().map_err(|source| StoreError::Decode {
+                stream: format!("game_session/{sid}"),
+                version: r.envelope.version,
+                source,
+            })?;
+            events.push(e.payload);
+        }
+        Ok(verify(&events))
+    }
+
+    /// The rules of a version (0: the current one).
+    pub fn rules(&self, version: u32) -> Result<Arc<timesquare_domain::Rules>> {
+        let v = if version == 0 { self.rules_version.load(Ordering::Relaxed) } else { version };
+        Book::get(v).ok_or_else(|| Failure::not_found(format!("no rules version {v}")).into())
+    }
+}
+
+/// Members and admins see any session; anyone signed in a public one.
+pub fn may_see(caller: &Caller, state: &GameSession) -> Result<(), Failure> {
+    if !state.private || caller.is_admin() || state.members.iter().any(|m| m.user_id == caller.user_id) {
+        Ok(())
+    } else {
+        Err(Failure::permission_denied("a private session is seen by its players and admins only"))
+    }
+}

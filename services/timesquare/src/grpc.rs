@@ -1,0 +1,268 @@
+//! Timesquare's gRPC API: the thin layer between the wire and [`Game`].
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use allies_contracts::timesquare::v1::game_service_server::GameService;
+use allies_contracts::timesquare::v1::player_service_server::PlayerService;
+use allies_contracts::timesquare::v1::*;
+use allies_platform::auth::{Authenticator, ROLE_ADMIN};
+use allies_platform::{OrStatus, RequestContext};
+use timesquare_domain::GameCommand;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::game::{Done, Game};
+use crate::view;
+use crate::watch::Watch;
+
+pub struct GameApi {
+    pub game: Arc<Game>,
+    pub watch: Arc<Watch>,
+    pub auth: Arc<Authenticator>,
+}
+
+fn answer(done: &Done) -> GameCommandResponse {
+    GameCommandResponse {
+        session_id: done.session_id.clone(),
+        version: done.executed.version,
+        consistency_token: done.executed.consistency_token(),
+        phase: done.executed.state.phase.as_str().into(),
+        events: done.event_types(),
+    }
+}
+
+fn tower_answer(done: &Done, caller: &str, tower_id: Option<u32>) -> TowerResponse {
+    let s = &done.executed.state;
+    let seat = s.members.iter().find(|m| m.user_id == caller).and_then(|m| m.seat);
+    let (id, tick) = done
+        .executed
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            allies_contracts::timesquare::events::GameEvent::TowerPlaced(t) => Some((t.tower_id, t.tick)),
+            allies_contracts::timesquare::events::GameEvent::TowerUpgraded(t) => Some((t.tower_id, t.tick)),
+            allies_contracts::timesquare::events::GameEvent::TowerSold(t) => Some((t.tower_id, t.tick)),
+            _ => None,
+        })
+        .unwrap_or((tower_id.unwrap_or(0), 0));
+    TowerResponse {
+        session_id: done.session_id.clone(),
+        tower_id: id,
+        gold: seat.and_then(|x| s.gold.get(x)).copied().unwrap_or(0),
+        version: done.executed.version,
+        consistency_token: done.executed.consistency_token(),
+        tick,
+        events: done.event_types(),
+    }
+}
+
+impl GameApi {
+    async fn ctx<T>(&self, request: &Request<T>) -> Result<RequestContext, Status> {
+        let caller = self.auth.authenticate(request).await.or_status()?;
+        RequestContext::from_request(request, Some(caller)).or_status()
+    }
+}
+
+type Updates = Pin<Box<dyn Stream<Item = Result<GameUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GameService for GameApi {
+    async fn create_game_session(
+        &self,
+        request: Request<CreateGameSessionRequest>,
+    ) -> Result<Response<CreateGameSessionResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let r = request.into_inner();
+        let (done, code) = self.game.create(&ctx, &r, BTreeSet::new()).await.or_status()?;
+        tracing::info!(
+            session_id = done.session_id,
+            host = ctx.caller().map(|c| c.user_id.clone()).unwrap_or_default(),
+            "game session created"
+        );
+        Ok(Response::new(CreateGameSessionResponse {
+            session_id: done.session_id.clone(),
+            invite_code: code,
+            version: done.executed.version,
+            consistency_token: done.executed.consistency_token(),
+            rules_version: done.executed.state.rules_version,
+        }))
+    }
+
+    async fn join_game_session(
+        &self,
+        request: Request<JoinGameSessionRequest>,
+    ) -> Result<Response<GameCommandResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let r = request.get_ref();
+        let done = self.game.join(&ctx, &r.session_id, &r.invite_code, &r.display_name).await.or_status()?;
+        Ok(Response::new(answer(&done)))
+    }
+
+    async fn leave_game_session(
+        &self,
+        request: Request<SessionRequest>,
+    ) -> Result<Response<GameCommandResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let done = self
+            .game
+            .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::Leave {
+                user_id,
+                reason: "left".into(),
+                now_ms,
+            })
+            .await
+            .or_status()?;
+        Ok(Response::new(answer(&done)))
+    }
+
+    async fn set_ready(&self, request: Request<SetReadyRequest>) -> Result<Response<GameCommandResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let ready = request.get_ref().ready;
+        let done = self
+            .game
+            .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::SetReady {
+                user_id,
+                ready,
+                now_ms,
+            })
+            .await
+            .or_status()?;
+        Ok(Response::new(answer(&done)))
+    }
+
+    async fn start_game(&self, request: Request<SessionRequest>) -> Result<Response<GameCommandResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let done = self
+            .game
+            .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::Start { user_id, now_ms })
+            .await
+            .or_status()?;
+        Ok(Response::new(answer(&done)))
+    }
+
+    async fn place_tower(&self, request: Request<PlaceTowerRequest>) -> Result<Response<TowerResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let r = request.into_inner();
+        let tower_type = r.tower_type.clone();
+        let done = self
+            .game
+            .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Place {
+                user_id,
+                tower_type,
+                x: r.x,
+                y: r.y,
+                flags: BTreeSet::new(),
+                now_ms,
+            })
+            .await
+            .or_status()?;
+        let caller = ctx.caller().or_status()?.user_id.clone();
+        Ok(Response::new(tower_answer(&done, &caller, None)))
+    }
+
+    async fn upgrade_tower(&self, request: Request<TowerRequest>) -> Result<Response<TowerResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let r = request.into_inner();
+        let done = self
+            .game
+            .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Upgrade { user_id, tower_id: r.tower_id, now_ms })
+            .await
+            .or_status()?;
+        let caller = ctx.caller().or_status()?.user_id.clone();
+        Ok(Response::new(tower_answer(&done, &caller, Some(r.tower_id))))
+    }
+
+    async fn sell_tower(&self, request: Request<TowerRequest>) -> Result<Response<TowerResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let r = request.into_inner();
+        let done = self
+            .game
+            .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Sell { user_id, tower_id: r.tower_id, now_ms })
+            .await
+            .or_status()?;
+        let caller = ctx.caller().or_status()?.user_id.clone();
+        Ok(Response::new(tower_answer(&done, &caller, Some(r.tower_id))))
+    }
+
+    async fn start_wave(&self, request: Request<SessionRequest>) -> Result<Response<GameCommandResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let done = self.game.start_wave(&ctx, &request.get_ref().session_id).await.or_status()?;
+        Ok(Response::new(answer(&done)))
+    }
+
+    async fn end_game(&self, request: Request<EndGameRequest>) -> Result<Response<GameCommandResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let r = request.get_ref();
+        let done = self.game.end(&ctx, &r.session_id, &r.reason).await.or_status()?;
+        Ok(Response::new(answer(&done)))
+    }
+
+    async fn get_game_state(&self, request: Request<SessionRequest>) -> Result<Response<GameView>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let (state, version) =
+            self.game.state(ctx.caller().or_status()?, &request.get_ref().session_id).await.or_status()?;
+        Ok(Response::new(view::game_view(&state, version)))
+    }
+
+    type WatchGameSessionStream = Updates;
+
+    async fn watch_game_session(
+        &self,
+        request: Request<WatchGameSessionRequest>,
+    ) -> Result<Response<Self::WatchGameSessionStream>, Status> {
+        let ctx = self.ctx(&request).await?;
+        let r = request.get_ref();
+        let sid = crate::game::session_id(&r.session_id).map_err(crate::game::TimesquareError::from).or_status()?;
+        let rx = self.watch.watch(ctx.caller().or_status()?, &sid, r.from_version).await.or_status()?;
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn verify_replay(&self, request: Request<SessionRequest>) -> Result<Response<VerifyReplayResponse>, Status> {
+        let ctx = self.ctx(&request).await?;
+        ctx.caller().or_status()?.require_role(ROLE_ADMIN).or_status()?;
+        let report = self.game.verify(&request.get_ref().session_id).await.or_status()?;
+        Ok(Response::new(VerifyReplayResponse {
+            ok: report.ok(),
+            events: report.events,
+            waves: report
+                .waves
+                .iter()
+                .map(|w| WaveCheck {
+                    wave: w.wave,
+                    recorded_hash: w.recorded_hash.clone(),
+                    replayed_hash: w.replayed_hash.clone(),
+                    recorded_outcome: w.recorded_outcome.clone(),
+                    replayed_outcome: w.replayed_outcome.clone(),
+                    ok: w.ok,
+                })
+                .collect(),
+            problems: report.problems,
+        }))
+    }
+
+    async fn get_rules(&self, request: Request<GetRulesRequest>) -> Result<Response<RulesView>, Status> {
+        let _ = self.ctx(&request).await?;
+        let rules = self.game.rules(request.get_ref().rules_version).or_status()?;
+        Ok(Response::new(view::rules_view(&rules)))
+    }
+}
+
+pub struct Players {
+    pub auth: Arc<Authenticator>,
+}
+
+#[tonic::async_trait]
+impl PlayerService for Players {
+    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
+        let caller = self.auth.authenticate(&request).await.or_status()?;
+        Ok(Response::new(WhoAmIResponse {
+            user_id: caller.user_id,
+            session_id: caller.session_id,
+            roles: caller.roles,
+            expires_at: caller.expires_at,
+        }))
+    }
+}

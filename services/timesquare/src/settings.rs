@@ -1,0 +1,72 @@
+//! Timesquare's settings, parsed from the environment at start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use allies_platform::config::{ConfigError, Env};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `TIMESQUARE_RULES`: the current rules file (default `configs/game-rules.yaml`).
+    pub rules_file: PathBuf,
+    /// `TIMESQUARE_RULES_DIR`: older rules versions, one file each (default
+    /// `configs/game-rules.d`; a missing directory is none).
+    pub rules_dir: PathBuf,
+    /// `TIMESQUARE_TICK_MS`: wall time of one game tick (default: 1000 /
+    /// ticks_per_second of the rules). Tests run games fast with 1 or 2.
+    pub tick_ms: Option<u32>,
+    /// `TIMESQUARE_FRAME_MS`: frames to watchers during a wave (default 200 ms: 5 per second).
+    pub frame: Duration,
+    /// `TIMESQUARE_SETTLE_MS`: how often a running wave is checked for its end (default 250 ms).
+    pub settle: Duration,
+    /// `TIMESQUARE_HANDLES`: sessions kept hot in memory (default 10000).
+    pub handles: usize,
+    /// `TIMESQUARE_WATCH_BUFFER`: updates buffered per session for its watchers (default 256).
+    pub watch_buffer: usize,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            rules_file: PathBuf::from(env.text("TIMESQUARE_RULES", "configs/game-rules.yaml")),
+            rules_dir: PathBuf::from(env.text("TIMESQUARE_RULES_DIR", "configs/game-rules.d")),
+            tick_ms: match env.get("TIMESQUARE_TICK_MS") {
+                None => None,
+                Some(_) => Some(env.int("TIMESQUARE_TICK_MS", 50u32, 1..=10_000)?),
+            },
+            frame: env.millis("TIMESQUARE_FRAME_MS", 200, 10..=60_000)?,
+            settle: env.millis("TIMESQUARE_SETTLE_MS", 250, 5..=60_000)?,
+            handles: env.int("TIMESQUARE_HANDLES", 10_000, 1..=10_000_000)?,
+            watch_buffer: env.int("TIMESQUARE_WATCH_BUFFER", 256, 8..=1_000_000)?,
+        })
+    }
+}
+
+/// Loads the current rules file and every older version into the rules
+/// book. A file that cannot be used stops timesquare naming the file, the key
+/// and the reason. Returns the current version.
+pub fn load_rules(settings: &Settings) -> Result<u32, ConfigError> {
+    let read = |path: &std::path::Path| -> Result<timesquare_domain::Rules, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("TIMESQUARE_RULES", path.display(), format!("cannot read it: {e}")))?;
+        timesquare_domain::Rules::parse(&text)
+            .map_err(|e| ConfigError::new(format!("{} {}", path.display(), e.key), "(file)", e.reason))
+    };
+    let current = read(&settings.rules_file)?;
+    let version = current.rules_version;
+    if let Ok(dir) = std::fs::read_dir(&settings.rules_dir) {
+        let mut older: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        older.sort();
+        for path in older {
+            let rules = read(&path)?;
+            timesquare_domain::Book::install(rules)
+                .map_err(|e| ConfigError::new(path.display().to_string(), e.key, e.reason))?;
+        }
+    }
+    timesquare_domain::Book::install(current)
+        .map_err(|e| ConfigError::new(settings.rules_file.display().to_string(), e.key, e.reason))?;
+    Ok(version)
+}

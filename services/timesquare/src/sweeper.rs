@@ -1,0 +1,94 @@
+//! Waves complete even when no client sends anything.
+//!
+//! A consumer group (`ts.waves`, one per fleet) on the game-session logs keeps
+//! the running waves in a sorted set, `ts:waves:due` (member: session id,
+//! score: when to look next): `WaveStarted` adds a session, `WaveCompleted` and
+//! `GameEnded` remove it — at least once, so a crash between an append and
+//! the bookkeeping loses nothing. Every replica's sweeper claims the sessions
+//! that are due (one script: read the due ones and push their time one
+//! interval on, so replicas do not pile onto the same session) and sends them
+//! `Settle`, which completes the wave when its end has passed. A second
+//! attempt on the same wave is a harmless version conflict, re-decided on
+//! the completed state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use allies_contracts::timesquare::events::GameEvent;
+use allies_platform::RequestContext;
+use allies_store::subscriber::{Handler, HandlerError};
+use allies_store::{RecordedEvent, RedisConn};
+use tokio::sync::watch;
+
+use crate::game::Game;
+
+pub const DUE: &str = "ts:waves:due";
+pub const GROUP: &str = "ts.waves";
+
+const CLAIM: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
+return ids
+";
+
+/// The consumer that keeps `ts:waves:due`.
+pub struct Scheduler {
+    pub conn: RedisConn,
+    pub settle: Duration,
+}
+
+impl Handler for Scheduler {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let id = &event.envelope.aggregate_id;
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<i64> = match event.envelope.event_type.as_str() {
+            "WaveStarted" => {
+                let e = event.decode::<GameEvent>().map_err(|e| HandlerError(e.to_string()))?;
+                let GameEvent::WaveStarted(w) = e.payload else { return Ok(()) };
+                // First look: soon after the start, the sweeper reschedules from there.
+                let at = w.started_at_ms + self.settle.as_millis() as i64;
+                redis::cmd("ZADD").arg(DUE).arg(at).arg(id).query_async(&mut conn).await
+            }
+            "WaveCompleted" | "GameEnded" => redis::cmd("ZREM").arg(DUE).arg(id).query_async(&mut conn).await,
+            _ => return Ok(()),
+        };
+        r.map(|_| ()).map_err(|e| HandlerError(e.to_string()))
+    }
+}
+
+/// Sessions with a running wave (for the `allies_waves_running` gauge).
+pub async fn running(conn: &RedisConn) -> u64 {
+    let mut conn = conn.clone();
+    redis::cmd("ZCARD").arg(DUE).query_async::<u64>(&mut conn).await.unwrap_or(0)
+}
+
+/// Claims due sessions and settles them until shutdown.
+pub async fn sweep(game: Arc<Game>, conn: RedisConn, every: Duration, mut stop: watch::Receiver<bool>) {
+    let script = redis::Script::new(CLAIM);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every / 2) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = allies_platform::context::now_ms();
+        let mut c = conn.clone();
+        let due: Vec<String> =
+            match script.key(DUE).arg(now).arg(now + every.as_millis() as i64).arg(50).invoke_async(&mut c).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(error = %e, "sweeper cannot reach Redis");
+                    continue;
+                }
+            };
+        for id in due {
+            let ctx = RequestContext::system(allies_platform::context::now_ms());
+            match game.settle(&id, &ctx).await {
+                Ok(done) if !done.executed.events.is_empty() => {
+                    tracing::info!(session_id = id, events = ?done.event_types(), "wave settled by the sweeper")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(session_id = id, error = %e, "cannot settle a wave; retried later"),
+            }
+        }
+    }
+}
