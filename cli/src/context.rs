@@ -86,6 +86,31 @@ impl Context {
         f.write_all(serde_json::to_string_pretty(s).unwrap_or_default().as_bytes()).map_err(fail)
     }
 
+    /// The profile's current game (`game create` and `game join` set it; the
+    /// other game commands default to it).
+    fn game_path(&self) -> PathBuf {
+        let file = if self.profile == "default" { "game".to_owned() } else { format!("game.{}", self.profile) };
+        Self::home().join(file)
+    }
+
+    pub fn remember_game(&self, session_id: &str) {
+        let path = self.game_path();
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(path, session_id);
+    }
+
+    /// `given`, else the current game.
+    pub fn game(&self, given: &Option<String>) -> Result<String, Failure> {
+        if let Some(id) = given {
+            return Ok(id.clone());
+        }
+        let text = std::fs::read_to_string(self.game_path())
+            .map_err(|_| Failure::local("which game? pass --game <session id> (or create or join one first)"))?;
+        Ok(text.trim().to_owned())
+    }
+
     pub fn forget(&self) {
         let _ = std::fs::remove_file(self.saved_path());
     }

@@ -14,7 +14,7 @@ mod commands;
 mod context;
 mod output;
 
-use commands::{admin, auth, health, user};
+use commands::{admin, auth, game, health, user};
 use context::Context;
 use output::Failure;
 
@@ -58,6 +58,8 @@ enum Command {
     /// Users: register, read, list, roles, sessions, unlock, display name.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// The game: lobbies, towers, waves, the live board, history, replays.
+    Game(game::GameArgs),
     #[command(flatten)]
     Auth(auth::AuthCommand),
     #[command(flatten)]
@@ -86,6 +88,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     };
     match &cli.command {
         Command::User(c) => user::run(c, &ctx).await,
+        Command::Game(g) => game::run(g, &ctx).await,
         Command::Auth(c) => auth::run(c, &ctx).await,
         Command::Admin(c) => admin::run(c, &ctx).await,
         Command::Health(h) => health::run(h, &ctx).await,

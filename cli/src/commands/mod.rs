@@ -3,5 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod board;
+pub mod game;
 pub mod health;
 pub mod user;

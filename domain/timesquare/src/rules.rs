@@ -441,6 +441,35 @@ impl Book {
     }
 }
 
+/// Reads the rules file `current` and every older version in `older_dir`
+/// (one `.yaml` file each; a missing directory is none) into the book.
+/// Returns the current version, or the file that cannot be used with its
+/// key and reason. The one place the domain touches the file system: the
+/// service and the operator tool load rules the same way.
+pub fn load_files(current: &std::path::Path, older_dir: &std::path::Path) -> Result<u32, (String, RulesError)> {
+    let read = |path: &std::path::Path| -> Result<Rules, (String, RulesError)> {
+        let name = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| (name.clone(), bad("(file)", format!("cannot read it: {e}"))))?;
+        Rules::parse(&text).map_err(|e| (name, e))
+    };
+    let rules = read(current)?;
+    let version = rules.rules_version;
+    if let Ok(dir) = std::fs::read_dir(older_dir) {
+        let mut older: Vec<std::path::PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        older.sort();
+        for path in older {
+            let r = read(&path)?;
+            Book::install(r).map_err(|e| (path.display().to_string(), e))?;
+        }
+    }
+    Book::install(rules).map_err(|e| (current.display().to_string(), e))?;
+    Ok(version)
+}
+
 /// The shipped rules file (for tests and tools).
 pub const SHIPPED: &str = include_str!("../../../configs/game-rules.yaml");
 

@@ -478,6 +478,7 @@ impl GameSession {
             score: self.score_with(&rules, earned, cleared),
             state_hash: hash,
             completed_at_ms,
+            waves_cleared: cleared,
         })];
         let last = how == WaveEnd::Cleared && self.wave >= self.total_waves;
         if how == WaveEnd::Overrun || last {
@@ -638,6 +639,7 @@ impl GameSession {
                     players: remaining.len() as u32,
                     left_at_ms: *now_ms,
                     reason: reason.clone(),
+                    in_lobby: self.phase == Phase::Lobby,
                 })];
                 if remaining.is_empty() {
                     let mut after = self.clone();

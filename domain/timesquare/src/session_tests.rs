@@ -155,6 +155,7 @@ fn leaving_passes_the_host_on_and_the_last_one_out_abandons_the_game() {
         players: 1,
         left_at_ms: T0 + 5,
         reason: "bye".into(),
+        in_lobby: true,
     })]);
     assert_eq!((state.host.as_str(), state.present()), ("u-bo", 1));
     given::<GameSession>(two).when(leave("cy")).then_err(GameError::NotAMember);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use allies_contracts::projector::v1::event_subscription_service_server::EventSubscriptionServiceServer;
+use allies_contracts::projector::v1::game_query_service_server::GameQueryServiceServer;
 use allies_contracts::projector::v1::projector_admin_service_server::ProjectorAdminServiceServer;
 use allies_contracts::projector::v1::projector_query_service_server::ProjectorQueryServiceServer;
 use allies_platform::{Service, ServiceBuilder, ServiceConfig};
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod consistency;
 pub mod error;
 pub mod follow;
+pub mod game_query;
 pub mod manager;
 pub mod ops;
 pub mod projections;
@@ -86,6 +88,11 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         auth: auth.clone(),
         conn: store.connection(),
         manager: manager.clone(),
+    }));
+    builder.add_service(GameQueryServiceServer::new(game_query::GameQueryApi {
+        manager: manager.clone(),
+        auth: auth.clone(),
+        conn: store.connection(),
     }));
     builder.add_service(ProjectorQueryServiceServer::new(query::QueryApi { manager, auth, conn: store.connection() }));
     Ok(builder.bind().await?)

@@ -26,7 +26,33 @@ pub struct QueryApi {
     pub conn: RedisConn,
 }
 
-fn uuid_field(field: &str, value: &str) -> std::result::Result<String, FieldViolation> {
+/// A page size (1 to 100, default 20) and the offset a page token names,
+/// each wrong one noted in `invalid`.
+pub fn paging(page_size: u32, page_token: &str, invalid: &mut Invalid) -> (usize, usize) {
+    let size = match page_size {
+        0 => 20,
+        n @ 1..=100 => n as usize,
+        _ => {
+            invalid.push("page_size", "must be 1 to 100");
+            20
+        }
+    };
+    let offset = match page_token {
+        "" => 0,
+        t => t.strip_prefix("o:").and_then(|o| o.parse().ok()).unwrap_or_else(|| {
+            invalid.push("page_token", "is not a token this API returned");
+            0
+        }),
+    };
+    (size, offset)
+}
+
+/// The token of the page at `offset` (empty: no more pages).
+pub fn page_token<T: std::fmt::Display>(next: Option<T>) -> String {
+    next.map(|o| format!("o:{o}")).unwrap_or_default()
+}
+
+pub fn uuid_field(field: &str, value: &str) -> std::result::Result<String, FieldViolation> {
     if value.is_empty() {
         return Err(FieldViolation::new(field, "must not be empty"));
     }
@@ -132,21 +158,7 @@ impl QueryApi {
                 false
             }
         };
-        let page_size = match r.page_size {
-            0 => 20,
-            n @ 1..=100 => n as usize,
-            _ => {
-                invalid.push("page_size", "must be 1 to 100");
-                20
-            }
-        };
-        let offset = match r.page_token.as_str() {
-            "" => 0,
-            t => t.strip_prefix("o:").and_then(|o| o.parse().ok()).unwrap_or_else(|| {
-                invalid.push("page_token", "is not a token this API returned");
-                0
-            }),
-        };
+        let (page_size, offset) = paging(r.page_size, &r.page_token, &mut invalid);
         invalid.into_result()?;
         if !r.role.is_empty() && !caller.is_admin() {
             return Err(Failure::permission_denied("filtering by role is for admins (roles are private)").into());
@@ -157,12 +169,12 @@ impl QueryApi {
             by_name,
             descending: r.descending,
             page_size,
-            offset,
+            offset: offset as u64,
         };
         let (page, next) = users::list(&self.manager.view(users::NAME), &q).await?;
         Ok(ListUsersResponse {
             users: page.into_iter().map(|u| visible(&caller, u)).collect(),
-            next_page_token: next.map(|o| format!("o:{o}")).unwrap_or_default(),
+            next_page_token: page_token(next),
         })
     }
 

@@ -100,6 +100,28 @@ impl View {
         let map: HashMap<String, String> = redis::cmd("HGETALL").arg(self.key(key)).query_async(&mut conn).await?;
         Ok((!map.is_empty()).then_some(map))
     }
+
+    /// Several read models at once, in order: one pipeline on a single
+    /// Redis, one call each on a Cluster (the keys live in different slots).
+    pub async fn models(&self, keys: &[String]) -> Result<Vec<Option<HashMap<String, String>>>, redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let maps: Vec<HashMap<String, String>> = if conn.is_cluster() {
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                out.push(redis::cmd("HGETALL").arg(self.key(k)).query_async(&mut conn).await?);
+            }
+            out
+        } else if keys.is_empty() {
+            Vec::new()
+        } else {
+            let mut pipe = redis::pipe();
+            for k in keys {
+                pipe.cmd("HGETALL").arg(self.key(k));
+            }
+            pipe.query_async(&mut conn).await?
+        };
+        Ok(maps.into_iter().map(|m| (!m.is_empty()).then_some(m)).collect())
+    }
 }
 
 /// Typed reads of a model's fields.

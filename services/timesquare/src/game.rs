@@ -107,6 +107,8 @@ pub struct Game {
     pub tick_ms: u32,
     /// The rules version new sessions use (the configuration can change it).
     pub rules_version: AtomicU32,
+    /// Where archived events are (a replay reads them too).
+    pub archive_dir: std::path::PathBuf,
 }
 
 /// A session id from a request.
@@ -150,8 +152,14 @@ fn new_invite_code() -> String {
 }
 
 impl Game {
-    pub fn new(handles: Handles<GameSession>, store: RedisEventStore, tick_ms: u32, rules_version: u32) -> Self {
-        Self { handles, store, tick_ms, rules_version: AtomicU32::new(rules_version) }
+    pub fn new(
+        handles: Handles<GameSession>,
+        store: RedisEventStore,
+        tick_ms: u32,
+        rules_version: u32,
+        archive_dir: std::path::PathBuf,
+    ) -> Self {
+        Self { handles, store, tick_ms, rules_version: AtomicU32::new(rules_version), archive_dir }
     }
 
     /// Runs a command on a session's handle.
@@ -236,7 +244,25 @@ impl Game {
 
     pub async fn start_wave(&self, ctx: &RequestContext, id: &str) -> Result<Done> {
         let tick_ms = self.tick_ms;
-        self.act(ctx, id, |user_id, now_ms| GameCommand::StartWave { user_id, tick_ms, now_ms }).await
+        let done = self.act(ctx, id, |user_id, now_ms| GameCommand::StartWave { user_id, tick_ms, now_ms }).await?;
+        // The sweeper's schedule learns of the wave from the event log (which
+        // survives a crash right here); telling it now saves that hop.
+        for e in &done.executed.events {
+            if let GameEvent::WaveStarted(w) = e {
+                let mut conn = self.store.connection();
+                let added: redis::RedisResult<i64> = redis::cmd("ZADD")
+                    .arg(crate::sweeper::DUE)
+                    .arg("NX")
+                    .arg(w.started_at_ms)
+                    .arg(crate::sweeper::member(&done.session_id, w.wave))
+                    .query_async(&mut conn)
+                    .await;
+                if let Err(e) = added {
+                    tracing::debug!(session_id = done.session_id, error = %e, "wave schedule left to the log consumer");
+                }
+            }
+        }
+        Ok(done)
     }
 
     pub async fn end(&self, ctx: &RequestContext, id: &str, reason: &str) -> Result<Done> {
@@ -263,11 +289,11 @@ impl Game {
         Ok((state, version))
     }
 
-    /// Re-runs a session from its events and checks every wave.
+    /// Re-runs a session from all its events (archived ones included) and
+    /// checks every wave.
     pub async fn verify(&self, id: &str) -> Result<Verification> {
         let sid = session_id(id)?;
-        let records =
-            allies_store::EventStore::read(&self.store, <GameSession as Aggregate>::TYPE, &sid, 1, usize::MAX).await?;
+        let records = self.store.full_history(<GameSession as Aggregate>::TYPE, &sid, &self.archive_dir).await?;
         if records.is_empty() {
             return Err(GameError::NoSuchSession.into());
         }

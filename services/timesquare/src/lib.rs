@@ -38,6 +38,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         store.clone(),
         tick_ms,
         rules_version,
+        config.cqrs.archive_dir.clone(),
     ));
     let watch =
         watch::Watch::new(store.clone(), target.clone(), settings.watch_buffer, settings.frame, builder.stopping());

@@ -46,27 +46,6 @@ impl Settings {
 /// book. A file that cannot be used stops timesquare naming the file, the key
 /// and the reason. Returns the current version.
 pub fn load_rules(settings: &Settings) -> Result<u32, ConfigError> {
-    let read = |path: &std::path::Path| -> Result<timesquare_domain::Rules, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("TIMESQUARE_RULES", path.display(), format!("cannot read it: {e}")))?;
-        timesquare_domain::Rules::parse(&text)
-            .map_err(|e| ConfigError::new(format!("{} {}", path.display(), e.key), "(file)", e.reason))
-    };
-    let current = read(&settings.rules_file)?;
-    let version = current.rules_version;
-    if let Ok(dir) = std::fs::read_dir(&settings.rules_dir) {
-        let mut older: Vec<PathBuf> = dir
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
-        older.sort();
-        for path in older {
-            let rules = read(&path)?;
-            timesquare_domain::Book::install(rules)
-                .map_err(|e| ConfigError::new(path.display().to_string(), e.key, e.reason))?;
-        }
-    }
-    timesquare_domain::Book::install(current)
-        .map_err(|e| ConfigError::new(settings.rules_file.display().to_string(), e.key, e.reason))?;
-    Ok(version)
+    timesquare_domain::rules::load_files(&settings.rules_file, &settings.rules_dir)
+        .map_err(|(file, e)| ConfigError::new("TIMESQUARE_RULES", file, format!("at {}: {}", e.key, e.reason)))
 }

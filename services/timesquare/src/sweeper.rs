@@ -1,15 +1,18 @@
 //! Waves complete even when no client sends anything.
 //!
 //! A consumer group (`ts.waves`, one per fleet) on the game-session logs keeps
-//! the running waves in a sorted set, `ts:waves:due` (member: session id,
-//! score: when to look next): `WaveStarted` adds a session, `WaveCompleted` and
-//! `GameEnded` remove it — at least once, so a crash between an append and
-//! the bookkeeping loses nothing. Every replica's sweeper claims the sessions
-//! that are due (one script: read the due ones and push their time one
-//! interval on, so replicas do not pile onto the same session) and sends them
-//! `Settle`, which completes the wave when its end has passed. A second
-//! attempt on the same wave is a harmless version conflict, re-decided on
-//! the completed state.
+//! the running waves in a sorted set, `ts:waves:due` (member
+//! `<session id>:<wave>`, score: when to look next): `WaveStarted` adds a
+//! wave, `WaveCompleted` removes it — at least once, so a crash between an
+//! append and the bookkeeping loses nothing (StartWave also adds it at once,
+//! saving the hop). Every replica's sweeper claims the waves that are due
+//! (one script: read the due ones and push their time one interval on, so
+//! replicas do not pile onto the same session) and sends them `Settle`,
+//! which completes the wave when its end has passed. A second attempt on the
+//! same wave is a harmless version conflict, re-decided on the completed
+//! state; a wave the sweeper finds no longer running (ended by a forfeit, or
+//! its removal processed before its addition by another consumer) is
+//! dropped from the set — by its own member, so the next wave is untouched.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,20 +43,29 @@ pub struct Scheduler {
 impl Handler for Scheduler {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let id = &event.envelope.aggregate_id;
+        if !matches!(event.envelope.event_type.as_str(), "WaveStarted" | "WaveCompleted") {
+            return Ok(());
+        }
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<i64> = match event.envelope.event_type.as_str() {
-            "WaveStarted" => {
-                let e = event.decode::<GameEvent>().map_err(|e| HandlerError(e.to_string()))?;
-                let GameEvent::WaveStarted(w) = e.payload else { return Ok(()) };
+        let e = event.decode::<GameEvent>().map_err(|e| HandlerError(e.to_string()))?;
+        let r: redis::RedisResult<i64> = match e.payload {
+            GameEvent::WaveStarted(w) => {
                 // First look: soon after the start, the sweeper reschedules from there.
                 let at = w.started_at_ms + self.settle.as_millis() as i64;
-                redis::cmd("ZADD").arg(DUE).arg(at).arg(id).query_async(&mut conn).await
+                redis::cmd("ZADD").arg(DUE).arg("NX").arg(at).arg(member(id, w.wave)).query_async(&mut conn).await
             }
-            "WaveCompleted" | "GameEnded" => redis::cmd("ZREM").arg(DUE).arg(id).query_async(&mut conn).await,
+            GameEvent::WaveCompleted(w) => {
+                redis::cmd("ZREM").arg(DUE).arg(member(id, w.wave)).query_async(&mut conn).await
+            }
             _ => return Ok(()),
         };
         r.map(|_| ()).map_err(|e| HandlerError(e.to_string()))
     }
+}
+
+/// The set member of a session's wave.
+pub fn member(session_id: &str, wave: u32) -> String {
+    format!("{session_id}:{wave}")
 }
 
 /// Sessions with a running wave (for the `allies_waves_running` gauge).
@@ -80,15 +92,38 @@ pub async fn sweep(game: Arc<Game>, conn: RedisConn, every: Duration, mut stop: 
                     continue;
                 }
             };
-        for id in due {
+        for entry in due {
+            let Some((id, wave)) = entry.rsplit_once(':').and_then(|(id, w)| Some((id, w.parse::<u32>().ok()?))) else {
+                let _: redis::RedisResult<i64> = redis::cmd("ZREM").arg(DUE).arg(&entry).query_async(&mut c).await;
+                continue;
+            };
             let ctx = RequestContext::system(allies_platform::context::now_ms());
-            match game.settle(&id, &ctx).await {
-                Ok(done) if !done.executed.events.is_empty() => {
-                    tracing::info!(session_id = id, events = ?done.event_types(), "wave settled by the sweeper")
+            match game.settle(id, &ctx).await {
+                Ok(done) => {
+                    if !done.executed.events.is_empty() {
+                        tracing::info!(session_id = id, events = ?done.event_types(), "wave settled by the sweeper");
+                    }
+                    let s = &done.executed.state;
+                    if s.phase != timesquare_domain::Phase::InWave || s.wave != wave {
+                        let _: redis::RedisResult<i64> =
+                            redis::cmd("ZREM").arg(DUE).arg(&entry).query_async(&mut c).await;
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(session_id = id, error = %e, "cannot settle a wave; retried later"),
+                Err(e) if transient(&e) => {
+                    tracing::warn!(session_id = id, error = %e, "cannot settle a wave; retried later")
+                }
+                Err(e) => {
+                    tracing::warn!(session_id = id, error = %e, "a scheduled wave that cannot be settled is dropped");
+                    let _: redis::RedisResult<i64> = redis::cmd("ZREM").arg(DUE).arg(&entry).query_async(&mut c).await;
+                }
             }
         }
     }
+}
+
+/// Whether a failure may pass (Redis, a conflict storm) rather than being
+/// the session's answer for good.
+fn transient(e: &crate::game::TimesquareError) -> bool {
+    use allies_core::{ErrorCode, ServiceError};
+    matches!(e.code(), ErrorCode::Unavailable | ErrorCode::Aborted | ErrorCode::DeadlineExceeded | ErrorCode::Internal)
 }

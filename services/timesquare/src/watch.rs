@@ -353,8 +353,19 @@ impl Watch {
             let snapshot =
                 |s: &GameSession, v: u64| GameUpdate { update: Some(Update::Snapshot(view::game_view(s, v))) };
             let mut last = version;
-            let first = if from_version == 0 || from_version > version {
+            let first = if from_version == 0 {
                 vec![snapshot(&state, version)]
+            } else if from_version > version {
+                // The client saw more than this replica's hub has yet (it
+                // watched another replica): if the store has it, continue
+                // after it; a version that does not exist gets a snapshot.
+                match backfill(&store, &sid, version + 1, from_version).await {
+                    Ok(ahead) if ahead.len() as u64 == from_version - version => {
+                        last = from_version;
+                        Vec::new()
+                    }
+                    _ => vec![snapshot(&state, version)],
+                }
             } else {
                 match backfill(&store, &sid, from_version + 1, version).await {
                     Ok(events) => events,

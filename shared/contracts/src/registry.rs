@@ -12,8 +12,8 @@ use crate::timesquare::events::GameEvent;
 pub const CATEGORIES: &[&str] = &["user", "session", "game_session"];
 
 /// A stored event of `category` as proto3 JSON, upcast to the current schema
-/// (returned with it) and with every secret (password and refresh-token
-/// hashes) redacted. Unknown categories and event types are an error:
+/// (returned with it) and with every secret (password, refresh-token and
+/// invite-code hashes) redacted. Unknown categories and event types are an error:
 /// nothing unchecked leaves through this door.
 pub fn public_json(
     category: &str,
@@ -35,9 +35,8 @@ pub fn public_json(
             .map(|e| show(e, UserEvent::redacted, UserEvent::to_json)),
         "session" => decode_stored::<SessionEvent>(event_type, schema_version, content_type, data)
             .map(|e| show(e, SessionEvent::redacted, SessionEvent::to_json)),
-        // Game events carry no secret (an invite code is stored only as a hash).
         "game_session" => decode_stored::<GameEvent>(event_type, schema_version, content_type, data)
-            .map(|e| show(e, |e| e, GameEvent::to_json)),
+            .map(|e| show(e, GameEvent::redacted, GameEvent::to_json)),
         other => return Err(format!("no event contracts for category '{other}'")),
     };
     shown.map_err(|e| e.to_string())
@@ -74,7 +73,7 @@ pub fn scrub_raw(content_type: &str, data: &[u8]) -> String {
 }
 
 /// proto3 JSON names of the fields that carry secrets, in any category.
-pub const SECRET_FIELDS: &[&str] = &["passwordHash", "refreshTokenHash"];
+pub const SECRET_FIELDS: &[&str] = &["passwordHash", "refreshTokenHash", "inviteCodeHash"];
 
 #[cfg(test)]
 mod tests {
@@ -97,6 +96,16 @@ mod tests {
         let proto = s.encode_protobuf().unwrap();
         let (json, _) = public_json("session", "SessionStarted", 1, "application/x-protobuf", &proto).unwrap();
         assert_eq!(json["refreshTokenHash"], "[redacted]");
+        let g = GameEvent::Created(crate::timesquare::events::v1::GameSessionCreated {
+            private: true,
+            invite_code_hash: "9f86d081".into(),
+            map: "meadow".into(),
+            ..Default::default()
+        });
+        let (json, _) =
+            public_json("game_session", "GameSessionCreated", 1, "application/json", &g.encode_json().unwrap())
+                .unwrap();
+        assert_eq!((json["inviteCodeHash"].as_str(), json["map"].as_str()), (Some("[redacted]"), Some("meadow")));
         assert!(public_json("nope", "X", 1, "application/json", b"{}").is_err());
         assert_eq!(
             scrub_raw("application/json", br#"{"passwordHash": "$argon2id$x", "n":1, "refreshTokenHash":"h"}"#),

@@ -46,4 +46,18 @@ pub mod events {
         WaveCompleted => "WaveCompleted",
         Ended => "GameEnded",
     });
+
+    impl GameEvent {
+        /// The event without its secret: an invite code's hash (an 8-letter
+        /// code's SHA-256 can be brute-forced, so the hash is as good as the
+        /// code) is replaced.
+        pub fn redacted(mut self) -> Self {
+            if let Self::Created(e) = &mut self
+                && !e.invite_code_hash.is_empty()
+            {
+                e.invite_code_hash = crate::guardian::events::REDACTED.into();
+            }
+            self
+        }
+    }
 }

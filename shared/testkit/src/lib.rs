@@ -353,6 +353,12 @@ impl ServiceProcess {
         self.child.id()
     }
 
+    /// kill -9: the process dies at once, mid-whatever it was doing.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits up to `within` for the process to exit;
     /// returns its exit code (None if it was killed by a signal or hung).
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
@@ -376,11 +382,15 @@ fn spawn(name: &str, listen_var: &str, addr: SocketAddr, log: &Path, dir: &Path,
     let bin = binary(name);
     let mut cmd = Command::new(&bin);
     cmd.env(listen_var, addr.to_string()).env("RUST_LOG", "info").env("ALLIES_DATA_DIR", dir);
-    // The fleet's shipped configs/cqrs.yaml (target/<profile>/<bin> → repo root).
+    // The fleet's shipped configs (target/<profile>/<bin> → repo root).
     if let Some(root) = bin.parent().and_then(Path::parent).and_then(Path::parent) {
         let shipped = root.join("configs/cqrs.yaml");
         if shipped.exists() {
             cmd.env("CQRS_CONFIG", shipped);
+        }
+        let rules = root.join("configs/game-rules.yaml");
+        if rules.exists() {
+            cmd.env("TIMESQUARE_RULES", rules).env("TIMESQUARE_RULES_DIR", root.join("configs/game-rules.d"));
         }
     }
     for (k, v) in env {

@@ -14,6 +14,8 @@ use allies_contracts::projector::v1::projector_query_service_client::ProjectorQu
 use allies_contracts::projector::v1::{GetUserRequest, User};
 use allies_contracts::timesquare::v1::player_service_client::PlayerServiceClient;
 use allies_testkit::{RedisServer, ServiceProcess};
+
+pub mod game;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 

@@ -6,6 +6,7 @@
 //!     allies-store as-of <type> <id> --version N | --time <unix ms>
 //!     allies-store archive <type> <id>   # up to the snapshot (taken first if there is none)
 //!     allies-store restore <type> <id>
+//!     allies-store verify-game <session id>   # re-run a game, check every wave hash
 //!
 //! Works for every aggregate type the domain crates define (see `by_type!`);
 //! it depends on domains and contracts, never on a service.
@@ -33,12 +34,16 @@ macro_rules! by_type {
                 type $A = guardian_domain::Session;
                 $body
             }
+            "game_session" => {
+                type $A = timesquare_domain::GameSession;
+                $body
+            }
             other => Err(anyhow!("no aggregate type '{other}' (known: {})", KNOWN.join(", "))),
         }
     };
 }
 
-const KNOWN: &[&str] = &["user", "session"];
+const KNOWN: &[&str] = &["user", "session", "game_session"];
 
 #[derive(Parser)]
 #[command(name = "allies-store", about = "Operator commands on the Defense Allies event store")]
@@ -76,6 +81,17 @@ enum Command {
     Archive { aggregate_type: String, aggregate_id: String },
     /// Put archived events back into Redis.
     Restore { aggregate_type: String, aggregate_id: String },
+    /// Re-run a game session from all its events (archived ones included)
+    /// with the rules version it pinned, and check every recorded wave
+    /// outcome and state hash. Exits 1 on a mismatch.
+    VerifyGame {
+        session_id: String,
+        /// The current rules file (older versions are read from --rules-dir).
+        #[arg(long, default_value = "configs/game-rules.yaml")]
+        rules: std::path::PathBuf,
+        #[arg(long, default_value = "configs/game-rules.d")]
+        rules_dir: std::path::PathBuf,
+    },
 }
 
 fn line(r: &RecordedEvent) -> serde_json::Value {
@@ -179,6 +195,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 _ => println!("nothing to archive: no events before the snapshot are left in Redis"),
             }
+        }
+        Command::VerifyGame { session_id, rules, rules_dir } => {
+            timesquare_domain::rules::load_files(&rules, &rules_dir)
+                .map_err(|(file, e)| anyhow!("{file}: at {}: {}", e.key, e.reason))?;
+            exists("game_session".into(), session_id.clone()).await?;
+            let records = store.full_history("game_session", &session_id, dir).await?;
+            let mut events = Vec::with_capacity(records.len());
+            for r in &records {
+                let e = r
+                    .decode::<allies_contracts::timesquare::events::GameEvent>()
+                    .with_context(|| format!("event {} of game {session_id}", r.envelope.version))?;
+                events.push(e.payload);
+            }
+            let report = timesquare_domain::replay::verify(&events);
+            for w in &report.waves {
+                let mark = if w.ok { "ok" } else { "MISMATCH" };
+                println!(
+                    "wave {:>2}  {:<8} {mark}  recorded {}  replayed {}",
+                    w.wave, w.recorded_outcome, w.recorded_hash, w.replayed_hash
+                );
+            }
+            for p in &report.problems {
+                println!("problem: {p}");
+            }
+            if !report.ok() {
+                bail!("the replay of {session_id} does not reproduce the recorded game ({} events)", report.events);
+            }
+            println!("replay verified: {} events, {} waves", report.events, report.waves.len());
         }
         Command::Restore { aggregate_type, aggregate_id } => {
             exists(aggregate_type.clone(), aggregate_id.clone()).await?;

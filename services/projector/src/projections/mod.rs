@@ -1,6 +1,7 @@
 //! The read models. Adding one: a file here implementing
 //! [`Projection`](crate::registry::Projection), and one line in [`registry`].
 
+pub mod games;
 pub mod sessions;
 pub mod users;
 
@@ -8,5 +9,5 @@ use crate::registry::Registry;
 
 /// Every projection the projector runs.
 pub fn registry() -> Registry {
-    Registry::new().register(users::Users).register(sessions::Sessions)
+    Registry::new().register(users::Users).register(sessions::Sessions).register(games::Games)
 }
