@@ -189,7 +189,11 @@ impl Map {
     /// Whether a tower may stand on the cell: inside the grid, not on the
     /// path, not blocked.
     pub fn buildable(&self, x: i32, y: i32) -> bool {
-        self.in_grid(x, y) && !self.blocked.contains(&[x, y]) && !self.path_cells().contains(&(x, y))
+        let on_path = self.path.windows(2).any(|w| {
+            let ([x0, y0], [x1, y1]) = (w[0], w[1]);
+            (x0.min(x1)..=x0.max(x1)).contains(&x) && (y0.min(y1)..=y0.max(y1)).contains(&y)
+        });
+        self.in_grid(x, y) && !self.blocked.contains(&[x, y]) && !on_path
     }
 }
 

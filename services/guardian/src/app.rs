@@ -438,7 +438,7 @@ impl Guardian {
         let id = id.map_err(GuardianError::from)?;
         let command = UserCommand::ChangeRoles { roles, changed_by: caller.user_id.clone(), at_ms: ctx.now_ms };
         let done = self.on_user(&id, command, ctx).await?;
-        Ok((done.state.roles, done.version))
+        Ok((done.state.roles.clone(), done.version))
     }
 
     /// An admin lifts a user's lockout (recorded as `UserUnlocked`).

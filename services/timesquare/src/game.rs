@@ -11,7 +11,9 @@ use allies_contracts::timesquare::v1::CreateGameSessionRequest;
 use allies_core::{Aggregate, DomainEvent, ErrorCode, Failure, FieldViolation, Invalid, ServiceError};
 use allies_platform::RequestContext;
 use allies_platform::auth::{AuthError, Caller};
-use allies_store::{ExecuteError, Executed, Handles, Options, RedisEventStore, StoreError};
+use allies_store::{
+    EventStore, ExecuteError, Executed, Handles, NewEvent, Options, Priority, Publication, RedisEventStore, StoreError,
+};
 use timesquare_domain::replay::{Verification, verify};
 use timesquare_domain::{Book, GameCommand, GameError, GameSession, Phase, Who};
 use uuid::Uuid;
@@ -165,7 +167,9 @@ impl Game {
     /// Runs a command on a session's handle.
     pub async fn run(&self, session_id: &str, command: GameCommand, ctx: &RequestContext) -> Result<Done> {
         let handle = self.handles.get(session_id);
-        let options = Options::default().command_id(ctx.command_id());
+        let format = self.store.format();
+        let publish = move |_: &GameSession, events: &[GameEvent]| publications(events, format);
+        let options = Options::default().command_id(ctx.command_id()).publish(&publish);
         let executed = handle.execute(&command, &ctx.command_context(), options).await?;
         if executed.state.phase == Phase::Ended {
             // Finished: nothing will run on it again here.
@@ -279,7 +283,7 @@ impl Game {
 
     /// The session's current state, if the caller may see it: members and
     /// admins always, anyone signed in for a public session.
-    pub async fn state(&self, caller: &Caller, id: &str) -> Result<(GameSession, u64)> {
+    pub async fn state(&self, caller: &Caller, id: &str) -> Result<(Arc<GameSession>, u64)> {
         let sid = session_id(id)?;
         let (state, version) = self.handles.get(&sid).current().await?;
         if state.phase == Phase::None {
@@ -314,6 +318,23 @@ impl Game {
         let v = if version == 0 { self.rules_version.load(Ordering::Relaxed) } else { version };
         Book::get(v).ok_or_else(|| Failure::not_found(format!("no rules version {v}")).into())
     }
+}
+
+/// What a game command publishes with its events, in the same append: a
+/// started wave on the internal `ts.waves` topic (the sweeper's schedule
+/// reads it instead of every game event).
+pub fn publications(events: &[GameEvent], format: allies_core::EventFormat) -> Vec<Publication> {
+    events
+        .iter()
+        .filter(|e| matches!(e, GameEvent::WaveStarted(_)))
+        .filter_map(|e| match NewEvent::encode_as(e, format) {
+            Ok(event) => Some(Publication { topic: crate::sweeper::TOPIC.into(), priority: Priority::High, event }),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot encode a wave publication");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Members and admins see any session; anyone signed in a public one.

@@ -46,6 +46,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     // Waves complete even when nobody acts: the schedule and the sweeper.
     let metrics = allies_store::metrics::SubscriberMetrics::register(builder.registry());
     let mut schedule = SubscriptionConfig::new(sweeper::GROUP, &config.instance, "game_session", config.partitions);
+    schedule.source = allies_store::subscriber::Source::Topic(sweeper::TOPIC.into());
     schedule.metrics = Some(metrics);
     schedule.block = config.cqrs.subscriber_block;
     schedule.claim_idle = config.cqrs.claim_idle;

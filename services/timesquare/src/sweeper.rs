@@ -1,11 +1,12 @@
 //! Waves complete even when no client sends anything.
 //!
-//! A consumer group (`ts.waves`, one per fleet) on the game-session logs keeps
-//! the running waves in a sorted set, `ts:waves:due` (member
-//! `<session id>:<wave>`, score: when to look next): `WaveStarted` adds a
-//! wave, `WaveCompleted` removes it — at least once, so a crash between an
-//! append and the bookkeeping loses nothing (StartWave also adds it at once,
-//! saving the hop). Every replica's sweeper claims the waves that are due
+//! Every `WaveStarted` is also published, by the same append, on the
+//! internal topic `ts.waves`; a consumer group on it (`ts.waves`, one per
+//! fleet) keeps the running waves in a sorted set, `ts:waves:due` (member
+//! `<session id>:<wave>`, score: when to look next) — at least once, so a
+//! crash between the append and the bookkeeping loses nothing (StartWave
+//! also adds the wave at once, saving the hop). The group reads only wave
+//! starts, not every game event. Every replica's sweeper claims the waves that are due
 //! (one script: read the due ones and push their time one interval on, so
 //! replicas do not pile onto the same session) and sends them `Settle`,
 //! which completes the wave when its end has passed. A second attempt on the
@@ -27,6 +28,8 @@ use crate::game::Game;
 
 pub const DUE: &str = "ts:waves:due";
 pub const GROUP: &str = "ts.waves";
+/// The topic started waves are published on.
+pub const TOPIC: &str = "ts.waves";
 
 const CLAIM: &str = r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -43,22 +46,16 @@ pub struct Scheduler {
 impl Handler for Scheduler {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let id = &event.envelope.aggregate_id;
-        if !matches!(event.envelope.event_type.as_str(), "WaveStarted" | "WaveCompleted") {
+        if event.envelope.event_type != "WaveStarted" {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
         let e = event.decode::<GameEvent>().map_err(|e| HandlerError(e.to_string()))?;
-        let r: redis::RedisResult<i64> = match e.payload {
-            GameEvent::WaveStarted(w) => {
-                // First look: soon after the start, the sweeper reschedules from there.
-                let at = w.started_at_ms + self.settle.as_millis() as i64;
-                redis::cmd("ZADD").arg(DUE).arg("NX").arg(at).arg(member(id, w.wave)).query_async(&mut conn).await
-            }
-            GameEvent::WaveCompleted(w) => {
-                redis::cmd("ZREM").arg(DUE).arg(member(id, w.wave)).query_async(&mut conn).await
-            }
-            _ => return Ok(()),
-        };
+        let GameEvent::WaveStarted(w) = e.payload else { return Ok(()) };
+        // First look: soon after the start, the sweeper reschedules from there.
+        let at = w.started_at_ms + self.settle.as_millis() as i64;
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<i64> =
+            redis::cmd("ZADD").arg(DUE).arg("NX").arg(at).arg(member(id, w.wave)).query_async(&mut conn).await;
         r.map(|_| ()).map_err(|e| HandlerError(e.to_string()))
     }
 }

@@ -26,8 +26,9 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// What a command did.
 #[derive(Debug, Clone)]
 pub struct Executed<A: Aggregate> {
-    /// The aggregate's state after the command.
-    pub state: A,
+    /// The aggregate's state after the command (shared with the hot handle
+    /// that keeps it: no copy per command).
+    pub state: Arc<A>,
     /// Its version after the command.
     pub version: u64,
     /// The events the command produced (empty: it changed nothing).
@@ -258,10 +259,8 @@ impl CommandExecutor {
         let mut attempt = 1;
         loop {
             let loaded: Loaded<A> = load::load(&*self.store, id).await?;
-            match self
-                .attempt(id, &loaded.state, loaded.version, loaded.snapshot, command, ctx, options, &record)
-                .await?
-            {
+            let mut state = Arc::new(loaded.state);
+            match self.attempt(id, &mut state, loaded.version, loaded.snapshot, command, ctx, options, &record).await? {
                 Attempt::Done(done) => return Ok(done),
                 Attempt::Conflict if attempt < self.max_attempts => {
                     self.count_retry(A::TYPE);
@@ -317,15 +316,26 @@ impl CommandExecutor {
         let Some(record) = record else { return Ok(None) };
         let Some(first) = self.store.command_outcome(A::TYPE, id, record).await? else { return Ok(None) };
         let loaded: Loaded<A> = load::load(&*self.store, id).await?;
-        Ok(Some(Executed { state: loaded.state, version: first.version, events: Vec::new(), outcome: Some(first) }))
+        Ok(Some(Executed {
+            state: Arc::new(loaded.state),
+            version: first.version,
+            events: Vec::new(),
+            outcome: Some(first),
+        }))
     }
 
     /// Decides on `state` (at `version`) and appends with that exact version.
+    ///
+    /// The events are folded into `state` in place (copied only when
+    /// someone else still holds it — a reply being written, a snapshot being
+    /// saved), so a hot aggregate is not copied per command. After a
+    /// `Conflict` or an error other than the domain's refusal, `state` holds
+    /// events that were not stored: the caller must load it again.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn attempt<A: Snapshot>(
         &self,
         id: &str,
-        state: &A,
+        state: &mut Arc<A>,
         version: u64,
         last_snapshot: Option<(u64, i64)>,
         command: &A::Command,
@@ -337,10 +347,13 @@ impl CommandExecutor {
         if events.is_empty() {
             return Ok(Attempt::Done(Executed { state: state.clone(), version, events, outcome: None }));
         }
-        let mut next = state.clone();
-        for e in &events {
-            next.evolve(e);
+        {
+            let next = Arc::make_mut(state);
+            for e in &events {
+                next.evolve(e);
+            }
         }
+        let next = &*state;
         let storage = self.store.storage_of(A::TYPE);
         let mut request = AppendRequest::typed::<A>(
             id,
@@ -351,14 +364,14 @@ impl CommandExecutor {
             self.store.format(),
         )?;
         if storage != Storage::EventSourced {
-            let data = serde_json::to_vec(&next).map_err(|e| AppendError::Invalid(format!("state: {e}")))?;
+            let data = serde_json::to_vec(&**next).map_err(|e| AppendError::Invalid(format!("state: {e}")))?;
             request = request.with_aggregate_state(data, A::SNAPSHOT_SCHEMA);
         }
-        if let Some(f) = options.state_fields.and_then(|f| f(&next)) {
+        if let Some(f) = options.state_fields.and_then(|f| f(next)) {
             request = request.with_state_fields(f);
         }
         if let Some(publish) = options.publish {
-            request = request.with_publications(publish(&next, &events));
+            request = request.with_publications(publish(next, &events));
         }
         if let Some(r) = record {
             request = request.with_command(r.clone());
@@ -373,7 +386,7 @@ impl CommandExecutor {
                 // The same command id won a race with us: answer its result.
                 let loaded: Loaded<A> = load::load(&*self.store, id).await?;
                 Ok(Attempt::Done(Executed {
-                    state: loaded.state,
+                    state: Arc::new(loaded.state),
                     version: outcome.version,
                     events: Vec::new(),
                     outcome: Some(outcome),
@@ -383,9 +396,14 @@ impl CommandExecutor {
                 if storage == Storage::EventSourced
                     && self.store.snapshot_policy().due(outcome.version, last_snapshot, ctx.now_ms)
                 {
-                    self.snapshot_later(id, &next, outcome.version, ctx.now_ms);
+                    self.snapshot_later(id, state, outcome.version, ctx.now_ms);
                 }
-                Ok(Attempt::Done(Executed { state: next, version: outcome.version, events, outcome: Some(outcome) }))
+                Ok(Attempt::Done(Executed {
+                    state: state.clone(),
+                    version: outcome.version,
+                    events,
+                    outcome: Some(outcome),
+                }))
             }
             Err(AppendError::Conflict { .. }) => {
                 if let Some(m) = &self.metrics {
@@ -398,10 +416,10 @@ impl CommandExecutor {
     }
 
     /// Writes a snapshot off the command's path: the reply does not wait for it.
-    fn snapshot_later<A: Snapshot>(&self, id: &str, state: &A, version: u64, now_ms: i64) {
+    fn snapshot_later<A: Snapshot>(&self, id: &str, state: &Arc<A>, version: u64, now_ms: i64) {
         let (store, id, state) = (self.store.clone(), id.to_owned(), state.clone());
         tokio::spawn(async move {
-            if let Err(e) = load::save_snapshot(&*store, &id, &state, version, now_ms).await {
+            if let Err(e) = load::save_snapshot(&*store, &id, &*state, version, now_ms).await {
                 tracing::warn!(aggregate_type = A::TYPE, aggregate_id = id, error = %e, "snapshot not written");
             }
         });

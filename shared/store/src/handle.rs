@@ -1,7 +1,9 @@
 //! Long-lived handles on hot aggregates: the state stays in memory, a
-//! command decides on it and appends with the exact version, and only a
-//! conflict (another replica wrote meanwhile) reads anything: the events
-//! after the cached version, folded in, then the command is decided again.
+//! command decides on it, folds its events in place (no copy of the state
+//! per command) and appends with the exact version, and only a conflict
+//! (another replica wrote meanwhile) reads anything: the aggregate is
+//! loaded again (snapshot and the events after it), then the command is
+//! decided again.
 //! A refusal is checked the same way (one read of anything newer) before it
 //! is answered, so no replica refuses on a state another one already changed.
 //! Commands on one handle are serialized, so one replica never conflicts
@@ -19,7 +21,7 @@ use crate::load;
 use crate::store::Storage;
 
 struct Cached<A> {
-    state: A,
+    state: Arc<A>,
     version: u64,
     snapshot: Option<(u64, i64)>,
 }
@@ -47,7 +49,8 @@ where
     async fn ensure(&self, cached: &mut Option<Cached<A>>) -> Result<(), crate::StoreError> {
         if cached.is_none() {
             let loaded = load::load::<A>(&**self.executor.store(), &self.id).await?;
-            *cached = Some(Cached { state: loaded.state, version: loaded.version, snapshot: loaded.snapshot });
+            *cached =
+                Some(Cached { state: Arc::new(loaded.state), version: loaded.version, snapshot: loaded.snapshot });
         }
         Ok(())
     }
@@ -57,15 +60,21 @@ where
         let store = self.executor.store();
         if store.storage_of(A::TYPE) == Storage::StateBased {
             let loaded = load::load::<A>(&**store, &self.id).await?;
-            (cached.state, cached.version) = (loaded.state, loaded.version);
+            (cached.state, cached.version) = (Arc::new(loaded.state), loaded.version);
         } else {
-            load::catch_up(&**store, &self.id, &mut cached.state, &mut cached.version).await?;
+            // Copies the state only when a reply still holds it and there is news.
+            let mut state = A::clone(&cached.state);
+            let before = cached.version;
+            load::catch_up(&**store, &self.id, &mut state, &mut cached.version).await?;
+            if cached.version != before {
+                cached.state = Arc::new(state);
+            }
         }
         Ok(())
     }
 
     /// The state as this replica knows it, caught up with the store.
-    pub async fn current(&self) -> Result<(A, u64), crate::StoreError> {
+    pub async fn current(&self) -> Result<(Arc<A>, u64), crate::StoreError> {
         let mut guard = self.cached.lock().await;
         self.ensure(&mut guard).await?;
         let Some(cached) = guard.as_mut() else { unreachable!("ensured above") };
@@ -74,7 +83,7 @@ where
     }
 
     /// The cached state without asking the store (None before the first use).
-    pub async fn cached(&self) -> Option<(A, u64)> {
+    pub async fn cached(&self) -> Option<(Arc<A>, u64)> {
         self.cached.lock().await.as_ref().map(|c| (c.state.clone(), c.version))
     }
 
@@ -108,12 +117,15 @@ where
         loop {
             let tried = self
                 .executor
-                .attempt(&self.id, &cached.state, cached.version, cached.snapshot, command, ctx, options, &record)
+                .attempt(&self.id, &mut cached.state, cached.version, cached.snapshot, command, ctx, options, &record)
                 .await;
             match tried {
                 Ok(Attempt::Done(done)) => {
-                    if done.outcome.as_ref().is_some_and(|o| !o.duplicate) {
-                        cached.state = done.state.clone();
+                    if done.outcome.as_ref().is_some_and(|o| o.duplicate) {
+                        // Another request with this command id won: the
+                        // cached state holds our unstored events.
+                        *guard = None;
+                    } else if done.outcome.is_some() {
                         cached.version = done.version;
                         if self.executor.store().snapshot_policy().due(done.version, cached.snapshot, ctx.now_ms) {
                             cached.snapshot = Some((done.version, ctx.now_ms));
@@ -122,15 +134,19 @@ where
                     return Ok(done);
                 }
                 Ok(Attempt::Conflict) if attempt < self.executor.max_attempts() => {
-                    // Another replica wrote: fold in what it wrote, decide again.
+                    // Another replica wrote: what we folded in was not
+                    // stored. Load what the store holds, decide again.
                     self.executor.count_retry(A::TYPE);
-                    self.refresh(cached).await?;
+                    let loaded = load::load::<A>(&**self.executor.store(), &self.id).await?;
+                    (cached.state, cached.version, cached.snapshot) =
+                        (Arc::new(loaded.state), loaded.version, loaded.snapshot);
                     if attempt > 1 {
                         tokio::time::sleep(jitter(attempt)).await;
                     }
                     attempt += 1;
                 }
                 Ok(Attempt::Conflict) => {
+                    *guard = None;
                     return Err(ExecuteError::Conflict {
                         aggregate_type: A::TYPE,
                         aggregate_id: self.id.clone(),
@@ -150,7 +166,8 @@ where
                 }
                 Err(e) => {
                     // A failed append may or may not have been applied (a
-                    // timeout): forget the cache, the next command reloads.
+                    // timeout), and the cached state holds the events: forget
+                    // it, the next command reloads.
                     *guard = None;
                     return Err(e);
                 }

@@ -195,7 +195,7 @@ async fn two_handles_on_one_aggregate_stay_correct_and_read_only_on_a_conflict()
     // A refusal is never decided on a stale state: a is behind (b wrote), catches up first.
     let e = a.execute(&-2000, &context(13), Options::default()).await.unwrap_err();
     assert!(matches!(e, ExecuteError::Domain(BelowZero { total: 1116, .. })), "{e:?}");
-    assert_eq!(a.current().await.unwrap(), (Counter { total: 1116 }, 9));
+    assert_eq!(a.current().await.unwrap(), (std::sync::Arc::new(Counter { total: 1116 }), 9));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,5 +217,5 @@ async fn handles_on_two_replicas_race_on_redis_without_losing_a_command() {
     }
     versions.sort();
     assert_eq!(versions, (1..=30).collect::<Vec<_>>());
-    assert_eq!(b.current().await.unwrap(), (Counter { total: 30 }, 30));
+    assert_eq!(b.current().await.unwrap(), (std::sync::Arc::new(Counter { total: 30 }), 30));
 }

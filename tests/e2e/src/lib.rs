@@ -47,6 +47,13 @@ impl Fleet {
         Self { redis, services, admin_token: Mutex::new(None) }
     }
 
+    /// Starts Redis and only the services `names` (guardian first).
+    pub fn start_only(names: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        let redis = RedisServer::start();
+        let services = Self::start_services(&redis, extra_env, names);
+        Self { redis, services, admin_token: Mutex::new(None) }
+    }
+
     /// Starts `names` (guardian first: the others verify tokens against its JWKS).
     pub fn start_services(redis: &RedisServer, extra_env: &[(&str, &str)], names: &[&str]) -> Vec<ServiceProcess> {
         let url = redis.url();

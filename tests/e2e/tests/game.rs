@@ -371,6 +371,11 @@ async fn kill_nine_of_a_replica_mid_wave_loses_no_accepted_command_and_the_wave_
         assert_eq!(allies_core_type(e), *kind, "version {version} holds the accepted command");
     }
     assert!(events.iter().any(|(_, e)| matches!(e, GameEvent::WaveCompleted(w) if w.wave == 1)));
+    // The wave reached the sweeper's schedule through the same append: its
+    // start is on the internal topic, whoever crashed after writing it.
+    let p = allies_store::keys::partition_of(&id, 16);
+    let topic = allies_store::keys::integration_key("ts.waves", "game_session", p, allies_store::Priority::High);
+    assert_eq!(fleet.redis.raw(&["XLEN", &topic]).trim_start_matches(':'), "1");
     // The recorded outcome is what the simulation gives for these inputs.
     let report = verify(&fleet, &mut b, &id).await;
     assert!(report.ok, "{report:?}");

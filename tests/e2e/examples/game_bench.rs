@@ -1,0 +1,595 @@
+//! The game's benchmarks, printed as tables (release build, real binaries,
+//! a private redis-server per part):
+//!
+//!     cargo build --release --bins --examples
+//!     target/release/examples/game_bench                 # all parts
+//!     target/release/examples/game_bench commands sim    # some: commands | sim | watchers | memory
+//!
+//! commands: 50 players, each on their own session, PlaceTower and
+//!   UpgradeTower through gRPC with a bearer token (timesquare verifies the
+//!   EdDSA JWT on every call), beside the raw Redis floor in the same run:
+//!   the same number of EVALSHA calls doing the two XADDs an append does.
+//! sim: the deterministic simulation in process: a late wave (wave 20) with
+//!   4 players, 100 towers and 200+ enemies alive, ticks per second.
+//! watchers: 200 gRPC watchers of one session during a wave: frames per
+//!   second delivered and their lag (receive time - the frame's server time).
+//! memory: one finished 4-player, 20-wave session: the Redis memory of its
+//!   stream, snapshot, log entries, read model and indexes.
+//!
+//! The bench rules (a copy of configs/game-rules.yaml) give a deep purse so
+//! the command loop never runs out of gold, and a "bench" difficulty with
+//! tanky, slow enemies and eight times as many of them per wave so the
+//! late wave holds 200+ at once.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allies_contracts::timesquare::v1::game_update::Update;
+use allies_contracts::timesquare::v1::*;
+use allies_core::Aggregate;
+use allies_e2e::game::{Gamer, build_greedily, start_wave, state, wave_over};
+use allies_e2e::{Fleet, bearer};
+use allies_testkit::RedisServer;
+use timesquare_domain::rules::{Difficulty, Rules, SHIPPED};
+use timesquare_domain::{Book, GameCommand, GameSession, Phase, Who};
+
+const CLIENTS: usize = 50;
+const COMMANDS_PER_CLIENT: usize = 400;
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn bench_rules() -> Rules {
+    let mut r = Rules::parse(SHIPPED).expect("shipped rules");
+    r.economy.start_gold = 100_000_000;
+    r.difficulties.insert(
+        "bench".into(),
+        Difficulty { enemy_hp_pct: 1000, enemy_speed_pct: 50, bounty_pct: 100, start_gold_pct: 100, lives: 1_000_000 },
+    );
+    for e in r.enemies.values_mut() {
+        e.hp *= 10;
+    }
+    for map in r.maps.values_mut() {
+        for g in &mut map.spawn_groups {
+            g.count *= 8;
+            g.count_per_wave_pm *= 8;
+            g.interval_ticks = (g.interval_ticks / 4).max(1);
+        }
+    }
+    r.validate().expect("bench rules are valid");
+    r
+}
+
+fn rules_file(dir: &std::path::Path) -> String {
+    let path = dir.join("bench-rules.yaml");
+    std::fs::write(&path, serde_norway::to_string(&bench_rules()).expect("yaml")).expect("write rules");
+    path.display().to_string()
+}
+
+fn used_memory(redis: &RedisServer) -> i64 {
+    redis
+        .raw(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn memory_of(redis: &RedisServer, key: &str) -> i64 {
+    redis.raw(&["MEMORY", "USAGE", key, "SAMPLES", "0"]).trim().trim_start_matches(':').parse().unwrap_or(0)
+}
+
+async fn gamers(fleet: &Fleet, prefix: &str, n: usize) -> Vec<Gamer> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(fleet.gamer(&format!("{prefix}{i:03}")).await);
+    }
+    out
+}
+
+/// A solo session, started, for `who`.
+async fn solo(games: &mut allies_e2e::game::Games, who: &Gamer, difficulty: &str) -> String {
+    allies_e2e::game::started_game(games, &[who], "meadow", difficulty).await
+}
+
+async fn commands(services: &[&str], title: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_file(dir.path());
+    let env = [
+        ("RUST_LOG", "warn"),
+        ("TIMESQUARE_RULES", rules.as_str()),
+        ("AUTH_RATE_PER_USERNAME", "1000000"),
+        ("AUTH_RATE_PER_CLIENT", "1000000"),
+    ];
+    let fleet = Fleet::start_only(services, &env);
+    let players = gamers(&fleet, "cmd", CLIENTS).await;
+    let mut setup = fleet.game().await;
+    let mut sessions = Vec::new();
+    for p in &players {
+        sessions.push(solo(&mut setup, p, "normal").await);
+    }
+    let view = state(&mut setup, &sessions[0], &players[0]).await;
+    let board = view.board.clone().unwrap_or_default();
+    let path: BTreeSet<(i32, i32)> =
+        board.path.iter().map(|c| (c.x, c.y)).chain(board.blocked.iter().map(|c| (c.x, c.y))).collect();
+    let cells: Vec<(i32, i32)> =
+        (0..board.width).flat_map(|x| (0..board.height).map(move |y| (x, y))).filter(|c| !path.contains(c)).collect();
+    let cells = Arc::new(cells);
+
+    // The gRPC floor: WhoAmI does the same token check and nothing else.
+    let floor_started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in players.iter().cloned() {
+        let endpoint = fleet.endpoint("timesquare");
+        tasks.push(tokio::spawn(async move {
+            let channel =
+                tonic::transport::Channel::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
+            let mut c = allies_contracts::timesquare::v1::player_service_client::PlayerServiceClient::new(channel);
+            let mut lat = Vec::with_capacity(COMMANDS_PER_CLIENT);
+            for _ in 0..COMMANDS_PER_CLIENT {
+                let t = Instant::now();
+                c.who_am_i(bearer(WhoAmIRequest {}, &p.token)).await.expect("whoami");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut floor = Vec::new();
+    for t in tasks {
+        floor.extend(t.await.expect("client"));
+    }
+    let floor_time = floor_started.elapsed();
+    floor.sort();
+
+    // Every client its own connection, its own session; place, upgrade, upgrade, next cell.
+    let pids: Vec<(String, u32)> = fleet
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.pid()))
+        .chain([
+            ("redis-server".to_owned(), fleet.redis.pid()),
+            ("the bench's 50 clients".to_owned(), std::process::id()),
+        ])
+        .collect();
+    let cpu_before: Vec<Duration> = pids.iter().map(|(_, p)| allies_testkit::cpu_time(*p)).collect();
+    fleet.redis.raw(&["CONFIG", "RESETSTAT"]);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (p, sid) in players.iter().cloned().zip(sessions.iter().cloned()) {
+        let endpoint = fleet.endpoint("timesquare");
+        let cells = cells.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut g = Fleet::game_at(&endpoint).await;
+            let (mut place, mut upgrade, mut failed) = (Vec::new(), Vec::new(), 0usize);
+            let mut tower = 0;
+            for i in 0..COMMANDS_PER_CLIENT {
+                let cell = cells[(i / 3) % cells.len()];
+                let t = Instant::now();
+                if i % 3 == 0 {
+                    let r =
+                        PlaceTowerRequest { session_id: sid.clone(), tower_type: "arrow".into(), x: cell.0, y: cell.1 };
+                    match g.place_tower(bearer(r, &p.token)).await {
+                        Ok(r) => {
+                            tower = r.into_inner().tower_id;
+                            place.push(t.elapsed());
+                        }
+                        Err(_) => failed += 1,
+                    }
+                } else {
+                    let r = TowerRequest { session_id: sid.clone(), tower_id: tower };
+                    match g.upgrade_tower(bearer(r, &p.token)).await {
+                        Ok(_) => upgrade.push(t.elapsed()),
+                        Err(_) => failed += 1,
+                    }
+                }
+            }
+            (place, upgrade, failed)
+        }));
+    }
+    let (mut place, mut upgrade, mut failed) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        let (p, u, f) = t.await.expect("client");
+        place.extend(p);
+        upgrade.extend(u);
+        failed += f;
+    }
+    let game_time = started.elapsed();
+    let cpu: Vec<(String, Duration)> = pids
+        .iter()
+        .zip(cpu_before)
+        .map(|((name, pid), before)| (name.clone(), allies_testkit::cpu_time(*pid).saturating_sub(before)))
+        .collect();
+    let total = place.len() + upgrade.len();
+    let mut all: Vec<Duration> = place.iter().chain(upgrade.iter()).copied().collect();
+    all.sort();
+    place.sort();
+    upgrade.sort();
+
+    let stats = fleet.redis.raw(&["INFO", "commandstats"]);
+    // The raw floor on the same Redis, same concurrency, same count.
+    let (raw_time, mut raw) = raw_appends(&fleet.redis.url(), CLIENTS, COMMANDS_PER_CLIENT).await;
+    raw.sort();
+
+    println!("\n## Game commands through gRPC ({CLIENTS} clients, {CLIENTS} sessions, auth on every call; {title})\n");
+    println!("| path | ops | ops/s | p50 | p99 |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| PlaceTower + UpgradeTower | {total} | {:.0} | {} | {} |",
+        total as f64 / game_time.as_secs_f64(),
+        ms(pct(&all, 0.5)),
+        ms(pct(&all, 0.99))
+    );
+    println!("| · PlaceTower | {} | | {} | {} |", place.len(), ms(pct(&place, 0.5)), ms(pct(&place, 0.99)));
+    println!("| · UpgradeTower | {} | | {} | {} |", upgrade.len(), ms(pct(&upgrade, 0.5)), ms(pct(&upgrade, 0.99)));
+    println!(
+        "| WhoAmI (the same auth, no game, no store) | {} | {:.0} | {} | {} |",
+        floor.len(),
+        floor.len() as f64 / floor_time.as_secs_f64(),
+        ms(pct(&floor, 0.5)),
+        ms(pct(&floor, 0.99))
+    );
+    println!(
+        "| raw Redis EVALSHA (2 XADD) | {} | {:.0} | {} | {} |",
+        raw.len(),
+        raw.len() as f64 / raw_time.as_secs_f64(),
+        ms(pct(&raw, 0.5)),
+        ms(pct(&raw, 0.99))
+    );
+    println!("\nrefused or failed: {failed}");
+    println!(
+        "\nCPU used during the {:.1} s of commands (2 cores = {:.1} CPU-s available):\n",
+        game_time.as_secs_f64(),
+        2.0 * game_time.as_secs_f64()
+    );
+    let mut by_cost: Vec<(String, u64, u64)> = stats
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| rest.split(',').find_map(|kv| kv.strip_prefix(k)?.parse::<u64>().ok());
+            Some((name.to_owned(), field("calls=")?, field("usec=")?))
+        })
+        .collect();
+    by_cost.sort_by_key(|(_, _, usec)| std::cmp::Reverse(*usec));
+    println!("Redis time by command during the game commands (INFO commandstats):\n");
+    println!("| command | calls | calls per game command | µs per game command |");
+    println!("|---|---|---|---|");
+    for (name, calls, usec) in by_cost.iter().take(8) {
+        println!("| {name} | {calls} | {:.2} | {:.1} |", *calls as f64 / total as f64, *usec as f64 / total as f64);
+    }
+    println!();
+    println!("| process | CPU-s | µs per command |");
+    println!("|---|---|---|");
+    for (name, used) in &cpu {
+        println!("| {name} | {:.2} | {:.0} |", used.as_secs_f64(), used.as_secs_f64() * 1e6 / total.max(1) as f64);
+    }
+}
+
+const RAW: &str =
+    "redis.call('XADD', KEYS[1], '*', unpack(ARGV)) return redis.call('XADD', KEYS[2], '*', unpack(ARGV))";
+
+async fn raw_appends(url: &str, writers: usize, each: usize) -> (Duration, Vec<Duration>) {
+    let client = redis::Client::open(url).expect("client");
+    let conn = redis::aio::ConnectionManager::new(client).await.expect("connect");
+    let script = Arc::new(redis::Script::new(RAW));
+    let payload = r#"{"towerId":12,"playerId":"0193b3d2-7a4c-7cc0-8a51-27f1c2d1e001","towerType":"arrow","x":4,"y":7,"cost":50,"goldAfter":1450,"wave":3,"tick":0}"#;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (mut conn, script) = (conn.clone(), script.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(each);
+            for i in 0..each {
+                let p = (w * 7 + i) % 16;
+                let t = Instant::now();
+                let _: String = script
+                    .key(format!("raw:{{game.{p}}}:stream:w{w}"))
+                    .key(format!("raw:{{game.{p}}}:log"))
+                    .arg("event_id")
+                    .arg(uuid::Uuid::now_v7().to_string())
+                    .arg("event_type")
+                    .arg("TowerPlaced")
+                    .arg("aggregate_id")
+                    .arg(format!("w{w}"))
+                    .arg("version")
+                    .arg(i + 1)
+                    .arg("data")
+                    .arg(payload)
+                    .invoke_async(&mut conn)
+                    .await
+                    .expect("raw append");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("writer"));
+    }
+    (start.elapsed(), all)
+}
+
+fn apply(state: &mut GameSession, cmd: &GameCommand) -> bool {
+    match state.decide(cmd) {
+        Ok(events) => {
+            for e in &events {
+                state.evolve(e);
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn sim() {
+    Book::install(bench_rules()).expect("install the bench rules");
+    let t0 = 1_750_000_000_000i64;
+    let who = |i: usize| Who { user_id: format!("p{i}"), display_name: format!("p{i}") };
+    let mut s = GameSession::default();
+    let create = GameCommand::Create {
+        session_id: "0193b3d2-7a4c-7cc0-8a51-27f1c2d1e0aa".into(),
+        host: who(0),
+        map: "meadow".into(),
+        difficulty: "bench".into(),
+        max_players: 4,
+        private: false,
+        invite_hash: String::new(),
+        match_id: String::new(),
+        rules_version: 1,
+        flags: BTreeSet::new(),
+        now_ms: t0,
+    };
+    assert!(apply(&mut s, &create));
+    for i in 1..4 {
+        assert!(apply(&mut s, &GameCommand::Join { who: who(i), invite_hash: None, now_ms: t0 }));
+    }
+    for i in 0..4 {
+        assert!(apply(&mut s, &GameCommand::SetReady { user_id: format!("p{i}"), ready: true, now_ms: t0 }));
+    }
+    assert!(apply(&mut s, &GameCommand::Start { user_id: "p0".into(), now_ms: t0 }));
+    // 25 towers per player, nearest to the path first, mixed kinds and levels.
+    let rules = s.rules().expect("rules");
+    let map = &rules.maps["meadow"];
+    let path = map.path_cells();
+    let kinds = ["arrow", "cannon", "frost"];
+    for seat in 0..4 {
+        let zone = map.zone(4, seat);
+        let mut cells: Vec<(i32, i32)> = (0..map.width)
+            .flat_map(|x| (0..map.height).map(move |y| (x, y)))
+            .filter(|(x, y)| map.buildable(*x, *y) && timesquare_domain::rules::in_zone(zone, *x, *y))
+            .collect();
+        cells.sort_by_key(|(x, y)| path.iter().map(|(px, py)| (px - x).abs() + (py - y).abs()).min().unwrap_or(99));
+        for (k, (x, y)) in cells.into_iter().take(25).enumerate() {
+            let place = GameCommand::Place {
+                user_id: format!("p{seat}"),
+                tower_type: kinds[k % 3].into(),
+                x,
+                y,
+                flags: BTreeSet::new(),
+                now_ms: t0,
+            };
+            assert!(apply(&mut s, &place), "tower at ({x}, {y})");
+            let id = s.next_tower - 1;
+            for _ in 0..(k % 3) {
+                apply(&mut s, &GameCommand::Upgrade { user_id: format!("p{seat}"), tower_id: id, now_ms: t0 });
+            }
+        }
+    }
+    assert_eq!(s.towers.len(), 100);
+    // Waves 1 to 19, each run to its end (that is simulation too, counted apart).
+    let mut now = t0;
+    let early = Instant::now();
+    let mut early_ticks = 0u64;
+    while s.wave < 19 {
+        now += 1_000;
+        assert!(apply(&mut s, &GameCommand::StartWave { user_id: "p0".into(), tick_ms: 50, now_ms: now }));
+        now += 100_000_000;
+        let events = s.decide(&GameCommand::Settle { now_ms: now }).expect("the wave ends");
+        for e in &events {
+            if let allies_contracts::timesquare::events::GameEvent::WaveCompleted(w) = e {
+                early_ticks += u64::from(w.end_tick);
+            }
+            s.evolve(e);
+        }
+    }
+    let early_time = early.elapsed();
+    now += 1_000;
+    assert!(apply(&mut s, &GameCommand::StartWave { user_id: "p0".into(), tick_ms: 50, now_ms: now }));
+    // Wave 20, tick by tick.
+    let (mut busy_ticks, mut busy_time, mut peak, mut tick) = (0u64, Duration::ZERO, 0usize, 0u32);
+    let wave_start = Instant::now();
+    while s.phase == Phase::InWave && s.battle.as_ref().is_some_and(|b| b.ended.is_none()) && tick < 200_000 {
+        tick += 1;
+        let alive = s.battle.as_ref().map(|b| b.enemies.len()).unwrap_or(0);
+        let t = Instant::now();
+        s.advance(tick);
+        let took = t.elapsed();
+        peak = peak.max(alive);
+        if alive >= 200 {
+            busy_ticks += 1;
+            busy_time += took;
+        }
+    }
+    let wave_time = wave_start.elapsed();
+    println!("\n## Simulation (wave 20, 4 players, {} towers, in process, one core)\n", s.towers.len());
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| waves 1-19 run to their end | {early_ticks} ticks in {:.2} s = {:.0} ticks/s |",
+        early_time.as_secs_f64(),
+        early_ticks as f64 / early_time.as_secs_f64()
+    );
+    println!("| wave 20 | {tick} ticks (peak {peak} enemies alive) |");
+    println!("| ticks/s, whole wave | {:.0} |", f64::from(tick) / wave_time.as_secs_f64());
+    println!(
+        "| ticks/s with ≥ 200 enemies alive | {:.0} ({busy_ticks} ticks) |",
+        busy_ticks as f64 / busy_time.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "| real-time sessions per core at 20 ticks/s (≥ 200 enemies) | {:.0} |",
+        busy_ticks as f64 / busy_time.as_secs_f64().max(1e-9) / 20.0
+    );
+}
+
+async fn watchers() {
+    const WATCHERS: usize = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_file(dir.path());
+    for frame_ms in ["200", "50"] {
+        let env = [("RUST_LOG", "warn"), ("TIMESQUARE_RULES", rules.as_str()), ("TIMESQUARE_FRAME_MS", frame_ms)];
+        let fleet = Fleet::start(&env);
+        let ann = fleet.gamer("ann").await;
+        let mut g = fleet.game().await;
+        let sid = solo(&mut g, &ann, "bench").await;
+        let mut tasks = Vec::new();
+        let channels: Vec<_> = futures(&fleet, 10).await;
+        for i in 0..WATCHERS {
+            let mut client = channels[i % channels.len()].clone();
+            let (sid, token) = (sid.clone(), ann.token.clone());
+            tasks.push(tokio::spawn(async move {
+                let request = WatchGameSessionRequest { session_id: sid, from_version: 0 };
+                let mut stream = client.watch_game_session(bearer(request, &token)).await.expect("watch").into_inner();
+                let (mut frames, mut lags) = (0usize, Vec::new());
+                let until = Instant::now() + Duration::from_secs(12);
+                while let Ok(Ok(Some(u))) = tokio::time::timeout_at(until.into(), stream.message()).await {
+                    if let Some(Update::Frame(f)) = u.update {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as i64)
+                            .unwrap_or(0);
+                        frames += 1;
+                        lags.push(Duration::from_millis((now - f.at_ms).max(0) as u64));
+                    }
+                }
+                (frames, lags)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        start_wave(&mut g, &sid, &ann).await.expect("wave");
+        let started = Instant::now();
+        let (mut frames, mut lags, mut least) = (0usize, Vec::new(), usize::MAX);
+        for t in tasks {
+            let (f, l) = t.await.expect("watcher");
+            frames += f;
+            least = least.min(f);
+            lags.extend(l);
+        }
+        let window = started.elapsed().min(Duration::from_secs(12));
+        lags.sort();
+        println!(
+            "\n## {WATCHERS} watchers of one session, frames every {frame_ms} ms (gRPC streams over 10 connections)\n"
+        );
+        println!("| measure | value |");
+        println!("|---|---|");
+        println!(
+            "| frames delivered | {frames} in {:.1} s = {:.0}/s |",
+            window.as_secs_f64(),
+            frames as f64 / window.as_secs_f64()
+        );
+        println!(
+            "| per watcher | {:.1}/s (the slowest got {least}) |",
+            frames as f64 / WATCHERS as f64 / window.as_secs_f64()
+        );
+        println!(
+            "| lag p50 / p99 / max | {} / {} / {} |",
+            ms(pct(&lags, 0.5)),
+            ms(pct(&lags, 0.99)),
+            ms(lags.last().copied().unwrap_or_default())
+        );
+    }
+}
+
+async fn futures(fleet: &Fleet, n: usize) -> Vec<allies_e2e::game::Games> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Fleet::game_at(&fleet.endpoint("timesquare")).await);
+    }
+    out
+}
+
+async fn memory() {
+    let env = [("RUST_LOG", "warn"), ("TIMESQUARE_TICK_MS", "1"), ("TIMESQUARE_SETTLE_MS", "20")];
+    let fleet = Fleet::start(&env);
+    let team = gamers(&fleet, "mem", 4).await;
+    let mut g = fleet.game().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = used_memory(&fleet.redis);
+    let refs: Vec<&Gamer> = team.iter().collect();
+    let sid = allies_e2e::game::started_game(&mut g, &refs, "meadow", "easy").await;
+    let mut waves = 0;
+    loop {
+        build_greedily(&mut g, &sid, &refs).await;
+        start_wave(&mut g, &sid, refs[0]).await.expect("wave");
+        waves += 1;
+        if wave_over(&mut g, &sid, refs[0]).await.phase == "ended" {
+            break;
+        }
+    }
+    let end = state(&mut g, &sid, refs[0]).await;
+    // Let the projector and the sweeper's group catch up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = used_memory(&fleet.redis);
+    let mut keys: Vec<String> = fleet
+        .redis
+        .raw(&["KEYS", &format!("*{sid}*")])
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    keys.sort();
+    println!(
+        "\n## Redis memory of one finished game ({} players, {waves} waves, {}, {} events, {} towers)\n",
+        team.len(),
+        end.outcome,
+        end.version,
+        end.towers.len()
+    );
+    println!("| key | bytes |");
+    println!("|---|---|");
+    let mut total = 0;
+    for k in &keys {
+        let m = memory_of(&fleet.redis, k);
+        total += m;
+        println!("| `{k}` | {m} |");
+    }
+    let logs: i64 = (0..16).map(|p| memory_of(&fleet.redis, &format!("es:{{game_session.{p}}}:log"))).sum();
+    println!("| the partition log (only this game's entries) | {logs} |");
+    let histories: i64 = team.iter().map(|p| memory_of(&fleet.redis, &format!("rm:user:{}:games", p.id))).sum();
+    println!("| 4 players' history entries (`rm:user:<id>:games`) | {histories} |");
+    println!("| **total of the keys above** | **{}** |", total + logs + histories);
+    println!(
+        "\n(The per-event cost: {:.0} B in the session's stream, {:.0} B in the log. used_memory moved {before} → {after}; \
+         allocator slack makes that delta meaningless at this size.)",
+        keys.iter().filter(|k| k.contains(":stream:")).map(|k| memory_of(&fleet.redis, k)).sum::<i64>() as f64
+            / end.version as f64,
+        logs as f64 / end.version as f64
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let parts: Vec<String> = std::env::args().skip(1).collect();
+    let want = |p: &str| parts.is_empty() || parts.iter().any(|a| a == p);
+    if want("commands") {
+        commands(&["guardian", "timesquare", "command", "projector"], "the whole fleet on this machine").await;
+        commands(&["guardian", "timesquare"], "guardian and timesquare only: the projector runs elsewhere").await;
+    }
+    if want("sim") {
+        sim();
+    }
+    if want("watchers") {
+        watchers().await;
+    }
+    if want("memory") {
+        memory().await;
+    }
+}
