@@ -45,11 +45,14 @@ impl Board {
             None => v.players.iter().map(|p| (p.user_id.as_str(), p.gold)).collect(),
         };
         for p in &v.players {
-            let seat = if p.seat < 0 { "lobby".to_owned() } else { format!("zone {}", p.seat + 1) };
+            let seat = match (p.seat, p.zone.first()) {
+                (s, Some(r)) if s >= 0 => format!("zone {} (x {}-{}, y {}-{})", s + 1, r.x0, r.x1, r.y0, r.y1),
+                _ => "in the lobby".to_owned(),
+            };
             let flags = [(!p.present).then_some("left"), (v.phase == "lobby" && p.ready).then_some("ready")];
             let flags: Vec<&str> = flags.into_iter().flatten().collect();
             out.push_str(&format!(
-                "  {:<20} {seat:<7} gold {:>5}  kills {:>4}{}{}\n",
+                "  {:<20} {seat:<26} gold {:>5}  kills {:>4}{}{}\n",
                 p.display_name,
                 gold.get(p.user_id.as_str()).copied().unwrap_or(p.gold),
                 p.kills,
@@ -59,7 +62,7 @@ impl Board {
         }
         let Some(board) = &v.board else { return out };
         let (w, h) = (board.width.max(0) as usize, board.height.max(0) as usize);
-        let mut grid = vec![vec![". ".to_owned(); w]; h];
+        let mut grid = vec![vec!["· ".to_owned(); w]; h];
         let mut put = |x: i32, y: i32, s: String| {
             if let Some(cell) = usize::try_from(y)
                 .ok()
@@ -69,16 +72,6 @@ impl Board {
                 *cell = s;
             }
         };
-        for p in &v.players {
-            let Ok(seat) = u8::try_from(p.seat) else { continue };
-            for r in &p.zone {
-                for y in r.y0..=r.y1 {
-                    for x in r.x0..=r.x1 {
-                        put(x, y, format!("{} ", char::from(b'1' + seat)));
-                    }
-                }
-            }
-        }
         for c in &board.path {
             put(c.x, c.y, "==".into());
         }
@@ -117,7 +110,9 @@ impl Board {
         if let Some(f) = &self.frame {
             out.push_str(&format!("tick {} · {} enemies · {} shots\n", f.tick, f.enemies.len(), f.shots.len()));
         }
-        out.push_str("== path  >> spawn  [] exit  ## rock  1-4 build zones  A1 tower (type, level)  g enemy\n");
+        out.push_str(
+            "== path  >> spawn  [] exit  ## rock  A2 tower (type initial, level)  g3 enemies (kind initial, count)\n",
+        );
         out
     }
 }
@@ -167,6 +162,7 @@ mod tests {
         };
         let text = Board { view, frame: Some(frame) }.render();
         assert!(text.contains("lives 19"), "{text}");
-        assert!(text.contains("1 A2. \n>>g2[]\n"), "{text}");
+        assert!(text.contains("· A2· \n>>g2[]\n"), "{text}");
+        assert!(text.contains("zone 1 (x 0-1, y 0-0)"), "{text}");
     }
 }

@@ -45,7 +45,7 @@ pub enum GameCommand {
         players: u32,
         #[arg(long)]
         private: bool,
-        /// The name others see (default: from your user id).
+        /// The name others see (default: your username).
         #[arg(long)]
         name: Option<String>,
     },
@@ -228,6 +228,11 @@ fn details(d: &GameDetails) -> String {
     out
 }
 
+/// `--name`, else the username of the saved login.
+fn display_name(ctx: &Context, given: &Option<String>) -> String {
+    given.clone().or_else(|| ctx.load_saved().ok().map(|s| s.username)).unwrap_or_default()
+}
+
 async fn game_client(ctx: &Context) -> Result<GameServiceClient<Channel>, Failure> {
     Ok(GameServiceClient::new(ctx.channel(&ctx.timesquare).await?))
 }
@@ -242,7 +247,7 @@ pub async fn run(args: &GameArgs, ctx: &Context) -> Result<(), Failure> {
                 difficulty: difficulty.clone(),
                 max_players: *players,
                 private: *private,
-                display_name: name.clone().unwrap_or_default(),
+                display_name: display_name(ctx, name),
             };
             let r = game_client(ctx).await?.create_game_session(ctx.authorized(request)?).await?.into_inner();
             ctx.remember_game(&r.session_id);
@@ -262,7 +267,7 @@ pub async fn run(args: &GameArgs, ctx: &Context) -> Result<(), Failure> {
             let request = JoinGameSessionRequest {
                 session_id: session_id.clone(),
                 invite_code: code.clone().unwrap_or_default(),
-                display_name: name.clone().unwrap_or_default(),
+                display_name: display_name(ctx, name),
             };
             let r = game_client(ctx).await?.join_game_session(ctx.authorized(request)?).await?.into_inner();
             ctx.remember_game(session_id);

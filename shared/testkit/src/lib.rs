@@ -299,6 +299,24 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// The machine's CPU counters (`/proc/stat`, all CPUs): (steal, total)
+/// ticks. Benchmarks print the share stolen by the hypervisor during a run:
+/// on a shared VM it explains a slow run.
+pub fn cpu_counters() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return (0, 0) };
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice
+    let total: u64 = v.iter().take(8).sum();
+    (v.get(7).copied().unwrap_or(0), total)
+}
+
+/// The share of CPU time stolen between two [`cpu_counters`] readings.
+pub fn steal_between(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1);
+    if total == 0 { 0.0 } else { after.0.saturating_sub(before.0) as f64 / total as f64 }
+}
+
 /// A real service binary running as a child process, listening on a free port.
 pub struct ServiceProcess {
     pub name: String,

@@ -577,6 +577,7 @@ async fn memory() {
 
 #[tokio::main]
 async fn main() {
+    let counters = allies_testkit::cpu_counters();
     let parts: Vec<String> = std::env::args().skip(1).collect();
     let want = |p: &str| parts.is_empty() || parts.iter().any(|a| a == p);
     if want("commands") {
@@ -592,4 +593,9 @@ async fn main() {
     if want("memory") {
         memory().await;
     }
+    let steal = allies_testkit::steal_between(counters, allies_testkit::cpu_counters());
+    println!(
+        "\nCPU time stolen by the hypervisor during the run: {:.0}% (a shared VM; above a few percent, figures drop)",
+        steal * 100.0
+    );
 }

@@ -337,6 +337,14 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
     }
     // None of that ended the real session.
     assert_eq!(whoami(&mut p, &t.access_token).await.unwrap(), user);
+
+    // A token verified once is remembered, but never past its expiry: one
+    // inside the clock-skew leeway is accepted, then refused a moment later.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let fading = sign(&Claims { iat: now - 600, exp: now - 4, ..good_clone(&good) }, real.as_ref(), "test-1");
+    assert_eq!(whoami(&mut p, &fading).await.unwrap(), user);
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(whoami(&mut p, &fading).await.unwrap_err().code(), Code::Unauthenticated);
 }
 
 fn good_clone<'a>(c: &Claims<'a>) -> Claims<'a> {
