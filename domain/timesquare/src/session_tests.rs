@@ -578,3 +578,46 @@ fn random_legal_command_sequences_are_deterministic_and_verify() {
         assert!(a.iter().any(|e| matches!(e, GameEvent::TowerPlaced(t) if t.tick > 0)), "seed {seed}: mid-wave inputs");
     }
 }
+
+#[test]
+fn a_session_keeps_the_rules_version_it_was_created_with_and_old_games_replay() {
+    install();
+    let mut newer = Rules::parse(SHIPPED).unwrap();
+    newer.rules_version = 902;
+    newer.towers.get_mut("arrow").unwrap().cost = 77;
+    Book::install(newer).unwrap();
+    let on = |version: u32| {
+        let create = GameCommand::Create {
+            session_id: format!("g-{version}"),
+            host: who("ann"),
+            map: "meadow".into(),
+            difficulty: "normal".into(),
+            max_players: 1,
+            private: false,
+            invite_hash: String::new(),
+            match_id: String::new(),
+            rules_version: version,
+            flags: BTreeSet::new(),
+            now_ms: T0,
+        };
+        let ready = GameCommand::SetReady { user_id: uid("ann"), ready: true, now_ms: T0 };
+        let start = GameCommand::Start { user_id: uid("ann"), now_ms: T0 };
+        let (state, mut events) = play(&[create, ready, start, place("ann", "arrow", 0, 1)]);
+        let more =
+            play_more(&events, &[start_wave("ann", T0 + 1_000), GameCommand::Settle { now_ms: T0 + 10_000_000 }]);
+        events.extend(more);
+        (state, events)
+    };
+    let (old, old_events) = on(1);
+    let (new, new_events) = on(902);
+    assert_eq!((old.rules_version, new.rules_version), (1, 902));
+    let start_gold = old.gold[0] + 50;
+    assert_eq!((old.gold[0], new.gold[0]), (start_gold - 50, start_gold - 77), "each pays its own version's price");
+    // Both replay with their own version; a replay without the old version loaded says so.
+    assert!(verify(&old_events).ok() && verify(&new_events).ok());
+    let mut unknown = old_events.clone();
+    if let GameEvent::Created(c) = &mut unknown[0] {
+        c.rules_version = 31_337;
+    }
+    assert!(verify(&unknown).problems.iter().any(|p| p.contains("31337")), "{:?}", verify(&unknown));
+}

@@ -684,3 +684,31 @@ async fn the_cli_plays_a_game_from_create_to_verify() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("replay verified"), "{text}{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_bad_rules_file_stops_timesquare_naming_the_key() {
+    let redis = allies_testkit::RedisServer::start();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shipped = std::fs::read_to_string(root.join("configs/game-rules.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("arrow cost 0", shipped.replacen("cost: 50", "cost: 0", 1), "towers.arrow.cost"),
+        ("a path off the grid", shipped.replacen("[19, 10]]", "[25, 10]]", 1), "maps.meadow.path"),
+        ("an unknown key", shipped.replacen("economy:", "economy:\n  interest_pct: 5", 1), "interest_pct"),
+    ];
+    for (what, text, key) in cases {
+        assert_ne!(text, shipped, "{what}: the edit applies");
+        let file = dir.path().join("rules.yaml");
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(allies_testkit::binary("timesquare"))
+            .env("REDIS_URL", redis.url())
+            .env("TIMESQUARE_LISTEN_ADDR", "127.0.0.1:0")
+            .env("TIMESQUARE_HTTP_ADDR", "127.0.0.1:0")
+            .env("TIMESQUARE_RULES", &file)
+            .output()
+            .expect("run timesquare");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: timesquare started");
+        assert!(err.contains("rules.yaml") && err.contains(key), "{what}: the error names the file and {key}: {err}");
+    }
+}
