@@ -11,7 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "defense_allies/projector/v1/projector.proto",
         "defense_allies/projector/v1/games.proto",
         "defense_allies/timesquare/v1/timesquare.proto",
+        "defense_allies/timesquare/v1/matchmaking.proto",
         "defense_allies/timesquare/v1/events.proto",
+        "defense_allies/timesquare/v1/player_events.proto",
+        "defense_allies/timesquare/integration/v1/games.proto",
+        "defense_allies/guardian/integration/v1/users.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -107,6 +107,9 @@ pub struct GameSession {
     pub outcome: String,
     pub ended_at_ms: i64,
     pub built_by_type: BTreeMap<String, u32>,
+    /// A match's session: the players whose seats are reserved.
+    #[serde(default)]
+    pub reserved: Vec<String>,
 }
 
 impl allies_core::Snapshot for GameSession {
@@ -136,6 +139,8 @@ pub enum GameCommand {
         rules_version: u32,
         /// Feature flags on for the creator.
         flags: BTreeSet<String>,
+        /// A match's session: only these players may join (no invite code).
+        reserved: Vec<String>,
         now_ms: i64,
     },
     Join {
@@ -242,6 +247,8 @@ pub enum GameError {
     SessionFull(u32),
     #[error("wrong invite code")]
     WrongInviteCode,
+    #[error("the seats of this session are reserved for a match")]
+    SeatReserved,
     #[error("not allowed while the session is {actual} (needs {expected})")]
     WrongPhase { expected: &'static str, actual: &'static str },
     #[error("every player must be ready ({0} is not)")]
@@ -285,6 +292,7 @@ impl GameError {
             Self::AlreadyMember => "ALREADY_A_MEMBER",
             Self::SessionFull(_) => "SESSION_FULL",
             Self::WrongInviteCode => "INVITE_CODE",
+            Self::SeatReserved => "SEAT_RESERVED",
             Self::WrongPhase { .. } => "WRONG_PHASE",
             Self::NotAllReady(_) => "ALL_READY",
             Self::OutsideMap { .. } => "CELL_OUTSIDE_MAP",
@@ -313,7 +321,7 @@ impl ServiceError for GameError {
             | Self::BadPlayerCount(_)
             | Self::MissingInviteCode
             | Self::OutsideMap { .. } => ErrorCode::InvalidArgument,
-            Self::NotAMember | Self::NotHost | Self::WrongInviteCode | Self::NotYourTower(_) => {
+            Self::NotAMember | Self::NotHost | Self::WrongInviteCode | Self::SeatReserved | Self::NotYourTower(_) => {
                 ErrorCode::PermissionDenied
             }
             _ => ErrorCode::FailedPrecondition,
@@ -543,6 +551,7 @@ impl GameSession {
             match_id,
             rules_version,
             flags,
+            reserved,
             now_ms,
         } = command
         else {
@@ -562,7 +571,7 @@ impl GameSession {
         if !(1..=4).contains(max_players) {
             return Err(GameError::BadPlayerCount(*max_players));
         }
-        if *private && invite_hash.is_empty() {
+        if *private && invite_hash.is_empty() && reserved.is_empty() {
             return Err(GameError::MissingInviteCode);
         }
         Ok(vec![
@@ -580,6 +589,7 @@ impl GameSession {
                 total_waves: m.waves,
                 created_at_ms: *now_ms,
                 match_id: match_id.clone(),
+                reserved: reserved.clone(),
             }),
             GameEvent::PlayerJoined(PlayerJoined {
                 user_id: host.user_id.clone(),
@@ -604,7 +614,11 @@ impl GameSession {
                 if self.member(&who.user_id).is_some() {
                     return Err(GameError::AlreadyMember);
                 }
-                if self.private && invite_hash.as_deref() != Some(self.invite_hash.as_str()) {
+                if !self.reserved.is_empty() {
+                    if !self.reserved.contains(&who.user_id) {
+                        return Err(GameError::SeatReserved);
+                    }
+                } else if self.private && invite_hash.as_deref() != Some(self.invite_hash.as_str()) {
                     return Err(GameError::WrongInviteCode);
                 }
                 let players = self.present() as u32;
@@ -889,6 +903,7 @@ impl Aggregate for GameSession {
                 self.total_waves = e.total_waves;
                 self.created_at_ms = e.created_at_ms;
                 self.match_id = e.match_id.clone();
+                self.reserved = e.reserved.clone();
             }
             GameEvent::PlayerJoined(e) => {
                 self.members.retain(|m| m.user_id != e.user_id);

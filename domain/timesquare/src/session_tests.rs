@@ -38,6 +38,7 @@ fn create_cmd(map: &str, difficulty: &str, max: u32, private: bool) -> GameComma
         match_id: String::new(),
         rules_version: 1,
         flags: BTreeSet::new(),
+        reserved: Vec::new(),
         now_ms: T0,
     }
 }
@@ -598,6 +599,7 @@ fn a_session_keeps_the_rules_version_it_was_created_with_and_old_games_replay() 
             match_id: String::new(),
             rules_version: version,
             flags: BTreeSet::new(),
+            reserved: Vec::new(),
             now_ms: T0,
         };
         let ready = GameCommand::SetReady { user_id: uid("ann"), ready: true, now_ms: T0 };

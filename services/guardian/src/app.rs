@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use allies_contracts::guardian::events::UserEvent;
 use allies_contracts::guardian::events::v1::SessionStarted;
 use allies_core::{CommandContext, ErrorCode, FieldViolation, Invalid, ServiceError};
 use allies_platform::auth::{AccessClaims, AuthSettings, Caller};
@@ -210,7 +211,9 @@ impl Guardian {
         command: UserCommand,
         ctx: &CommandContext,
     ) -> Result<Executed<User>, GuardianError> {
-        Ok(self.executor.execute::<User>(id, &command, ctx).await?)
+        let format = self.executor.store().format();
+        let publish = |u: &User, e: &[UserEvent]| crate::integration::publications(u, e, ctx.now_ms, format);
+        Ok(self.executor.execute_with::<User>(id, &command, ctx, Options::default().publish(&publish)).await?)
     }
 
     async fn on_session(
@@ -251,7 +254,10 @@ impl Guardian {
         let user_id = user::user_id_for(username).to_string();
         // The password is not part of the fingerprint: its hash differs on every try.
         let fingerprint = token_hash(&format!("RegisterUser\n{}\n{email}", username.to_ascii_lowercase()));
-        let options = || Options::<User>::default().command_id(command_id).fingerprint(fingerprint.clone());
+        let format = self.executor.store().format();
+        let publish = |u: &User, e: &[UserEvent]| crate::integration::publications(u, e, ctx.now_ms, format);
+        let options =
+            || Options::<User>::default().command_id(command_id).fingerprint(fingerprint.clone()).publish(&publish);
         // A retried command id answers its first result before anything is
         // hashed; then a cheap refusal of a taken name before the expensive
         // hash. The append's "no stream" check is what guarantees uniqueness.

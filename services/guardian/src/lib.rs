@@ -14,6 +14,7 @@ use allies_platform::{Service, ServiceBuilder, ServiceConfig};
 
 pub mod app;
 pub mod grpc;
+pub mod integration;
 pub mod keys;
 pub mod password;
 pub mod ratelimit;

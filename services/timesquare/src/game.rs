@@ -212,6 +212,7 @@ impl Game {
             match_id: String::new(),
             rules_version: self.rules_version.load(Ordering::Relaxed),
             flags,
+            reserved: Vec::new(),
             now_ms: ctx.now_ms,
         };
         Ok((self.run(&session_id, command, ctx).await?, code))

@@ -139,3 +139,34 @@ pub mod events {
         }
     }
 }
+
+/// The authentication context's integration events (topic [`integration::TOPIC`]).
+pub mod integration {
+    pub mod v1 {
+        tonic::include_proto!("defense_allies.guardian.integration.v1");
+    }
+
+    use v1::*;
+
+    use crate::codec::FirstVersion;
+
+    /// The topic users are published on.
+    pub const TOPIC: &str = "users";
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum UserIntegrationEvent {
+        Registered(UserRegistered),
+        LockedOut(UserLockedOut),
+        Unlocked(UserUnlocked),
+        RolesChanged(UserRolesChanged),
+        DisplayNameChanged(UserDisplayNameChanged),
+    }
+
+    crate::proto_events!(UserIntegrationEvent: FirstVersion {
+        Registered => "UserRegistered",
+        LockedOut => "UserLockedOut",
+        Unlocked => "UserUnlocked",
+        RolesChanged => "UserRolesChanged",
+        DisplayNameChanged => "UserDisplayNameChanged",
+    });
+}

@@ -6,10 +6,10 @@
 use allies_core::{DomainEvent, decode_stored};
 
 use crate::guardian::events::{SessionEvent, UserEvent};
-use crate::timesquare::events::GameEvent;
+use crate::timesquare::events::{GameEvent, MatchEvent, PlayerEvent, TicketEvent};
 
 /// The categories with typed events.
-pub const CATEGORIES: &[&str] = &["user", "session", "game_session"];
+pub const CATEGORIES: &[&str] = &["user", "session", "game_session", "player", "ticket", "match"];
 
 /// A stored event of `category` as proto3 JSON, upcast to the current schema
 /// (returned with it) and with every secret (password, refresh-token and
@@ -37,6 +37,12 @@ pub fn public_json(
             .map(|e| show(e, SessionEvent::redacted, SessionEvent::to_json)),
         "game_session" => decode_stored::<GameEvent>(event_type, schema_version, content_type, data)
             .map(|e| show(e, GameEvent::redacted, GameEvent::to_json)),
+        "player" => decode_stored::<PlayerEvent>(event_type, schema_version, content_type, data)
+            .map(|e| show(e, |e| e, PlayerEvent::to_json)),
+        "ticket" => decode_stored::<TicketEvent>(event_type, schema_version, content_type, data)
+            .map(|e| show(e, |e| e, TicketEvent::to_json)),
+        "match" => decode_stored::<MatchEvent>(event_type, schema_version, content_type, data)
+            .map(|e| show(e, |e| e, MatchEvent::to_json)),
         other => return Err(format!("no event contracts for category '{other}'")),
     };
     shown.map_err(|e| e.to_string())

@@ -47,6 +47,88 @@ pub mod events {
         Ended => "GameEnded",
     });
 
+    /// Events of the Player aggregate (aggregate type `player`, id = user id).
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum PlayerEvent {
+        Registered(PlayerRegistered),
+        ProfileUpdated(PlayerProfileUpdated),
+        Locked(PlayerLocked),
+        Unlocked(PlayerUnlocked),
+        Queued(PlayerQueued),
+        Dequeued(PlayerDequeued),
+        EnteredMatch(PlayerEnteredMatch),
+        LeftMatch(PlayerLeftMatch),
+        EnteredGame(PlayerEnteredGame),
+        GameRecorded(PlayerGameRecorded),
+    }
+
+    crate::proto_events!(PlayerEvent: FirstVersion {
+        Registered => "PlayerRegistered",
+        ProfileUpdated => "PlayerProfileUpdated",
+        Locked => "PlayerLocked",
+        Unlocked => "PlayerUnlocked",
+        Queued => "PlayerQueued",
+        Dequeued => "PlayerDequeued",
+        EnteredMatch => "PlayerEnteredMatch",
+        LeftMatch => "PlayerLeftMatch",
+        EnteredGame => "PlayerEnteredGame",
+        GameRecorded => "PlayerGameRecorded",
+    });
+
+    /// Events of the Ticket aggregate (aggregate type `ticket`).
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum TicketEvent {
+        Created(TicketCreated),
+        Claimed(TicketClaimed),
+        Released(TicketReleased),
+        Cancelled(TicketCancelled),
+        Expired(TicketExpired),
+        Completed(TicketCompleted),
+    }
+
+    crate::proto_events!(TicketEvent: FirstVersion {
+        Created => "TicketCreated",
+        Claimed => "TicketClaimed",
+        Released => "TicketReleased",
+        Cancelled => "TicketCancelled",
+        Expired => "TicketExpired",
+        Completed => "TicketCompleted",
+    });
+
+    /// Events of the Match aggregate (aggregate type `match`): the saga.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum MatchEvent {
+        Formed(MatchFormed),
+        TicketsClaimed(MatchTicketsClaimed),
+        SessionCreated(MatchSessionCreated),
+        PlayerJoined(MatchPlayerJoined),
+        AwaitingConfirmation(MatchAwaitingConfirmation),
+        PlayerConfirmed(MatchPlayerConfirmed),
+        Ready(MatchReady),
+        Cancelled(MatchCancelled),
+        SessionClosed(MatchSessionClosed),
+        TicketReleased(MatchTicketReleased),
+        TicketDropped(MatchTicketDropped),
+        PlayerReleased(MatchPlayerReleased),
+        Compensated(MatchCompensated),
+    }
+
+    crate::proto_events!(MatchEvent: FirstVersion {
+        Formed => "MatchFormed",
+        TicketsClaimed => "MatchTicketsClaimed",
+        SessionCreated => "MatchSessionCreated",
+        PlayerJoined => "MatchPlayerJoined",
+        AwaitingConfirmation => "MatchAwaitingConfirmation",
+        PlayerConfirmed => "MatchPlayerConfirmed",
+        Ready => "MatchReady",
+        Cancelled => "MatchCancelled",
+        SessionClosed => "MatchSessionClosed",
+        TicketReleased => "MatchTicketReleased",
+        TicketDropped => "MatchTicketDropped",
+        PlayerReleased => "MatchPlayerReleased",
+        Compensated => "MatchCompensated",
+    });
+
     impl GameEvent {
         /// The event without its secret: an invite code's hash (an 8-letter
         /// code's SHA-256 can be brute-forced, so the hash is as good as the
@@ -60,4 +142,29 @@ pub mod events {
             self
         }
     }
+}
+
+/// The game context's integration events (topic [`integration::TOPIC`]).
+pub mod integration {
+    pub mod v1 {
+        tonic::include_proto!("defense_allies.timesquare.integration.v1");
+    }
+
+    use v1::*;
+
+    use crate::codec::FirstVersion;
+
+    /// The topic games are published on.
+    pub const TOPIC: &str = "games";
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum GameIntegrationEvent {
+        Started(GameStarted),
+        Ended(GameEnded),
+    }
+
+    crate::proto_events!(GameIntegrationEvent: FirstVersion {
+        Started => "GameStarted",
+        Ended => "GameEnded",
+    });
 }

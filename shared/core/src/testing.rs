@@ -58,6 +58,31 @@ where
         }
     }
 
+    /// Asserts the command was accepted and returns its events (for
+    /// checks on events whose fields are computed).
+    #[track_caller]
+    pub fn then_ok(self) -> Vec<A::Event> {
+        match self.outcome {
+            Ok(events) => events,
+            Err(e) => panic!("command {:?} on {:?} failed with {e:?}", self.command, self.state),
+        }
+    }
+
+    /// Asserts the command was accepted and returns the state after its events.
+    #[track_caller]
+    pub fn then_state(self) -> A {
+        match self.outcome {
+            Ok(events) => {
+                let mut state = self.state;
+                for e in &events {
+                    state.evolve(e);
+                }
+                state
+            }
+            Err(e) => panic!("command {:?} on {:?} failed with {e:?}", self.command, self.state),
+        }
+    }
+
     /// Asserts the command was refused with this error.
     #[track_caller]
     pub fn then_err(self, expected: A::Error)

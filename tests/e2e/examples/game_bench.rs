@@ -346,6 +346,7 @@ fn sim() {
         match_id: String::new(),
         rules_version: 1,
         flags: BTreeSet::new(),
+        reserved: Vec::new(),
         now_ms: t0,
     };
     assert!(apply(&mut s, &create));
