@@ -40,6 +40,13 @@ pub struct Player {
     pub session: Option<String>,
     /// The last recorded games' session ids, newest last.
     pub recent: Vec<String>,
+    /// The ISO week of the last recorded game and the totals in it.
+    #[serde(default)]
+    pub week: String,
+    #[serde(default)]
+    pub week_score: i64,
+    #[serde(default)]
+    pub week_wins: u32,
 }
 
 impl allies_core::Snapshot for Player {
@@ -105,6 +112,10 @@ pub enum PlayerCommand {
         now_ms: i64,
     },
     EnterGame {
+        session_id: String,
+        now_ms: i64,
+    },
+    LeaveGame {
         session_id: String,
         now_ms: i64,
     },
@@ -198,6 +209,11 @@ impl Player {
             self.rating
         };
         let key = Self::best_key(&r.map, &r.difficulty);
+        let week = allies_core::calendar::iso_week(r.ended_at_ms);
+        let same_week = week == self.week;
+        let won = counts && r.outcome == "victory";
+        let week_score = if same_week { self.week_score } else { 0 } + if counts { r.score } else { 0 };
+        let week_wins = if same_week { self.week_wins } else { 0 } + u32::from(won);
         let best = self.best.get(&key).copied().unwrap_or(0).max(if counts { r.waves_cleared } else { 0 });
         vec![PlayerEvent::GameRecorded(PlayerGameRecorded {
             session_id: r.session_id.clone(),
@@ -216,6 +232,9 @@ impl Player {
             wins: self.wins + u32::from(counts && r.outcome == "victory"),
             best: Some(BestWave { map: r.map.clone(), difficulty: r.difficulty.clone(), waves: best }),
             match_id: r.match_id.clone(),
+            week,
+            week_score,
+            week_wins,
         })]
     }
 }
@@ -310,6 +329,10 @@ impl Aggregate for Player {
                 vec![PlayerEvent::EnteredGame(PlayerEnteredGame { session_id: session_id.clone(), at_ms: *now_ms })]
             }
             EnterGame { .. } => Vec::new(),
+            LeaveGame { session_id, now_ms } if self.session.as_ref() == Some(session_id) => {
+                vec![PlayerEvent::LeftGame(PlayerLeftGame { session_id: session_id.clone(), at_ms: *now_ms })]
+            }
+            LeaveGame { .. } => Vec::new(),
             RecordGame { result } => self.record(result),
         })
     }
@@ -335,6 +358,7 @@ impl Aggregate for Player {
             PlayerEvent::EnteredMatch(e) => self.match_id = Some(e.match_id.clone()),
             PlayerEvent::LeftMatch(_) => self.match_id = None,
             PlayerEvent::EnteredGame(e) => self.session = Some(e.session_id.clone()),
+            PlayerEvent::LeftGame(_) => self.session = None,
             PlayerEvent::GameRecorded(e) => {
                 if self.session.as_ref() == Some(&e.session_id) {
                     self.session = None;
@@ -348,6 +372,9 @@ impl Aggregate for Player {
                 if let Some(b) = &e.best {
                     self.best.insert(Self::best_key(&b.map, &b.difficulty), b.waves);
                 }
+                self.week = e.week.clone();
+                self.week_score = e.week_score;
+                self.week_wins = e.week_wins;
                 self.recent.push(e.session_id.clone());
                 if self.recent.len() > RECENT {
                     self.recent.remove(0);

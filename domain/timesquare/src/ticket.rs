@@ -9,6 +9,9 @@ use allies_contracts::timesquare::events::v1::*;
 use allies_core::{Aggregate, ErrorCode, RuleViolation, ServiceError};
 use serde::{Deserialize, Serialize};
 
+/// The aggregate type of tickets.
+pub const TICKET_TYPE: &str = "ticket";
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     #[default]
@@ -118,7 +121,7 @@ impl ServiceError for TicketError {
 }
 
 impl Aggregate for Ticket {
-    const TYPE: &'static str = "ticket";
+    const TYPE: &'static str = TICKET_TYPE;
     type Command = TicketCommand;
     type Event = TicketEvent;
     type Error = TicketError;

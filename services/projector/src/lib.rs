@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use allies_contracts::projector::v1::event_subscription_service_server::EventSubscriptionServiceServer;
 use allies_contracts::projector::v1::game_query_service_server::GameQueryServiceServer;
+use allies_contracts::projector::v1::player_query_service_server::PlayerQueryServiceServer;
 use allies_contracts::projector::v1::projector_admin_service_server::ProjectorAdminServiceServer;
 use allies_contracts::projector::v1::projector_query_service_server::ProjectorQueryServiceServer;
 use allies_platform::{Service, ServiceBuilder, ServiceConfig};
 use allies_store::RedisTarget;
-use allies_store::subscriber::SubscriptionConfig;
 
 pub mod admin;
 pub mod consistency;
@@ -26,6 +26,7 @@ pub mod follow;
 pub mod game_query;
 pub mod manager;
 pub mod ops;
+pub mod player_query;
 pub mod projections;
 pub mod query;
 pub mod readmodel;
@@ -37,14 +38,9 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let mut builder = ServiceBuilder::new(config).await?;
     let config = builder.config().clone();
     let store = builder.store();
-    let metrics = allies_store::metrics::SubscriberMetrics::register(builder.registry());
-    let mut template = SubscriptionConfig::new("", &config.instance, "", config.partitions);
-    template.metrics = Some(metrics.clone());
-    template.batch = config.cqrs.subscriber_batch;
-    template.block = config.cqrs.subscriber_block;
-    template.claim_idle = config.cqrs.claim_idle;
-    template.retry.max_attempts = config.cqrs.retry_max_attempts;
-    template.retry.base = config.cqrs.retry_base;
+    // The fleet's subscription settings; the manager names group and type per projection.
+    let template = builder.subscription("", "");
+    let metrics = template.metrics.clone().ok_or_else(|| anyhow::anyhow!("subscriber metrics"))?;
     let settings = manager::Settings {
         target: RedisTarget::parse(&config.redis_url)?,
         conn: store.connection(),
@@ -88,6 +84,11 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         auth: auth.clone(),
         conn: store.connection(),
         manager: manager.clone(),
+    }));
+    builder.add_service(PlayerQueryServiceServer::new(player_query::PlayerQueryApi {
+        manager: manager.clone(),
+        auth: auth.clone(),
+        conn: store.connection(),
     }));
     builder.add_service(GameQueryServiceServer::new(game_query::GameQueryApi {
         manager: manager.clone(),

@@ -8,87 +8,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use allies_contracts::timesquare::events::GameEvent;
 use allies_contracts::timesquare::v1::CreateGameSessionRequest;
-use allies_core::{Aggregate, DomainEvent, ErrorCode, Failure, FieldViolation, Invalid, ServiceError};
+use allies_core::{Aggregate, DomainEvent, Failure, FieldViolation, Invalid};
 use allies_platform::RequestContext;
-use allies_platform::auth::{AuthError, Caller};
+use allies_platform::auth::Caller;
 use allies_store::{
-    EventStore, ExecuteError, Executed, Handles, NewEvent, Options, Priority, Publication, RedisEventStore, StoreError,
+    EventStore, Executed, Handles, NewEvent, Options, Priority, Publication, RedisEventStore, StoreError,
 };
 use timesquare_domain::replay::{Verification, verify};
 use timesquare_domain::{Book, GameCommand, GameError, GameSession, Phase, Who};
 use uuid::Uuid;
 
-/// Everything that can refuse a game call.
-#[derive(Debug, thiserror::Error)]
-pub enum TimesquareError {
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    #[error(transparent)]
-    Game(#[from] ExecuteError<GameError>),
-    #[error(transparent)]
-    Refused(#[from] Failure),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-}
-
-impl From<FieldViolation> for TimesquareError {
-    fn from(v: FieldViolation) -> Self {
-        Self::Invalid(v.into())
-    }
-}
-
-impl From<GameError> for TimesquareError {
-    fn from(e: GameError) -> Self {
-        Self::Game(ExecuteError::Domain(e))
-    }
-}
-
-impl ServiceError for TimesquareError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            Self::Invalid(e) => e.code(),
-            Self::Game(e) => e.code(),
-            Self::Refused(e) => e.code(),
-            Self::Store(e) => e.code(),
-            Self::Auth(e) => e.code(),
-        }
-    }
-    fn field_violations(&self) -> Vec<FieldViolation> {
-        match self {
-            Self::Invalid(e) => e.field_violations(),
-            Self::Game(e) => e.field_violations(),
-            _ => Vec::new(),
-        }
-    }
-    fn rule(&self) -> Option<allies_core::RuleViolation> {
-        match self {
-            Self::Game(e) => e.rule(),
-            _ => None,
-        }
-    }
-    fn retry_after(&self) -> Option<std::time::Duration> {
-        match self {
-            Self::Game(e) => e.retry_after(),
-            Self::Store(e) => e.retry_after(),
-            Self::Auth(e) => e.retry_after(),
-            Self::Refused(e) => e.retry_after(),
-            Self::Invalid(_) => None,
-        }
-    }
-    fn message(&self) -> String {
-        match self {
-            Self::Invalid(e) => e.message(),
-            Self::Game(e) => e.message(),
-            Self::Refused(e) => e.message(),
-            Self::Store(e) => e.message(),
-            Self::Auth(e) => e.message(),
-        }
-    }
-}
-
-pub type Result<T, E = TimesquareError> = std::result::Result<T, E>;
+pub use crate::error::{Result, TimesquareError};
 
 /// What a command did, for the response.
 pub struct Done {
@@ -168,7 +98,7 @@ impl Game {
     pub async fn run(&self, session_id: &str, command: GameCommand, ctx: &RequestContext) -> Result<Done> {
         let handle = self.handles.get(session_id);
         let format = self.store.format();
-        let publish = move |_: &GameSession, events: &[GameEvent]| publications(events, format);
+        let publish = move |state: &GameSession, events: &[GameEvent]| publications(state, events, format);
         let options = Options::default().command_id(ctx.command_id()).publish(&publish);
         let executed = handle.execute(&command, &ctx.command_context(), options).await?;
         if executed.state.phase == Phase::Ended {
@@ -323,17 +253,78 @@ impl Game {
 
 /// What a game command publishes with its events, in the same append: a
 /// started wave on the internal `ts.waves` topic (the sweeper's schedule
-/// reads it instead of every game event).
-pub fn publications(events: &[GameEvent], format: allies_core::EventFormat) -> Vec<Publication> {
+/// reads it instead of every game event), and a game's start and end on the
+/// `games` integration topic (`state` is the session after the events).
+pub fn publications(state: &GameSession, events: &[GameEvent], format: allies_core::EventFormat) -> Vec<Publication> {
+    use allies_contracts::timesquare::integration::{GameIntegrationEvent as Out, TOPIC, v1};
+    let encode = |topic: &str, priority: Priority, event: Result<NewEvent, allies_core::DecodeError>| match event {
+        Ok(event) => Some(Publication { topic: topic.into(), priority, event }),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot encode a publication");
+            None
+        }
+    };
     events
         .iter()
-        .filter(|e| matches!(e, GameEvent::WaveStarted(_)))
-        .filter_map(|e| match NewEvent::encode_as(e, format) {
-            Ok(event) => Some(Publication { topic: crate::sweeper::TOPIC.into(), priority: Priority::High, event }),
-            Err(err) => {
-                tracing::error!(error = %err, "cannot encode a wave publication");
-                None
+        .filter_map(|e| match e {
+            GameEvent::WaveStarted(_) => encode(crate::sweeper::TOPIC, Priority::High, NewEvent::encode_as(e, format)),
+            GameEvent::Started(g) => {
+                let out = Out::Started(v1::GameStarted {
+                    session_id: state.id.clone(),
+                    match_id: state.match_id.clone(),
+                    map: state.map.clone(),
+                    difficulty: state.difficulty.clone(),
+                    rules_version: state.rules_version,
+                    players: g.players.iter().map(|p| p.user_id.clone()).collect(),
+                    started_at_ms: g.started_at_ms,
+                });
+                encode(TOPIC, Priority::Normal, NewEvent::encode_as(&out, format))
             }
+            GameEvent::PlayerLeft(l) => {
+                let out = Out::PlayerLeft(v1::GamePlayerLeft {
+                    session_id: state.id.clone(),
+                    user_id: l.user_id.clone(),
+                    in_lobby: l.in_lobby,
+                    at_ms: l.left_at_ms,
+                });
+                encode(TOPIC, Priority::Normal, NewEvent::encode_as(&out, format))
+            }
+            GameEvent::Ended(end) => {
+                let out = Out::Ended(v1::GameEnded {
+                    session_id: state.id.clone(),
+                    match_id: state.match_id.clone(),
+                    map: state.map.clone(),
+                    difficulty: state.difficulty.clone(),
+                    rules_version: state.rules_version,
+                    outcome: end.outcome.clone(),
+                    score: end.score,
+                    waves_cleared: end.waves_cleared,
+                    total_waves: state.total_waves,
+                    started_at_ms: state.started_at_ms,
+                    ended_at_ms: end.ended_at_ms,
+                    duration_ms: end.duration_ms,
+                    players: state
+                        .members
+                        .iter()
+                        .map(|m| v1::PlayerResult {
+                            user_id: m.user_id.clone(),
+                            display_name: m.name.clone(),
+                            kills: m.stats.kills,
+                            gold_earned: m.stats.gold_earned,
+                            gold_spent: m.stats.gold_spent,
+                            towers_built: m.stats.towers_built,
+                            present: m.present,
+                        })
+                        .collect(),
+                    towers: end
+                        .towers_built
+                        .iter()
+                        .map(|t| v1::TowerUsage { tower_type: t.tower_type.clone(), count: t.count })
+                        .collect(),
+                });
+                encode(TOPIC, Priority::Normal, NewEvent::encode_as(&out, format))
+            }
+            _ => None,
         })
         .collect()
 }

@@ -1,23 +1,31 @@
 //! Timesquare: the game context's service.
 //!
-//! The domain (rules, simulation, GameSession) lives in `timesquare-domain`;
-//! this crate is the use cases on hot session handles ([`game`]), the thin
-//! gRPC layer ([`grpc`]), client views ([`view`]), live streams ([`watch`]),
-//! the sweeper that completes waves nobody acts on ([`sweeper`]) and the
+//! The domain (rules, simulation, GameSession, Player, Ticket, Match) lives
+//! in `timesquare-domain`; this crate is the use cases on hot handles
+//! ([`game`], [`players`], [`matchmaking`]), the saga's driver ([`saga`]),
+//! the thin gRPC layers ([`grpc`], [`grpc_match`]), client views ([`view`]),
+//! live streams ([`watch`], [`ticket_watch`]), the sweeper that completes
+//! waves nobody acts on ([`sweeper`]), the error type ([`error`]) and the
 //! settings ([`settings`]).
 
 use std::sync::Arc;
 
 use allies_contracts::timesquare::v1::game_service_server::GameServiceServer;
+use allies_contracts::timesquare::v1::matchmaking_service_server::MatchmakingServiceServer;
 use allies_contracts::timesquare::v1::player_service_server::PlayerServiceServer;
 use allies_platform::{Service, ServiceBuilder, ServiceConfig};
-use allies_store::subscriber::SubscriptionConfig;
 use allies_store::{Handles, RedisTarget};
 
+pub mod error;
 pub mod game;
 pub mod grpc;
+pub mod grpc_match;
+pub mod matchmaking;
+pub mod players;
+pub mod saga;
 pub mod settings;
 pub mod sweeper;
+pub mod ticket_watch;
 pub mod view;
 pub mod watch;
 
@@ -33,31 +41,61 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let config = builder.config().clone();
     let store = builder.store();
     let target = RedisTarget::parse(&config.redis_url)?;
+    let executor = builder.executor();
     let game = Arc::new(game::Game::new(
-        Handles::new(builder.executor(), settings.handles),
+        Handles::new(executor.clone(), settings.handles),
         store.clone(),
         tick_ms,
         rules_version,
         config.cqrs.archive_dir.clone(),
     ));
+    let players = Arc::new(players::Players::new(Handles::new(executor.clone(), settings.handles * 10)));
+    let mm = Arc::new(matchmaking::Matchmaking::new(
+        Handles::new(executor.clone(), settings.handles),
+        Handles::new(executor, settings.handles),
+        players.clone(),
+        game.clone(),
+        store.connection(),
+        settings.matchmaking,
+        config.instance.clone(),
+    ));
+    let _ = players.matchmaking.set(mm.clone());
     let watch =
         watch::Watch::new(store.clone(), target.clone(), settings.watch_buffer, settings.frame, builder.stopping());
+    let tickets = ticket_watch::TicketWatch::new(store.clone(), target, config.partitions, builder.stopping());
 
     // Waves complete even when nobody acts: the schedule and the sweeper.
-    let metrics = allies_store::metrics::SubscriberMetrics::register(builder.registry());
-    let mut schedule = SubscriptionConfig::new(sweeper::GROUP, &config.instance, "game_session", config.partitions);
-    schedule.source = allies_store::subscriber::Source::Topic(sweeper::TOPIC.into());
-    schedule.metrics = Some(metrics);
-    schedule.block = config.cqrs.subscriber_block;
-    schedule.claim_idle = config.cqrs.claim_idle;
-    schedule.breaker = Arc::new(allies_store::breaker::CircuitBreaker::new(config.breaker()));
     let scheduler = Arc::new(sweeper::Scheduler { conn: store.connection(), settle: settings.settle });
-    builder.background("wave schedule", move |stop| allies_store::subscriber::run(target, schedule, scheduler, stop));
+    builder.subscribe(sweeper::GROUP, "game_session", Some(sweeper::TOPIC), scheduler)?;
     let (g, conn, every) = (game.clone(), store.connection(), settings.settle);
     builder.background("wave sweeper", move |stop| sweeper::sweep(g, conn, every, stop));
 
+    // Players from guardian's users and from the games played.
+    use allies_contracts::{guardian, timesquare as ts};
+    builder.subscribe(
+        "ts.users",
+        "user",
+        Some(guardian::integration::TOPIC),
+        Arc::new(players::UsersTopic { players: players.clone() }),
+    )?;
+    builder.subscribe(
+        "ts.players",
+        "game_session",
+        Some(ts::integration::TOPIC),
+        Arc::new(players::GamesTopic { players: players.clone() }),
+    )?;
+
+    // Matchmaking: the ticket reactions, the saga, the matchmaker, deadlines.
+    builder.subscribe("ts.tickets", "ticket", None, Arc::new(matchmaking::TicketReactions { mm: mm.clone() }))?;
+    builder.subscribe("ts.matches", "match", None, Arc::new(saga::Saga { mm: mm.clone() }))?;
+    let m = mm.clone();
+    builder.background("matchmaker", move |stop| m.run(stop));
+    let (m, conn, every) = (mm.clone(), store.connection(), settings.matchmaking.interval);
+    builder.background("match deadlines", move |stop| saga::sweep_deadlines(m, conn, every, stop));
+
     let auth = builder.auth();
     builder.add_service(PlayerServiceServer::new(grpc::Players { auth: auth.clone() }));
+    builder.add_service(MatchmakingServiceServer::new(grpc_match::MatchApi { mm, watch: tickets, auth: auth.clone() }));
     builder.add_service(GameServiceServer::new(grpc::GameApi { game, watch, auth }));
     Ok(builder.bind().await?)
 }

@@ -23,6 +23,23 @@ pub struct Settings {
     pub handles: usize,
     /// `TIMESQUARE_WATCH_BUFFER`: updates buffered per session for its watchers (default 256).
     pub watch_buffer: usize,
+    pub matchmaking: Matchmaking,
+}
+
+/// Matchmaking's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Matchmaking {
+    /// `TIMESQUARE_MM_INTERVAL_MS`: time between two matchmaker passes (default 250).
+    pub interval: Duration,
+    /// `TIMESQUARE_MM_TICKET_TTL_SECS`: a ticket not matched by then expires (default 120).
+    pub ticket_ttl: Duration,
+    /// `TIMESQUARE_MM_CONFIRM_SECS`: the time players have to confirm a match (default 20).
+    pub confirm_within: Duration,
+    /// `TIMESQUARE_MM_WINDOW`, `TIMESQUARE_MM_WIDEN_PER_SEC`, `TIMESQUARE_MM_MAX_WINDOW`:
+    /// the rating window (default 100, +20 per second waited, at most 1000);
+    /// `TIMESQUARE_MM_FILL_AFTER_MS`: when a group smaller than its maximum
+    /// may form (default 10000).
+    pub pass: timesquare_domain::matchmaker::Settings,
 }
 
 impl Settings {
@@ -38,6 +55,17 @@ impl Settings {
             settle: env.millis("TIMESQUARE_SETTLE_MS", 250, 5..=60_000)?,
             handles: env.int("TIMESQUARE_HANDLES", 10_000, 1..=10_000_000)?,
             watch_buffer: env.int("TIMESQUARE_WATCH_BUFFER", 256, 8..=1_000_000)?,
+            matchmaking: Matchmaking {
+                interval: env.millis("TIMESQUARE_MM_INTERVAL_MS", 250, 10..=60_000)?,
+                ticket_ttl: Duration::from_secs(env.int("TIMESQUARE_MM_TICKET_TTL_SECS", 120u64, 1..=86_400)?),
+                confirm_within: Duration::from_secs(env.int("TIMESQUARE_MM_CONFIRM_SECS", 20u64, 1..=3_600)?),
+                pass: timesquare_domain::matchmaker::Settings {
+                    base_window: env.int("TIMESQUARE_MM_WINDOW", 100i32, 0..=5_000)?,
+                    widen_per_second: env.int("TIMESQUARE_MM_WIDEN_PER_SEC", 20i32, 0..=5_000)?,
+                    max_window: env.int("TIMESQUARE_MM_MAX_WINDOW", 1_000i32, 0..=5_000)?,
+                    fill_after_ms: env.int("TIMESQUARE_MM_FILL_AFTER_MS", 10_000i64, 0..=3_600_000)?,
+                },
+            },
         })
     }
 }

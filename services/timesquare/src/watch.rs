@@ -27,7 +27,6 @@ use allies_contracts::timesquare::v1::{GameEventUpdate, GameUpdate};
 use allies_core::Aggregate;
 use allies_platform::auth::Caller;
 use allies_store::{EventStore, RecordedEvent, RedisEventStore, RedisTarget, StoreError, keys};
-use redis::streams::StreamReadReply;
 use timesquare_domain::{GameSession, Phase};
 use tokio::sync::{OwnedMutexGuard, broadcast, mpsc, watch};
 
@@ -206,17 +205,7 @@ impl Watch {
             return Ok(());
         }
         let log = keys::log_key(GameSession::TYPE, partition);
-        let mut conn = self.store.connection();
-        let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(&log)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from)?;
-        let start = last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".into());
+        let start = allies_store::tail::last_id(&self.store.connection(), &log).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         {
             let Ok(mut readers) = self.readers.lock() else { return Ok(()) };
@@ -225,56 +214,32 @@ impl Watch {
             }
             readers.insert(partition, stop_tx);
         }
-        tokio::spawn(self.clone().read_partition(log, start, stop_rx));
-        Ok(())
-    }
-
-    async fn read_partition(self: Arc<Self>, log: String, mut last: String, mut stop: watch::Receiver<bool>) {
-        let mut service_stop = self.stop.clone();
-        let mut conn = None;
-        loop {
-            if *stop.borrow() || *service_stop.borrow() {
-                return;
+        // Either stop ends the reader: this partition's, or the service's.
+        let mut service = self.stop.clone();
+        let (both_tx, both_rx) = watch::channel(false);
+        let mut mine = stop_rx;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = service.wait_for(|s| *s) => {}
+                _ = mine.wait_for(|s| *s) => {}
             }
-            let c = match conn.as_mut() {
-                Some(c) => c,
-                None => match self.target.dedicated(Duration::from_secs(12)).await {
-                    Ok(c) => conn.insert(c),
-                    Err(e) => {
-                        tracing::warn!(%log, error = %e, "watch reader cannot connect; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                },
-            };
-            let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT").arg(256).arg("BLOCK").arg(1000).arg("STREAMS").arg(&log).arg(&last);
-            let read: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
-                r = cmd.query_async(c) => r,
-                _ = stop.changed() => return,
-                _ = service_stop.changed() => return,
-            };
-            let entries = match read {
-                Ok(r) => r.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default(),
-                Err(e) => {
-                    tracing::warn!(%log, error = %e, "watch reader interrupted; reconnecting");
-                    conn = None;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            for entry in entries {
-                last = entry.id.clone();
+            let _ = both_tx.send(true);
+        });
+        let me = self.clone();
+        tokio::spawn(allies_store::tail::follow(self.target.clone(), log.clone(), start, both_rx, move |entry| {
+            let (me, log) = (me.clone(), log.clone());
+            async move {
                 let id = entry.get::<String>("aggregate_id").unwrap_or_default();
-                let Some(hub) = self.hub(&id) else { continue };
+                let Some(hub) = me.hub(&id) else { return };
                 match RecordedEvent::from_entry(&log, &entry) {
-                    Ok(record) => hub.apply(&record, &self.store).await,
+                    Ok(record) => hub.apply(&record, &me.store).await,
                     Err(e) => {
                         tracing::warn!(%log, entry = %entry.id, error = %e, "unreadable entry for a watched session")
                     }
                 }
             }
-        }
+        }));
+        Ok(())
     }
 
     /// Frames while a wave runs and someone watches; the hub goes when

@@ -59,6 +59,7 @@ pub mod events {
         EnteredMatch(PlayerEnteredMatch),
         LeftMatch(PlayerLeftMatch),
         EnteredGame(PlayerEnteredGame),
+        LeftGame(PlayerLeftGame),
         GameRecorded(PlayerGameRecorded),
     }
 
@@ -72,6 +73,7 @@ pub mod events {
         EnteredMatch => "PlayerEnteredMatch",
         LeftMatch => "PlayerLeftMatch",
         EnteredGame => "PlayerEnteredGame",
+        LeftGame => "PlayerLeftGame",
         GameRecorded => "PlayerGameRecorded",
     });
 
@@ -161,10 +163,12 @@ pub mod integration {
     pub enum GameIntegrationEvent {
         Started(GameStarted),
         Ended(GameEnded),
+        PlayerLeft(GamePlayerLeft),
     }
 
     crate::proto_events!(GameIntegrationEvent: FirstVersion {
         Started => "GameStarted",
         Ended => "GameEnded",
+        PlayerLeft => "GamePlayerLeft",
     });
 }

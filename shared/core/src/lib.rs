@@ -15,6 +15,7 @@ use std::fmt::Debug;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod calendar;
 pub mod error;
 pub mod testing;
 

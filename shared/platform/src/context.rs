@@ -81,6 +81,22 @@ impl RequestContext {
         }
     }
 
+    /// The context of a reaction to a stored event (a subscriber, a saga
+    /// step): it carries on the event's correlation id, is caused by the
+    /// event, and its command id is `<event id>:<step>` — so a redelivered
+    /// event repeats no effect (the store answers the first result).
+    pub fn reaction(correlation_id: Uuid, event_id: Uuid, step: &str, now_ms: i64) -> Self {
+        Self {
+            correlation_id,
+            causation_id: event_id,
+            caller: None,
+            traceparent: None,
+            command_id: Some(format!("{event_id}:{step}")),
+            client: None,
+            now_ms,
+        }
+    }
+
     /// The caller, or Unauthenticated.
     pub fn caller(&self) -> Result<&Caller, Failure> {
         self.caller.as_ref().ok_or_else(|| Failure::unauthenticated("missing bearer token (authorization metadata)"))

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allies_store::metrics::ExecutorMetrics;
+use allies_store::subscriber::SubscriptionConfig;
 use allies_store::{CommandExecutor, EventStore, RedisEventStore, StoreError};
 use futures_util::future::BoxFuture;
 use prometheus_client::registry::Registry;
@@ -78,6 +79,7 @@ pub struct ServiceBuilder {
     scrapes: Vec<Scrape>,
     tasks: Vec<(&'static str, Task)>,
     stop: watch::Sender<bool>,
+    subscriber_metrics: Option<Arc<allies_store::metrics::SubscriberMetrics>>,
 }
 
 /// Connects the event store, retrying with backoff for up to 30 s so that a
@@ -135,6 +137,7 @@ impl ServiceBuilder {
             scrapes: Vec::new(),
             tasks: Vec::new(),
             stop,
+            subscriber_metrics: None,
         })
     }
 
@@ -213,6 +216,51 @@ impl ServiceBuilder {
     {
         self.tasks.push((name, Box::new(move |stop| Box::pin(task(stop)))));
         self
+    }
+
+    /// The subscription settings of the fleet (batch, blocking, claims,
+    /// retries, the circuit breaker, metrics) for consumer group `group` on
+    /// `aggregate_type`'s partition logs; set `source` for a topic.
+    pub fn subscription(&mut self, group: &str, aggregate_type: &str) -> SubscriptionConfig {
+        let metrics = match &self.subscriber_metrics {
+            Some(m) => m.clone(),
+            None => {
+                let m = allies_store::metrics::SubscriberMetrics::register(&mut self.registry);
+                self.subscriber_metrics = Some(m.clone());
+                m
+            }
+        };
+        let c = &self.config;
+        let mut s = SubscriptionConfig::new(group, &c.instance, aggregate_type, c.partitions);
+        s.metrics = Some(metrics);
+        s.batch = c.cqrs.subscriber_batch;
+        s.block = c.cqrs.subscriber_block;
+        s.claim_idle = c.cqrs.claim_idle;
+        s.retry.max_attempts = c.cqrs.retry_max_attempts;
+        s.retry.base = c.cqrs.retry_base;
+        s.breaker = Arc::new(allies_store::breaker::CircuitBreaker::new(c.breaker()));
+        s
+    }
+
+    /// Runs `handler` as consumer group `group` on `aggregate_type`'s
+    /// partition logs — or, with `topic`, on that integration topic — until
+    /// shutdown: at least once, with retries, dead letters and the breaker.
+    pub fn subscribe<H: allies_store::subscriber::Handler>(
+        &mut self,
+        group: &'static str,
+        aggregate_type: &str,
+        topic: Option<&str>,
+        handler: Arc<H>,
+    ) -> Result<&mut Self, ServeError> {
+        let mut config = self.subscription(group, aggregate_type);
+        if let Some(t) = topic {
+            config.source = allies_store::subscriber::Source::Topic(t.to_owned());
+        }
+        let target = allies_store::RedisTarget::parse(&self.config.redis_url).map_err(|source| ServeError::Redis {
+            url: self.config.redis_url.clone(),
+            source: allies_store::StoreError::Unavailable(source),
+        })?;
+        Ok(self.background(group, move |stop| allies_store::subscriber::run(target, config, handler, stop)))
     }
 
     /// Turns true when the service shuts down (for tasks started during build).

@@ -12,7 +12,8 @@
 //! - [`subscriber`] (consumer groups: reader, retry, dead letters,
 //!   positions), [`breaker`], [`priority`] (integration topics);
 //! - [`keys`] (the Redis layout), [`conn`] (single Redis or Cluster),
-//!   [`archive`] (retention), [`metrics`].
+//!   [`archive`] (retention), [`metrics`], [`tail`] (following a stream
+//!   without a group, for live fan-out).
 //!
 //! Must not know about gRPC or any bounded context: it stores envelopes of
 //! any [`allies_core::Aggregate`].
@@ -32,6 +33,7 @@ pub mod priority;
 mod redis_store;
 mod store;
 pub mod subscriber;
+pub mod tail;
 
 pub use conn::{RedisConn, RedisTarget};
 pub use error::{AppendError, StoreError};

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use allies_contracts::projector::v1::game_query_service_client::GameQueryServiceClient;
 use allies_contracts::timesquare::events::GameEvent;
 use allies_contracts::timesquare::v1::game_service_client::GameServiceClient;
+use allies_contracts::timesquare::v1::matchmaking_service_client::MatchmakingServiceClient;
 use allies_contracts::timesquare::v1::*;
 use allies_store::{EventStore, RedisEventStore};
 use tonic::transport::Channel;
@@ -24,6 +25,7 @@ pub struct Gamer {
 }
 
 pub type Games = GameServiceClient<Channel>;
+pub type Matchmaking = MatchmakingServiceClient<Channel>;
 
 /// The rule a refusal names (google.rpc.PreconditionFailure type), if any.
 pub fn rule_of(status: &Status) -> String {
@@ -43,6 +45,15 @@ impl Fleet {
     pub async fn game_at(endpoint: &str) -> Games {
         let channel = Channel::from_shared(endpoint.to_owned()).expect("endpoint").connect().await.expect("connect");
         GameServiceClient::new(channel)
+    }
+
+    pub async fn matchmaking(&self) -> Matchmaking {
+        MatchmakingServiceClient::new(self.channel("timesquare").await)
+    }
+
+    pub async fn matchmaking_at(endpoint: &str) -> Matchmaking {
+        let channel = Channel::from_shared(endpoint.to_owned()).expect("endpoint").connect().await.expect("connect");
+        MatchmakingServiceClient::new(channel)
     }
 
     pub async fn games(&self) -> GameQueryServiceClient<Channel> {
@@ -201,4 +212,48 @@ pub async fn wave_over(games: &mut Games, session: &str, who: &Gamer) -> GameVie
 
 pub async fn start_wave(games: &mut Games, session: &str, who: &Gamer) -> Result<GameCommandResponse, Status> {
     games.start_wave(bearer(SessionRequest { session_id: session.into() }, &who.token)).await.map(|r| r.into_inner())
+}
+
+/// Queues `who` (with `party`) for a game of `min`..=`max` players.
+pub async fn find(
+    mm: &mut Matchmaking,
+    who: &Gamer,
+    min: u32,
+    max: u32,
+    party: &[&Gamer],
+) -> Result<TicketView, Status> {
+    let request = FindMatchRequest {
+        maps: vec![],
+        difficulty: "normal".into(),
+        min_players: min,
+        max_players: max,
+        party: party.iter().map(|p| p.id.clone()).collect(),
+    };
+    mm.find_match(bearer(request, &who.token)).await.map(|r| r.into_inner())
+}
+
+/// Follows a ticket until `until` says so (or 60 s); returns every view seen.
+pub async fn follow_ticket(
+    mm: &mut Matchmaking,
+    who: &Gamer,
+    ticket: &str,
+    until: impl Fn(&TicketView) -> bool,
+) -> Vec<TicketView> {
+    let request = WatchTicketRequest { ticket_id: ticket.into() };
+    let mut stream = mm.watch_ticket(bearer(request, &who.token)).await.expect("watch the ticket").into_inner();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+            Ok(Ok(Some(v))) => {
+                let done = until(&v);
+                seen.push(v);
+                if done {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    seen
 }

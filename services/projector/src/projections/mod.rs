@@ -2,6 +2,8 @@
 //! [`Projection`](crate::registry::Projection), and one line in [`registry`].
 
 pub mod games;
+pub mod matches;
+pub mod players;
 pub mod sessions;
 pub mod users;
 
@@ -9,5 +11,10 @@ use crate::registry::Registry;
 
 /// Every projection the projector runs.
 pub fn registry() -> Registry {
-    Registry::new().register(users::Users).register(sessions::Sessions).register(games::Games)
+    Registry::new()
+        .register(users::Users)
+        .register(sessions::Sessions)
+        .register(games::Games)
+        .register(players::Players)
+        .register(matches::Matches)
 }

@@ -1,0 +1,72 @@
+//! Following a stream without a consumer group: a blocking XREAD loop on
+//! one key from a position, reconnecting after a failure, handing every
+//! entry to a callback. For live fan-out (game watchers, ticket watchers),
+//! where every replica needs every entry and nothing needs acknowledging.
+
+use std::time::Duration;
+
+use redis::streams::{StreamId, StreamReadReply};
+use tokio::sync::watch;
+
+use crate::{RedisConn, RedisTarget, StoreError};
+
+/// The id of the last entry of `key` ("0-0" when empty): where a tail that
+/// wants only new entries starts.
+pub async fn last_id(conn: &RedisConn, key: &str) -> Result<String, StoreError> {
+    let mut conn = conn.clone();
+    let last: redis::streams::StreamRangeReply =
+        redis::cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut conn).await?;
+    Ok(last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".into()))
+}
+
+/// Reads `key` after `last` until `stop` turns true, calling `on_entry`
+/// for each entry in order (awaiting it before the next).
+pub async fn follow<F, Fut>(
+    target: RedisTarget,
+    key: String,
+    mut last: String,
+    mut stop: watch::Receiver<bool>,
+    on_entry: F,
+) where
+    F: Fn(StreamId) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut conn = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match target.dedicated(Duration::from_secs(12)).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "tail cannot connect; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            },
+        };
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(256).arg("BLOCK").arg(1000).arg("STREAMS").arg(&key).arg(&last);
+        let read: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
+            r = cmd.query_async(c) => r,
+            _ = stop.changed() => return,
+        };
+        match read {
+            Ok(reply) => {
+                for entry in
+                    reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default()
+                {
+                    last = entry.id.clone();
+                    on_entry(entry).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "tail interrupted; reconnecting");
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
