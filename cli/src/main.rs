@@ -14,7 +14,7 @@ mod commands;
 mod context;
 mod output;
 
-use commands::{admin, auth, game, health, user};
+use commands::{admin, auth, game, health, matchmaking, user};
 use context::Context;
 use output::Failure;
 
@@ -60,6 +60,14 @@ enum Command {
     User(user::UserCommand),
     /// The game: lobbies, towers, waves, the live board, history, replays.
     Game(game::GameArgs),
+    /// Matchmaking: queue (alone or with friends), follow, confirm, matches.
+    #[command(subcommand)]
+    Match(matchmaking::MatchCommand),
+    /// Players: profiles with rating, rank, stats and recent games.
+    #[command(subcommand)]
+    Player(matchmaking::PlayerCommand),
+    /// Leaderboards: by rating, by best wave on a map, weekly.
+    Leaderboard(matchmaking::Leaderboard),
     #[command(flatten)]
     Auth(auth::AuthCommand),
     #[command(flatten)]
@@ -89,6 +97,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::User(c) => user::run(c, &ctx).await,
         Command::Game(g) => game::run(g, &ctx).await,
+        Command::Match(c) => matchmaking::run_match(c, &ctx).await,
+        Command::Player(c) => matchmaking::run_player(c, &ctx).await,
+        Command::Leaderboard(l) => matchmaking::run_leaderboard(l, &ctx).await,
         Command::Auth(c) => auth::run(c, &ctx).await,
         Command::Admin(c) => admin::run(c, &ctx).await,
         Command::Health(h) => health::run(h, &ctx).await,

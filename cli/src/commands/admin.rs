@@ -13,6 +13,9 @@ use crate::output::{Failure, print};
 pub enum AdminCommand {
     /// Every projection's state, counts, lag and last error (admins only).
     Projections,
+    /// Every consumer group of the fleet (projections, sagas, integration
+    /// subscribers): lag, pending, dead letters (admins only).
+    Subscriptions,
     /// Blue/green rebuild of a projection from the start of the logs (admins only).
     Rebuild { projection: String },
     /// Compare a projection's read models with its events (admins only).
@@ -88,6 +91,28 @@ impl Which {
 pub async fn run(command: &AdminCommand, ctx: &Context) -> Result<(), Failure> {
     let json = ctx.json;
     match command {
+        AdminCommand::Subscriptions => {
+            let mut client = ProjectorAdminServiceClient::new(ctx.channel(&ctx.projector).await?);
+            let r = client.list_subscriptions(ctx.authorized(ListSubscriptionsRequest {})?).await?.into_inner();
+            print(json, &r, || {
+                let mut lines = vec![format!(
+                    "{:<14} {:<22} {:>6} {:>8} {:>13} {:>8}",
+                    "group", "reads", "lag", "pending", "dead letters", "streams"
+                )];
+                for s in &r.subscriptions {
+                    let reads = if s.topic.is_empty() {
+                        format!("{} log", s.aggregate_type)
+                    } else {
+                        format!("topic {} ({})", s.topic, s.aggregate_type)
+                    };
+                    lines.push(format!(
+                        "{:<14} {:<22} {:>6} {:>8} {:>13} {:>8}",
+                        s.group, reads, s.lag, s.pending, s.dead_letters, s.streams
+                    ));
+                }
+                lines.join("\n")
+            });
+        }
         AdminCommand::Projections => {
             let mut client = ProjectorAdminServiceClient::new(ctx.channel(&ctx.projector).await?);
             let r = client.list_projections(ctx.authorized(ListProjectionsRequest {})?).await?.into_inner();

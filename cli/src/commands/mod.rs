@@ -6,4 +6,5 @@ pub mod auth;
 pub mod board;
 pub mod game;
 pub mod health;
+pub mod matchmaking;
 pub mod user;

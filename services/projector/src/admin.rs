@@ -187,6 +187,14 @@ impl AdminApi {
         Ok(ListProjectionsResponse { projections })
     }
 
+    async fn list_subscriptions(
+        &self,
+        request: Request<ListSubscriptionsRequest>,
+    ) -> Result<ListSubscriptionsResponse> {
+        self.admin(&request).await?;
+        Ok(ListSubscriptionsResponse { subscriptions: subscriptions(self).await? })
+    }
+
     async fn rebuild_projection(
         &self,
         request: Request<RebuildProjectionRequest>,
@@ -201,6 +209,53 @@ impl AdminApi {
         );
         Ok(RebuildProjectionResponse { generation: next.number, namespace: next.namespace, group: next.group })
     }
+}
+
+/// Every consumer group on the partition logs of every category and on
+/// every topic's priority streams, summed per group.
+pub async fn subscriptions(api: &AdminApi) -> Result<Vec<SubscriptionStatus>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut conn = api.conn.clone();
+    let mut by_group: BTreeMap<(String, String, String), SubscriptionStatus> = BTreeMap::new();
+    let mut sources: Vec<(&str, &str)> = allies_contracts::registry::CATEGORIES.iter().map(|c| (*c, "")).collect();
+    sources.extend(allies_contracts::registry::TOPICS.iter().copied());
+    for (category, topic) in sources {
+        for p in 0..api.manager.partitions() {
+            let streams: Vec<String> = if topic.is_empty() {
+                vec![allies_store::keys::log_key(category, p)]
+            } else {
+                allies_store::Priority::ALL
+                    .iter()
+                    .map(|pr| allies_store::keys::integration_key(topic, category, p, *pr))
+                    .collect()
+            };
+            let mut here = BTreeSet::new();
+            for stream in &streams {
+                for (group, pos) in subscriber::group_positions(&mut conn, stream).await? {
+                    let key = (group.clone(), category.to_owned(), topic.to_owned());
+                    let entry = by_group.entry(key).or_insert_with(|| SubscriptionStatus {
+                        group: group.clone(),
+                        aggregate_type: category.to_owned(),
+                        topic: topic.to_owned(),
+                        ..Default::default()
+                    });
+                    entry.lag += pos.lag;
+                    entry.pending += pos.pending;
+                    entry.streams += 1;
+                    here.insert(group);
+                }
+            }
+            // One dead-letter stream per group and partition.
+            for group in here {
+                let dlq = allies_store::keys::dead_letter_key(category, p, &group);
+                let dead = redis::cmd("XLEN").arg(&dlq).query_async::<u64>(&mut conn).await?;
+                if let Some(e) = by_group.get_mut(&(group, category.to_owned(), topic.to_owned())) {
+                    e.dead_letters += dead;
+                }
+            }
+        }
+    }
+    Ok(by_group.into_values().collect())
 }
 
 /// One projection's state, counts, position, lag and last error.
@@ -294,6 +349,13 @@ impl ProjectorAdminService for AdminApi {
         request: Request<ListProjectionsRequest>,
     ) -> std::result::Result<Response<ListProjectionsResponse>, Status> {
         AdminApi::list_projections(self, request).await.map(Response::new).or_status()
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<ListSubscriptionsRequest>,
+    ) -> std::result::Result<Response<ListSubscriptionsResponse>, Status> {
+        AdminApi::list_subscriptions(self, request).await.map(Response::new).or_status()
     }
 
     async fn rebuild_projection(

@@ -11,6 +11,9 @@ use crate::timesquare::events::{GameEvent, MatchEvent, PlayerEvent, TicketEvent}
 /// The categories with typed events.
 pub const CATEGORIES: &[&str] = &["user", "session", "game_session", "player", "ticket", "match"];
 
+/// The integration topics: (publishing aggregate type, topic).
+pub const TOPICS: &[(&str, &str)] = &[("user", "users"), ("game_session", "games"), ("game_session", "ts.waves")];
+
 /// A stored event of `category` as proto3 JSON, upcast to the current schema
 /// (returned with it) and with every secret (password, refresh-token and
 /// invite-code hashes) redacted. Unknown categories and event types are an error:

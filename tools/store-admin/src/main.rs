@@ -38,12 +38,24 @@ macro_rules! by_type {
                 type $A = timesquare_domain::GameSession;
                 $body
             }
+            "player" => {
+                type $A = timesquare_domain::player::Player;
+                $body
+            }
+            "ticket" => {
+                type $A = timesquare_domain::ticket::Ticket;
+                $body
+            }
+            "match" => {
+                type $A = timesquare_domain::matching::Match;
+                $body
+            }
             other => Err(anyhow!("no aggregate type '{other}' (known: {})", KNOWN.join(", "))),
         }
     };
 }
 
-const KNOWN: &[&str] = &["user", "session", "game_session"];
+const KNOWN: &[&str] = &["user", "session", "game_session", "player", "ticket", "match"];
 
 #[derive(Parser)]
 #[command(name = "allies-store", about = "Operator commands on the Defense Allies event store")]

@@ -30,7 +30,7 @@ pub mod reader;
 pub mod retry;
 
 pub use dead_letters::{DeadLetter, DeadLetterSelection, list_dead_letters, purge_dead_letters, replay_dead_letters};
-pub use position::{ConsistencyToken, GroupPosition, group_position, has_applied};
+pub use position::{ConsistencyToken, GroupPosition, group_position, group_positions, has_applied};
 pub use retry::{Backoff, RetryPolicy};
 
 /// Why a handler could not apply an entry. The entry stays pending.

@@ -81,36 +81,42 @@ pub async fn group_position(
     stream: &str,
     group: &str,
 ) -> Result<Option<GroupPosition>, StoreError> {
+    Ok(group_positions(conn, stream).await?.into_iter().find(|(name, _)| name == group).map(|(_, p)| p))
+}
+
+/// Every consumer group on `stream` with its position (none when the
+/// stream does not exist).
+pub async fn group_positions(conn: &mut RedisConn, stream: &str) -> Result<Vec<(String, GroupPosition)>, StoreError> {
     let groups: Value = match redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await {
         Ok(g) => g,
         // No such stream: nothing was ever written there.
-        Err(e) if e.code() == Some("ERR") => return Ok(None),
+        Err(e) if e.code() == Some("ERR") => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    let Value::Array(groups) = groups else { return Ok(None) };
+    let Value::Array(groups) = groups else { return Ok(Vec::new()) };
+    let text = |fields: &[Value], name: &str| {
+        fields.chunks(2).find(|kv| is(&kv[0], name)).and_then(|kv| match kv.get(1)? {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        })
+    };
+    let mut out = Vec::new();
     for g in groups {
         let fields = match g {
             Value::Array(f) => f,
             Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
             _ => continue,
         };
-        let named = fields.chunks(2).any(|kv| is(&kv[0], "name") && kv.get(1).is_some_and(|v| is(v, group)));
-        if named {
-            let last_delivered = fields
-                .chunks(2)
-                .find(|kv| is(&kv[0], "last-delivered-id"))
-                .and_then(|kv| match kv.get(1)? {
-                    Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-                    Value::SimpleString(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "0-0".into());
-            return Ok(Some(GroupPosition {
+        let Some(name) = text(&fields, "name") else { continue };
+        out.push((
+            name,
+            GroupPosition {
                 lag: int_field(&fields, "lag").unwrap_or(0).max(0) as u64,
                 pending: int_field(&fields, "pending").unwrap_or(0).max(0) as u64,
-                last_delivered,
-            }));
-        }
+                last_delivered: text(&fields, "last-delivered-id").unwrap_or_else(|| "0-0".into()),
+            },
+        ));
     }
-    Ok(None)
+    Ok(out)
 }

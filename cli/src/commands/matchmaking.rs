@@ -1,0 +1,256 @@
+//! `allies match …`, `allies player …`, `allies leaderboard`: queueing,
+//! following a ticket to its game, profiles and boards.
+
+use allies_contracts::projector::v1::player_query_service_client::PlayerQueryServiceClient;
+use allies_contracts::projector::v1::{GetLeaderboardRequest, GetMatchRequest, GetPlayerRequest};
+use allies_contracts::timesquare::v1::matchmaking_service_client::MatchmakingServiceClient;
+use allies_contracts::timesquare::v1::*;
+use clap::{Args, Subcommand};
+use tonic::transport::Channel;
+
+use crate::context::Context;
+use crate::output::{Failure, print};
+
+#[derive(Subcommand)]
+pub enum MatchCommand {
+    /// Queue for a match (with friends: --party <user id> …). --wait follows
+    /// the ticket, confirms the match when found and prints the game.
+    Find {
+        /// Preferred maps (repeat; none: any).
+        #[arg(long = "map")]
+        maps: Vec<String>,
+        #[arg(long, default_value = "normal")]
+        difficulty: String,
+        #[arg(long, default_value_t = 2)]
+        min: u32,
+        #[arg(long, default_value_t = 4)]
+        max: u32,
+        /// Friends queueing with you as one ticket (user ids).
+        #[arg(long = "party")]
+        party: Vec<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Leave the queue (a match you were in is cancelled; the others keep their place).
+    Cancel { ticket_id: Option<String> },
+    /// Follow your ticket: searching → matched → ready (or cancelled, expired).
+    Watch {
+        ticket_id: Option<String>,
+        /// Confirm the match as soon as one is found.
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Confirm a match you are in.
+    Confirm { match_id: String },
+    /// A match (players, status, why it was cancelled) from the read model.
+    Show { match_id: String },
+}
+
+#[derive(Subcommand)]
+pub enum PlayerCommand {
+    /// A player's profile: rating and rank, games, wins, best waves, recent games (default: you).
+    Show { user_id: Option<String> },
+}
+
+#[derive(Args)]
+pub struct Leaderboard {
+    /// rating, wave or weekly
+    #[arg(long, default_value = "rating")]
+    board: String,
+    /// wave: the map and difficulty.
+    #[arg(long, default_value = "")]
+    map: String,
+    #[arg(long, default_value = "")]
+    difficulty: String,
+    /// weekly: an ISO week (default: this week), e.g. 2026-W47.
+    #[arg(long, default_value = "")]
+    week: String,
+    #[arg(long, default_value_t = 10)]
+    limit: u32,
+    /// The page around a player ("me" for you) instead of the top.
+    #[arg(long)]
+    around: Option<String>,
+}
+
+async fn mm(ctx: &Context) -> Result<MatchmakingServiceClient<Channel>, Failure> {
+    Ok(MatchmakingServiceClient::new(ctx.channel(&ctx.timesquare).await?))
+}
+
+fn ticket_line(t: &TicketView) -> String {
+    let mut line =
+        format!("ticket {} · {} · {} player(s), rating {}", t.ticket_id, t.status, t.players.len(), t.rating);
+    if !t.match_id.is_empty() {
+        line.push_str(&format!(" · match {}", t.match_id));
+    }
+    if !t.session_id.is_empty() {
+        line.push_str(&format!(" · game {}", t.session_id));
+    }
+    if !t.reason.is_empty() {
+        line.push_str(&format!(" · {}", t.reason));
+    }
+    line
+}
+
+/// Follows a ticket to a final status, confirming a match when asked.
+async fn follow(ctx: &Context, ticket_id: &str, confirm: bool) -> Result<TicketView, Failure> {
+    let mut stream_client = MatchmakingServiceClient::new(ctx.stream_channel(&ctx.timesquare).await?);
+    let request = WatchTicketRequest { ticket_id: ticket_id.to_owned() };
+    let mut stream = stream_client.watch_ticket(ctx.authorized(request)?).await?.into_inner();
+    let mut confirmed = String::new();
+    let mut last = TicketView::default();
+    while let Some(t) = stream.message().await? {
+        if ctx.json {
+            println!("{}", serde_json::to_string(&t).unwrap_or_default());
+        } else {
+            println!("{}", ticket_line(&t));
+        }
+        if confirm && t.status == "matched" && t.match_id != confirmed {
+            let request = ConfirmMatchRequest { match_id: t.match_id.clone() };
+            match mm(ctx).await?.confirm_match(ctx.authorized(request)?).await {
+                Ok(m) if !ctx.json => println!("  confirmed match {} ({})", t.match_id, m.into_inner().status),
+                Ok(_) => {}
+                Err(s) if !ctx.json => println!("  cannot confirm: {}", s.message()),
+                Err(_) => {}
+            }
+            confirmed = t.match_id.clone();
+        }
+        last = t;
+    }
+    Ok(last)
+}
+
+pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Failure> {
+    let json = ctx.json;
+    match command {
+        MatchCommand::Find { maps, difficulty, min, max, party, wait } => {
+            let request = FindMatchRequest {
+                maps: maps.clone(),
+                difficulty: difficulty.clone(),
+                min_players: *min,
+                max_players: *max,
+                party: party.clone(),
+            };
+            let t = mm(ctx).await?.find_match(ctx.authorized(request)?).await?.into_inner();
+            if *wait {
+                if !json {
+                    println!("queued: {}", ticket_line(&t));
+                }
+                let last = follow(ctx, &t.ticket_id, true).await?;
+                if last.status == "ready" && !json {
+                    println!("your game: {} (allies game join is not needed: you are in it)", last.session_id);
+                    ctx.remember_game(&last.session_id);
+                }
+            } else {
+                print(json, &t, || format!("queued: {}\n  follow it: allies match watch --confirm", ticket_line(&t)));
+            }
+        }
+        MatchCommand::Cancel { ticket_id } => {
+            let request = CancelMatchmakingRequest { ticket_id: ticket_id.clone().unwrap_or_default() };
+            let t = mm(ctx).await?.cancel_matchmaking(ctx.authorized(request)?).await?.into_inner();
+            print(json, &t, || ticket_line(&t));
+        }
+        MatchCommand::Watch { ticket_id, confirm } => {
+            let last = follow(ctx, ticket_id.as_deref().unwrap_or_default(), *confirm).await?;
+            if last.status == "ready" {
+                ctx.remember_game(&last.session_id);
+            }
+        }
+        MatchCommand::Confirm { match_id } => {
+            let request = ConfirmMatchRequest { match_id: match_id.clone() };
+            let m = mm(ctx).await?.confirm_match(ctx.authorized(request)?).await?.into_inner();
+            print(json, &m, || {
+                let confirmed = m.players.iter().filter(|p| p.confirmed).count();
+                format!("match {} · {} · {confirmed}/{} confirmed", m.match_id, m.status, m.players.len())
+            });
+        }
+        MatchCommand::Show { match_id } => {
+            let mut client = PlayerQueryServiceClient::new(ctx.channel(&ctx.projector).await?);
+            let request = GetMatchRequest { match_id: match_id.clone(), consistency_token: String::new() };
+            let m = client.get_match(ctx.authorized(request)?).await?.into_inner().r#match.unwrap_or_default();
+            print(json, &m, || {
+                let mut out = format!(
+                    "match {} · {} · {} on {} · rating window {} (spread {})",
+                    m.match_id, m.status, m.difficulty, m.map, m.window, m.spread
+                );
+                if !m.session_id.is_empty() {
+                    out.push_str(&format!("\n  game: {}", m.session_id));
+                }
+                for p in &m.players {
+                    out.push_str(&format!(
+                        "\n  {}  rating {}  joined {}  confirmed {}",
+                        p.user_id, p.rating, p.joined, p.confirmed
+                    ));
+                }
+                if !m.reason.is_empty() {
+                    out.push_str(&format!("\n  cancelled: {} (at fault: {})", m.reason, m.culprits.join(", ")));
+                }
+                for c in &m.compensation {
+                    out.push_str(&format!("\n  compensation: {c}"));
+                }
+                out
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_player(command: &PlayerCommand, ctx: &Context) -> Result<(), Failure> {
+    let PlayerCommand::Show { user_id } = command;
+    let user_id = match user_id {
+        Some(u) => u.clone(),
+        None => ctx.load_saved()?.user_id,
+    };
+    let mut client = PlayerQueryServiceClient::new(ctx.channel(&ctx.projector).await?);
+    let request = GetPlayerRequest { user_id, consistency_token: String::new() };
+    let p = client.get_player(ctx.authorized(request)?).await?.into_inner().player.unwrap_or_default();
+    print(ctx.json, &p, || {
+        let mut out = format!(
+            "{} ({})\n  rating:   {} (#{} on the board)\n  games:    {} played, {} won\n  week:     {} score {}",
+            p.display_name, p.username, p.rating, p.rating_rank, p.games_played, p.wins, p.week, p.week_score
+        );
+        for b in &p.best {
+            out.push_str(&format!("\n  best:     {} waves on {} ({})", b.waves, b.map, b.difficulty));
+        }
+        if !p.ticket_id.is_empty() || !p.match_id.is_empty() || !p.session_id.is_empty() {
+            out.push_str(&format!("\n  now:      ticket {} match {} game {}", p.ticket_id, p.match_id, p.session_id));
+        }
+        for g in &p.recent_games {
+            out.push_str(&format!(
+                "\n  game {} {} {} {} score {}",
+                g.session_id, g.map, g.difficulty, g.outcome, g.score
+            ));
+        }
+        out
+    });
+    Ok(())
+}
+
+pub async fn run_leaderboard(l: &Leaderboard, ctx: &Context) -> Result<(), Failure> {
+    let around = match l.around.as_deref() {
+        Some("me") => ctx.load_saved()?.user_id,
+        Some(other) => other.to_owned(),
+        None => String::new(),
+    };
+    let mut client = PlayerQueryServiceClient::new(ctx.channel(&ctx.projector).await?);
+    let request = GetLeaderboardRequest {
+        board: l.board.clone(),
+        map: l.map.clone(),
+        difficulty: l.difficulty.clone(),
+        week: l.week.clone(),
+        limit: l.limit,
+        around_user_id: around.clone(),
+    };
+    let r = client.get_leaderboard(ctx.authorized(request)?).await?.into_inner();
+    print(ctx.json, &r, || {
+        let mut lines = vec![format!("{} ({} players)", r.board, r.total)];
+        for e in &r.entries {
+            let me = if e.user_id == around { "  ←" } else { "" };
+            lines.push(format!("{:>5}. {:<24} {:>8}{me}", e.rank, e.display_name, e.value));
+        }
+        if r.entries.is_empty() {
+            lines.push("  (empty)".into());
+        }
+        lines.join("\n")
+    });
+    Ok(())
+}
