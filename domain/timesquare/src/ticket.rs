@@ -79,11 +79,38 @@ impl Ticket {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TicketCommand {
     Create(TicketCreated),
-    Claim { match_id: String, now_ms: i64 },
-    Release { match_id: String, reason: String, now_ms: i64 },
-    Cancel { by: String, reason: String, now_ms: i64 },
-    Expire { now_ms: i64 },
-    Complete { match_id: String, session_id: String, now_ms: i64 },
+    Claim {
+        match_id: String,
+        now_ms: i64,
+    },
+    Release {
+        match_id: String,
+        reason: String,
+        now_ms: i64,
+    },
+    Cancel {
+        by: String,
+        reason: String,
+        now_ms: i64,
+    },
+    /// A match's compensation drops a culprit's ticket: cancelled only while
+    /// this match holds it. A ticket another match claimed (a second
+    /// matchmaker pass saw it before its claim was known) or one already
+    /// gone is left alone — dropping it would break a match that did
+    /// nothing wrong.
+    Drop {
+        match_id: String,
+        reason: String,
+        now_ms: i64,
+    },
+    Expire {
+        now_ms: i64,
+    },
+    Complete {
+        match_id: String,
+        session_id: String,
+        now_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,6 +193,15 @@ impl Aggregate for Ticket {
                 Status::Completed => return Err(TicketError::AlreadyMatched),
                 _ => Vec::new(),
             },
+            Drop { match_id, reason, now_ms } if self.status == Status::Claimed && self.match_id == *match_id => {
+                vec![TicketEvent::Cancelled(TicketCancelled {
+                    by: "matchmaker".into(),
+                    reason: reason.clone(),
+                    at_ms: *now_ms,
+                    match_id: match_id.clone(),
+                })]
+            }
+            Drop { .. } => Vec::new(),
             Expire { now_ms } if self.status == Status::Searching && *now_ms >= self.expires_at_ms => {
                 vec![TicketEvent::Expired(TicketExpired { at_ms: *now_ms })]
             }
@@ -294,5 +330,22 @@ mod tests {
         given::<Ticket>(done)
             .when(TicketCommand::Cancel { by: "u1".into(), reason: "cancelled".into(), now_ms: 500 })
             .then_err(TicketError::AlreadyMatched);
+    }
+
+    #[test]
+    fn a_match_drops_only_a_ticket_it_holds() {
+        let drop = |m: &str| TicketCommand::Drop { match_id: m.into(), reason: "dropped".into(), now_ms: 300 };
+        let events = given::<Ticket>(claimed("m1")).when(drop("m1")).then_ok();
+        assert!(matches!(&events[..], [TicketEvent::Cancelled(c)] if c.match_id == "m1" && c.by == "matchmaker"));
+        // Claimed by another match, still searching, or done: left alone.
+        given::<Ticket>(claimed("m1")).when(drop("m2")).then([]);
+        given::<Ticket>(created()).when(drop("m2")).then([]);
+        let mut done = claimed("m1");
+        done.push(TicketEvent::Completed(TicketCompleted {
+            match_id: "m1".into(),
+            session_id: "g".into(),
+            at_ms: 400,
+        }));
+        given::<Ticket>(done).when(drop("m1")).then([]);
     }
 }

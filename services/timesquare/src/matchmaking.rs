@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use allies_contracts::timesquare::events::TicketEvent;
 use allies_contracts::timesquare::events::v1::{MatchFormed, MatchPlayer, TicketCreated, TicketPlayer};
-use allies_core::{Failure, FieldViolation, Invalid};
+use allies_core::{EventEnvelope, Failure, FieldViolation, Invalid};
 use allies_platform::RequestContext;
 use allies_platform::auth::Caller;
 use allies_store::subscriber::{Handler, HandlerError};
@@ -385,10 +385,11 @@ pub struct TicketReactions {
 }
 
 impl TicketReactions {
-    async fn dequeue(&self, t: &Ticket, reason: &str, corr: Uuid, id: Uuid, now: i64) -> Result<(), HandlerError> {
+    async fn dequeue(&self, t: &Ticket, reason: &str, e: &EventEnvelope<TicketEvent>) -> Result<(), HandlerError> {
         for (user, _) in &t.players {
-            let ctx = RequestContext::reaction(corr, id, &format!("dequeue:{user}"), now);
-            let command = PlayerCommand::Dequeue { ticket_id: t.id.clone(), reason: reason.to_owned(), now_ms: now };
+            let ctx = RequestContext::reaction(e, &format!("dequeue:{user}"));
+            let command =
+                PlayerCommand::Dequeue { ticket_id: t.id.clone(), reason: reason.to_owned(), now_ms: ctx.now_ms };
             match self.mm.players.run(user, command, &ctx).await {
                 Ok(_) => {}
                 Err(e) if e.rule_name().as_deref() == Some("NO_SUCH_PLAYER") => {}
@@ -402,9 +403,8 @@ impl TicketReactions {
 impl Handler for TicketReactions {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let e = event.decode::<TicketEvent>().map_err(failed)?;
-        let (corr, id) = (e.metadata.correlation_id, e.event_id);
         let ticket_id = &event.envelope.aggregate_id;
-        let now = allies_platform::context::now_ms();
+        let now = e.recorded_at_ms;
         let mut conn = self.mm.conn.clone();
         let (t, _) = self.mm.tickets.get(ticket_id).current().await.map_err(failed)?;
         match &e.payload {
@@ -440,9 +440,9 @@ impl Handler for TicketReactions {
                     redis::cmd("HDEL").arg(WAITING).arg(ticket_id).query_async(&mut conn).await.map_err(failed)?;
             }
         }
-        match e.payload {
+        match &e.payload {
             TicketEvent::Cancelled(c) => {
-                self.dequeue(&t, &c.reason, corr, id, now).await?;
+                self.dequeue(&t, &c.reason, &e).await?;
                 if !c.match_id.is_empty() {
                     let reason = if c.reason == "locked_out" { "locked_out" } else { "player_left" };
                     let command = MatchCommand::Cancel {
@@ -451,12 +451,12 @@ impl Handler for TicketReactions {
                         detail: format!("ticket {ticket_id} {}", c.reason),
                         now_ms: now,
                     };
-                    let ctx = RequestContext::reaction(corr, id, "cancel-match", now);
+                    let ctx = RequestContext::reaction(&e, "cancel-match");
                     self.mm.on_match(&c.match_id, command, &ctx).await.map_err(failed)?;
                 }
             }
-            TicketEvent::Expired(_) => self.dequeue(&t, "expired", corr, id, now).await?,
-            TicketEvent::Completed(_) => self.dequeue(&t, "matched", corr, id, now).await?,
+            TicketEvent::Expired(_) => self.dequeue(&t, "expired", &e).await?,
+            TicketEvent::Completed(_) => self.dequeue(&t, "matched", &e).await?,
             _ => {}
         }
         Ok(())

@@ -77,10 +77,8 @@ pub struct UsersTopic {
 impl Handler for UsersTopic {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let e = event.decode::<UserIntegrationEvent>().map_err(failed)?;
-        let (corr, id) = (e.metadata.correlation_id, e.event_id);
-        let now = allies_platform::context::now_ms();
-        let ctx = |step: &str| RequestContext::reaction(corr, id, step, now);
-        match e.payload {
+        let ctx = |step: &str| RequestContext::reaction(&e, step);
+        match e.payload.clone() {
             UserIntegrationEvent::Registered(r) => {
                 let command = PlayerCommand::Register {
                     user_id: r.user_id.clone(),
@@ -128,12 +126,10 @@ pub struct GamesTopic {
 impl Handler for GamesTopic {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let e = event.decode::<GameIntegrationEvent>().map_err(failed)?;
-        let (corr, id) = (e.metadata.correlation_id, e.event_id);
-        let now = allies_platform::context::now_ms();
-        match e.payload {
+        match &e.payload {
             GameIntegrationEvent::Started(g) => {
                 for user in &g.players {
-                    let ctx = RequestContext::reaction(corr, id, &format!("enter:{user}"), now);
+                    let ctx = RequestContext::reaction(&e, &format!("enter:{user}"));
                     self.players
                         .ensure(user, &RequestContext { command_id: None, ..ctx.clone() })
                         .await
@@ -144,16 +140,16 @@ impl Handler for GamesTopic {
                 }
             }
             GameIntegrationEvent::PlayerLeft(l) => {
-                let ctx = RequestContext::reaction(corr, id, "leave", now);
+                let ctx = RequestContext::reaction(&e, "leave");
                 let (p, _) = self.players.get(&l.user_id).await.map_err(failed)?;
                 if p.exists() {
-                    let command = PlayerCommand::LeaveGame { session_id: l.session_id, now_ms: l.at_ms };
+                    let command = PlayerCommand::LeaveGame { session_id: l.session_id.clone(), now_ms: l.at_ms };
                     self.players.run(&l.user_id, command, &ctx).await.map_err(failed)?;
                 }
             }
             GameIntegrationEvent::Ended(g) => {
                 for p in &g.players {
-                    let ctx = RequestContext::reaction(corr, id, &format!("record:{}", p.user_id), now);
+                    let ctx = RequestContext::reaction(&e, &format!("record:{}", p.user_id));
                     self.players
                         .ensure(&p.user_id, &RequestContext { command_id: None, ..ctx.clone() })
                         .await

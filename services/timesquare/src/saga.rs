@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allies_contracts::timesquare::events::MatchEvent;
+use allies_core::EventEnvelope;
 use allies_platform::RequestContext;
 use allies_store::subscriber::{Handler, HandlerError};
 use allies_store::{RecordedEvent, RedisConn};
@@ -51,16 +52,17 @@ pub struct Saga {
     pub mm: Arc<Matchmaking>,
 }
 
+/// A step's setting: the event it reacts to (its id, correlation and time
+/// make every command of the step the same on a redelivery) and the match.
 struct At<'a> {
-    corr: Uuid,
-    event: Uuid,
+    event: &'a EventEnvelope<MatchEvent>,
     now: i64,
     m: &'a Match,
 }
 
 impl At<'_> {
     fn ctx(&self, step: &str) -> RequestContext {
-        RequestContext::reaction(self.corr, self.event, step, self.now)
+        RequestContext::reaction(self.event, step)
     }
 }
 
@@ -208,16 +210,12 @@ impl Saga {
                 .await
             }
             Step::DropTicket(t) => {
-                let command = TicketCommand::Cancel {
-                    by: "matchmaker".into(),
+                let command = TicketCommand::Drop {
+                    match_id: m.id.clone(),
                     reason: format!("dropped: {}", m.reason),
                     now_ms: s.now,
                 };
-                match self.mm.on_ticket(t, command, &s.ctx(&format!("drop:{t}"))).await {
-                    Ok(_) => {}
-                    Err(e) if e.rule_name().as_deref() == Some("ALREADY_MATCHED") => {}
-                    Err(e) => return Err(e),
-                }
+                self.mm.on_ticket(t, command, &s.ctx(&format!("drop:{t}"))).await?;
                 self.record(
                     s,
                     &format!("dropped:{t}"),
@@ -252,8 +250,7 @@ impl Saga {
             source,
         })?;
         let (m, _) = self.mm.matches.get(&record.envelope.aggregate_id).current().await?;
-        let s =
-            At { corr: e.metadata.correlation_id, event: e.event_id, now: allies_platform::context::now_ms(), m: &m };
+        let s = At { event: &e, now: e.recorded_at_ms, m: &m };
         let steps = match &e.payload {
             // The whole compensation at once from the cancellation (each part
             // recorded; a redelivery resumes with what is left).

@@ -83,17 +83,21 @@ impl RequestContext {
 
     /// The context of a reaction to a stored event (a subscriber, a saga
     /// step): it carries on the event's correlation id, is caused by the
-    /// event, and its command id is `<event id>:<step>` — so a redelivered
-    /// event repeats no effect (the store answers the first result).
-    pub fn reaction(correlation_id: Uuid, event_id: Uuid, step: &str, now_ms: i64) -> Self {
+    /// event, its command id is `<event id>:<step>`, and its time is the
+    /// time the event was recorded — so a redelivered event (another
+    /// replica, after a crash) sends the very same command, and the store
+    /// answers the first result instead of refusing a "different command"
+    /// under a used id. A reaction is a function of its event, not of when
+    /// it runs.
+    pub fn reaction<E>(event: &allies_core::EventEnvelope<E>, step: &str) -> Self {
         Self {
-            correlation_id,
-            causation_id: event_id,
+            correlation_id: event.metadata.correlation_id,
+            causation_id: event.event_id,
             caller: None,
-            traceparent: None,
-            command_id: Some(format!("{event_id}:{step}")),
+            traceparent: event.metadata.traceparent.clone(),
+            command_id: Some(format!("{}:{step}", event.event_id)),
             client: None,
-            now_ms,
+            now_ms: event.recorded_at_ms,
         }
     }
 

@@ -4,8 +4,9 @@
 //! (another replica wrote meanwhile) reads anything: the aggregate is
 //! loaded again (snapshot and the events after it), then the command is
 //! decided again.
-//! A refusal is checked the same way (one read of anything newer) before it
-//! is answered, so no replica refuses on a state another one already changed.
+//! A refusal or a "nothing to do" is checked the same way (one read of
+//! anything newer) before it is answered, so no replica refuses, or skips a
+//! step, on a state another one already changed.
 //! Commands on one handle are serialized, so one replica never conflicts
 //! with itself; several replicas stay correct through the version check.
 
@@ -62,12 +63,16 @@ where
             let loaded = load::load::<A>(&**store, &self.id).await?;
             (cached.state, cached.version) = (Arc::new(loaded.state), loaded.version);
         } else {
-            // Copies the state only when a reply still holds it and there is news.
-            let mut state = A::clone(&cached.state);
-            let before = cached.version;
-            load::catch_up(&**store, &self.id, &mut state, &mut cached.version).await?;
-            if cached.version != before {
-                cached.state = Arc::new(state);
+            // One read; the state is copied (if a reply still holds it)
+            // only when there is news.
+            let news = store.read(A::TYPE, &self.id, cached.version + 1, load::PAGE).await?;
+            if news.is_empty() {
+                return Ok(());
+            }
+            let state = Arc::make_mut(&mut cached.state);
+            load::fold(state, &mut cached.version, &news)?;
+            if news.len() == load::PAGE {
+                load::catch_up(&**store, &self.id, state, &mut cached.version).await?;
             }
         }
         Ok(())
@@ -120,6 +125,19 @@ where
                 .attempt(&self.id, &mut cached.state, cached.version, cached.snapshot, command, ctx, options, &record)
                 .await;
             match tried {
+                Ok(Attempt::Done(done)) if done.outcome.is_none() && attempt < self.executor.max_attempts() => {
+                    // "Nothing to do" must not come from a stale state either
+                    // (a step another replica's events made due): if
+                    // anything was written meanwhile, decide again on it.
+                    drop(done);
+                    let before = cached.version;
+                    self.refresh(cached).await?;
+                    if cached.version == before {
+                        let state = cached.state.clone();
+                        return Ok(Executed { state, version: before, events: Vec::new(), outcome: None });
+                    }
+                    attempt += 1;
+                }
                 Ok(Attempt::Done(done)) => {
                     if done.outcome.as_ref().is_some_and(|o| o.duplicate) {
                         // Another request with this command id won: the

@@ -7,7 +7,7 @@ use allies_core::{Aggregate, Snapshot};
 use crate::store::{AsOf, EventStore, Storage, StoredState};
 use crate::{RecordedEvent, StoreError, keys};
 
-const PAGE: usize = 1000;
+pub(crate) const PAGE: usize = 1000;
 
 /// An aggregate as loaded.
 #[derive(Debug, Clone)]

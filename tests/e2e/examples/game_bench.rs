@@ -3,7 +3,7 @@
 //!
 //!     cargo build --release --bins --examples
 //!     target/release/examples/game_bench                 # all parts
-//!     target/release/examples/game_bench commands sim    # some: commands | sim | watchers | memory
+//!     target/release/examples/game_bench commands sim    # some: commands | sim | watchers | memory | matchmaker | matchmaking
 //!
 //! commands: 50 players, each on their own session, PlaceTower and
 //!   UpgradeTower through gRPC with a bearer token (timesquare verifies the
@@ -15,13 +15,22 @@
 //!   second delivered and their lag (receive time - the frame's server time).
 //! memory: one finished 4-player, 20-wave session: the Redis memory of its
 //!   stream, snapshot, log entries, read model and indexes.
+//! matchmaker: the matchmaker's pure pass over 10,000 waiting tickets
+//!   (ratings spread 800–2200, three difficulties, one or two preferred maps
+//!   of four or none, parties of 1–3, 2–4 players wanted), the time of one
+//!   pass, and passes (with waiting time advancing) until every ticket is
+//!   matched or expired.
+//! matchmaking: the whole fleet, 1,000 players (ratings spread by a played
+//!   history) arriving over 10 s; each calls FindMatch (2–4 players,
+//!   normal), watches its ticket, confirms when matched; the time from
+//!   FindMatch to its ticket's `ready` (match confirmed, session joined).
 //!
 //! The bench rules (a copy of configs/game-rules.yaml) give a deep purse so
 //! the command loop never runs out of gold, and a "bench" difficulty with
 //! tanky, slow enemies and eight times as many of them per wave so the
 //! late wave holds 200+ at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -576,6 +585,225 @@ async fn memory() {
     );
 }
 
+/// 10,000 random tickets, as the matchmaker's waiting set holds them.
+fn tickets(n: usize, seed: u64) -> Vec<timesquare_domain::matchmaker::Waiting> {
+    let mut rng = timesquare_domain::sim::Rng(seed);
+    let maps = ["meadow", "canyon", "marsh", "ridge"];
+    let difficulties = ["easy", "normal", "hard"];
+    (0..n)
+        .map(|i| {
+            let party = 1 + rng.up_to(2) as usize;
+            let base = 800 + rng.up_to(1_400) as i32;
+            let players: Vec<(String, i32)> =
+                (0..party).map(|p| (format!("u{i}-{p}"), base + rng.up_to(100) as i32)).collect();
+            let rating = players.iter().map(|p| p.1).sum::<i32>() / party as i32;
+            let wanted: Vec<String> = match rng.up_to(2) {
+                0 => vec![],
+                1 => vec![maps[rng.up_to(3) as usize].to_owned()],
+                _ => vec![maps[rng.up_to(3) as usize].to_owned(), maps[rng.up_to(3) as usize].to_owned()],
+            };
+            let min = (2 + rng.up_to(1)).max(party as u32);
+            let max = (min + rng.up_to(2)).min(4).max(party as u32);
+            let created = -(rng.up_to(30_000) as i64);
+            timesquare_domain::matchmaker::Waiting {
+                ticket_id: format!("t{i:05}"),
+                players,
+                rating,
+                maps: wanted,
+                difficulty: difficulties[rng.up_to(2) as usize].to_owned(),
+                min_players: min,
+                max_players: max,
+                created_at_ms: created,
+                expires_at_ms: created + 120_000,
+            }
+        })
+        .collect()
+}
+
+fn matchmaker() {
+    use timesquare_domain::matchmaker::{Settings, pass};
+    let maps: Vec<String> = ["meadow", "canyon", "marsh", "ridge"].iter().map(|m| m.to_string()).collect();
+    let settings = Settings::default();
+    let waiting = tickets(10_000, 7);
+    let players: usize = waiting.iter().map(|t| t.players.len()).sum();
+    let mut times = Vec::new();
+    let mut first = None;
+    for _ in 0..15 {
+        let t = Instant::now();
+        let p = pass(&waiting, 0, &settings, &maps);
+        times.push(t.elapsed());
+        first.get_or_insert(p);
+    }
+    times.sort();
+    let first = first.unwrap_or_default();
+    let grouped: usize = first.groups.iter().map(|g| g.players.len()).sum();
+    let spread = first.groups.iter().map(|g| g.spread).max().unwrap_or(0);
+    // Nobody is ever in two groups, and no group breaks a ticket's bounds.
+    let mut seen = BTreeSet::new();
+    assert!(first.groups.iter().flat_map(|g| &g.players).all(|(u, _, _)| seen.insert(u.clone())));
+    // Passes every 250 ms until nothing is left waiting.
+    let mut left = waiting.clone();
+    let (mut now, mut passes, mut slowest, mut matched, mut expired) = (0i64, 0, Duration::ZERO, 0usize, 0usize);
+    while !left.is_empty() && passes < 2_000 {
+        let t = Instant::now();
+        let p = pass(&left, now, &settings, &maps);
+        slowest = slowest.max(t.elapsed());
+        let gone: BTreeSet<&String> = p.groups.iter().flat_map(|g| &g.tickets).chain(&p.expired).collect();
+        matched += p.groups.iter().map(|g| g.tickets.len()).sum::<usize>();
+        expired += p.expired.len();
+        left = left.iter().filter(|t| !gone.contains(&t.ticket_id)).cloned().collect();
+        now += 250;
+        passes += 1;
+    }
+    println!("\n== matchmaker: one pass over 10,000 waiting tickets ({players} players) ==");
+    println!(
+        "{:<58} {}",
+        "one pass, median of 15 (min / max)",
+        format!("{} ms ({} / {})", ms(pct(&times, 0.5)), ms(times[0]), ms(times[times.len() - 1]))
+    );
+    println!(
+        "{:<58} {}",
+        "first pass: groups formed, players grouped",
+        format!("{} groups, {grouped} players, widest spread {spread}", first.groups.len())
+    );
+    println!(
+        "{:<58} {}",
+        "passes every 250 ms until none wait (simulated time)",
+        format!("{passes} passes, {:.1} s", now as f64 / 1000.0)
+    );
+    println!("{:<58} {}", "tickets matched / expired", format!("{matched} / {expired}"));
+    println!("{:<58} {}", "slowest pass on the way", format!("{} ms", ms(slowest)));
+}
+
+async fn matchmaking() {
+    use allies_contracts::timesquare::v1::{ConfirmMatchRequest, FindMatchRequest, WatchTicketRequest};
+    use allies_e2e::matchmaking::{gamers, publish_game, wait_player};
+    const PLAYERS: usize = 1_000;
+    const ARRIVAL: Duration = Duration::from_secs(10);
+    let env = [("AUTH_RATE_PER_CLIENT", "1000000"), ("AUTH_RATE_PER_USERNAME", "1000000")];
+    let fleet = Fleet::start(&env);
+    let t = Instant::now();
+    let players = gamers(&fleet, "m", PLAYERS, 16).await;
+    let registered = t.elapsed();
+    // A history per player spreads the ratings (0–3 hard victories, 0–2 easy defeats).
+    for (i, p) in players.iter().enumerate() {
+        for _ in 0..(i % 4) {
+            publish_game(&fleet, &[p], "meadow", "hard", "victory", 20).await;
+        }
+        for _ in 0..(i % 3) {
+            publish_game(&fleet, &[p], "meadow", "easy", "defeat", 2).await;
+        }
+    }
+    let mut mm = fleet.matchmaking().await;
+    let last = players.last().expect("players");
+    let settled = (PLAYERS - 1) % 4 + (PLAYERS - 1) % 3;
+    wait_player(&mut mm, last, |p| p.games_played as usize == settled).await;
+    let endpoint = fleet.endpoint("timesquare");
+    // Streams spread over 20 connections (an HTTP/2 connection carries 200 at most).
+    let mut channels = Vec::new();
+    for _ in 0..20 {
+        channels.push(Fleet::matchmaking_at(&endpoint).await);
+    }
+    let pid = fleet.service("timesquare").pid();
+    let cpu = allies_testkit::cpu_time(pid);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, who) in players.into_iter().enumerate() {
+        let mut mm = channels[i % channels.len()].clone();
+        let at = start + ARRIVAL * i as u32 / PLAYERS as u32;
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let begun = Instant::now();
+            let request = FindMatchRequest {
+                maps: vec![],
+                difficulty: "normal".into(),
+                min_players: 2,
+                max_players: 4,
+                party: vec![],
+            };
+            let ticket = match mm.find_match(bearer(request, &who.token)).await {
+                Ok(t) => t.into_inner(),
+                Err(e) => return (begun.elapsed(), None, format!("FindMatch: {}", e.message())),
+            };
+            let queued = begun.elapsed();
+            let request = WatchTicketRequest { ticket_id: ticket.ticket_id.clone() };
+            let Ok(stream) = mm.watch_ticket(bearer(request, &who.token)).await else {
+                return (queued, None, "watch refused".to_owned());
+            };
+            let mut stream = stream.into_inner();
+            let mut confirmed = String::new();
+            while let Ok(Ok(Some(v))) = tokio::time::timeout(Duration::from_secs(120), stream.message()).await {
+                match v.status.as_str() {
+                    "matched" if confirmed != v.match_id => {
+                        let request = ConfirmMatchRequest { match_id: v.match_id.clone() };
+                        if mm.confirm_match(bearer(request, &who.token)).await.is_ok() {
+                            confirmed = v.match_id.clone();
+                        }
+                    }
+                    "ready" => return (queued, Some(begun.elapsed()), String::new()),
+                    "expired" | "cancelled" => return (queued, None, v.status.clone()),
+                    _ => {}
+                }
+            }
+            (queued, None, "no final status".to_owned())
+        }));
+    }
+    let (mut queued, mut ready, mut failed) = (Vec::new(), Vec::new(), BTreeMap::<String, usize>::new());
+    for t in tasks {
+        let Ok((q, r, why)) = t.await else { continue };
+        queued.push(q);
+        match r {
+            Some(r) => ready.push(r),
+            None => *failed.entry(why).or_default() += 1,
+        }
+    }
+    let took = start.elapsed();
+    let cpu = allies_testkit::cpu_time(pid).saturating_sub(cpu);
+    queued.sort();
+    ready.sort();
+    let store = allies_store::RedisEventStore::connect(&fleet.redis.url(), 16).await.expect("store");
+    let mut formed = 0;
+    for p in 0..16 {
+        let log = allies_store::keys::log_key("match", p);
+        let mut c = store.connection();
+        let r: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(&log).arg("-").arg("+").query_async(&mut c).await.unwrap_or_default();
+        for e in r.ids {
+            if e.get::<String>("event_type").as_deref() == Some("MatchReady") {
+                formed += 1;
+            }
+        }
+    }
+    println!("\n== matchmaking: {PLAYERS} players arriving over {} s, FindMatch to ready ==", ARRIVAL.as_secs());
+    println!("{:<58} {}", "players registered and logged in", format!("{} s", registered.as_secs()));
+    println!(
+        "{:<58} {}",
+        "FindMatch latency p50 / p99",
+        format!("{} / {} ms", ms(pct(&queued, 0.5)), ms(pct(&queued, 0.99)))
+    );
+    println!(
+        "{:<58} {}",
+        "FindMatch to ready p50 / p99 / max",
+        format!(
+            "{} / {} / {} ms",
+            ms(pct(&ready, 0.5)),
+            ms(pct(&ready, 0.99)),
+            ms(ready.last().copied().unwrap_or_default())
+        )
+    );
+    println!("{:<58} {}", "players ready / not", format!("{} / {} {failed:?}", ready.len(), PLAYERS - ready.len()));
+    println!(
+        "{:<58} {}",
+        "matches ready",
+        format!("{formed} (avg {:.2} players)", ready.len() as f64 / formed.max(1) as f64)
+    );
+    println!(
+        "{:<58} {}",
+        "timesquare CPU over the run (wall)",
+        format!("{:.1} s ({:.1} s)", cpu.as_secs_f64(), took.as_secs_f64())
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let counters = allies_testkit::cpu_counters();
@@ -593,6 +821,12 @@ async fn main() {
     }
     if want("memory") {
         memory().await;
+    }
+    if want("matchmaker") {
+        matchmaker();
+    }
+    if want("matchmaking") {
+        matchmaking().await;
     }
     let steal = allies_testkit::steal_between(counters, allies_testkit::cpu_counters());
     println!(

@@ -56,6 +56,14 @@ impl Fleet {
         MatchmakingServiceClient::new(channel)
     }
 
+    pub async fn player_queries(
+        &self,
+    ) -> allies_contracts::projector::v1::player_query_service_client::PlayerQueryServiceClient<Channel> {
+        allies_contracts::projector::v1::player_query_service_client::PlayerQueryServiceClient::new(
+            self.channel("projector").await,
+        )
+    }
+
     pub async fn games(&self) -> GameQueryServiceClient<Channel> {
         GameQueryServiceClient::new(self.channel("projector").await)
     }
@@ -252,7 +260,8 @@ pub async fn follow_ticket(
                     break;
                 }
             }
-            _ => break,
+            Ok(_) => break,
+            Err(_) => {} // quiet: keep waiting until the deadline
         }
     }
     seen

@@ -16,6 +16,7 @@ use allies_contracts::timesquare::v1::player_service_client::PlayerServiceClient
 use allies_testkit::{RedisServer, ServiceProcess};
 
 pub mod game;
+pub mod matchmaking;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
