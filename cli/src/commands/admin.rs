@@ -96,7 +96,7 @@ pub async fn run(command: &AdminCommand, ctx: &Context) -> Result<(), Failure> {
             let r = client.list_subscriptions(ctx.authorized(ListSubscriptionsRequest {})?).await?.into_inner();
             print(json, &r, || {
                 let mut lines = vec![format!(
-                    "{:<14} {:<22} {:>6} {:>8} {:>13} {:>8}",
+                    "{:<14} {:<34} {:>6} {:>8} {:>13} {:>8}",
                     "group", "reads", "lag", "pending", "dead letters", "streams"
                 )];
                 for s in &r.subscriptions {
@@ -106,7 +106,7 @@ pub async fn run(command: &AdminCommand, ctx: &Context) -> Result<(), Failure> {
                         format!("topic {} ({})", s.topic, s.aggregate_type)
                     };
                     lines.push(format!(
-                        "{:<14} {:<22} {:>6} {:>8} {:>13} {:>8}",
+                        "{:<14} {:<34} {:>6} {:>8} {:>13} {:>8}",
                         s.group, reads, s.lag, s.pending, s.dead_letters, s.streams
                     ));
                 }

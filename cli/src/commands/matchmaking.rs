@@ -205,14 +205,22 @@ pub async fn run_player(command: &PlayerCommand, ctx: &Context) -> Result<(), Fa
     let p = client.get_player(ctx.authorized(request)?).await?.into_inner().player.unwrap_or_default();
     print(ctx.json, &p, || {
         let mut out = format!(
-            "{} ({})\n  rating:   {} (#{} on the board)\n  games:    {} played, {} won\n  week:     {} score {}",
-            p.display_name, p.username, p.rating, p.rating_rank, p.games_played, p.wins, p.week, p.week_score
+            "{} ({})\n  rating:   {} (#{} on the board)\n  games:    {} played, {} won",
+            p.display_name, p.username, p.rating, p.rating_rank, p.games_played, p.wins
         );
-        for b in &p.best {
+        if !p.week.is_empty() {
+            out.push_str(&format!("\n  week:     {} score {}", p.week, p.week_score));
+        }
+        for b in p.best.iter().filter(|b| b.waves > 0) {
             out.push_str(&format!("\n  best:     {} waves on {} ({})", b.waves, b.map, b.difficulty));
         }
-        if !p.ticket_id.is_empty() || !p.match_id.is_empty() || !p.session_id.is_empty() {
-            out.push_str(&format!("\n  now:      ticket {} match {} game {}", p.ticket_id, p.match_id, p.session_id));
+        let now: Vec<String> = [("ticket", &p.ticket_id), ("match", &p.match_id), ("game", &p.session_id)]
+            .iter()
+            .filter(|(_, id)| !id.is_empty())
+            .map(|(what, id)| format!("{what} {id}"))
+            .collect();
+        if !now.is_empty() {
+            out.push_str(&format!("\n  now:      {}", now.join(", ")));
         }
         for g in &p.recent_games {
             out.push_str(&format!(

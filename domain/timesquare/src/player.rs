@@ -215,7 +215,7 @@ impl Player {
         let week_score = if same_week { self.week_score } else { 0 } + if counts { r.score } else { 0 };
         let week_wins = if same_week { self.week_wins } else { 0 } + u32::from(won);
         let best = self.best.get(&key).copied().unwrap_or(0).max(if counts { r.waves_cleared } else { 0 });
-        vec![PlayerEvent::GameRecorded(PlayerGameRecorded {
+        let mut out = vec![PlayerEvent::GameRecorded(PlayerGameRecorded {
             session_id: r.session_id.clone(),
             map: r.map.clone(),
             difficulty: r.difficulty.clone(),
@@ -235,7 +235,13 @@ impl Player {
             week,
             week_score,
             week_wins,
-        })]
+        })];
+        // The game is over: the player is free again (said as its own event,
+        // so every reader sees it without knowing the rule).
+        if self.session.as_ref() == Some(&r.session_id) {
+            out.push(PlayerEvent::LeftGame(PlayerLeftGame { session_id: r.session_id.clone(), at_ms: r.ended_at_ms }));
+        }
+        out
     }
 }
 
@@ -494,6 +500,13 @@ mod tests {
             .then_state();
         assert_eq!((state.rating, state.games_played, state.wins, state.session.clone()), (1520, 1, 1, None));
         assert_eq!(state.best["meadow/normal"], 20);
+        // Leaving the finished game is an event of its own (read models see it).
+        let events = given::<Player>(h.clone())
+            .when(PlayerCommand::RecordGame { result: result("g1", "victory", 20, 50) })
+            .then_ok();
+        assert!(
+            matches!(&events[..], [PlayerEvent::GameRecorded(_), PlayerEvent::LeftGame(l)] if l.session_id == "g1")
+        );
         // The same game again changes nothing.
         let mut s = state.clone();
         assert!(s.decide(&PlayerCommand::RecordGame { result: result("g1", "victory", 20, 50) }).unwrap().is_empty());

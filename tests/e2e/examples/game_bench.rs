@@ -620,6 +620,11 @@ fn tickets(n: usize, seed: u64) -> Vec<timesquare_domain::matchmaker::Waiting> {
         .collect()
 }
 
+/// One line of a benchmark table.
+fn row(label: &str, value: String) {
+    println!("{label:<58} {value}");
+}
+
 fn matchmaker() {
     use timesquare_domain::matchmaker::{Settings, pass};
     let maps: Vec<String> = ["meadow", "canyon", "marsh", "ridge"].iter().map(|m| m.to_string()).collect();
@@ -656,23 +661,20 @@ fn matchmaker() {
         passes += 1;
     }
     println!("\n== matchmaker: one pass over 10,000 waiting tickets ({players} players) ==");
-    println!(
-        "{:<58} {}",
+    row(
         "one pass, median of 15 (min / max)",
-        format!("{} ms ({} / {})", ms(pct(&times, 0.5)), ms(times[0]), ms(times[times.len() - 1]))
+        format!("{} ms ({} / {})", ms(pct(&times, 0.5)), ms(times[0]), ms(times[times.len() - 1])),
     );
-    println!(
-        "{:<58} {}",
+    row(
         "first pass: groups formed, players grouped",
-        format!("{} groups, {grouped} players, widest spread {spread}", first.groups.len())
+        format!("{} groups, {grouped} players, widest spread {spread}", first.groups.len()),
     );
-    println!(
-        "{:<58} {}",
+    row(
         "passes every 250 ms until none wait (simulated time)",
-        format!("{passes} passes, {:.1} s", now as f64 / 1000.0)
+        format!("{passes} passes, {:.1} s", now as f64 / 1000.0),
     );
-    println!("{:<58} {}", "tickets matched / expired", format!("{matched} / {expired}"));
-    println!("{:<58} {}", "slowest pass on the way", format!("{} ms", ms(slowest)));
+    row("tickets matched / expired", format!("{matched} / {expired}"));
+    row("slowest pass on the way", format!("{} ms", ms(slowest)));
 }
 
 async fn matchmaking() {
@@ -775,33 +777,20 @@ async fn matchmaking() {
         }
     }
     println!("\n== matchmaking: {PLAYERS} players arriving over {} s, FindMatch to ready ==", ARRIVAL.as_secs());
-    println!("{:<58} {}", "players registered and logged in", format!("{} s", registered.as_secs()));
-    println!(
-        "{:<58} {}",
-        "FindMatch latency p50 / p99",
-        format!("{} / {} ms", ms(pct(&queued, 0.5)), ms(pct(&queued, 0.99)))
-    );
-    println!(
-        "{:<58} {}",
+    row("players registered and logged in", format!("{} s", registered.as_secs()));
+    row("FindMatch latency p50 / p99", format!("{} / {} ms", ms(pct(&queued, 0.5)), ms(pct(&queued, 0.99))));
+    row(
         "FindMatch to ready p50 / p99 / max",
         format!(
             "{} / {} / {} ms",
             ms(pct(&ready, 0.5)),
             ms(pct(&ready, 0.99)),
             ms(ready.last().copied().unwrap_or_default())
-        )
+        ),
     );
-    println!("{:<58} {}", "players ready / not", format!("{} / {} {failed:?}", ready.len(), PLAYERS - ready.len()));
-    println!(
-        "{:<58} {}",
-        "matches ready",
-        format!("{formed} (avg {:.2} players)", ready.len() as f64 / formed.max(1) as f64)
-    );
-    println!(
-        "{:<58} {}",
-        "timesquare CPU over the run (wall)",
-        format!("{:.1} s ({:.1} s)", cpu.as_secs_f64(), took.as_secs_f64())
-    );
+    row("players ready / not", format!("{} / {} {failed:?}", ready.len(), PLAYERS - ready.len()));
+    row("matches ready", format!("{formed} (avg {:.2} players)", ready.len() as f64 / formed.max(1) as f64));
+    row("timesquare CPU over the run (wall)", format!("{:.1} s ({:.1} s)", cpu.as_secs_f64(), took.as_secs_f64()));
 }
 
 #[tokio::main]

@@ -44,9 +44,9 @@ pub async fn gamers(fleet: &Fleet, prefix: &str, n: usize, parallel: usize) -> V
     out
 }
 
-async fn futures_join<F: std::future::Future>(tasks: Vec<F>) -> Vec<F::Output>
+async fn futures_join<F>(tasks: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
