@@ -663,7 +663,7 @@ fn matchmaker() {
     println!("\n== matchmaker: one pass over 10,000 waiting tickets ({players} players) ==");
     row(
         "one pass, median of 15 (min / max)",
-        format!("{} ms ({} / {})", ms(pct(&times, 0.5)), ms(times[0]), ms(times[times.len() - 1])),
+        format!("{} ({} / {})", ms(pct(&times, 0.5)), ms(times[0]), ms(times[times.len() - 1])),
     );
     row(
         "first pass: groups formed, players grouped",
@@ -674,7 +674,7 @@ fn matchmaker() {
         format!("{passes} passes, {:.1} s", now as f64 / 1000.0),
     );
     row("tickets matched / expired", format!("{matched} / {expired}"));
-    row("slowest pass on the way", format!("{} ms", ms(slowest)));
+    row("slowest pass on the way", ms(slowest));
 }
 
 async fn matchmaking() {
@@ -778,11 +778,11 @@ async fn matchmaking() {
     }
     println!("\n== matchmaking: {PLAYERS} players arriving over {} s, FindMatch to ready ==", ARRIVAL.as_secs());
     row("players registered and logged in", format!("{} s", registered.as_secs()));
-    row("FindMatch latency p50 / p99", format!("{} / {} ms", ms(pct(&queued, 0.5)), ms(pct(&queued, 0.99))));
+    row("FindMatch latency p50 / p99", format!("{} / {}", ms(pct(&queued, 0.5)), ms(pct(&queued, 0.99))));
     row(
         "FindMatch to ready p50 / p99 / max",
         format!(
-            "{} / {} / {} ms",
+            "{} / {} / {}",
             ms(pct(&ready, 0.5)),
             ms(pct(&ready, 0.99)),
             ms(ready.last().copied().unwrap_or_default())

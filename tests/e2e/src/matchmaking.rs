@@ -138,8 +138,20 @@ pub async fn publish_game(
     outcome: &str,
     waves: u32,
 ) -> String {
-    let session = Uuid::now_v7().to_string();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    publish_game_at(fleet, players, (map, difficulty), outcome, waves, now).await
+}
+
+/// [`publish_game`] for a game that ended at `now` (a past week, say).
+pub async fn publish_game_at(
+    fleet: &Fleet,
+    players: &[&Gamer],
+    (map, difficulty): (&str, &str),
+    outcome: &str,
+    waves: u32,
+    now: i64,
+) -> String {
+    let session = Uuid::now_v7().to_string();
     let event = GameIntegrationEvent::Ended(v1::GameEnded {
         session_id: session.clone(),
         match_id: String::new(),

@@ -549,3 +549,224 @@ async fn kill_nine_of_a_replica_mid_saga_resumes_every_match_with_one_session_an
     eprintln!("B claimed {} entries A left pending:\n{}", claimed.len(), claimed.join("\n"));
     drop(other);
 }
+
+#[tokio::test]
+async fn leaderboards_rank_by_rating_best_wave_and_week_keep_old_weeks_page_around_a_player_and_hide_private_fields() {
+    use allies_contracts::projector::v1::{GetLeaderboardRequest, GetLeaderboardResponse, GetPlayerRequest};
+    let fleet = Fleet::start(&FAST);
+    let players = gamers(&fleet, "lb", 12, 6).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let last_week = now - 7 * 86_400_000;
+    // Player 0 won last week; this week everyone plays: i victories on
+    // hard, and one defeat on canyon/normal reaching wave (7i mod 12).
+    publish_game_at(&fleet, &[&players[0]], ("meadow", "easy"), "victory", 20, last_week).await;
+    for (i, p) in players.iter().enumerate() {
+        for _ in 0..i {
+            publish_game(&fleet, &[p], "meadow", "hard", "victory", 20).await;
+        }
+        publish_game(&fleet, &[p], "canyon", "normal", "defeat", (7 * i as u32) % 12).await;
+    }
+    let wave_of = |i: usize| i64::from((7 * i as u32) % 12);
+    let mut q = fleet.player_queries().await;
+    let board = |q: &mut allies_contracts::projector::v1::player_query_service_client::PlayerQueryServiceClient<
+        tonic::transport::Channel,
+    >,
+                 r: GetLeaderboardRequest,
+                 token: String| {
+        let mut q = q.clone();
+        async move { q.get_leaderboard(bearer(r, &token)).await.map(|r| r.into_inner()) }
+    };
+    let me = &players[3];
+    let rating = |q: &mut _| board(q, GetLeaderboardRequest { limit: 100, ..Default::default() }, me.token.clone());
+    // Wait until the read model has every game (player i: i + 1 games this week).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let last = players.last().unwrap();
+        let r = GetPlayerRequest { user_id: last.id.clone(), consistency_token: String::new() };
+        let done =
+            q.get_player(bearer(r, &me.token)).await.map(|p| p.into_inner().player.unwrap_or_default().games_played);
+        if done.ok() == Some(12) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the player read model never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Rating: every player, best first, each value the player's own rating.
+    let r: GetLeaderboardResponse = rating(&mut q).await.expect("rating board");
+    assert_eq!((r.board.as_str(), r.total, r.entries.len()), ("rating", 12, 12));
+    assert!(r.entries.windows(2).all(|w| w[0].value >= w[1].value && w[0].rank + 1 == w[1].rank));
+    assert_eq!(r.entries[0].user_id, players[11].id, "the most victories on hard leads");
+    for e in &r.entries {
+        let req = GetPlayerRequest { user_id: e.user_id.clone(), consistency_token: String::new() };
+        let p = q.get_player(bearer(req, &me.token)).await.unwrap().into_inner().player.unwrap();
+        assert_eq!((i64::from(p.rating), p.rating_rank), (e.value, e.rank));
+    }
+    // The page around a player: them in the middle, ranks contiguous.
+    let req = GetLeaderboardRequest { limit: 5, around_user_id: players[5].id.clone(), ..Default::default() };
+    let page = board(&mut q, req, me.token.clone()).await.unwrap();
+    let at = page.entries.iter().position(|e| e.user_id == players[5].id).expect("the player is on the page");
+    assert_eq!((page.entries.len(), at), (5, 2), "{page:?}");
+    assert!(page.entries.windows(2).all(|w| w[0].rank + 1 == w[1].rank));
+
+    // Best wave on canyon/normal: only those who reached a wave, best first.
+    let req = GetLeaderboardRequest {
+        board: "wave".into(),
+        map: "canyon".into(),
+        difficulty: "normal".into(),
+        limit: 100,
+        ..Default::default()
+    };
+    let waves = board(&mut q, req, me.token.clone()).await.unwrap();
+    let mut want: Vec<i64> = (0..12).map(wave_of).filter(|w| *w > 0).collect();
+    want.sort_by(|a, b| b.cmp(a));
+    assert_eq!(waves.entries.iter().map(|e| e.value).collect::<Vec<_>>(), want);
+    assert_eq!(waves.board, "wave:canyon:normal");
+
+    // Weekly: this week's board does not hold last week's win; last week's
+    // board still does.
+    let this_week = allies_core::calendar::iso_week(now);
+    let week =
+        |w: &str| GetLeaderboardRequest { board: "weekly".into(), week: w.into(), limit: 100, ..Default::default() };
+    let current = board(&mut q, week(""), me.token.clone()).await.unwrap();
+    assert_eq!(current.board, format!("weekly:{this_week}"));
+    assert!(current.entries.iter().all(|e| e.user_id != players[0].id), "player 0 scored nothing this week");
+    assert_eq!(current.entries[0].user_id, players[11].id);
+    let old = board(&mut q, week(&allies_core::calendar::iso_week(last_week)), me.token.clone()).await.unwrap();
+    assert_eq!(
+        old.entries.iter().map(|e| (e.user_id.clone(), e.value)).collect::<Vec<_>>(),
+        vec![(players[0].id.clone(), 2_000)]
+    );
+
+    // Bad requests name every bad field and change nothing; no token, no board.
+    let bad =
+        GetLeaderboardRequest { board: "wave".into(), limit: 1_000, around_user_id: "x".into(), ..Default::default() };
+    let e = board(&mut q, bad, me.token.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    for field in ["map", "difficulty", "limit", "around_user_id"] {
+        assert!(e.message().contains(field), "{field} in {}", e.message());
+    }
+    let e = board(&mut q, week("2026-47"), me.token.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = q.get_leaderboard(GetLeaderboardRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // Where a player is, is theirs (and admins'): another player sees the profile only.
+    let mut mm = fleet.matchmaking().await;
+    let t = find(&mut mm, &players[1], 4, 4, &[]).await.expect("queue");
+    let seen_by = |token: String| {
+        let mut q = q.clone();
+        let id = players[1].id.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let req = GetPlayerRequest { user_id: id.clone(), consistency_token: String::new() };
+                let p = q.get_player(bearer(req, &token)).await.unwrap().into_inner().player.unwrap();
+                // Registered, two games, queued: version 4.
+                if p.version >= 4 || Instant::now() > deadline {
+                    return p;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    };
+    let own = seen_by(players[1].token.clone()).await;
+    assert_eq!(own.ticket_id, t.ticket_id);
+    let admin = seen_by(fleet.admin().await).await;
+    assert_eq!(admin.ticket_id, t.ticket_id);
+    let other = seen_by(players[2].token.clone()).await;
+    assert_eq!((other.username.as_str(), other.ticket_id.as_str(), other.rating), ("lb001", "", own.rating));
+}
+
+#[tokio::test]
+async fn the_cli_matches_two_players_from_two_terminals_and_shows_the_match_the_players_and_the_boards() {
+    let env = [FAST[0], FAST[1], FAST[2], ("GUARDIAN_BOOTSTRAP_ADMINS", "boss")];
+    let fleet = std::sync::Arc::new(Fleet::start(&env));
+    for name in ["ann", "bob", "boss"] {
+        fleet.register(name).await;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().to_owned();
+    let run = {
+        let (fleet, path) = (fleet.clone(), path.clone());
+        move |profile: &str, args: &[&str]| {
+            let mut all = vec!["--profile", profile];
+            all.extend_from_slice(args);
+            let out = fleet.cli(&path, &all);
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    for name in ["ann", "bob", "boss"] {
+        run(name, &["login", "--username", name, "--password", allies_e2e::PASSWORD]);
+    }
+    // Two terminals: each queues and waits; the matchmaker pairs them, each confirms.
+    let terminal = |who: &'static str| {
+        let run = run.clone();
+        std::thread::spawn(move || {
+            run(
+                who,
+                &["match", "find", "--difficulty", "easy", "--min", "2", "--max", "2", "--map", "meadow", "--wait"],
+            )
+        })
+    };
+    let (ann, bob) = (terminal("ann"), terminal("bob"));
+    let (ann, bob) = (ann.join().unwrap(), bob.join().unwrap());
+    for out in [&ann, &bob] {
+        assert!(out.contains("queued: ticket") && out.contains("· matched ·") && out.contains("· ready ·"), "{out}");
+        assert!(out.contains("your game: "), "{out}");
+    }
+    let game = |out: &str| {
+        out.lines().find_map(|l| l.strip_prefix("your game: ")).unwrap().split(' ').next().unwrap().to_owned()
+    };
+    assert_eq!(game(&ann), game(&bob), "one game for both");
+    let match_id = ann.lines().find_map(|l| l.split("· match ").nth(1)).unwrap().split(' ').next().unwrap().to_owned();
+
+    // The match's game is the profile's current game: ready, start, forfeit.
+    run("ann", &["game", "ready"]);
+    run("bob", &["game", "ready"]);
+    // The match's host is its oldest ticket's player: whoever queued first.
+    let started = fleet.cli(&path, &["--profile", "ann", "game", "start"]);
+    let host = if started.status.success() { "ann" } else { "bob" };
+    if host == "bob" {
+        assert!(String::from_utf8_lossy(&started.stderr).contains("HOST_ONLY"));
+        assert!(run("bob", &["game", "start"]).contains("building"));
+    }
+    run(host, &["game", "end", "--reason", "cli test"]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = run("bob", &["match", "show", &match_id]);
+        let me = run("ann", &["player", "show"]);
+        if shown.contains("· ready ·") && me.contains("1 played") {
+            assert!(shown.contains(&format!("game: {}", game(&ann))), "{shown}");
+            assert!(me.contains("rating:   1500"), "a forfeit does not rate: {me}");
+            assert!(!me.contains("now:"), "the game is over: {me}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{shown}\n{me}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let top = run("bob", &["leaderboard"]);
+    assert!(top.starts_with("rating (3 players)") && top.contains("ann") && top.contains("bob"), "{top}");
+    let around = run("bob", &["leaderboard", "--board", "weekly", "--around", "me"]);
+    assert!(around.starts_with("weekly:"), "{around}");
+    let json: serde_json::Value = serde_json::from_str(&run(
+        "ann",
+        &["--json", "leaderboard", "--board", "wave", "--map", "meadow", "--difficulty", "easy"],
+    ))
+    .unwrap();
+    assert_eq!(json["board"], "wave:meadow:easy");
+    let subs = run("boss", &["subscriptions"]);
+    for group in ["ts.matches", "ts.tickets", "ts.users", "ts.players", "rm.player", "rm.match"] {
+        assert!(subs.contains(group), "{group} in {subs}");
+    }
+    // A ticket to cancel: queued, then cancelled, and the cancel is final.
+    let queued = run("ann", &["match", "find", "--min", "4", "--max", "4"]);
+    assert!(queued.contains("searching"), "{queued}");
+    assert!(run("ann", &["match", "cancel"]).contains("cancelled"));
+    let ticket = queued.split("ticket ").nth(1).unwrap().split(' ').next().unwrap();
+    let watched = run("ann", &["match", "watch", ticket]);
+    assert!(watched.trim_end().lines().last().unwrap().contains("· cancelled ·"), "{watched}");
+}
