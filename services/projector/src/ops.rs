@@ -63,6 +63,13 @@ pub async fn gauges(manager: Arc<Manager>, conn: RedisConn) -> String {
         }
         let _ = writeln!(published, "allies_events_published{{aggregate_type=\"{source}\"}} {n}");
     }
+    // Redis's own memory, for the dashboard (one scrape of INFO memory).
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap_or_default();
+    let memory = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .map(|v| format!("allies_redis_used_memory_bytes {}\n", v.trim()))
+        .unwrap_or_default();
     let mut out = String::new();
     for (name, kind, help, lines) in [
         ("allies_consumer_lag", "gauge", "Entries in the partition logs the projection has not read yet.", lag_lines),
@@ -80,6 +87,7 @@ pub async fn gauges(manager: Arc<Manager>, conn: RedisConn) -> String {
             "Circuit breaker per projection: 0 closed, 1 half-open, 2 open.",
             breaker_lines,
         ),
+        ("allies_redis_used_memory_bytes", "gauge", "Memory Redis uses (INFO used_memory).", memory),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         out.push_str(&lines);

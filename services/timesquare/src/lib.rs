@@ -21,6 +21,7 @@ pub mod game;
 pub mod grpc;
 pub mod grpc_match;
 pub mod matchmaking;
+pub mod metrics;
 pub mod players;
 pub mod saga;
 pub mod settings;
@@ -93,6 +94,8 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let (m, conn, every) = (mm.clone(), store.connection(), settings.matchmaking.interval);
     builder.background("match deadlines", move |stop| saga::sweep_deadlines(m, conn, every, stop));
 
+    let (g, conn) = (game.clone(), store.connection());
+    builder.scrape(move || metrics::gauges(g.clone(), conn.clone()));
     let auth = builder.auth();
     builder.add_service(PlayerServiceServer::new(grpc::Players { auth: auth.clone() }));
     builder.add_service(MatchmakingServiceServer::new(grpc_match::MatchApi { mm, watch: tickets, auth: auth.clone() }));

@@ -16,6 +16,7 @@ pub mod config;
 pub mod context;
 pub mod cqrs;
 pub mod env;
+pub mod grpc_metrics;
 pub mod ops;
 pub mod server;
 pub mod service;

@@ -73,6 +73,7 @@ pub struct ServiceBuilder {
     executor: CommandExecutor,
     auth: Arc<Authenticator>,
     registry: Registry,
+    grpc_metrics: Arc<crate::grpc_metrics::GrpcMetrics>,
     routes: RoutesBuilder,
     health_names: Vec<&'static str>,
     checks: Vec<(&'static str, ReadinessCheck)>,
@@ -115,6 +116,7 @@ impl ServiceBuilder {
         // No service label: Prometheus adds `job` and `instance` per scrape target.
         let mut registry = Registry::default();
         let executor_metrics = ExecutorMetrics::register(&mut registry);
+        let grpc_metrics = crate::grpc_metrics::GrpcMetrics::register(&mut registry);
         let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
         let executor = CommandExecutor::new(dyn_store)
             .with_idempotency_ttl(config.cqrs.idempotency_ttl)
@@ -131,6 +133,7 @@ impl ServiceBuilder {
             executor,
             auth,
             registry,
+            grpc_metrics,
             routes: RoutesBuilder::default(),
             health_names: Vec::new(),
             checks: Vec::new(),
@@ -299,8 +302,19 @@ impl Service {
     /// Serves until `shutdown` resolves (see the module documentation).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let Service { builder, grpc, http } = self;
-        let ServiceBuilder { config, store, registry, mut routes, health_names, checks, scrapes, tasks, stop, .. } =
-            builder;
+        let ServiceBuilder {
+            config,
+            store,
+            registry,
+            grpc_metrics,
+            mut routes,
+            health_names,
+            checks,
+            scrapes,
+            tasks,
+            stop,
+            ..
+        } = builder;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = |b: tonic_reflection::server::Builder<'static>| {
             b.register_encoded_file_descriptor_set(allies_contracts::FILE_DESCRIPTOR_SET)
@@ -365,12 +379,12 @@ impl Service {
         }
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder().add_routes(routes.routes()).serve_with_incoming_shutdown(
-            crate::server::incoming(grpc),
-            async {
+        let server = tonic::transport::Server::builder()
+            .layer(crate::grpc_metrics::MetricsLayer(grpc_metrics))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(crate::server::incoming(grpc), async {
                 let _ = drain_rx.await;
-            },
-        );
+            });
         let mut server = std::pin::pin!(server);
         tracing::info!(service = %config.name, %grpc_addr, %http_addr, services = ?health_names, "serving");
         let early = tokio::select! {
