@@ -6,5 +6,6 @@ async fn main() -> anyhow::Result<()> {
     let config = ServiceConfig::from_env("command")?;
     allies_platform::telemetry::init(&config);
     command::build(config).await?.run_until(shutdown_signal()).await?;
+    allies_platform::telemetry::shutdown();
     Ok(())
 }

@@ -55,7 +55,8 @@ impl RequestContext {
                 _ => return Err(FieldViolation::new(COMMAND_ID, "must be 1 to 128 printable ASCII characters")),
             },
         };
-        let traceparent = crate::telemetry::traceparent_of(request);
+        // The server span's context when traced; else what the caller sent.
+        let traceparent = allies_store::trace::current().or_else(|| crate::telemetry::traceparent_of(request));
         Ok(Self {
             correlation_id: uuid_header(request, CORRELATION_ID).unwrap_or_else(Uuid::now_v7),
             causation_id: uuid_header(request, CAUSATION_ID).unwrap_or_else(Uuid::now_v7),
@@ -94,7 +95,8 @@ impl RequestContext {
             correlation_id: event.metadata.correlation_id,
             causation_id: event.event_id,
             caller: None,
-            traceparent: event.metadata.traceparent.clone(),
+            // The consumer span's context when traced (it links to the event's).
+            traceparent: allies_store::trace::current().or_else(|| event.metadata.traceparent.clone()),
             command_id: Some(format!("{}:{step}", event.event_id)),
             client: None,
             now_ms: event.recorded_at_ms,

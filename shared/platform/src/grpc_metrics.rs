@@ -130,24 +130,43 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use tracing::Instrument;
         let path = request.uri().path().to_owned();
         let started = Instant::now();
+        // The server span (OpenTelemetry only; health and reflection are not
+        // traced), a child of the caller's W3C traceparent when it sent one.
+        let (service, method) = split(&path);
+        let span = if service.starts_with("grpc.") {
+            tracing::Span::none()
+        } else {
+            tracing::trace_span!(target: allies_store::trace::TARGET, "rpc",
+                otel.name = %format_args!("{service}/{method}"), otel.kind = "server",
+                rpc.system = "grpc", rpc.service = %service, rpc.method = %method,
+                rpc.grpc.status_code = tracing::field::Empty)
+        };
+        if !span.is_disabled()
+            && let Some(tp) = request.headers().get(crate::context::TRACEPARENT).and_then(|v| v.to_str().ok())
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let _ = span.set_parent(allies_store::trace::context_of(tp));
+        }
         // The service that was polled ready serves this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let result = inner.call(request).await;
-            let code = match &result {
+            let result = inner.call(request).instrument(span.clone()).await;
+            let number = match &result {
                 Ok(response) => response
                     .headers()
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
-                    .map_or("OK", code_name),
-                Err(_) => "UNAVAILABLE",
+                    .unwrap_or(0),
+                Err(_) => 14,
             };
-            metrics.observe(&path, code, started);
+            span.record("rpc.grpc.status_code", number);
+            metrics.observe(&path, code_name(number), started);
             result
         })
     }

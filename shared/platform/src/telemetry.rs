@@ -1,16 +1,66 @@
 //! Structured logs through `tracing`: `RUST_LOG` filters (default `info`),
 //! `LOG_FORMAT=json` switches to one JSON object per line. Colour codes only
 //! when writing to a terminal (never into log files).
+//!
+//! Traces: OpenTelemetry over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set and `OTEL_TRACES_EXPORTER`
+//! is not `none`; no exporter otherwise. The SDK reads the standard
+//! variables itself (`OTEL_SERVICE_NAME` — default: the service's name —,
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`,
+//! `OTEL_BSP_*`). Only spans of target `allies_trace` go to OpenTelemetry
+//! (the gRPC server span, the append, each consumer's processing); the
+//! W3C `traceparent` propagates through gRPC metadata and event metadata.
+
+use std::sync::OnceLock;
 
 use tonic::Request;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::ServiceConfig;
 
+static PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
+
 /// Installs the global subscriber for a service. Safe to call more than once
-/// (tests start several services in one process): the first one wins.
+/// (tests start several services in one process): the first one wins. Call
+/// it inside the Tokio runtime (the OTLP exporter's client needs it).
 pub fn init(config: &ServiceConfig) {
     init_with(&config.name, &config.log_filter, config.log_json);
+}
+
+fn exporter_configured() -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    let off = std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.trim() == "none");
+    !off && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+fn tracer(service: &str) -> Option<opentelemetry_sdk::trace::Tracer> {
+    use opentelemetry::trace::TracerProvider as _;
+    if !exporter_configured() {
+        return None;
+    }
+    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("OpenTelemetry: cannot build the OTLP exporter ({e}); traces are off");
+            return None;
+        }
+    };
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name(service.to_owned());
+    }
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    let tracer = provider.tracer("defense-allies");
+    let _ = PROVIDER.set(provider.clone());
+    opentelemetry::global::set_tracer_provider(provider);
+    Some(tracer)
 }
 
 /// As [`init`], for tools without a service configuration.
@@ -18,9 +68,26 @@ pub fn init_with(service: &str, filter: &str, json: bool) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
-    tracing::debug!(service, "telemetry initialised");
+    let text = (!json).then(|| tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi));
+    let json = json.then(|| tracing_subscriber::fmt::layer().json().with_target(false));
+    let logs = text.map(|l| l.boxed()).or(json.map(|l| l.boxed())).map(|l| l.with_filter(filter));
+    // Only spans meant for OpenTelemetry reach it (and only when it is on).
+    let otel = tracer(service).map(|t| {
+        tracing_opentelemetry::layer().with_tracer(t).with_filter(
+            tracing_subscriber::filter::Targets::new().with_target(allies_store::trace::TARGET, tracing::Level::TRACE),
+        )
+    });
+    let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
+    tracing::debug!(service, tracing = PROVIDER.get().is_some(), "telemetry initialised");
+}
+
+/// Exports what is buffered and stops the exporter (at the end of `main`).
+pub fn shutdown() {
+    if let Some(p) = PROVIDER.get()
+        && let Err(e) = p.shutdown()
+    {
+        eprintln!("OpenTelemetry: shutdown: {e}");
+    }
 }
 
 /// The W3C `traceparent` of a request, if it carries a well-formed one

@@ -355,10 +355,25 @@ impl CommandExecutor {
         }
         let next = &*state;
         let storage = self.store.storage_of(A::TYPE);
+        // The append is a producer span; its context goes into the events'
+        // metadata, so consumers link to where each event was created.
+        let span = tracing::trace_span!(target: crate::trace::TARGET, "append",
+            otel.name = %format_args!("{} append", A::TYPE), otel.kind = "producer",
+            messaging.system = "redis", messaging.operation.type = "send",
+            messaging.destination.name = %format_args!("es:{{{}.*}}:log", A::TYPE),
+            aggregate.type = A::TYPE, aggregate.id = %id);
+        let traced;
+        let metadata = match crate::trace::traceparent_of(&span) {
+            Some(tp) => {
+                traced = allies_core::Metadata { traceparent: Some(tp), ..ctx.metadata.clone() };
+                &traced
+            }
+            None => &ctx.metadata,
+        };
         let mut request = AppendRequest::typed::<A>(
             id,
             ExpectedVersion::after_load(version),
-            &ctx.metadata,
+            metadata,
             ctx.now_ms,
             &events,
             self.store.format(),
@@ -377,7 +392,7 @@ impl CommandExecutor {
             request = request.with_command(r.clone());
         }
         let append_started = Instant::now();
-        let appended = self.store.append(request).await;
+        let appended = tracing::Instrument::instrument(self.store.append(request), span).await;
         if let Some(m) = &self.metrics {
             m.observe_append(A::TYPE, append_started.elapsed(), appended.is_ok());
         }

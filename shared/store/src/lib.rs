@@ -34,6 +34,7 @@ mod redis_store;
 mod store;
 pub mod subscriber;
 pub mod tail;
+pub mod trace;
 
 pub use conn::{RedisConn, RedisTarget};
 pub use error::{AppendError, StoreError};

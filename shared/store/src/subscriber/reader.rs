@@ -257,7 +257,18 @@ impl PartitionReader {
         let key = &self.streams[stream];
         let started = std::time::Instant::now();
         let (event_type, outcome) = match RecordedEvent::from_entry(key, entry) {
-            Ok(event) => (Some(event.envelope.event_type.clone()), handler.handle(&event).await),
+            Ok(event) => {
+                // A consumer span per entry, linked to the event's creation context.
+                let span = tracing::trace_span!(target: crate::trace::TARGET, "process",
+                    otel.name = %format_args!("{} process", self.config.group), otel.kind = "consumer",
+                    messaging.system = "redis", messaging.operation.type = "process",
+                    messaging.destination.name = %key, messaging.consumer.group.name = %self.config.group,
+                    messaging.message.id = %entry.id, event.id = %event.envelope.event_id,
+                    event.type = %event.envelope.event_type);
+                crate::trace::link(&span, event.envelope.metadata.traceparent.as_deref());
+                let handled = tracing::Instrument::instrument(handler.handle(&event), span).await;
+                (Some(event.envelope.event_type.clone()), handled)
+            }
             Err(e) => (None, Err(HandlerError(e.to_string()))),
         };
         self.config.breaker.record(permit, outcome.is_ok());

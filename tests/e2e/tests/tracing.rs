@@ -1,0 +1,244 @@
+//! Distributed traces through gRPC and the event bus, received by an
+//! in-process OTLP/gRPC collector (the OpenTelemetry collector's trace
+//! service, on the real OTLP protos): every service exports to it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use allies_contracts::guardian::v1::RegisterUserRequest;
+use allies_contracts::timesquare::v1::CreateGameSessionRequest;
+use allies_e2e::{Fleet, bearer};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+
+/// A received span with the service that sent it.
+#[derive(Clone, Debug)]
+struct Got {
+    service: String,
+    span: Span,
+}
+
+impl Got {
+    fn trace(&self) -> String {
+        hex(&self.span.trace_id)
+    }
+    fn id(&self) -> String {
+        hex(&self.span.span_id)
+    }
+    fn parent(&self) -> String {
+        hex(&self.span.parent_span_id)
+    }
+    fn attr(&self, key: &str) -> String {
+        self.span
+            .attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref()?.value.clone())
+            .map(|v| match v {
+                Value::StringValue(s) => s,
+                Value::IntValue(i) => i.to_string(),
+                other => format!("{other:?}"),
+            })
+            .unwrap_or_default()
+    }
+    /// (trace id, span id) of each link.
+    fn links(&self) -> Vec<(String, String)> {
+        self.span.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Got>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    spans.push(Got { service: service.clone(), span });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+impl Collector {
+    async fn start() -> (Self, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let c = Self::default();
+        let server = TraceServiceServer::new(c.clone());
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let _ = tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming).await;
+        });
+        (c, format!("http://{addr}"))
+    }
+
+    /// The first span `pick` accepts, waiting for the exporters (15 s).
+    async fn wait(&self, what: &str, pick: impl Fn(&Got) -> bool) -> Got {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(g) = self.spans.lock().unwrap().iter().find(|g| pick(g)).cloned() {
+                return g;
+            }
+            if Instant::now() > deadline {
+                let all: Vec<String> = self
+                    .spans
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|g| {
+                        format!(
+                            "{} {} {} parent {} links {:?}",
+                            g.service,
+                            g.span.name,
+                            g.trace(),
+                            g.parent(),
+                            g.links()
+                        )
+                    })
+                    .collect();
+                panic!("no span: {what}; received:\n{}", all.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn with_traceparent<T>(mut request: tonic::Request<T>, trace: &str, parent: &str) -> tonic::Request<T> {
+    request.metadata_mut().insert("traceparent", format!("00-{trace}-{parent}-01").parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_registration_and_one_game_command_are_traced_through_grpc_the_append_and_every_consumer() {
+    let (collector, endpoint) = Collector::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+    ];
+    let fleet = Fleet::start(&env);
+
+    // The client's span (this test): trace T, span C.
+    let (trace, client) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let mut g = fleet.guardian().await;
+    let r = RegisterUserRequest {
+        username: "traced".into(),
+        email: "t@example.com".into(),
+        password: "correct-horse-9".into(),
+    };
+    let user = g.register_user(with_traceparent(tonic::Request::new(r), trace, client)).await.unwrap().into_inner();
+
+    // guardian's server span is the client's child, the append its child.
+    let rpc = collector
+        .wait("guardian RegisterUser", |s| s.service == "guardian" && s.attr("rpc.method") == "RegisterUser")
+        .await;
+    assert_eq!(
+        (rpc.trace(), rpc.parent(), rpc.span.kind),
+        (trace.to_owned(), client.to_owned(), SpanKind::Server as i32)
+    );
+    assert_eq!(rpc.attr("rpc.system"), "grpc");
+    assert_eq!(rpc.attr("rpc.grpc.status_code"), "0");
+    let append = collector.wait("guardian's append", |s| s.service == "guardian" && s.span.name == "user append").await;
+    assert_eq!(
+        (append.trace(), append.parent(), append.span.kind),
+        (trace.to_owned(), rpc.id(), SpanKind::Producer as i32)
+    );
+    assert_eq!(append.attr("messaging.system"), "redis");
+
+    // The projector's processing links to the append (its creation context).
+    let apply = collector
+        .wait("the projector's apply", |s| {
+            s.service == "projector"
+                && s.span.name == "rm.user process"
+                && !s.attr("messaging.message.id").is_empty()
+                && s.links().contains(&(trace.to_owned(), append.id()))
+        })
+        .await;
+    assert_eq!(apply.span.kind, SpanKind::Consumer as i32);
+    assert_eq!(apply.attr("messaging.consumer.group.name"), "rm.user");
+    assert!(apply.attr("messaging.destination.name").contains("user"));
+
+    // Across services: timesquare's ts.users group reacts (creates the
+    // player); its append is a child of the processing, which links to
+    // guardian's append.
+    let react = collector
+        .wait("timesquare's reaction", |s| {
+            s.service == "timesquare" && s.span.name == "ts.users process" && s.links().iter().any(|(t, _)| t == trace)
+        })
+        .await;
+    let player = collector
+        .wait("the player's append", |s| {
+            s.service == "timesquare" && s.span.name == "player append" && s.parent() == react.id()
+        })
+        .await;
+    assert_eq!((player.trace(), player.attr("aggregate.id")), (react.trace(), user.user_id.clone()));
+
+    // A game command: timesquare's server span, its append, the rm.game apply.
+    let token = fleet.login("traced").await.access_token;
+    let (trace2, client2) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let mut games = fleet.game().await;
+    let create = CreateGameSessionRequest {
+        map: "meadow".into(),
+        difficulty: "easy".into(),
+        max_players: 2,
+        ..Default::default()
+    };
+    games.create_game_session(with_traceparent(bearer(create, &token), trace2, client2)).await.unwrap();
+    let rpc2 = collector
+        .wait("timesquare CreateGameSession", |s| {
+            s.service == "timesquare" && s.attr("rpc.method") == "CreateGameSession"
+        })
+        .await;
+    assert_eq!((rpc2.trace(), rpc2.parent()), (trace2.to_owned(), client2.to_owned()));
+    let append2 = collector
+        .wait("the session's append", |s| s.span.name == "game_session append" && s.parent() == rpc2.id())
+        .await;
+    collector
+        .wait("the rm.game apply", |s| {
+            s.service == "projector"
+                && s.span.name == "rm.game process"
+                && s.links().contains(&(trace2.to_owned(), append2.id()))
+        })
+        .await;
+
+    // Health checks are not traced; every span of trace T comes from the fleet.
+    let spans = collector.spans.lock().unwrap().clone();
+    assert!(spans.iter().all(|s| !s.span.name.starts_with("grpc.health")));
+    let by_service: BTreeMap<String, usize> = spans.iter().fold(BTreeMap::new(), |mut m, s| {
+        *m.entry(s.service.clone()).or_default() += 1;
+        m
+    });
+    assert!(
+        by_service.contains_key("guardian")
+            && by_service.contains_key("timesquare")
+            && by_service.contains_key("projector")
+    );
+}
