@@ -25,6 +25,36 @@ pub struct Context {
     /// `x-command-id` to send with commands that accept one.
     pub command_id: Option<String>,
     pub timeout: Duration,
+    /// The W3C traceparent every call of this run carries: the CLI's own
+    /// span in the trace (its id is this run's), so the services' spans are
+    /// its children.
+    pub traceparent: String,
+}
+
+fn random_hex(bytes: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    while out.len() < bytes * 2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out.truncate(bytes * 2);
+    out
+}
+
+/// A new trace: a random trace id and span id, sampled.
+pub fn new_trace() -> String {
+    format!("00-{}-{}-01", random_hex(16), random_hex(8))
+}
+
+/// Continues a caller's trace (`TRACEPARENT`) as a child span of its
+/// parent: the same trace id, a new span id. None when malformed.
+pub fn continue_trace(parent: &str) -> Option<String> {
+    let p: Vec<&str> = parent.trim().split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (p.len() == 4 && hex(p[0], 2) && hex(p[1], 32) && hex(p[2], 16) && hex(p[3], 2) && p[1] != "0".repeat(32))
+        .then(|| format!("00-{}-{}-{}", p[1].to_ascii_lowercase(), random_hex(8), p[3]))
 }
 
 /// What `allies login` keeps per profile.
@@ -135,6 +165,9 @@ impl Context {
     /// A request without a token (with the command id, if given).
     pub fn anonymous<T>(&self, message: T) -> Result<Request<T>, Failure> {
         let mut r = Request::new(message);
+        if let Ok(tp) = self.traceparent.parse() {
+            r.metadata_mut().insert("traceparent", tp);
+        }
         if let Some(id) = &self.command_id {
             let value = id.parse().map_err(|_| Failure::local("--command-id must be printable ASCII"))?;
             r.metadata_mut().insert("x-command-id", value);

@@ -49,6 +49,13 @@ struct Cli {
     /// Deadline of each call, in seconds.
     #[arg(long, global = true, default_value_t = 10)]
     timeout: u64,
+    /// W3C trace context to continue (`00-<trace id>-<span id>-01`); by
+    /// default each run starts a trace of its own. Every call carries it.
+    #[arg(long, global = true, env = "TRACEPARENT")]
+    traceparent: Option<String>,
+    /// Print the run's trace id on stderr (find it in your tracing backend).
+    #[arg(long, global = true)]
+    trace: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,6 +90,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if !profile_ok {
         return Err(Failure::local("--profile must be 1 to 64 letters, digits, '-' or '_'"));
     }
+    let traceparent = match cli.traceparent.as_deref() {
+        Some(tp) => context::continue_trace(tp).ok_or_else(|| {
+            Failure::local("--traceparent must be 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>")
+        })?,
+        None => context::new_trace(),
+    };
+    if cli.trace {
+        eprintln!("trace {}", traceparent.split('-').nth(1).unwrap_or_default());
+    }
     let ctx = Context {
         json: cli.json,
         guardian: cli.guardian,
@@ -93,6 +109,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         profile: cli.profile,
         command_id: cli.command_id,
         timeout: Duration::from_secs(cli.timeout),
+        traceparent,
     };
     match &cli.command {
         Command::User(c) => user::run(c, &ctx).await,

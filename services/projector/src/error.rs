@@ -28,7 +28,7 @@ impl From<FieldViolation> for ProjectorError {
 
 impl From<redis::RedisError> for ProjectorError {
     fn from(e: redis::RedisError) -> Self {
-        Self::Store(StoreError::Unavailable(e))
+        Self::Store(StoreError::from(e))
     }
 }
 

@@ -94,7 +94,7 @@ impl EventSubscriptionService for FollowApi {
                 .arg(1)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| StoreError::Unavailable(e).into_status())?;
+                .map_err(|e| StoreError::from(e).into_status())?;
             now.push(last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".into()));
         }
         let mut ids =
@@ -117,7 +117,7 @@ impl EventSubscriptionService for FollowApi {
                             r.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default()
                         }
                         Err(e) => {
-                            let _ = tx.send(Err(StoreError::Unavailable(e).into_status())).await;
+                            let _ = tx.send(Err(StoreError::from(e).into_status())).await;
                             return;
                         }
                     };

@@ -294,5 +294,17 @@ async fn fetch_jwks(endpoint: &str) -> Result<Vec<Jwk>, AuthError> {
         .await
         .map_err(|e| unavailable(&e))?;
     let mut client = GuardianServiceClient::new(channel);
-    Ok(client.get_jwks(GetJwksRequest {}).await.map_err(|e| unavailable(&e.message()))?.into_inner().keys)
+    Ok(client.get_jwks(outgoing(GetJwksRequest {})).await.map_err(|e| unavailable(&e.message()))?.into_inner().keys)
+}
+
+/// A request to another service carrying the current trace context (the
+/// W3C `traceparent` of the span this call is made in, when traced).
+pub fn outgoing<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(tp) = allies_store::trace::current()
+        && let Ok(v) = tp.parse()
+    {
+        request.metadata_mut().insert(crate::context::TRACEPARENT, v);
+    }
+    request
 }

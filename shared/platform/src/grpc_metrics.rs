@@ -142,7 +142,8 @@ where
             tracing::trace_span!(target: allies_store::trace::TARGET, "rpc",
                 otel.name = %format_args!("{service}/{method}"), otel.kind = "server",
                 rpc.system = "grpc", rpc.service = %service, rpc.method = %method,
-                rpc.grpc.status_code = tracing::field::Empty)
+                rpc.grpc.status_code = tracing::field::Empty,
+                trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
         };
         if !span.is_disabled()
             && let Some(tp) = request.headers().get(crate::context::TRACEPARENT).and_then(|v| v.to_str().ok())
@@ -150,6 +151,7 @@ where
             use tracing_opentelemetry::OpenTelemetrySpanExt;
             let _ = span.set_parent(allies_store::trace::context_of(tp));
         }
+        allies_store::trace::stamp(&span);
         // The service that was polled ready serves this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

@@ -62,6 +62,10 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
     for scrape in &ops.scrapes {
         text.push_str(&scrape().await);
     }
+    text.push_str(&format!(
+        "# HELP allies_redis_errors Redis errors the store met (connection, timeout, script).\n# TYPE allies_redis_errors counter\nallies_redis_errors_total {}\n",
+        allies_store::redis_errors()
+    ));
     text.push_str("# EOF\n");
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }

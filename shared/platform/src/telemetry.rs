@@ -68,11 +68,24 @@ pub fn init_with(service: &str, filter: &str, json: bool) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
+    let tracer = tracer(service);
+    // With traces on, log lines also see the traced spans (their trace_id
+    // and span_id fields); with traces off those spans stay disabled.
+    let filter = {
+        use tracing_subscriber::filter::FilterExt;
+        if tracer.is_some() {
+            let traced = tracing_subscriber::filter::Targets::new()
+                .with_target(allies_store::trace::TARGET, tracing::Level::TRACE);
+            FilterExt::boxed(filter.or(traced))
+        } else {
+            FilterExt::boxed(filter)
+        }
+    };
     let text = (!json).then(|| tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi));
     let json = json.then(|| tracing_subscriber::fmt::layer().json().with_target(false));
     let logs = text.map(|l| l.boxed()).or(json.map(|l| l.boxed())).map(|l| l.with_filter(filter));
     // Only spans meant for OpenTelemetry reach it (and only when it is on).
-    let otel = tracer(service).map(|t| {
+    let otel = tracer.map(|t| {
         tracing_opentelemetry::layer().with_tracer(t).with_filter(
             tracing_subscriber::filter::Targets::new().with_target(allies_store::trace::TARGET, tracing::Level::TRACE),
         )

@@ -6,7 +6,7 @@ use allies_core::{DecodeError, ErrorCode, ExpectedVersion, ServiceError};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("event store unavailable: {0}")]
-    Unavailable(#[from] redis::RedisError),
+    Unavailable(redis::RedisError),
     #[error("corrupt entry in {stream} at {entry}: {reason}")]
     Corrupt { stream: String, entry: String, reason: String },
     #[error(
@@ -66,7 +66,22 @@ pub enum AppendError {
 
 impl From<redis::RedisError> for AppendError {
     fn from(e: redis::RedisError) -> Self {
-        Self::Store(StoreError::Unavailable(e))
+        Self::Store(StoreError::from(e))
+    }
+}
+
+static REDIS_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Redis errors the store met in this process (every one becomes a
+/// `StoreError`): `allies_redis_errors_total` on `/metrics`.
+pub fn redis_errors() -> u64 {
+    REDIS_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self::Unavailable(e)
     }
 }
 

@@ -361,7 +361,9 @@ impl CommandExecutor {
             otel.name = %format_args!("{} append", A::TYPE), otel.kind = "producer",
             messaging.system = "redis", messaging.operation.type = "send",
             messaging.destination.name = %format_args!("es:{{{}.*}}:log", A::TYPE),
-            aggregate.type = A::TYPE, aggregate.id = %id);
+            aggregate.type = A::TYPE, aggregate.id = %id,
+            trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+        crate::trace::stamp(&span);
         let traced;
         let metadata = match crate::trace::traceparent_of(&span) {
             Some(tp) => {

@@ -37,7 +37,7 @@ pub mod tail;
 pub mod trace;
 
 pub use conn::{RedisConn, RedisTarget};
-pub use error::{AppendError, StoreError};
+pub use error::{AppendError, StoreError, redis_errors};
 pub use event::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, NewEvent, RecordedEvent, checksum};
 pub use executor::{CommandExecutor, ExecuteError, Executed, Options};
 pub use handle::{AggregateHandle, Handles};

@@ -56,3 +56,17 @@ pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
         }
     }
 }
+
+/// Records the span's OpenTelemetry trace and span ids in its `trace_id`
+/// and `span_id` fields, so every log line inside it carries them.
+pub fn stamp(span: &tracing::Span) {
+    if span.is_disabled() {
+        return;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        span.record("trace_id", tracing::field::display(sc.trace_id()));
+        span.record("span_id", tracing::field::display(sc.span_id()));
+    }
+}

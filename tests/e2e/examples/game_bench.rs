@@ -3,7 +3,7 @@
 //!
 //!     cargo build --release --bins --examples
 //!     target/release/examples/game_bench                 # all parts
-//!     target/release/examples/game_bench commands sim    # some: commands | sim | watchers | memory | matchmaker | matchmaking
+//!     target/release/examples/game_bench commands sim    # some: commands | sim | watchers | memory | matchmaker | matchmaking | tracing
 //!
 //! commands: 50 players, each on their own session, PlaceTower and
 //!   UpgradeTower through gRPC with a bearer token (timesquare verifies the
@@ -20,6 +20,8 @@
 //!   of four or none, parties of 1–3, 2–4 players wanted), the time of one
 //!   pass, and passes (with waiting time advancing) until every ticket is
 //!   matched or expired.
+//! tracing: the commands part with tracing off, then on (100% sampling,
+//!   OTLP/gRPC to a collector in this process): the cost of tracing.
 //! matchmaking: the whole fleet, 1,000 players (ratings spread by a played
 //!   history) arriving over 10 s; each calls FindMatch (2–4 players,
 //!   normal), watches its ticket, confirms when matched; the time from
@@ -111,14 +113,19 @@ async fn solo(games: &mut allies_e2e::game::Games, who: &Gamer, difficulty: &str
 }
 
 async fn commands(services: &[&str], title: &str) {
+    commands_with(services, title, &[]).await;
+}
+
+async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = rules_file(dir.path());
-    let env = [
+    let mut env = vec![
         ("RUST_LOG", "warn"),
         ("TIMESQUARE_RULES", rules.as_str()),
         ("AUTH_RATE_PER_USERNAME", "1000000"),
         ("AUTH_RATE_PER_CLIENT", "1000000"),
     ];
+    env.extend_from_slice(extra);
     let fleet = Fleet::start_only(services, &env);
     let players = gamers(&fleet, "cmd", CLIENTS).await;
     let mut setup = fleet.game().await;
@@ -793,6 +800,50 @@ async fn matchmaking() {
     row("timesquare CPU over the run (wall)", format!("{:.1} s ({:.1} s)", cpu.as_secs_f64(), took.as_secs_f64()));
 }
 
+/// An OTLP trace sink in this process: counts the spans the fleet exports.
+#[derive(Clone, Default)]
+struct Sink(Arc<std::sync::atomic::AtomicU64>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        let n: usize =
+            request.into_inner().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        self.0.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// The game command benchmark (append and projection on every command)
+/// with tracing off, then on at 100% sampling exporting to a local sink.
+async fn tracing_cost() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let all = ["guardian", "timesquare", "command", "projector"];
+    commands_with(&all, "the whole fleet, tracing off (no OTLP endpoint)", &[]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let sink = Sink::default();
+    let server = TraceServiceServer::new(sink.clone()).max_decoding_message_size(64 << 20);
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let _ = tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming).await;
+    });
+    let on = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_TRACES_SAMPLER", "always_on"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
+    ];
+    commands_with(&all, "the whole fleet, tracing on: 100% sampled, OTLP to a local collector", &on).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    println!("\nspans received by the collector: {}", sink.0.load(std::sync::atomic::Ordering::Relaxed));
+}
+
 #[tokio::main]
 async fn main() {
     let counters = allies_testkit::cpu_counters();
@@ -810,6 +861,9 @@ async fn main() {
     }
     if want("memory") {
         memory().await;
+    }
+    if want("tracing") {
+        tracing_cost().await;
     }
     if want("matchmaker") {
         matchmaker();

@@ -578,18 +578,20 @@ async fn leaderboards_rank_by_rating_best_wave_and_week_keep_old_weeks_page_arou
     };
     let me = &players[3];
     let rating = |q: &mut _| board(q, GetLeaderboardRequest { limit: 100, ..Default::default() }, me.token.clone());
-    // Wait until the read model has every game (player i: i + 1 games this week).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let last = players.last().unwrap();
-        let r = GetPlayerRequest { user_id: last.id.clone(), consistency_token: String::new() };
-        let done =
-            q.get_player(bearer(r, &me.token)).await.map(|p| p.into_inner().player.unwrap_or_default().games_played);
-        if done.ok() == Some(12) {
-            break;
+    // Wait until the read model has every game of every player (player i:
+    // i + 1 this week, player 0 one more last week); partitions apply in parallel.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (i, p) in players.iter().enumerate() {
+        let want = (i + 1 + usize::from(i == 0)) as u32;
+        loop {
+            let r = GetPlayerRequest { user_id: p.id.clone(), consistency_token: String::new() };
+            let got = q.get_player(bearer(r, &me.token)).await.map(|p| p.into_inner().player.unwrap_or_default());
+            if got.as_ref().is_ok_and(|g| g.games_played == want) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "player {i}: the read model never caught up: {got:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(Instant::now() < deadline, "the player read model never caught up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -597,7 +599,9 @@ async fn leaderboards_rank_by_rating_best_wave_and_week_keep_old_weeks_page_arou
     let r: GetLeaderboardResponse = rating(&mut q).await.expect("rating board");
     assert_eq!((r.board.as_str(), r.total, r.entries.len()), ("rating", 12, 12));
     assert!(r.entries.windows(2).all(|w| w[0].value >= w[1].value && w[0].rank + 1 == w[1].rank));
-    assert_eq!(r.entries[0].user_id, players[11].id, "the most victories on hard leads");
+    // (Elo depends on the order games are recorded, which the games topic's
+    // partitions do not fix; the one who never won on hard is last either way.)
+    assert_eq!(r.entries[11].user_id, players[0].id, "no victory on hard: last");
     for e in &r.entries {
         let req = GetPlayerRequest { user_id: e.user_id.clone(), consistency_token: String::new() };
         let p = q.get_player(bearer(req, &me.token)).await.unwrap().into_inner().player.unwrap();

@@ -64,6 +64,14 @@ async fn every_service_reports_a_redis_outage_fails_fast_and_recovers_without_re
     let took = started.elapsed();
     assert!(took < Duration::from_secs(6), "three failing requests took {took:?}");
     println!("three requests during the outage answered Unavailable in {took:?} (incl. a 600 ms pause)");
+    // The operator sees it: guardian counted the Redis errors.
+    let (_, metrics) = http_get(fleet.service("guardian").http_addr, "/metrics");
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("allies_redis_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("allies_redis_errors_total");
+    assert!(errors > 0, "{metrics}");
 
     // Back: the first request succeeds, health follows within seconds.
     fleet.redis.restart();

@@ -166,6 +166,16 @@ async fn one_registration_and_one_game_command_are_traced_through_grpc_the_appen
     );
     assert_eq!(rpc.attr("rpc.system"), "grpc");
     assert_eq!(rpc.attr("rpc.grpc.status_code"), "0");
+    // Its log line carries the trace and the span.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !fleet.service("guardian").logs().lines().any(|l| {
+        l.contains("user registered")
+            && l.contains(&format!("trace_id={trace}"))
+            && l.contains(&format!("span_id={}", rpc.id()))
+    }) {
+        assert!(Instant::now() < deadline, "no log line with the trace id:\n{}", fleet.service("guardian").logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let append = collector.wait("guardian's append", |s| s.service == "guardian" && s.span.name == "user append").await;
     assert_eq!(
         (append.trace(), append.parent(), append.span.kind),
@@ -227,6 +237,35 @@ async fn one_registration_and_one_game_command_are_traced_through_grpc_the_appen
                 && s.span.name == "rm.game process"
                 && s.links().contains(&(trace2.to_owned(), append2.id()))
         })
+        .await;
+
+    // The CLI starts a trace per run and every call carries it.
+    let home = tempfile::tempdir().unwrap();
+    let out = fleet.cli(
+        home.path(),
+        &[
+            "--trace",
+            "user",
+            "register",
+            "--username",
+            "clitraced",
+            "--email",
+            "c@example.com",
+            "--password",
+            "correct-horse-9",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let cli_trace = stderr.lines().find_map(|l| l.strip_prefix("trace ")).expect("the trace id").trim().to_owned();
+    assert_eq!(cli_trace.len(), 32);
+    collector
+        .wait("the CLI's RegisterUser", |s| {
+            s.service == "guardian" && s.trace() == cli_trace && s.span.name.ends_with("RegisterUser")
+        })
+        .await;
+    collector
+        .wait("its projection", |s| s.service == "projector" && s.links().iter().any(|(t, _)| *t == cli_trace))
         .await;
 
     // Health checks are not traced; every span of trace T comes from the fleet.

@@ -264,8 +264,10 @@ impl PartitionReader {
                     messaging.system = "redis", messaging.operation.type = "process",
                     messaging.destination.name = %key, messaging.consumer.group.name = %self.config.group,
                     messaging.message.id = %entry.id, event.id = %event.envelope.event_id,
-                    event.type = %event.envelope.event_type);
+                    event.type = %event.envelope.event_type,
+                    trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
                 crate::trace::link(&span, event.envelope.metadata.traceparent.as_deref());
+                crate::trace::stamp(&span);
                 let handled = tracing::Instrument::instrument(handler.handle(&event), span).await;
                 (Some(event.envelope.event_type.clone()), handled)
             }
