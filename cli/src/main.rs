@@ -14,7 +14,7 @@ mod commands;
 mod context;
 mod output;
 
-use commands::{admin, auth, game, health, matchmaking, user};
+use commands::{admin, auth, game, health, matchmaking, stats, user};
 use context::Context;
 use output::Failure;
 
@@ -75,6 +75,8 @@ enum Command {
     Player(matchmaking::PlayerCommand),
     /// Leaderboards: by rating, by best wave on a map, weekly.
     Leaderboard(matchmaking::Leaderboard),
+    /// Game statistics per map and difficulty: games, win rate, waves, length, towers.
+    Stats(stats::Stats),
     #[command(flatten)]
     Auth(auth::AuthCommand),
     #[command(flatten)]
@@ -117,6 +119,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Match(c) => matchmaking::run_match(c, &ctx).await,
         Command::Player(c) => matchmaking::run_player(c, &ctx).await,
         Command::Leaderboard(l) => matchmaking::run_leaderboard(l, &ctx).await,
+        Command::Stats(s) => stats::run(s, &ctx).await,
         Command::Auth(c) => auth::run(c, &ctx).await,
         Command::Admin(c) => admin::run(c, &ctx).await,
         Command::Health(h) => health::run(h, &ctx).await,

@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "defense_allies/timesquare/v1/player_events.proto",
         "defense_allies/timesquare/integration/v1/games.proto",
         "defense_allies/guardian/integration/v1/users.proto",
+        "defense_allies/command/v1/statistics.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

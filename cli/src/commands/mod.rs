@@ -7,4 +7,5 @@ pub mod board;
 pub mod game;
 pub mod health;
 pub mod matchmaking;
+pub mod stats;
 pub mod user;

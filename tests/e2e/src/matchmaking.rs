@@ -176,21 +176,30 @@ pub async fn publish_game_at(
             .collect(),
         towers: vec![],
     });
+    publish_games_event(fleet, &session, &event, 1).await;
+    session
+}
+
+/// Writes `event` on the games topic `times` times with one event id (a
+/// redelivery), as timesquare's append script would.
+pub async fn publish_games_event(fleet: &Fleet, session: &str, event: &GameIntegrationEvent, times: usize) {
     let meta =
         Metadata { correlation_id: Uuid::now_v7(), causation_id: Uuid::now_v7(), user_id: None, traceparent: None };
     let mut c = conn(fleet).await;
-    let partition = keys::partition_of(&session, 16);
-    allies_store::priority::publish(
-        &mut c,
-        GAMES,
-        "game_session",
-        partition,
-        Priority::Normal,
-        (&session, 1),
-        &meta,
-        &NewEvent::encode(&event).expect("encode"),
-    )
-    .await
-    .expect("publish");
-    session
+    let partition = keys::partition_of(session, 16);
+    let encoded = NewEvent::encode(event).expect("encode");
+    for _ in 0..times {
+        allies_store::priority::publish(
+            &mut c,
+            GAMES,
+            "game_session",
+            partition,
+            Priority::Normal,
+            (session, 1),
+            &meta,
+            &encoded,
+        )
+        .await
+        .expect("publish");
+    }
 }

@@ -1,0 +1,110 @@
+//! GameStatistics in the command service: built from timesquare's GameEnded
+//! integration events (consumer group cmd.games), idempotent by event id.
+
+use std::time::{Duration, Instant};
+
+use allies_contracts::command::v1::game_statistics_service_client::GameStatisticsServiceClient;
+use allies_contracts::command::v1::{GetGameStatisticsRequest, MapStatistics};
+use allies_contracts::timesquare::integration::{GameIntegrationEvent, v1};
+use allies_contracts::timesquare::v1::EndGameRequest;
+use allies_e2e::game::started_game;
+use allies_e2e::matchmaking::publish_games_event;
+use allies_e2e::{Fleet, bearer};
+use tonic::Code;
+
+fn ended(
+    map: &str,
+    difficulty: &str,
+    outcome: &str,
+    waves: u32,
+    duration_ms: i64,
+    towers: &[(&str, u32)],
+) -> GameIntegrationEvent {
+    GameIntegrationEvent::Ended(v1::GameEnded {
+        session_id: uuid::Uuid::now_v7().to_string(),
+        map: map.into(),
+        difficulty: difficulty.into(),
+        rules_version: 1,
+        outcome: outcome.into(),
+        waves_cleared: waves,
+        total_waves: 20,
+        started_at_ms: if duration_ms > 0 { 1_795_000_000_000 } else { 0 },
+        ended_at_ms: 1_795_000_000_000 + duration_ms,
+        duration_ms,
+        towers: towers.iter().map(|(t, n)| v1::TowerUsage { tower_type: (*t).into(), count: *n }).collect(),
+        ..Default::default()
+    })
+}
+
+fn session_of(e: &GameIntegrationEvent) -> String {
+    match e {
+        GameIntegrationEvent::Ended(g) => g.session_id.clone(),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn game_statistics_count_each_finished_game_once_per_map_and_difficulty() {
+    let fleet = Fleet::start(&[("TIMESQUARE_TICK_MS", "2")]);
+    let (_, token) = fleet.player("stats").await;
+    let mut stats = GameStatisticsServiceClient::new(fleet.channel("command").await);
+
+    // Two games on meadow/normal, the victory delivered twice; a lobby
+    // abandoned before the start, which is no game.
+    let victory = ended("meadow", "normal", "victory", 20, 600_000, &[("arrow", 5), ("cannon", 2)]);
+    publish_games_event(&fleet, &session_of(&victory), &victory, 2).await;
+    let defeat = ended("meadow", "normal", "defeat", 7, 300_000, &[("arrow", 3), ("frost", 1)]);
+    publish_games_event(&fleet, &session_of(&defeat), &defeat, 1).await;
+    let abandoned = ended("canyon", "hard", "abandoned", 0, 0, &[]);
+    publish_games_event(&fleet, &session_of(&abandoned), &abandoned, 1).await;
+    // And a real game: timesquare publishes its GameEnded (a forfeit).
+    let ann = fleet.gamer("ann").await;
+    let mut games = fleet.game().await;
+    let id = started_game(&mut games, &[&ann], "meadow", "easy").await;
+    let end = EndGameRequest { session_id: id, reason: "stats test".into() };
+    games.end_game(bearer(end, &ann.token)).await.expect("forfeit");
+
+    let read = |s: &mut GameStatisticsServiceClient<_>, map: &str, difficulty: &str| {
+        let mut s = s.clone();
+        let r = GetGameStatisticsRequest { map: map.into(), difficulty: difficulty.into() };
+        let token = token.clone();
+        async move { s.get_game_statistics(bearer(r, &token)).await.map(|r| r.into_inner().statistics) }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let all: Vec<MapStatistics> = read(&mut stats, "", "").await.expect("statistics");
+        let games: u64 = all.iter().map(|s| s.games).sum();
+        if games >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the statistics never caught up: {all:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // a duplicate would land by now
+    let all = read(&mut stats, "", "").await.unwrap();
+    assert_eq!(all.len(), 2, "meadow/easy and meadow/normal only: {all:?}");
+    let normal = all.iter().find(|s| s.difficulty == "normal").unwrap();
+    assert_eq!((normal.games, normal.victories, normal.defeats, normal.other), (2, 1, 1, 0), "{normal:?}");
+    assert_eq!((normal.win_rate, normal.average_wave, normal.best_wave), (0.5, 13.5, 20));
+    assert_eq!((normal.average_duration_ms, normal.longest_duration_ms), (450_000, 600_000));
+    let towers: Vec<(String, u64)> = normal.towers.iter().map(|t| (t.tower_type.clone(), t.count)).collect();
+    assert_eq!(towers, vec![("arrow".into(), 8), ("cannon".into(), 2), ("frost".into(), 1)]);
+    let easy = all.iter().find(|s| s.difficulty == "easy").unwrap();
+    assert_eq!((easy.map.as_str(), easy.games, easy.other, easy.win_rate), ("meadow", 1, 1, 0.0), "{easy:?}");
+
+    // The CLI shows them.
+    let home = tempfile::tempdir().unwrap();
+    let out = fleet.cli(home.path(), &["--token", &token, "stats", "--map", "meadow"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("meadow") && text.contains("arrow 8, cannon 2, frost 1") && text.contains("50%"), "{text}");
+
+    // Filters, bad input, no token.
+    assert_eq!(read(&mut stats, "meadow", "normal").await.unwrap().len(), 1);
+    assert!(read(&mut stats, "canyon", "").await.unwrap().is_empty());
+    let e = read(&mut stats, "mea dow", "h@rd").await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("map") && e.message().contains("difficulty"), "{}", e.message());
+    let e = stats.get_game_statistics(GetGameStatisticsRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+}
