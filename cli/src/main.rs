@@ -14,7 +14,7 @@ mod commands;
 mod context;
 mod output;
 
-use commands::{admin, auth, game, health, matchmaking, stats, user};
+use commands::{admin, auth, config, game, health, matchmaking, stats, user};
 use context::Context;
 use output::Failure;
 
@@ -77,6 +77,9 @@ enum Command {
     Leaderboard(matchmaking::Leaderboard),
     /// Game statistics per map and difficulty: games, win rate, waves, length, towers.
     Stats(stats::Stats),
+    /// The fleet's live configuration (admins): show, set, rollback, history, status.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     #[command(flatten)]
     Auth(auth::AuthCommand),
     #[command(flatten)]
@@ -120,6 +123,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Player(c) => matchmaking::run_player(c, &ctx).await,
         Command::Leaderboard(l) => matchmaking::run_leaderboard(l, &ctx).await,
         Command::Stats(s) => stats::run(s, &ctx).await,
+        Command::Config(c) => config::run(c, &ctx).await,
         Command::Auth(c) => auth::run(c, &ctx).await,
         Command::Admin(c) => admin::run(c, &ctx).await,
         Command::Health(h) => health::run(h, &ctx).await,

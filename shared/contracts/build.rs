@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "defense_allies/timesquare/integration/v1/games.proto",
         "defense_allies/guardian/integration/v1/users.proto",
         "defense_allies/command/v1/statistics.proto",
+        "defense_allies/command/v1/configuration.proto",
+        "defense_allies/command/v1/config_events.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod board;
+pub mod config;
 pub mod game;
 pub mod health;
 pub mod matchmaking;

@@ -1,12 +1,15 @@
-//! Command: the operations context's service. Built so far: GameStatistics
-//! ([`statistics`]). Configuration, SystemMetrics, reports and maintenance
-//! are not built yet (issue 11).
+//! Command: the operations context's service. Built so far: the live
+//! Configuration ([`configuration`]) and GameStatistics ([`statistics`]).
+//! Feature flags, rules uploads, SystemMetrics, reports and maintenance are
+//! not built yet (issue 11).
 
 use std::sync::Arc;
 
+use allies_contracts::command::v1::configuration_service_server::ConfigurationServiceServer;
 use allies_contracts::command::v1::game_statistics_service_server::GameStatisticsServiceServer;
 use allies_platform::{Service, ServiceBuilder, ServiceConfig};
 
+pub mod configuration;
 pub mod statistics;
 
 /// Builds the command service on `config` (binds its ports; run it with `run_until`).
@@ -21,6 +24,12 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         Arc::new(statistics::GamesTopic { conn: conn.clone() }),
     )?;
     let auth = builder.auth();
+    let executor = builder.executor();
+    builder.add_service(ConfigurationServiceServer::new(configuration::ConfigurationApi {
+        auth: auth.clone(),
+        executor,
+        conn: conn.clone(),
+    }));
     builder.add_service(GameStatisticsServiceServer::new(statistics::StatisticsApi { auth, conn }));
     Ok(builder.bind().await?)
 }

@@ -34,6 +34,22 @@ impl RateSettings {
     }
 }
 
+impl RateSettings {
+    /// The limits of a live configuration version; version 0 (none ever
+    /// written) keeps `from_env`.
+    pub fn live(c: &allies_platform::live::LiveConfig, from_env: RateSettings) -> RateSettings {
+        use command_domain::configuration::int;
+        if c.version == 0 {
+            return from_env;
+        }
+        RateSettings {
+            window: Duration::from_secs(int(&c.values, "auth.rate_window_secs") as u64),
+            per_username: int(&c.values, "auth.rate_per_username") as u64,
+            per_client: int(&c.values, "auth.rate_per_client") as u64,
+        }
+    }
+}
+
 pub struct RateLimiter {
     conn: RedisConn,
     script: redis::Script,

@@ -11,11 +11,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 pub mod codec;
 pub mod guardian;
 
-pub mod command {
-    pub mod v1 {
-        tonic::include_proto!("defense_allies.command.v1");
-    }
-}
+pub mod command;
 pub mod registry;
 
 pub mod projector {

@@ -17,6 +17,7 @@ pub mod context;
 pub mod cqrs;
 pub mod env;
 pub mod grpc_metrics;
+pub mod live;
 pub mod ops;
 pub mod server;
 pub mod service;

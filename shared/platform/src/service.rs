@@ -81,6 +81,7 @@ pub struct ServiceBuilder {
     tasks: Vec<(&'static str, Task)>,
     stop: watch::Sender<bool>,
     subscriber_metrics: Option<Arc<allies_store::metrics::SubscriberMetrics>>,
+    live: Arc<watch::Sender<Arc<crate::live::LiveConfig>>>,
 }
 
 /// Connects the event store, retrying with backoff for up to 30 s so that a
@@ -127,7 +128,17 @@ impl ServiceBuilder {
             store.clone(),
         ));
         let (stop, _) = watch::channel(false);
-        Ok(Self {
+        // The live configuration in force now, read before serving; a task
+        // follows it from here (see `live`).
+        let initial = match crate::live::load(&store).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the live configuration; starting from the defaults");
+                Default::default()
+            }
+        };
+        let live = Arc::new(watch::channel(Arc::new(initial)).0);
+        let mut builder = Self {
             config,
             store,
             executor,
@@ -141,7 +152,12 @@ impl ServiceBuilder {
             tasks: Vec::new(),
             stop,
             subscriber_metrics: None,
-        })
+            live,
+        };
+        let (store, tx) = (builder.store.clone(), builder.live.clone());
+        let (service, instance) = (builder.config.name.clone(), builder.config.instance.clone());
+        builder.background("live configuration", move |stop| crate::live::follow(store, service, instance, tx, stop));
+        Ok(builder)
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -264,6 +280,12 @@ impl ServiceBuilder {
             source: allies_store::StoreError::Unavailable(source),
         })?;
         Ok(self.background(group, move |stop| allies_store::subscriber::run(target, config, handler, stop)))
+    }
+
+    /// The fleet's live configuration: the version in force now, and every
+    /// new one as it is applied (within a second of its write).
+    pub fn live_config(&self) -> watch::Receiver<Arc<crate::live::LiveConfig>> {
+        self.live.subscribe()
     }
 
     /// Turns true when the service shuts down (for tasks started during build).

@@ -1,0 +1,131 @@
+//! `allies config`: the fleet's live configuration (admins).
+
+use std::collections::HashMap;
+
+use allies_contracts::command::v1::configuration_service_client::ConfigurationServiceClient;
+use allies_contracts::command::v1::*;
+use clap::Subcommand;
+use tonic::transport::Channel;
+
+use crate::context::Context;
+use crate::output::{Failure, print};
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Every key: value in force, default, range, who applies it live.
+    Show,
+    /// Change keys: `allies config set auth.rate_per_username=3 --reason '…'`.
+    Set {
+        /// KEY=VALUE (repeat).
+        #[arg(required = true)]
+        changes: Vec<String>,
+        #[arg(long)]
+        reason: String,
+        /// The version you read (default: the current one).
+        #[arg(long)]
+        expect: Option<u64>,
+    },
+    /// Put an earlier version's values back in force (0: every default), as a new version.
+    Rollback {
+        #[arg(long)]
+        to: u64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        expect: Option<u64>,
+    },
+    /// Who changed what, when and why (newest first).
+    History,
+    /// Which instance of which service runs which version.
+    Status,
+}
+
+async fn client(ctx: &Context) -> Result<ConfigurationServiceClient<Channel>, Failure> {
+    Ok(ConfigurationServiceClient::new(ctx.channel(&ctx.command).await?))
+}
+
+async fn current_version(c: &mut ConfigurationServiceClient<Channel>, ctx: &Context) -> Result<u64, Failure> {
+    Ok(c.get_configuration(ctx.authorized(GetConfigurationRequest {})?).await?.into_inner().version)
+}
+
+fn show(v: &ConfigurationView) -> String {
+    let mut lines = vec![format!("version {}", v.version)];
+    for k in &v.keys {
+        let live = if k.applied_by.is_empty() { String::new() } else { format!("  live: {}", k.applied_by.join(", ")) };
+        lines
+            .push(format!("  {:<30} {:>8}  (default {}, {}..{}){live}", k.key, k.value, k.default_value, k.min, k.max));
+    }
+    lines.join("\n")
+}
+
+pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
+    let mut client = client(ctx).await?;
+    match c {
+        ConfigCommand::Show => {
+            let v = client.get_configuration(ctx.authorized(GetConfigurationRequest {})?).await?.into_inner();
+            print(ctx.json, &v, || show(&v));
+        }
+        ConfigCommand::Set { changes, reason, expect } => {
+            let mut map = HashMap::new();
+            for c in changes {
+                let (k, v) = c.split_once('=').ok_or_else(|| Failure::local(format!("'{c}': write KEY=VALUE")))?;
+                map.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            let expected_version = match expect {
+                Some(v) => *v,
+                None => current_version(&mut client, ctx).await?,
+            };
+            let request = UpdateConfigurationRequest { expected_version, changes: map, reason: reason.clone() };
+            let v = client.update_configuration(ctx.authorized(request)?).await?.into_inner();
+            print(ctx.json, &v, || {
+                format!("configuration version {} (every instance applies it within a second)", v.version)
+            });
+        }
+        ConfigCommand::Rollback { to, reason, expect } => {
+            let expected_version = match expect {
+                Some(v) => *v,
+                None => current_version(&mut client, ctx).await?,
+            };
+            let request = RollbackConfigurationRequest { expected_version, to_version: *to, reason: reason.clone() };
+            let v = client.rollback_configuration(ctx.authorized(request)?).await?.into_inner();
+            print(ctx.json, &v, || format!("configuration version {}: the values of version {to}", v.version));
+        }
+        ConfigCommand::History => {
+            let r = client
+                .list_configuration_history(ctx.authorized(ListConfigurationHistoryRequest {})?)
+                .await?
+                .into_inner();
+            print(ctx.json, &r, || {
+                let mut lines = Vec::new();
+                for rec in &r.records {
+                    let what = if rec.kind == "rollback" {
+                        format!("rollback to {}", rec.rolled_back_to)
+                    } else {
+                        rec.kind.clone()
+                    };
+                    lines.push(format!("v{} {what} by {} at {}: {}", rec.version, rec.by, rec.at_ms, rec.reason));
+                    for ch in &rec.changes {
+                        lines.push(format!("    {}: {} → {}", ch.key, ch.old_value, ch.new_value));
+                    }
+                }
+                if lines.is_empty() {
+                    lines.push("(no change yet: every key has its default)".into());
+                }
+                lines.join("\n")
+            });
+        }
+        ConfigCommand::Status => {
+            let r =
+                client.get_configuration_status(ctx.authorized(GetConfigurationStatusRequest {})?).await?.into_inner();
+            print(ctx.json, &r, || {
+                let mut lines = vec![format!("version {} in force", r.version)];
+                for i in &r.instances {
+                    let mark = if i.version == r.version { "" } else { "  ← behind" };
+                    lines.push(format!("  {:<11} {:<24} v{}{mark}", i.service, i.instance, i.version));
+                }
+                lines.join("\n")
+            });
+        }
+    }
+    Ok(())
+}

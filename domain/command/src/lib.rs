@@ -1,0 +1,3 @@
+//! The operations context's domain.
+
+pub mod configuration;

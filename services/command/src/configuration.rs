@@ -1,0 +1,192 @@
+//! `ConfigurationService`: the fleet's live configuration (admins only) —
+//! the Configuration aggregate on the platform's command executor, its
+//! history as the audit trail, and which instance applied which version.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use allies_contracts::command::events::{CONFIGURATION_ID, CONFIGURATION_TYPE, ConfigurationEvent};
+use allies_contracts::command::v1::configuration_service_server::ConfigurationService;
+use allies_contracts::command::v1::*;
+use allies_platform::RequestContext;
+use allies_platform::auth::{Authenticator, Caller};
+use allies_platform::live::APPLIED;
+use allies_platform::status::OrStatus;
+use allies_store::{CommandExecutor, RedisConn, StoreError};
+use command_domain::configuration::{Configuration, ConfigurationCommand, SCHEMA, Who, defaults};
+use tonic::{Request, Response, Status};
+
+pub struct ConfigurationApi {
+    pub auth: Arc<Authenticator>,
+    pub executor: CommandExecutor,
+    pub conn: RedisConn,
+}
+
+fn view(c: &Configuration) -> ConfigurationView {
+    let mut values = defaults();
+    values.extend(c.values.clone());
+    ConfigurationView {
+        version: c.version,
+        keys: SCHEMA
+            .iter()
+            .map(|k| ConfigurationKey {
+                key: k.name.into(),
+                kind: "int".into(),
+                min: k.min,
+                max: k.max,
+                default_value: k.default.to_string(),
+                value: values.get(k.name).cloned().unwrap_or_default(),
+                description: k.description.into(),
+                applied_by: k.applied_by.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect(),
+    }
+}
+
+impl ConfigurationApi {
+    async fn admin<T>(&self, request: &Request<T>) -> Result<(Caller, RequestContext), Status> {
+        let caller = self.auth.authenticate(request).await.or_status()?;
+        caller.require_role(allies_platform::auth::ROLE_ADMIN).or_status()?;
+        let ctx = RequestContext::from_request(request, Some(caller.clone())).or_status()?;
+        Ok((caller, ctx))
+    }
+
+    async fn current(&self) -> Result<Configuration, Status> {
+        let loaded =
+            allies_store::load::<Configuration>(&**self.executor.store(), CONFIGURATION_ID).await.or_status()?;
+        Ok(loaded.state)
+    }
+
+    async fn run(&self, command: ConfigurationCommand, ctx: &RequestContext) -> Result<ConfigurationView, Status> {
+        let done = self
+            .executor
+            .execute::<Configuration>(CONFIGURATION_ID, &command, &ctx.command_context())
+            .await
+            .or_status()?;
+        Ok(view(&done.state))
+    }
+}
+
+fn who(caller: &Caller, name: String) -> Who {
+    Who { user_id: caller.user_id.clone(), name }
+}
+
+#[tonic::async_trait]
+impl ConfigurationService for ConfigurationApi {
+    async fn get_configuration(
+        &self,
+        request: Request<GetConfigurationRequest>,
+    ) -> Result<Response<ConfigurationView>, Status> {
+        self.admin(&request).await?;
+        Ok(Response::new(view(&self.current().await?)))
+    }
+
+    async fn update_configuration(
+        &self,
+        request: Request<UpdateConfigurationRequest>,
+    ) -> Result<Response<ConfigurationView>, Status> {
+        let (caller, ctx) = self.admin(&request).await?;
+        let r = request.into_inner();
+        let command = ConfigurationCommand::Update {
+            expected_version: r.expected_version,
+            changes: r.changes.into_iter().collect::<BTreeMap<_, _>>(),
+            reason: r.reason,
+            by: who(&caller, caller.user_id.clone()),
+            now_ms: ctx.now_ms,
+        };
+        Ok(Response::new(self.run(command, &ctx).await?))
+    }
+
+    async fn rollback_configuration(
+        &self,
+        request: Request<RollbackConfigurationRequest>,
+    ) -> Result<Response<ConfigurationView>, Status> {
+        let (caller, ctx) = self.admin(&request).await?;
+        let r = request.into_inner();
+        let command = ConfigurationCommand::Rollback {
+            expected_version: r.expected_version,
+            to_version: r.to_version,
+            reason: r.reason,
+            by: who(&caller, caller.user_id.clone()),
+            now_ms: ctx.now_ms,
+        };
+        Ok(Response::new(self.run(command, &ctx).await?))
+    }
+
+    async fn list_configuration_history(
+        &self,
+        request: Request<ListConfigurationHistoryRequest>,
+    ) -> Result<Response<ListConfigurationHistoryResponse>, Status> {
+        self.admin(&request).await?;
+        let store = self.executor.store();
+        let records = store.read(CONFIGURATION_TYPE, CONFIGURATION_ID, 1, usize::MAX).await.or_status()?;
+        let mut out = Vec::new();
+        for r in records.iter().rev() {
+            let e = r
+                .decode::<ConfigurationEvent>()
+                .map_err(|source| StoreError::Decode {
+                    stream: format!("{CONFIGURATION_TYPE}/{CONFIGURATION_ID}"),
+                    version: r.envelope.version,
+                    source,
+                })
+                .or_status()?;
+            let changes = |c: &[allies_contracts::command::events::v1::ConfigurationChange]| {
+                c.iter()
+                    .map(|c| ConfigurationChangeView {
+                        key: c.key.clone(),
+                        old_value: c.old_value.clone(),
+                        new_value: c.new_value.clone(),
+                    })
+                    .collect()
+            };
+            out.push(match &e.payload {
+                ConfigurationEvent::Updated(u) => ConfigurationRecord {
+                    version: r.envelope.version,
+                    kind: "update".into(),
+                    rolled_back_to: 0,
+                    reason: u.reason.clone(),
+                    by: u.by.clone(),
+                    by_name: u.by_name.clone(),
+                    at_ms: u.at_ms,
+                    changes: changes(&u.changes),
+                },
+                ConfigurationEvent::RolledBack(b) => ConfigurationRecord {
+                    version: r.envelope.version,
+                    kind: "rollback".into(),
+                    rolled_back_to: b.to_version,
+                    reason: b.reason.clone(),
+                    by: b.by.clone(),
+                    by_name: b.by_name.clone(),
+                    at_ms: b.at_ms,
+                    changes: changes(&b.changes),
+                },
+            });
+        }
+        Ok(Response::new(ListConfigurationHistoryResponse { records: out }))
+    }
+
+    async fn get_configuration_status(
+        &self,
+        request: Request<GetConfigurationStatusRequest>,
+    ) -> Result<Response<GetConfigurationStatusResponse>, Status> {
+        self.admin(&request).await?;
+        let version = self.current().await?.version;
+        let mut conn = self.conn.clone();
+        let applied: BTreeMap<String, String> =
+            redis::cmd("HGETALL").arg(APPLIED).query_async(&mut conn).await.map_err(StoreError::from).or_status()?;
+        let instances = applied
+            .into_iter()
+            .filter_map(|(who, v)| {
+                let (service, instance) = who.split_once('/')?;
+                let (version, at) = v.split_once(':')?;
+                Some(InstanceStatus {
+                    service: service.into(),
+                    instance: instance.into(),
+                    version: version.parse().ok()?,
+                    applied_at_ms: at.parse().ok()?,
+                })
+            })
+            .collect();
+        Ok(Response::new(GetConfigurationStatusResponse { version, instances }))
+    }
+}

@@ -1,0 +1,42 @@
+//! The operations context's contracts: the gRPC API and the Configuration
+//! events, typed, with their codec.
+
+pub mod v1 {
+    tonic::include_proto!("defense_allies.command.v1");
+}
+
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("defense_allies.command.events.v1");
+    }
+
+    use v1::*;
+
+    use crate::codec::FirstVersion;
+
+    /// The Configuration aggregate's type and its one id.
+    pub const CONFIGURATION_TYPE: &str = "configuration";
+    pub const CONFIGURATION_ID: &str = "fleet";
+
+    /// Events of the Configuration aggregate.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum ConfigurationEvent {
+        Updated(ConfigurationUpdated),
+        RolledBack(ConfigurationRolledBack),
+    }
+
+    crate::proto_events!(ConfigurationEvent: FirstVersion {
+        Updated => "ConfigurationUpdated",
+        RolledBack => "ConfigurationRolledBack",
+    });
+
+    impl ConfigurationEvent {
+        /// Every value in force after this event.
+        pub fn values(&self) -> &std::collections::HashMap<String, String> {
+            match self {
+                Self::Updated(e) => &e.values,
+                Self::RolledBack(e) => &e.values,
+            }
+        }
+    }
+}

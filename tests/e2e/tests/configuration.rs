@@ -1,0 +1,131 @@
+//! The live configuration: an admin changes a key through the command
+//! service; every instance of every service applies the new version within
+//! a second and reports it; guardian enforces the new login rate limit on
+//! both its instances; history, rollback, validation, and a start while the
+//! command service is down.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use allies_contracts::command::v1::configuration_service_client::ConfigurationServiceClient;
+use allies_contracts::command::v1::*;
+use allies_contracts::guardian::v1::AuthenticateUserRequest;
+use allies_contracts::guardian::v1::guardian_service_client::GuardianServiceClient;
+use allies_e2e::{Fleet, bearer};
+use tonic::Code;
+use tonic::transport::Channel;
+
+type Config = ConfigurationServiceClient<Channel>;
+
+async fn status(config: &mut Config, admin: &str) -> GetConfigurationStatusResponse {
+    config.get_configuration_status(bearer(GetConfigurationStatusRequest {}, admin)).await.unwrap().into_inner()
+}
+
+/// Waits until every instance reports `version`; returns how long it took.
+async fn applied_everywhere(config: &mut Config, admin: &str, version: u64, instances: usize) -> Duration {
+    let started = Instant::now();
+    loop {
+        let s = status(config, admin).await;
+        if s.instances.len() >= instances && s.instances.iter().all(|i| i.version == version) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "version {version} not applied everywhere: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wrong-password logins of `user` until one is rate limited; how many got through.
+async fn attempts_before_the_limit(guardian: &str, user: &str) -> usize {
+    let mut g = GuardianServiceClient::connect(guardian.to_owned()).await.unwrap();
+    for n in 0..50 {
+        let r = AuthenticateUserRequest { username: user.into(), password: "wrong-password-1".into() };
+        let e = g.authenticate_user(r).await.unwrap_err();
+        if e.code() == Code::ResourceExhausted {
+            return n;
+        }
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    }
+    50
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_login_rate_limit_is_enforced_by_both_guardians_within_a_second() {
+    let env = [("LOCKOUT_MAX_FAILURES", "1000")];
+    let mut fleet = Fleet::start(&env);
+    let second = fleet.replica("guardian", &env);
+    let admin = fleet.admin().await;
+    let mut config = ConfigurationServiceClient::new(fleet.channel("command").await);
+    // Every instance reports the version it runs: version 0 (the defaults).
+    applied_everywhere(&mut config, &admin, 0, 5).await;
+    let first = fleet.endpoint("guardian");
+    assert_eq!(attempts_before_the_limit(&first, "alpha").await, 10, "the default: 10 per window");
+
+    // Refused whole, naming every bad key; nothing changes.
+    let bad = UpdateConfigurationRequest {
+        expected_version: 0,
+        changes: HashMap::from([("auth.rate_per_username".into(), "0".into()), ("auth.nope".into(), "1".into())]),
+        reason: "".into(),
+    };
+    let e = config.update_configuration(bearer(bad, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    for field in ["changes.auth.rate_per_username", "changes.auth.nope", "reason"] {
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    }
+    let player = fleet.player("pat").await.1;
+    let change = |expected: u64, value: &str| UpdateConfigurationRequest {
+        expected_version: expected,
+        changes: HashMap::from([("auth.rate_per_username".into(), value.into())]),
+        reason: "credential stuffing from one botnet".into(),
+    };
+    let e = config.update_configuration(bearer(change(0, "3"), &player)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = config.update_configuration(bearer(change(7, "3"), &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+
+    // The change: every instance applies it within a second, both guardians enforce it.
+    let v = config.update_configuration(bearer(change(0, "3"), &admin)).await.unwrap().into_inner();
+    assert_eq!(v.version, 1);
+    let took = applied_everywhere(&mut config, &admin, 1, 5).await;
+    println!("version 1 applied by every instance in {took:?}");
+    assert!(took < Duration::from_secs(1), "applied in {took:?}");
+    assert_eq!(attempts_before_the_limit(&first, "bravo").await, 3);
+    assert_eq!(attempts_before_the_limit(&second.endpoint(), "charlie").await, 3);
+
+    // The audit trail; a rollback is a new version.
+    let back = RollbackConfigurationRequest { expected_version: 1, to_version: 0, reason: "over".into() };
+    assert_eq!(config.rollback_configuration(bearer(back, &admin)).await.unwrap().into_inner().version, 2);
+    applied_everywhere(&mut config, &admin, 2, 5).await;
+    assert_eq!(attempts_before_the_limit(&second.endpoint(), "delta").await, 10);
+    let history = config
+        .list_configuration_history(bearer(ListConfigurationHistoryRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let summary: Vec<(u64, &str, &str, &str)> = history
+        .iter()
+        .map(|r| (r.version, r.kind.as_str(), r.changes[0].old_value.as_str(), r.changes[0].new_value.as_str()))
+        .collect();
+    assert_eq!(summary, vec![(2, "rollback", "3", "10"), (1, "update", "10", "3")]);
+    assert_eq!(history[1].reason, "credential stuffing from one botnet");
+    assert!(!history[1].by.is_empty() && history[1].at_ms > 0);
+
+    // The command service down: a guardian starting now still runs version 2.
+    fleet.service_mut("command").kill();
+    let third = fleet.replica("guardian", &env);
+    let redis = redis::Client::open(fleet.redis.url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let applied: HashMap<String, String> =
+            redis::cmd("HGETALL").arg("config:applied").query_async(&mut conn).await.unwrap();
+        let guardians_on_2 =
+            applied.iter().filter(|(who, v)| who.starts_with("guardian/") && v.starts_with("2:")).count();
+        if guardians_on_2 == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the third guardian never reported version 2: {applied:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((second, third));
+}
