@@ -38,6 +38,8 @@ pub enum ConfigCommand {
     History,
     /// Which instance of which service runs which version.
     Status,
+    /// Evaluate a feature flag for you: its value and why (any signed-in user).
+    Flag { name: String },
 }
 
 async fn client(ctx: &Context) -> Result<ConfigurationServiceClient<Channel>, Failure> {
@@ -59,6 +61,15 @@ fn show(v: &ConfigurationView) -> String {
 }
 
 pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
+    if let ConfigCommand::Flag { name } = c {
+        use allies_contracts::command::v1::feature_flag_service_client::FeatureFlagServiceClient;
+        let mut flags = FeatureFlagServiceClient::new(ctx.channel(&ctx.command).await?);
+        let request = EvaluateFlagRequest { flag: name.clone(), default_value: String::new() };
+        let e = flags.evaluate_flag(ctx.authorized(request)?).await?.into_inner();
+        let why = if e.error_code.is_empty() { e.reason.clone() } else { format!("{} ({})", e.reason, e.error_code) };
+        print(ctx.json, &e, || format!("{} = {} ({why}, configuration v{})", e.flag, e.value, e.version));
+        return Ok(());
+    }
     let mut client = client(ctx).await?;
     match c {
         ConfigCommand::Show => {
@@ -114,6 +125,7 @@ pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
                 lines.join("\n")
             });
         }
+        ConfigCommand::Flag { .. } => unreachable!("answered above"),
         ConfigCommand::Status => {
             let r =
                 client.get_configuration_status(ctx.authorized(GetConfigurationStatusRequest {})?).await?.into_inner();

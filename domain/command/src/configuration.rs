@@ -194,6 +194,12 @@ impl ServiceError for ConfigurationError {
 
 /// Checks one change against the schema: the normalized value, or why not.
 pub fn validate(name: &str, value: &str) -> Result<String, String> {
+    if let Some(flag) = name.strip_prefix(crate::flags::PREFIX) {
+        if !crate::flags::valid_name(flag) {
+            return Err("a flag name is 1 to 64 of a-z, 0-9, '.', '_', '-'".into());
+        }
+        return crate::flags::validate(value);
+    }
     let Some(k) = key(name) else {
         return Err("unknown key".into());
     };

@@ -1,3 +1,4 @@
 //! The operations context's domain.
 
 pub mod configuration;
+pub mod flags;

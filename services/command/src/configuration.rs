@@ -39,7 +39,48 @@ fn view(c: &Configuration) -> ConfigurationView {
                 description: k.description.into(),
                 applied_by: k.applied_by.iter().map(|s| s.to_string()).collect(),
             })
+            .chain(values.iter().filter(|(k, _)| k.starts_with(command_domain::flags::PREFIX)).map(|(k, v)| {
+                ConfigurationKey {
+                    key: k.clone(),
+                    kind: "flag".into(),
+                    value: v.clone(),
+                    description: "feature flag (JSON definition)".into(),
+                    applied_by: vec!["every service (evaluated locally)".into()],
+                    ..Default::default()
+                }
+            }))
             .collect(),
+    }
+}
+
+/// `FeatureFlagService`: a flag evaluated for the caller on the
+/// configuration this instance follows.
+pub struct FlagsApi {
+    pub auth: Arc<Authenticator>,
+    pub live: tokio::sync::watch::Receiver<Arc<allies_platform::live::LiveConfig>>,
+}
+
+#[tonic::async_trait]
+impl allies_contracts::command::v1::feature_flag_service_server::FeatureFlagService for FlagsApi {
+    async fn evaluate_flag(&self, request: Request<EvaluateFlagRequest>) -> Result<Response<FlagEvaluation>, Status> {
+        let caller = self.auth.authenticate(&request).await.or_status()?;
+        let r = request.into_inner();
+        if !command_domain::flags::valid_name(&r.flag) {
+            return Err(allies_platform::status::invalid_argument(
+                "flag",
+                "a flag name is 1 to 64 of a-z, 0-9, '.', '_', '-'",
+            ));
+        }
+        let default = if r.default_value.is_empty() { "off".to_owned() } else { r.default_value };
+        let config = self.live.borrow().clone();
+        let e = command_domain::flags::evaluate(&config.values, &r.flag, &caller.user_id, &caller.roles, &default);
+        Ok(Response::new(FlagEvaluation {
+            flag: r.flag,
+            value: e.value,
+            reason: e.reason.as_str().into(),
+            error_code: e.error.unwrap_or_default().into(),
+            version: config.version,
+        }))
     }
 }
 

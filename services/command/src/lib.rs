@@ -30,6 +30,10 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         executor,
         conn: conn.clone(),
     }));
+    let live = builder.live_config();
+    builder.add_service(allies_contracts::command::v1::feature_flag_service_server::FeatureFlagServiceServer::new(
+        configuration::FlagsApi { auth: auth.clone(), live },
+    ));
     builder.add_service(GameStatisticsServiceServer::new(statistics::StatisticsApi { auth, conn }));
     Ok(builder.bind().await?)
 }

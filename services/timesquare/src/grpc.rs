@@ -21,6 +21,8 @@ pub struct GameApi {
     pub game: Arc<Game>,
     pub watch: Arc<Watch>,
     pub auth: Arc<Authenticator>,
+    /// The fleet's live configuration: feature flags are evaluated on it.
+    pub live: tokio::sync::watch::Receiver<Arc<allies_platform::live::LiveConfig>>,
 }
 
 fn answer(done: &Done) -> GameCommandResponse {
@@ -64,6 +66,13 @@ impl GameApi {
         let caller = self.auth.authenticate(request).await.or_status()?;
         RequestContext::from_request(request, Some(caller)).or_status()
     }
+
+    /// The boolean feature flags on for the caller (a map or tower type
+    /// of the rules may name one).
+    fn flags(&self, ctx: &RequestContext) -> BTreeSet<String> {
+        let Ok(caller) = ctx.caller() else { return BTreeSet::new() };
+        command_domain::flags::on_for(&self.live.borrow().values, &caller.user_id, &caller.roles)
+    }
 }
 
 type Updates = Pin<Box<dyn Stream<Item = Result<GameUpdate, Status>> + Send>>;
@@ -76,7 +85,8 @@ impl GameService for GameApi {
     ) -> Result<Response<CreateGameSessionResponse>, Status> {
         let ctx = self.ctx(&request).await?;
         let r = request.into_inner();
-        let (done, code) = self.game.create(&ctx, &r, BTreeSet::new()).await.or_status()?;
+        let flags = self.flags(&ctx);
+        let (done, code) = self.game.create(&ctx, &r, flags).await.or_status()?;
         tracing::info!(
             session_id = done.session_id,
             host = ctx.caller().map(|c| c.user_id.clone()).unwrap_or_default(),
@@ -147,6 +157,7 @@ impl GameService for GameApi {
         let ctx = self.ctx(&request).await?;
         let r = request.into_inner();
         let tower_type = r.tower_type.clone();
+        let flags = self.flags(&ctx);
         let done = self
             .game
             .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Place {
@@ -154,7 +165,7 @@ impl GameService for GameApi {
                 tower_type,
                 x: r.x,
                 y: r.y,
-                flags: BTreeSet::new(),
+                flags,
                 now_ms,
             })
             .await

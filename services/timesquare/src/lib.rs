@@ -99,6 +99,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let auth = builder.auth();
     builder.add_service(PlayerServiceServer::new(grpc::Players { auth: auth.clone() }));
     builder.add_service(MatchmakingServiceServer::new(grpc_match::MatchApi { mm, watch: tickets, auth: auth.clone() }));
-    builder.add_service(GameServiceServer::new(grpc::GameApi { game, watch, auth }));
+    let live = builder.live_config();
+    builder.add_service(GameServiceServer::new(grpc::GameApi { game, watch, auth, live }));
     Ok(builder.bind().await?)
 }

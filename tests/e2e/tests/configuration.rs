@@ -129,3 +129,84 @@ async fn a_changed_login_rate_limit_is_enforced_by_both_guardians_within_a_secon
     }
     drop((second, third));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tesla_tower_is_behind_a_flag_with_targeting_a_rollout_and_a_kill_switch() {
+    use allies_contracts::command::v1::feature_flag_service_client::FeatureFlagServiceClient;
+    use allies_contracts::timesquare::v1::WhoAmIRequest;
+    use allies_e2e::game::{Gamer, cells_by_the_path, place, started_game, state};
+    let fleet = Fleet::start(&[]);
+    let admin_token = fleet.admin().await;
+    let admin_id =
+        fleet.players().await.who_am_i(bearer(WhoAmIRequest {}, &admin_token)).await.unwrap().into_inner().user_id;
+    let admin = Gamer { id: admin_id, token: admin_token.clone(), name: "boss".into() };
+    let pat = fleet.gamer("pat").await;
+    let mut config = ConfigurationServiceClient::new(fleet.channel("command").await);
+    let flags = FeatureFlagServiceClient::new(fleet.channel("command").await);
+    let mut games = fleet.game().await;
+    let reader = games.clone();
+    let cell = |g: &Gamer, session: String| {
+        let mut games = reader.clone();
+        let g = g.clone();
+        async move {
+            let view = state(&mut games, &session, &g).await;
+            cells_by_the_path(&view, &g.id)[0]
+        }
+    };
+    let pat_game = started_game(&mut games, &[&pat], "meadow", "easy").await;
+    let admin_game = started_game(&mut games, &[&admin], "meadow", "easy").await;
+    let (px, py) = cell(&pat, pat_game.clone()).await;
+    let (ax, ay) = cell(&admin, admin_game.clone()).await;
+    let eval = |token: String| {
+        let mut flags = flags.clone();
+        async move {
+            let r = EvaluateFlagRequest { flag: "towers.tesla".into(), default_value: String::new() };
+            let e = flags.evaluate_flag(bearer(r, &token)).await.unwrap().into_inner();
+            (e.value, e.reason, e.error_code)
+        }
+    };
+    // No flag yet: nobody builds a tesla, and the evaluation says why.
+    let e = place(&mut games, &pat_game, &pat, "tesla", px, py).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("towers.tesla"), "{}", e.message());
+    assert_eq!(eval(pat.token.clone()).await, ("off".into(), "ERROR".into(), "FLAG_NOT_FOUND".into()));
+
+    let set = |config: &mut Config, expected: u64, json: &str| {
+        let mut config = config.clone();
+        let r = UpdateConfigurationRequest {
+            expected_version: expected,
+            changes: HashMap::from([("flag.towers.tesla".into(), json.into())]),
+            reason: "tesla rollout".into(),
+        };
+        let admin = admin_token.clone();
+        async move { config.update_configuration(bearer(r, &admin)).await }
+    };
+    let bad = set(&mut config, 0, r#"{"enabled":true,"variants":["off","on"],"default":"maybe"}"#).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("changes.flag.towers.tesla"), "{}", bad.message());
+
+    // Admins first (targeting by role).
+    set(&mut config, 0, r#"{"enabled":true,"variants":["off","on"],"default":"off","roles":{"admin":"on"}}"#)
+        .await
+        .unwrap();
+    applied_everywhere(&mut config, &admin_token, 1, 4).await;
+    assert_eq!(eval(admin_token.clone()).await, ("on".into(), "TARGETING_MATCH".into(), String::new()));
+    assert_eq!(eval(pat.token.clone()).await, ("off".into(), "DEFAULT".into(), String::new()));
+    place(&mut games, &admin_game, &admin, "tesla", ax, ay).await.expect("the admin builds a tesla");
+    assert!(place(&mut games, &pat_game, &pat, "tesla", px, py).await.is_err());
+
+    // Everyone (a 100% rollout by the stable hash of the user id).
+    let all =
+        r#"{"enabled":true,"variants":["off","on"],"default":"off","roles":{"admin":"on"},"rollout":[["on",100]]}"#;
+    set(&mut config, 1, all).await.unwrap();
+    applied_everywhere(&mut config, &admin_token, 2, 4).await;
+    assert_eq!(eval(pat.token.clone()).await, ("on".into(), "SPLIT".into(), String::new()));
+    place(&mut games, &pat_game, &pat, "tesla", px, py).await.expect("now pat builds one");
+
+    // The kill switch: off for everyone, admins included.
+    set(&mut config, 2, &all.replace("\"enabled\":true", "\"enabled\":false")).await.unwrap();
+    applied_everywhere(&mut config, &admin_token, 3, 4).await;
+    assert_eq!(eval(admin_token.clone()).await, ("off".into(), "DISABLED".into(), String::new()));
+    let (ax2, ay2) = cell(&admin, admin_game.clone()).await;
+    assert!(place(&mut games, &admin_game, &admin, "tesla", ax2, ay2).await.is_err());
+}
