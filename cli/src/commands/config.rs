@@ -40,6 +40,15 @@ pub enum ConfigCommand {
     Status,
     /// Evaluate a feature flag for you: its value and why (any signed-in user).
     Flag { name: String },
+    /// Upload a game rules file (validated by the game's validator); with
+    /// --activate new sessions use it (running ones keep theirs).
+    Rules {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        activate: bool,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 async fn client(ctx: &Context) -> Result<ConfigurationServiceClient<Channel>, Failure> {
@@ -126,6 +135,17 @@ pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
             });
         }
         ConfigCommand::Flag { .. } => unreachable!("answered above"),
+        ConfigCommand::Rules { file, activate, reason } => {
+            let yaml = std::fs::read_to_string(file)
+                .map_err(|e| Failure::local(format!("cannot read {}: {e}", file.display())))?;
+            let expected_version = current_version(&mut client, ctx).await?;
+            let request = UploadRulesRequest { yaml, activate: *activate, reason: reason.clone(), expected_version };
+            let r = client.upload_rules(ctx.authorized(request)?).await?.into_inner();
+            print(ctx.json, &r, || match r.configuration_version {
+                0 => format!("rules version {} uploaded (not in use: --activate to use it)", r.rules_version),
+                v => format!("rules version {} in force for new sessions (configuration v{v})", r.rules_version),
+            });
+        }
         ConfigCommand::Status => {
             let r =
                 client.get_configuration_status(ctx.authorized(GetConfigurationStatusRequest {})?).await?.into_inner();

@@ -112,8 +112,71 @@ fn who(caller: &Caller, name: String) -> Who {
     Who { user_id: caller.user_id.clone(), name }
 }
 
+/// Uploaded game rules, by version (timesquare installs them from here).
+pub const RULES: &str = allies_contracts::command::events::UPLOADED_RULES;
+
 #[tonic::async_trait]
 impl ConfigurationService for ConfigurationApi {
+    async fn upload_rules(
+        &self,
+        request: Request<UploadRulesRequest>,
+    ) -> Result<Response<UploadRulesResponse>, Status> {
+        let (caller, ctx) = self.admin(&request).await?;
+        let r = request.into_inner();
+        let rules = timesquare_domain::rules::Rules::parse(&r.yaml)
+            .map_err(|e| allies_platform::status::invalid_argument("yaml", &format!("at {}: {}", e.key, e.reason)))?;
+        let version = rules.rules_version;
+        let current = self.current().await?;
+        let in_force =
+            command_domain::configuration::int(&current.values.clone().into_iter().collect(), "game.rules_version")
+                as u32;
+        let mut conn = self.conn.clone();
+        let existing: Option<String> = redis::cmd("HGET")
+            .arg(RULES)
+            .arg(version)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from)
+            .or_status()?;
+        match existing {
+            Some(text) if text != r.yaml => {
+                return Err(allies_platform::status::invalid_argument(
+                    "yaml",
+                    &format!("at rules_version: version {version} was uploaded with a different content"),
+                ));
+            }
+            Some(_) => {}
+            None if version <= in_force => {
+                return Err(allies_platform::status::invalid_argument(
+                    "yaml",
+                    &format!("at rules_version: {version} must be above the version in force ({in_force})"),
+                ));
+            }
+            None => {
+                let _: bool = redis::cmd("HSETNX")
+                    .arg(RULES)
+                    .arg(version)
+                    .arg(&r.yaml)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(StoreError::from)
+                    .or_status()?;
+            }
+        }
+        let mut configuration_version = 0;
+        if r.activate {
+            let command = ConfigurationCommand::Update {
+                expected_version: r.expected_version,
+                changes: BTreeMap::from([("game.rules_version".to_owned(), version.to_string())]),
+                reason: r.reason,
+                by: who(&caller, caller.user_id.clone()),
+                now_ms: ctx.now_ms,
+            };
+            configuration_version = self.run(command, &ctx).await?.version;
+        }
+        Ok(Response::new(UploadRulesResponse { rules_version: version, configuration_version }))
+    }
+
     async fn get_configuration(
         &self,
         request: Request<GetConfigurationRequest>,

@@ -23,6 +23,7 @@ pub mod grpc_match;
 pub mod matchmaking;
 pub mod metrics;
 pub mod players;
+pub mod rules_live;
 pub mod saga;
 pub mod settings;
 pub mod sweeper;
@@ -100,6 +101,9 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     builder.add_service(PlayerServiceServer::new(grpc::Players { auth: auth.clone() }));
     builder.add_service(MatchmakingServiceServer::new(grpc_match::MatchApi { mm, watch: tickets, auth: auth.clone() }));
     let live = builder.live_config();
+    rules_live::install_uploaded(&store.connection()).await;
+    let (g, conn, l) = (game.clone(), store.connection(), live.clone());
+    builder.background("rules version", move |stop| rules_live::follow(g, conn, l, stop));
     builder.add_service(GameServiceServer::new(grpc::GameApi { game, watch, auth, live }));
     Ok(builder.bind().await?)
 }

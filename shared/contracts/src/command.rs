@@ -17,6 +17,8 @@ pub mod events {
     /// The Configuration aggregate's type and its one id.
     pub const CONFIGURATION_TYPE: &str = "configuration";
     pub const CONFIGURATION_ID: &str = "fleet";
+    /// The hash of uploaded game rules files, by rules version.
+    pub const UPLOADED_RULES: &str = "config:rules";
 
     /// Events of the Configuration aggregate.
     #[derive(Debug, Clone, PartialEq)]

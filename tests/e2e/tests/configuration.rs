@@ -210,3 +210,51 @@ async fn the_tesla_tower_is_behind_a_flag_with_targeting_a_rollout_and_a_kill_sw
     let (ax2, ay2) = cell(&admin, admin_game.clone()).await;
     assert!(place(&mut games, &admin_game, &admin, "tesla", ax2, ay2).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_rules_are_validated_and_new_sessions_use_them_while_running_ones_keep_theirs() {
+    use allies_e2e::game::{started_game, state};
+    let fleet = Fleet::start(&[]);
+    let admin = fleet.admin().await;
+    let ann = fleet.gamer("ann").await;
+    let mut config = ConfigurationServiceClient::new(fleet.channel("command").await);
+    let mut games = fleet.game().await;
+    let before = started_game(&mut games, &[&ann], "meadow", "easy").await;
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/game-rules.yaml")).unwrap();
+    let upload = |yaml: String, activate: bool, expected: u64| UploadRulesRequest {
+        yaml,
+        activate,
+        reason: "richer start".into(),
+        expected_version: expected,
+    };
+    // The game's own validator names the key and the reason; nothing is stored.
+    let bad = shipped.replace("rules_version: 1", "rules_version: 2").replace("start_gold: 200", "start_gold: lots");
+    let e = config.upload_rules(bearer(upload(bad, true, 0), &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("start_gold"), "{}", e.message());
+    // The version in force cannot be replaced.
+    let e = config.upload_rules(bearer(upload(shipped.clone(), true, 0), &admin)).await.unwrap_err();
+    assert!(e.message().contains("must be above"), "{}", e.message());
+
+    let v2 = shipped.replace("rules_version: 1", "rules_version: 2").replace("start_gold: 200", "start_gold: 500");
+    let r = config.upload_rules(bearer(upload(v2.clone(), true, 0), &admin)).await.unwrap().into_inner();
+    assert_eq!((r.rules_version, r.configuration_version), (2, 1));
+    applied_everywhere(&mut config, &admin, 1, 4).await;
+    let e = config
+        .upload_rules(bearer(upload(v2.replace("start_gold: 500", "start_gold: 600"), false, 1), &admin))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("different content"), "{}", e.message());
+
+    // New sessions get version 2 (500 gold × 130% on easy); the running one keeps version 1.
+    let after = started_game(&mut games, &[&ann], "canyon", "easy").await;
+    let (old, new) = (state(&mut games, &before, &ann).await, state(&mut games, &after, &ann).await);
+    assert_eq!((old.rules_version, old.players[0].gold), (1, 260));
+    assert_eq!((new.rules_version, new.players[0].gold), (2, 650));
+
+    // A timesquare started now installs the uploaded version: the session loads on it.
+    let replica = fleet.replica("timesquare", &[]);
+    let mut other = allies_e2e::game::Games::connect(replica.endpoint()).await.unwrap();
+    assert_eq!(state(&mut other, &after, &ann).await.rules_version, 2);
+}

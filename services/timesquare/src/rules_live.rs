@@ -1,0 +1,85 @@
+//! Game rules as configuration: versions uploaded through the command
+//! service (`config:rules`, validated there by the same validator) are
+//! installed into the rules book — all of them at start, so sessions pinned
+//! to an uploaded version load and replay — and once the fleet's
+//! configuration exists, its `game.rules_version` is the version new sessions
+//! get. Running sessions keep the version they were created with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use allies_contracts::command::events::UPLOADED_RULES;
+use allies_platform::live::LiveConfig;
+use allies_store::RedisConn;
+use timesquare_domain::Book;
+use timesquare_domain::rules::Rules;
+use tokio::sync::watch;
+
+use crate::game::Game;
+
+fn install(version: &str, text: &str) {
+    match Rules::parse(text).and_then(Book::install) {
+        Ok(r) => tracing::debug!(rules_version = r.rules_version, "uploaded rules installed"),
+        Err(e) => tracing::warn!(version, key = e.key, reason = e.reason, "uploaded rules cannot be installed"),
+    }
+}
+
+/// Installs every uploaded version (at start).
+pub async fn install_uploaded(conn: &RedisConn) {
+    let mut c = conn.clone();
+    match redis::cmd("HGETALL").arg(UPLOADED_RULES).query_async::<HashMap<String, String>>(&mut c).await {
+        Ok(all) => all.iter().for_each(|(v, text)| install(v, text)),
+        Err(e) => tracing::warn!(error = %e, "cannot read the uploaded rules"),
+    }
+}
+
+/// Makes the configured version the one of new sessions (installing it first if needed).
+async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig) {
+    if c.version == 0 {
+        return;
+    }
+    let wanted = command_domain::configuration::int(&c.values, "game.rules_version") as u32;
+    if game.rules_version.load(Ordering::Relaxed) == wanted {
+        return;
+    }
+    if Book::get(wanted).is_none() {
+        let mut conn = conn.clone();
+        if let Ok(Some(text)) =
+            redis::cmd("HGET").arg(UPLOADED_RULES).arg(wanted).query_async::<Option<String>>(&mut conn).await
+        {
+            install(&wanted.to_string(), &text);
+        }
+    }
+    if Book::get(wanted).is_some() {
+        game.rules_version.store(wanted, Ordering::Relaxed);
+        tracing::info!(rules_version = wanted, "new sessions use rules version {wanted}");
+    } else {
+        tracing::warn!(
+            rules_version = wanted,
+            "the configured rules version is not available; keeping the current one"
+        );
+    }
+}
+
+/// Follows the configuration's rules version until `stop`.
+pub async fn follow(
+    game: Arc<Game>,
+    conn: RedisConn,
+    mut live: watch::Receiver<Arc<LiveConfig>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let now = live.borrow_and_update().clone();
+    apply(&game, &conn, &now).await;
+    loop {
+        let go_on = tokio::select! {
+            changed = live.changed() => changed.is_ok(),
+            _ = stop.wait_for(|s| *s) => false,
+        };
+        if !go_on {
+            return;
+        }
+        let c = live.borrow_and_update().clone();
+        apply(&game, &conn, &c).await;
+    }
+}
