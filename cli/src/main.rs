@@ -77,6 +77,8 @@ enum Command {
     Leaderboard(matchmaking::Leaderboard),
     /// Game statistics per map and difficulty: games, win rate, waves, length, towers.
     Stats(stats::Stats),
+    /// The fleet's sampled metrics (admins): instances up, requests, commands, lag, Redis memory.
+    Metrics(stats::Metrics),
     /// The fleet's live configuration (admins): show, set, rollback, history, status.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -124,6 +126,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Leaderboard(l) => matchmaking::run_leaderboard(l, &ctx).await,
         Command::Stats(s) => stats::run(s, &ctx).await,
         Command::Config(c) => config::run(c, &ctx).await,
+        Command::Metrics(m) => stats::run_metrics(m, &ctx).await,
         Command::Auth(c) => auth::run(c, &ctx).await,
         Command::Admin(c) => admin::run(c, &ctx).await,
         Command::Health(h) => health::run(h, &ctx).await,

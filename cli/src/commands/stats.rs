@@ -47,3 +47,41 @@ pub async fn run(s: &Stats, ctx: &Context) -> Result<(), Failure> {
     });
     Ok(())
 }
+
+#[derive(Args)]
+pub struct Metrics {
+    /// Only these series (repeat; default: all).
+    #[arg(long = "series")]
+    series: Vec<String>,
+    /// How far back, in minutes.
+    #[arg(long, default_value_t = 60)]
+    minutes: i64,
+    /// One point per step, in seconds.
+    #[arg(long, default_value_t = 60)]
+    step: i64,
+}
+
+/// `allies metrics`: the fleet's sampled time series (admins).
+pub async fn run_metrics(m: &Metrics, ctx: &Context) -> Result<(), Failure> {
+    use allies_contracts::command::v1::GetSystemMetricsRequest;
+    use allies_contracts::command::v1::system_metrics_service_client::SystemMetricsServiceClient;
+    let mut client = SystemMetricsServiceClient::new(ctx.channel(&ctx.command).await?);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+    let request = GetSystemMetricsRequest {
+        from_ms: now - m.minutes * 60_000,
+        to_ms: now,
+        step_ms: m.step * 1000,
+        series: m.series.clone(),
+    };
+    let r = client.get_system_metrics(ctx.authorized(request)?).await?.into_inner();
+    print(ctx.json, &r, || {
+        let mut lines = vec![format!("sampled every {} ms; last value, then the series (oldest first)", r.interval_ms)];
+        for s in &r.series {
+            let last = s.points.last().map(|p| format!("{}", p.value)).unwrap_or_else(|| "-".into());
+            let points: Vec<String> = s.points.iter().map(|p| format!("{}", p.value)).collect();
+            lines.push(format!("  {:<28} {:>14}  [{}]", s.name, last, points.join(" ")));
+        }
+        lines.join("\n")
+    });
+    Ok(())
+}

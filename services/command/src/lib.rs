@@ -10,6 +10,7 @@ use allies_contracts::command::v1::game_statistics_service_server::GameStatistic
 use allies_platform::{Service, ServiceBuilder, ServiceConfig};
 
 pub mod configuration;
+pub mod metrics;
 pub mod statistics;
 
 /// Builds the command service on `config` (binds its ports; run it with `run_until`).
@@ -33,6 +34,15 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let live = builder.live_config();
     builder.add_service(allies_contracts::command::v1::feature_flag_service_server::FeatureFlagServiceServer::new(
         configuration::FlagsApi { auth: auth.clone(), live },
+    ));
+    // SystemMetrics: COMMAND_METRICS_INTERVAL_MS (10 s), COMMAND_METRICS_RETENTION_SECS (1 day).
+    let env = &builder.config().env;
+    let interval = env.millis("COMMAND_METRICS_INTERVAL_MS", 10_000, 100..=3_600_000)?;
+    let retention = env.secs("COMMAND_METRICS_RETENTION_SECS", 86_400, 60..=31_536_000)?;
+    let sampler = conn.clone();
+    builder.background("system metrics", move |stop| metrics::run(sampler, interval, retention, stop));
+    builder.add_service(allies_contracts::command::v1::system_metrics_service_server::SystemMetricsServiceServer::new(
+        metrics::MetricsApi { auth: auth.clone(), conn: conn.clone(), interval },
     ));
     builder.add_service(GameStatisticsServiceServer::new(statistics::StatisticsApi { auth, conn }));
     Ok(builder.bind().await?)

@@ -20,6 +20,9 @@ use allies_store::{EventStore, RedisConn, RedisEventStore, StoreError};
 use tokio::sync::watch;
 
 pub const APPLIED: &str = "config:applied";
+/// Every instance's operations endpoint (`<service>/<instance>` → host:port),
+/// for the command service's metrics sampler.
+pub const INSTANCES: &str = "fleet:instances";
 pub const APPLIED_LOG: &str = "config:applied:log";
 const POLL: Duration = Duration::from_millis(250);
 
@@ -47,7 +50,13 @@ pub async fn load(store: &RedisEventStore) -> Result<LiveConfig, StoreError> {
     Ok(newer(store, 0).await?.unwrap_or_default())
 }
 
-async fn report(conn: &mut RedisConn, service: &str, instance: &str, version: u64) -> redis::RedisResult<()> {
+async fn report(
+    conn: &mut RedisConn,
+    service: &str,
+    instance: &str,
+    http: &str,
+    version: u64,
+) -> redis::RedisResult<()> {
     let now = crate::context::now_ms();
     let who = format!("{service}/{instance}");
     redis::pipe()
@@ -55,6 +64,11 @@ async fn report(conn: &mut RedisConn, service: &str, instance: &str, version: u6
         .arg(APPLIED)
         .arg(&who)
         .arg(format!("{version}:{now}"))
+        .ignore()
+        .cmd("HSET")
+        .arg(INSTANCES)
+        .arg(&who)
+        .arg(http)
         .ignore()
         .cmd("XADD")
         .arg(APPLIED_LOG)
@@ -80,6 +94,7 @@ pub async fn follow(
     store: RedisEventStore,
     service: String,
     instance: String,
+    http: String,
     tx: Arc<watch::Sender<Arc<LiveConfig>>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -96,7 +111,7 @@ pub async fn follow(
             Err(e) => tracing::debug!(error = %e, "cannot read the configuration; retrying"),
         }
         let version = tx.borrow().version;
-        if reported != Some(version) && report(&mut conn, &service, &instance, version).await.is_ok() {
+        if reported != Some(version) && report(&mut conn, &service, &instance, &http, version).await.is_ok() {
             reported = Some(version);
         }
         tokio::select! {

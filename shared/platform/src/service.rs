@@ -156,7 +156,10 @@ impl ServiceBuilder {
         };
         let (store, tx) = (builder.store.clone(), builder.live.clone());
         let (service, instance) = (builder.config.name.clone(), builder.config.instance.clone());
-        builder.background("live configuration", move |stop| crate::live::follow(store, service, instance, tx, stop));
+        let http = builder.config.http_listen.to_string();
+        builder.background("live configuration", move |stop| {
+            crate::live::follow(store, service, instance, http, tx, stop)
+        });
         Ok(builder)
     }
 

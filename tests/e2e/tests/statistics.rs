@@ -108,3 +108,65 @@ async fn game_statistics_count_each_finished_game_once_per_map_and_difficulty() 
     let e = stats.get_game_statistics(GetGameStatisticsRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_metrics_sample_every_instance_and_redis_into_a_series_read_by_range_and_step() {
+    use allies_contracts::command::v1::GetSystemMetricsRequest;
+    use allies_contracts::command::v1::system_metrics_service_client::SystemMetricsServiceClient;
+    let fleet = Fleet::start(&[("COMMAND_METRICS_INTERVAL_MS", "200")]);
+    let admin = fleet.admin().await;
+    let (_, player) = fleet.player("sam").await;
+    let mut metrics = SystemMetricsServiceClient::new(fleet.channel("command").await);
+    let read = |m: &mut SystemMetricsServiceClient<_>, r: GetSystemMetricsRequest, token: String| {
+        let mut m = m.clone();
+        async move { m.get_system_metrics(bearer(r, &token)).await.map(|r| r.into_inner()) }
+    };
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let last = |r: &allies_contracts::command::v1::GetSystemMetricsResponse, name: &str| {
+        r.series.iter().find(|s| s.name == name).and_then(|s| s.points.last()).map(|p| p.value).unwrap_or(-1.0)
+    };
+    let r = loop {
+        let recent = GetSystemMetricsRequest { from_ms: started - 1_000, step_ms: 100, ..Default::default() };
+        let r = read(&mut metrics, recent, admin.clone()).await.expect("metrics");
+        // Every instance up and the registrations counted.
+        if last(&r, "fleet.instances_up") == 4.0 && last(&r, "fleet.commands_total") >= 2.0 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the sampler never saw the fleet: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.interval_ms, 200);
+    assert!(last(&r, "redis.used_memory_bytes") > 100_000.0);
+    assert!(last(&r, "fleet.grpc_requests_total") >= 3.0);
+    assert!(last(&r, "events.stored") >= 2.0);
+    assert_eq!(last(&r, "projection.dead_letters"), 0.0);
+    let memory = r.series.iter().find(|s| s.name == "redis.used_memory_bytes").unwrap();
+    assert!(memory.points.len() >= 2 && memory.points.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
+
+    // A range and a step: one point per step at most.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let r = read(
+        &mut metrics,
+        GetSystemMetricsRequest {
+            from_ms: now - 30_000,
+            to_ms: now,
+            step_ms: 60_000,
+            series: vec!["redis.used_memory_bytes".into()],
+        },
+        admin.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.series.len(), r.series[0].points.len()), (1, 1), "{r:?}");
+
+    // Bad requests name every field; players may not read it.
+    let bad = GetSystemMetricsRequest { from_ms: now, to_ms: started, step_ms: 5, series: vec!["nope".into()] };
+    let e = read(&mut metrics, bad, admin.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    for field in ["from_ms", "step_ms", "series"] {
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    }
+    let e = read(&mut metrics, GetSystemMetricsRequest::default(), player).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
