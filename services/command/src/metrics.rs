@@ -151,8 +151,7 @@ impl SystemMetricsService for MetricsApi {
         &self,
         request: Request<GetSystemMetricsRequest>,
     ) -> Result<Response<GetSystemMetricsResponse>, Status> {
-        let caller = self.auth.authenticate(&request).await.or_status()?;
-        caller.require_role(allies_platform::auth::ROLE_ADMIN).or_status()?;
+        self.auth.admin_context(&request).await?;
         let r = request.into_inner();
         let now = allies_platform::context::now_ms();
         let to = if r.to_ms == 0 { now } else { r.to_ms };

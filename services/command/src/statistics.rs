@@ -64,7 +64,7 @@ pub struct GamesTopic {
 
 impl Handler for GamesTopic {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let e = event.decode::<GameIntegrationEvent>().map_err(|e| HandlerError(e.to_string()))?;
+        let e = event.decode::<GameIntegrationEvent>().map_err(HandlerError::of)?;
         let GameIntegrationEvent::Ended(g) = &e.payload else { return Ok(()) };
         // A lobby abandoned before the start is not a game.
         if g.started_at_ms <= 0 || g.map.is_empty() || g.difficulty.is_empty() {
@@ -91,15 +91,8 @@ impl Handler for GamesTopic {
             script.arg(&t.tower_type).arg(t.count);
         }
         let mut conn = self.conn.clone();
-        let _: i64 = script.invoke_async(&mut conn).await.map_err(|e| HandlerError(StoreError::from(e).to_string()))?;
+        let _: i64 = script.invoke_async(&mut conn).await.map_err(|e| HandlerError::of(StoreError::from(e)))?;
         Ok(())
-    }
-}
-
-fn name(field: &str, value: &str, invalid: &mut Invalid) {
-    if !value.is_empty() && (value.len() > 64 || !value.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)))
-    {
-        invalid.push(field, "must be a name of letters, digits, '_' and '-' (at most 64)");
     }
 }
 
@@ -151,8 +144,12 @@ impl GameStatisticsService for StatisticsApi {
         self.auth.authenticate(&request).await.or_status()?;
         let r = request.into_inner();
         let mut invalid = Invalid::new();
-        name("map", &r.map, &mut invalid);
-        name("difficulty", &r.difficulty, &mut invalid);
+        // Both are optional filters; a given one must be a name.
+        for (field, value) in [("map", &r.map), ("difficulty", &r.difficulty)] {
+            if !value.is_empty() {
+                invalid.name(field, value);
+            }
+        }
         invalid.into_result().or_status()?;
         let mut conn = self.conn.clone();
         let members: Vec<String> =

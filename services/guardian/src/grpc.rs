@@ -22,12 +22,6 @@ impl GuardianApi {
     fn anonymous<T>(&self, request: &Request<T>) -> Result<RequestContext, Status> {
         RequestContext::from_request(request, None).or_status()
     }
-
-    /// The context of a call that needs a valid access token.
-    async fn authenticated<T>(&self, request: &Request<T>) -> Result<RequestContext, Status> {
-        let caller = self.auth.authenticate(request).await.or_status()?;
-        RequestContext::from_request(request, Some(caller)).or_status()
-    }
 }
 
 fn tokens(t: Tokens) -> AuthenticateUserResponse {
@@ -88,7 +82,7 @@ impl GuardianService for GuardianApi {
     }
 
     async fn logout_user(&self, request: Request<LogoutUserRequest>) -> Result<Response<LogoutUserResponse>, Status> {
-        let ctx = self.authenticated(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let caller = ctx.caller().or_status()?;
         self.guardian.logout(caller, &ctx.command_context()).await.or_status()?;
         tracing::info!(user_id = caller.user_id, session_id = caller.session_id, "user logged out");
@@ -99,7 +93,7 @@ impl GuardianService for GuardianApi {
         &self,
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
-        let ctx = self.authenticated(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let r = request.get_ref();
         let version = self
             .guardian
@@ -113,7 +107,7 @@ impl GuardianService for GuardianApi {
         &self,
         request: Request<ChangeUserRolesRequest>,
     ) -> Result<Response<ChangeUserRolesResponse>, Status> {
-        let ctx = self.authenticated(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let caller = ctx.caller().or_status()?;
         caller.require_role(ROLE_ADMIN).or_status()?;
         let r = request.into_inner();
@@ -123,7 +117,7 @@ impl GuardianService for GuardianApi {
     }
 
     async fn unlock_user(&self, request: Request<UnlockUserRequest>) -> Result<Response<UnlockUserResponse>, Status> {
-        let ctx = self.authenticated(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let caller = ctx.caller().or_status()?;
         caller.require_role(ROLE_ADMIN).or_status()?;
         let version =
@@ -136,7 +130,7 @@ impl GuardianService for GuardianApi {
         &self,
         request: Request<SetDisplayNameRequest>,
     ) -> Result<Response<SetDisplayNameResponse>, Status> {
-        let ctx = self.authenticated(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let done = self
             .guardian
             .set_display_name(ctx.caller().or_status()?, &request.get_ref().display_name, &ctx.command_context())

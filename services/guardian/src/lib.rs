@@ -33,30 +33,16 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     // Guardian verifies its own tokens with its own keys.
     builder.set_key_source(KeySource::Static(keys.jwks().to_vec()));
     let hasher = password::PasswordHasher::start(settings.argon2_threads);
-    let from_env = settings.rate;
-    let limiter = ratelimit::RateLimiter::new(builder.store().connection(), settings.rate);
-    let guardian = Arc::new(app::Guardian::new(builder.executor(), hasher, keys, settings, limiter).await?);
     // The login rate limits follow the live configuration (once one was
     // ever written; until then the environment's values hold).
-    let mut live = builder.live_config();
+    let from_env = settings.rate;
+    let now = ratelimit::RateSettings::live(&builder.live_config().borrow(), from_env);
+    let limiter = ratelimit::RateLimiter::new(builder.store().connection(), now);
+    let guardian = Arc::new(app::Guardian::new(builder.executor(), hasher, keys, settings, limiter).await?);
     let g = guardian.clone();
-    let apply = move |c: &allies_platform::live::LiveConfig| {
-        g.limiter.set(ratelimit::RateSettings::live(c, from_env));
-    };
-    apply(&live.borrow());
-    builder.background("live rate limits", move |mut stop| async move {
-        loop {
-            tokio::select! {
-                changed = live.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let c = live.borrow_and_update().clone();
-                    apply(&c);
-                }
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
+    builder.on_live_config("live rate limits", move |c| {
+        g.limiter.set(ratelimit::RateSettings::live(&c, from_env));
+        std::future::ready(())
     });
     let api = grpc::GuardianApi { guardian, auth: builder.auth() };
     builder.add_service(GuardianServiceServer::new(api));

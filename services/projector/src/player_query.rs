@@ -21,13 +21,6 @@ pub struct PlayerQueryApi {
     pub conn: RedisConn,
 }
 
-fn name(field: &str, value: &str, invalid: &mut Invalid) -> String {
-    if value.is_empty() || value.len() > 64 || !value.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) {
-        invalid.push(field, "must be a name of letters, digits, '_' and '-' (at most 64)");
-    }
-    value.to_owned()
-}
-
 impl PlayerQueryApi {
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller> {
         Ok(self.auth.authenticate(request).await?)
@@ -56,9 +49,8 @@ impl PlayerQueryApi {
         let board = match r.board.as_str() {
             "" | "rating" => players::RATING.to_owned(),
             "wave" => {
-                let map = name("map", &r.map, &mut invalid);
-                let difficulty = name("difficulty", &r.difficulty, &mut invalid);
-                players::wave_board(&map, &difficulty)
+                invalid.name("map", &r.map).name("difficulty", &r.difficulty);
+                players::wave_board(&r.map, &r.difficulty)
             }
             "weekly" => {
                 let week = if r.week.is_empty() {

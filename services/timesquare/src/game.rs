@@ -11,9 +11,7 @@ use allies_contracts::timesquare::v1::CreateGameSessionRequest;
 use allies_core::{Aggregate, DomainEvent, Failure, FieldViolation, Invalid};
 use allies_platform::RequestContext;
 use allies_platform::auth::Caller;
-use allies_store::{
-    EventStore, Executed, Handles, NewEvent, Options, Priority, Publication, RedisEventStore, StoreError,
-};
+use allies_store::{EventStore, Executed, Handles, NewEvent, Options, Priority, Publication, RedisEventStore};
 use timesquare_domain::replay::{Verification, verify};
 use timesquare_domain::{Book, GameCommand, GameError, GameSession, Phase, Who};
 use uuid::Uuid;
@@ -234,11 +232,7 @@ impl Game {
         }
         let mut events = Vec::with_capacity(records.len());
         for r in &records {
-            let e = r.decode::<GameEvent>().map_err(|source| StoreError::Decode {
-                stream: format!("game_session/{sid}"),
-                version: r.envelope.version,
-                source,
-            })?;
+            let e = r.typed::<GameEvent>()?;
             events.push(e.payload);
         }
         Ok(verify(&events))

@@ -62,11 +62,6 @@ fn tower_answer(done: &Done, caller: &str, tower_id: Option<u32>) -> TowerRespon
 }
 
 impl GameApi {
-    async fn ctx<T>(&self, request: &Request<T>) -> Result<RequestContext, Status> {
-        let caller = self.auth.authenticate(request).await.or_status()?;
-        RequestContext::from_request(request, Some(caller)).or_status()
-    }
-
     /// The boolean feature flags on for the caller (a map or tower type
     /// of the rules may name one).
     fn flags(&self, ctx: &RequestContext) -> BTreeSet<String> {
@@ -83,7 +78,7 @@ impl GameService for GameApi {
         &self,
         request: Request<CreateGameSessionRequest>,
     ) -> Result<Response<CreateGameSessionResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let r = request.into_inner();
         let flags = self.flags(&ctx);
         let (done, code) = self.game.create(&ctx, &r, flags).await.or_status()?;
@@ -105,7 +100,7 @@ impl GameService for GameApi {
         &self,
         request: Request<JoinGameSessionRequest>,
     ) -> Result<Response<GameCommandResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let r = request.get_ref();
         let done = self.game.join(&ctx, &r.session_id, &r.invite_code, &r.display_name).await.or_status()?;
         Ok(Response::new(answer(&done)))
@@ -115,7 +110,7 @@ impl GameService for GameApi {
         &self,
         request: Request<SessionRequest>,
     ) -> Result<Response<GameCommandResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let done = self
             .game
             .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::Leave {
@@ -129,7 +124,7 @@ impl GameService for GameApi {
     }
 
     async fn set_ready(&self, request: Request<SetReadyRequest>) -> Result<Response<GameCommandResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let ready = request.get_ref().ready;
         let done = self
             .game
@@ -144,7 +139,7 @@ impl GameService for GameApi {
     }
 
     async fn start_game(&self, request: Request<SessionRequest>) -> Result<Response<GameCommandResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let done = self
             .game
             .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::Start { user_id, now_ms })
@@ -154,7 +149,7 @@ impl GameService for GameApi {
     }
 
     async fn place_tower(&self, request: Request<PlaceTowerRequest>) -> Result<Response<TowerResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let r = request.into_inner();
         let tower_type = r.tower_type.clone();
         let flags = self.flags(&ctx);
@@ -175,7 +170,7 @@ impl GameService for GameApi {
     }
 
     async fn upgrade_tower(&self, request: Request<TowerRequest>) -> Result<Response<TowerResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let r = request.into_inner();
         let done = self
             .game
@@ -187,7 +182,7 @@ impl GameService for GameApi {
     }
 
     async fn sell_tower(&self, request: Request<TowerRequest>) -> Result<Response<TowerResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let r = request.into_inner();
         let done = self
             .game
@@ -199,20 +194,20 @@ impl GameService for GameApi {
     }
 
     async fn start_wave(&self, request: Request<SessionRequest>) -> Result<Response<GameCommandResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let done = self.game.start_wave(&ctx, &request.get_ref().session_id).await.or_status()?;
         Ok(Response::new(answer(&done)))
     }
 
     async fn end_game(&self, request: Request<EndGameRequest>) -> Result<Response<GameCommandResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let r = request.get_ref();
         let done = self.game.end(&ctx, &r.session_id, &r.reason).await.or_status()?;
         Ok(Response::new(answer(&done)))
     }
 
     async fn get_game_state(&self, request: Request<SessionRequest>) -> Result<Response<GameView>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let (state, version) =
             self.game.state(ctx.caller().or_status()?, &request.get_ref().session_id).await.or_status()?;
         Ok(Response::new(view::game_view(&state, version)))
@@ -224,7 +219,7 @@ impl GameService for GameApi {
         &self,
         request: Request<WatchGameSessionRequest>,
     ) -> Result<Response<Self::WatchGameSessionStream>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let r = request.get_ref();
         let sid = crate::game::session_id(&r.session_id).map_err(crate::game::TimesquareError::from).or_status()?;
         let rx = self.watch.watch(ctx.caller().or_status()?, &sid, r.from_version).await.or_status()?;
@@ -232,7 +227,7 @@ impl GameService for GameApi {
     }
 
     async fn verify_replay(&self, request: Request<SessionRequest>) -> Result<Response<VerifyReplayResponse>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         ctx.caller().or_status()?.require_role(ROLE_ADMIN).or_status()?;
         let report = self.game.verify(&request.get_ref().session_id).await.or_status()?;
         Ok(Response::new(VerifyReplayResponse {
@@ -255,7 +250,7 @@ impl GameService for GameApi {
     }
 
     async fn get_rules(&self, request: Request<GetRulesRequest>) -> Result<Response<RulesView>, Status> {
-        let _ = self.ctx(&request).await?;
+        let _ = self.auth.context(&request).await?;
         let rules = self.game.rules(request.get_ref().rules_version).or_status()?;
         Ok(Response::new(view::rules_view(&rules)))
     }

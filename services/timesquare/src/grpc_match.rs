@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use allies_contracts::timesquare::v1::matchmaking_service_server::MatchmakingService;
 use allies_contracts::timesquare::v1::*;
+use allies_platform::OrStatus;
 use allies_platform::auth::Authenticator;
-use allies_platform::{OrStatus, RequestContext};
 use timesquare_domain::matching::Match;
 use timesquare_domain::player::Player;
 use timesquare_domain::ticket::Ticket;
@@ -85,19 +85,12 @@ fn player_view(p: &Player, version: u64, now_ms: i64) -> PlayerStateView {
     }
 }
 
-impl MatchApi {
-    async fn ctx<T>(&self, request: &Request<T>) -> Result<RequestContext, Status> {
-        let caller = self.auth.authenticate(request).await.or_status()?;
-        RequestContext::from_request(request, Some(caller)).or_status()
-    }
-}
-
 type Tickets = Pin<Box<dyn Stream<Item = Result<TicketView, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl MatchmakingService for MatchApi {
     async fn find_match(&self, request: Request<FindMatchRequest>) -> Result<Response<TicketView>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let r = request.into_inner();
         let wanted = Wanted {
             maps: r.maps,
@@ -114,7 +107,7 @@ impl MatchmakingService for MatchApi {
         &self,
         request: Request<CancelMatchmakingRequest>,
     ) -> Result<Response<TicketView>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let done = self.mm.cancel(&ctx, &request.get_ref().ticket_id).await.or_status()?;
         Ok(Response::new(ticket_view(&done.state, done.version)))
     }
@@ -122,7 +115,7 @@ impl MatchmakingService for MatchApi {
     type WatchTicketStream = Tickets;
 
     async fn watch_ticket(&self, request: Request<WatchTicketRequest>) -> Result<Response<Tickets>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let caller = ctx.caller().or_status()?.clone();
         let id = self.mm.ticket_id_of(&ctx, &request.get_ref().ticket_id).await.or_status()?;
         let mut changes = self.watch.subscribe(&id).await.or_status()?;
@@ -179,19 +172,19 @@ impl MatchmakingService for MatchApi {
     }
 
     async fn get_ticket(&self, request: Request<GetTicketRequest>) -> Result<Response<TicketView>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let (t, v) = self.mm.ticket(ctx.caller().or_status()?, &request.get_ref().ticket_id).await.or_status()?;
         Ok(Response::new(ticket_view(&t, v)))
     }
 
     async fn confirm_match(&self, request: Request<ConfirmMatchRequest>) -> Result<Response<MatchView>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let done = self.mm.confirm(&ctx, &request.get_ref().match_id).await.or_status()?;
         Ok(Response::new(match_view(&done.state, done.version)))
     }
 
     async fn get_match_state(&self, request: Request<GetMatchStateRequest>) -> Result<Response<MatchView>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let (m, v) = self.mm.match_state(ctx.caller().or_status()?, &request.get_ref().match_id).await.or_status()?;
         Ok(Response::new(match_view(&m, v)))
     }
@@ -200,7 +193,7 @@ impl MatchmakingService for MatchApi {
         &self,
         request: Request<GetPlayerStateRequest>,
     ) -> Result<Response<PlayerStateView>, Status> {
-        let ctx = self.ctx(&request).await?;
+        let ctx = self.auth.context(&request).await?;
         let caller = ctx.caller().or_status()?.clone();
         let user = request.get_ref().user_id.clone();
         let user = if user.is_empty() { caller.user_id.clone() } else { user };

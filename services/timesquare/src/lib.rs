@@ -102,8 +102,11 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     builder.add_service(MatchmakingServiceServer::new(grpc_match::MatchApi { mm, watch: tickets, auth: auth.clone() }));
     let live = builder.live_config();
     rules_live::install_uploaded(&store.connection()).await;
-    let (g, conn, l) = (game.clone(), store.connection(), live.clone());
-    builder.background("rules version", move |stop| rules_live::follow(g, conn, l, stop));
+    let (g, conn) = (game.clone(), store.connection());
+    builder.on_live_config("rules version", move |c| {
+        let (g, conn) = (g.clone(), conn.clone());
+        async move { rules_live::apply(&g, &conn, &c).await }
+    });
     builder.add_service(GameServiceServer::new(grpc::GameApi { game, watch, auth, live }));
     Ok(builder.bind().await?)
 }

@@ -81,10 +81,6 @@ fn uuid_field(field: &str, value: &str) -> std::result::Result<String, FieldViol
     Uuid::parse_str(value).map(|u| u.to_string()).map_err(|_| FieldViolation::new(field, "must be a UUID"))
 }
 
-fn failed(e: impl std::fmt::Display) -> HandlerError {
-    HandlerError(e.to_string())
-}
-
 impl Matchmaking {
     pub fn new(
         tickets: Handles<Ticket>,
@@ -393,7 +389,7 @@ impl TicketReactions {
             match self.mm.players.run(user, command, &ctx).await {
                 Ok(_) => {}
                 Err(e) if e.rule_name().as_deref() == Some("NO_SUCH_PLAYER") => {}
-                Err(e) => return Err(failed(e)),
+                Err(e) => return Err(HandlerError::of(e)),
             }
         }
         Ok(())
@@ -402,11 +398,11 @@ impl TicketReactions {
 
 impl Handler for TicketReactions {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let e = event.decode::<TicketEvent>().map_err(failed)?;
+        let e = event.decode::<TicketEvent>().map_err(HandlerError::of)?;
         let ticket_id = &event.envelope.aggregate_id;
         let now = e.recorded_at_ms;
         let mut conn = self.mm.conn.clone();
-        let (t, _) = self.mm.tickets.get(ticket_id).current().await.map_err(failed)?;
+        let (t, _) = self.mm.tickets.get(ticket_id).current().await.map_err(HandlerError::of)?;
         match &e.payload {
             TicketEvent::Created(_) | TicketEvent::Released(_) => {
                 // Only while it still waits (a later event may have moved it on).
@@ -422,22 +418,26 @@ impl Handler for TicketReactions {
                         created_at_ms: t.created_at_ms,
                         expires_at_ms: t.expires_at_ms,
                     };
-                    let json = serde_json::to_string(&w).map_err(failed)?;
+                    let json = serde_json::to_string(&w).map_err(HandlerError::of)?;
                     let _: i64 = redis::cmd("HSET")
                         .arg(WAITING)
                         .arg(ticket_id)
                         .arg(json)
                         .query_async(&mut conn)
                         .await
-                        .map_err(failed)?;
+                        .map_err(HandlerError::of)?;
                     if let Ok(mut recent) = self.mm.recently.lock() {
                         recent.remove(ticket_id);
                     }
                 }
             }
             _ => {
-                let _: i64 =
-                    redis::cmd("HDEL").arg(WAITING).arg(ticket_id).query_async(&mut conn).await.map_err(failed)?;
+                let _: i64 = redis::cmd("HDEL")
+                    .arg(WAITING)
+                    .arg(ticket_id)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(HandlerError::of)?;
             }
         }
         match &e.payload {
@@ -452,7 +452,7 @@ impl Handler for TicketReactions {
                         now_ms: now,
                     };
                     let ctx = RequestContext::reaction(&e, "cancel-match");
-                    self.mm.on_match(&c.match_id, command, &ctx).await.map_err(failed)?;
+                    self.mm.on_match(&c.match_id, command, &ctx).await.map_err(HandlerError::of)?;
                 }
             }
             TicketEvent::Expired(_) => self.dequeue(&t, "expired", &e).await?,

@@ -65,10 +65,6 @@ impl Players {
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> HandlerError {
-    HandlerError(e.to_string())
-}
-
 /// `ts.users`: guardian's users topic.
 pub struct UsersTopic {
     pub players: Arc<Players>,
@@ -76,7 +72,7 @@ pub struct UsersTopic {
 
 impl Handler for UsersTopic {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let e = event.decode::<UserIntegrationEvent>().map_err(failed)?;
+        let e = event.decode::<UserIntegrationEvent>().map_err(HandlerError::of)?;
         let ctx = |step: &str| RequestContext::reaction(&e, step);
         match e.payload.clone() {
             UserIntegrationEvent::Registered(r) => {
@@ -87,29 +83,31 @@ impl Handler for UsersTopic {
                     registered_at_ms: r.registered_at_ms,
                     source: "guardian".into(),
                 };
-                self.players.run(&r.user_id, command, &ctx("register")).await.map_err(failed)?;
+                self.players.run(&r.user_id, command, &ctx("register")).await.map_err(HandlerError::of)?;
             }
             UserIntegrationEvent::LockedOut(l) => {
                 // The player may not exist yet here: a lockout creates it.
-                self.players.ensure(&l.user_id, &ctx("ensure")).await.map_err(failed)?;
+                self.players.ensure(&l.user_id, &ctx("ensure")).await.map_err(HandlerError::of)?;
                 let command = PlayerCommand::Lock { until_ms: l.locked_until_ms, at_ms: l.at_ms };
-                let done = self.players.run(&l.user_id, command, &ctx("lock")).await.map_err(failed)?;
+                let done = self.players.run(&l.user_id, command, &ctx("lock")).await.map_err(HandlerError::of)?;
                 if let (Some(ticket), Some(mm)) = (done.state.ticket.clone(), self.players.matchmaking.get()) {
-                    mm.cancel_ticket(&ticket, "guardian", "locked_out", &ctx("cancel-ticket")).await.map_err(failed)?;
+                    mm.cancel_ticket(&ticket, "guardian", "locked_out", &ctx("cancel-ticket"))
+                        .await
+                        .map_err(HandlerError::of)?;
                 }
             }
             UserIntegrationEvent::Unlocked(u) => {
-                let (p, _) = self.players.get(&u.user_id).await.map_err(failed)?;
+                let (p, _) = self.players.get(&u.user_id).await.map_err(HandlerError::of)?;
                 if p.exists() {
                     let command = PlayerCommand::Unlock { at_ms: u.at_ms };
-                    self.players.run(&u.user_id, command, &ctx("unlock")).await.map_err(failed)?;
+                    self.players.run(&u.user_id, command, &ctx("unlock")).await.map_err(HandlerError::of)?;
                 }
             }
             UserIntegrationEvent::DisplayNameChanged(d) => {
-                let (p, _) = self.players.get(&d.user_id).await.map_err(failed)?;
+                let (p, _) = self.players.get(&d.user_id).await.map_err(HandlerError::of)?;
                 if p.exists() {
                     let command = PlayerCommand::UpdateProfile { display_name: d.display_name };
-                    self.players.run(&d.user_id, command, &ctx("profile")).await.map_err(failed)?;
+                    self.players.run(&d.user_id, command, &ctx("profile")).await.map_err(HandlerError::of)?;
                 }
             }
             UserIntegrationEvent::RolesChanged(_) => {}
@@ -125,7 +123,7 @@ pub struct GamesTopic {
 
 impl Handler for GamesTopic {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let e = event.decode::<GameIntegrationEvent>().map_err(failed)?;
+        let e = event.decode::<GameIntegrationEvent>().map_err(HandlerError::of)?;
         match &e.payload {
             GameIntegrationEvent::Started(g) => {
                 for user in &g.players {
@@ -133,18 +131,18 @@ impl Handler for GamesTopic {
                     self.players
                         .ensure(user, &RequestContext { command_id: None, ..ctx.clone() })
                         .await
-                        .map_err(failed)?;
+                        .map_err(HandlerError::of)?;
                     let command =
                         PlayerCommand::EnterGame { session_id: g.session_id.clone(), now_ms: g.started_at_ms };
-                    self.players.run(user, command, &ctx).await.map_err(failed)?;
+                    self.players.run(user, command, &ctx).await.map_err(HandlerError::of)?;
                 }
             }
             GameIntegrationEvent::PlayerLeft(l) => {
                 let ctx = RequestContext::reaction(&e, "leave");
-                let (p, _) = self.players.get(&l.user_id).await.map_err(failed)?;
+                let (p, _) = self.players.get(&l.user_id).await.map_err(HandlerError::of)?;
                 if p.exists() {
                     let command = PlayerCommand::LeaveGame { session_id: l.session_id.clone(), now_ms: l.at_ms };
-                    self.players.run(&l.user_id, command, &ctx).await.map_err(failed)?;
+                    self.players.run(&l.user_id, command, &ctx).await.map_err(HandlerError::of)?;
                 }
             }
             GameIntegrationEvent::Ended(g) => {
@@ -153,7 +151,7 @@ impl Handler for GamesTopic {
                     self.players
                         .ensure(&p.user_id, &RequestContext { command_id: None, ..ctx.clone() })
                         .await
-                        .map_err(failed)?;
+                        .map_err(HandlerError::of)?;
                     let result = GameResult {
                         session_id: g.session_id.clone(),
                         match_id: g.match_id.clone(),
@@ -167,7 +165,10 @@ impl Handler for GamesTopic {
                         started_at_ms: g.started_at_ms,
                         ended_at_ms: g.ended_at_ms,
                     };
-                    self.players.run(&p.user_id, PlayerCommand::RecordGame { result }, &ctx).await.map_err(failed)?;
+                    self.players
+                        .run(&p.user_id, PlayerCommand::RecordGame { result }, &ctx)
+                        .await
+                        .map_err(HandlerError::of)?;
                 }
             }
         }

@@ -6,7 +6,6 @@
 //! get. Running sessions keep the version they were created with.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use allies_contracts::command::events::UPLOADED_RULES;
@@ -14,7 +13,6 @@ use allies_platform::live::LiveConfig;
 use allies_store::RedisConn;
 use timesquare_domain::Book;
 use timesquare_domain::rules::Rules;
-use tokio::sync::watch;
 
 use crate::game::Game;
 
@@ -35,7 +33,7 @@ pub async fn install_uploaded(conn: &RedisConn) {
 }
 
 /// Makes the configured version the one of new sessions (installing it first if needed).
-async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig) {
+pub async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig) {
     if c.version == 0 {
         return;
     }
@@ -59,27 +57,5 @@ async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig) {
             rules_version = wanted,
             "the configured rules version is not available; keeping the current one"
         );
-    }
-}
-
-/// Follows the configuration's rules version until `stop`.
-pub async fn follow(
-    game: Arc<Game>,
-    conn: RedisConn,
-    mut live: watch::Receiver<Arc<LiveConfig>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let now = live.borrow_and_update().clone();
-    apply(&game, &conn, &now).await;
-    loop {
-        let go_on = tokio::select! {
-            changed = live.changed() => changed.is_ok(),
-            _ = stop.wait_for(|s| *s) => false,
-        };
-        if !go_on {
-            return;
-        }
-        let c = live.borrow_and_update().clone();
-        apply(&game, &conn, &c).await;
     }
 }

@@ -35,10 +35,6 @@ pub fn session_of(match_id: &str) -> String {
     Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("defense-allies/match/{match_id}").as_bytes()).to_string()
 }
 
-fn failed(e: impl std::fmt::Display) -> HandlerError {
-    HandlerError(e.to_string())
-}
-
 /// Whether a refusal is the answer for good (a rule), not a passing failure.
 fn refused(e: &TimesquareError) -> bool {
     use allies_core::{ErrorCode, ServiceError};
@@ -56,11 +52,15 @@ pub struct Saga {
 /// make every command of the step the same on a redelivery) and the match.
 struct At<'a> {
     event: &'a EventEnvelope<MatchEvent>,
-    now: i64,
     m: &'a Match,
 }
 
 impl At<'_> {
+    /// A step's time: the event's (see `RequestContext::reaction`).
+    fn now(&self) -> i64 {
+        self.event.recorded_at_ms
+    }
+
     fn ctx(&self, step: &str) -> RequestContext {
         RequestContext::reaction(self.event, step)
     }
@@ -72,13 +72,13 @@ impl Saga {
     }
 
     async fn cancel(&self, s: &At<'_>, reason: &str, culprits: Vec<String>, detail: String) -> Result<()> {
-        let command = MatchCommand::Cancel { reason: reason.into(), culprits, detail, now_ms: s.now };
+        let command = MatchCommand::Cancel { reason: reason.into(), culprits, detail, now_ms: s.now() };
         self.record(s, "cancel", command).await
     }
 
     async fn claim_all(&self, s: &At<'_>) -> Result<()> {
         for t in &s.m.tickets {
-            let command = TicketCommand::Claim { match_id: s.m.id.clone(), now_ms: s.now };
+            let command = TicketCommand::Claim { match_id: s.m.id.clone(), now_ms: s.now() };
             if let Err(e) = self.mm.on_ticket(t, command, &s.ctx(&format!("claim:{t}"))).await {
                 if !refused(&e) {
                     return Err(e);
@@ -88,7 +88,7 @@ impl Saga {
             }
         }
         for m in &s.m.members {
-            let command = PlayerCommand::EnterMatch { match_id: s.m.id.clone(), now_ms: s.now };
+            let command = PlayerCommand::EnterMatch { match_id: s.m.id.clone(), now_ms: s.now() };
             if let Err(e) = self.mm.players.run(&m.user_id, command, &s.ctx(&format!("enter:{}", m.user_id))).await {
                 if !refused(&e) {
                     return Err(e);
@@ -98,7 +98,7 @@ impl Saga {
                 return self.cancel(s, reason, vec![m.user_id.clone()], format!("{}: {e}", m.user_id)).await;
             }
         }
-        self.record(s, "claimed", MatchCommand::RecordClaims { now_ms: s.now }).await
+        self.record(s, "claimed", MatchCommand::RecordClaims { now_ms: s.now() }).await
     }
 
     async fn who(&self, user: &str) -> Who {
@@ -124,7 +124,7 @@ impl Saga {
             rules_version: self.mm.game.rules_version.load(std::sync::atomic::Ordering::Relaxed),
             flags: Default::default(),
             reserved: s.m.members.iter().map(|m| m.user_id.clone()).collect(),
-            now_ms: s.now,
+            now_ms: s.now(),
         };
         match self.mm.game.run(&session_id, command, &s.ctx("session")).await {
             Ok(_) => {}
@@ -134,11 +134,11 @@ impl Saga {
             }
             Err(e) => return Err(e),
         }
-        self.record(s, "session", MatchCommand::RecordSession { session_id, now_ms: s.now }).await
+        self.record(s, "session", MatchCommand::RecordSession { session_id, now_ms: s.now() }).await
     }
 
     async fn join(&self, s: &At<'_>, user: &str) -> Result<bool> {
-        let command = GameCommand::Join { who: self.who(user).await, invite_hash: None, now_ms: s.now };
+        let command = GameCommand::Join { who: self.who(user).await, invite_hash: None, now_ms: s.now() };
         match self.mm.game.run(&s.m.session_id, command, &s.ctx(&format!("join:{user}"))).await {
             Ok(_) => {}
             Err(e) if e.rule_name().as_deref() == Some("ALREADY_A_MEMBER") => {}
@@ -148,7 +148,7 @@ impl Saga {
             }
             Err(e) => return Err(e),
         }
-        let command = MatchCommand::RecordJoin { user_id: user.to_owned(), now_ms: s.now };
+        let command = MatchCommand::RecordJoin { user_id: user.to_owned(), now_ms: s.now() };
         self.record(s, &format!("joined:{user}"), command).await?;
         Ok(true)
     }
@@ -166,7 +166,7 @@ impl Saga {
         let session = s.m.session_id.clone();
         for t in &s.m.tickets {
             let command =
-                TicketCommand::Complete { match_id: s.m.id.clone(), session_id: session.clone(), now_ms: s.now };
+                TicketCommand::Complete { match_id: s.m.id.clone(), session_id: session.clone(), now_ms: s.now() };
             self.mm.on_ticket(t, command, &s.ctx(&format!("complete:{t}"))).await?;
         }
         for m in &s.m.members {
@@ -174,7 +174,7 @@ impl Saga {
                 match_id: s.m.id.clone(),
                 reason: "ready".into(),
                 session_id: Some(session.clone()),
-                now_ms: s.now,
+                now_ms: s.now(),
             };
             self.mm.players.run(&m.user_id, command, &s.ctx(&format!("ready:{}", m.user_id))).await?;
         }
@@ -189,7 +189,7 @@ impl Saga {
                     user_id: "matchmaker".into(),
                     admin: true,
                     reason: format!("match cancelled: {}", m.reason),
-                    now_ms: s.now,
+                    now_ms: s.now(),
                 };
                 match self.mm.game.run(session, command, &s.ctx("close")).await {
                     Ok(_) => {}
@@ -200,7 +200,7 @@ impl Saga {
             }
             Step::ReleaseTicket(t) => {
                 let command =
-                    TicketCommand::Release { match_id: m.id.clone(), reason: m.reason.clone(), now_ms: s.now };
+                    TicketCommand::Release { match_id: m.id.clone(), reason: m.reason.clone(), now_ms: s.now() };
                 self.mm.on_ticket(t, command, &s.ctx(&format!("release:{t}"))).await?;
                 self.record(
                     s,
@@ -213,7 +213,7 @@ impl Saga {
                 let command = TicketCommand::Drop {
                     match_id: m.id.clone(),
                     reason: format!("dropped: {}", m.reason),
-                    now_ms: s.now,
+                    now_ms: s.now(),
                 };
                 self.mm.on_ticket(t, command, &s.ctx(&format!("drop:{t}"))).await?;
                 self.record(
@@ -228,7 +228,7 @@ impl Saga {
                     match_id: m.id.clone(),
                     reason: "cancelled".into(),
                     session_id: None,
-                    now_ms: s.now,
+                    now_ms: s.now(),
                 };
                 self.mm.players.run(u, command, &s.ctx(&format!("leave:{u}"))).await?;
                 self.record(s, &format!("released:{u}"), MatchCommand::RecordPlayerReleased { user_id: u.clone() })
@@ -236,7 +236,7 @@ impl Saga {
             }
             Step::Finish => {
                 self.deadline(&m.id, None).await?;
-                self.record(s, "finish", MatchCommand::Finish { now_ms: s.now }).await
+                self.record(s, "finish", MatchCommand::Finish { now_ms: s.now() }).await
             }
             _ => Ok(()),
         }
@@ -244,13 +244,9 @@ impl Saga {
 
     /// Performs what comes after `event`.
     pub async fn react(&self, record: &RecordedEvent) -> Result<()> {
-        let e = record.decode::<MatchEvent>().map_err(|source| allies_store::StoreError::Decode {
-            stream: format!("match/{}", record.envelope.aggregate_id),
-            version: record.envelope.version,
-            source,
-        })?;
+        let e = record.typed::<MatchEvent>()?;
         let (m, _) = self.mm.matches.get(&record.envelope.aggregate_id).current().await?;
-        let s = At { event: &e, now: e.recorded_at_ms, m: &m };
+        let s = At { event: &e, m: &m };
         let steps = match &e.payload {
             // The whole compensation at once from the cancellation (each part
             // recorded; a redelivery resumes with what is left).
@@ -281,7 +277,7 @@ impl Saga {
 
 impl Handler for Saga {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        self.react(event).await.map_err(failed)
+        self.react(event).await.map_err(HandlerError::of)
     }
 }
 

@@ -49,14 +49,14 @@ impl Handler for Scheduler {
         if event.envelope.event_type != "WaveStarted" {
             return Ok(());
         }
-        let e = event.decode::<GameEvent>().map_err(|e| HandlerError(e.to_string()))?;
+        let e = event.decode::<GameEvent>().map_err(HandlerError::of)?;
         let GameEvent::WaveStarted(w) = e.payload else { return Ok(()) };
         // First look: soon after the start, the sweeper reschedules from there.
         let at = w.started_at_ms + self.settle.as_millis() as i64;
         let mut conn = self.conn.clone();
         let r: redis::RedisResult<i64> =
             redis::cmd("ZADD").arg(DUE).arg("NX").arg(at).arg(member(id, w.wave)).query_async(&mut conn).await;
-        r.map(|_| ()).map_err(|e| HandlerError(e.to_string()))
+        r.map(|_| ()).map_err(HandlerError::of)
     }
 }
 

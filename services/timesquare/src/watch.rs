@@ -400,11 +400,7 @@ async fn backfill(store: &RedisEventStore, session_id: &str, from: u64, to: u64)
     let records = store.read(GameSession::TYPE, session_id, from, (to - from + 1) as usize).await?;
     let mut out = Vec::with_capacity(records.len());
     for r in records {
-        let e = r.decode::<GameEvent>().map_err(|source| StoreError::Decode {
-            stream: format!("game_session/{session_id}"),
-            version: r.envelope.version,
-            source,
-        })?;
+        let e = r.typed::<GameEvent>()?;
         out.push(event_message(r.envelope.version, &e.payload, r.envelope.recorded_at_ms).update);
     }
     Ok(out)

@@ -140,6 +140,16 @@ impl Invalid {
         self
     }
 
+    /// Checks a name field (a map, a difficulty…): 1 to 64 letters, digits,
+    /// '_' or '-'.
+    pub fn name(&mut self, field: &str, value: &str) -> &mut Self {
+        if value.is_empty() || value.len() > 64 || !value.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        {
+            self.push(field, "must be a name of letters, digits, '_' and '-' (at most 64)");
+        }
+        self
+    }
+
     /// Ok when no field was at fault.
     pub fn into_result(self) -> Result<(), Invalid> {
         if self.violations.is_empty() { Ok(()) } else { Err(self) }

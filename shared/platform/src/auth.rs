@@ -178,6 +178,22 @@ impl Authenticator {
 
     /// The caller when the request carries a token (which must then be
     /// valid); None without one.
+    /// The context of a call that needs a valid access token: the caller,
+    /// the request's ids, command id and trace (the status to answer if not).
+    pub async fn context<T>(&self, request: &Request<T>) -> Result<crate::RequestContext, tonic::Status> {
+        use crate::status::OrStatus;
+        let caller = self.authenticate(request).await.or_status()?;
+        crate::RequestContext::from_request(request, Some(caller)).or_status()
+    }
+
+    /// [`context`](Self::context) of a call only admins may make.
+    pub async fn admin_context<T>(&self, request: &Request<T>) -> Result<crate::RequestContext, tonic::Status> {
+        use crate::status::OrStatus;
+        let ctx = self.context(request).await?;
+        ctx.caller().or_status()?.require_role(ROLE_ADMIN).or_status()?;
+        Ok(ctx)
+    }
+
     pub async fn authenticate_optional<T>(&self, request: &Request<T>) -> Result<Option<Caller>, AuthError> {
         if request.metadata().get("authorization").is_none() {
             return Ok(None);

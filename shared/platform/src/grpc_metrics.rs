@@ -57,8 +57,7 @@ impl GrpcMetrics {
         Arc::new(m)
     }
 
-    fn observe(&self, path: &str, code: &str, started: Instant) {
-        let (service, method) = split(path);
+    fn observe(&self, service: &str, method: &str, code: &str, started: Instant) {
         let call = CallLabels { service: service.to_owned(), method: method.to_owned(), code: code.to_owned() };
         self.requests.get_or_create(&call).inc();
         let m = MethodLabels { service: service.to_owned(), method: method.to_owned() };
@@ -136,6 +135,7 @@ where
         // The server span (OpenTelemetry only; health and reflection are not
         // traced), a child of the caller's W3C traceparent when it sent one.
         let (service, method) = split(&path);
+        let (service, method) = (service.to_owned(), method.to_owned());
         let span = if service.starts_with("grpc.") {
             tracing::Span::none()
         } else {
@@ -168,7 +168,7 @@ where
                 Err(_) => 14,
             };
             span.record("rpc.grpc.status_code", number);
-            metrics.observe(&path, code_name(number), started);
+            metrics.observe(&service, &method, code_name(number), started);
             result
         })
     }

@@ -37,11 +37,7 @@ pub struct LiveConfig {
 async fn newer(store: &RedisEventStore, after: u64) -> Result<Option<LiveConfig>, StoreError> {
     let records = store.read(CONFIGURATION_TYPE, CONFIGURATION_ID, after + 1, usize::MAX).await?;
     let Some(last) = records.last() else { return Ok(None) };
-    let event = last.decode::<ConfigurationEvent>().map_err(|source| StoreError::Decode {
-        stream: format!("{CONFIGURATION_TYPE}/{CONFIGURATION_ID}"),
-        version: last.envelope.version,
-        source,
-    })?;
+    let event = last.typed::<ConfigurationEvent>()?;
     Ok(Some(LiveConfig { version: last.envelope.version, values: event.payload.values().clone() }))
 }
 

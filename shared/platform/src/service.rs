@@ -291,6 +291,29 @@ impl ServiceBuilder {
         self.live.subscribe()
     }
 
+    /// Runs `apply` on the live configuration in force when the service
+    /// starts and then on every new version, one at a time, in order.
+    pub fn on_live_config<F, Fut>(&mut self, name: &'static str, apply: F) -> &mut Self
+    where
+        F: Fn(Arc<crate::live::LiveConfig>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let mut live = self.live_config();
+        self.background(name, move |mut stop| async move {
+            loop {
+                let now = live.borrow_and_update().clone();
+                apply(now).await;
+                let go_on = tokio::select! {
+                    changed = live.changed() => changed.is_ok(),
+                    _ = stop.wait_for(|s| *s) => false,
+                };
+                if !go_on {
+                    return;
+                }
+            }
+        })
+    }
+
     /// Turns true when the service shuts down (for tasks started during build).
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()

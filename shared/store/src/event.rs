@@ -74,6 +74,16 @@ impl RecordedEvent {
         })
     }
 
+    /// [`decode`](Self::decode), failing as the store does: a
+    /// `StoreError::Decode` naming `<type>/<id>` and the version.
+    pub fn typed<E: DomainEvent>(&self) -> Result<EventEnvelope<E>, StoreError> {
+        self.decode().map_err(|source| StoreError::Decode {
+            stream: format!("{}/{}", self.envelope.aggregate_type, self.envelope.aggregate_id),
+            version: self.envelope.version,
+            source,
+        })
+    }
+
     /// Parses one stream entry (aggregate stream, partition log, integration
     /// stream or dead letter). Verifies the payload's checksum.
     pub fn from_entry(key: &str, entry: &StreamId) -> Result<Self, StoreError> {

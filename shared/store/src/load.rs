@@ -32,11 +32,7 @@ pub fn fold<A: Aggregate>(state: &mut A, version: &mut u64, events: &[RecordedEv
                 reason: format!("expected version {}, found {}", *version + 1, env.version),
             });
         }
-        let event = rec.decode::<A::Event>().map_err(|source| StoreError::Decode {
-            stream: stream(),
-            version: env.version,
-            source,
-        })?;
+        let event = rec.typed::<A::Event>()?;
         state.evolve(&event.payload);
         *version = env.version;
     }

@@ -800,40 +800,12 @@ async fn matchmaking() {
     row("timesquare CPU over the run (wall)", format!("{:.1} s ({:.1} s)", cpu.as_secs_f64(), took.as_secs_f64()));
 }
 
-/// An OTLP trace sink in this process: counts the spans the fleet exports.
-#[derive(Clone, Default)]
-struct Sink(Arc<std::sync::atomic::AtomicU64>);
-
-#[tonic::async_trait]
-impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
-    ) -> Result<
-        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
-        tonic::Status,
-    > {
-        let n: usize =
-            request.into_inner().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
-        self.0.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(tonic::Response::new(Default::default()))
-    }
-}
-
 /// The game command benchmark (append and projection on every command)
 /// with tracing off, then on at 100% sampling exporting to a local sink.
 async fn tracing_cost() {
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
     let all = ["guardian", "timesquare", "command", "projector"];
     commands_with(&all, "the whole fleet, tracing off (no OTLP endpoint)", &[]).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-    let sink = Sink::default();
-    let server = TraceServiceServer::new(sink.clone()).max_decoding_message_size(64 << 20);
-    tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let _ = tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming).await;
-    });
+    let (sink, endpoint) = allies_e2e::otlp::Collector::start().await;
     let on = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_TRACES_SAMPLER", "always_on"),
@@ -841,7 +813,7 @@ async fn tracing_cost() {
     ];
     commands_with(&all, "the whole fleet, tracing on: 100% sampled, OTLP to a local collector", &on).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    println!("\nspans received by the collector: {}", sink.0.load(std::sync::atomic::Ordering::Relaxed));
+    println!("\nspans received by the collector: {}", sink.count());
 }
 
 #[tokio::main]

@@ -17,6 +17,7 @@ use allies_testkit::{RedisServer, ServiceProcess};
 
 pub mod game;
 pub mod matchmaking;
+pub mod otlp;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 

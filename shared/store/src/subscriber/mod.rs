@@ -38,6 +38,14 @@ pub use retry::{Backoff, RetryPolicy};
 #[error("{0}")]
 pub struct HandlerError(pub String);
 
+impl HandlerError {
+    /// A handler's failure from any error (its message is kept for the
+    /// retry log and the dead letter).
+    pub fn of(e: impl std::fmt::Display) -> Self {
+        Self(e.to_string())
+    }
+}
+
 /// What a subscription does with each entry.
 pub trait Handler: Send + Sync + 'static {
     /// Applies one event. Must be idempotent: an entry can be delivered again
