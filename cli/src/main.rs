@@ -14,7 +14,7 @@ mod commands;
 mod context;
 mod output;
 
-use commands::{admin, auth, config, game, health, matchmaking, stats, user};
+use commands::{admin, auth, config, game, health, matchmaking, ops, stats, user};
 use context::Context;
 use output::Failure;
 
@@ -75,12 +75,15 @@ enum Command {
     Player(matchmaking::PlayerCommand),
     /// Leaderboards: by rating, by best wave on a map, weekly.
     Leaderboard(matchmaking::Leaderboard),
-    /// Game statistics per map and difficulty: games, win rate, waves, length, towers.
-    Stats(stats::Stats),
-    /// The fleet's sampled metrics (admins): instances up, requests, commands, lag, Redis memory.
-    Metrics(stats::Metrics),
-    /// The fleet's live configuration (admins): show, set, rollback, history, status.
+    /// Operations (admins): configuration, flags, statistics, metrics, reports, maintenance.
     #[command(subcommand)]
+    Ops(ops::OpsCommand),
+    /// Game statistics per map and difficulty (also `allies ops stats`).
+    Stats(stats::Stats),
+    // Shorter names kept for scripts written before `allies ops`.
+    #[command(hide = true)]
+    Metrics(stats::Metrics),
+    #[command(subcommand, hide = true)]
     Config(config::ConfigCommand),
     #[command(flatten)]
     Auth(auth::AuthCommand),
@@ -124,6 +127,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Match(c) => matchmaking::run_match(c, &ctx).await,
         Command::Player(c) => matchmaking::run_player(c, &ctx).await,
         Command::Leaderboard(l) => matchmaking::run_leaderboard(l, &ctx).await,
+        Command::Ops(c) => ops::run(c, &ctx).await,
         Command::Stats(s) => stats::run(s, &ctx).await,
         Command::Config(c) => config::run(c, &ctx).await,
         Command::Metrics(m) => stats::run_metrics(m, &ctx).await,

@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "defense_allies/command/v1/configuration.proto",
         "defense_allies/command/v1/config_events.proto",
         "defense_allies/command/v1/metrics.proto",
+        "defense_allies/command/v1/job_events.proto",
+        "defense_allies/command/v1/jobs.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

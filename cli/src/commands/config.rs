@@ -13,7 +13,8 @@ use crate::output::{Failure, print};
 #[derive(Subcommand)]
 pub enum ConfigCommand {
     /// Every key: value in force, default, range, who applies it live.
-    Show,
+    #[command(alias = "show")]
+    Get,
     /// Change keys: `allies config set auth.rate_per_username=3 --reason '…'`.
     Set {
         /// KEY=VALUE (repeat).
@@ -81,7 +82,7 @@ pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
     }
     let mut client = client(ctx).await?;
     match c {
-        ConfigCommand::Show => {
+        ConfigCommand::Get => {
             let v = client.get_configuration(ctx.authorized(GetConfigurationRequest {})?).await?.into_inner();
             print(ctx.json, &v, || show(&v));
         }

@@ -8,5 +8,6 @@ pub mod config;
 pub mod game;
 pub mod health;
 pub mod matchmaking;
+pub mod ops;
 pub mod stats;
 pub mod user;

@@ -106,12 +106,28 @@ pub const SCHEMA: &[Key] = &[
         applied_by: &[],
     },
     Key {
+        name: "maintenance.writes_paused",
+        min: 0,
+        max: 1,
+        default: 0,
+        description: "maintenance mode: 1 pauses every client's writes (UNAVAILABLE with retry info), reads go on",
+        applied_by: &["guardian", "timesquare"],
+    },
+    Key {
+        name: "maintenance.retry_after_secs",
+        min: 1,
+        max: 3_600,
+        default: 30,
+        description: "in maintenance mode, when a refused write should retry",
+        applied_by: &["guardian", "timesquare"],
+    },
+    Key {
         name: "game.rules_version",
         min: 1,
         max: 1_000_000,
         default: 1,
         description: "the rules version new game sessions use",
-        applied_by: &[],
+        applied_by: &["timesquare"],
     },
 ];
 
@@ -237,7 +253,8 @@ impl Configuration {
     }
 }
 
-fn check_reason(reason: &str, invalid: &mut Vec<FieldViolation>) {
+/// A change must say why: 1 to 500 characters.
+pub fn check_reason(reason: &str, invalid: &mut Vec<FieldViolation>) {
     if reason.trim().is_empty() || reason.len() > 500 {
         invalid.push(FieldViolation::new("reason", "say why (1 to 500 characters)"));
     }

@@ -2,3 +2,4 @@
 
 pub mod configuration;
 pub mod flags;
+pub mod job;

@@ -1,7 +1,10 @@
-//! Command: the operations context's service. Built so far: the live
-//! Configuration ([`configuration`]) and GameStatistics ([`statistics`]).
-//! Feature flags, rules uploads, SystemMetrics, reports and maintenance are
-//! not built yet (issue 11).
+//! Command: the operations context's service — the live Configuration,
+//! feature flags and game-rules uploads ([`configuration`]),
+//! GameStatistics ([`statistics`]), SystemMetrics ([`metrics`]), and long
+//! work as jobs ([`jobs`]): reports ([`reports`]) and recorded maintenance
+//! ([`maintenance`]), done by the workers of consumer group `cmd.jobs`.
+//!
+//! It is exempt from maintenance mode (it must be able to end it).
 
 use std::sync::Arc;
 
@@ -10,12 +13,16 @@ use allies_contracts::command::v1::game_statistics_service_server::GameStatistic
 use allies_platform::{Service, ServiceBuilder, ServiceConfig};
 
 pub mod configuration;
+pub mod jobs;
+pub mod maintenance;
 pub mod metrics;
+pub mod reports;
 pub mod statistics;
 
 /// Builds the command service on `config` (binds its ports; run it with `run_until`).
 pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let mut builder = ServiceBuilder::new(config).await?;
+    builder.exempt_from_maintenance();
     let conn = builder.store().connection();
     let topic = allies_contracts::timesquare::integration::TOPIC;
     builder.subscribe(
@@ -44,6 +51,40 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     builder.add_service(allies_contracts::command::v1::system_metrics_service_server::SystemMetricsServiceServer::new(
         metrics::MetricsApi { auth: auth.clone(), conn: conn.clone(), interval },
     ));
+    // Reports and maintenance: COMMAND_REPORT_PAGE_PAUSE_MS (0),
+    // COMMAND_REPORT_RETENTION_SECS (7 days), PROJECTOR_URL.
+    let env = &builder.config().env;
+    let page_pause = env.millis("COMMAND_REPORT_PAGE_PAUSE_MS", 0, 0..=10_000)?;
+    let report_retention = env.secs("COMMAND_REPORT_RETENTION_SECS", 7 * 86_400, 60..=31_536_000)?;
+    let projector_url = env.text("PROJECTOR_URL", "http://127.0.0.1:50054");
+    if !projector_url.starts_with("http://") && !projector_url.starts_with("https://") {
+        anyhow::bail!("PROJECTOR_URL={projector_url}: must start with http:// or https://");
+    }
+    let executor = builder.executor();
+    let store = builder.store();
+    let worker = jobs::Worker {
+        executor: executor.clone(),
+        conn: conn.clone(),
+        name: format!("command/{}", builder.config().instance),
+        reports: Arc::new(reports::Reports {
+            conn: conn.clone(),
+            store: executor.store().clone(),
+            partitions: store.partitions(),
+            page_pause,
+            retention: report_retention,
+        }),
+        maintenance: Arc::new(maintenance::Maintenance {
+            conn: conn.clone(),
+            store: store.clone(),
+            executor: executor.clone(),
+            projector_url,
+            archive_dir: builder.config().cqrs.archive_dir.clone(),
+        }),
+    };
+    builder.subscribe(jobs::GROUP, allies_contracts::command::events::JOB_TYPE, None, Arc::new(worker))?;
+    let api = jobs::JobsApi { auth: auth.clone(), executor, conn: conn.clone() };
+    builder.add_service(allies_contracts::command::v1::report_service_server::ReportServiceServer::new(api.clone()));
+    builder.add_service(allies_contracts::command::v1::maintenance_service_server::MaintenanceServiceServer::new(api));
     builder.add_service(GameStatisticsServiceServer::new(statistics::StatisticsApi { auth, conn }));
     Ok(builder.bind().await?)
 }

@@ -211,6 +211,27 @@ impl AdminApi {
     }
 }
 
+impl AdminApi {
+    async fn delete_generation(&self, request: Request<DeleteGenerationRequest>) -> Result<DeleteGenerationResponse> {
+        let call = self.call(&request, &request.get_ref().projection).await?;
+        let number = request.get_ref().generation;
+        let d = self.manager.delete_generation(call.projection.name(), number).await?;
+        tracing::warn!(
+            by = call.caller.user_id,
+            projection = call.projection.name(),
+            generation = number,
+            keys = d.keys,
+            "retired generation deleted"
+        );
+        Ok(DeleteGenerationResponse {
+            namespace: d.generation.namespace,
+            group: d.generation.group,
+            keys_deleted: d.keys,
+            groups_deleted: d.groups,
+        })
+    }
+}
+
 /// Every consumer group on the partition logs of every category and on
 /// every topic's priority streams, summed per group.
 pub async fn subscriptions(api: &AdminApi) -> Result<Vec<SubscriptionStatus>> {
@@ -363,5 +384,12 @@ impl ProjectorAdminService for AdminApi {
         request: Request<RebuildProjectionRequest>,
     ) -> std::result::Result<Response<RebuildProjectionResponse>, Status> {
         AdminApi::rebuild_projection(self, request).await.map(Response::new).or_status()
+    }
+
+    async fn delete_generation(
+        &self,
+        request: Request<DeleteGenerationRequest>,
+    ) -> std::result::Result<Response<DeleteGenerationResponse>, Status> {
+        AdminApi::delete_generation(self, request).await.map(Response::new).or_status()
     }
 }

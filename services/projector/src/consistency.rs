@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use allies_store::{RecordedEvent, RedisConn, StoreError, keys};
-use redis::streams::StreamRangeReply;
 
 use crate::readmodel::View;
 use crate::registry::{Change, Projection};
@@ -34,6 +33,31 @@ struct Expected {
     fields: BTreeMap<String, String>,
 }
 
+/// Folds `each` over every change the projection makes for every event in
+/// its sources' partition logs, in log order per partition.
+async fn fold_changes(
+    conn: &mut RedisConn,
+    projection: &dyn Projection,
+    partitions: u32,
+    mut each: impl FnMut(Change),
+) -> Result<(), StoreError> {
+    for source in projection.sources() {
+        for p in 0..partitions {
+            let log = keys::log_key(source, p);
+            let mut pages = allies_store::Pages::new(&log, "-", "+", 1000);
+            while let Some(page) = pages.next(conn).await? {
+                for entry in &page {
+                    // An unreadable event changes nothing (it is in the dead letters).
+                    let Ok(event) = RecordedEvent::from_entry(&log, entry) else { continue };
+                    let Ok(changes) = projection.changes(&event) else { continue };
+                    changes.into_iter().for_each(&mut each);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Expected read models (by relative key) of a projection.
 async fn expected(
     conn: &mut RedisConn,
@@ -41,48 +65,52 @@ async fn expected(
     partitions: u32,
 ) -> Result<BTreeMap<String, Expected>, StoreError> {
     let mut models: BTreeMap<String, Expected> = BTreeMap::new();
-    for source in projection.sources() {
-        for p in 0..partitions {
-            let log = keys::log_key(source, p);
-            let mut start = "-".to_owned();
-            loop {
-                let page: StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(&log)
-                    .arg(&start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(conn)
-                    .await?;
-                for entry in &page.ids {
-                    // An unreadable event changes nothing (it is in the dead letters).
-                    let Ok(event) = RecordedEvent::from_entry(&log, entry) else { continue };
-                    let Ok(changes) = projection.changes(&event) else { continue };
-                    for change in changes {
-                        if let Change::Model { key, id, version, set, del } = change {
-                            let model = models.entry(key).or_default();
-                            if version <= model.version {
-                                continue;
-                            }
-                            model.id = id;
-                            model.version = version;
-                            for (f, v) in set {
-                                model.fields.insert(f, v);
-                            }
-                            for f in del {
-                                model.fields.remove(&f);
-                            }
-                        }
-                    }
-                }
-                match page.ids.last() {
-                    Some(last) if page.ids.len() == 1000 => start = format!("({}", last.id),
-                    _ => break,
-                }
+    fold_changes(conn, projection, partitions, |change| {
+        if let Change::Model { key, id, version, set, del } = change {
+            let model = models.entry(key).or_default();
+            if version <= model.version {
+                return;
+            }
+            model.id = id;
+            model.version = version;
+            for (f, v) in set {
+                model.fields.insert(f, v);
+            }
+            for f in del {
+                model.fields.remove(&f);
             }
         }
-    }
+    })
+    .await?;
     Ok(models)
+}
+
+/// Every key (relative to a namespace) the projection writes for the events
+/// in its sources: its read models and its indexes — exactly the keys one of
+/// its generations holds, whatever other projections share the namespace.
+pub async fn written_keys(
+    conn: &mut RedisConn,
+    projection: &dyn Projection,
+    partitions: u32,
+) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    use crate::registry::IndexOp;
+    let mut out = std::collections::BTreeSet::new();
+    fold_changes(conn, projection, partitions, |change| {
+        let key = match change {
+            Change::Model { key, .. } => key,
+            Change::Index(
+                IndexOp::HSet { key, .. }
+                | IndexOp::HDel { key, .. }
+                | IndexOp::ZAdd { key, .. }
+                | IndexOp::ZRem { key, .. }
+                | IndexOp::SAdd { key, .. }
+                | IndexOp::SRem { key, .. },
+            ) => key,
+        };
+        out.insert(key);
+    })
+    .await?;
+    Ok(out)
 }
 
 /// Checks (and with `repair`, rewrites) every read model of a projection in `view`.

@@ -37,7 +37,14 @@ impl Generation {
     }
 
     pub fn next(&self, name: &str) -> Self {
-        let n = self.number + 1;
+        Self::numbered(name, self.number + 1)
+    }
+
+    /// Generation `n` of projection `name` (0 is the first).
+    pub fn numbered(name: &str, n: u64) -> Self {
+        if n == 0 {
+            return Self::first(name);
+        }
         Self { number: n, namespace: format!("{DEFAULT_NAMESPACE}.g{n}"), group: format!("{name}.g{n}") }
     }
 }
@@ -103,16 +110,29 @@ pub enum RebuildError {
     AlreadyRebuilding(String),
     #[error("no projection '{0}'")]
     Unknown(String),
+    #[error("generation {generation} of {projection} is {what}: only an older, retired generation can be deleted")]
+    NotRetired { projection: String, generation: u64, what: &'static str },
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Store(#[from] allies_store::StoreError),
+}
+
+/// What deleting a retired generation removed.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    pub generation: Generation,
+    pub keys: u64,
+    pub groups: u64,
 }
 
 impl allies_core::ServiceError for RebuildError {
     fn code(&self) -> allies_core::ErrorCode {
         match self {
-            Self::AlreadyRebuilding(_) => allies_core::ErrorCode::FailedPrecondition,
+            Self::AlreadyRebuilding(_) | Self::NotRetired { .. } => allies_core::ErrorCode::FailedPrecondition,
             Self::Unknown(_) => allies_core::ErrorCode::NotFound,
             Self::Redis(_) => allies_core::ErrorCode::Unavailable,
+            Self::Store(e) => e.code(),
         }
     }
 }
@@ -295,6 +315,57 @@ impl Manager {
             tracing::info!(projection = name, generation = building.number, "rebuild complete; queries switched");
         });
         Ok(next)
+    }
+
+    /// Deletes what a retired generation of `name` (older than the live
+    /// one, not being built) left: the keys its projection writes in that
+    /// namespace — found by folding the projection's own changes over its
+    /// sources, so keys of other projections sharing the namespace stay —
+    /// and its consumer group on every source log.
+    pub async fn delete_generation(&self, name: &str, number: u64) -> Result<Deleted, RebuildError> {
+        let Some(projection) = self.registry.get(name).cloned() else {
+            return Err(RebuildError::Unknown(name.to_owned()));
+        };
+        let name = projection.name();
+        let live = self.generation(name).number;
+        let what = if number == live {
+            Some("live")
+        } else if number > live {
+            Some(if self.rebuilding(name).is_some_and(|b| b.number == number) {
+                "being built"
+            } else {
+                "not yet built"
+            })
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(RebuildError::NotRetired { projection: name.to_owned(), generation: number, what });
+        }
+        let old = Generation::numbered(name, number);
+        let mut conn = self.settings.conn.clone();
+        let written = crate::consistency::written_keys(&mut conn, &*projection, self.settings.partitions).await?;
+        let mut deleted = 0u64;
+        let all: Vec<String> = written.iter().map(|k| format!("{}:{k}", old.namespace)).collect();
+        // One key a call: on Redis Cluster the keys live in many slots.
+        for key in &all {
+            let n: u64 = redis::cmd("UNLINK").arg(key).query_async(&mut conn).await?;
+            deleted += n;
+        }
+        let mut groups = 0u64;
+        for source in projection.sources() {
+            for p in 0..self.settings.partitions {
+                let gone: redis::RedisResult<u64> = redis::cmd("XGROUP")
+                    .arg("DESTROY")
+                    .arg(keys::log_key(source, p))
+                    .arg(&old.group)
+                    .query_async(&mut conn)
+                    .await;
+                groups += gone.unwrap_or(0);
+            }
+        }
+        tracing::warn!(projection = name, generation = number, keys = deleted, groups, "retired generation deleted");
+        Ok(Deleted { generation: old, keys: deleted, groups })
     }
 
     /// Makes the rebuilt generation live and stops the old one.

@@ -32,6 +32,30 @@ pub mod events {
         RolledBack => "ConfigurationRolledBack",
     });
 
+    /// The Job aggregate's type (reports and maintenance: long work done by
+    /// the workers of consumer group `cmd.jobs`).
+    pub const JOB_TYPE: &str = "job";
+
+    /// Events of the Job aggregate.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum JobEvent {
+        Requested(JobRequested),
+        Started(JobStarted),
+        Progressed(JobProgressed),
+        ReportGenerated(ReportGenerated),
+        ReportFailed(ReportFailed),
+        MaintenancePerformed(MaintenancePerformed),
+    }
+
+    crate::proto_events!(JobEvent: FirstVersion {
+        Requested => "JobRequested",
+        Started => "JobStarted",
+        Progressed => "JobProgressed",
+        ReportGenerated => "ReportGenerated",
+        ReportFailed => "ReportFailed",
+        MaintenancePerformed => "MaintenancePerformed",
+    });
+
     impl ConfigurationEvent {
         /// Every value in force after this event.
         pub fn values(&self) -> &std::collections::HashMap<String, String> {

@@ -9,7 +9,8 @@ use crate::guardian::events::{SessionEvent, UserEvent};
 use crate::timesquare::events::{GameEvent, MatchEvent, PlayerEvent, TicketEvent};
 
 /// The categories with typed events.
-pub const CATEGORIES: &[&str] = &["user", "session", "game_session", "player", "ticket", "match", "configuration"];
+pub const CATEGORIES: &[&str] =
+    &["user", "session", "game_session", "player", "ticket", "match", "configuration", "job"];
 
 /// The integration topics: (publishing aggregate type, topic).
 pub const TOPICS: &[(&str, &str)] = &[("user", "users"), ("game_session", "games"), ("game_session", "ts.waves")];
@@ -50,6 +51,8 @@ pub fn public_json(
             decode_stored::<crate::command::events::ConfigurationEvent>(event_type, schema_version, content_type, data)
                 .map(|e| show(e, |e| e, crate::command::events::ConfigurationEvent::to_json))
         }
+        "job" => decode_stored::<crate::command::events::JobEvent>(event_type, schema_version, content_type, data)
+            .map(|e| show(e, |e| e, crate::command::events::JobEvent::to_json)),
         other => return Err(format!("no event contracts for category '{other}'")),
     };
     shown.map_err(|e| e.to_string())

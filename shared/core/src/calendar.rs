@@ -82,3 +82,20 @@ mod tests {
         assert_eq!(civil(days_of(2024, 2, 29)), (2024, 2, 29));
     }
 }
+
+/// The UTC date of an instant, e.g. "2026-11-18".
+pub fn utc_date(ms: i64) -> String {
+    let (y, m, d) = civil(ms.div_euclid(86_400_000));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod date_tests {
+    #[test]
+    fn a_utc_date_is_the_civil_day_of_the_instant() {
+        assert_eq!(super::utc_date(0), "1970-01-01");
+        assert_eq!(super::utc_date(1_795_000_000_000), "2026-11-18");
+        assert_eq!(super::utc_date(951_782_400_000), "2000-02-29");
+        assert_eq!(super::utc_date(-1), "1969-12-31");
+    }
+}

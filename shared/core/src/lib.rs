@@ -204,6 +204,9 @@ pub struct CommandContext {
     pub metadata: Metadata,
     /// Wall-clock time of the request, Unix epoch milliseconds.
     pub now_ms: i64,
+    /// A client's request (false: the service's own work — a reaction, a
+    /// timer). Only a client's writes pause in maintenance mode.
+    pub from_client: bool,
 }
 
 /// A stored event with its envelope.

@@ -32,6 +32,8 @@ pub struct RequestContext {
     pub client: Option<String>,
     /// When the request arrived, Unix epoch milliseconds.
     pub now_ms: i64,
+    /// Built from a client's request (not a reaction or a timer).
+    pub from_client: bool,
 }
 
 fn uuid_header<T>(request: &Request<T>, key: &str) -> Option<Uuid> {
@@ -65,6 +67,7 @@ impl RequestContext {
             command_id,
             client: request.remote_addr().map(|a| a.ip().to_string()),
             now_ms: now_ms(),
+            from_client: true,
         })
     }
 
@@ -79,6 +82,7 @@ impl RequestContext {
             command_id: None,
             client: None,
             now_ms,
+            from_client: false,
         }
     }
 
@@ -100,6 +104,7 @@ impl RequestContext {
             command_id: Some(format!("{}:{step}", event.event_id)),
             client: None,
             now_ms: event.recorded_at_ms,
+            from_client: false,
         }
     }
 
@@ -120,7 +125,7 @@ impl RequestContext {
 
     /// What the domain gets: metadata and time.
     pub fn command_context(&self) -> CommandContext {
-        CommandContext { metadata: self.metadata(), now_ms: self.now_ms }
+        CommandContext { metadata: self.metadata(), now_ms: self.now_ms, from_client: self.from_client }
     }
 
     pub fn command_id(&self) -> Option<&str> {

@@ -176,7 +176,7 @@ impl CqrsConfig {
                 "configuration",
                 "game_statistics",
                 "system_metrics",
-                "report",
+                "job",
             ]
             .map(String::from),
         );

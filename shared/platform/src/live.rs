@@ -33,6 +33,16 @@ pub struct LiveConfig {
     pub values: HashMap<String, String>,
 }
 
+/// Maintenance mode in `values`: the retry delay a client's write is
+/// told while `maintenance.writes_paused` is 1 (None: writes go on).
+pub fn maintenance(values: &HashMap<String, String>) -> Option<Duration> {
+    if values.get("maintenance.writes_paused").map(String::as_str) != Some("1") {
+        return None;
+    }
+    let secs = values.get("maintenance.retry_after_secs").and_then(|v| v.parse::<u64>().ok()).unwrap_or(30);
+    Some(Duration::from_secs(secs.clamp(1, 3_600)))
+}
+
 /// Reads every version after `after`; the last one's values are in force.
 async fn newer(store: &RedisEventStore, after: u64) -> Result<Option<LiveConfig>, StoreError> {
     let records = store.read(CONFIGURATION_TYPE, CONFIGURATION_ID, after + 1, usize::MAX).await?;

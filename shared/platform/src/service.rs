@@ -82,6 +82,8 @@ pub struct ServiceBuilder {
     stop: watch::Sender<bool>,
     subscriber_metrics: Option<Arc<allies_store::metrics::SubscriberMetrics>>,
     live: Arc<watch::Sender<Arc<crate::live::LiveConfig>>>,
+    /// Maintenance mode's switch, shared by the executor and its handles.
+    gate: allies_store::WritesGate,
 }
 
 /// Connects the event store, retrying with backoff for up to 30 s so that a
@@ -119,9 +121,11 @@ impl ServiceBuilder {
         let executor_metrics = ExecutorMetrics::register(&mut registry);
         let grpc_metrics = crate::grpc_metrics::GrpcMetrics::register(&mut registry);
         let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
+        let gate = allies_store::WritesGate::default();
         let executor = CommandExecutor::new(dyn_store)
             .with_idempotency_ttl(config.cqrs.idempotency_ttl)
-            .with_metrics(executor_metrics);
+            .with_metrics(executor_metrics)
+            .with_gate(gate.clone());
         let auth = Arc::new(Authenticator::new(
             config.auth.clone(),
             KeySource::Guardian(config.auth.guardian_url.clone()),
@@ -153,12 +157,25 @@ impl ServiceBuilder {
             stop,
             subscriber_metrics: None,
             live,
+            gate,
         };
         let (store, tx) = (builder.store.clone(), builder.live.clone());
         let (service, instance) = (builder.config.name.clone(), builder.config.instance.clone());
         let http = builder.config.http_listen.to_string();
         builder.background("live configuration", move |stop| {
             crate::live::follow(store, service, instance, http, tx, stop)
+        });
+        // Maintenance mode (`maintenance.writes_paused`), applied with the
+        // version that sets it: within a second on every instance.
+        let gate = builder.gate.clone();
+        builder.on_live_config("maintenance mode", move |c| {
+            let gate = gate.clone();
+            async move {
+                match crate::live::maintenance(&c.values) {
+                    Some(retry_after) => gate.pause(retry_after),
+                    None => gate.resume(),
+                }
+            }
         });
         Ok(builder)
     }
@@ -175,6 +192,12 @@ impl ServiceBuilder {
     /// The command loop on the store, with the service's metrics and idempotency TTL.
     pub fn executor(&self) -> CommandExecutor {
         self.executor.clone()
+    }
+
+    /// Keeps this service's commands going in maintenance mode (the
+    /// operations service: it must be able to end it).
+    pub fn exempt_from_maintenance(&mut self) {
+        self.executor = self.executor.clone().with_gate(allies_store::WritesGate::default());
     }
 
     /// The access-token verifier.

@@ -65,6 +65,43 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
     Append(#[from] AppendError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Maintenance mode: a client's writes wait; reads and the services'
+    /// own work go on.
+    #[error("the fleet is in maintenance: writes are paused, reads go on; retry in {}s", .retry_after.as_secs())]
+    Paused { retry_after: Duration },
+}
+
+/// Maintenance mode's switch, shared by every executor of a service: while
+/// paused, a client's command is refused before anything is read or
+/// written ([`ExecuteError::Paused`]: UNAVAILABLE with a retry delay).
+#[derive(Debug, Clone, Default)]
+pub struct WritesGate(Arc<std::sync::atomic::AtomicU64>);
+
+impl WritesGate {
+    /// Pauses a client's writes; callers are told to retry after `retry_after`.
+    pub fn pause(&self, retry_after: Duration) {
+        self.0.store(retry_after.as_secs().max(1), std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn resume(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The retry delay while paused.
+    pub fn paused(&self) -> Option<Duration> {
+        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
+    }
+
+    /// Refuses a client's command while paused.
+    pub fn check<E: std::error::Error + 'static>(&self, ctx: &CommandContext) -> Result<(), ExecuteError<E>> {
+        match self.paused() {
+            Some(retry_after) if ctx.from_client => Err(ExecuteError::Paused { retry_after }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl<E: std::error::Error + 'static> ExecuteError<E> {
@@ -85,6 +122,7 @@ impl<E: std::error::Error + 'static> ExecuteError<E> {
             }
             Self::Append(e) => ExecuteError::Append(e),
             Self::Store(e) => ExecuteError::Store(e),
+            Self::Paused { retry_after } => ExecuteError::Paused { retry_after },
         }
     }
 }
@@ -96,6 +134,7 @@ impl<E: ServiceError + 'static> ServiceError for ExecuteError<E> {
             Self::Conflict { .. } => ErrorCode::Aborted,
             Self::Append(e) => e.code(),
             Self::Store(e) => e.code(),
+            Self::Paused { .. } => ErrorCode::Unavailable,
         }
     }
     fn field_violations(&self) -> Vec<allies_core::FieldViolation> {
@@ -116,6 +155,7 @@ impl<E: ServiceError + 'static> ServiceError for ExecuteError<E> {
             Self::Conflict { .. } => Some(Duration::from_millis(50)),
             Self::Append(e) => e.retry_after(),
             Self::Store(e) => e.retry_after(),
+            Self::Paused { retry_after } => Some(*retry_after),
         }
     }
     fn message(&self) -> String {
@@ -124,6 +164,7 @@ impl<E: ServiceError + 'static> ServiceError for ExecuteError<E> {
             Self::Append(e) => e.message(),
             Self::Store(e) => e.message(),
             Self::Conflict { .. } => format!("{self}; retry the command"),
+            Self::Paused { .. } => self.to_string(),
         }
     }
 }
@@ -176,6 +217,8 @@ pub struct CommandExecutor {
     max_attempts: u32,
     idempotency_ttl: Duration,
     metrics: Option<Arc<ExecutorMetrics>>,
+    /// Maintenance mode's switch (a fresh, open one unless shared).
+    gate: WritesGate,
 }
 
 /// The outcome of one decide-and-append attempt.
@@ -186,7 +229,13 @@ pub(crate) enum Attempt<A: Aggregate> {
 
 impl CommandExecutor {
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        Self { store, max_attempts: MAX_ATTEMPTS, idempotency_ttl: Duration::from_secs(86_400), metrics: None }
+        Self {
+            store,
+            max_attempts: MAX_ATTEMPTS,
+            idempotency_ttl: Duration::from_secs(86_400),
+            metrics: None,
+            gate: WritesGate::default(),
+        }
     }
 
     /// How long command ids are remembered (cqrs.yaml `idempotency_ttl_secs`).
@@ -203,6 +252,16 @@ impl CommandExecutor {
     pub fn with_metrics(mut self, metrics: Arc<ExecutorMetrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Pauses a client's commands while `gate` is paused (maintenance mode).
+    pub fn with_gate(mut self, gate: WritesGate) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    pub(crate) fn gate(&self) -> &WritesGate {
+        &self.gate
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -239,6 +298,7 @@ impl CommandExecutor {
         A::Command: Sync,
         A::Event: Sync,
     {
+        self.gate.check(ctx)?;
         let started = Instant::now();
         let result = self.run(id, command, ctx, &options).await;
         self.observe::<A, _>(A::TYPE, started, &result);

@@ -99,6 +99,7 @@ where
         ctx: &CommandContext,
         options: Options<'_, A>,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+        self.executor.gate().check(ctx)?;
         let started = Instant::now();
         let result = self.run(command, ctx, &options).await;
         self.executor.observe::<A, _>(A::TYPE, started, &result);

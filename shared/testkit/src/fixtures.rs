@@ -112,7 +112,7 @@ pub fn meta() -> Metadata {
 
 /// A command context at `now_ms` with fresh metadata.
 pub fn context(now_ms: i64) -> allies_core::CommandContext {
-    allies_core::CommandContext { metadata: meta(), now_ms }
+    allies_core::CommandContext { metadata: meta(), now_ms, from_client: true }
 }
 
 /// Polls `check` every 20 ms until it is true; panics naming `what` after

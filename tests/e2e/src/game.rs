@@ -78,7 +78,11 @@ impl Fleet {
     pub fn replica(&self, name: &str, extra_env: &[(&str, &str)]) -> allies_testkit::ServiceProcess {
         let url = self.redis.url();
         let guardian = self.endpoint("guardian");
+        let projector = self.services.iter().find(|s| s.name == "projector").map(|p| p.endpoint()).unwrap_or_default();
         let mut env = vec![("REDIS_URL", url.as_str()), ("SHUTDOWN_GRACE_SECS", "5"), ("GUARDIAN_URL", &guardian)];
+        if !projector.is_empty() {
+            env.push(("PROJECTOR_URL", &projector));
+        }
         env.extend(extra_env.iter().copied());
         allies_testkit::ServiceProcess::start(name, &format!("{}_LISTEN_ADDR", name.to_uppercase()), &env)
     }

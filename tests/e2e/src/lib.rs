@@ -21,7 +21,9 @@ pub mod otlp;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-pub const SERVICES: [&str; 4] = ["guardian", "timesquare", "command", "projector"];
+/// In start order: guardian first (the others verify tokens against its
+/// JWKS), the projector before the command service (which drives its admin API).
+pub const SERVICES: [&str; 4] = ["guardian", "timesquare", "projector", "command"];
 /// The password every test user gets.
 pub const PASSWORD: &str = "correct-horse-9";
 /// The admin the fleet bootstraps for its own checks (see [`Fleet::admin`]).
@@ -66,7 +68,11 @@ impl Fleet {
         let mut services: Vec<ServiceProcess> = Vec::new();
         for name in names {
             let guardian = services.first().map(|g| g.endpoint()).unwrap_or_default();
+            let projector = services.iter().find(|s| s.name == "projector").map(|p| p.endpoint()).unwrap_or_default();
             let mut env = vec![("REDIS_URL", url.as_str()), ("SHUTDOWN_GRACE_SECS", "5"), ("GUARDIAN_URL", &guardian)];
+            if !projector.is_empty() {
+                env.push(("PROJECTOR_URL", &projector));
+            }
             env.extend(extra_env.iter().filter(|(k, _)| *k != "GUARDIAN_BOOTSTRAP_ADMINS"));
             env.push(("GUARDIAN_BOOTSTRAP_ADMINS", &admins));
             services.push(ServiceProcess::start(name, &format!("{}_LISTEN_ADDR", name.to_uppercase()), &env));

@@ -78,7 +78,8 @@ pub async fn wait_player(
     }
 }
 
-async fn conn(fleet: &Fleet) -> RedisConn {
+/// A connection to the fleet's Redis.
+pub async fn conn(fleet: &Fleet) -> RedisConn {
     RedisTarget::parse(&fleet.redis.url()).expect("url").connect().await.expect("connect")
 }
 

@@ -17,45 +17,11 @@ use std::process::ExitCode;
 use allies_core::Snapshot;
 use allies_platform::ServiceConfig;
 use allies_platform::config::Env;
-use allies_store::{AsOf, EventStore, RecordedEvent, RedisEventStore};
+use allies_store::{AsOf, RecordedEvent, RedisEventStore};
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 
-/// Every aggregate type this tool folds, one line each: runs `$body` with
-/// `$A` the aggregate's state type.
-macro_rules! by_type {
-    ($t:expr, $A:ident => $body:expr) => {
-        match $t {
-            "user" => {
-                type $A = guardian_domain::User;
-                $body
-            }
-            "session" => {
-                type $A = guardian_domain::Session;
-                $body
-            }
-            "game_session" => {
-                type $A = timesquare_domain::GameSession;
-                $body
-            }
-            "player" => {
-                type $A = timesquare_domain::player::Player;
-                $body
-            }
-            "ticket" => {
-                type $A = timesquare_domain::ticket::Ticket;
-                $body
-            }
-            "match" => {
-                type $A = timesquare_domain::matching::Match;
-                $body
-            }
-            other => Err(anyhow!("no aggregate type '{other}' (known: {})", KNOWN.join(", "))),
-        }
-    };
-}
-
-const KNOWN: &[&str] = &["user", "session", "game_session", "player", "ticket", "match"];
+use allies_store_admin::by_type;
 
 #[derive(Parser)]
 #[command(name = "allies-store", about = "Operator commands on the Defense Allies event store")]
@@ -133,14 +99,6 @@ async fn as_of<A: Snapshot + serde::Serialize + Send>(
     Ok(())
 }
 
-/// Takes a snapshot of the aggregate's current state; returns its version.
-async fn snapshot<A: Snapshot + Send>(store: &RedisEventStore, id: &str) -> anyhow::Result<u64> {
-    let loaded = allies_store::load::<A>(store, id).await?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-    allies_store::save_snapshot(store, id, &loaded.state, loaded.version, now).await?;
-    Ok(loaded.version)
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (env, from_file) = Env::from_process_with_defaults(Path::new(".data/fleet.env"));
     let config = ServiceConfig::from("store-admin", env)?;
@@ -191,17 +149,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Archive { aggregate_type, aggregate_id } => {
             exists(aggregate_type.clone(), aggregate_id.clone()).await?;
-            let t = aggregate_type.as_str();
-            if store.snapshot(t, &aggregate_id).await?.is_none() {
-                let v = by_type!(t, A => snapshot::<A>(&store, &aggregate_id).await)?;
+            let r = allies_store_admin::archive(&store, &aggregate_type, &aggregate_id, dir).await?;
+            if let Some(v) = r.snapshot_taken {
                 eprintln!("took a snapshot at version {v} first (only events up to a snapshot are archived)");
             }
-            let r = store.archive_and_trim(t, &aggregate_id, dir).await?;
-            match (r.range, r.file) {
+            match (r.report.range, r.report.file) {
                 (Some((from, to)), Some(file)) => {
                     println!(
                         "archived versions {from}..={to} ({} events) to {}; trimmed from Redis",
-                        r.archived,
+                        r.report.archived,
                         file.display()
                     )
                 }

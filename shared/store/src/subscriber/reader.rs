@@ -268,7 +268,8 @@ impl PartitionReader {
                     trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
                 crate::trace::link(&span, event.envelope.metadata.traceparent.as_deref());
                 crate::trace::stamp(&span);
-                let handled = tracing::Instrument::instrument(handler.handle(&event), span).await;
+                let work = tracing::Instrument::instrument(handler.handle(&event), span);
+                let handled = self.keeping_fresh(conn, key, &entry.id, work).await;
                 (Some(event.envelope.event_type.clone()), handled)
             }
             Err(e) => (None, Err(HandlerError(e.to_string()))),
@@ -304,6 +305,55 @@ impl PartitionReader {
             m.dead_lettered.get_or_create(&labels).inc();
         }
         Ok(false)
+    }
+}
+
+/// KEYS: stream. ARGV: group, consumer, entry id. Resets the entry's idle
+/// time if this consumer still owns it (one that another consumer claimed
+/// meanwhile is left alone).
+const KEEP_FRESH: &str = r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+";
+
+impl PartitionReader {
+    /// Runs a handler; while it runs longer than a third of `claim_idle`
+    /// (a report, a maintenance job), resets its entry's idle time every
+    /// third of it, so another consumer claims the entry only when this one
+    /// is gone — never while it is still working. A handler that finishes
+    /// sooner (every projection) costs nothing extra.
+    async fn keeping_fresh<F: std::future::Future>(
+        &self,
+        conn: &mut RedisConn,
+        stream: &str,
+        id: &str,
+        work: F,
+    ) -> F::Output {
+        let every = (self.config.claim_idle / 3).max(Duration::from_millis(20));
+        let script = redis::Script::new(KEEP_FRESH);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep(every) => {
+                    let kept: RedisResult<i64> = script
+                        .key(stream)
+                        .arg(&self.config.group)
+                        .arg(&self.config.consumer)
+                        .arg(id)
+                        .invoke_async(conn)
+                        .await;
+                    match kept {
+                        Ok(1) => {}
+                        Ok(_) => tracing::warn!(stream, entry = id, group = %self.config.group,
+                            "a long handler's entry was claimed by another consumer"),
+                        Err(e) => tracing::warn!(stream, entry = id, error = %e, "cannot keep a long handler's entry"),
+                    }
+                }
+            }
+        }
     }
 }
 

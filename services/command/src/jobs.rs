@@ -1,0 +1,458 @@
+//! Long work, asynchronous: reports and maintenance as Job aggregates.
+//!
+//! `GenerateReport` / `PerformMaintenance` validate, append `JobRequested`
+//! and answer at once with the job's id. The workers are consumer group
+//! `cmd.jobs` on the `job` partition log — one consumer per command-service
+//! instance, so any replica may take a job:
+//!
+//! 1. the worker appends `JobStarted` (attempt n + 1) and does the work,
+//!    writing `JobProgressed` at most twice a second;
+//! 2. while it works, the subscriber keeps its entry fresh (see the
+//!    reader's `keeping_fresh`), so no live worker's job is claimed;
+//! 3. when it is killed, its entry goes idle and after `claim_idle` another
+//!    instance claims it, starts attempt n + 1 and does the job again from
+//!    the start; the dead attempt can no longer write (the decider refuses a
+//!    superseded attempt), so the job ends with exactly one outcome event.
+//!
+//! A report's bytes are written under its attempt (`cmd:report:<id>:a<n>`,
+//! expiring after the retention) and become the report only with the
+//! attempt's `ReportGenerated`; other attempts' bytes are deleted then.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allies_contracts::command::events::JobEvent;
+use allies_contracts::command::events::v1::{MaintenanceSpec, ReportSpec};
+use allies_contracts::command::v1::maintenance_service_server::MaintenanceService;
+use allies_contracts::command::v1::report_service_server::ReportService;
+use allies_contracts::command::v1::*;
+use allies_platform::RequestContext;
+use allies_platform::auth::Authenticator;
+use allies_platform::status::OrStatus;
+use allies_store::subscriber::{Handler, HandlerError};
+use allies_store::{CommandExecutor, ExecuteError, RecordedEvent, RedisConn, StoreError};
+use command_domain::job::{Artifact, Job, JobCommand, JobError, MAX_ATTEMPTS, Status, Work};
+use tonic::{Request, Response, Status as GrpcStatus};
+
+pub const GROUP: &str = "cmd.jobs";
+const REPORTS: &str = "cmd:jobs:report";
+const MAINTENANCE: &str = "cmd:jobs:maintenance";
+/// A report's bytes are sent in chunks of this size.
+pub const CHUNK: usize = 64 * 1024;
+
+pub fn data_key(id: &str, attempt: u32) -> String {
+    format!("cmd:report:{id}:a{attempt}")
+}
+
+/// Where a maintenance job keeps the requesting admin's credential, until
+/// the token expires: the worker acts with it on the projector.
+pub fn credential_key(id: &str) -> String {
+    format!("cmd:job:{id}:bearer")
+}
+
+fn index(kind: &str) -> &'static str {
+    if kind == "report" { REPORTS } else { MAINTENANCE }
+}
+
+/// The view of a job.
+pub fn view(id: &str, version: u64, j: &Job) -> allies_contracts::command::v1::Job {
+    let mut out = allies_contracts::command::v1::Job {
+        id: id.to_owned(),
+        kind: j.work.as_ref().map(Work::kind).unwrap_or_default().into(),
+        status: j.status.as_str().into(),
+        done: j.done,
+        total: j.total,
+        stage: j.stage.clone(),
+        attempt: j.attempt,
+        worker: j.worker.clone(),
+        by: j.by.clone(),
+        reason: j.reason.clone(),
+        requested_at_ms: j.requested_at_ms,
+        started_at_ms: j.started_at_ms,
+        finished_at_ms: j.finished_at_ms,
+        error: j.error.clone(),
+        result: j.result.clone(),
+        version,
+        ..Default::default()
+    };
+    match &j.work {
+        Some(Work::Report(r)) => {
+            out.report = Some(GenerateReportRequest {
+                kind: r.kind.clone(),
+                format: r.format.clone(),
+                from_ms: r.from_ms,
+                to_ms: r.to_ms,
+                reason: j.reason.clone(),
+            })
+        }
+        Some(Work::Maintenance(m)) => {
+            out.maintenance = Some(PerformMaintenanceRequest {
+                operation: m.operation.clone(),
+                projection: m.projection.clone(),
+                repair: m.repair,
+                event_type: m.event_type.clone(),
+                aggregate_type: m.aggregate_type.clone(),
+                older_than_ms: m.older_than_ms,
+                generation: m.generation,
+                enable: m.enable,
+                retry_after_secs: m.retry_after_secs,
+                reason: j.reason.clone(),
+            })
+        }
+        None => {}
+    }
+    if let Some(a) = &j.artifact {
+        (out.rows, out.bytes, out.checksum, out.content_type) =
+            (a.rows, a.bytes, a.checksum.clone(), a.content_type.clone());
+    }
+    out
+}
+
+#[derive(Clone)]
+pub struct JobsApi {
+    pub auth: Arc<Authenticator>,
+    pub executor: CommandExecutor,
+    pub conn: RedisConn,
+}
+
+impl JobsApi {
+    async fn load(&self, id: &str, kind: &str) -> Result<(Job, u64), GrpcStatus> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(allies_platform::status::invalid_argument("id", "a job id (UUID)"));
+        }
+        let loaded = allies_store::load::<Job>(&**self.executor.store(), id).await.or_status()?;
+        if loaded.state.status == Status::None || loaded.state.work.as_ref().map(Work::kind) != Some(kind) {
+            return Err(GrpcStatus::not_found(format!("no {kind} job {id}")));
+        }
+        Ok((loaded.state, loaded.version))
+    }
+
+    /// Appends `JobRequested` (a retry with the same `x-command-id` answers
+    /// the same job) and indexes it.
+    async fn request<T>(
+        &self,
+        request: &Request<T>,
+        work: Work,
+        reason: String,
+    ) -> Result<allies_contracts::command::v1::Job, GrpcStatus> {
+        let ctx = self.auth.admin_context(request).await?;
+        let by = ctx.caller().map(|c| c.user_id.clone()).unwrap_or_default();
+        let id = match ctx.command_id() {
+            Some(key) => uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("job:{by}:{key}").as_bytes()),
+            None => uuid::Uuid::now_v7(),
+        }
+        .to_string();
+        let kind = work.kind();
+        let command = JobCommand::Request { work, by: by.clone(), reason, now_ms: ctx.now_ms };
+        let done = match self.executor.execute::<Job>(&id, &command, &ctx.command_context()).await {
+            Ok(done) => (done.state.as_ref().clone(), done.version),
+            Err(ExecuteError::Domain(JobError::AlreadyRequested)) if ctx.command_id().is_some() => {
+                return self.load(&id, kind).await.map(|(j, v)| view(&id, v, &j));
+            }
+            Err(e) => return Err(e).or_status(),
+        };
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD").arg(index(kind)).arg(ctx.now_ms).arg(&id).ignore();
+        if kind == "maintenance"
+            && let (Some(token), Some(caller)) = (bearer(request), ctx.caller.as_ref())
+        {
+            let ttl = caller.expires_at - ctx.now_ms / 1000;
+            if ttl > 0 {
+                pipe.cmd("SET").arg(credential_key(&id)).arg(token).arg("EX").arg(ttl).ignore();
+            }
+        }
+        pipe.query_async::<()>(&mut conn).await.map_err(StoreError::from).or_status()?;
+        Ok(view(&id, done.1, &done.0))
+    }
+
+    async fn list(&self, kind: &str, limit: u32) -> Result<ListJobsResponse, GrpcStatus> {
+        if limit > 500 {
+            return Err(allies_platform::status::invalid_argument("limit", "at most 500"));
+        }
+        let limit = if limit == 0 { 50 } else { limit };
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZREVRANGE")
+            .arg(index(kind))
+            .arg(0)
+            .arg(limit as i64 - 1)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from)
+            .or_status()?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Ok((j, v)) = self.load(&id, kind).await {
+                jobs.push(view(&id, v, &j));
+            }
+        }
+        Ok(ListJobsResponse { jobs })
+    }
+}
+
+/// The raw bearer token of a request.
+fn bearer<T>(request: &Request<T>) -> Option<String> {
+    let v = request.metadata().get("authorization")?.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(str::to_owned)
+}
+
+/// The default report range: the 7 days up to now.
+const WEEK_MS: i64 = 7 * 86_400_000;
+
+type Chunks = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<ReportChunk, GrpcStatus>> + Send>>;
+
+#[tonic::async_trait]
+impl ReportService for JobsApi {
+    async fn generate_report(
+        &self,
+        request: Request<GenerateReportRequest>,
+    ) -> Result<Response<allies_contracts::command::v1::Job>, GrpcStatus> {
+        let r = request.get_ref().clone();
+        let now = allies_platform::context::now_ms();
+        let to_ms = if r.to_ms == 0 { now } else { r.to_ms };
+        let from_ms = if r.from_ms == 0 { to_ms - WEEK_MS } else { r.from_ms };
+        let format = if r.format.is_empty() { "csv".to_owned() } else { r.format.to_lowercase() };
+        let spec = ReportSpec { kind: r.kind, format, from_ms, to_ms };
+        let reason = if r.reason.trim().is_empty() { "report".to_owned() } else { r.reason };
+        Ok(Response::new(self.request(&request, Work::Report(spec), reason).await?))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<GetJobRequest>,
+    ) -> Result<Response<allies_contracts::command::v1::Job>, GrpcStatus> {
+        self.auth.admin_context(&request).await?;
+        let id = &request.get_ref().id;
+        let (j, v) = self.load(id, "report").await?;
+        Ok(Response::new(view(id, v, &j)))
+    }
+
+    async fn list_reports(&self, request: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, GrpcStatus> {
+        self.auth.admin_context(&request).await?;
+        Ok(Response::new(self.list("report", request.get_ref().limit).await?))
+    }
+
+    type DownloadReportStream = Chunks;
+
+    async fn download_report(&self, request: Request<GetJobRequest>) -> Result<Response<Chunks>, GrpcStatus> {
+        self.auth.admin_context(&request).await?;
+        let id = request.get_ref().id.clone();
+        let (j, _) = self.load(&id, "report").await?;
+        let Some(artifact) = j.artifact.clone().filter(|_| j.status == Status::Done) else {
+            return Err(GrpcStatus::failed_precondition(format!(
+                "report {id} is {}{}",
+                j.status.as_str(),
+                if j.error.is_empty() { String::new() } else { format!(": {}", j.error) }
+            )));
+        };
+        let key = data_key(&id, j.attempt);
+        let mut conn = self.conn.clone();
+        let stored: u64 =
+            redis::cmd("LLEN").arg(&key).query_async(&mut conn).await.map_err(StoreError::from).or_status()?;
+        if stored != u64::from(artifact.chunks) {
+            return Err(GrpcStatus::not_found(format!(
+                "report {id} has expired (reports are kept COMMAND_REPORT_RETENTION_SECS)"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for i in 0..artifact.chunks {
+                let chunk: redis::RedisResult<Vec<u8>> =
+                    redis::cmd("LINDEX").arg(&key).arg(i).query_async(&mut conn).await;
+                let item = match chunk {
+                    Ok(data) => Ok(ReportChunk {
+                        data,
+                        content_type: if i == 0 { artifact.content_type.clone() } else { String::new() },
+                        total_bytes: if i == 0 { artifact.bytes } else { 0 },
+                        checksum: if i == 0 { artifact.checksum.clone() } else { String::new() },
+                    }),
+                    Err(e) => Err(GrpcStatus::unavailable(format!("Redis: {e}"))),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+#[tonic::async_trait]
+impl MaintenanceService for JobsApi {
+    async fn perform_maintenance(
+        &self,
+        request: Request<PerformMaintenanceRequest>,
+    ) -> Result<Response<allies_contracts::command::v1::Job>, GrpcStatus> {
+        let r = request.get_ref().clone();
+        let spec = MaintenanceSpec {
+            operation: r.operation,
+            projection: r.projection,
+            repair: r.repair,
+            event_type: r.event_type,
+            aggregate_type: r.aggregate_type,
+            older_than_ms: r.older_than_ms,
+            generation: r.generation,
+            enable: r.enable,
+            retry_after_secs: r.retry_after_secs,
+        };
+        Ok(Response::new(self.request(&request, Work::Maintenance(spec), r.reason).await?))
+    }
+
+    async fn get_maintenance(
+        &self,
+        request: Request<GetJobRequest>,
+    ) -> Result<Response<allies_contracts::command::v1::Job>, GrpcStatus> {
+        self.auth.admin_context(&request).await?;
+        let id = &request.get_ref().id;
+        let (j, v) = self.load(id, "maintenance").await?;
+        Ok(Response::new(view(id, v, &j)))
+    }
+
+    async fn list_maintenance(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, GrpcStatus> {
+        self.auth.admin_context(&request).await?;
+        Ok(Response::new(self.list("maintenance", request.get_ref().limit).await?))
+    }
+}
+
+/// Why a job's work stopped before its outcome.
+#[derive(Debug)]
+pub enum Stop {
+    /// Another worker took the job over: this attempt must not write.
+    Superseded,
+    /// Redis or a dependency failed: the entry stays pending and is retried.
+    Retry(String),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Self::Retry(e.to_string())
+    }
+}
+
+impl From<redis::RedisError> for Stop {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Retry(e.to_string())
+    }
+}
+
+/// One attempt at a job, as the worker doing it sees it.
+pub struct Attempt {
+    pub id: String,
+    pub attempt: u32,
+    pub job: Job,
+    executor: CommandExecutor,
+    last_progress: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Attempt {
+    fn ctx() -> allies_core::CommandContext {
+        RequestContext::system(allies_platform::context::now_ms()).command_context()
+    }
+
+    /// Runs a command under this attempt.
+    pub async fn record(&self, command: JobCommand) -> Result<(), Stop> {
+        match self.executor.execute::<Job>(&self.id, &command, &Self::ctx()).await {
+            Ok(_) => Ok(()),
+            Err(ExecuteError::Domain(JobError::Superseded { .. } | JobError::Finished(_))) => Err(Stop::Superseded),
+            Err(e) => Err(Stop::Retry(e.to_string())),
+        }
+    }
+
+    /// Records progress, at most twice a second (and always the last step).
+    pub async fn progress(&self, done: u64, total: u64, stage: &str) -> Result<(), Stop> {
+        let due = {
+            let mut last = self.last_progress.lock().unwrap_or_else(|p| p.into_inner());
+            let due = done >= total || last.is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if !due {
+            return Ok(());
+        }
+        let now_ms = allies_platform::context::now_ms();
+        self.record(JobCommand::Progress { attempt: self.attempt, done, total, stage: stage.to_owned(), now_ms }).await
+    }
+}
+
+/// The `cmd.jobs` consumer: takes each requested job and does it.
+pub struct Worker {
+    pub executor: CommandExecutor,
+    pub conn: RedisConn,
+    /// `command/<instance>`.
+    pub name: String,
+    pub reports: Arc<crate::reports::Reports>,
+    pub maintenance: Arc<crate::maintenance::Maintenance>,
+}
+
+impl Handler for Worker {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let e = event.typed::<JobEvent>().map_err(HandlerError::of)?;
+        if !matches!(e.payload, JobEvent::Requested(_)) {
+            return Ok(());
+        }
+        let id = e.aggregate_id.clone();
+        let start = JobCommand::Start { worker: self.name.clone(), now_ms: allies_platform::context::now_ms() };
+        let started = match self.executor.execute::<Job>(&id, &start, &Attempt::ctx()).await {
+            Ok(s) => s,
+            // Done or failed already (a redelivery after the outcome).
+            Err(ExecuteError::Domain(JobError::Finished(_))) => return Ok(()),
+            Err(e) => return Err(HandlerError::of(e)),
+        };
+        let job = started.state.as_ref().clone();
+        let attempt = Attempt {
+            id: id.clone(),
+            attempt: job.attempt,
+            job,
+            executor: self.executor.clone(),
+            last_progress: Default::default(),
+        };
+        if attempt.attempt > 1 {
+            tracing::warn!(job = %id, attempt = attempt.attempt, worker = %self.name, "took over a job whose worker stopped");
+        }
+        let outcome = if attempt.attempt > MAX_ATTEMPTS {
+            Err(format!("gave up: {MAX_ATTEMPTS} workers stopped while doing this job"))
+        } else {
+            Ok(())
+        };
+        let result = match (&attempt.job.work, outcome) {
+            (Some(Work::Report(spec)), Ok(())) => self.reports.run(&attempt, spec).await,
+            (Some(Work::Maintenance(spec)), Ok(())) => self.maintenance.run(&attempt, spec).await,
+            (Some(Work::Report(_)), Err(why)) => {
+                let now_ms = allies_platform::context::now_ms();
+                attempt.record(JobCommand::FailReport { attempt: attempt.attempt, error: why, now_ms }).await
+            }
+            (_, Err(why)) => {
+                let now_ms = allies_platform::context::now_ms();
+                let c = JobCommand::RecordMaintenance {
+                    attempt: attempt.attempt,
+                    ok: false,
+                    result: String::new(),
+                    error: why,
+                    now_ms,
+                };
+                attempt.record(c).await
+            }
+            (None, _) => Ok(()),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(Stop::Superseded) => {
+                tracing::warn!(job = %id, attempt = attempt.attempt, "job attempt superseded; stopping it");
+                Ok(())
+            }
+            Err(Stop::Retry(why)) => Err(HandlerError(why)),
+        }
+    }
+}
+
+/// Records a report's outcome under `attempt` (helper for the report runner).
+pub async fn finish_report(attempt: &Attempt, artifact: Artifact) -> Result<(), Stop> {
+    let now_ms = allies_platform::context::now_ms();
+    attempt.record(JobCommand::FinishReport { attempt: attempt.attempt, artifact, now_ms }).await
+}
