@@ -155,7 +155,7 @@ impl JobsApi {
         let mut pipe = redis::pipe();
         pipe.cmd("ZADD").arg(index(kind)).arg(ctx.now_ms).arg(&id).ignore();
         if kind == "maintenance"
-            && let (Some(token), Some(caller)) = (bearer(request), ctx.caller.as_ref())
+            && let (Ok(token), Some(caller)) = (allies_platform::auth::bearer_token(request), ctx.caller.as_ref())
         {
             let ttl = caller.expires_at - ctx.now_ms / 1000;
             if ttl > 0 {
@@ -188,12 +188,6 @@ impl JobsApi {
         }
         Ok(ListJobsResponse { jobs })
     }
-}
-
-/// The raw bearer token of a request.
-fn bearer<T>(request: &Request<T>) -> Option<String> {
-    let v = request.metadata().get("authorization")?.to_str().ok()?;
-    v.strip_prefix("Bearer ").map(str::to_owned)
 }
 
 /// The default report range: the 7 days up to now.

@@ -167,13 +167,7 @@ impl Authenticator {
 
     /// The caller of a request with `authorization: Bearer <token>`.
     pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, AuthError> {
-        let header = request.metadata().get("authorization").ok_or(AuthError::Missing)?;
-        let value = header.to_str().map_err(|_| unauthenticated("not ASCII"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| unauthenticated("expected 'Bearer <token>'"))?;
-        self.verify(token.trim()).await
+        self.verify(bearer_token(request)?).await
     }
 
     /// The caller when the request carries a token (which must then be
@@ -311,6 +305,18 @@ async fn fetch_jwks(endpoint: &str) -> Result<Vec<Jwk>, AuthError> {
         .map_err(|e| unavailable(&e))?;
     let mut client = GuardianServiceClient::new(channel);
     Ok(client.get_jwks(outgoing(GetJwksRequest {})).await.map_err(|e| unavailable(&e.message()))?.into_inner().keys)
+}
+
+/// The access token of a request's `authorization: Bearer <token>` (not
+/// verified: [`Authenticator::authenticate`] does that).
+pub fn bearer_token<T>(request: &Request<T>) -> Result<&str, AuthError> {
+    let header = request.metadata().get("authorization").ok_or(AuthError::Missing)?;
+    let value = header.to_str().map_err(|_| unauthenticated("not ASCII"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| unauthenticated("expected 'Bearer <token>'"))?;
+    Ok(token.trim())
 }
 
 /// A request to another service carrying the current trace context (the
