@@ -332,13 +332,13 @@ impl PartitionReader {
         work: F,
     ) -> F::Output {
         let every = (self.config.claim_idle / 3).max(Duration::from_millis(20));
-        let script = redis::Script::new(KEEP_FRESH);
         tokio::pin!(work);
         loop {
             tokio::select! {
                 done = &mut work => return done,
                 _ = tokio::time::sleep(every) => {
-                    let kept: RedisResult<i64> = script
+                    // Built here, not per entry: only a long handler gets this far.
+                    let kept: RedisResult<i64> = redis::Script::new(KEEP_FRESH)
                         .key(stream)
                         .arg(&self.config.group)
                         .arg(&self.config.consumer)
