@@ -55,7 +55,7 @@ pub const SCHEMA: &[Key] = &[
         max: 1_000,
         default: 5,
         description: "failed logins before an account locks",
-        applied_by: &[],
+        applied_by: &["guardian"],
     },
     Key {
         name: "auth.lockout_secs",
@@ -63,7 +63,7 @@ pub const SCHEMA: &[Key] = &[
         max: 86_400,
         default: 900,
         description: "how long a locked account stays locked",
-        applied_by: &[],
+        applied_by: &["guardian"],
     },
     Key {
         name: "matchmaking.window",
@@ -71,7 +71,7 @@ pub const SCHEMA: &[Key] = &[
         max: 5_000,
         default: 100,
         description: "the matchmaker's initial rating window",
-        applied_by: &[],
+        applied_by: &["timesquare"],
     },
     Key {
         name: "matchmaking.ticket_ttl_secs",
@@ -79,7 +79,7 @@ pub const SCHEMA: &[Key] = &[
         max: 86_400,
         default: 120,
         description: "a ticket not matched by then expires",
-        applied_by: &[],
+        applied_by: &["timesquare"],
     },
     Key {
         name: "projector.retry_max_attempts",
@@ -87,7 +87,7 @@ pub const SCHEMA: &[Key] = &[
         max: 100,
         default: 5,
         description: "deliveries of an entry before it is dead-lettered",
-        applied_by: &[],
+        applied_by: &["projector"],
     },
     Key {
         name: "projector.breaker_failures",
@@ -95,7 +95,7 @@ pub const SCHEMA: &[Key] = &[
         max: 10_000,
         default: 10,
         description: "consecutive failures that open a projection's breaker",
-        applied_by: &[],
+        applied_by: &["projector"],
     },
     Key {
         name: "projector.breaker_open_ms",
@@ -103,7 +103,7 @@ pub const SCHEMA: &[Key] = &[
         max: 3_600_000,
         default: 5_000,
         description: "how long an open breaker stays open",
-        applied_by: &[],
+        applied_by: &["projector"],
     },
     Key {
         name: "maintenance.writes_paused",

@@ -12,7 +12,7 @@
 //! | command  | pending | running (attempt n) | done / failed |
 //! |----------|---------|---------------------|---------------|
 //! | Request  | exists  | exists              | exists        |
-//! | Start    | n = 1   | n + 1 (takeover)    | Finished      |
+//! | Start    | n = 1   | n + 1 (takeover); past MAX_ATTEMPTS the failure outcome | Finished |
 //! | Progress | NotRunning | under n only     | Finished      |
 //! | Finish / Fail | NotRunning | under n only | Finished     |
 
@@ -321,6 +321,23 @@ impl Aggregate for Job {
                 Status::None => Err(JobError::NotRequested),
                 Status::Done => Err(JobError::Finished("done")),
                 Status::Failed => Err(JobError::Finished("failed")),
+                // Every worker that took it stopped: a poison job ends, failed.
+                Status::Running if self.attempt >= MAX_ATTEMPTS => {
+                    let error = format!("gave up: {MAX_ATTEMPTS} workers stopped while doing this job");
+                    Ok(vec![match self.maintenance() {
+                        Some(what) => JobEvent::MaintenancePerformed(MaintenancePerformed {
+                            attempt: self.attempt,
+                            what: Some(what.clone()),
+                            by: self.by.clone(),
+                            reason: self.reason.clone(),
+                            ok: false,
+                            result: String::new(),
+                            error,
+                            at_ms: *now_ms,
+                        }),
+                        None => JobEvent::ReportFailed(ReportFailed { attempt: self.attempt, error, at_ms: *now_ms }),
+                    }])
+                }
                 Status::Pending | Status::Running => Ok(vec![JobEvent::Started(JobStarted {
                     attempt: self.attempt + 1,
                     worker: worker.clone(),
@@ -540,6 +557,20 @@ mod tests {
             at_ms: 30,
         })]);
         assert_eq!(done.status, Status::Done);
+    }
+
+    #[test]
+    fn a_job_whose_workers_keep_dying_fails_instead_of_being_taken_again() {
+        let mut history = vec![requested()];
+        history.extend((1..=MAX_ATTEMPTS).map(|n| started(n, "command/a")));
+        let state = given::<Job>(history).when(JobCommand::Start { worker: "command/b".into(), now_ms: 90 }).then([
+            JobEvent::ReportFailed(ReportFailed {
+                attempt: MAX_ATTEMPTS,
+                error: format!("gave up: {MAX_ATTEMPTS} workers stopped while doing this job"),
+                at_ms: 90,
+            }),
+        ]);
+        assert_eq!(state.status, Status::Failed);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use allies_platform::auth::Authenticator;
 use allies_platform::status::OrStatus;
 use allies_store::subscriber::{Handler, HandlerError};
 use allies_store::{CommandExecutor, ExecuteError, RecordedEvent, RedisConn, StoreError};
-use command_domain::job::{Artifact, Job, JobCommand, JobError, MAX_ATTEMPTS, Status, Work};
+use command_domain::job::{Artifact, Job, JobCommand, JobError, Status, Work};
 use tonic::{Request, Response, Status as GrpcStatus};
 
 pub const GROUP: &str = "cmd.jobs";
@@ -356,6 +356,12 @@ impl Attempt {
         }
     }
 
+    /// Records the report's outcome under this attempt.
+    pub async fn finish_report(&self, artifact: Artifact) -> Result<(), Stop> {
+        let now_ms = allies_platform::context::now_ms();
+        self.record(JobCommand::FinishReport { attempt: self.attempt, artifact, now_ms }).await
+    }
+
     /// Records progress, at most twice a second (and always the last step).
     pub async fn progress(&self, done: u64, total: u64, stage: &str) -> Result<(), Stop> {
         let due = {
@@ -377,7 +383,6 @@ impl Attempt {
 /// The `cmd.jobs` consumer: takes each requested job and does it.
 pub struct Worker {
     pub executor: CommandExecutor,
-    pub conn: RedisConn,
     /// `command/<instance>`.
     pub name: String,
     pub reports: Arc<crate::reports::Reports>,
@@ -406,33 +411,16 @@ impl Handler for Worker {
             executor: self.executor.clone(),
             last_progress: Default::default(),
         };
+        if attempt.job.status != Status::Running {
+            return Ok(()); // the Start was the failure outcome (MAX_ATTEMPTS)
+        }
         if attempt.attempt > 1 {
             tracing::warn!(job = %id, attempt = attempt.attempt, worker = %self.name, "took over a job whose worker stopped");
         }
-        let outcome = if attempt.attempt > MAX_ATTEMPTS {
-            Err(format!("gave up: {MAX_ATTEMPTS} workers stopped while doing this job"))
-        } else {
-            Ok(())
-        };
-        let result = match (&attempt.job.work, outcome) {
-            (Some(Work::Report(spec)), Ok(())) => self.reports.run(&attempt, spec).await,
-            (Some(Work::Maintenance(spec)), Ok(())) => self.maintenance.run(&attempt, spec).await,
-            (Some(Work::Report(_)), Err(why)) => {
-                let now_ms = allies_platform::context::now_ms();
-                attempt.record(JobCommand::FailReport { attempt: attempt.attempt, error: why, now_ms }).await
-            }
-            (_, Err(why)) => {
-                let now_ms = allies_platform::context::now_ms();
-                let c = JobCommand::RecordMaintenance {
-                    attempt: attempt.attempt,
-                    ok: false,
-                    result: String::new(),
-                    error: why,
-                    now_ms,
-                };
-                attempt.record(c).await
-            }
-            (None, _) => Ok(()),
+        let result = match &attempt.job.work {
+            Some(Work::Report(spec)) => self.reports.run(&attempt, spec).await,
+            Some(Work::Maintenance(spec)) => self.maintenance.run(&attempt, spec).await,
+            None => Ok(()),
         };
         match result {
             Ok(()) => Ok(()),
@@ -443,10 +431,4 @@ impl Handler for Worker {
             Err(Stop::Retry(why)) => Err(HandlerError(why)),
         }
     }
-}
-
-/// Records a report's outcome under `attempt` (helper for the report runner).
-pub async fn finish_report(attempt: &Attempt, artifact: Artifact) -> Result<(), Stop> {
-    let now_ms = allies_platform::context::now_ms();
-    attempt.record(JobCommand::FinishReport { attempt: attempt.attempt, artifact, now_ms }).await
 }

@@ -64,7 +64,6 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let store = builder.store();
     let worker = jobs::Worker {
         executor: executor.clone(),
-        conn: conn.clone(),
         name: format!("command/{}", builder.config().instance),
         reports: Arc::new(reports::Reports {
             conn: conn.clone(),

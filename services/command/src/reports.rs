@@ -25,7 +25,7 @@ use allies_store::{EventStore, Priority, RecordedEvent, RedisConn, keys};
 use command_domain::job::Artifact;
 use serde_json::{Value, json};
 
-use crate::jobs::{Attempt, CHUNK, Stop, data_key, finish_report};
+use crate::jobs::{Attempt, CHUNK, Stop, data_key};
 
 const DAY_MS: i64 = 86_400_000;
 /// Entries read per XRANGE.
@@ -137,7 +137,7 @@ impl Reports {
             content_type: content_type.to_owned(),
             chunks: chunks.len().max(1) as u32,
         };
-        match finish_report(attempt, artifact).await {
+        match attempt.finish_report(artifact).await {
             Ok(()) => {
                 // Earlier attempts' bytes (workers that died) are not the report.
                 for n in 1..attempt.attempt {

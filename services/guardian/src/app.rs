@@ -167,6 +167,8 @@ pub struct Guardian {
     pub keys: KeyRing,
     pub settings: Settings,
     pub limiter: RateLimiter,
+    /// The lockout policy in force (live configuration; `settings.lockout` until a version exists).
+    pub lockout: allies_store::Tunable<LockoutPolicy>,
     /// A real hash of a random password: verified against when the user is
     /// unknown or locked, so those failures cost what a wrong password costs.
     dummy_hash: String,
@@ -194,11 +196,12 @@ impl Guardian {
         keys: KeyRing,
         settings: Settings,
         limiter: RateLimiter,
+        lockout: allies_store::Tunable<LockoutPolicy>,
     ) -> Result<Self, GuardianError> {
         let mut secret = [0u8; 24];
         OsRng.fill_bytes(&mut secret);
         let dummy_hash = hasher.hash(&URL_SAFE_NO_PAD.encode(secret)).await?;
-        Ok(Self { executor, hasher, keys, settings, limiter, dummy_hash })
+        Ok(Self { executor, hasher, keys, settings, limiter, lockout, dummy_hash })
     }
 
     async fn load_user(&self, user_id: &str) -> Result<User, StoreError> {
@@ -313,7 +316,7 @@ impl Guardian {
             return Err(GuardianError::BadCredentials);
         }
         if !matches {
-            let failed = UserCommand::RecordFailedLogin { at_ms: ctx.now_ms, policy: self.settings.lockout };
+            let failed = UserCommand::RecordFailedLogin { at_ms: ctx.now_ms, policy: self.lockout.get() };
             match self.on_user(&user_id, failed, ctx).await {
                 Ok(after) if after.state.is_locked_at(ctx.now_ms) => {
                     tracing::warn!(

@@ -33,17 +33,18 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     // Guardian verifies its own tokens with its own keys.
     builder.set_key_source(KeySource::Static(keys.jwks().to_vec()));
     let hasher = password::PasswordHasher::start(settings.argon2_threads);
-    // The login rate limits follow the live configuration (once one was
-    // ever written; until then the environment's values hold).
-    let from_env = settings.rate;
-    let now = ratelimit::RateSettings::live(&builder.live_config().borrow(), from_env);
-    let limiter = ratelimit::RateLimiter::new(builder.store().connection(), now);
-    let guardian = Arc::new(app::Guardian::new(builder.executor(), hasher, keys, settings, limiter).await?);
-    let g = guardian.clone();
-    builder.on_live_config("live rate limits", move |c| {
-        g.limiter.set(ratelimit::RateSettings::live(&c, from_env));
-        std::future::ready(())
+    // The login rate limits and the lockout follow the live configuration
+    // (once one was ever written; until then the environment's values hold).
+    let rate = builder.live_setting("live rate limits", settings.rate, ratelimit::RateSettings::live);
+    let lockout = builder.live_setting("live lockout", settings.lockout, |c| {
+        use command_domain::configuration::int;
+        guardian_domain::user::LockoutPolicy {
+            max_failures: int(&c.values, "auth.lockout_max_failures") as u32,
+            lock_ms: int(&c.values, "auth.lockout_secs") * 1000,
+        }
     });
+    let limiter = ratelimit::RateLimiter::new(builder.store().connection(), rate);
+    let guardian = Arc::new(app::Guardian::new(builder.executor(), hasher, keys, settings, limiter, lockout).await?);
     let api = grpc::GuardianApi { guardian, auth: builder.auth() };
     builder.add_service(GuardianServiceServer::new(api));
     Ok(builder.bind().await?)

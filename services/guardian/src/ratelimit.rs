@@ -2,7 +2,6 @@
 //! Guardian replica counts together: `rl:auth:<scope>:<key>` is incremented
 //! and given the window's expiry by one script.
 
-use std::sync::RwLock;
 use std::time::Duration;
 
 use allies_platform::config::{ConfigError, Env};
@@ -35,13 +34,9 @@ impl RateSettings {
 }
 
 impl RateSettings {
-    /// The limits of a live configuration version; version 0 (none ever
-    /// written) keeps `from_env`.
-    pub fn live(c: &allies_platform::live::LiveConfig, from_env: RateSettings) -> RateSettings {
+    /// The limits of a live configuration version.
+    pub fn live(c: &allies_platform::live::LiveConfig) -> RateSettings {
         use command_domain::configuration::int;
-        if c.version == 0 {
-            return from_env;
-        }
         RateSettings {
             window: Duration::from_secs(int(&c.values, "auth.rate_window_secs") as u64),
             per_username: int(&c.values, "auth.rate_per_username") as u64,
@@ -54,7 +49,7 @@ pub struct RateLimiter {
     conn: RedisConn,
     script: redis::Script,
     /// Replaced whole when the live configuration changes.
-    settings: RwLock<RateSettings>,
+    settings: allies_store::Tunable<RateSettings>,
 }
 
 const SCRIPT: &str = r"
@@ -64,18 +59,13 @@ return {n, redis.call('PTTL', KEYS[1])}
 ";
 
 impl RateLimiter {
-    pub fn new(conn: RedisConn, settings: RateSettings) -> Self {
-        Self { conn, script: redis::Script::new(SCRIPT), settings: RwLock::new(settings) }
+    pub fn new(conn: RedisConn, settings: allies_store::Tunable<RateSettings>) -> Self {
+        Self { conn, script: redis::Script::new(SCRIPT), settings }
     }
 
     /// The limits in force.
     pub fn settings(&self) -> RateSettings {
-        *self.settings.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Replaces the limits (live configuration); the next attempt uses them.
-    pub fn set(&self, settings: RateSettings) {
-        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        self.settings.get()
     }
 
     /// Counts one attempt for `key` in `scope` ("username" or "client").

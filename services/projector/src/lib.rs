@@ -38,15 +38,28 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let mut builder = ServiceBuilder::new(config).await?;
     let config = builder.config().clone();
     let store = builder.store();
-    // The fleet's subscription settings; the manager names group and type per projection.
-    let template = builder.subscription("", "");
+    // The fleet's subscription settings; the manager names group and type per
+    // projection. The retries and the breaker follow the live configuration.
+    let mut template = builder.subscription("", "");
+    let from_env = template.retry.get();
+    template.retry = builder.live_setting("live retries", from_env, move |c| {
+        let attempts = command_domain::configuration::int(&c.values, "projector.retry_max_attempts");
+        allies_store::subscriber::RetryPolicy { max_attempts: attempts as u32, ..from_env }
+    });
+    let breaker = builder.live_setting("live breakers", config.breaker(), |c| {
+        use command_domain::configuration::int;
+        allies_store::breaker::BreakerConfig {
+            failure_threshold: int(&c.values, "projector.breaker_failures") as u32,
+            open_for: std::time::Duration::from_millis(int(&c.values, "projector.breaker_open_ms") as u64),
+        }
+    });
     let metrics = template.metrics.clone().ok_or_else(|| anyhow::anyhow!("subscriber metrics"))?;
     let settings = manager::Settings {
         target: RedisTarget::parse(&config.redis_url)?,
         conn: store.connection(),
         partitions: config.partitions,
         template,
-        breaker: config.breaker(),
+        breaker,
     };
     let registry = projections::registry();
     tracing::info!(consumer = %config.instance, projections = ?registry.names(), "starting projections");

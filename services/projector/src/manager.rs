@@ -91,7 +91,8 @@ pub struct Settings {
     /// Batch, block, retry, claim and metrics settings; group, source and
     /// breaker are filled per subscription.
     pub template: SubscriptionConfig,
-    pub breaker: allies_store::breaker::BreakerConfig,
+    /// Every projection's breaker follows it (the live configuration).
+    pub breaker: allies_store::Tunable<allies_store::breaker::BreakerConfig>,
 }
 
 pub struct Manager {
@@ -140,8 +141,11 @@ impl allies_core::ServiceError for RebuildError {
 impl Manager {
     /// Starts every registered projection at its live generation.
     pub async fn start(settings: Settings, registry: Registry) -> Result<Arc<Self>, redis::RedisError> {
-        let breakers =
-            registry.names().into_iter().map(|n| (n, Arc::new(CircuitBreaker::new(settings.breaker)))).collect();
+        let breakers = registry
+            .names()
+            .into_iter()
+            .map(|n| (n, Arc::new(CircuitBreaker::following(settings.breaker.clone()))))
+            .collect();
         let manager = Arc::new(Self {
             settings,
             registry,

@@ -52,13 +52,23 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         config.cqrs.archive_dir.clone(),
     ));
     let players = Arc::new(players::Players::new(Handles::new(executor.clone(), settings.handles * 10)));
+    // The rating window and the ticket expiry follow the live configuration.
+    let from_env = settings.matchmaking;
+    let mm_settings = builder.live_setting("live matchmaking", from_env, move |c| {
+        use command_domain::configuration::int;
+        let mut s = from_env;
+        s.pass.base_window = int(&c.values, "matchmaking.window") as i32;
+        s.pass.max_window = s.pass.max_window.max(s.pass.base_window);
+        s.ticket_ttl = std::time::Duration::from_secs(int(&c.values, "matchmaking.ticket_ttl_secs") as u64);
+        s
+    });
     let mm = Arc::new(matchmaking::Matchmaking::new(
         Handles::new(executor.clone(), settings.handles),
         Handles::new(executor, settings.handles),
         players.clone(),
         game.clone(),
         store.connection(),
-        settings.matchmaking,
+        mm_settings,
         config.instance.clone(),
     ));
     let _ = players.matchmaking.set(mm.clone());

@@ -70,7 +70,9 @@ pub struct Matchmaking {
     pub players: Arc<Players>,
     pub game: Arc<crate::game::Game>,
     pub conn: RedisConn,
-    pub settings: settings::Matchmaking,
+    /// The environment's settings, with the live configuration's window and
+    /// ticket expiry once a version exists (replaced whole).
+    pub settings: allies_store::Tunable<settings::Matchmaking>,
     pub instance: String,
     /// Tickets this instance grouped lately: not grouped again before the
     /// saga claims them (or gives them back).
@@ -88,7 +90,7 @@ impl Matchmaking {
         players: Arc<Players>,
         game: Arc<crate::game::Game>,
         conn: RedisConn,
-        settings: settings::Matchmaking,
+        settings: allies_store::Tunable<settings::Matchmaking>,
         instance: String,
     ) -> Self {
         Self { tickets, matches, players, game, conn, settings, instance, recently: Mutex::new(HashMap::new()) }
@@ -214,7 +216,7 @@ impl Matchmaking {
             min_players: w.min_players,
             max_players: w.max_players,
             created_at_ms: ctx.now_ms,
-            expires_at_ms: ctx.now_ms + self.settings.ticket_ttl.as_millis() as i64,
+            expires_at_ms: ctx.now_ms + self.settings.get().ticket_ttl.as_millis() as i64,
         };
         self.on_ticket(&ticket_id, TicketCommand::Create(created), &system).await
     }
@@ -285,7 +287,7 @@ impl Matchmaking {
     /// Takes or keeps the lease; true when this instance runs the matchmaker.
     async fn lease(&self) -> bool {
         let mut conn = self.conn.clone();
-        let ttl = (self.settings.interval * 4).max(Duration::from_secs(1)).as_millis() as u64;
+        let ttl = (self.settings.get().interval * 4).max(Duration::from_secs(1)).as_millis() as u64;
         let held: redis::RedisResult<i64> =
             redis::Script::new(LEASE_SCRIPT).key(LEASE).arg(&self.instance).arg(ttl).invoke_async(&mut conn).await;
         held.map(|h| h == 1).unwrap_or(false)
@@ -312,7 +314,7 @@ impl Matchmaking {
             recent.retain(|_, at| at.elapsed() < Duration::from_secs(30));
             waiting.retain(|w| !recent.contains_key(&w.ticket_id));
         }
-        let pass = matchmaker::pass(&waiting, now, &self.settings.pass, &self.maps());
+        let pass = matchmaker::pass(&waiting, now, &self.settings.get().pass, &self.maps());
         let report = PassReport {
             waiting: waiting.len(),
             groups: pass.groups.len(),
@@ -346,7 +348,7 @@ impl Matchmaking {
                 window: g.window,
                 spread: g.spread,
                 formed_at_ms: now,
-                confirm_within_ms: self.settings.confirm_within.as_millis() as i64,
+                confirm_within_ms: self.settings.get().confirm_within.as_millis() as i64,
             };
             let ctx = RequestContext::system(now);
             match self.on_match(&match_id, MatchCommand::Form(formed), &ctx).await {
@@ -361,7 +363,7 @@ impl Matchmaking {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.settings.interval) => {}
+                _ = tokio::time::sleep(self.settings.get().interval) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
             match self.pass_once().await {

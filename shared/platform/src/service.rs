@@ -281,8 +281,11 @@ impl ServiceBuilder {
         s.batch = c.cqrs.subscriber_batch;
         s.block = c.cqrs.subscriber_block;
         s.claim_idle = c.cqrs.claim_idle;
-        s.retry.max_attempts = c.cqrs.retry_max_attempts;
-        s.retry.base = c.cqrs.retry_base;
+        s.retry = allies_store::Tunable::new(allies_store::subscriber::RetryPolicy {
+            max_attempts: c.cqrs.retry_max_attempts,
+            base: c.cqrs.retry_base,
+            ..Default::default()
+        });
         s.breaker = Arc::new(allies_store::breaker::CircuitBreaker::new(c.breaker()));
         s
     }
@@ -335,6 +338,24 @@ impl ServiceBuilder {
                 }
             }
         })
+    }
+
+    /// A setting that follows the live configuration: `from_env` until a
+    /// configuration version exists, then `derive` of each version,
+    /// replaced whole when the version is applied (readers `get()` a copy).
+    pub fn live_setting<T, F>(&mut self, name: &'static str, from_env: T, derive: F) -> allies_store::Tunable<T>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(&crate::live::LiveConfig) -> T + Send + Sync + 'static,
+    {
+        let pick = move |c: &crate::live::LiveConfig| if c.version == 0 { from_env.clone() } else { derive(c) };
+        let setting = allies_store::Tunable::new(pick(&self.live_config().borrow()));
+        let s = setting.clone();
+        self.on_live_config(name, move |c| {
+            s.set(pick(&c));
+            std::future::ready(())
+        });
+        setting
     }
 
     /// Turns true when the service shuts down (for tasks started during build).

@@ -45,7 +45,8 @@ struct Inner {
 
 #[derive(Debug, Default)]
 pub struct CircuitBreaker {
-    config: BreakerConfig,
+    /// Replaced whole while running (see [`following`](Self::following)).
+    config: crate::Tunable<BreakerConfig>,
     inner: Mutex<Inner>,
 }
 
@@ -59,30 +60,36 @@ pub enum Permit {
 }
 
 impl CircuitBreaker {
-    pub fn new(config: BreakerConfig) -> Self {
+    /// A breaker whose thresholds follow `config` (the live configuration):
+    /// a change is in force from the next entry; the state is kept.
+    pub fn following(config: crate::Tunable<BreakerConfig>) -> Self {
         Self { config, inner: Mutex::new(Inner::default()) }
+    }
+
+    pub fn new(config: BreakerConfig) -> Self {
+        Self { config: crate::Tunable::new(config), inner: Mutex::new(Inner::default()) }
     }
 
     pub fn state(&self) -> BreakerState {
         let Ok(i) = self.inner.lock() else { return BreakerState::Open };
         match i.opened_at {
             None => BreakerState::Closed,
-            Some(t) if t.elapsed() < self.config.open_for => BreakerState::Open,
+            Some(t) if t.elapsed() < self.config.get().open_for => BreakerState::Open,
             Some(_) => BreakerState::HalfOpen,
         }
     }
 
     /// How long until an open breaker lets a trial through (zero otherwise).
     pub fn remaining_open(&self) -> Duration {
-        let Ok(i) = self.inner.lock() else { return self.config.open_for };
-        i.opened_at.map(|t| self.config.open_for.saturating_sub(t.elapsed())).unwrap_or_default()
+        let Ok(i) = self.inner.lock() else { return self.config.get().open_for };
+        i.opened_at.map(|t| self.config.get().open_for.saturating_sub(t.elapsed())).unwrap_or_default()
     }
 
     pub fn permit(&self) -> Permit {
         let Ok(mut i) = self.inner.lock() else { return Permit::Denied };
         match i.opened_at {
             None => Permit::Allowed,
-            Some(t) if t.elapsed() < self.config.open_for => Permit::Denied,
+            Some(t) if t.elapsed() < self.config.get().open_for => Permit::Denied,
             Some(_) if i.trial_in_flight => Permit::Denied,
             Some(_) => {
                 i.trial_in_flight = true;
@@ -102,7 +109,7 @@ impl CircuitBreaker {
             return;
         }
         i.consecutive_failures += 1;
-        if permit == Permit::Trial || i.consecutive_failures >= self.config.failure_threshold {
+        if permit == Permit::Trial || i.consecutive_failures >= self.config.get().failure_threshold {
             if i.opened_at.is_none() || permit == Permit::Trial {
                 tracing::warn!(failures = i.consecutive_failures, "circuit breaker opened");
             }

@@ -36,6 +36,7 @@ mod store;
 pub mod subscriber;
 pub mod tail;
 pub mod trace;
+pub mod tunable;
 
 pub use conn::{RedisConn, RedisTarget};
 pub use error::{AppendError, StoreError, redis_errors};
@@ -51,6 +52,7 @@ pub use store::{
     AppendOutcome, AppendRequest, AsOf, CommandRecord, EventStore, Priority, Publication, StateWrite, Storage,
     StoredState,
 };
+pub use tunable::Tunable;
 
 /// Largest number of events one append may carry.
 pub const MAX_EVENTS_PER_APPEND: usize = 1000;

@@ -52,12 +52,12 @@ async fn append(store: &RedisEventStore, t: &str, id: &str, expected: ExpectedVe
 fn config(consumer: &str) -> SubscriptionConfig {
     let mut c = SubscriptionConfig::new("rm.test", consumer, "thing", 1);
     c.claim_idle = Duration::from_millis(300);
-    c.retry = RetryPolicy {
+    c.retry = allies_store::Tunable::new(RetryPolicy {
         backoff: Backoff::Fixed,
         base: Duration::from_millis(50),
         max_delay: Duration::from_secs(1),
         max_attempts: 3,
-    };
+    });
     c
 }
 
@@ -181,7 +181,7 @@ async fn dead_letters_can_be_listed_replayed_and_purged() {
     let handler = Arc::new(Toggle::default());
     let mut c = config("c");
     c.partitions = 2;
-    c.retry.max_attempts = 1;
+    c.retry = allies_store::Tunable::new(RetryPolicy { max_attempts: 1, ..c.retry.get() });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(subscriber::run(RedisTarget::parse(&redis.url()).unwrap(), c, handler.clone(), stopped));
     let mut poison = Vec::new();
@@ -291,7 +291,7 @@ async fn an_open_breaker_stops_delivery_and_keeps_entries_pending() {
     let handler = Arc::new(Flaky::default());
     let mut c = config("c");
     c.lanes = 1;
-    c.retry.max_attempts = 3;
+    c.retry = allies_store::Tunable::new(RetryPolicy { max_attempts: 3, ..c.retry.get() });
     c.breaker =
         Arc::new(CircuitBreaker::new(BreakerConfig { failure_threshold: 3, open_for: Duration::from_millis(600) }));
     let breaker = c.breaker.clone();

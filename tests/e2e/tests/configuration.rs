@@ -258,3 +258,87 @@ async fn uploaded_rules_are_validated_and_new_sessions_use_them_while_running_on
     let mut other = allies_e2e::game::Games::connect(replica.endpoint()).await.unwrap();
     assert_eq!(state(&mut other, &after, &ann).await.rules_version, 2);
 }
+
+#[tokio::test]
+async fn lockout_matchmaking_and_projector_retry_keys_change_what_their_services_do_while_running() {
+    // The environment says 5 failures, 120 s tickets, 5 deliveries: the
+    // configuration changes each while every service runs.
+    let fleet = Fleet::start(&[("SUBSCRIBER_RETRY_BASE_MS", "50")]);
+    let admin = fleet.admin().await;
+    let mut config = ConfigurationServiceClient::new(fleet.channel("command").await);
+    let change = UpdateConfigurationRequest {
+        expected_version: 0,
+        changes: HashMap::from([
+            ("auth.lockout_max_failures".into(), "2".into()),
+            ("matchmaking.ticket_ttl_secs".into(), "7".into()),
+            ("projector.retry_max_attempts".into(), "2".into()),
+        ]),
+        reason: "tighter for the tournament".into(),
+    };
+    let v = config.update_configuration(bearer(change, &admin)).await.expect("update").into_inner().version;
+    let took = applied_everywhere(&mut config, &admin, v, 4).await;
+    println!("applied by every instance in {} ms", took.as_millis());
+    let keys = config.get_configuration(bearer(GetConfigurationRequest {}, &admin)).await.unwrap().into_inner().keys;
+    for (key, service) in [
+        ("auth.lockout_max_failures", "guardian"),
+        ("matchmaking.ticket_ttl_secs", "timesquare"),
+        ("projector.retry_max_attempts", "projector"),
+    ] {
+        let k = keys.iter().find(|k| k.key == key).expect("key");
+        assert_eq!(k.applied_by, vec![service.to_owned()], "{key}");
+    }
+
+    // Guardian: two failures lock the account (the environment said five).
+    let id = fleet.register("lena").await;
+    let mut g = GuardianServiceClient::new(fleet.channel("guardian").await);
+    for _ in 0..2 {
+        let wrong = AuthenticateUserRequest { username: "lena".into(), password: "wrong-password-1".into() };
+        assert_eq!(g.authenticate_user(wrong).await.unwrap_err().code(), Code::Unauthenticated);
+    }
+    let mut projector = fleet.projector().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = allies_contracts::projector::v1::GetUserRequest { user_id: id.clone(), ..Default::default() };
+        let user = projector.get_user(bearer(r, &admin)).await.expect("user").into_inner().user.expect("user");
+        if user.status == "locked" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two failures did not lock: {user:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Timesquare: a new ticket expires after 7 s (the environment said 120).
+    let tim = fleet.gamer("tim").await;
+    let mut mm = fleet.matchmaking().await;
+    let ticket = loop {
+        match allies_e2e::game::find(&mut mm, &tim, 2, 4, &[]).await {
+            Ok(t) => break t,
+            Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => panic!("FindMatch: {s:?}"),
+        }
+    };
+    assert_eq!(ticket.expires_at_ms - ticket.created_at_ms, 7_000, "{ticket:?}");
+
+    // The projector: a poison event is dead-lettered after 2 deliveries (the environment said 5).
+    fleet.redis.raw(&[
+        "XADD", "es:{user.0}:log", "*", "event_id", "0190f1a2-0000-7000-8000-000000000001", "event_type",
+        "UserRegistered", "aggregate_type", "user", "aggregate_id", "0190f1a2-0000-7000-8000-00000000dead", "version",
+        "1", "schema_version", "2", "content_type", "application/json", "data", "{broken", "metadata",
+        r#"{"correlation_id":"0190f1a2-0000-7000-8000-000000000002","causation_id":"0190f1a2-0000-7000-8000-000000000003"}"#,
+        "created_at", "1",
+    ]);
+    let mut admin_api = fleet.projector_admin().await;
+    let list = allies_contracts::projector::v1::ListDeadLettersRequest { projection: "rm.user".into(), limit: 10 };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let dead = loop {
+        let d = admin_api.list_dead_letters(bearer(list.clone(), &admin)).await.unwrap().into_inner().dead_letters;
+        if !d.is_empty() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the poison was never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead[0].attempts, 2, "{dead:?}");
+}

@@ -82,7 +82,9 @@ pub struct SubscriptionConfig {
     /// dead or stuck consumer); a live consumer acks well before.
     pub claim_idle: Duration,
     /// Retries of a failing entry; after the last attempt it is dead-lettered.
-    pub retry: RetryPolicy,
+    /// Shared by every partition reader; replaced whole while running
+    /// (the projector follows the live configuration's retry keys).
+    pub retry: crate::Tunable<RetryPolicy>,
     /// Per event type retry policies (override `retry`).
     pub retry_by_event_type: std::collections::HashMap<String, RetryPolicy>,
     /// Where to count what happens (None: not counted).
@@ -105,7 +107,7 @@ impl SubscriptionConfig {
             batch: 128,
             block: Duration::from_secs(2),
             claim_idle: Duration::from_secs(30),
-            retry: RetryPolicy::default(),
+            retry: crate::Tunable::new(RetryPolicy::default()),
             retry_by_event_type: Default::default(),
             metrics: None,
             lanes: 8,

@@ -77,7 +77,7 @@ impl PartitionReader {
         if !self.recover(&mut conn, handler, shutdown, true).await? {
             return Ok(());
         }
-        let every = (self.config.claim_idle / 2).min(self.config.retry.base).max(Duration::from_millis(50));
+        let every = (self.config.claim_idle / 2).min(self.config.retry.get().base).max(Duration::from_millis(50));
         let mut last_recovery = tokio::time::Instant::now();
         loop {
             let paused = self.config.breaker.remaining_open();
@@ -291,7 +291,8 @@ impl PartitionReader {
             }
         }
         let Err(error) = outcome else { return Ok(true) };
-        let policy = self.config.retry.for_event(event_type.as_deref(), &self.config.retry_by_event_type);
+        let retry = self.config.retry.get();
+        let policy = retry.for_event(event_type.as_deref(), &self.config.retry_by_event_type);
         if attempt < policy.max_attempts {
             tracing::warn!(stream = %key, entry = %entry.id, group = %self.config.group, attempt,
                 retry_in = ?policy.delay(attempt, &entry.id), %error, "entry failed; will retry");

@@ -117,7 +117,7 @@ impl PartitionReader {
                     return Ok(false);
                 }
                 let mine = owner == self.config.consumer;
-                let backoff = self.config.retry.delay(deliveries, &id);
+                let backoff = self.config.retry.get().delay(deliveries, &id);
                 let wait = if mine && startup {
                     Duration::ZERO
                 } else if mine {
