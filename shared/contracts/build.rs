@@ -38,7 +38,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let serde = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default)]";
     // Enums (proto enums and oneofs) derive serde without `default`.
     let serde_enum = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\")]";
+    // Maps are BTreeMaps: a message encodes to the same bytes every time
+    // (a HashMap's order changes per process), which the idempotency
+    // fingerprint of a request relies on.
     tonic_prost_build::configure()
+        .btree_map(".")
         .message_attribute(".defense_allies", serde)
         .enum_attribute(".defense_allies", serde_enum)
         .compile_fds(fds)?;

@@ -1,7 +1,5 @@
 //! `allies config`: the fleet's live configuration (admins).
 
-use std::collections::HashMap;
-
 use allies_contracts::command::v1::configuration_service_client::ConfigurationServiceClient;
 use allies_contracts::command::v1::*;
 use clap::Subcommand;
@@ -87,7 +85,7 @@ pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
             print(ctx.json, &v, || show(&v));
         }
         ConfigCommand::Set { changes, reason, expect } => {
-            let mut map = HashMap::new();
+            let mut map = std::collections::BTreeMap::new();
             for c in changes {
                 let (k, v) = c.split_once('=').ok_or_else(|| Failure::local(format!("'{c}': write KEY=VALUE")))?;
                 map.insert(k.trim().to_owned(), v.trim().to_owned());

@@ -18,6 +18,8 @@ use tonic::{Request, Response, Status};
 
 pub struct ConfigurationApi {
     pub auth: Arc<Authenticator>,
+    /// A retried command answers its first reply.
+    pub replies: Arc<allies_platform::Replies>,
     pub executor: CommandExecutor,
     pub conn: RedisConn,
 }
@@ -94,7 +96,7 @@ impl ConfigurationApi {
     async fn run(&self, command: ConfigurationCommand, ctx: &RequestContext) -> Result<ConfigurationView, Status> {
         let done = self
             .executor
-            .execute::<Configuration>(CONFIGURATION_ID, &command, &ctx.command_context())
+            .execute_with::<Configuration>(CONFIGURATION_ID, &command, &ctx.command_context(), ctx.options())
             .await
             .or_status()?;
         Ok(view(&done.state))
@@ -117,59 +119,65 @@ impl ConfigurationService for ConfigurationApi {
         request: Request<UploadRulesRequest>,
     ) -> Result<Response<UploadRulesResponse>, Status> {
         let ctx = self.auth.admin_context(&request).await?;
-        let r = request.into_inner();
-        let rules = timesquare_domain::rules::Rules::parse(&r.yaml)
-            .map_err(|e| allies_platform::status::invalid_argument("yaml", &format!("at {}: {}", e.key, e.reason)))?;
-        let version = rules.rules_version;
-        let current = self.current().await?;
-        let in_force =
-            command_domain::configuration::int(&current.values.clone().into_iter().collect(), "game.rules_version")
-                as u32;
-        let mut conn = self.conn.clone();
-        let existing: Option<String> = redis::cmd("HGET")
-            .arg(RULES)
-            .arg(version)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from)
-            .or_status()?;
-        match existing {
-            Some(text) if text != r.yaml => {
-                return Err(allies_platform::status::invalid_argument(
-                    "yaml",
-                    &format!("at rules_version: version {version} was uploaded with a different content"),
-                ));
-            }
-            Some(_) => {}
-            None if version <= in_force => {
-                return Err(allies_platform::status::invalid_argument(
-                    "yaml",
-                    &format!("at rules_version: {version} must be above the version in force ({in_force})"),
-                ));
-            }
-            None => {
-                let _: bool = redis::cmd("HSETNX")
+        self.replies
+            .once(&ctx, async {
+                let r = request.into_inner();
+                let rules = timesquare_domain::rules::Rules::parse(&r.yaml).map_err(|e| {
+                    allies_platform::status::invalid_argument("yaml", &format!("at {}: {}", e.key, e.reason))
+                })?;
+                let version = rules.rules_version;
+                let current = self.current().await?;
+                let in_force = command_domain::configuration::int(
+                    &current.values.clone().into_iter().collect(),
+                    "game.rules_version",
+                ) as u32;
+                let mut conn = self.conn.clone();
+                let existing: Option<String> = redis::cmd("HGET")
                     .arg(RULES)
                     .arg(version)
-                    .arg(&r.yaml)
                     .query_async(&mut conn)
                     .await
                     .map_err(StoreError::from)
                     .or_status()?;
-            }
-        }
-        let mut configuration_version = 0;
-        if r.activate {
-            let command = ConfigurationCommand::Update {
-                expected_version: r.expected_version,
-                changes: BTreeMap::from([("game.rules_version".to_owned(), version.to_string())]),
-                reason: r.reason,
-                by: who(&ctx),
-                now_ms: ctx.now_ms,
-            };
-            configuration_version = self.run(command, &ctx).await?.version;
-        }
-        Ok(Response::new(UploadRulesResponse { rules_version: version, configuration_version }))
+                match existing {
+                    Some(text) if text != r.yaml => {
+                        return Err(allies_platform::status::invalid_argument(
+                            "yaml",
+                            &format!("at rules_version: version {version} was uploaded with a different content"),
+                        ));
+                    }
+                    Some(_) => {}
+                    None if version <= in_force => {
+                        return Err(allies_platform::status::invalid_argument(
+                            "yaml",
+                            &format!("at rules_version: {version} must be above the version in force ({in_force})"),
+                        ));
+                    }
+                    None => {
+                        let _: bool = redis::cmd("HSETNX")
+                            .arg(RULES)
+                            .arg(version)
+                            .arg(&r.yaml)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(StoreError::from)
+                            .or_status()?;
+                    }
+                }
+                let mut configuration_version = 0;
+                if r.activate {
+                    let command = ConfigurationCommand::Update {
+                        expected_version: r.expected_version,
+                        changes: BTreeMap::from([("game.rules_version".to_owned(), version.to_string())]),
+                        reason: r.reason,
+                        by: who(&ctx),
+                        now_ms: ctx.now_ms,
+                    };
+                    configuration_version = self.run(command, &ctx).await?.version;
+                }
+                Ok(Response::new(UploadRulesResponse { rules_version: version, configuration_version }))
+            })
+            .await
     }
 
     async fn get_configuration(
@@ -185,15 +193,19 @@ impl ConfigurationService for ConfigurationApi {
         request: Request<UpdateConfigurationRequest>,
     ) -> Result<Response<ConfigurationView>, Status> {
         let ctx = self.auth.admin_context(&request).await?;
-        let r = request.into_inner();
-        let command = ConfigurationCommand::Update {
-            expected_version: r.expected_version,
-            changes: r.changes.into_iter().collect::<BTreeMap<_, _>>(),
-            reason: r.reason,
-            by: who(&ctx),
-            now_ms: ctx.now_ms,
-        };
-        Ok(Response::new(self.run(command, &ctx).await?))
+        self.replies
+            .once(&ctx, async {
+                let r = request.into_inner();
+                let command = ConfigurationCommand::Update {
+                    expected_version: r.expected_version,
+                    changes: r.changes.into_iter().collect::<BTreeMap<_, _>>(),
+                    reason: r.reason,
+                    by: who(&ctx),
+                    now_ms: ctx.now_ms,
+                };
+                Ok(Response::new(self.run(command, &ctx).await?))
+            })
+            .await
     }
 
     async fn rollback_configuration(
@@ -201,15 +213,19 @@ impl ConfigurationService for ConfigurationApi {
         request: Request<RollbackConfigurationRequest>,
     ) -> Result<Response<ConfigurationView>, Status> {
         let ctx = self.auth.admin_context(&request).await?;
-        let r = request.into_inner();
-        let command = ConfigurationCommand::Rollback {
-            expected_version: r.expected_version,
-            to_version: r.to_version,
-            reason: r.reason,
-            by: who(&ctx),
-            now_ms: ctx.now_ms,
-        };
-        Ok(Response::new(self.run(command, &ctx).await?))
+        self.replies
+            .once(&ctx, async {
+                let r = request.into_inner();
+                let command = ConfigurationCommand::Rollback {
+                    expected_version: r.expected_version,
+                    to_version: r.to_version,
+                    reason: r.reason,
+                    by: who(&ctx),
+                    now_ms: ctx.now_ms,
+                };
+                Ok(Response::new(self.run(command, &ctx).await?))
+            })
+            .await
     }
 
     async fn list_configuration_history(

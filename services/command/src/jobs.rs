@@ -111,6 +111,8 @@ pub fn view(id: &str, version: u64, j: &Job) -> allies_contracts::command::v1::J
 #[derive(Clone)]
 pub struct JobsApi {
     pub auth: Arc<Authenticator>,
+    /// A retried command answers its first reply.
+    pub replies: Arc<allies_platform::Replies>,
     pub executor: CommandExecutor,
     pub conn: RedisConn,
 }
@@ -131,11 +133,11 @@ impl JobsApi {
     /// the same job) and indexes it.
     async fn request<T>(
         &self,
+        ctx: &allies_platform::RequestContext,
         request: &Request<T>,
         work: Work,
         reason: String,
     ) -> Result<allies_contracts::command::v1::Job, GrpcStatus> {
-        let ctx = self.auth.admin_context(request).await?;
         let by = ctx.caller().map(|c| c.user_id.clone()).unwrap_or_default();
         let id = match ctx.command_id() {
             Some(key) => uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("job:{by}:{key}").as_bytes()),
@@ -143,26 +145,50 @@ impl JobsApi {
         }
         .to_string();
         let kind = work.kind();
-        let command = JobCommand::Request { work, by: by.clone(), reason, now_ms: ctx.now_ms };
-        let done = match self.executor.execute::<Job>(&id, &command, &ctx.command_context()).await {
-            Ok(done) => (done.state.as_ref().clone(), done.version),
-            Err(ExecuteError::Domain(JobError::AlreadyRequested)) if ctx.command_id().is_some() => {
-                return self.load(&id, kind).await.map(|(j, v)| view(&id, v, &j));
-            }
-            Err(e) => return Err(e).or_status(),
-        };
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZADD").arg(index(kind)).arg(ctx.now_ms).arg(&id).ignore();
+        // The admin's credential is in place before the job exists: a worker
+        // may take the job the moment `JobRequested` is appended, and must
+        // find it (it was written after the append, and a quick worker
+        // failed the job as "token expired").
+        let mut credential = false;
         if kind == "maintenance"
             && let (Ok(token), Some(caller)) = (allies_platform::auth::bearer_token(request), ctx.caller.as_ref())
         {
             let ttl = caller.expires_at - ctx.now_ms / 1000;
             if ttl > 0 {
-                pipe.cmd("SET").arg(credential_key(&id)).arg(token).arg("EX").arg(ttl).ignore();
+                redis::cmd("SET")
+                    .arg(credential_key(&id))
+                    .arg(token)
+                    .arg("EX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(StoreError::from)
+                    .or_status()?;
+                credential = true;
             }
         }
-        pipe.query_async::<()>(&mut conn).await.map_err(StoreError::from).or_status()?;
+        let command = JobCommand::Request { work, by: by.clone(), reason, now_ms: ctx.now_ms };
+        let done = match self.executor.execute_with::<Job>(&id, &command, &ctx.command_context(), ctx.options()).await {
+            Ok(done) => (done.state.as_ref().clone(), done.version),
+            Err(ExecuteError::Domain(JobError::AlreadyRequested)) if ctx.command_id().is_some() => {
+                return self.load(&id, kind).await.map(|(j, v)| view(&id, v, &j));
+            }
+            Err(e) => {
+                if credential {
+                    let _ = redis::cmd("DEL").arg(credential_key(&id)).query_async::<()>(&mut conn).await;
+                }
+                return Err(e).or_status();
+            }
+        };
+        redis::cmd("ZADD")
+            .arg(index(kind))
+            .arg(ctx.now_ms)
+            .arg(&id)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(StoreError::from)
+            .or_status()?;
         Ok(view(&id, done.1, &done.0))
     }
 
@@ -201,14 +227,17 @@ impl ReportService for JobsApi {
         &self,
         request: Request<GenerateReportRequest>,
     ) -> Result<Response<allies_contracts::command::v1::Job>, GrpcStatus> {
+        let ctx = self.auth.admin_context(&request).await?;
         let r = request.get_ref().clone();
-        let now = allies_platform::context::now_ms();
+        let now = ctx.now_ms;
         let to_ms = if r.to_ms == 0 { now } else { r.to_ms };
         let from_ms = if r.from_ms == 0 { to_ms - WEEK_MS } else { r.from_ms };
         let format = if r.format.is_empty() { "csv".to_owned() } else { r.format.to_lowercase() };
         let spec = ReportSpec { kind: r.kind, format, from_ms, to_ms };
         let reason = if r.reason.trim().is_empty() { "report".to_owned() } else { r.reason };
-        Ok(Response::new(self.request(&request, Work::Report(spec), reason).await?))
+        self.replies
+            .once(&ctx, async { Ok(Response::new(self.request(&ctx, &request, Work::Report(spec), reason).await?)) })
+            .await
     }
 
     async fn get_report(
@@ -278,6 +307,7 @@ impl MaintenanceService for JobsApi {
         &self,
         request: Request<PerformMaintenanceRequest>,
     ) -> Result<Response<allies_contracts::command::v1::Job>, GrpcStatus> {
+        let ctx = self.auth.admin_context(&request).await?;
         let r = request.get_ref().clone();
         let spec = MaintenanceSpec {
             operation: r.operation,
@@ -290,7 +320,11 @@ impl MaintenanceService for JobsApi {
             enable: r.enable,
             retry_after_secs: r.retry_after_secs,
         };
-        Ok(Response::new(self.request(&request, Work::Maintenance(spec), r.reason).await?))
+        self.replies
+            .once(&ctx, async {
+                Ok(Response::new(self.request(&ctx, &request, Work::Maintenance(spec), r.reason).await?))
+            })
+            .await
     }
 
     async fn get_maintenance(

@@ -35,6 +35,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let executor = builder.executor();
     builder.add_service(ConfigurationServiceServer::new(configuration::ConfigurationApi {
         auth: auth.clone(),
+        replies: builder.replies(),
         executor,
         conn: conn.clone(),
     }));
@@ -81,7 +82,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         }),
     };
     builder.subscribe(jobs::GROUP, allies_contracts::command::events::JOB_TYPE, None, Arc::new(worker))?;
-    let api = jobs::JobsApi { auth: auth.clone(), executor, conn: conn.clone() };
+    let api = jobs::JobsApi { auth: auth.clone(), replies: builder.replies(), executor, conn: conn.clone() };
     builder.add_service(allies_contracts::command::v1::report_service_server::ReportServiceServer::new(api.clone()));
     builder.add_service(allies_contracts::command::v1::maintenance_service_server::MaintenanceServiceServer::new(api));
     builder.add_service(GameStatisticsServiceServer::new(statistics::StatisticsApi { auth, conn }));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use allies_contracts::guardian::v1::guardian_service_server::GuardianService;
 use allies_contracts::guardian::v1::*;
 use allies_platform::auth::{Authenticator, ROLE_ADMIN};
-use allies_platform::{OrStatus, RequestContext};
+use allies_platform::{OrStatus, Replies, RequestContext};
 use tonic::{Request, Response, Status};
 
 use crate::app::{Guardian, Tokens};
@@ -15,11 +15,13 @@ use crate::app::{Guardian, Tokens};
 pub struct GuardianApi {
     pub guardian: Arc<Guardian>,
     pub auth: Arc<Authenticator>,
+    /// A retried command answers its first reply.
+    pub replies: Arc<Replies>,
 }
 
 impl GuardianApi {
     /// The context of an anonymous call.
-    fn anonymous<T>(&self, request: &Request<T>) -> Result<RequestContext, Status> {
+    fn anonymous<T: prost::Message>(&self, request: &Request<T>) -> Result<RequestContext, Status> {
         RequestContext::from_request(request, None).or_status()
     }
 }
@@ -43,32 +45,50 @@ impl GuardianService for GuardianApi {
         &self,
         request: Request<RegisterUserRequest>,
     ) -> Result<Response<RegisterUserResponse>, Status> {
-        let ctx = self.anonymous(&request)?;
-        let r = request.into_inner();
-        let (user_id, done) = self
-            .guardian
-            .register(&r.username, &r.email, &r.password, ctx.command_id(), &ctx.command_context())
+        let mut ctx = self.anonymous(&request)?;
+        // Passwords stay out of the stored fingerprint (see RequestContext::fingerprint_public).
+        ctx.fingerprint_public(&request, &RegisterUserRequest { password: String::new(), ..request.get_ref().clone() });
+        self.replies
+            .once(&ctx, async {
+            let r = request.into_inner();
+            let (user_id, done) = self
+                .guardian
+                .register(&r.username, &r.email, &r.password, ctx.command_id(), &ctx.command_context())
+                .await
+                .or_status()?;
+            tracing::info!(user_id, correlation_id = %ctx.correlation_id, duplicate = done.duplicate(), "user registered");
+            Ok(Response::new(RegisterUserResponse {
+                user_id,
+                version: done.version,
+                consistency_token: done.consistency_token(),
+            }))
+            })
             .await
-            .or_status()?;
-        tracing::info!(user_id, correlation_id = %ctx.correlation_id, duplicate = done.duplicate(), "user registered");
-        Ok(Response::new(RegisterUserResponse {
-            user_id,
-            version: done.version,
-            consistency_token: done.consistency_token(),
-        }))
     }
 
     async fn authenticate_user(
         &self,
         request: Request<AuthenticateUserRequest>,
     ) -> Result<Response<AuthenticateUserResponse>, Status> {
-        let ctx = self.anonymous(&request)?;
-        let client = ctx.client.clone().unwrap_or_else(|| "unknown".into());
-        let r = request.into_inner();
-        let t =
-            self.guardian.authenticate(&r.username, &r.password, &client, &ctx.command_context()).await.or_status()?;
-        tracing::info!(user_id = t.user_id, session_id = t.session_id, "user authenticated");
-        Ok(Response::new(tokens(t)))
+        let mut ctx = self.anonymous(&request)?;
+        // Passwords stay out of the stored fingerprint (see RequestContext::fingerprint_public).
+        ctx.fingerprint_public(
+            &request,
+            &AuthenticateUserRequest { password: String::new(), ..request.get_ref().clone() },
+        );
+        self.replies
+            .once(&ctx, async {
+                let client = ctx.client.clone().unwrap_or_else(|| "unknown".into());
+                let r = request.into_inner();
+                let t = self
+                    .guardian
+                    .authenticate(&r.username, &r.password, &client, &ctx.command_context())
+                    .await
+                    .or_status()?;
+                tracing::info!(user_id = t.user_id, session_id = t.session_id, "user authenticated");
+                Ok(Response::new(tokens(t)))
+            })
+            .await
     }
 
     async fn refresh_token(
@@ -76,31 +96,60 @@ impl GuardianService for GuardianApi {
         request: Request<RefreshTokenRequest>,
     ) -> Result<Response<AuthenticateUserResponse>, Status> {
         let ctx = self.anonymous(&request)?;
-        let r = request.into_inner();
-        let t = self.guardian.refresh(&r.refresh_token, &ctx.command_context()).await.or_status()?;
-        Ok(Response::new(tokens(t)))
+        self.replies
+            .once(&ctx, async {
+                let r = request.into_inner();
+                let t = self.guardian.refresh(&r.refresh_token, &ctx.command_context()).await.or_status()?;
+                Ok(Response::new(tokens(t)))
+            })
+            .await
     }
 
     async fn logout_user(&self, request: Request<LogoutUserRequest>) -> Result<Response<LogoutUserResponse>, Status> {
-        let ctx = self.auth.context(&request).await?;
-        let caller = ctx.caller().or_status()?;
-        self.guardian.logout(caller, &ctx.command_context()).await.or_status()?;
-        tracing::info!(user_id = caller.user_id, session_id = caller.session_id, "user logged out");
-        Ok(Response::new(LogoutUserResponse { session_id: caller.session_id.clone() }))
+        // A retried logout names a session the first one ended: its recorded
+        // reply is found by the token's signature; anything else must pass
+        // the full check below.
+        let ctx = match self.auth.context(&request).await {
+            Ok(ctx) => ctx,
+            Err(_) if request.metadata().contains_key(allies_platform::context::COMMAND_ID) => {
+                self.auth.signed_context(&request).await?
+            }
+            Err(status) => return Err(status),
+        };
+        self.replies
+            .once(&ctx, async {
+                let ctx = self.auth.context(&request).await?;
+                let caller = ctx.caller().or_status()?;
+                self.guardian.logout(caller, &ctx.command_context()).await.or_status()?;
+                tracing::info!(user_id = caller.user_id, session_id = caller.session_id, "user logged out");
+                Ok(Response::new(LogoutUserResponse { session_id: caller.session_id.clone() }))
+            })
+            .await
     }
 
     async fn change_password(
         &self,
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
-        let ctx = self.auth.context(&request).await?;
-        let r = request.get_ref();
-        let version = self
-            .guardian
-            .change_password(ctx.caller().or_status()?, &r.current_password, &r.new_password, &ctx.command_context())
+        let mut ctx = self.auth.context(&request).await?;
+        // Passwords stay out of the stored fingerprint (see RequestContext::fingerprint_public).
+        ctx.fingerprint_public(&request, &ChangePasswordRequest::default());
+        self.replies
+            .once(&ctx, async {
+                let r = request.get_ref();
+                let version = self
+                    .guardian
+                    .change_password(
+                        ctx.caller().or_status()?,
+                        &r.current_password,
+                        &r.new_password,
+                        &ctx.command_context(),
+                    )
+                    .await
+                    .or_status()?;
+                Ok(Response::new(ChangePasswordResponse { version }))
+            })
             .await
-            .or_status()?;
-        Ok(Response::new(ChangePasswordResponse { version }))
     }
 
     async fn change_user_roles(
@@ -108,22 +157,40 @@ impl GuardianService for GuardianApi {
         request: Request<ChangeUserRolesRequest>,
     ) -> Result<Response<ChangeUserRolesResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let caller = ctx.caller().or_status()?;
-        caller.require_role(ROLE_ADMIN).or_status()?;
-        let r = request.into_inner();
-        let (roles, version) =
-            self.guardian.change_roles(caller, &r.user_id, r.roles, &ctx.command_context()).await.or_status()?;
-        Ok(Response::new(ChangeUserRolesResponse { roles, version }))
+        self.replies
+            .once(&ctx, async {
+                let caller = ctx.caller().or_status()?;
+                caller.require_role(ROLE_ADMIN).or_status()?;
+                let r = request.into_inner();
+                let (roles, version) = self
+                    .guardian
+                    .change_roles(caller, &r.user_id, r.roles, &ctx.command_context())
+                    .await
+                    .or_status()?;
+                Ok(Response::new(ChangeUserRolesResponse { roles, version }))
+            })
+            .await
     }
 
     async fn unlock_user(&self, request: Request<UnlockUserRequest>) -> Result<Response<UnlockUserResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let caller = ctx.caller().or_status()?;
-        caller.require_role(ROLE_ADMIN).or_status()?;
-        let version =
-            self.guardian.unlock(caller, &request.get_ref().user_id, &ctx.command_context()).await.or_status()?;
-        tracing::warn!(by = caller.user_id, user_id = request.get_ref().user_id, "account unlocked by an admin");
-        Ok(Response::new(UnlockUserResponse { version }))
+        self.replies
+            .once(&ctx, async {
+                let caller = ctx.caller().or_status()?;
+                caller.require_role(ROLE_ADMIN).or_status()?;
+                let version = self
+                    .guardian
+                    .unlock(caller, &request.get_ref().user_id, &ctx.command_context())
+                    .await
+                    .or_status()?;
+                tracing::warn!(
+                    by = caller.user_id,
+                    user_id = request.get_ref().user_id,
+                    "account unlocked by an admin"
+                );
+                Ok(Response::new(UnlockUserResponse { version }))
+            })
+            .await
     }
 
     async fn set_display_name(
@@ -131,16 +198,24 @@ impl GuardianService for GuardianApi {
         request: Request<SetDisplayNameRequest>,
     ) -> Result<Response<SetDisplayNameResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let done = self
-            .guardian
-            .set_display_name(ctx.caller().or_status()?, &request.get_ref().display_name, &ctx.command_context())
+        self.replies
+            .once(&ctx, async {
+                let done = self
+                    .guardian
+                    .set_display_name(
+                        ctx.caller().or_status()?,
+                        &request.get_ref().display_name,
+                        &ctx.command_context(),
+                    )
+                    .await
+                    .or_status()?;
+                Ok(Response::new(SetDisplayNameResponse {
+                    display_name: done.state.display_name.clone(),
+                    version: done.version,
+                    consistency_token: done.consistency_token(),
+                }))
+            })
             .await
-            .or_status()?;
-        Ok(Response::new(SetDisplayNameResponse {
-            display_name: done.state.display_name.clone(),
-            version: done.version,
-            consistency_token: done.consistency_token(),
-        }))
     }
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {

@@ -45,7 +45,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     });
     let limiter = ratelimit::RateLimiter::new(builder.store().connection(), rate);
     let guardian = Arc::new(app::Guardian::new(builder.executor(), hasher, keys, settings, limiter, lockout).await?);
-    let api = grpc::GuardianApi { guardian, auth: builder.auth() };
+    let api = grpc::GuardianApi { guardian, auth: builder.auth(), replies: builder.replies() };
     builder.add_service(GuardianServiceServer::new(api));
     Ok(builder.bind().await?)
 }

@@ -11,7 +11,7 @@ use allies_contracts::timesquare::v1::CreateGameSessionRequest;
 use allies_core::{Aggregate, DomainEvent, Failure, FieldViolation, Invalid};
 use allies_platform::RequestContext;
 use allies_platform::auth::Caller;
-use allies_store::{EventStore, Executed, Handles, NewEvent, Options, Priority, Publication, RedisEventStore};
+use allies_store::{EventStore, Executed, Handles, NewEvent, Priority, Publication, RedisEventStore};
 use timesquare_domain::replay::{Verification, verify};
 use timesquare_domain::{Book, GameCommand, GameError, GameSession, Phase, Who};
 use uuid::Uuid;
@@ -97,7 +97,7 @@ impl Game {
         let handle = self.handles.get(session_id);
         let format = self.store.format();
         let publish = move |state: &GameSession, events: &[GameEvent]| publications(state, events, format);
-        let options = Options::default().command_id(ctx.command_id()).publish(&publish);
+        let options = ctx.options().publish(&publish);
         let executed = handle.execute(&command, &ctx.command_context(), options).await?;
         if executed.state.phase == Phase::Ended {
             // Finished: nothing will run on it again here.

@@ -18,6 +18,8 @@ use crate::view;
 use crate::watch::Watch;
 
 pub struct GameApi {
+    /// A retried command answers its first reply.
+    pub replies: Arc<allies_platform::Replies>,
     pub game: Arc<Game>,
     pub watch: Arc<Watch>,
     pub auth: Arc<Authenticator>,
@@ -79,21 +81,25 @@ impl GameService for GameApi {
         request: Request<CreateGameSessionRequest>,
     ) -> Result<Response<CreateGameSessionResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let r = request.into_inner();
-        let flags = self.flags(&ctx);
-        let (done, code) = self.game.create(&ctx, &r, flags).await.or_status()?;
-        tracing::info!(
-            session_id = done.session_id,
-            host = ctx.caller().map(|c| c.user_id.clone()).unwrap_or_default(),
-            "game session created"
-        );
-        Ok(Response::new(CreateGameSessionResponse {
-            session_id: done.session_id.clone(),
-            invite_code: code,
-            version: done.executed.version,
-            consistency_token: done.executed.consistency_token(),
-            rules_version: done.executed.state.rules_version,
-        }))
+        self.replies
+            .once(&ctx, async {
+                let r = request.into_inner();
+                let flags = self.flags(&ctx);
+                let (done, code) = self.game.create(&ctx, &r, flags).await.or_status()?;
+                tracing::info!(
+                    session_id = done.session_id,
+                    host = ctx.caller().map(|c| c.user_id.clone()).unwrap_or_default(),
+                    "game session created"
+                );
+                Ok(Response::new(CreateGameSessionResponse {
+                    session_id: done.session_id.clone(),
+                    invite_code: code,
+                    version: done.executed.version,
+                    consistency_token: done.executed.consistency_token(),
+                    rules_version: done.executed.state.rules_version,
+                }))
+            })
+            .await
     }
 
     async fn join_game_session(
@@ -101,9 +107,13 @@ impl GameService for GameApi {
         request: Request<JoinGameSessionRequest>,
     ) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let r = request.get_ref();
-        let done = self.game.join(&ctx, &r.session_id, &r.invite_code, &r.display_name).await.or_status()?;
-        Ok(Response::new(answer(&done)))
+        self.replies
+            .once(&ctx, async {
+                let r = request.get_ref();
+                let done = self.game.join(&ctx, &r.session_id, &r.invite_code, &r.display_name).await.or_status()?;
+                Ok(Response::new(answer(&done)))
+            })
+            .await
     }
 
     async fn leave_game_session(
@@ -111,99 +121,139 @@ impl GameService for GameApi {
         request: Request<SessionRequest>,
     ) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let done = self
-            .game
-            .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::Leave {
-                user_id,
-                reason: "left".into(),
-                now_ms,
+        self.replies
+            .once(&ctx, async {
+                let done = self
+                    .game
+                    .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::Leave {
+                        user_id,
+                        reason: "left".into(),
+                        now_ms,
+                    })
+                    .await
+                    .or_status()?;
+                Ok(Response::new(answer(&done)))
             })
             .await
-            .or_status()?;
-        Ok(Response::new(answer(&done)))
     }
 
     async fn set_ready(&self, request: Request<SetReadyRequest>) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let ready = request.get_ref().ready;
-        let done = self
-            .game
-            .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::SetReady {
-                user_id,
-                ready,
-                now_ms,
+        self.replies
+            .once(&ctx, async {
+                let ready = request.get_ref().ready;
+                let done = self
+                    .game
+                    .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::SetReady {
+                        user_id,
+                        ready,
+                        now_ms,
+                    })
+                    .await
+                    .or_status()?;
+                Ok(Response::new(answer(&done)))
             })
             .await
-            .or_status()?;
-        Ok(Response::new(answer(&done)))
     }
 
     async fn start_game(&self, request: Request<SessionRequest>) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let done = self
-            .game
-            .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::Start { user_id, now_ms })
+        self.replies
+            .once(&ctx, async {
+                let done = self
+                    .game
+                    .act(&ctx, &request.get_ref().session_id, |user_id, now_ms| GameCommand::Start { user_id, now_ms })
+                    .await
+                    .or_status()?;
+                Ok(Response::new(answer(&done)))
+            })
             .await
-            .or_status()?;
-        Ok(Response::new(answer(&done)))
     }
 
     async fn place_tower(&self, request: Request<PlaceTowerRequest>) -> Result<Response<TowerResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let r = request.into_inner();
-        let tower_type = r.tower_type.clone();
-        let flags = self.flags(&ctx);
-        let done = self
-            .game
-            .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Place {
-                user_id,
-                tower_type,
-                x: r.x,
-                y: r.y,
-                flags,
-                now_ms,
+        self.replies
+            .once(&ctx, async {
+                let r = request.into_inner();
+                let tower_type = r.tower_type.clone();
+                let flags = self.flags(&ctx);
+                let done = self
+                    .game
+                    .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Place {
+                        user_id,
+                        tower_type,
+                        x: r.x,
+                        y: r.y,
+                        flags,
+                        now_ms,
+                    })
+                    .await
+                    .or_status()?;
+                let caller = ctx.caller().or_status()?.user_id.clone();
+                Ok(Response::new(tower_answer(&done, &caller, None)))
             })
             .await
-            .or_status()?;
-        let caller = ctx.caller().or_status()?.user_id.clone();
-        Ok(Response::new(tower_answer(&done, &caller, None)))
     }
 
     async fn upgrade_tower(&self, request: Request<TowerRequest>) -> Result<Response<TowerResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let r = request.into_inner();
-        let done = self
-            .game
-            .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Upgrade { user_id, tower_id: r.tower_id, now_ms })
+        self.replies
+            .once(&ctx, async {
+                let r = request.into_inner();
+                let done = self
+                    .game
+                    .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Upgrade {
+                        user_id,
+                        tower_id: r.tower_id,
+                        now_ms,
+                    })
+                    .await
+                    .or_status()?;
+                let caller = ctx.caller().or_status()?.user_id.clone();
+                Ok(Response::new(tower_answer(&done, &caller, Some(r.tower_id))))
+            })
             .await
-            .or_status()?;
-        let caller = ctx.caller().or_status()?.user_id.clone();
-        Ok(Response::new(tower_answer(&done, &caller, Some(r.tower_id))))
     }
 
     async fn sell_tower(&self, request: Request<TowerRequest>) -> Result<Response<TowerResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let r = request.into_inner();
-        let done = self
-            .game
-            .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Sell { user_id, tower_id: r.tower_id, now_ms })
+        self.replies
+            .once(&ctx, async {
+                let r = request.into_inner();
+                let done = self
+                    .game
+                    .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Sell {
+                        user_id,
+                        tower_id: r.tower_id,
+                        now_ms,
+                    })
+                    .await
+                    .or_status()?;
+                let caller = ctx.caller().or_status()?.user_id.clone();
+                Ok(Response::new(tower_answer(&done, &caller, Some(r.tower_id))))
+            })
             .await
-            .or_status()?;
-        let caller = ctx.caller().or_status()?.user_id.clone();
-        Ok(Response::new(tower_answer(&done, &caller, Some(r.tower_id))))
     }
 
     async fn start_wave(&self, request: Request<SessionRequest>) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let done = self.game.start_wave(&ctx, &request.get_ref().session_id).await.or_status()?;
-        Ok(Response::new(answer(&done)))
+        self.replies
+            .once(&ctx, async {
+                let done = self.game.start_wave(&ctx, &request.get_ref().session_id).await.or_status()?;
+                Ok(Response::new(answer(&done)))
+            })
+            .await
     }
 
     async fn end_game(&self, request: Request<EndGameRequest>) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let r = request.get_ref();
-        let done = self.game.end(&ctx, &r.session_id, &r.reason).await.or_status()?;
-        Ok(Response::new(answer(&done)))
+        self.replies
+            .once(&ctx, async {
+                let r = request.get_ref();
+                let done = self.game.end(&ctx, &r.session_id, &r.reason).await.or_status()?;
+                Ok(Response::new(answer(&done)))
+            })
+            .await
     }
 
     async fn get_game_state(&self, request: Request<SessionRequest>) -> Result<Response<GameView>, Status> {

@@ -17,6 +17,8 @@ use crate::matchmaking::{Matchmaking, Wanted};
 use crate::ticket_watch::TicketWatch;
 
 pub struct MatchApi {
+    /// A retried command answers its first reply.
+    pub replies: Arc<allies_platform::Replies>,
     pub mm: Arc<Matchmaking>,
     pub watch: Arc<TicketWatch>,
     pub auth: Arc<Authenticator>,
@@ -91,16 +93,20 @@ type Tickets = Pin<Box<dyn Stream<Item = Result<TicketView, Status>> + Send>>;
 impl MatchmakingService for MatchApi {
     async fn find_match(&self, request: Request<FindMatchRequest>) -> Result<Response<TicketView>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let r = request.into_inner();
-        let wanted = Wanted {
-            maps: r.maps,
-            difficulty: r.difficulty,
-            min_players: r.min_players,
-            max_players: r.max_players,
-            party: r.party,
-        };
-        let done = self.mm.find(&ctx, &wanted).await.or_status()?;
-        Ok(Response::new(ticket_view(&done.state, done.version)))
+        self.replies
+            .once(&ctx, async {
+                let r = request.into_inner();
+                let wanted = Wanted {
+                    maps: r.maps,
+                    difficulty: r.difficulty,
+                    min_players: r.min_players,
+                    max_players: r.max_players,
+                    party: r.party,
+                };
+                let done = self.mm.find(&ctx, &wanted).await.or_status()?;
+                Ok(Response::new(ticket_view(&done.state, done.version)))
+            })
+            .await
     }
 
     async fn cancel_matchmaking(
@@ -108,8 +114,12 @@ impl MatchmakingService for MatchApi {
         request: Request<CancelMatchmakingRequest>,
     ) -> Result<Response<TicketView>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let done = self.mm.cancel(&ctx, &request.get_ref().ticket_id).await.or_status()?;
-        Ok(Response::new(ticket_view(&done.state, done.version)))
+        self.replies
+            .once(&ctx, async {
+                let done = self.mm.cancel(&ctx, &request.get_ref().ticket_id).await.or_status()?;
+                Ok(Response::new(ticket_view(&done.state, done.version)))
+            })
+            .await
     }
 
     type WatchTicketStream = Tickets;
@@ -179,8 +189,12 @@ impl MatchmakingService for MatchApi {
 
     async fn confirm_match(&self, request: Request<ConfirmMatchRequest>) -> Result<Response<MatchView>, Status> {
         let ctx = self.auth.context(&request).await?;
-        let done = self.mm.confirm(&ctx, &request.get_ref().match_id).await.or_status()?;
-        Ok(Response::new(match_view(&done.state, done.version)))
+        self.replies
+            .once(&ctx, async {
+                let done = self.mm.confirm(&ctx, &request.get_ref().match_id).await.or_status()?;
+                Ok(Response::new(match_view(&done.state, done.version)))
+            })
+            .await
     }
 
     async fn get_match_state(&self, request: Request<GetMatchStateRequest>) -> Result<Response<MatchView>, Status> {

@@ -109,7 +109,12 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     builder.scrape(move || metrics::gauges(g.clone(), conn.clone()));
     let auth = builder.auth();
     builder.add_service(PlayerServiceServer::new(grpc::Players { auth: auth.clone() }));
-    builder.add_service(MatchmakingServiceServer::new(grpc_match::MatchApi { mm, watch: tickets, auth: auth.clone() }));
+    builder.add_service(MatchmakingServiceServer::new(grpc_match::MatchApi {
+        mm,
+        watch: tickets,
+        auth: auth.clone(),
+        replies: builder.replies(),
+    }));
     let live = builder.live_config();
     rules_live::install_uploaded(&store.connection()).await;
     let (g, conn) = (game.clone(), store.connection());
@@ -117,6 +122,6 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         let (g, conn) = (g.clone(), conn.clone());
         async move { rules_live::apply(&g, &conn, &c).await }
     });
-    builder.add_service(GameServiceServer::new(grpc::GameApi { game, watch, auth, live }));
+    builder.add_service(GameServiceServer::new(grpc::GameApi { game, watch, auth, live, replies: builder.replies() }));
     Ok(builder.bind().await?)
 }

@@ -20,7 +20,7 @@ use allies_core::{EventEnvelope, Failure, FieldViolation, Invalid};
 use allies_platform::RequestContext;
 use allies_platform::auth::Caller;
 use allies_store::subscriber::{Handler, HandlerError};
-use allies_store::{Executed, Handles, Options, RecordedEvent, RedisConn};
+use allies_store::{Executed, Handles, RecordedEvent, RedisConn};
 use timesquare_domain::matching::{Match, MatchCommand};
 use timesquare_domain::matchmaker::{self, Waiting};
 use timesquare_domain::player::PlayerCommand;
@@ -97,12 +97,12 @@ impl Matchmaking {
     }
 
     pub async fn on_ticket(&self, id: &str, command: TicketCommand, ctx: &RequestContext) -> Result<Executed<Ticket>> {
-        let options = Options::default().command_id(ctx.command_id());
+        let options = ctx.options();
         Ok(self.tickets.get(id).execute(&command, &ctx.command_context(), options).await?)
     }
 
     pub async fn on_match(&self, id: &str, command: MatchCommand, ctx: &RequestContext) -> Result<Executed<Match>> {
-        let options = Options::default().command_id(ctx.command_id());
+        let options = ctx.options();
         Ok(self.matches.get(id).execute(&command, &ctx.command_context(), options).await?)
     }
 

@@ -19,7 +19,7 @@ use allies_contracts::guardian::integration::UserIntegrationEvent;
 use allies_contracts::timesquare::integration::GameIntegrationEvent;
 use allies_platform::RequestContext;
 use allies_store::subscriber::{Handler, HandlerError};
-use allies_store::{Executed, Handles, Options, RecordedEvent};
+use allies_store::{Executed, Handles, RecordedEvent};
 use timesquare_domain::player::{GameResult, Player, PlayerCommand};
 
 use crate::error::Result;
@@ -37,7 +37,7 @@ impl Players {
 
     pub async fn run(&self, user_id: &str, command: PlayerCommand, ctx: &RequestContext) -> Result<Executed<Player>> {
         let handle = self.handles.get(user_id);
-        let options = Options::default().command_id(ctx.command_id());
+        let options = ctx.options();
         Ok(handle.execute(&command, &ctx.command_context(), options).await?)
     }
 

@@ -58,7 +58,7 @@ pub mod events {
 
     impl ConfigurationEvent {
         /// Every value in force after this event.
-        pub fn values(&self) -> &std::collections::HashMap<String, String> {
+        pub fn values(&self) -> &std::collections::BTreeMap<String, String> {
             match self {
                 Self::Updated(e) => &e.values,
                 Self::RolledBack(e) => &e.values,

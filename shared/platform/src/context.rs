@@ -28,6 +28,14 @@ pub struct RequestContext {
     pub traceparent: Option<String>,
     /// `x-command-id`: the client's idempotency key (1 to 128 printable ASCII).
     pub command_id: Option<String>,
+    /// With a command id: what identifies the request's content — SHA-256
+    /// of the gRPC method and the request's canonical protobuf bytes, never
+    /// the time it arrived. A retry under the same id must match it.
+    pub fingerprint: Option<String>,
+    /// With a command id: the key that seals the recorded reply, derived
+    /// from the whole request (secrets included) and never stored, so only
+    /// the very same request opens it.
+    pub seal: Option<Seal>,
     /// The client's address, when known.
     pub client: Option<String>,
     /// When the request arrived, Unix epoch milliseconds.
@@ -47,7 +55,10 @@ pub fn now_ms() -> i64 {
 
 impl RequestContext {
     /// Reads the context of `request`; `caller` is who the auth layer verified.
-    pub fn from_request<T>(request: &Request<T>, caller: Option<Caller>) -> Result<Self, FieldViolation> {
+    pub fn from_request<T: prost::Message>(
+        request: &Request<T>,
+        caller: Option<Caller>,
+    ) -> Result<Self, FieldViolation> {
         let command_id = match request.metadata().get(COMMAND_ID) {
             None => None,
             Some(v) => match v.to_str() {
@@ -57,6 +68,13 @@ impl RequestContext {
                 _ => return Err(FieldViolation::new(COMMAND_ID, "must be 1 to 128 printable ASCII characters")),
             },
         };
+        let (fingerprint, seal) = match &command_id {
+            Some(_) => {
+                let (f, s) = request_fingerprint(request);
+                (Some(f), Some(s))
+            }
+            None => (None, None),
+        };
         // The server span's context when traced; else what the caller sent.
         let traceparent = allies_store::trace::current().or_else(|| crate::telemetry::traceparent_of(request));
         Ok(Self {
@@ -65,6 +83,8 @@ impl RequestContext {
             caller,
             traceparent,
             command_id,
+            fingerprint,
+            seal,
             client: request.remote_addr().map(|a| a.ip().to_string()),
             now_ms: now_ms(),
             from_client: true,
@@ -80,6 +100,8 @@ impl RequestContext {
             caller: None,
             traceparent: None,
             command_id: None,
+            fingerprint: None,
+            seal: None,
             client: None,
             now_ms,
             from_client: false,
@@ -102,6 +124,8 @@ impl RequestContext {
             // The consumer span's context when traced (it links to the event's).
             traceparent: allies_store::trace::current().or_else(|| event.metadata.traceparent.clone()),
             command_id: Some(format!("{}:{step}", event.event_id)),
+            fingerprint: None,
+            seal: None,
             client: None,
             now_ms: event.recorded_at_ms,
             from_client: false,
@@ -130,5 +154,81 @@ impl RequestContext {
 
     pub fn command_id(&self) -> Option<&str> {
         self.command_id.as_deref()
+    }
+
+    /// The request's content fingerprint (with a command id only).
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
+    }
+
+    /// The executor's options for this request: its command id and the
+    /// fingerprint of its content, so a retry is recognised as one.
+    pub fn options<A: allies_core::Aggregate>(&self) -> allies_store::Options<'_, A> {
+        let options = allies_store::Options::default().command_id(self.command_id());
+        match &self.fingerprint {
+            Some(f) => options.fingerprint(f.clone()),
+            None => options,
+        }
+    }
+}
+
+/// The gRPC path of a call, put into the request's extensions by the
+/// server layer (tonic hands handlers no URI).
+#[derive(Debug, Clone)]
+pub struct RpcPath(pub String);
+
+/// The key that seals a recorded reply (its `Debug` shows nothing).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Seal(pub [u8; 32]);
+
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seal(..)")
+    }
+}
+
+fn digest(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+        ctx.update(b"\n");
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn path_of<T>(request: &Request<T>) -> String {
+    match request.extensions().get::<RpcPath>() {
+        Some(p) => p.0.clone(),
+        None => std::any::type_name::<T>().to_owned(),
+    }
+}
+
+/// The fingerprint (hex SHA-256 of the call's method and its message's
+/// canonical protobuf encoding: the same request gives the same
+/// fingerprint, whenever and however often it is sent) and the seal key
+/// (another digest of the same bytes).
+pub fn request_fingerprint<T: prost::Message>(request: &Request<T>) -> (String, Seal) {
+    let path = path_of(request);
+    let bytes = request.get_ref().encode_to_vec();
+    (hex(&digest(&[b"fingerprint", path.as_bytes(), &bytes])), Seal(digest(&[b"seal", path.as_bytes(), &bytes])))
+}
+
+impl RequestContext {
+    /// Fingerprints the request by `public`, a copy of its message with its
+    /// secrets (passwords) cleared: the fingerprint is stored, and a stored
+    /// unsalted digest of a password could be guessed offline. The seal
+    /// still covers the whole request, so a retry with another password
+    /// under the same id opens nothing.
+    pub fn fingerprint_public<T: prost::Message>(&mut self, request: &Request<T>, public: &T) {
+        if self.command_id.is_some() {
+            let path = path_of(request);
+            self.fingerprint = Some(hex(&digest(&[b"fingerprint", path.as_bytes(), &public.encode_to_vec()])));
+        }
     }
 }

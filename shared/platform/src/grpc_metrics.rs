@@ -128,9 +128,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         use tracing::Instrument;
         let path = request.uri().path().to_owned();
+        request.extensions_mut().insert(crate::context::RpcPath(path.clone()));
         let started = Instant::now();
         // The server span (OpenTelemetry only; health and reflection are not
         // traced), a child of the caller's W3C traceparent when it sent one.

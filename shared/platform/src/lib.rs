@@ -19,6 +19,7 @@ pub mod env;
 pub mod grpc_metrics;
 pub mod live;
 pub mod ops;
+pub mod replies;
 pub mod server;
 pub mod service;
 pub mod status;
@@ -26,5 +27,6 @@ pub mod telemetry;
 
 pub use config::ServiceConfig;
 pub use context::RequestContext;
+pub use replies::Replies;
 pub use service::{Service, ServiceBuilder, connect_store};
 pub use status::{IntoStatus, OrStatus};

@@ -48,7 +48,10 @@ async fn newer(store: &RedisEventStore, after: u64) -> Result<Option<LiveConfig>
     let records = store.read(CONFIGURATION_TYPE, CONFIGURATION_ID, after + 1, usize::MAX).await?;
     let Some(last) = records.last() else { return Ok(None) };
     let event = last.typed::<ConfigurationEvent>()?;
-    Ok(Some(LiveConfig { version: last.envelope.version, values: event.payload.values().clone() }))
+    Ok(Some(LiveConfig {
+        version: last.envelope.version,
+        values: event.payload.values().clone().into_iter().collect(),
+    }))
 }
 
 /// The configuration in force now (the defaults when none was ever written).

@@ -200,6 +200,12 @@ impl ServiceBuilder {
         self.executor = self.executor.clone().with_gate(allies_store::WritesGate::default());
     }
 
+    /// The reply records that make a client's retry safe (see
+    /// [`replies`](crate::replies)), kept for the idempotency TTL.
+    pub fn replies(&self) -> Arc<crate::replies::Replies> {
+        Arc::new(crate::replies::Replies::redis(self.store.connection(), self.config.cqrs.idempotency_ttl))
+    }
+
     /// The access-token verifier.
     pub fn auth(&self) -> Arc<Authenticator> {
         self.auth.clone()

@@ -40,20 +40,50 @@ pub fn to_status(e: &(impl ServiceError + ?Sized)) -> Status {
     let mut any = false;
     let violations = e.field_violations();
     if !violations.is_empty() {
-        for v in &violations {
-            details.add_bad_request_violation(v.field.clone(), v.reason.clone());
+        for v in violations.iter().take(MAX_VIOLATIONS) {
+            details.add_bad_request_violation(bounded(&v.field, MAX_FIELD), bounded(&v.reason, MAX_REASON));
         }
         any = true;
     }
     if let Some(rule) = e.rule() {
-        details.add_precondition_failure_violation(rule.rule, rule.subject, rule.description);
+        details.add_precondition_failure_violation(
+            bounded(&rule.rule, MAX_FIELD),
+            bounded(&rule.subject, MAX_REASON),
+            bounded(&rule.description, MAX_REASON),
+        );
         any = true;
     }
     if let Some(after) = e.retry_after() {
         details.set_retry_info(Some(after));
         any = true;
     }
-    if any { Status::with_error_details(code(c), e.message(), details) } else { Status::new(code(c), e.message()) }
+    let message = bounded(&e.message(), MAX_MESSAGE);
+    if any { Status::with_error_details(code(c), message, details) } else { Status::new(code(c), message) }
+}
+
+/// The most an error's message carries, in bytes. Messages may quote what a
+/// client sent (a name, a map): a quote of kilobytes would push the
+/// trailers past gRPC's 16 KiB header limit and the client would see
+/// RESOURCE_EXHAUSTED instead of the error.
+pub const MAX_MESSAGE: usize = 512;
+/// The most a field name or rule name carries, in bytes.
+pub const MAX_FIELD: usize = 64;
+/// The most a violation's reason, subject or description carries, in bytes.
+pub const MAX_REASON: usize = 256;
+/// The most violations one error lists.
+pub const MAX_VIOLATIONS: usize = 16;
+// Together: at most 512 + 16 × (64 + 256) + 64 + 2 × 256 ≈ 6.2 KB, well under 16 KiB.
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with "…".
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// `.into_status()` on any [`ServiceError`].

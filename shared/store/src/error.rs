@@ -56,7 +56,9 @@ pub enum AppendError {
     Conflict { expected: ExpectedVersion, actual: u64 },
     #[error("invalid append: {0}")]
     Invalid(String),
-    #[error("command id {command_id} was already used for a different command")]
+    #[error(
+        "command id '{command_id}' was already used for a different request; a command id names one request: use a new id for a new request"
+    )]
     CommandIdReused { command_id: String },
     #[error("cannot encode event: {0}")]
     Encode(#[from] DecodeError),
@@ -97,6 +99,17 @@ impl ServiceError for AppendError {
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Self::Store(s) => s.retry_after(),
+            _ => None,
+        }
+    }
+    fn rule(&self) -> Option<allies_core::RuleViolation> {
+        match self {
+            Self::CommandIdReused { command_id } => Some(allies_core::RuleViolation {
+                rule: "COMMAND_ID_REUSED".into(),
+                subject: format!("x-command-id {command_id}"),
+                description: "a retry must repeat the first request exactly; a new request needs a new command id"
+                    .into(),
+            }),
             _ => None,
         }
     }

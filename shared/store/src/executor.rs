@@ -146,6 +146,7 @@ impl<E: ServiceError + 'static> ServiceError for ExecuteError<E> {
     fn rule(&self) -> Option<allies_core::RuleViolation> {
         match self {
             Self::Domain(e) => e.rule(),
+            Self::Append(e) => e.rule(),
             _ => None,
         }
     }
@@ -375,13 +376,36 @@ impl CommandExecutor {
     ) -> Result<Option<Executed<A>>, ExecuteError<A::Error>> {
         let Some(record) = record else { return Ok(None) };
         let Some(first) = self.store.command_outcome(A::TYPE, id, record).await? else { return Ok(None) };
-        let loaded: Loaded<A> = load::load(&*self.store, id).await?;
-        Ok(Some(Executed {
-            state: Arc::new(loaded.state),
-            version: first.version,
-            events: Vec::new(),
-            outcome: Some(first),
-        }))
+        Ok(Some(self.replay_first::<A>(id, first).await?))
+    }
+
+    /// What a command id's first execution answered, rebuilt from the store:
+    /// the state right after its append and the events it appended, so a
+    /// retry builds the very same response (the same tower id, the same
+    /// version and consistency token) however much happened since.
+    /// A state-based aggregate keeps no history: its current state answers.
+    pub(crate) async fn replay_first<A: Snapshot>(
+        &self,
+        id: &str,
+        first: AppendOutcome,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+        let count = first.log_ids.len() as u64;
+        let (state, events) = if self.store.storage_of(A::TYPE) == Storage::StateBased || count == 0 {
+            let loaded: Loaded<A> = load::load(&*self.store, id).await?;
+            (loaded.state, Vec::new())
+        } else {
+            let (state, _) =
+                load::load_as_of::<A>(&*self.store, id, crate::store::AsOf::Version(first.version)).await?;
+            let from = first.version.saturating_sub(count) + 1;
+            let recorded = self.store.read(A::TYPE, id, from, count as usize).await?;
+            let events = recorded
+                .iter()
+                .filter(|r| r.envelope.version <= first.version)
+                .map(|r| r.typed::<A::Event>().map(|e| e.payload))
+                .collect::<Result<Vec<_>, _>>()?;
+            (state, events)
+        };
+        Ok(Executed { state: Arc::new(state), version: first.version, events, outcome: Some(first) })
     }
 
     /// Decides on `state` (at `version`) and appends with that exact version.
@@ -461,13 +485,7 @@ impl CommandExecutor {
         match appended {
             Ok(outcome) if outcome.duplicate => {
                 // The same command id won a race with us: answer its result.
-                let loaded: Loaded<A> = load::load(&*self.store, id).await?;
-                Ok(Attempt::Done(Executed {
-                    state: Arc::new(loaded.state),
-                    version: outcome.version,
-                    events: Vec::new(),
-                    outcome: Some(outcome),
-                }))
+                Ok(Attempt::Done(self.replay_first::<A>(id, outcome).await?))
             }
             Ok(outcome) => {
                 if storage == Storage::EventSourced

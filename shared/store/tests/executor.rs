@@ -141,6 +141,44 @@ async fn a_retried_command_id_answers_its_first_result_and_another_command_under
     assert_eq!(other.code(), ErrorCode::FailedPrecondition);
 }
 
+/// A retry long after its command, with other commands in between, answers
+/// exactly what the first execution answered: its events, the state right
+/// after it, its version and consistency token (the response a service
+/// builds from them is then the same), through the executor and a hot
+/// handle, in memory and on Redis.
+async fn a_late_retry_answers_the_first_execution(store: Arc<dyn EventStore>) {
+    let exec = CommandExecutor::new(store.clone());
+    let with_id = |id| Options::<Counter>::default().command_id(Some(id)).fingerprint("add 3");
+    let first = exec.execute_with::<Counter>("late", &3, &context(1), with_id("k1")).await.unwrap();
+    for i in 0..3 {
+        exec.execute::<Counter>("late", &10, &context(2 + i)).await.unwrap();
+    }
+    let handle = AggregateHandle::<Counter>::new(exec.clone(), "late");
+    for retry in [
+        exec.execute_with::<Counter>("late", &3, &context(9), with_id("k1")).await.unwrap(),
+        handle.execute(&3, &context(10), with_id("k1")).await.unwrap(),
+    ] {
+        assert!(retry.duplicate());
+        assert_eq!(retry.events, first.events, "the first execution's events");
+        assert_eq!(retry.state.total, 3, "the state right after the first execution, not today's 33");
+        assert_eq!((retry.version, retry.consistency_token()), (first.version, first.consistency_token()));
+    }
+    let (now, version) = handle.current().await.unwrap();
+    assert_eq!((now.total, version), (33, 4), "the retries wrote nothing");
+}
+
+#[tokio::test]
+async fn a_late_retry_answers_the_first_execution_in_memory() {
+    a_late_retry_answers_the_first_execution(Arc::new(MemoryEventStore::new())).await;
+}
+
+#[tokio::test]
+async fn a_late_retry_answers_the_first_execution_on_redis() {
+    let redis = RedisServer::start();
+    let store = RedisEventStore::connect(&redis.url(), 16).await.unwrap();
+    a_late_retry_answers_the_first_execution(Arc::new(store)).await;
+}
+
 #[tokio::test]
 async fn snapshots_are_taken_off_the_command_path_per_policy() {
     let store = Arc::new(MemoryEventStore::new().with_snapshot_policy(SnapshotPolicy { every: 3, max_age_ms: None }));

@@ -63,7 +63,10 @@ async fn a_changed_login_rate_limit_is_enforced_by_both_guardians_within_a_secon
     // Refused whole, naming every bad key; nothing changes.
     let bad = UpdateConfigurationRequest {
         expected_version: 0,
-        changes: HashMap::from([("auth.rate_per_username".into(), "0".into()), ("auth.nope".into(), "1".into())]),
+        changes: std::collections::BTreeMap::from([
+            ("auth.rate_per_username".into(), "0".into()),
+            ("auth.nope".into(), "1".into()),
+        ]),
         reason: "".into(),
     };
     let e = config.update_configuration(bearer(bad, &admin)).await.unwrap_err();
@@ -74,7 +77,7 @@ async fn a_changed_login_rate_limit_is_enforced_by_both_guardians_within_a_secon
     let player = fleet.player("pat").await.1;
     let change = |expected: u64, value: &str| UpdateConfigurationRequest {
         expected_version: expected,
-        changes: HashMap::from([("auth.rate_per_username".into(), value.into())]),
+        changes: std::collections::BTreeMap::from([("auth.rate_per_username".into(), value.into())]),
         reason: "credential stuffing from one botnet".into(),
     };
     let e = config.update_configuration(bearer(change(0, "3"), &player)).await.unwrap_err();
@@ -175,7 +178,7 @@ async fn the_tesla_tower_is_behind_a_flag_with_targeting_a_rollout_and_a_kill_sw
         let mut config = config.clone();
         let r = UpdateConfigurationRequest {
             expected_version: expected,
-            changes: HashMap::from([("flag.towers.tesla".into(), json.into())]),
+            changes: std::collections::BTreeMap::from([("flag.towers.tesla".into(), json.into())]),
             reason: "tesla rollout".into(),
         };
         let admin = admin_token.clone();
@@ -268,7 +271,7 @@ async fn lockout_matchmaking_and_projector_retry_keys_change_what_their_services
     let mut config = ConfigurationServiceClient::new(fleet.channel("command").await);
     let change = UpdateConfigurationRequest {
         expected_version: 0,
-        changes: HashMap::from([
+        changes: std::collections::BTreeMap::from([
             ("auth.lockout_max_failures".into(), "2".into()),
             ("matchmaking.ticket_ttl_secs".into(), "7".into()),
             ("projector.retry_max_attempts".into(), "2".into()),
