@@ -200,7 +200,12 @@ impl Game {
 
     pub async fn end(&self, ctx: &RequestContext, id: &str, reason: &str) -> Result<Done> {
         let admin = ctx.caller()?.is_admin();
-        let reason = if reason.is_empty() { "ended by request".to_owned() } else { reason.chars().take(200).collect() };
+        // Refused when too long, never cut (the API's limit, also for in-process callers).
+        if reason.len() > crate::MAX_REASON_BYTES {
+            let why = format!("at most {} bytes, got {}", crate::MAX_REASON_BYTES, reason.len());
+            return Err(FieldViolation::new("reason", why).into());
+        }
+        let reason = if reason.is_empty() { "ended by request".to_owned() } else { reason.to_owned() };
         self.act(ctx, id, |user_id, now_ms| GameCommand::End { user_id, admin, reason, now_ms }).await
     }
 

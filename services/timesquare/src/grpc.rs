@@ -20,6 +20,8 @@ use crate::watch::Watch;
 pub struct GameApi {
     /// A retried command answers its first reply.
     pub replies: Arc<allies_platform::Replies>,
+    /// Each player's command rate.
+    pub rate: Arc<allies_platform::rate::PlayerRates>,
     pub game: Arc<Game>,
     pub watch: Arc<Watch>,
     pub auth: Arc<Authenticator>,
@@ -81,6 +83,7 @@ impl GameService for GameApi {
         request: Request<CreateGameSessionRequest>,
     ) -> Result<Response<CreateGameSessionResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let r = request.into_inner();
@@ -107,6 +110,7 @@ impl GameService for GameApi {
         request: Request<JoinGameSessionRequest>,
     ) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let r = request.get_ref();
@@ -121,6 +125,7 @@ impl GameService for GameApi {
         request: Request<SessionRequest>,
     ) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let done = self
@@ -139,6 +144,7 @@ impl GameService for GameApi {
 
     async fn set_ready(&self, request: Request<SetReadyRequest>) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let ready = request.get_ref().ready;
@@ -158,6 +164,7 @@ impl GameService for GameApi {
 
     async fn start_game(&self, request: Request<SessionRequest>) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let done = self
@@ -172,6 +179,7 @@ impl GameService for GameApi {
 
     async fn place_tower(&self, request: Request<PlaceTowerRequest>) -> Result<Response<TowerResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let r = request.into_inner();
@@ -197,6 +205,7 @@ impl GameService for GameApi {
 
     async fn upgrade_tower(&self, request: Request<TowerRequest>) -> Result<Response<TowerResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let r = request.into_inner();
@@ -217,6 +226,7 @@ impl GameService for GameApi {
 
     async fn sell_tower(&self, request: Request<TowerRequest>) -> Result<Response<TowerResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let r = request.into_inner();
@@ -237,6 +247,7 @@ impl GameService for GameApi {
 
     async fn start_wave(&self, request: Request<SessionRequest>) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let done = self.game.start_wave(&ctx, &request.get_ref().session_id).await.or_status()?;
@@ -247,6 +258,7 @@ impl GameService for GameApi {
 
     async fn end_game(&self, request: Request<EndGameRequest>) -> Result<Response<GameCommandResponse>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let r = request.get_ref();

@@ -19,6 +19,8 @@ use crate::ticket_watch::TicketWatch;
 pub struct MatchApi {
     /// A retried command answers its first reply.
     pub replies: Arc<allies_platform::Replies>,
+    /// Each player's command rate.
+    pub rate: Arc<allies_platform::rate::PlayerRates>,
     pub mm: Arc<Matchmaking>,
     pub watch: Arc<TicketWatch>,
     pub auth: Arc<Authenticator>,
@@ -93,6 +95,7 @@ type Tickets = Pin<Box<dyn Stream<Item = Result<TicketView, Status>> + Send>>;
 impl MatchmakingService for MatchApi {
     async fn find_match(&self, request: Request<FindMatchRequest>) -> Result<Response<TicketView>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let r = request.into_inner();
@@ -114,6 +117,7 @@ impl MatchmakingService for MatchApi {
         request: Request<CancelMatchmakingRequest>,
     ) -> Result<Response<TicketView>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let done = self.mm.cancel(&ctx, &request.get_ref().ticket_id).await.or_status()?;
@@ -189,6 +193,7 @@ impl MatchmakingService for MatchApi {
 
     async fn confirm_match(&self, request: Request<ConfirmMatchRequest>) -> Result<Response<MatchView>, Status> {
         let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
         self.replies
             .once(&ctx, async {
                 let done = self.mm.confirm(&ctx, &request.get_ref().match_id).await.or_status()?;

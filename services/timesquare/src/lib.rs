@@ -32,6 +32,9 @@ pub mod view;
 pub mod watch;
 
 /// Builds Timesquare on `config` (binds its ports; run it with `run_until`).
+/// The longest reason EndGame takes (the API's default string limit).
+pub const MAX_REASON_BYTES: usize = allies_platform::limits::DEFAULT_BYTES;
+
 pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let settings = settings::Settings::from_env(&config.env)?;
     let rules_version = settings::load_rules(&settings)?;
@@ -62,6 +65,27 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         s.ticket_ttl = std::time::Duration::from_secs(int(&c.values, "matchmaking.ticket_ttl_secs") as u64);
         s
     });
+    // Per-player command rates, live.
+    let rate = |builder: &mut ServiceBuilder, what, from_env, per: &'static str, burst: &'static str, scale: f64| {
+        let rate = builder.live_setting(what, from_env, move |c| {
+            use command_domain::configuration::int;
+            allies_platform::rate::Rate {
+                per_second: int(&c.values, per) as f64 / scale,
+                burst: int(&c.values, burst) as u32,
+            }
+        });
+        Arc::new(allies_platform::rate::PlayerRates::new(what, rate))
+    };
+    let game_rate =
+        rate(&mut builder, "game commands", settings.game_rate, "game.commands_per_second", "game.commands_burst", 1.0);
+    let mm_rate = rate(
+        &mut builder,
+        "matchmaking requests",
+        settings.matchmaking_rate,
+        "matchmaking.requests_per_minute",
+        "matchmaking.requests_burst",
+        60.0,
+    );
     let mm = Arc::new(matchmaking::Matchmaking::new(
         Handles::new(executor.clone(), settings.handles),
         Handles::new(executor, settings.handles),
@@ -114,6 +138,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         watch: tickets,
         auth: auth.clone(),
         replies: builder.replies(),
+        rate: mm_rate,
     }));
     let live = builder.live_config();
     rules_live::install_uploaded(&store.connection()).await;
@@ -122,6 +147,13 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         let (g, conn) = (g.clone(), conn.clone());
         async move { rules_live::apply(&g, &conn, &c).await }
     });
-    builder.add_service(GameServiceServer::new(grpc::GameApi { game, watch, auth, live, replies: builder.replies() }));
+    builder.add_service(GameServiceServer::new(grpc::GameApi {
+        game,
+        watch,
+        auth,
+        live,
+        replies: builder.replies(),
+        rate: game_rate,
+    }));
     Ok(builder.bind().await?)
 }

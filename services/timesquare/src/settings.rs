@@ -24,6 +24,12 @@ pub struct Settings {
     /// `TIMESQUARE_WATCH_BUFFER`: updates buffered per session for its watchers (default 256).
     pub watch_buffer: usize,
     pub matchmaking: Matchmaking,
+    /// `TIMESQUARE_COMMANDS_PER_SEC` (20, 0: no limit) and
+    /// `TIMESQUARE_COMMANDS_BURST` (40): a player's game command rate.
+    pub game_rate: allies_platform::rate::Rate,
+    /// `TIMESQUARE_MM_REQUESTS_PER_MIN` (60, 0: no limit) and
+    /// `TIMESQUARE_MM_REQUESTS_BURST` (10): a player's matchmaking request rate.
+    pub matchmaking_rate: allies_platform::rate::Rate,
 }
 
 /// Matchmaking's settings.
@@ -55,6 +61,14 @@ impl Settings {
             settle: env.millis("TIMESQUARE_SETTLE_MS", 250, 5..=60_000)?,
             handles: env.int("TIMESQUARE_HANDLES", 10_000, 1..=10_000_000)?,
             watch_buffer: env.int("TIMESQUARE_WATCH_BUFFER", 256, 8..=1_000_000)?,
+            game_rate: allies_platform::rate::Rate {
+                per_second: env.int("TIMESQUARE_COMMANDS_PER_SEC", 20u32, 0..=10_000)? as f64,
+                burst: env.int("TIMESQUARE_COMMANDS_BURST", 40u32, 1..=10_000)?,
+            },
+            matchmaking_rate: allies_platform::rate::Rate {
+                per_second: env.int("TIMESQUARE_MM_REQUESTS_PER_MIN", 60u32, 0..=60_000)? as f64 / 60.0,
+                burst: env.int("TIMESQUARE_MM_REQUESTS_BURST", 10u32, 1..=10_000)?,
+            },
             matchmaking: Matchmaking {
                 interval: env.millis("TIMESQUARE_MM_INTERVAL_MS", 250, 10..=60_000)?,
                 ticket_ttl: Duration::from_secs(env.int("TIMESQUARE_MM_TICKET_TTL_SECS", 120u64, 1..=86_400)?),

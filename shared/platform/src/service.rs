@@ -478,7 +478,11 @@ impl Service {
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
-            .layer(crate::grpc_metrics::MetricsLayer(grpc_metrics))
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(crate::grpc_metrics::MetricsLayer(grpc_metrics))
+                    .layer(crate::limits::LimitsLayer(Arc::new(crate::limits::Limits::of_contracts()))),
+            )
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(crate::server::incoming(grpc), async {
                 let _ = drain_rx.await;

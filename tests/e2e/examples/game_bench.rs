@@ -124,6 +124,8 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) {
         ("TIMESQUARE_RULES", rules.as_str()),
         ("AUTH_RATE_PER_USERNAME", "1000000"),
         ("AUTH_RATE_PER_CLIENT", "1000000"),
+        // The benchmark's clients send as fast as they can: no per-player limit.
+        ("TIMESQUARE_COMMANDS_PER_SEC", "0"),
     ];
     env.extend_from_slice(extra);
     let fleet = Fleet::start_only(services, &env);

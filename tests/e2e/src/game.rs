@@ -27,6 +27,12 @@ pub struct Gamer {
 pub type Games = GameServiceClient<Channel>;
 pub type Matchmaking = MatchmakingServiceClient<Channel>;
 
+/// The delay a refusal asks for (google.rpc.RetryInfo), if any.
+pub fn retry_after(status: &Status) -> Option<Duration> {
+    use tonic_types::StatusExt;
+    status.get_error_details().retry_info().and_then(|r| r.retry_delay)
+}
+
 /// The rule a refusal names (google.rpc.PreconditionFailure type), if any.
 pub fn rule_of(status: &Status) -> String {
     use tonic_types::StatusExt;
@@ -202,6 +208,12 @@ pub async fn build_greedily(games: &mut Games, session: &str, players: &[&Gamer]
                     k += 1;
                 }
                 Err(s) if s.code() == Code::FailedPrecondition => break,
+                // A well-behaved client waits as long as the server asks (a
+                // player's command rate is limited) and goes on.
+                Err(s) if s.code() == Code::ResourceExhausted => {
+                    tokio::time::sleep(retry_after(&s).unwrap_or(Duration::from_millis(100))).await;
+                    continue;
+                }
                 Err(s) => panic!("{} could not build: {s:?}", p.name),
             }
         }
