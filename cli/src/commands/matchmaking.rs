@@ -25,7 +25,8 @@ pub enum MatchCommand {
         min: u32,
         #[arg(long, default_value_t = 4)]
         max: u32,
-        /// Friends queueing with you as one ticket (user ids).
+        /// Friends queueing with you as one ticket (usernames or user ids):
+        /// members of your party (see `match invite`).
         #[arg(long = "party")]
         party: Vec<String>,
         #[arg(long)]
@@ -44,6 +45,26 @@ pub enum MatchCommand {
     Confirm { match_id: String },
     /// A match (players, status, why it was cancelled) from the read model.
     Show { match_id: String },
+    /// Invite a player (username or user id) to your party: they must accept
+    /// (within 5 minutes) before `match find --party` can queue them.
+    Invite { player: String },
+    /// Accept a host's party invitation (the host's username or user id).
+    Accept { host: String },
+    /// Decline a host's party invitation.
+    Decline { host: String },
+    /// Leave a host's party; a host removes a member with --member.
+    Leave {
+        /// The party's host (username or user id; default: your own party).
+        #[arg(long)]
+        host: Option<String>,
+        /// The member to remove (hosts only; default: you).
+        #[arg(long)]
+        member: Option<String>,
+    },
+    /// A party: its members and open invitations (default: your own).
+    Party { host: Option<String> },
+    /// Your open party invitations.
+    Invites,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +91,43 @@ pub struct Leaderboard {
     /// The page around a player ("me" for you) instead of the top.
     #[arg(long)]
     around: Option<String>,
+}
+
+/// A user id from a username or a user id (a UUID is taken as it is).
+async fn user(ctx: &Context, name_or_id: &str) -> Result<String, Failure> {
+    let b = name_or_id.as_bytes();
+    let uuid = b.len() == 36
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| if [8, 13, 18, 23].contains(&i) { *c == b'-' } else { c.is_ascii_hexdigit() });
+    if uuid {
+        return Ok(name_or_id.to_owned());
+    }
+    use allies_contracts::projector::v1::GetUserByUsernameRequest;
+    use allies_contracts::projector::v1::projector_query_service_client::ProjectorQueryServiceClient;
+    let mut client = ProjectorQueryServiceClient::new(ctx.channel(&ctx.projector).await?);
+    let request = GetUserByUsernameRequest { username: name_or_id.to_owned(), consistency_token: String::new() };
+    let found = client.get_user_by_username(ctx.authorized(request)?).await?.into_inner().user.unwrap_or_default();
+    Ok(found.user_id)
+}
+
+async fn users(ctx: &Context, names: &[String]) -> Result<Vec<String>, Failure> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(user(ctx, n).await?);
+    }
+    Ok(out)
+}
+
+fn party_lines(p: &PartyView) -> String {
+    let mut out = format!("party of {} · {} guest(s)", p.host_id, p.guests.len());
+    for g in &p.guests {
+        out.push_str(&format!("\n  {}  {}", g.user_id, g.status));
+        if g.status == "invited" {
+            out.push_str(&format!(" (until {})", allies_core::calendar::utc_time(g.expires_at_ms)));
+        }
+    }
+    out
 }
 
 async fn mm(ctx: &Context) -> Result<MatchmakingServiceClient<Channel>, Failure> {
@@ -128,7 +186,7 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
                 difficulty: difficulty.clone(),
                 min_players: *min,
                 max_players: *max,
-                party: party.clone(),
+                party: users(ctx, party).await?,
             };
             let t = mm(ctx).await?.find_match(ctx.authorized(request)?).await?.into_inner();
             if *wait {
@@ -161,6 +219,66 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
             print(json, &m, || {
                 let confirmed = m.players.iter().filter(|p| p.confirmed).count();
                 format!("match {} · {} · {confirmed}/{} confirmed", m.match_id, m.status, m.players.len())
+            });
+        }
+        MatchCommand::Invite { player } => {
+            let request = InviteToPartyRequest { user_id: user(ctx, player).await? };
+            let p = mm(ctx).await?.invite_to_party(ctx.authorized(request)?).await?.into_inner();
+            print(json, &p, || {
+                format!("invited {player}; they answer with: allies match accept <your username>\n{}", party_lines(&p))
+            });
+        }
+        MatchCommand::Accept { host } | MatchCommand::Decline { host } => {
+            let accept = matches!(command, MatchCommand::Accept { .. });
+            let request = RespondToPartyInviteRequest { host_id: user(ctx, host).await?, accept };
+            let p = mm(ctx).await?.respond_to_party_invite(ctx.authorized(request)?).await?.into_inner();
+            print(json, &p, || {
+                format!(
+                    "{} the invitation of {host}\n{}",
+                    if accept { "accepted" } else { "declined" },
+                    party_lines(&p)
+                )
+            });
+        }
+        MatchCommand::Leave { host, member } => {
+            let host_id = match host {
+                Some(h) => user(ctx, h).await?,
+                None => String::new(),
+            };
+            let user_id = match member {
+                Some(m) => user(ctx, m).await?,
+                None => String::new(),
+            };
+            let p =
+                mm(ctx).await?.leave_party(ctx.authorized(LeavePartyRequest { host_id, user_id })?).await?.into_inner();
+            print(json, &p, || format!("left\n{}", party_lines(&p)));
+        }
+        MatchCommand::Party { host } => {
+            let host_id = match host {
+                Some(h) => user(ctx, h).await?,
+                None => String::new(),
+            };
+            let p = mm(ctx).await?.get_party(ctx.authorized(GetPartyRequest { host_id })?).await?.into_inner();
+            print(json, &p, || party_lines(&p));
+        }
+        MatchCommand::Invites => {
+            let r = mm(ctx).await?.list_party_invites(ctx.authorized(ListPartyInvitesRequest {})?).await?.into_inner();
+            print(json, &r, || {
+                if r.invites.is_empty() {
+                    return "no open invitations".to_owned();
+                }
+                r.invites
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "{} invites you (until {}): allies match accept {}",
+                            i.host_id,
+                            allies_core::calendar::utc_time(i.expires_at_ms),
+                            i.host_id
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
         }
         MatchCommand::Show { match_id } => {

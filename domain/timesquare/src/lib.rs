@@ -11,6 +11,7 @@
 
 pub mod matching;
 pub mod matchmaker;
+pub mod party;
 pub mod player;
 pub mod rating;
 pub mod replay;

@@ -714,14 +714,16 @@ impl GameSession {
                 if !map.in_grid(x, y) {
                     return Err(GameError::OutsideMap { x, y });
                 }
+                // The zone first: a refusal must not tell what stands
+                // outside the player's own zone.
+                if !in_zone(map.zone(self.seats(), seat), x, y) {
+                    return Err(GameError::OutsideZone { x, y });
+                }
                 if !map.buildable(x, y) {
                     return Err(GameError::NotBuildable { x, y });
                 }
                 if let Some(t) = self.towers.values().find(|t| t.x == x && t.y == y) {
                     return Err(GameError::CellOccupied { x, y, tower: t.id });
-                }
-                if !in_zone(map.zone(self.seats(), seat), x, y) {
-                    return Err(GameError::OutsideZone { x, y });
                 }
                 let have = self.gold_at(seat, tick);
                 if have < kind.cost {

@@ -247,6 +247,11 @@ fn a_tower_goes_only_on_a_free_buildable_cell_in_your_zone_and_only_if_you_can_p
         y: 1,
         tower: 0,
     });
+    // A refusal tells nothing about another player's zone: bo's tower there
+    // is not revealed to ann (the zone is checked before the cell).
+    let mut theirs = game.clone();
+    theirs.extend(play_more(&game, &[place("bo", "arrow", 12, 1)]));
+    given::<GameSession>(theirs).when(place("ann", "cannon", 12, 1)).then_err(GameError::OutsideZone { x: 12, y: 1 });
     let mut broke = game.clone();
     broke.extend(play_more(&game, &[place("ann", "cannon", 1, 1), place("ann", "cannon", 1, 3)]));
     given::<GameSession>(broke)

@@ -54,7 +54,8 @@ refusals!(
     timesquare_domain::GameError,
     timesquare_domain::player::PlayerError,
     timesquare_domain::ticket::TicketError,
-    timesquare_domain::matching::MatchError
+    timesquare_domain::matching::MatchError,
+    timesquare_domain::party::PartyError
 );
 
 impl TimesquareError {

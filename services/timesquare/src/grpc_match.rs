@@ -8,6 +8,7 @@ use allies_contracts::timesquare::v1::*;
 use allies_platform::OrStatus;
 use allies_platform::auth::Authenticator;
 use timesquare_domain::matching::Match;
+use timesquare_domain::party::{Party, Seat};
 use timesquare_domain::player::Player;
 use timesquare_domain::ticket::Ticket;
 use tokio_stream::Stream;
@@ -227,5 +228,94 @@ impl MatchmakingService for MatchApi {
             return Err(Status::not_found(format!("no player {user}")));
         }
         Ok(Response::new(player_view(&p, v, ctx.now_ms)))
+    }
+
+    async fn invite_to_party(&self, request: Request<InviteToPartyRequest>) -> Result<Response<PartyView>, Status> {
+        let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
+        self.replies
+            .once(&ctx, async {
+                let done = self.mm.invite(&ctx, &request.get_ref().user_id).await.or_status()?;
+                Ok(Response::new(party_view(&done.state, done.version, ctx.now_ms)))
+            })
+            .await
+    }
+
+    async fn respond_to_party_invite(
+        &self,
+        request: Request<RespondToPartyInviteRequest>,
+    ) -> Result<Response<PartyView>, Status> {
+        let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
+        self.replies
+            .once(&ctx, async {
+                let r = request.get_ref();
+                let done = self.mm.respond(&ctx, &r.host_id, r.accept).await.or_status()?;
+                Ok(Response::new(party_view(&done.state, done.version, ctx.now_ms)))
+            })
+            .await
+    }
+
+    async fn leave_party(&self, request: Request<LeavePartyRequest>) -> Result<Response<PartyView>, Status> {
+        let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
+        self.replies
+            .once(&ctx, async {
+                let r = request.get_ref();
+                let done = self.mm.leave_party(&ctx, &r.host_id, &r.user_id).await.or_status()?;
+                Ok(Response::new(party_view(&done.state, done.version, ctx.now_ms)))
+            })
+            .await
+    }
+
+    async fn get_party(&self, request: Request<GetPartyRequest>) -> Result<Response<PartyView>, Status> {
+        let ctx = self.auth.context(&request).await?;
+        let caller = ctx.caller().or_status()?;
+        let (p, v) = self.mm.party(caller, &request.get_ref().host_id).await.or_status()?;
+        let mut view = party_view(&p, v, ctx.now_ms);
+        if view.host_id.is_empty() {
+            view.host_id = if request.get_ref().host_id.is_empty() {
+                caller.user_id.clone()
+            } else {
+                request.get_ref().host_id.clone()
+            };
+        }
+        Ok(Response::new(view))
+    }
+
+    async fn list_party_invites(
+        &self,
+        request: Request<ListPartyInvitesRequest>,
+    ) -> Result<Response<ListPartyInvitesResponse>, Status> {
+        let ctx = self.auth.context(&request).await?;
+        let invites = self.mm.invites(ctx.caller().or_status()?).await.or_status()?;
+        Ok(Response::new(ListPartyInvitesResponse {
+            invites: invites
+                .into_iter()
+                .map(|(host_id, expires_at_ms)| PartyInviteView { host_id, expires_at_ms })
+                .collect(),
+        }))
+    }
+}
+
+/// A party as its host, members and invited players see it at `now_ms`:
+/// members and open invitations.
+pub fn party_view(p: &Party, version: u64, now_ms: i64) -> PartyView {
+    PartyView {
+        host_id: p.host.clone(),
+        guests: p
+            .guests
+            .iter()
+            .filter_map(|(user, seat)| match seat {
+                Seat::Member => {
+                    Some(PartyGuestView { user_id: user.clone(), status: "member".into(), expires_at_ms: 0 })
+                }
+                Seat::Invited { until_ms } if *until_ms > now_ms => {
+                    Some(PartyGuestView { user_id: user.clone(), status: "invited".into(), expires_at_ms: *until_ms })
+                }
+                Seat::Invited { .. } => None,
+            })
+            .collect(),
+        version,
     }
 }

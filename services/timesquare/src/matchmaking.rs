@@ -23,6 +23,7 @@ use allies_store::subscriber::{Handler, HandlerError};
 use allies_store::{Executed, Handles, RecordedEvent, RedisConn};
 use timesquare_domain::matching::{Match, MatchCommand};
 use timesquare_domain::matchmaker::{self, Waiting};
+use timesquare_domain::party::{Party, PartyCommand, Seat};
 use timesquare_domain::player::PlayerCommand;
 use timesquare_domain::ticket::{Status, Ticket, TicketCommand};
 use tokio::sync::watch;
@@ -33,6 +34,12 @@ use crate::players::Players;
 use crate::settings;
 
 pub const WAITING: &str = "mm:waiting";
+
+/// The invitations to a player (a sorted set: host → expiry), an index of
+/// the parties' events for ListPartyInvites.
+pub fn invites_key(user: &str) -> String {
+    format!("mm:invites:{{{user}}}")
+}
 pub const LEASE: &str = "mm:lease";
 
 /// Takes the lease if free, or extends it if this instance holds it.
@@ -66,6 +73,7 @@ pub struct PassReport {
 
 pub struct Matchmaking {
     pub tickets: Handles<Ticket>,
+    pub parties: Handles<Party>,
     pub matches: Handles<Match>,
     pub players: Arc<Players>,
     pub game: Arc<crate::game::Game>,
@@ -93,7 +101,17 @@ impl Matchmaking {
         settings: allies_store::Tunable<settings::Matchmaking>,
         instance: String,
     ) -> Self {
-        Self { tickets, matches, players, game, conn, settings, instance, recently: Mutex::new(HashMap::new()) }
+        Self {
+            tickets,
+            parties: Handles::new(matches.executor().clone(), 10_000),
+            matches,
+            players,
+            game,
+            conn,
+            settings,
+            instance,
+            recently: Mutex::new(HashMap::new()),
+        }
     }
 
     pub async fn on_ticket(&self, id: &str, command: TicketCommand, ctx: &RequestContext) -> Result<Executed<Ticket>> {
@@ -181,6 +199,16 @@ impl Matchmaking {
         let w = self.validate(&caller, wanted)?;
         let me = self.players.ensure(&caller.user_id, ctx).await?;
         let mut players = vec![(caller.user_id.clone(), me.rating)];
+        if !w.party.is_empty() {
+            // Only members who accepted the caller's invitation.
+            let (party, _) = self.parties.get(&caller.user_id).current().await?;
+            for friend in &w.party {
+                if !party.is_member(friend) {
+                    let e = timesquare_domain::party::PartyError::NotAMember(friend.clone());
+                    return Err(TimesquareError::from(e).about(format!("party member {friend}")));
+                }
+            }
+        }
         for friend in &w.party {
             let (p, _) = self.players.get(friend).await?;
             if !p.exists() {
@@ -282,6 +310,101 @@ impl Matchmaking {
             return Err(Failure::permission_denied("a match is seen by its players and admins").into());
         }
         Ok((m, v))
+    }
+
+    async fn on_party(&self, host: &str, command: PartyCommand, ctx: &RequestContext) -> Result<Executed<Party>> {
+        Ok(self.parties.get(host).execute(&command, &ctx.command_context(), ctx.options()).await?)
+    }
+
+    /// InviteToParty: the caller invites a registered player to their party.
+    pub async fn invite(&self, ctx: &RequestContext, user: &str) -> Result<Executed<Party>> {
+        let caller = ctx.caller()?.clone();
+        let user = uuid_field("user_id", user)?;
+        let (p, _) = self.players.get(&user).await?;
+        if !p.exists() {
+            return Err(Failure::not_found(format!("no player {user}")).into());
+        }
+        let command = PartyCommand::Invite { host: caller.user_id.clone(), user: user.clone(), now_ms: ctx.now_ms };
+        let done = self.on_party(&caller.user_id, command, ctx).await?;
+        // The invited player's index of invitations (the party is the truth).
+        let mut conn = self.conn.clone();
+        let _: redis::RedisResult<()> = redis::pipe()
+            .cmd("ZADD")
+            .arg(invites_key(&user))
+            .arg(ctx.now_ms + timesquare_domain::party::INVITE_TTL_MS)
+            .arg(&caller.user_id)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(invites_key(&user))
+            .arg(timesquare_domain::party::INVITE_TTL_MS)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        Ok(done)
+    }
+
+    /// RespondToPartyInvite: the caller accepts or declines a host's invitation.
+    pub async fn respond(&self, ctx: &RequestContext, host: &str, accept: bool) -> Result<Executed<Party>> {
+        let caller = ctx.caller()?.clone();
+        let host = uuid_field("host_id", host)?;
+        let user = caller.user_id.clone();
+        let command = if accept {
+            PartyCommand::Accept { user: user.clone(), now_ms: ctx.now_ms }
+        } else {
+            PartyCommand::Decline { user: user.clone(), now_ms: ctx.now_ms }
+        };
+        let done = self.on_party(&host, command, ctx).await?;
+        let mut conn = self.conn.clone();
+        let _: redis::RedisResult<()> =
+            redis::cmd("ZREM").arg(invites_key(&user)).arg(&host).query_async(&mut conn).await;
+        Ok(done)
+    }
+
+    /// LeaveParty: a member leaves, or the host removes one.
+    pub async fn leave_party(&self, ctx: &RequestContext, host: &str, user: &str) -> Result<Executed<Party>> {
+        let caller = ctx.caller()?.clone();
+        let host = if host.is_empty() { caller.user_id.clone() } else { uuid_field("host_id", host)? };
+        let user = if user.is_empty() { caller.user_id.clone() } else { uuid_field("user_id", user)? };
+        let command = PartyCommand::Leave { user, by: caller.user_id.clone(), now_ms: ctx.now_ms };
+        self.on_party(&host, command, ctx).await
+    }
+
+    /// A party, seen by its host, its members, the players it invited and admins.
+    pub async fn party(&self, caller: &Caller, host: &str) -> Result<(Arc<Party>, u64)> {
+        let host = if host.is_empty() { caller.user_id.clone() } else { uuid_field("host_id", host)? };
+        let (p, v) = self.parties.get(&host).current().await?;
+        let now = allies_platform::context::now_ms();
+        if host != caller.user_id
+            && !caller.is_admin()
+            && !p.is_member(&caller.user_id)
+            && !p.invited(&caller.user_id, now)
+        {
+            return Err(Failure::permission_denied("a party is seen by its host, its members and the invited").into());
+        }
+        Ok((p, v))
+    }
+
+    /// The caller's open invitations (checked against each party).
+    pub async fn invites(&self, caller: &Caller) -> Result<Vec<(String, i64)>> {
+        let mut conn = self.conn.clone();
+        let now = allies_platform::context::now_ms();
+        let hosts: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(invites_key(&caller.user_id))
+            .arg(now)
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await
+            .map_err(allies_store::StoreError::from)?;
+        let mut out = Vec::new();
+        for host in hosts.into_iter().take(32) {
+            let (p, _) = self.parties.get(&host).current().await?;
+            if let Some(Seat::Invited { until_ms }) = p.guests.get(&caller.user_id)
+                && *until_ms > now
+            {
+                out.push((host, *until_ms));
+            }
+        }
+        Ok(out)
     }
 
     /// Takes or keeps the lease; true when this instance runs the matchmaker.

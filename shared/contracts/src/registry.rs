@@ -6,11 +6,11 @@
 use allies_core::{DomainEvent, decode_stored};
 
 use crate::guardian::events::{SessionEvent, UserEvent};
-use crate::timesquare::events::{GameEvent, MatchEvent, PlayerEvent, TicketEvent};
+use crate::timesquare::events::{GameEvent, MatchEvent, PartyEvent, PlayerEvent, TicketEvent};
 
 /// The categories with typed events.
 pub const CATEGORIES: &[&str] =
-    &["user", "session", "game_session", "player", "ticket", "match", "configuration", "job"];
+    &["user", "session", "game_session", "player", "ticket", "match", "party", "configuration", "job"];
 
 /// The integration topics: (publishing aggregate type, topic).
 pub const TOPICS: &[(&str, &str)] = &[("user", "users"), ("game_session", "games"), ("game_session", "ts.waves")];
@@ -47,6 +47,8 @@ pub fn public_json(
             .map(|e| show(e, |e| e, TicketEvent::to_json)),
         "match" => decode_stored::<MatchEvent>(event_type, schema_version, content_type, data)
             .map(|e| show(e, |e| e, MatchEvent::to_json)),
+        "party" => decode_stored::<PartyEvent>(event_type, schema_version, content_type, data)
+            .map(|e| show(e, |e| e, PartyEvent::to_json)),
         "configuration" => {
             decode_stored::<crate::command::events::ConfigurationEvent>(event_type, schema_version, content_type, data)
                 .map(|e| show(e, |e| e, crate::command::events::ConfigurationEvent::to_json))

@@ -97,6 +97,22 @@ pub mod events {
         Completed => "TicketCompleted",
     });
 
+    /// Events of the Party aggregate (aggregate type `party`, id = the host's user id).
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum PartyEvent {
+        InviteSent(PartyInviteSent),
+        InviteAccepted(PartyInviteAccepted),
+        InviteDeclined(PartyInviteDeclined),
+        MemberLeft(PartyMemberLeft),
+    }
+
+    crate::proto_events!(PartyEvent: FirstVersion {
+        InviteSent => "PartyInviteSent",
+        InviteAccepted => "PartyInviteAccepted",
+        InviteDeclined => "PartyInviteDeclined",
+        MemberLeft => "PartyMemberLeft",
+    });
+
     /// Events of the Match aggregate (aggregate type `match`): the saga.
     #[derive(Debug, Clone, PartialEq)]
     pub enum MatchEvent {

@@ -5,7 +5,7 @@
 use allies_contracts::command::events::{ConfigurationEvent, JobEvent};
 use allies_contracts::guardian::events::{SessionEvent, UserEvent, schema};
 use allies_contracts::registry::{CATEGORIES, public_json};
-use allies_contracts::timesquare::events::{GameEvent, MatchEvent, PlayerEvent, TicketEvent};
+use allies_contracts::timesquare::events::{GameEvent, MatchEvent, PartyEvent, PlayerEvent, TicketEvent};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -17,6 +17,7 @@ fn event_types() -> Vec<&'static str> {
         PlayerEvent::EVENT_TYPES,
         TicketEvent::EVENT_TYPES,
         MatchEvent::EVENT_TYPES,
+        PartyEvent::EVENT_TYPES,
         ConfigurationEvent::EVENT_TYPES,
         JobEvent::EVENT_TYPES,
     ]

@@ -89,8 +89,20 @@ pub fn utc_date(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The UTC date and time of an instant, e.g. "2026-11-18 10:04:05 UTC".
+pub fn utc_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{} {:02}:{:02}:{:02} UTC", utc_date(ms), secs / 3600, secs / 60 % 60, secs % 60)
+}
+
 #[cfg(test)]
 mod date_tests {
+    #[test]
+    fn a_utc_time_is_the_date_and_the_time_of_day() {
+        assert_eq!(super::utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc_time(1_795_000_000_000), "2026-11-18 11:06:40 UTC");
+    }
+
     #[test]
     fn a_utc_date_is_the_civil_day_of_the_instant() {
         assert_eq!(super::utc_date(0), "1970-01-01");

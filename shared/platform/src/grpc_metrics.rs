@@ -99,12 +99,12 @@ pub fn code_name(code: i32) -> &'static str {
 }
 
 #[derive(Clone)]
-pub struct MetricsLayer(pub Arc<GrpcMetrics>);
+pub struct MetricsLayer(pub Arc<GrpcMetrics>, pub Arc<Known>);
 
 impl<S> tower::Layer<S> for MetricsLayer {
     type Service = Metered<S>;
     fn layer(&self, inner: S) -> Metered<S> {
-        Metered { inner, metrics: self.0.clone() }
+        Metered { inner, metrics: self.0.clone(), known: self.1.clone() }
     }
 }
 
@@ -112,6 +112,7 @@ impl<S> tower::Layer<S> for MetricsLayer {
 pub struct Metered<S> {
     inner: S,
     metrics: Arc<GrpcMetrics>,
+    known: Arc<Known>,
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for Metered<S>
@@ -135,7 +136,7 @@ where
         let started = Instant::now();
         // The server span (OpenTelemetry only; health and reflection are not
         // traced), a child of the caller's W3C traceparent when it sent one.
-        let (service, method) = split(&path);
+        let (service, method) = self.known.label(&path);
         let (service, method) = (service.to_owned(), method.to_owned());
         let span = if service.starts_with("grpc.") {
             tracing::Span::none()
@@ -144,6 +145,7 @@ where
                 otel.name = %format_args!("{service}/{method}"), otel.kind = "server",
                 rpc.system = "grpc", rpc.service = %service, rpc.method = %method,
                 rpc.grpc.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
                 trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
         };
         if !span.is_disabled()
@@ -153,13 +155,18 @@ where
             let _ = span.set_parent(allies_store::trace::context_of(tp));
         }
         allies_store::trace::stamp(&span);
+        // The client's deadline, to tell a call it ended from one the client reset.
+        let deadline = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         // The service that was polled ready serves this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let metrics = self.metrics.clone();
+        // Counted when the call ends — or when it is dropped unanswered: the
+        // client's deadline passed (DEADLINE_EXCEEDED) or it reset the
+        // stream (CANCELLED). Such calls were never counted.
+        let mut call = Call { metrics: self.metrics.clone(), service, method, started, deadline, span, code: None };
         Box::pin(async move {
-            let result = inner.call(request).instrument(span.clone()).await;
-            let number = match &result {
+            let result = inner.call(request).instrument(call.span.clone()).await;
+            call.ended(match &result {
                 Ok(response) => response
                     .headers()
                     .get("grpc-status")
@@ -167,11 +174,96 @@ where
                     .and_then(|v| v.parse::<i32>().ok())
                     .unwrap_or(0),
                 Err(_) => 14,
-            };
-            span.record("rpc.grpc.status_code", number);
-            metrics.observe(&service, &method, code_name(number), started);
+            });
             result
         })
+    }
+}
+
+/// One call being served; observed when dropped (see [`Metered::call`]).
+struct Call {
+    metrics: Arc<GrpcMetrics>,
+    service: String,
+    method: String,
+    started: Instant,
+    deadline: Option<std::time::Duration>,
+    span: tracing::Span,
+    code: Option<i32>,
+}
+
+impl Call {
+    fn ended(&mut self, code: i32) {
+        self.code = Some(code);
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let number = self.code.unwrap_or_else(|| match self.deadline {
+            Some(d) if self.started.elapsed() >= d => 4,
+            _ => 1,
+        });
+        self.span.record("rpc.grpc.status_code", number);
+        if server_error(number) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        self.metrics.observe(&self.service, &self.method, code_name(number), self.started);
+    }
+}
+
+/// The codes the OpenTelemetry gRPC conventions count as a server span's
+/// error: the server's fault or no answer — not the caller's mistakes.
+pub fn server_error(code: i32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+/// A `grpc-timeout` header's value (`<digits><unit>`).
+fn grpc_timeout(v: &str) -> Option<std::time::Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The methods the service serves: anything else is one `unknown` series,
+/// so a scanner cannot grow the label set without bound.
+#[derive(Debug, Default)]
+pub struct Known(std::collections::HashSet<String>);
+
+impl Known {
+    /// The contracts' methods, health and reflection.
+    pub fn of_contracts() -> Self {
+        use prost::Message;
+        let mut known = std::collections::HashSet::new();
+        for set in [allies_contracts::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(set) else { continue };
+            for f in &set.file {
+                for s in &f.service {
+                    for m in &s.method {
+                        known.insert(format!("/{}.{}/{}", f.package(), s.name(), m.name()));
+                    }
+                }
+            }
+        }
+        for v in ["v1", "v1alpha"] {
+            known.insert(format!("/grpc.reflection.{v}.ServerReflection/ServerReflectionInfo"));
+        }
+        Self(known)
+    }
+
+    /// (service, method) of a known path; ("unknown", "unknown") otherwise.
+    pub fn label<'a>(&self, path: &'a str) -> (&'a str, &'a str) {
+        match split(path) {
+            pair if self.0.contains(path) => pair,
+            _ => ("unknown", "unknown"),
+        }
     }
 }
 
@@ -189,5 +281,27 @@ mod tests {
         assert_eq!(split("/a/b/c"), ("unknown", "unknown"));
         assert_eq!(split("no-slash"), ("unknown", "unknown"));
         assert_eq!((code_name(3), code_name(16), code_name(99)), ("INVALID_ARGUMENT", "UNAUTHENTICATED", "UNKNOWN"));
+    }
+
+    #[test]
+    fn only_the_served_methods_have_series_of_their_own() {
+        let known = Known::of_contracts();
+        assert_eq!(
+            known.label("/defense_allies.timesquare.v1.GameService/PlaceTower"),
+            ("defense_allies.timesquare.v1.GameService", "PlaceTower")
+        );
+        assert_eq!(known.label("/grpc.health.v1.Health/Check"), ("grpc.health.v1.Health", "Check"));
+        assert_eq!(known.label("/defense_allies.timesquare.v1.GameService/Nope123"), ("unknown", "unknown"));
+        assert_eq!(known.label("/scanner.Service/Method"), ("unknown", "unknown"));
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_and_server_errors_are_the_conventions_ones() {
+        assert_eq!(grpc_timeout("200m"), Some(std::time::Duration::from_millis(200)));
+        assert_eq!(grpc_timeout("3S"), Some(std::time::Duration::from_secs(3)));
+        assert_eq!(grpc_timeout("x"), None);
+        assert_eq!(grpc_timeout(""), None);
+        assert!(server_error(13) && server_error(14) && server_error(4));
+        assert!(!server_error(3) && !server_error(5) && !server_error(9) && !server_error(16) && !server_error(0));
     }
 }

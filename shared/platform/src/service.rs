@@ -480,7 +480,10 @@ impl Service {
         let server = tonic::transport::Server::builder()
             .layer(
                 tower::ServiceBuilder::new()
-                    .layer(crate::grpc_metrics::MetricsLayer(grpc_metrics))
+                    .layer(crate::grpc_metrics::MetricsLayer(
+                        grpc_metrics,
+                        Arc::new(crate::grpc_metrics::Known::of_contracts()),
+                    ))
                     .layer(crate::limits::LimitsLayer(Arc::new(crate::limits::Limits::of_contracts()))),
             )
             .add_routes(routes.routes())

@@ -441,10 +441,12 @@ impl CommandExecutor {
         let storage = self.store.storage_of(A::TYPE);
         // The append is a producer span; its context goes into the events'
         // metadata, so consumers link to where each event was created.
+        // OTel messaging conventions: "{operation} {destination}", the real stream.
+        let log = crate::keys::log_key(A::TYPE, self.store.partition_of(id));
         let span = tracing::trace_span!(target: crate::trace::TARGET, "append",
-            otel.name = %format_args!("{} append", A::TYPE), otel.kind = "producer",
-            messaging.system = "redis", messaging.operation.type = "send",
-            messaging.destination.name = %format_args!("es:{{{}.*}}:log", A::TYPE),
+            otel.name = %format_args!("send {log}"), otel.kind = "producer",
+            messaging.system = "redis", messaging.operation.type = "send", messaging.operation.name = "send",
+            messaging.destination.name = %log,
             aggregate.type = A::TYPE, aggregate.id = %id,
             trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
         crate::trace::stamp(&span);

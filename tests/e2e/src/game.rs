@@ -238,7 +238,22 @@ pub async fn start_wave(games: &mut Games, session: &str, who: &Gamer) -> Result
     games.start_wave(bearer(SessionRequest { session_id: session.into() }, &who.token)).await.map(|r| r.into_inner())
 }
 
-/// Queues `who` (with `party`) for a game of `min`..=`max` players.
+/// `host` invites each of `members` to their party and each accepts (a
+/// member already in it stays).
+pub async fn form_party(mm: &mut Matchmaking, host: &Gamer, members: &[&Gamer]) -> PartyView {
+    for m in members {
+        match mm.invite_to_party(bearer(InviteToPartyRequest { user_id: m.id.clone() }, &host.token)).await {
+            Ok(_) => {}
+            Err(s) if rule_of(&s) == "ALREADY_IN_PARTY" => continue,
+            Err(s) => panic!("{} invites {}: {s:?}", host.name, m.name),
+        }
+        let r = RespondToPartyInviteRequest { host_id: host.id.clone(), accept: true };
+        mm.respond_to_party_invite(bearer(r, &m.token)).await.unwrap_or_else(|s| panic!("{} accepts: {s:?}", m.name));
+    }
+    mm.get_party(bearer(GetPartyRequest { host_id: String::new() }, &host.token)).await.expect("the party").into_inner()
+}
+
+/// Queues `who` (with `party`, formed first) for a game of `min`..=`max` players.
 pub async fn find(
     mm: &mut Matchmaking,
     who: &Gamer,
@@ -246,6 +261,9 @@ pub async fn find(
     max: u32,
     party: &[&Gamer],
 ) -> Result<TicketView, Status> {
+    if !party.is_empty() {
+        form_party(mm, who, party).await;
+    }
     let request = FindMatchRequest {
         maps: vec![],
         difficulty: "normal".into(),

@@ -111,3 +111,63 @@ async fn every_service_counts_grpc_calls_by_code_and_the_dashboard_queries_only_
     }
     assert!(wanted.len() >= 15, "the dashboard covers the fleet: {wanted:?}");
 }
+
+/// The count of `allies_grpc_server_requests_total` for a method and code on one service.
+fn calls(fleet: &Fleet, service: &str, method: &str, code: &str) -> u64 {
+    let (_, body) = http_get(fleet.service(service).http_addr, "/metrics");
+    body.lines()
+        .filter(|l| l.starts_with("allies_grpc_server_requests_total{"))
+        .filter(|l| l.contains(&format!("method=\"{method}\"")) && l.contains(&format!("code=\"{code}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test]
+async fn calls_ended_by_the_clients_deadline_or_reset_are_counted_and_unknown_methods_are_one_series() {
+    use allies_contracts::projector::v1::GetUserRequest;
+    let fleet = Fleet::start(&[]);
+    let admin = fleet.admin().await;
+    let mut projector = fleet.projector().await;
+    // A consistency token of a write the read model will not see for a
+    // while: the query waits (up to 5 s) — longer than the client does.
+    let waiting = || GetUserRequest {
+        user_id: uuid::Uuid::now_v7().to_string(),
+        consistency_token: "user.3@99999999999999-0".into(),
+    };
+    let mut request = bearer(waiting(), &admin);
+    request.set_timeout(Duration::from_millis(200));
+    let e = projector.get_user(request).await.unwrap_err();
+    // (tonic's client may give up first: it says CANCELLED, "Timeout expired".)
+    assert!(matches!(e.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), "{e:?}");
+    // A client that gives up without a deadline resets the stream.
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), projector.get_user(bearer(waiting(), &admin))).await;
+    assert!(gave_up.is_err());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while calls(&fleet, "projector", "GetUser", "DEADLINE_EXCEEDED") < 1
+        || calls(&fleet, "projector", "GetUser", "CANCELLED") < 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not counted:\n{}",
+            http_get(fleet.service("projector").http_addr, "/metrics").1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Made-up methods of a real service and of no service: one series, whatever the name.
+    let channel = fleet.channel("timesquare").await;
+    for path in ["/defense_allies.timesquare.v1.GameService/Bogus1", "/nope.Scanner/Probe2", "/defense_allies.x/Y3"] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<GetUserRequest, GetUserRequest>::default();
+        let e =
+            grpc.unary(tonic::Request::new(GetUserRequest::default()), path.parse().unwrap(), codec).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{path}: {e:?}");
+    }
+    let (_, body) = http_get(fleet.service("timesquare").http_addr, "/metrics");
+    for junk in ["Bogus1", "Probe2", "Y3", "nope.Scanner"] {
+        assert!(!body.contains(junk), "{junk} has a series of its own");
+    }
+    assert!(calls(&fleet, "timesquare", "unknown", "UNIMPLEMENTED") >= 3, "{body}");
+}

@@ -255,6 +255,19 @@ async fn every_command_rpc_answers_a_retry_with_its_first_reply_and_refuses_its_
         mm.cancel_matchmaking(signed(CancelMatchmakingRequest { ticket_id: t }, &cid.token, &id))
     });
 
+    retried!(&fleet, rows, "InviteToParty", ("party", "PartyInviteSent"), |id, other| {
+        let user = if other { ben.id.clone() } else { cid.id.clone() };
+        mm.invite_to_party(signed(InviteToPartyRequest { user_id: user }, &ava.token, &id))
+    });
+    retried!(&fleet, rows, "RespondToPartyInvite", ("party", "PartyInviteAccepted"), |id, other| {
+        let r = RespondToPartyInviteRequest { host_id: ava.id.clone(), accept: !other };
+        mm.respond_to_party_invite(signed(r, &cid.token, &id))
+    });
+    retried!(&fleet, rows, "LeaveParty", ("party", "PartyMemberLeft"), |id, other| {
+        let host = if other { ben.id.clone() } else { ava.id.clone() };
+        mm.leave_party(signed(LeavePartyRequest { host_id: host, user_id: String::new() }, &cid.token, &id))
+    });
+
     // ── command ─────────────────────────────────────────────────────────
     let mut config = ConfigurationServiceClient::new(fleet.channel("command").await);
     let current = |c: &mut ConfigurationServiceClient<_>| {
@@ -330,5 +343,5 @@ async fn every_command_rpc_answers_a_retry_with_its_first_reply_and_refuses_its_
     });
 
     // Every command RPC of the public APIs is in the table.
-    assert_eq!(rows.len(), 27, "{rows:?}");
+    assert_eq!(rows.len(), 30, "{rows:?}");
 }

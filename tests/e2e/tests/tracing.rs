@@ -56,18 +56,29 @@ async fn one_registration_and_one_game_command_are_traced_through_grpc_the_appen
         assert!(Instant::now() < deadline, "no log line with the trace id:\n{}", fleet.service("guardian").logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let append = collector.wait("guardian's append", |s| s.service == "guardian" && s.span.name == "user append").await;
+    let append = collector
+        .wait("guardian's append", |s| s.service == "guardian" && s.span.name.starts_with("send es:{user."))
+        .await;
     assert_eq!(
         (append.trace(), append.parent(), append.span.kind),
         (trace.to_owned(), rpc.id(), SpanKind::Producer as i32)
     );
     assert_eq!(append.attr("messaging.system"), "redis");
+    assert_eq!(append.attr("messaging.operation.name"), "send");
+    // The destination is the real stream, and the span is named after it.
+    assert_eq!(append.span.name, format!("send {}", append.attr("messaging.destination.name")));
+    assert!(
+        append.attr("messaging.destination.name").ends_with(":log"),
+        "{}",
+        append.attr("messaging.destination.name")
+    );
 
     // The projector's processing links to the append (its creation context).
     let apply = collector
         .wait("the projector's apply", |s| {
             s.service == "projector"
-                && s.span.name == "rm.user process"
+                && s.attr("messaging.consumer.group.name") == "rm.user"
+                && s.span.name.starts_with("process es:{user.")
                 && !s.attr("messaging.message.id").is_empty()
                 && s.links().contains(&(trace.to_owned(), append.id()))
         })
@@ -75,18 +86,21 @@ async fn one_registration_and_one_game_command_are_traced_through_grpc_the_appen
     assert_eq!(apply.span.kind, SpanKind::Consumer as i32);
     assert_eq!(apply.attr("messaging.consumer.group.name"), "rm.user");
     assert!(apply.attr("messaging.destination.name").contains("user"));
+    assert_eq!(apply.attr("messaging.operation.name"), "process");
 
     // Across services: timesquare's ts.users group reacts (creates the
     // player); its append is a child of the processing, which links to
     // guardian's append.
     let react = collector
         .wait("timesquare's reaction", |s| {
-            s.service == "timesquare" && s.span.name == "ts.users process" && s.links().iter().any(|(t, _)| t == trace)
+            s.service == "timesquare"
+                && s.attr("messaging.consumer.group.name") == "ts.users"
+                && s.links().iter().any(|(t, _)| t == trace)
         })
         .await;
     let player = collector
         .wait("the player's append", |s| {
-            s.service == "timesquare" && s.span.name == "player append" && s.parent() == react.id()
+            s.service == "timesquare" && s.span.name.starts_with("send es:{player.") && s.parent() == react.id()
         })
         .await;
     assert_eq!((player.trace(), player.attr("aggregate.id")), (react.trace(), user.user_id.clone()));
@@ -109,15 +123,43 @@ async fn one_registration_and_one_game_command_are_traced_through_grpc_the_appen
         .await;
     assert_eq!((rpc2.trace(), rpc2.parent()), (trace2.to_owned(), client2.to_owned()));
     let append2 = collector
-        .wait("the session's append", |s| s.span.name == "game_session append" && s.parent() == rpc2.id())
+        .wait("the session's append", |s| s.span.name.starts_with("send es:{game_session.") && s.parent() == rpc2.id())
         .await;
     collector
         .wait("the rm.game apply", |s| {
             s.service == "projector"
-                && s.span.name == "rm.game process"
+                && s.attr("messaging.consumer.group.name") == "rm.game"
                 && s.links().contains(&(trace2.to_owned(), append2.id()))
         })
         .await;
+
+    // Span status, as the OTel gRPC conventions say: a caller's mistake
+    // (INVALID_ARGUMENT) leaves it unset, a server's failure to answer
+    // (UNIMPLEMENTED here) is an error.
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    let (trace3, client3) = ("5bf92f3577b34da6a3ce929d0e0e4736", "10f067aa0ba902b7");
+    let bad = CreateGameSessionRequest::default();
+    let e = games.create_game_session(with_traceparent(bearer(bad, &token), trace3, client3)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let refused =
+        collector.wait("the refused call", |s| s.trace() == trace3 && s.attr("rpc.grpc.status_code") == "3").await;
+    assert_ne!(
+        refused.span.status.as_ref().map(|st| st.code),
+        Some(StatusCode::Error as i32),
+        "{:?}",
+        refused.span.status
+    );
+    let mut grpc = tonic::client::Grpc::new(fleet.channel("timesquare").await);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<CreateGameSessionRequest, CreateGameSessionRequest>::default();
+    let probe = with_traceparent(tonic::Request::new(CreateGameSessionRequest::default()), trace3, client3);
+    let e =
+        grpc.unary(probe, "/defense_allies.timesquare.v1.GameService/Nope".parse().unwrap(), codec).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    let failed = collector
+        .wait("the unimplemented call", |s| s.trace() == trace3 && s.attr("rpc.grpc.status_code") == "12")
+        .await;
+    assert_eq!(failed.span.status.as_ref().map(|st| st.code), Some(StatusCode::Error as i32));
 
     // The CLI starts a trace per run and every call carries it.
     let home = tempfile::tempdir().unwrap();

@@ -260,8 +260,9 @@ impl PartitionReader {
             Ok(event) => {
                 // A consumer span per entry, linked to the event's creation context.
                 let span = tracing::trace_span!(target: crate::trace::TARGET, "process",
-                    otel.name = %format_args!("{} process", self.config.group), otel.kind = "consumer",
+                    otel.name = %format_args!("process {key}"), otel.kind = "consumer",
                     messaging.system = "redis", messaging.operation.type = "process",
+                    messaging.operation.name = "process",
                     messaging.destination.name = %key, messaging.consumer.group.name = %self.config.group,
                     messaging.message.id = %entry.id, event.id = %event.envelope.event_id,
                     event.type = %event.envelope.event_type,
