@@ -158,7 +158,7 @@ impl Maintenance {
             .connect()
             .await
             .map_err(|e| Stop::Retry(format!("projector at {} unreachable: {e}", self.projector_url)))?;
-        let mut admin = ProjectorAdminServiceClient::new(channel);
+        let mut admin = ProjectorAdminServiceClient::new(allies_platform::telemetry::traced(channel));
         // A refusal is the operation's result; only an unreachable projector retries.
         let done = |s: tonic::Status| -> Result<Outcome, Stop> {
             if s.code() == tonic::Code::Unavailable {

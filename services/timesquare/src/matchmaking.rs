@@ -34,6 +34,9 @@ use crate::players::Players;
 use crate::settings;
 
 pub const WAITING: &str = "mm:waiting";
+/// The trace context each waiting ticket was created in (ticket id →
+/// traceparent): a match links to the traces of the tickets it joins.
+pub const WAITING_TRACES: &str = "{mm:waiting}:traces"; // the slot of `mm:waiting`
 
 /// The invitations to a player (a sorted set: host → expiry), an index of
 /// the parties' events for ListPartyInvites.
@@ -473,8 +476,28 @@ impl Matchmaking {
                 formed_at_ms: now,
                 confirm_within_ms: self.settings.get().confirm_within.as_millis() as i64,
             };
+            // The match is formed in a span of its own, linked to the
+            // traces of the players' FindMatch calls.
+            let span = tracing::trace_span!(target: allies_store::trace::TARGET, "form match",
+                otel.name = "form match", otel.kind = "internal", match.id = %match_id,
+                trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+            if !span.is_disabled() {
+                let mut conn = self.conn.clone();
+                let traces: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(WAITING_TRACES)
+                    .arg(&g.tickets)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                for tp in traces.iter().flatten() {
+                    allies_store::trace::link(&span, Some(tp));
+                }
+            }
+            allies_store::trace::stamp(&span);
             let ctx = RequestContext::system(now);
-            match self.on_match(&match_id, MatchCommand::Form(formed), &ctx).await {
+            let formed =
+                tracing::Instrument::instrument(self.on_match(&match_id, MatchCommand::Form(formed), &ctx), span);
+            match formed.await {
                 Ok(_) => tracing::info!(match_id, tickets = ?g.tickets, window = g.window, "match formed"),
                 Err(e) => tracing::warn!(error = %e, "cannot form a match; its tickets wait for the next pass"),
             }
@@ -544,25 +567,24 @@ impl Handler for TicketReactions {
                         expires_at_ms: t.expires_at_ms,
                     };
                     let json = serde_json::to_string(&w).map_err(HandlerError::of)?;
-                    let _: i64 = redis::cmd("HSET")
-                        .arg(WAITING)
-                        .arg(ticket_id)
-                        .arg(json)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(HandlerError::of)?;
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("HSET").arg(WAITING).arg(ticket_id).arg(json).ignore();
+                    if let (TicketEvent::Created(_), Some(tp)) = (&e.payload, &e.metadata.traceparent) {
+                        pipe.cmd("HSET").arg(WAITING_TRACES).arg(ticket_id).arg(tp).ignore();
+                    }
+                    pipe.query_async::<()>(&mut conn).await.map_err(HandlerError::of)?;
                     if let Ok(mut recent) = self.mm.recently.lock() {
                         recent.remove(ticket_id);
                     }
                 }
             }
             _ => {
-                let _: i64 = redis::cmd("HDEL")
-                    .arg(WAITING)
-                    .arg(ticket_id)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(HandlerError::of)?;
+                let mut pipe = redis::pipe();
+                pipe.cmd("HDEL").arg(WAITING).arg(ticket_id).ignore();
+                if t.status.is_final() {
+                    pipe.cmd("HDEL").arg(WAITING_TRACES).arg(ticket_id).ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await.map_err(HandlerError::of)?;
             }
         }
         match &e.payload {

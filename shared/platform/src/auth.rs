@@ -325,8 +325,13 @@ async fn fetch_jwks(endpoint: &str) -> Result<Vec<Jwk>, AuthError> {
         .connect()
         .await
         .map_err(|e| unavailable(&e))?;
-    let mut client = GuardianServiceClient::new(channel);
-    Ok(client.get_jwks(outgoing(GetJwksRequest {})).await.map_err(|e| unavailable(&e.message()))?.into_inner().keys)
+    let mut client = GuardianServiceClient::new(crate::telemetry::traced(channel));
+    Ok(client
+        .get_jwks(tonic::Request::new(GetJwksRequest {}))
+        .await
+        .map_err(|e| unavailable(&e.message()))?
+        .into_inner()
+        .keys)
 }
 
 /// The access token of a request's `authorization: Bearer <token>` (not

@@ -112,3 +112,56 @@ pub fn traceparent_of<T>(request: &Request<T>) -> Option<String> {
     (parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2))
         .then(|| v.to_owned())
 }
+
+/// A channel whose every call is a client span (OTel `rpc` conventions):
+/// the call's traceparent is that span's, so the callee's server span is
+/// its child. Wrap a service's outgoing channel with it.
+pub fn traced(channel: tonic::transport::Channel) -> ClientTraced {
+    ClientTraced { inner: channel }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientTraced {
+    inner: tonic::transport::Channel,
+}
+
+impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for ClientTraced {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        use tracing::Instrument;
+        let path = request.uri().path().to_owned();
+        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("unknown", "unknown"));
+        let span = tracing::trace_span!(target: allies_store::trace::TARGET, "rpc client",
+            otel.name = %format_args!("{service}/{method}"), otel.kind = "client",
+            rpc.system = "grpc", rpc.service = %service, rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty, otel.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+        allies_store::trace::stamp(&span);
+        if let Some(tp) = allies_store::trace::traceparent_of(&span).and_then(|t| t.parse().ok()) {
+            request.headers_mut().insert(crate::context::TRACEPARENT, tp);
+        }
+        let call = tower::Service::call(&mut self.inner, request);
+        Box::pin(async move {
+            let result = call.instrument(span.clone()).await;
+            // An error is answered trailers-only (its status in the headers);
+            // a success's OK comes in the trailers.
+            let code = match &result {
+                Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i32>().ok()).unwrap_or(0),
+                Err(_) => 14,
+            };
+            span.record("rpc.grpc.status_code", code);
+            if code != 0 {
+                span.record("otel.status_code", "ERROR");
+            }
+            result
+        })
+    }
+}

@@ -161,6 +161,55 @@ async fn one_registration_and_one_game_command_are_traced_through_grpc_the_appen
         .await;
     assert_eq!(failed.span.status.as_ref().map(|st| st.code), Some(StatusCode::Error as i32));
 
+    // A service's call to another is a client span, the callee's server span
+    // its child: a maintenance job (command) asks the projector.
+    use allies_contracts::command::v1::PerformMaintenanceRequest;
+    use allies_contracts::command::v1::maintenance_service_client::MaintenanceServiceClient;
+    let admin = fleet.admin().await;
+    let mut m = MaintenanceServiceClient::new(fleet.channel("command").await);
+    let check = PerformMaintenanceRequest {
+        operation: "check_consistency".into(),
+        projection: "rm.user".into(),
+        reason: "traced".into(),
+        ..Default::default()
+    };
+    m.perform_maintenance(bearer(check, &admin)).await.expect("maintenance");
+    let client_span = collector
+        .wait("command's client span", |s| {
+            s.service == "command"
+                && s.span.kind == SpanKind::Client as i32
+                && s.attr("rpc.method") == "CheckConsistency"
+        })
+        .await;
+    assert!(!client_span.parent().is_empty(), "a child of the job's processing");
+    collector
+        .wait("the projector's server span under it", |s| {
+            s.service == "projector" && s.attr("rpc.method") == "CheckConsistency" && s.parent() == client_span.id()
+        })
+        .await;
+
+    // The matchmaker forms a match in a span linked to each player's FindMatch trace.
+    use allies_contracts::timesquare::v1::FindMatchRequest;
+    let mut mm = fleet.matchmaking().await;
+    let (t4, t5) = ("6bf92f3577b34da6a3ce929d0e0e4736", "7bf92f3577b34da6a3ce929d0e0e4736");
+    for (name, trace) in [("mmone", t4), ("mmtwo", t5)] {
+        let token = fleet.player(name).await.1;
+        let find = FindMatchRequest { min_players: 2, max_players: 2, ..Default::default() };
+        mm.find_match(with_traceparent(bearer(find, &token), trace, "20f067aa0ba902b7")).await.expect("find");
+    }
+    let formed = collector
+        .wait("the match's formation", |s| {
+            s.service == "timesquare"
+                && s.span.name == "form match"
+                && [t4, t5].iter().all(|t| s.links().iter().any(|(l, _)| l == t))
+        })
+        .await;
+    collector
+        .wait("MatchFormed's append under it", |s| {
+            s.span.name.starts_with("send es:{match.") && s.parent() == formed.id()
+        })
+        .await;
+
     // The CLI starts a trace per run and every call carries it.
     let home = tempfile::tempdir().unwrap();
     let out = fleet.cli(
