@@ -216,7 +216,8 @@ impl Guardian {
     ) -> Result<Executed<User>, GuardianError> {
         let format = self.executor.store().format();
         let publish = |u: &User, e: &[UserEvent]| crate::integration::publications(u, e, ctx.now_ms, format);
-        Ok(self.executor.execute_with::<User>(id, &command, ctx, Options::default().publish(&publish)).await?)
+        let options = Options::default().publish(&publish).state_fields(&user_state);
+        Ok(self.executor.execute_with::<User>(id, &command, ctx, options).await?)
     }
 
     async fn on_session(
@@ -259,8 +260,13 @@ impl Guardian {
         let fingerprint = token_hash(&format!("RegisterUser\n{}\n{email}", username.to_ascii_lowercase()));
         let format = self.executor.store().format();
         let publish = |u: &User, e: &[UserEvent]| crate::integration::publications(u, e, ctx.now_ms, format);
-        let options =
-            || Options::<User>::default().command_id(command_id).fingerprint(fingerprint.clone()).publish(&publish);
+        let options = || {
+            Options::<User>::default()
+                .command_id(command_id)
+                .fingerprint(fingerprint.clone())
+                .publish(&publish)
+                .state_fields(&user_state)
+        };
         // A retried command id answers its first result before anything is
         // hashed; then a cheap refusal of a taken name before the expensive
         // hash. The append's "no stream" check is what guarantees uniqueness.
@@ -469,4 +475,14 @@ impl Guardian {
             UserCommand::ChangeDisplayName { display_name: display_name.trim().to_owned(), at_ms: ctx.now_ms };
         self.on_user(&caller.user_id, command, ctx).await
     }
+}
+
+/// The user's roles in force, in the User's state hash with every append:
+/// every service's token check reads them, so a removed role stops working
+/// within the session cache's half second, not when the token expires.
+fn user_state(u: &User) -> Option<StateWrite> {
+    Some(StateWrite {
+        fields: vec![(allies_platform::auth::ROLES_FIELD.to_owned(), u.roles.join(","))],
+        expire_at_ms: None,
+    })
 }

@@ -93,6 +93,46 @@ pub fn scrub_raw(content_type: &str, data: &[u8]) -> String {
 /// proto3 JSON names of the fields that carry secrets, in any category.
 pub const SECRET_FIELDS: &[&str] = &["passwordHash", "refreshTokenHash", "inviteCodeHash"];
 
+/// The names the aggregates' states (snapshots, time travel) give secrets.
+pub const SECRET_STATE_FIELDS: &[&str] =
+    &["password_hash", "current_hash", "rotated_hashes", "invite_hash", "refresh_token_hash"];
+
+/// Masks every secret in a JSON value (an event or an aggregate's state),
+/// at any depth: what an operator's view may print.
+pub fn redact_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if SECRET_FIELDS.contains(&k.as_str()) || SECRET_STATE_FIELDS.contains(&k.as_str()) {
+                    *v = serde_json::Value::String(crate::guardian::events::REDACTED.into());
+                } else {
+                    redact_json(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn secrets_are_masked_at_any_depth_and_nothing_else() {
+        let mut v = serde_json::json!({
+            "profile": {"password_hash": "$argon2id$v=19$x", "username": "ann"},
+            "sessions": [{"current_hash": "abc", "rotated_hashes": ["d", "e"]}],
+            "inviteCodeHash": "f", "state_hash": "keep"
+        });
+        super::redact_json(&mut v);
+        let text = v.to_string();
+        for secret in ["argon2id", "abc", "\"d\"", "\"f\""] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("ann") && text.contains("keep"), "{text}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

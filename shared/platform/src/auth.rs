@@ -28,6 +28,10 @@ pub use crate::config::AuthSettings;
 
 /// Aggregate type of Guardian's sessions (their state hashes carry `status`).
 pub const SESSION_TYPE: &str = "session";
+/// The aggregate type of users, and the field of its state hash that holds
+/// the roles in force (comma-separated), written by guardian with every append.
+pub const USER_TYPE: &str = "user";
+pub const ROLES_FIELD: &str = "roles";
 pub const ROLE_ADMIN: &str = "admin";
 pub const ROLE_PLAYER: &str = "player";
 /// Smallest interval between two JWKS fetches. A token with an unknown kid
@@ -213,12 +217,12 @@ impl Authenticator {
                 return Err(unauthenticated("expired"));
             }
             if self.keys.read().await.contains_key(&kid) {
-                self.check_session(&caller.session_id).await?;
+                self.check_session(&caller).await?;
                 return Ok(caller);
             }
         }
         let (kid, caller) = self.verify_signature(token).await?;
-        self.check_session(&caller.session_id).await?;
+        self.check_session(&caller).await?;
         if let Ok(mut verified) = self.verified.lock() {
             if verified.len() >= VERIFIED_TOKENS {
                 verified.clear();
@@ -289,7 +293,26 @@ impl Authenticator {
         Ok(found)
     }
 
-    async fn check_session(&self, sid: &str) -> Result<(), AuthError> {
+    /// A token's roles must all still be the user's: a removed role stops
+    /// working as fast as a logout does. (A user written before the roles
+    /// were kept in the state hash has none there: nothing to compare.)
+    async fn check_roles(&self, caller: &Caller) -> Result<(), AuthError> {
+        let roles = self
+            .store
+            .state_field(USER_TYPE, &caller.user_id, ROLES_FIELD)
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("cannot check the roles: {e}")))?;
+        if let Some(roles) = roles {
+            let now: Vec<&str> = roles.split(',').collect();
+            if caller.roles.iter().any(|r| !now.contains(&r.as_str())) {
+                return Err(unauthenticated("a role of the token was removed: log in or refresh the token"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_session(&self, caller: &Caller) -> Result<(), AuthError> {
+        let sid = caller.session_id.as_str();
         if let Ok(cache) = self.sessions.lock()
             && cache.get(sid).is_some_and(|t| t.elapsed() < SESSION_CACHE)
         {
@@ -302,6 +325,7 @@ impl Authenticator {
             .map_err(|e| AuthError::Unavailable(format!("cannot check the session: {e}")))?;
         match status.as_deref() {
             Some("active") => {
+                self.check_roles(caller).await?;
                 if let Ok(mut cache) = self.sessions.lock() {
                     if cache.len() > 100_000 {
                         cache.retain(|_, t| t.elapsed() < SESSION_CACHE);

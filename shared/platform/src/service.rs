@@ -10,7 +10,7 @@
 //! the ports), and [`Service::run_until`] serves until shutdown:
 //!
 //! - `grpc.health.v1` and `/readyz` follow readiness (Redis answers, every
-//!   check passes), re-evaluated every second: NOT_SERVING while Redis is
+//!   check passes), re-evaluated every 250 ms: NOT_SERVING while Redis is
 //!   unreachable, SERVING again when it is back, no restart;
 //! - on shutdown health turns NOT_SERVING, background tasks are told to
 //!   stop, in-flight requests get `SHUTDOWN_GRACE_SECS`, then everything
@@ -451,7 +451,7 @@ impl Service {
             let mut serving = true;
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(crate::ops::HEALTH_EVERY) => {}
                     _ = health_stop.wait_for(|s| *s) => return,
                 }
                 let ready = probe.check().await;

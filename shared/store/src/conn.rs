@@ -15,8 +15,11 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 /// How long connecting to Redis may take before a command fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a short command may wait for its answer.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a short command may wait for its answer: a stalled Redis
+/// (paused, swapping, a long script) answers a caller UNAVAILABLE within a
+/// second. Commands that block by design (XREADGROUP BLOCK) use a
+/// [`dedicated`](RedisTarget::dedicated) connection with their own timeout.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(700);
 
 /// Where Redis is.
 #[derive(Clone)]

@@ -889,3 +889,74 @@ async fn a_blue_green_rebuild_switches_queries_to_the_new_generation() {
         .into_inner();
     assert_eq!(again.generation, 2);
 }
+
+/// A removed role stops working on every service as fast as a logout does
+/// (the token still names it until it expires; the services read the roles
+/// in force with the session's status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_role_stops_working_on_every_service_within_a_second() {
+    use allies_contracts::command::v1::GetConfigurationRequest;
+    use allies_contracts::command::v1::configuration_service_client::ConfigurationServiceClient;
+    use allies_contracts::projector::v1::ListProjectionsRequest;
+    use allies_contracts::timesquare::v1::SessionRequest;
+    let fleet = Fleet::start(&[]);
+    let admin = fleet.admin().await;
+    let mut g = fleet.guardian().await;
+    let dee = register(&mut g, "demoted").await;
+    let roles = |roles: &[&str]| ChangeUserRolesRequest {
+        user_id: dee.clone(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    };
+    g.change_user_roles(bearer(roles(&["player", "admin"]), &admin)).await.expect("promote");
+    let token = fleet.login("demoted").await.access_token;
+    // An admin on every service.
+    let mut config = ConfigurationServiceClient::new(fleet.channel("command").await);
+    let mut projector = fleet.projector_admin().await;
+    let mut games = allies_contracts::timesquare::v1::game_service_client::GameServiceClient::new(
+        fleet.channel("timesquare").await,
+    );
+    config.get_configuration(bearer(GetConfigurationRequest {}, &token)).await.expect("command: admin");
+    projector.list_projections(bearer(ListProjectionsRequest {}, &token)).await.expect("projector: admin");
+    let other = ChangeUserRolesRequest { user_id: dee.clone(), roles: vec!["player".into(), "admin".into()] };
+    g.change_user_roles(bearer(other, &token)).await.expect("guardian: admin");
+
+    g.change_user_roles(bearer(roles(&["player"]), &admin)).await.expect("demote");
+    let demoted = Instant::now();
+    let gone = |code: Code| code == Code::Unauthenticated || code == Code::PermissionDenied;
+    loop {
+        let c = config
+            .get_configuration(bearer(GetConfigurationRequest {}, &token))
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code());
+        let p = projector
+            .list_projections(bearer(ListProjectionsRequest {}, &token))
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code());
+        // An admin call with no lasting effect: unlocking an account that is not locked.
+        let unlock = UnlockUserRequest { user_id: dee.clone() };
+        let gd = g.unlock_user(bearer(unlock, &token)).await.map(|_| ()).map_err(|s| s.code());
+        let t = games
+            .verify_replay(bearer(SessionRequest { session_id: uuid::Uuid::now_v7().to_string() }, &token))
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code());
+        if [c, p, gd, t].iter().all(|r| matches!(r, Err(code) if gone(*code))) {
+            break;
+        }
+        assert!(
+            demoted.elapsed() < Duration::from_secs(1),
+            "still an admin somewhere after {:?}: {:?}",
+            demoted.elapsed(),
+            [c, p, gd, t]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("a removed role stopped working on every service {:?} after the change", demoted.elapsed());
+    // A fresh login carries the roles in force, and works.
+    let fresh = fleet.login("demoted").await;
+    assert_eq!(fresh.roles, vec!["player".to_owned()]);
+    let e = config.get_configuration(bearer(GetConfigurationRequest {}, &fresh.access_token)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}

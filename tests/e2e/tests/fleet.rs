@@ -370,6 +370,9 @@ async fn operators_page_history_time_travel_archive_and_restore() {
     let then = run(&["as-of", "user", &r.user_id, "--version", "1"]);
     let then: serde_json::Value = serde_json::from_str(&then).unwrap();
     assert_eq!((then["version"].as_u64(), then["state"]["last_login_ms"].as_i64()), (Some(1), Some(0)));
+    // Secrets are masked in every operator view, as in `history`.
+    assert_eq!(then["state"]["password_hash"], "[redacted]", "{then}");
+    assert!(!then.to_string().contains("argon2"), "{then}");
 
     let archived = run(&["archive", "user", &r.user_id]);
     assert!(archived.contains("archived versions 1..="), "{archived}");

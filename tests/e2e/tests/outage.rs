@@ -143,3 +143,43 @@ async fn a_service_starts_in_process_from_build_config() {
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
 }
+
+/// Sends `signal` (STOP, CONT) to a process.
+fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+    assert!(ok.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_is_answered_unavailable_within_a_second_and_health_follows_within_a_second() {
+    let fleet = Fleet::start(&[]);
+    let (id, token) = fleet.player("stan").await;
+    fleet.wait_for_user(&id).await;
+    all_report(&fleet, ServingStatus::Serving, 200, Duration::from_secs(5)).await;
+    let mut q = fleet.projector().await;
+    let get = || bearer(GetUserRequest { user_id: id.clone(), ..Default::default() }, &token);
+    q.get_user(get()).await.expect("served before the stall");
+
+    // Redis stops answering (SIGSTOP: the connections stay open, nothing comes back).
+    signal(fleet.redis.pid(), "STOP");
+    let stalled = Instant::now();
+    let e = q.get_user(get()).await.unwrap_err();
+    let answered = stalled.elapsed();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let mut all_down = Duration::ZERO;
+    for name in SERVICES {
+        while health(&fleet, name).await != ServingStatus::NotServing as i32 {
+            assert!(stalled.elapsed() < Duration::from_secs(5), "{name} still serving");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        all_down = stalled.elapsed();
+    }
+    signal(fleet.redis.pid(), "CONT");
+    println!("stalled Redis: UNAVAILABLE after {answered:?}; every service NOT_SERVING {all_down:?} after the stall");
+    assert!(answered < Duration::from_secs(1), "UNAVAILABLE only after {answered:?}");
+    assert!(all_down < Duration::from_secs(1), "NOT_SERVING only after {all_down:?}");
+
+    // Back, without a restart: the first request succeeds, health follows.
+    q.get_user(get()).await.expect("the first request after the stall");
+    all_report(&fleet, ServingStatus::Serving, 200, Duration::from_secs(2)).await;
+}

@@ -267,3 +267,51 @@ async fn the_cli_keeps_an_admin_and_a_player_side_by_side_and_retries_by_command
     let out = fleet.cli(home.path(), &["--profile", "ghost", "whoami"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--profile ghost login"));
 }
+
+/// Polling another player's public profile reveals nothing of their
+/// private activity: its version moves only when the profile does.
+#[tokio::test]
+async fn a_public_profile_does_not_move_on_private_events() {
+    use allies_contracts::guardian::v1::SetDisplayNameRequest;
+    let fleet = Fleet::start(&[]);
+    let (alice, alice_token) = fleet.player("alice").await;
+    let (_, bob_token) = fleet.player("bob").await;
+    let mut q = fleet.projector().await;
+    let seen =
+        |q: &mut allies_contracts::projector::v1::projector_query_service_client::ProjectorQueryServiceClient<_>| {
+            let mut q = q.clone();
+            let (alice, bob_token) = (alice.clone(), bob_token.clone());
+            async move { q.get_user(bearer(get_user(&alice), &bob_token)).await.unwrap().into_inner().user.unwrap() }
+        };
+    fleet.wait_for_user(&alice).await;
+    let before = seen(&mut q).await;
+    // Private events: logins and a failed login.
+    fleet.login("alice").await;
+    let _ = fleet.login_with("alice", "wrong-password-1").await;
+    fleet.login("alice").await;
+    let own_version =
+        |q: &mut allies_contracts::projector::v1::projector_query_service_client::ProjectorQueryServiceClient<_>| {
+            let mut q = q.clone();
+            let (alice, token) = (alice.clone(), alice_token.clone());
+            async move { q.get_user(bearer(get_user(&alice), &token)).await.unwrap().into_inner().user.unwrap().version }
+        };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while own_version(&mut q).await < before.version + 3 {
+        assert!(std::time::Instant::now() < deadline, "the private events were not projected");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen(&mut q).await.version, before.version, "the public version moved on private events");
+    // A public change moves it.
+    let mut g = fleet.guardian().await;
+    g.set_display_name(bearer(SetDisplayNameRequest { display_name: "Alice A".into() }, &alice_token)).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = seen(&mut q).await;
+        if now.display_name == "Alice A" {
+            assert!(now.version > before.version);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the display name was not projected");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

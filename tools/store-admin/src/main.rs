@@ -95,6 +95,9 @@ async fn as_of<A: Snapshot + serde::Serialize + Send>(
     at: AsOf,
 ) -> anyhow::Result<()> {
     let (state, version) = allies_store::load_as_of::<A>(store, id, at).await?;
+    // Secrets are masked as in `history` and the event subscription.
+    let mut state = serde_json::to_value(&state)?;
+    allies_contracts::registry::redact_json(&mut state);
     println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "version": version, "state": state }))?);
     Ok(())
 }

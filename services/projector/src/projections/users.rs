@@ -5,7 +5,8 @@
 //! (a set per role) — built from the User aggregate's events.
 //!
 //! Visibility: `user_id`, `username`, `display_name`, `registered_at_ms`
-//! and `version` are public (any signed-in player sees them); `email`,
+//! and the profile's version are public (any signed-in player sees them;
+//! the aggregate's version is not: it moves on private events); `email`,
 //! `roles`, `status`, `last_login_ms` and `locked_until_ms` are private
 //! (the user themself and admins).
 
@@ -59,6 +60,7 @@ impl Projection for Users {
                         ("email", e.email),
                         ("roles", e.roles.join(",")),
                         ("registered_at_ms", e.registered_at_ms.to_string()),
+                        ("profile_version", v.to_string()),
                     ]),
                     index(IndexOp::HSet { key: USERNAME_INDEX.into(), field: lower.clone(), value: id.to_owned() }),
                     index(IndexOp::ZAdd { key: NAME_INDEX.into(), member: format!("{lower}\t{id}"), score: 0.0 }),
@@ -86,7 +88,9 @@ impl Projection for Users {
                 vec![model(vec![("locked_until_ms", "0".into()), ("consecutive_failures", "0".into())])]
             }
             UserEvent::PasswordChanged(e) => vec![model(vec![("password_changed_at_ms", e.changed_at_ms.to_string())])],
-            UserEvent::DisplayNameChanged(e) => vec![model(vec![("display_name", e.display_name)])],
+            UserEvent::DisplayNameChanged(e) => {
+                vec![model(vec![("display_name", e.display_name), ("profile_version", v.to_string())])]
+            }
             UserEvent::RolesChanged(e) => {
                 let mut out = vec![model(vec![("roles", e.roles.join(","))])];
                 for role in ROLES {
@@ -121,6 +125,7 @@ pub async fn get(view: &View, user_id: &str) -> Result<Option<User>, redis::Redi
         last_login_ms: m.int("last_login_ms"),
         locked_until_ms,
         display_name: m.text("display_name"),
+        profile_version: m.uint("profile_version"),
     }))
 }
 
@@ -131,7 +136,9 @@ pub fn public(user: User) -> User {
         username: user.username,
         display_name: user.display_name,
         registered_at_ms: user.registered_at_ms,
-        version: user.version,
+        // Not the aggregate's version: it moves on private events.
+        version: user.profile_version,
+        profile_version: user.profile_version,
         ..Default::default()
     }
 }
