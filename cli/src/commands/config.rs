@@ -59,11 +59,20 @@ async fn current_version(c: &mut ConfigurationServiceClient<Channel>, ctx: &Cont
 }
 
 fn show(v: &ConfigurationView) -> String {
-    let mut lines = vec![format!("version {}", v.version)];
+    let mut lines = vec![format!(
+        "version {} — set: an operator's value, in force everywhere; deployment: each instance's own (its environment, else the default)",
+        v.version
+    )];
     for k in &v.keys {
         let live = if k.applied_by.is_empty() { String::new() } else { format!("  live: {}", k.applied_by.join(", ")) };
-        lines
-            .push(format!("  {:<30} {:>8}  (default {}, {}..{}){live}", k.key, k.value, k.default_value, k.min, k.max));
+        let (value, source) = match k.source.as_str() {
+            "configuration" => (k.value.as_str(), "set"),
+            _ => ("-", "deployment"),
+        };
+        lines.push(format!(
+            "  {:<34} {:>8}  {source:<10} (default {}, {}..{}){live}",
+            k.key, value, k.default_value, k.min, k.max
+        ));
     }
     lines.join("\n")
 }

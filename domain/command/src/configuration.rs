@@ -4,7 +4,7 @@
 //! Each event carries every value in force after it, so followers (every
 //! instance of every service) need only the last event.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use allies_contracts::command::events::v1::*;
 use allies_contracts::command::events::{CONFIGURATION_TYPE, ConfigurationEvent};
@@ -185,10 +185,16 @@ pub struct Configuration {
     pub values: BTreeMap<String, String>,
     /// The values after each version (index = version − 1), for rollbacks.
     pub history: Vec<BTreeMap<String, String>>,
+    /// The keys an operator has set: only these override a deployment's value.
+    #[serde(default)]
+    pub set: BTreeSet<String>,
+    /// The set keys after each version (index = version − 1), for rollbacks.
+    #[serde(default)]
+    pub history_set: Vec<BTreeSet<String>>,
 }
 
 impl allies_core::Snapshot for Configuration {
-    const SNAPSHOT_SCHEMA: u32 = 1;
+    const SNAPSHOT_SCHEMA: u32 = 2;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -324,10 +330,14 @@ impl Aggregate for Configuration {
                 if changes.is_empty() {
                     return Err(ConfigurationError::NoChange);
                 }
+                let mut set = self.set.clone();
+                set.extend(changes.iter().map(|c| c.key.clone()));
                 Ok(vec![ConfigurationEvent::Updated(ConfigurationUpdated {
                     values: after.into_iter().collect(),
                     changes,
                     reason: reason.trim().to_owned(),
+                    set_keys: set.into_iter().collect(),
+                    set_keys_known: true,
                     by: by.user_id.clone(),
                     by_name: by.name.clone(),
                     at_ms: *now_ms,
@@ -341,12 +351,25 @@ impl Aggregate for Configuration {
                 }
                 self.check_version(*expected_version)?;
                 // Version 0 is the defaults.
-                let target = match to_version {
-                    0 => defaults(),
-                    v => self.history.get(*v as usize - 1).cloned().ok_or(ConfigurationError::NoSuchVersion(*v))?,
+                let (target, mut set) = match to_version {
+                    0 => (defaults(), BTreeSet::new()),
+                    v => (
+                        self.history.get(*v as usize - 1).cloned().ok_or(ConfigurationError::NoSuchVersion(*v))?,
+                        self.history_set.get(*v as usize - 1).cloned().unwrap_or_default(),
+                    ),
                 };
                 let mut after = defaults();
                 after.extend(target);
+                // Maintenance mode is not rolled back: it changes only through
+                // the recorded maintenance operation.
+                let now = self.in_force();
+                set.retain(|k| !k.starts_with("maintenance."));
+                for (k, v) in now.iter().filter(|(k, _)| k.starts_with("maintenance.")) {
+                    after.insert(k.clone(), v.clone());
+                    if self.set.contains(k) {
+                        set.insert(k.clone());
+                    }
+                }
                 let changes = diff(&self.in_force(), &after);
                 if changes.is_empty() {
                     return Err(ConfigurationError::NoChange);
@@ -354,6 +377,8 @@ impl Aggregate for Configuration {
                 Ok(vec![ConfigurationEvent::RolledBack(ConfigurationRolledBack {
                     values: after.into_iter().collect(),
                     changes,
+                    set_keys: set.into_iter().collect(),
+                    set_keys_known: true,
                     to_version: *to_version,
                     reason: reason.trim().to_owned(),
                     by: by.user_id.clone(),
@@ -369,6 +394,8 @@ impl Aggregate for Configuration {
         self.version += 1;
         self.history.push(values.clone());
         self.values = values;
+        self.set = event.set_keys();
+        self.history_set.push(self.set.clone());
     }
 }
 
@@ -465,7 +492,13 @@ mod tests {
             by: admin(),
             now_ms: 6,
         };
-        assert_eq!(updated(&v3, to_defaults).values, defaults());
+        assert_eq!(updated(&v3, to_defaults.clone()).values, defaults());
+        // Only the keys an operator set override a deployment; a rollback
+        // takes the set keys of its version back too.
+        assert_eq!(v1.set, BTreeSet::from(["auth.rate_per_username".to_owned()]));
+        assert_eq!(v2.set.len(), 2);
+        assert_eq!(v3.set, v1.set);
+        assert!(updated(&v3, to_defaults).set.is_empty());
         let missing = ConfigurationCommand::Rollback {
             expected_version: 3,
             to_version: 9,
@@ -474,6 +507,24 @@ mod tests {
             now_ms: 6,
         };
         assert_eq!(v3.decide(&missing), Err(ConfigurationError::NoSuchVersion(9)));
+    }
+
+    #[test]
+    fn maintenance_mode_is_not_rolled_back() {
+        let v1 = updated(&Configuration::default(), update(0, &[("matchmaking.window", "250")], "one"));
+        let paused = updated(&v1, update(1, &[("maintenance.writes_paused", "1")], "maintenance job"));
+        let paused = updated(&paused, update(2, &[("matchmaking.window", "400")], "wider"));
+        let back = ConfigurationCommand::Rollback {
+            expected_version: 3,
+            to_version: 1,
+            reason: "undo the window".into(),
+            by: admin(),
+            now_ms: 5,
+        };
+        let v3 = updated(&paused, back);
+        assert_eq!(v3.values["matchmaking.window"], "250");
+        assert_eq!(v3.values["maintenance.writes_paused"], "1", "still in maintenance");
+        assert!(v3.set.contains("maintenance.writes_paused"));
     }
 
     #[test]

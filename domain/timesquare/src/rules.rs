@@ -228,8 +228,15 @@ impl Rules {
             return Err(bad("ticks_per_second", "must be 1 to 1000"));
         }
         let e = &self.economy;
-        if e.start_gold < 0 || e.wave_clear_bonus < 0 || e.score_per_wave < 0 || e.score_per_life < 0 {
-            return Err(bad("economy", "gold, bonus and score values must not be negative"));
+        for (key, value) in [
+            ("economy.start_gold", e.start_gold),
+            ("economy.wave_clear_bonus", e.wave_clear_bonus),
+            ("economy.score_per_wave", e.score_per_wave),
+            ("economy.score_per_life", e.score_per_life),
+        ] {
+            if value < 0 {
+                return Err(bad(key, &format!("must not be negative, got {value}")));
+            }
         }
         if e.lives < 1 {
             return Err(bad("economy.lives", "must be at least 1"));
@@ -519,6 +526,9 @@ mod tests {
         assert!(e.reason.contains("overlaps"), "{e}");
         let e = broken("hp: 60,", "hp: 0,");
         assert_eq!(e.key, "enemies.grunt.hp");
+        let start = SHIPPED.lines().find(|l| l.trim_start().starts_with("start_gold:")).unwrap();
+        let e = broken(start, &start.replace(start.trim_start(), "start_gold: -5"));
+        assert_eq!((e.key.as_str(), e.reason.as_str()), ("economy.start_gold", "must not be negative, got -5"));
         let e = broken("economy:", "economy:\n  interest: 5");
         assert!(e.reason.contains("interest"), "unknown keys are refused: {e}");
         let e = broken("lives: 20                # shared", "lives: many               # shared");

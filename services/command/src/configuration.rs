@@ -40,6 +40,7 @@ fn view(c: &Configuration) -> ConfigurationView {
                 value: values.get(k.name).cloned().unwrap_or_default(),
                 description: k.description.into(),
                 applied_by: k.applied_by.iter().map(|s| s.to_string()).collect(),
+                source: if c.set.contains(k.name) { "configuration" } else { "deployment" }.into(),
             })
             .chain(values.iter().filter(|(k, _)| k.starts_with(command_domain::flags::PREFIX)).map(|(k, v)| {
                 ConfigurationKey {
@@ -48,6 +49,7 @@ fn view(c: &Configuration) -> ConfigurationView {
                     value: v.clone(),
                     description: "feature flag (JSON definition)".into(),
                     applied_by: vec!["every service (evaluated locally)".into()],
+                    source: "configuration".into(),
                     ..Default::default()
                 }
             }))
@@ -103,10 +105,49 @@ impl ConfigurationApi {
     }
 }
 
-/// The admin acting (the token carries no name: the id stands for it).
+impl ConfigurationApi {
+    /// What the schema cannot say: `maintenance.*` changes only through
+    /// PerformMaintenance (recorded, with its reason and result), and
+    /// `game.rules_version` names a version timesquare can run (uploaded or
+    /// built in).
+    async fn check_changes(&self, changes: &BTreeMap<String, String>) -> Result<(), Status> {
+        if let Some(k) = changes.keys().find(|k| k.starts_with("maintenance.")) {
+            return Err(allies_platform::status::to_status(&allies_core::Failure::failed_precondition(format!(
+                "{k} changes only through PerformMaintenance (operation maintenance_mode), which records who, why and the result"
+            ))));
+        }
+        if let Some(v) = changes.get("game.rules_version") {
+            let mut conn = self.conn.clone();
+            let known: Vec<bool> = redis::pipe()
+                .cmd("HEXISTS")
+                .arg(RULES)
+                .arg(v.trim())
+                .cmd("HEXISTS")
+                .arg(allies_contracts::command::events::BUILTIN_RULES)
+                .arg(v.trim())
+                .query_async(&mut conn)
+                .await
+                .map_err(StoreError::from)
+                .or_status()?;
+            if !known.iter().any(|k| *k) {
+                return Err(allies_platform::status::invalid_argument(
+                    "changes.game.rules_version",
+                    &format!(
+                        "rules version {} was never uploaded nor shipped: upload it first (UploadRules)",
+                        v.trim()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The admin acting, with the username the token carries (the id stands
+/// in for a token issued before names were carried).
 fn who(ctx: &RequestContext) -> Who {
-    let id = ctx.caller().map(|c| c.user_id.clone()).unwrap_or_default();
-    Who { user_id: id.clone(), name: id }
+    let (id, name) = ctx.caller().map(|c| (c.user_id.clone(), c.name.clone())).unwrap_or_default();
+    Who { name: if name.is_empty() { id.clone() } else { name }, user_id: id }
 }
 
 /// Uploaded game rules, by version (timesquare installs them from here).
@@ -196,6 +237,7 @@ impl ConfigurationService for ConfigurationApi {
         self.replies
             .once(&ctx, async {
                 let r = request.into_inner();
+                self.check_changes(&r.changes).await?;
                 let command = ConfigurationCommand::Update {
                     expected_version: r.expected_version,
                     changes: r.changes.into_iter().collect::<BTreeMap<_, _>>(),
@@ -282,19 +324,35 @@ impl ConfigurationService for ConfigurationApi {
         let mut conn = self.conn.clone();
         let applied: BTreeMap<String, String> =
             redis::cmd("HGETALL").arg(APPLIED).query_async(&mut conn).await.map_err(StoreError::from).or_status()?;
-        let instances = applied
-            .into_iter()
-            .filter_map(|(who, v)| {
-                let (service, instance) = who.split_once('/')?;
-                let (version, at) = v.split_once(':')?;
-                Some(InstanceStatus {
-                    service: service.into(),
-                    instance: instance.into(),
-                    version: version.parse().ok()?,
-                    applied_at_ms: at.parse().ok()?,
-                })
-            })
-            .collect();
+        let seen: BTreeMap<String, i64> = redis::cmd("HGETALL")
+            .arg(allies_platform::live::ALIVE)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from)
+            .or_status()?;
+        let now = allies_platform::context::now_ms();
+        let mut instances = Vec::new();
+        for (who, v) in applied {
+            let last_seen_ms = seen.get(&who).copied().unwrap_or(0);
+            if now - last_seen_ms > allies_platform::live::DEPARTED_AFTER_MS {
+                // Departed without a word (killed): dropped from the fleet's lists.
+                for key in [APPLIED, allies_platform::live::INSTANCES, allies_platform::live::ALIVE] {
+                    let _: redis::RedisResult<()> = redis::cmd("HDEL").arg(key).arg(&who).query_async(&mut conn).await;
+                }
+                continue;
+            }
+            let (Some((service, instance)), Some((version, at))) = (who.split_once('/'), v.split_once(':')) else {
+                continue;
+            };
+            instances.push(InstanceStatus {
+                service: service.into(),
+                instance: instance.into(),
+                version: version.parse().unwrap_or_default(),
+                applied_at_ms: at.parse().unwrap_or_default(),
+                last_seen_ms,
+                alive: now - last_seen_ms <= allies_platform::live::ALIVE_WITHIN_MS,
+            });
+        }
         Ok(Response::new(GetConfigurationStatusResponse { version, instances }))
     }
 }

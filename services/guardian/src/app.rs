@@ -360,13 +360,15 @@ impl Guardian {
             }
             Err(e) => return Err(e),
         }
-        self.issue(&user_id, &session_id, user.roles, refresh_token, ctx.now_ms)
+        let name = user.profile.as_ref().map(|p| p.username.clone()).unwrap_or_default();
+        self.issue(&user_id, &session_id, &name, user.roles, refresh_token, ctx.now_ms)
     }
 
     fn issue(
         &self,
         user_id: &str,
         session_id: &str,
+        name: &str,
         roles: Vec<String>,
         refresh_token: String,
         now_ms: i64,
@@ -381,6 +383,7 @@ impl Guardian {
             iat: now,
             exp: now + self.settings.access_ttl_secs,
             jti: Uuid::now_v7().to_string(),
+            name: name.to_owned(),
         };
         Ok(Tokens {
             access_token: self.keys.sign(&claims)?,
@@ -413,7 +416,8 @@ impl Guardian {
             return Err(GuardianError::RefreshTokenReused);
         }
         let user = self.load_user(&session.user_id).await?;
-        self.issue(&session.user_id, &sid, user.roles, new_token, ctx.now_ms)
+        let name = user.profile.as_ref().map(|p| p.username.clone()).unwrap_or_default();
+        self.issue(&session.user_id, &sid, &name, user.roles, new_token, ctx.now_ms)
     }
 
     pub async fn logout(&self, caller: &Caller, ctx: &CommandContext) -> Result<(), GuardianError> {

@@ -302,6 +302,7 @@ mod tests {
             iat: 1,
             exp: i64::MAX / 2,
             jti: "j".into(),
+            name: String::new(),
         };
         let token = ring.sign(&claims).unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();

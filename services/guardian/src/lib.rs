@@ -33,15 +33,14 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     // Guardian verifies its own tokens with its own keys.
     builder.set_key_source(KeySource::Static(keys.jwks().to_vec()));
     let hasher = password::PasswordHasher::start(settings.argon2_threads);
-    // The login rate limits and the lockout follow the live configuration
-    // (once one was ever written; until then the environment's values hold).
-    let rate = builder.live_setting("live rate limits", settings.rate, ratelimit::RateSettings::live);
-    let lockout = builder.live_setting("live lockout", settings.lockout, |c| {
-        use command_domain::configuration::int;
-        guardian_domain::user::LockoutPolicy {
-            max_failures: int(&c.values, "auth.lockout_max_failures") as u32,
-            lock_ms: int(&c.values, "auth.lockout_secs") * 1000,
-        }
+    // The login rate limits and the lockout follow the live configuration:
+    // a key an operator set wins, every other keeps the environment's value.
+    let deployed = settings.rate;
+    let rate = builder.live_setting("live rate limits", deployed, move |c| ratelimit::RateSettings::live(c, deployed));
+    let deployed = settings.lockout;
+    let lockout = builder.live_setting("live lockout", deployed, move |c| guardian_domain::user::LockoutPolicy {
+        max_failures: c.int("auth.lockout_max_failures", deployed.max_failures.into()) as u32,
+        lock_ms: c.int("auth.lockout_secs", deployed.lock_ms / 1000) * 1000,
     });
     let limiter = ratelimit::RateLimiter::new(builder.store().connection(), rate);
     let guardian = Arc::new(app::Guardian::new(builder.executor(), hasher, keys, settings, limiter, lockout).await?);

@@ -34,13 +34,12 @@ impl RateSettings {
 }
 
 impl RateSettings {
-    /// The limits of a live configuration version.
-    pub fn live(c: &allies_platform::live::LiveConfig) -> RateSettings {
-        use command_domain::configuration::int;
+    /// The limits of a live configuration version over `deployed` (the environment's).
+    pub fn live(c: &allies_platform::live::LiveConfig, deployed: RateSettings) -> RateSettings {
         RateSettings {
-            window: Duration::from_secs(int(&c.values, "auth.rate_window_secs") as u64),
-            per_username: int(&c.values, "auth.rate_per_username") as u64,
-            per_client: int(&c.values, "auth.rate_per_client") as u64,
+            window: Duration::from_secs(c.int("auth.rate_window_secs", deployed.window.as_secs() as i64) as u64),
+            per_username: c.int("auth.rate_per_username", deployed.per_username as i64) as u64,
+            per_client: c.int("auth.rate_per_client", deployed.per_client as i64) as u64,
         }
     }
 }

@@ -43,15 +43,15 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let mut template = builder.subscription("", "");
     let from_env = template.retry.get();
     template.retry = builder.live_setting("live retries", from_env, move |c| {
-        let attempts = command_domain::configuration::int(&c.values, "projector.retry_max_attempts");
+        let attempts = c.int("projector.retry_max_attempts", from_env.max_attempts.into());
         allies_store::subscriber::RetryPolicy { max_attempts: attempts as u32, ..from_env }
     });
-    let breaker = builder.live_setting("live breakers", config.breaker(), |c| {
-        use command_domain::configuration::int;
-        allies_store::breaker::BreakerConfig {
-            failure_threshold: int(&c.values, "projector.breaker_failures") as u32,
-            open_for: std::time::Duration::from_millis(int(&c.values, "projector.breaker_open_ms") as u64),
-        }
+    let deployed = config.breaker();
+    let breaker = builder.live_setting("live breakers", deployed, move |c| allies_store::breaker::BreakerConfig {
+        failure_threshold: c.int("projector.breaker_failures", deployed.failure_threshold.into()) as u32,
+        open_for: std::time::Duration::from_millis(
+            c.int("projector.breaker_open_ms", deployed.open_for.as_millis() as i64) as u64,
+        ),
     });
     let metrics = template.metrics.clone().ok_or_else(|| anyhow::anyhow!("subscriber metrics"))?;
     let settings = manager::Settings {

@@ -37,6 +37,8 @@ pub struct Game {
     pub tick_ms: u32,
     /// The rules version new sessions use (the configuration can change it).
     pub rules_version: AtomicU32,
+    /// The version of this instance's rules file: in force while no operator set `game.rules_version`.
+    pub deployed_rules_version: u32,
     /// Where archived events are (a replay reads them too).
     pub archive_dir: std::path::PathBuf,
 }
@@ -89,7 +91,14 @@ impl Game {
         rules_version: u32,
         archive_dir: std::path::PathBuf,
     ) -> Self {
-        Self { handles, store, tick_ms, rules_version: AtomicU32::new(rules_version), archive_dir }
+        Self {
+            handles,
+            store,
+            tick_ms,
+            rules_version: AtomicU32::new(rules_version),
+            deployed_rules_version: rules_version,
+            archive_dir,
+        }
     }
 
     /// Runs a command on a session's handle.

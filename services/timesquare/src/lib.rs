@@ -58,21 +58,23 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     // The rating window and the ticket expiry follow the live configuration.
     let from_env = settings.matchmaking;
     let mm_settings = builder.live_setting("live matchmaking", from_env, move |c| {
-        use command_domain::configuration::int;
         let mut s = from_env;
-        s.pass.base_window = int(&c.values, "matchmaking.window") as i32;
+        s.pass.base_window = c.int("matchmaking.window", from_env.pass.base_window.into()) as i32;
         s.pass.max_window = s.pass.max_window.max(s.pass.base_window);
-        s.ticket_ttl = std::time::Duration::from_secs(int(&c.values, "matchmaking.ticket_ttl_secs") as u64);
+        let ttl = c.int("matchmaking.ticket_ttl_secs", from_env.ticket_ttl.as_secs() as i64);
+        s.ticket_ttl = std::time::Duration::from_secs(ttl as u64);
         s
     });
     // Per-player command rates, live.
-    let rate = |builder: &mut ServiceBuilder, what, from_env, per: &'static str, burst: &'static str, scale: f64| {
-        let rate = builder.live_setting(what, from_env, move |c| {
-            use command_domain::configuration::int;
-            allies_platform::rate::Rate {
-                per_second: int(&c.values, per) as f64 / scale,
-                burst: int(&c.values, burst) as u32,
-            }
+    let rate = |builder: &mut ServiceBuilder,
+                what,
+                from_env: allies_platform::rate::Rate,
+                per: &'static str,
+                burst: &'static str,
+                scale: f64| {
+        let rate = builder.live_setting(what, from_env, move |c| allies_platform::rate::Rate {
+            per_second: c.int(per, (from_env.per_second * scale).round() as i64) as f64 / scale,
+            burst: c.int(burst, from_env.burst.into()) as u32,
         });
         Arc::new(allies_platform::rate::PlayerRates::new(what, rate))
     };

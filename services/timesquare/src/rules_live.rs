@@ -23,9 +23,24 @@ fn install(version: &str, text: &str) {
     }
 }
 
-/// Installs every uploaded version (at start).
+/// Installs every uploaded version (at start), and announces the built-in
+/// ones so the command service refuses a version nobody can run.
 pub async fn install_uploaded(conn: &RedisConn) {
     let mut c = conn.clone();
+    let mut announce = redis::pipe();
+    for v in Book::versions() {
+        if let Some(r) = Book::get(v) {
+            announce
+                .cmd("HSET")
+                .arg(allies_contracts::command::events::BUILTIN_RULES)
+                .arg(v)
+                .arg(r.content_hash())
+                .ignore();
+        }
+    }
+    if let Err(e) = announce.query_async::<()>(&mut c).await {
+        tracing::warn!(error = %e, "cannot announce the built-in rules versions");
+    }
     match redis::cmd("HGETALL").arg(UPLOADED_RULES).query_async::<HashMap<String, String>>(&mut c).await {
         Ok(all) => all.iter().for_each(|(v, text)| install(v, text)),
         Err(e) => tracing::warn!(error = %e, "cannot read the uploaded rules"),
@@ -34,10 +49,8 @@ pub async fn install_uploaded(conn: &RedisConn) {
 
 /// Makes the configured version the one of new sessions (installing it first if needed).
 pub async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig) {
-    if c.version == 0 {
-        return;
-    }
-    let wanted = command_domain::configuration::int(&c.values, "game.rules_version") as u32;
+    // Not set by an operator: the version of this instance's rules file.
+    let wanted = c.int("game.rules_version", i64::from(game.deployed_rules_version)) as u32;
     if game.rules_version.load(Ordering::Relaxed) == wanted {
         return;
     }

@@ -19,6 +19,10 @@ pub mod events {
     pub const CONFIGURATION_ID: &str = "fleet";
     /// The hash of uploaded game rules files, by rules version.
     pub const UPLOADED_RULES: &str = "config:rules";
+    /// The rules versions timesquare ships with (version → content hash),
+    /// written by every timesquare at start: with the uploaded ones, the
+    /// versions `game.rules_version` may name.
+    pub const BUILTIN_RULES: &str = "{config:rules}:builtin"; // the slot of `config:rules`
 
     /// Events of the Configuration aggregate.
     #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +67,16 @@ pub mod events {
                 Self::Updated(e) => &e.values,
                 Self::RolledBack(e) => &e.values,
             }
+        }
+
+        /// The keys an operator has set as of this event (every key of an
+        /// event written before that was recorded).
+        pub fn set_keys(&self) -> std::collections::BTreeSet<String> {
+            let (keys, known) = match self {
+                Self::Updated(e) => (&e.set_keys, e.set_keys_known),
+                Self::RolledBack(e) => (&e.set_keys, e.set_keys_known),
+            };
+            if known { keys.iter().cloned().collect() } else { self.values().keys().cloned().collect() }
         }
     }
 }

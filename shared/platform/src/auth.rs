@@ -60,6 +60,10 @@ pub struct AccessClaims {
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
+    /// The username, for records an operator reads (a token without it is
+    /// still valid: the id stands in).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 /// Who is calling, as the verified token says.
@@ -70,6 +74,8 @@ pub struct Caller {
     pub roles: Vec<String>,
     /// Unix seconds.
     pub expires_at: i64,
+    /// The username (empty in tokens issued before names were carried).
+    pub name: String,
 }
 
 impl Caller {
@@ -268,7 +274,14 @@ impl Authenticator {
             }
         })?;
         let claims = data.claims;
-        Ok((kid, Caller { user_id: claims.sub, session_id: claims.sid, roles: claims.roles, expires_at: claims.exp }))
+        let caller = Caller {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            roles: claims.roles,
+            expires_at: claims.exp,
+            name: claims.name,
+        };
+        Ok((kid, caller))
     }
 
     async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, AuthError> {

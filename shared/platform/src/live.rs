@@ -24,6 +24,14 @@ pub const APPLIED: &str = "config:applied";
 /// for the command service's metrics sampler.
 pub const INSTANCES: &str = "fleet:instances";
 pub const APPLIED_LOG: &str = "config:applied:log";
+/// Every instance's last sign of life (`<service>/<instance>` → Unix ms).
+pub const ALIVE: &str = "fleet:alive";
+/// How often an instance says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Not seen for this long: shown as not alive.
+pub const ALIVE_WITHIN_MS: i64 = 15_000;
+/// Not seen for this long: dropped from the status.
+pub const DEPARTED_AFTER_MS: i64 = 5 * 60_000;
 const POLL: Duration = Duration::from_millis(250);
 
 /// A version of the fleet's configuration (version 0: every default).
@@ -31,6 +39,22 @@ const POLL: Duration = Duration::from_millis(250);
 pub struct LiveConfig {
     pub version: u64,
     pub values: HashMap<String, String>,
+    /// The keys an operator set: only these override this instance's own
+    /// (environment) values.
+    pub set: std::collections::HashSet<String>,
+}
+
+impl LiveConfig {
+    /// The value of an integer key in force on this instance — the one
+    /// precedence rule: a value an operator set in the configuration wins;
+    /// a key nobody set keeps `deployed`, this instance's own value (its
+    /// environment, or the built-in default).
+    pub fn int(&self, key: &str, deployed: i64) -> i64 {
+        if !self.set.contains(key) {
+            return deployed;
+        }
+        self.values.get(key).and_then(|v| v.trim().parse().ok()).unwrap_or(deployed)
+    }
 }
 
 /// Maintenance mode in `values`: the retry delay a client's write is
@@ -51,6 +75,7 @@ async fn newer(store: &RedisEventStore, after: u64) -> Result<Option<LiveConfig>
     Ok(Some(LiveConfig {
         version: last.envelope.version,
         values: event.payload.values().clone().into_iter().collect(),
+        set: event.payload.set_keys().into_iter().collect(),
     }))
 }
 
@@ -109,7 +134,16 @@ pub async fn follow(
 ) {
     let mut conn = store.connection();
     let mut reported = None;
+    let who = format!("{service}/{instance}");
+    let mut beat: Option<std::time::Instant> = None;
     loop {
+        if beat.is_none_or(|b| b.elapsed() >= HEARTBEAT) {
+            let alive: redis::RedisResult<()> =
+                redis::cmd("HSET").arg(ALIVE).arg(&who).arg(crate::context::now_ms()).query_async(&mut conn).await;
+            if alive.is_ok() {
+                beat = Some(std::time::Instant::now());
+            }
+        }
         let current = tx.borrow().version;
         match newer(&store, current).await {
             Ok(Some(next)) => {
@@ -125,7 +159,11 @@ pub async fn follow(
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => break,
         }
+    }
+    // Stopping cleanly: this instance leaves the fleet's status.
+    for key in [APPLIED, INSTANCES, ALIVE] {
+        let _: redis::RedisResult<()> = redis::cmd("HDEL").arg(key).arg(&who).query_async(&mut conn).await;
     }
 }

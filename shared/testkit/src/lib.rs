@@ -334,17 +334,33 @@ impl ServiceProcess {
     /// Starts `name` with `listen_var` set to a free port and the given
     /// environment, and waits until the port accepts connections.
     pub fn start(name: &str, listen_var: &str, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = dir.path().join(format!("{name}.log"));
-        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        env.push((format!("{}_HTTP_ADDR", name.to_uppercase()), http_addr.to_string()));
-        let child = spawn(name, listen_var, addr, &log, dir.path(), &env);
-        let mut svc =
-            Self { name: name.to_owned(), addr, http_addr, child, log, listen_var: listen_var.to_owned(), env, dir };
-        svc.wait_listening();
-        svc
+        // A free port can be taken by another test between `free_port` and
+        // the service's bind: such a start is tried again on new ports.
+        for attempt in 1.. {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let log = dir.path().join(format!("{name}.log"));
+            let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            env.push((format!("{}_HTTP_ADDR", name.to_uppercase()), http_addr.to_string()));
+            let child = spawn(name, listen_var, addr, &log, dir.path(), &env);
+            let mut svc = Self {
+                name: name.to_owned(),
+                addr,
+                http_addr,
+                child,
+                log,
+                listen_var: listen_var.to_owned(),
+                env,
+                dir,
+            };
+            match svc.listening() {
+                Ok(()) => return svc,
+                Err(why) if attempt < 5 && why.contains("Address already in use") => continue,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Starts the process again on the same address, data directory and
@@ -361,17 +377,23 @@ impl ServiceProcess {
     }
 
     fn wait_listening(&mut self) {
+        if let Err(why) = self.listening() {
+            panic!("{why}");
+        }
+    }
+
+    fn listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited during start with {status}:\n{}", self.name, self.logs());
+                return Err(format!("{} exited during start with {status}:\n{}", self.name, self.logs()));
             }
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("{} did not listen on {} within 20 s:\n{}", self.name, self.addr, self.logs());
+        Err(format!("{} did not listen on {} within 20 s:\n{}", self.name, self.addr, self.logs()))
     }
 
     pub fn endpoint(&self) -> String {

@@ -345,3 +345,78 @@ async fn lockout_matchmaking_and_projector_retry_keys_change_what_their_services
     };
     assert_eq!(dead[0].attempts, 2, "{dead:?}");
 }
+
+/// The configuration tells the truth: an environment-tuned value survives
+/// an operator's change of another key and each value says where it comes
+/// from; a rules version nobody can run is refused; maintenance mode is not
+/// a key to set by hand; the history names the admin; departed instances
+/// leave the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_values_survive_changes_sources_are_shown_and_bad_or_unrecorded_changes_are_refused() {
+    // This fleet's guardians lock an account after 2 failures (their environment).
+    let mut fleet = Fleet::start(&[("LOCKOUT_MAX_FAILURES", "2")]);
+    let admin = fleet.admin().await;
+    let mut config = Config::new(fleet.channel("command").await);
+    let change = |expected: u64, key: &str, value: &str| UpdateConfigurationRequest {
+        expected_version: expected,
+        changes: std::collections::BTreeMap::from([(key.to_owned(), value.to_owned())]),
+        reason: "tuning".into(),
+    };
+    // An operator changes an unrelated key.
+    let v =
+        config.update_configuration(bearer(change(0, "matchmaking.window", "150"), &admin)).await.unwrap().into_inner();
+    applied_everywhere(&mut config, &admin, v.version, 4).await;
+    let source = |v: &ConfigurationView, key: &str| {
+        v.keys.iter().find(|k| k.key == key).map(|k| k.source.clone()).unwrap_or_default()
+    };
+    assert_eq!(source(&v, "matchmaking.window"), "configuration");
+    assert_eq!(source(&v, "auth.lockout_max_failures"), "deployment");
+    // The environment's lockout is still in force: two failures lock.
+    let id = fleet.register("tuned").await;
+    for _ in 0..2 {
+        let _ = fleet.login_with("tuned", "wrong-password-1").await;
+    }
+    let mut projector = fleet.projector().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = allies_contracts::projector::v1::GetUserRequest { user_id: id.clone(), ..Default::default() };
+        let user = projector.get_user(bearer(r, &admin)).await.expect("user").into_inner().user.expect("user");
+        if user.status == "locked" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two failures (the environment's value) did not lock: {user:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The history names the admin.
+    let history = config
+        .list_configuration_history(bearer(ListConfigurationHistoryRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(history.records.last().map(|r| r.by_name.as_str()), Some(allies_e2e::FLEET_ADMIN));
+
+    // A rules version that was never uploaded nor shipped: refused, naming the key.
+    let e =
+        config.update_configuration(bearer(change(v.version, "game.rules_version", "999"), &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("game.rules_version") && e.message().contains("999"), "{}", e.message());
+    // The shipped version is known.
+    let ok = config.update_configuration(bearer(change(v.version, "game.rules_version", "1"), &admin)).await;
+    assert!(ok.is_err_and(|e| e.code() == Code::FailedPrecondition), "1 is in force already: no change");
+
+    // Maintenance mode only through the recorded operation.
+    let e = config
+        .update_configuration(bearer(change(v.version, "maintenance.writes_paused", "1"), &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("PerformMaintenance"), "{}", e.message());
+
+    // Status: every instance alive; one that stops cleanly leaves the list.
+    let s = status(&mut config, &admin).await;
+    assert!(s.instances.len() >= 4 && s.instances.iter().all(|i| i.alive && i.last_seen_ms > 0), "{s:?}");
+    fleet.service_mut("timesquare").terminate(Duration::from_secs(10));
+    let s = status(&mut config, &admin).await;
+    assert!(s.instances.iter().all(|i| i.service != "timesquare"), "a departed instance is listed: {s:?}");
+}
