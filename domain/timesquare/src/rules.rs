@@ -235,7 +235,7 @@ impl Rules {
             ("economy.score_per_life", e.score_per_life),
         ] {
             if value < 0 {
-                return Err(bad(key, &format!("must not be negative, got {value}")));
+                return Err(bad(key, format!("must not be negative, got {value}")));
             }
         }
         if e.lives < 1 {
