@@ -288,11 +288,11 @@ async fn flags(c: &FlagsCommand, ctx: &Context) -> Result<(), Failure> {
                 });
                 return Ok(());
             };
-            let def = flags.get(name).ok_or_else(|| Failure::new("NotFound", format!("no flag '{name}'")))?;
-            let mut json: serde_json::Value =
-                serde_json::from_str(def).map_err(|e| Failure::local(format!("flag '{name}' is unreadable: {e}")))?;
-            json["enabled"] = serde_json::Value::Bool(false);
-            config::run(&set(name, json.to_string(), reason), ctx).await
+            // One call: the server turns it off on whatever version is current.
+            let request = KillFlagRequest { flag: name.clone(), reason: reason.clone() };
+            let v = client.kill_flag(ctx.authorized(request)?).await?.into_inner();
+            print(ctx.json, &v, || format!("flag {name} killed: off for everyone (configuration v{})", v.version));
+            Ok(())
         }
     }
 }

@@ -221,6 +221,42 @@ impl ConfigurationService for ConfigurationApi {
             .await
     }
 
+    async fn kill_flag(&self, request: Request<KillFlagRequest>) -> Result<Response<ConfigurationView>, Status> {
+        let ctx = self.auth.admin_context(&request).await?;
+        self.replies
+            .once(&ctx, async {
+                let r = request.get_ref();
+                let key = format!("{}{}", command_domain::flags::PREFIX, r.flag);
+                // Against whatever version is current: a concurrent change
+                // only makes the kill try again on top of it.
+                for _ in 0..5 {
+                    let current = self.current().await?;
+                    let Some(def) = current.values.get(&key) else {
+                        return Err(Status::not_found(format!("no flag '{}'", r.flag)));
+                    };
+                    let mut json: serde_json::Value = serde_json::from_str(def)
+                        .map_err(|e| Status::failed_precondition(format!("flag '{}' is unreadable: {e}", r.flag)))?;
+                    if json["enabled"] == serde_json::Value::Bool(false) {
+                        return Ok(Response::new(view(&current)));
+                    }
+                    json["enabled"] = serde_json::Value::Bool(false);
+                    let command = ConfigurationCommand::Update {
+                        expected_version: current.version,
+                        changes: BTreeMap::from([(key.clone(), json.to_string())]),
+                        reason: r.reason.clone(),
+                        by: who(&ctx),
+                        now_ms: ctx.now_ms,
+                    };
+                    match self.run(command, &ctx).await {
+                        Err(s) if s.code() == tonic::Code::Aborted => continue,
+                        other => return other.map(Response::new),
+                    }
+                }
+                Err(Status::aborted("the configuration kept changing: kill the flag again"))
+            })
+            .await
+    }
+
     async fn get_configuration(
         &self,
         request: Request<GetConfigurationRequest>,

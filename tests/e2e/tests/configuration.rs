@@ -206,8 +206,16 @@ async fn the_tesla_tower_is_behind_a_flag_with_targeting_a_rollout_and_a_kill_sw
     assert_eq!(eval(pat.token.clone()).await, ("on".into(), "SPLIT".into(), String::new()));
     place(&mut games, &pat_game, &pat, "tesla", px, py).await.expect("now pat builds one");
 
-    // The kill switch: off for everyone, admins included.
-    set(&mut config, 2, &all.replace("\"enabled\":true", "\"enabled\":false")).await.unwrap();
+    // The kill switch, in one call and without naming a version: off for
+    // everyone, admins included.
+    let kill = KillFlagRequest { flag: "towers.tesla".into(), reason: "tesla crashes clients".into() };
+    let v = config.kill_flag(bearer(kill.clone(), &admin_token)).await.expect("kill").into_inner();
+    assert_eq!(v.version, 3);
+    let unknown = KillFlagRequest { flag: "nope".into(), reason: "x".into() };
+    assert_eq!(config.kill_flag(bearer(unknown, &admin_token)).await.unwrap_err().code(), Code::NotFound);
+    let again = config.kill_flag(bearer(kill, &admin_token)).await.expect("kill again").into_inner();
+    assert_eq!(again.version, 3, "an already killed flag changes nothing");
+    let _ = &all;
     applied_everywhere(&mut config, &admin_token, 3, 4).await;
     assert_eq!(eval(admin_token.clone()).await, ("off".into(), "DISABLED".into(), String::new()));
     let (ax2, ay2) = cell(&admin, admin_game.clone()).await;

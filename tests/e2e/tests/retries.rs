@@ -320,6 +320,21 @@ async fn every_command_rpc_answers_a_retry_with_its_first_reply_and_refuses_its_
         };
         config.upload_rules(signed(r, &admin, &id))
     });
+    let v = current(&mut config.clone()).await;
+    let tesla = r#"{"enabled":true,"variants":["off","on"],"default":"off","roles":{"admin":"on"}}"#;
+    let define = UpdateConfigurationRequest {
+        expected_version: v,
+        changes: [("flag.towers.tesla".to_owned(), tesla.to_owned())].into(),
+        reason: "a flag to kill".into(),
+    };
+    config.update_configuration(bearer(define, &admin)).await.expect("define a flag");
+    retried!(&fleet, rows, "KillFlag", ("configuration", "ConfigurationUpdated"), |id, other| {
+        let r = KillFlagRequest {
+            flag: "towers.tesla".into(),
+            reason: if other { "something else" } else { "tesla crashes clients" }.into(),
+        };
+        config.kill_flag(signed(r, &admin, &id))
+    });
     let mut reports = ReportServiceClient::new(fleet.channel("command").await);
     retried!(&fleet, rows, "GenerateReport", ("job", "JobRequested"), |id, other| {
         let r = GenerateReportRequest {
@@ -343,5 +358,5 @@ async fn every_command_rpc_answers_a_retry_with_its_first_reply_and_refuses_its_
     });
 
     // Every command RPC of the public APIs is in the table.
-    assert_eq!(rows.len(), 30, "{rows:?}");
+    assert_eq!(rows.len(), 31, "{rows:?}");
 }
