@@ -66,6 +66,28 @@ fn tower_answer(done: &Done, caller: &str, tower_id: Option<u32>) -> TowerRespon
 }
 
 impl GameApi {
+    /// UpgradeTower and SellTower: a command on one of the caller's towers.
+    async fn on_tower(
+        &self,
+        request: Request<TowerRequest>,
+        command: fn(String, u32, i64) -> GameCommand,
+    ) -> Result<Response<TowerResponse>, Status> {
+        let ctx = self.auth.context(&request).await?;
+        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
+        self.replies
+            .once(&ctx, async {
+                let r = request.into_inner();
+                let done = self
+                    .game
+                    .act(&ctx, &r.session_id, |user_id, now_ms| command(user_id, r.tower_id, now_ms))
+                    .await
+                    .or_status()?;
+                let caller = ctx.caller().or_status()?.user_id.clone();
+                Ok(Response::new(tower_answer(&done, &caller, Some(r.tower_id))))
+            })
+            .await
+    }
+
     /// The boolean feature flags on for the caller (a map or tower type
     /// of the rules may name one).
     fn flags(&self, ctx: &RequestContext) -> BTreeSet<String> {
@@ -204,45 +226,11 @@ impl GameService for GameApi {
     }
 
     async fn upgrade_tower(&self, request: Request<TowerRequest>) -> Result<Response<TowerResponse>, Status> {
-        let ctx = self.auth.context(&request).await?;
-        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
-        self.replies
-            .once(&ctx, async {
-                let r = request.into_inner();
-                let done = self
-                    .game
-                    .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Upgrade {
-                        user_id,
-                        tower_id: r.tower_id,
-                        now_ms,
-                    })
-                    .await
-                    .or_status()?;
-                let caller = ctx.caller().or_status()?.user_id.clone();
-                Ok(Response::new(tower_answer(&done, &caller, Some(r.tower_id))))
-            })
-            .await
+        self.on_tower(request, |user_id, tower_id, now_ms| GameCommand::Upgrade { user_id, tower_id, now_ms }).await
     }
 
     async fn sell_tower(&self, request: Request<TowerRequest>) -> Result<Response<TowerResponse>, Status> {
-        let ctx = self.auth.context(&request).await?;
-        self.rate.check(&ctx.caller().or_status()?.user_id).or_status()?;
-        self.replies
-            .once(&ctx, async {
-                let r = request.into_inner();
-                let done = self
-                    .game
-                    .act(&ctx, &r.session_id, |user_id, now_ms| GameCommand::Sell {
-                        user_id,
-                        tower_id: r.tower_id,
-                        now_ms,
-                    })
-                    .await
-                    .or_status()?;
-                let caller = ctx.caller().or_status()?.user_id.clone();
-                Ok(Response::new(tower_answer(&done, &caller, Some(r.tower_id))))
-            })
-            .await
+        self.on_tower(request, |user_id, tower_id, now_ms| GameCommand::Sell { user_id, tower_id, now_ms }).await
     }
 
     async fn start_wave(&self, request: Request<SessionRequest>) -> Result<Response<GameCommandResponse>, Status> {

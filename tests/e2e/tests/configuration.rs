@@ -34,6 +34,21 @@ async fn applied_everywhere(config: &mut Config, admin: &str, version: u64, inst
     }
 }
 
+/// Waits (10 s at most) until the read model shows user `id` locked.
+async fn wait_locked(fleet: &Fleet, admin: &str, id: &str) {
+    let mut projector = fleet.projector().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = allies_contracts::projector::v1::GetUserRequest { user_id: id.to_owned(), ..Default::default() };
+        let user = projector.get_user(bearer(r, admin)).await.expect("user").into_inner().user.expect("user");
+        if user.status == "locked" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the failures did not lock the account: {user:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Wrong-password logins of `user` until one is rate limited; how many got through.
 async fn attempts_before_the_limit(guardian: &str, user: &str) -> usize {
     let mut g = GuardianServiceClient::connect(guardian.to_owned()).await.unwrap();
@@ -306,19 +321,10 @@ async fn lockout_matchmaking_and_projector_retry_keys_change_what_their_services
         let wrong = AuthenticateUserRequest { username: "lena".into(), password: "wrong-password-1".into() };
         assert_eq!(g.authenticate_user(wrong).await.unwrap_err().code(), Code::Unauthenticated);
     }
-    let mut projector = fleet.projector().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = allies_contracts::projector::v1::GetUserRequest { user_id: id.clone(), ..Default::default() };
-        let user = projector.get_user(bearer(r, &admin)).await.expect("user").into_inner().user.expect("user");
-        if user.status == "locked" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "two failures did not lock: {user:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_locked(&fleet, &admin, &id).await;
 
     // Timesquare: a new ticket expires after 7 s (the environment said 120).
+    let deadline = Instant::now() + Duration::from_secs(10);
     let tim = fleet.gamer("tim").await;
     let mut mm = fleet.matchmaking().await;
     let ticket = loop {
@@ -384,17 +390,7 @@ async fn deployment_values_survive_changes_sources_are_shown_and_bad_or_unrecord
     for _ in 0..2 {
         let _ = fleet.login_with("tuned", "wrong-password-1").await;
     }
-    let mut projector = fleet.projector().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = allies_contracts::projector::v1::GetUserRequest { user_id: id.clone(), ..Default::default() };
-        let user = projector.get_user(bearer(r, &admin)).await.expect("user").into_inner().user.expect("user");
-        if user.status == "locked" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "two failures (the environment's value) did not lock: {user:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_locked(&fleet, &admin, &id).await;
 
     // The history names the admin.
     let history = config
