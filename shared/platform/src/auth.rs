@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use allies_contracts::guardian::v1::GetJwksRequest;
 use allies_contracts::guardian::v1::Jwk;
 use allies_contracts::guardian::v1::guardian_service_client::GuardianServiceClient;
-use allies_core::{ErrorCode, Failure, ServiceError};
+use allies_core::{ErrorCode, ServiceError};
 use allies_store::RedisEventStore;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,7 @@ pub const SESSION_TYPE: &str = "session";
 /// the roles in force (comma-separated), written by guardian with every append.
 pub const USER_TYPE: &str = "user";
 pub const ROLES_FIELD: &str = "roles";
-pub const ROLE_ADMIN: &str = "admin";
+pub use crate::caller::ROLE_ADMIN;
 pub const ROLE_PLAYER: &str = "player";
 /// Smallest interval between two JWKS fetches. A token with an unknown kid
 /// waits (at most this long) for the next allowed fetch instead of failing,
@@ -66,41 +66,7 @@ pub struct AccessClaims {
     pub name: String,
 }
 
-/// Who is calling, as the verified token says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub user_id: String,
-    pub session_id: String,
-    pub roles: Vec<String>,
-    /// Unix seconds.
-    pub expires_at: i64,
-    /// The username (empty in tokens issued before names were carried).
-    pub name: String,
-}
-
-impl Caller {
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.has_role(ROLE_ADMIN)
-    }
-
-    /// PermissionDenied unless the caller has `role`.
-    pub fn require_role(&self, role: &str) -> Result<(), Failure> {
-        if self.has_role(role) { Ok(()) } else { Err(Failure::permission_denied(format!("requires role '{role}'"))) }
-    }
-
-    /// PermissionDenied unless the caller is `user_id` or an admin.
-    pub fn require_self_or_admin(&self, user_id: &str) -> Result<(), Failure> {
-        if self.user_id == user_id || self.is_admin() {
-            Ok(())
-        } else {
-            Err(Failure::permission_denied("only the user themself or an admin may see this"))
-        }
-    }
-}
+pub use crate::caller::Caller;
 
 /// Why a request is not authenticated.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -390,7 +356,7 @@ pub fn outgoing<T>(message: T) -> tonic::Request<T> {
     if let Some(tp) = allies_store::trace::current()
         && let Ok(v) = tp.parse()
     {
-        request.metadata_mut().insert(crate::context::TRACEPARENT, v);
+        request.metadata_mut().insert(crate::telemetry::TRACEPARENT, v);
     }
     request
 }

@@ -6,13 +6,13 @@ use allies_core::{CommandContext, Failure, FieldViolation, Metadata};
 use tonic::Request;
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 
 /// Metadata keys a client may send.
 pub const CORRELATION_ID: &str = "x-correlation-id";
 pub const CAUSATION_ID: &str = "x-causation-id";
 pub const COMMAND_ID: &str = "x-command-id";
-pub const TRACEPARENT: &str = "traceparent";
+pub use crate::telemetry::TRACEPARENT;
 
 /// Everything a handler needs from a request besides its message.
 #[derive(Debug, Clone)]

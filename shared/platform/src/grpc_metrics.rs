@@ -149,7 +149,7 @@ where
                 trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
         };
         if !span.is_disabled()
-            && let Some(tp) = request.headers().get(crate::context::TRACEPARENT).and_then(|v| v.to_str().ok())
+            && let Some(tp) = request.headers().get(crate::telemetry::TRACEPARENT).and_then(|v| v.to_str().ok())
         {
             use tracing_opentelemetry::OpenTelemetrySpanExt;
             let _ = span.set_parent(allies_store::trace::context_of(tp));

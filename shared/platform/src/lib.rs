@@ -12,6 +12,7 @@
 //! Must not know any bounded context's domain.
 
 pub mod auth;
+pub mod caller;
 pub mod config;
 pub mod context;
 pub mod cqrs;

@@ -21,6 +21,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::ServiceConfig;
 
+/// The W3C trace context's metadata key.
+pub const TRACEPARENT: &str = "traceparent";
+
 static PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
 
 /// Installs the global subscriber for a service. Safe to call more than once
@@ -106,7 +109,7 @@ pub fn shutdown() {
 /// The W3C `traceparent` of a request, if it carries a well-formed one
 /// (`00-<32 hex>-<16 hex>-<2 hex>`).
 pub fn traceparent_of<T>(request: &Request<T>) -> Option<String> {
-    let v = request.metadata().get(crate::context::TRACEPARENT)?.to_str().ok()?;
+    let v = request.metadata().get(TRACEPARENT)?.to_str().ok()?;
     let parts: Vec<&str> = v.split('-').collect();
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     (parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2))
@@ -146,7 +149,7 @@ impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Client
             trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
         allies_store::trace::stamp(&span);
         if let Some(tp) = allies_store::trace::traceparent_of(&span).and_then(|t| t.parse().ok()) {
-            request.headers_mut().insert(crate::context::TRACEPARENT, tp);
+            request.headers_mut().insert(TRACEPARENT, tp);
         }
         let call = tower::Service::call(&mut self.inner, request);
         Box::pin(async move {
