@@ -70,8 +70,9 @@ enum Kind {
     Text,
     Bytes,
     Message(String),
-    /// Numbers and enums: bounded by their wire size already.
-    Scalar,
+    /// Numbers and enums, with their wire type (0 varint, 1 64-bit, 5 32-bit):
+    /// bounded by their wire size already.
+    Scalar(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -129,7 +130,9 @@ impl Limits {
                         Type::String => Kind::Text,
                         Type::Bytes => Kind::Bytes,
                         Type::Message => Kind::Message(type_name(f.type_name())),
-                        _ => Kind::Scalar,
+                        Type::Double | Type::Fixed64 | Type::Sfixed64 => Kind::Scalar(1),
+                        Type::Float | Type::Fixed32 | Type::Sfixed32 => Kind::Scalar(5),
+                        _ => Kind::Scalar(0),
                     };
                     let repeated = f.label() == Label::Repeated;
                     let own = overrides.get(qualified.as_str()).copied();
@@ -175,7 +178,7 @@ impl Limits {
                 match &f.kind {
                     Kind::Text | Kind::Bytes => limit.push(format!("{} bytes", f.max_bytes)),
                     Kind::Message(t) => stack.push(t.clone()),
-                    Kind::Scalar => {}
+                    Kind::Scalar(_) => {}
                 }
                 if !limit.is_empty() {
                     rows.push((format!("{message}.{}", f.name), limit.join(", each ")));
@@ -192,48 +195,67 @@ impl Limits {
         let Some(input) = self.methods.get(path) else { return Ok(()) };
         let mut out = Vec::new();
         self.walk(input, message, "", 0, &mut out);
+        out.truncate(16);
         if out.is_empty() { Ok(()) } else { Err(out) }
     }
 
     fn walk(&self, message: &str, mut buf: &[u8], prefix: &str, depth: u32, out: &mut Vec<FieldViolation>) {
         let Some(fields) = self.messages.get(message) else { return };
+        let at = if prefix.is_empty() { "request".to_owned() } else { prefix.trim_end_matches('.').to_owned() };
+        // What the decoder would refuse, said as the caller's mistake (tonic
+        // answers a message that does not decode with INTERNAL).
+        let malformed = |out: &mut Vec<FieldViolation>, why: &str| {
+            out.push(FieldViolation::new(at.clone(), format!("is not a valid {message} message: {why}")));
+        };
         if depth > 16 {
-            out.push(FieldViolation::new(prefix.trim_end_matches('.'), "nested too deeply"));
+            out.push(FieldViolation::new(at.clone(), "nested too deeply"));
             return;
         }
         let mut counts: HashMap<u32, usize> = HashMap::new();
         while !buf.is_empty() && out.len() < 16 {
-            let Some(key) = varint(&mut buf) else { return };
+            let Some(key) = varint(&mut buf) else { return malformed(out, "a truncated field key") };
+            // Field numbers are 1 to 2^29 - 1.
+            if key >> 3 == 0 || key >> 3 > 536_870_911 {
+                return malformed(out, "a field number out of range");
+            }
             let (number, wire) = ((key >> 3) as u32, key & 7);
             let data = match wire {
                 0 => {
                     if varint(&mut buf).is_none() {
-                        return;
+                        return malformed(out, "a truncated number");
                     }
                     None
                 }
                 1 | 5 => {
                     let n = if wire == 1 { 8 } else { 4 };
                     if buf.len() < n {
-                        return;
+                        return malformed(out, "a truncated number");
                     }
                     buf = &buf[n..];
                     None
                 }
                 2 => {
-                    let Some(len) = varint(&mut buf) else { return };
-                    let Ok(len) = usize::try_from(len) else { return };
+                    let Some(len) = varint(&mut buf) else { return malformed(out, "a truncated length") };
+                    let Ok(len) = usize::try_from(len) else { return malformed(out, "a length past the end") };
                     if buf.len() < len {
-                        return;
+                        return malformed(out, "a length past the end");
                     }
                     let (data, rest) = buf.split_at(len);
                     buf = rest;
                     Some(data)
                 }
-                // Groups and unknown wire types: malformed for proto3; the decoder says so.
-                _ => return,
+                // Groups are not proto3; 6 and 7 are no wire type at all.
+                _ => return malformed(out, "a wire type proto3 does not have"),
             };
             let Some(f) = fields.get(&number) else { continue };
+            let expected = match f.kind {
+                Kind::Scalar(w) => w,
+                _ => 2,
+            };
+            // A repeated number may come packed (length-delimited).
+            if wire != expected && !(f.repeated && wire == 2 && matches!(f.kind, Kind::Scalar(_))) {
+                return malformed(out, &format!("field {} has the wrong wire type", f.name));
+            }
             let index = counts.entry(number).or_default();
             let name = if f.repeated { format!("{prefix}{}[{index}]", f.name) } else { format!("{prefix}{}", f.name) };
             *index += 1;
@@ -245,7 +267,29 @@ impl Limits {
                 Kind::Text | Kind::Bytes if data.len() > f.max_bytes => {
                     out.push(FieldViolation::new(name, format!("at most {} bytes, got {}", f.max_bytes, data.len())))
                 }
+                Kind::Text if std::str::from_utf8(data).is_err() => {
+                    out.push(FieldViolation::new(name, "is not valid UTF-8"))
+                }
                 Kind::Message(t) => self.walk(t, data, &format!("{name}."), depth + 1, out),
+                Kind::Scalar(w) => {
+                    // Packed: a run of numbers of the field's wire type.
+                    let mut packed = data;
+                    while !packed.is_empty() {
+                        let ok = match w {
+                            0 => varint(&mut packed).is_some(),
+                            1 | 5 => {
+                                let n = if *w == 1 { 8 } else { 4 };
+                                let ok = packed.len() >= n;
+                                packed = &packed[n.min(packed.len())..];
+                                ok
+                            }
+                            _ => false,
+                        };
+                        if !ok {
+                            return malformed(out, &format!("field {} is not a packed run of numbers", f.name));
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -383,6 +427,17 @@ mod tests {
             let (message, field) = name.rsplit_once('.').unwrap();
             let fields = l.messages.get(message).unwrap_or_else(|| panic!("no message {message}"));
             assert!(fields.values().any(|f| f.name == field), "no field {name}");
+        }
+    }
+
+    #[test]
+    fn a_message_that_would_not_decode_is_the_callers_mistake() {
+        let l = limits();
+        let path = "/defense_allies.timesquare.v1.GameService/EndGame";
+        // An end-group tag, a huge field number, a string as a number, bad UTF-8.
+        for bytes in [&b"\x0c"[..], b"\x80\x80\x80\x80\x80\x01", b"\x10\x05", b"\x12\x02\xff\xfe"] {
+            let v = l.check(path, bytes).unwrap_err();
+            assert!(v[0].reason.contains("not a valid") || v[0].reason.contains("UTF-8"), "{bytes:?}: {v:?}");
         }
     }
 
