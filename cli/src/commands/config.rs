@@ -160,7 +160,13 @@ pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
             print(ctx.json, &r, || {
                 let mut lines = vec![format!("version {} in force", r.version)];
                 for i in &r.instances {
-                    let mark = if i.version == r.version { "" } else { "  ← behind" };
+                    let mut mark = if i.version == r.version { String::new() } else { "  ← behind".to_owned() };
+                    if !i.not_applied.is_empty() {
+                        mark.push_str(&format!("  ← not applied: {}", i.not_applied));
+                    }
+                    if !i.alive {
+                        mark.push_str(&format!("  ← silent since {}", allies_core::calendar::utc_time(i.last_seen_ms)));
+                    }
                     lines.push(format!("  {:<11} {:<24} v{}{mark}", i.service, i.instance, i.version));
                 }
                 lines.join("\n")

@@ -377,9 +377,13 @@ impl ConfigurationService for ConfigurationApi {
                 }
                 continue;
             }
-            let (Some((service, instance)), Some((version, at))) = (who.split_once('/'), v.split_once(':')) else {
+            let mut parts = v.splitn(3, ':');
+            let (Some((service, instance)), Some(version), Some(at)) =
+                (who.split_once('/'), parts.next(), parts.next())
+            else {
                 continue;
             };
+            let not_applied = parts.next().unwrap_or_default().to_owned();
             instances.push(InstanceStatus {
                 service: service.into(),
                 instance: instance.into(),
@@ -387,6 +391,7 @@ impl ConfigurationService for ConfigurationApi {
                 applied_at_ms: at.parse().unwrap_or_default(),
                 last_seen_ms,
                 alive: now - last_seen_ms <= allies_platform::live::ALIVE_WITHIN_MS,
+                not_applied,
             });
         }
         Ok(Response::new(GetConfigurationStatusResponse { version, instances }))

@@ -144,10 +144,10 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     }));
     let live = builder.live_config();
     rules_live::install_uploaded(&store.connection()).await;
-    let (g, conn) = (game.clone(), store.connection());
+    let (g, conn, not_applied) = (game.clone(), store.connection(), builder.not_applied());
     builder.on_live_config("rules version", move |c| {
-        let (g, conn) = (g.clone(), conn.clone());
-        async move { rules_live::apply(&g, &conn, &c).await }
+        let (g, conn, not_applied) = (g.clone(), conn.clone(), not_applied.clone());
+        async move { rules_live::apply(&g, &conn, &c, &not_applied).await }
     });
     builder.add_service(GameServiceServer::new(grpc::GameApi {
         game,

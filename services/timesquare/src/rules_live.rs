@@ -48,10 +48,11 @@ pub async fn install_uploaded(conn: &RedisConn) {
 }
 
 /// Makes the configured version the one of new sessions (installing it first if needed).
-pub async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig) {
+pub async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig, not_applied: &allies_platform::live::NotApplied) {
     // Not set by an operator: the version of this instance's rules file.
     let wanted = c.int("game.rules_version", i64::from(game.deployed_rules_version)) as u32;
     if game.rules_version.load(Ordering::Relaxed) == wanted {
+        not_applied.clear("game.rules_version");
         return;
     }
     if Book::get(wanted).is_none() {
@@ -64,8 +65,14 @@ pub async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig) {
     }
     if Book::get(wanted).is_some() {
         game.rules_version.store(wanted, Ordering::Relaxed);
+        not_applied.clear("game.rules_version");
         tracing::info!(rules_version = wanted, "new sessions use rules version {wanted}");
     } else {
+        let current = game.rules_version.load(Ordering::Relaxed);
+        not_applied.set(
+            "game.rules_version",
+            format!("rules version {wanted} is not available here: new sessions keep version {current}"),
+        );
         tracing::warn!(
             rules_version = wanted,
             "the configured rules version is not available; keeping the current one"

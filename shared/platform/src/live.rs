@@ -34,6 +34,31 @@ pub const ALIVE_WITHIN_MS: i64 = 15_000;
 pub const DEPARTED_AFTER_MS: i64 = 5 * 60_000;
 const POLL: Duration = Duration::from_millis(250);
 
+/// What of the version in force this instance could not apply, by key, with
+/// why (a rules version it does not have, say): reported with the applied
+/// version, so "applied" in the fleet's status means in force, or says why not.
+#[derive(Debug, Clone, Default)]
+pub struct NotApplied(Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>);
+
+impl NotApplied {
+    pub fn set(&self, key: &str, why: impl Into<String>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key.to_owned(), why.into());
+        }
+    }
+
+    pub fn clear(&self, key: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// Every reason, one line (empty: all of it is in force).
+    pub fn summary(&self) -> String {
+        self.0.lock().map(|m| m.values().cloned().collect::<Vec<_>>().join("; ")).unwrap_or_default()
+    }
+}
+
 /// A version of the fleet's configuration (version 0: every default).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LiveConfig {
@@ -90,6 +115,7 @@ async fn report(
     instance: &str,
     http: &str,
     version: u64,
+    not_applied: &str,
 ) -> redis::RedisResult<()> {
     let now = crate::context::now_ms();
     let who = format!("{service}/{instance}");
@@ -97,7 +123,7 @@ async fn report(
         .cmd("HSET")
         .arg(APPLIED)
         .arg(&who)
-        .arg(format!("{version}:{now}"))
+        .arg(format!("{version}:{now}:{not_applied}"))
         .ignore()
         .cmd("HSET")
         .arg(INSTANCES)
@@ -130,6 +156,7 @@ pub async fn follow(
     instance: String,
     http: String,
     tx: Arc<watch::Sender<Arc<LiveConfig>>>,
+    not_applied: NotApplied,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conn = store.connection();
@@ -153,9 +180,10 @@ pub async fn follow(
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "cannot read the configuration; retrying"),
         }
-        let version = tx.borrow().version;
-        if reported != Some(version) && report(&mut conn, &service, &instance, &http, version).await.is_ok() {
-            reported = Some(version);
+        let now = (tx.borrow().version, not_applied.summary());
+        if reported.as_ref() != Some(&now) && report(&mut conn, &service, &instance, &http, now.0, &now.1).await.is_ok()
+        {
+            reported = Some(now);
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}

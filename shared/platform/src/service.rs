@@ -84,6 +84,8 @@ pub struct ServiceBuilder {
     live: Arc<watch::Sender<Arc<crate::live::LiveConfig>>>,
     /// Maintenance mode's switch, shared by the executor and its handles.
     gate: allies_store::WritesGate,
+    /// What this instance could not apply of the configuration in force.
+    not_applied: crate::live::NotApplied,
 }
 
 /// Connects the event store, retrying with backoff for up to 30 s so that a
@@ -158,12 +160,14 @@ impl ServiceBuilder {
             subscriber_metrics: None,
             live,
             gate,
+            not_applied: Default::default(),
         };
         let (store, tx) = (builder.store.clone(), builder.live.clone());
         let (service, instance) = (builder.config.name.clone(), builder.config.instance.clone());
         let http = builder.config.http_listen.to_string();
+        let not_applied = builder.not_applied.clone();
         builder.background("live configuration", move |stop| {
-            crate::live::follow(store, service, instance, http, tx, stop)
+            crate::live::follow(store, service, instance, http, tx, not_applied, stop)
         });
         // Maintenance mode (`maintenance.writes_paused`), applied with the
         // version that sets it: within a second on every instance.
@@ -204,6 +208,12 @@ impl ServiceBuilder {
     /// [`replies`](crate::replies)), kept for the idempotency TTL.
     pub fn replies(&self) -> Arc<crate::replies::Replies> {
         Arc::new(crate::replies::Replies::redis(self.store.connection(), self.config.cqrs.idempotency_ttl))
+    }
+
+    /// Where a service says what of the configuration in force it could not
+    /// apply (reported with its applied version).
+    pub fn not_applied(&self) -> crate::live::NotApplied {
+        self.not_applied.clone()
     }
 
     /// The access-token verifier.

@@ -424,3 +424,41 @@ async fn deployment_values_survive_changes_sources_are_shown_and_bad_or_unrecord
     let s = status(&mut config, &admin).await;
     assert!(s.instances.iter().all(|i| i.service != "timesquare"), "a departed instance is listed: {s:?}");
 }
+
+/// "Applied" means in force, or says why not: a rules version one replica
+/// ships and another does not have is reported as not applied by the latter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_cannot_apply_a_version_says_why_in_the_status() {
+    let fleet = Fleet::start(&[]);
+    let admin = fleet.admin().await;
+    // A second timesquare ships rules version 2 (a rolling upgrade half done).
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/game-rules.yaml")).unwrap();
+    let v2 = dir.path().join("rules-v2.yaml");
+    std::fs::write(&v2, shipped.replace("rules_version: 1", "rules_version: 2")).unwrap();
+    let newer = fleet.replica("timesquare", &[("TIMESQUARE_RULES", v2.to_str().unwrap())]);
+    let mut config = Config::new(fleet.channel("command").await);
+    let v = config.get_configuration(bearer(GetConfigurationRequest {}, &admin)).await.unwrap().into_inner().version;
+    let change = UpdateConfigurationRequest {
+        expected_version: v,
+        changes: std::collections::BTreeMap::from([("game.rules_version".to_owned(), "2".to_owned())]),
+        reason: "new rules".into(),
+    };
+    let v = config.update_configuration(bearer(change, &admin)).await.expect("version 2 is shipped by one replica");
+    let version = v.into_inner().version;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = status(&mut config, &admin).await;
+        let ts: Vec<&InstanceStatus> = s.instances.iter().filter(|i| i.service == "timesquare").collect();
+        let old = ts.iter().find(|i| !i.not_applied.is_empty());
+        let new = ts.iter().find(|i| i.version == version && i.not_applied.is_empty());
+        if let (Some(old), Some(_)) = (old, new) {
+            assert!(old.not_applied.contains("rules version 2 is not available here"), "{old:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the status does not tell: {ts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(newer);
+}
