@@ -12,6 +12,7 @@ use allies_contracts::command::v1::configuration_service_server::ConfigurationSe
 use allies_contracts::command::v1::game_statistics_service_server::GameStatisticsServiceServer;
 use allies_platform::{Service, ServiceBuilder, ServiceConfig};
 
+pub mod attempt;
 pub mod configuration;
 pub mod jobs;
 pub mod maintenance;

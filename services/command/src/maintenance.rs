@@ -26,7 +26,7 @@ use command_domain::configuration::{Configuration, ConfigurationCommand, Configu
 use command_domain::job::JobCommand;
 use tonic::transport::Channel;
 
-use crate::jobs::{Attempt, Stop, credential_key};
+use crate::attempt::{Attempt, Stop, credential_key};
 
 pub struct Maintenance {
     pub conn: RedisConn,

@@ -25,7 +25,7 @@ use allies_store::{EventStore, Priority, RecordedEvent, RedisConn, keys};
 use command_domain::job::Artifact;
 use serde_json::{Value, json};
 
-use crate::jobs::{Attempt, CHUNK, Stop, data_key};
+use crate::attempt::{Attempt, CHUNK, Stop, data_key};
 
 const DAY_MS: i64 = 86_400_000;
 /// Entries read per XRANGE.

@@ -193,10 +193,10 @@ impl Game {
             if let GameEvent::WaveStarted(w) = e {
                 let mut conn = self.store.connection();
                 let added: redis::RedisResult<i64> = redis::cmd("ZADD")
-                    .arg(crate::sweeper::DUE)
+                    .arg(crate::wave_schedule::DUE)
                     .arg("NX")
                     .arg(w.started_at_ms)
-                    .arg(crate::sweeper::member(&done.session_id, w.wave))
+                    .arg(crate::wave_schedule::member(&done.session_id, w.wave))
                     .query_async(&mut conn)
                     .await;
                 if let Err(e) = added {
@@ -275,7 +275,9 @@ pub fn publications(state: &GameSession, events: &[GameEvent], format: allies_co
     events
         .iter()
         .filter_map(|e| match e {
-            GameEvent::WaveStarted(_) => encode(crate::sweeper::TOPIC, Priority::High, NewEvent::encode_as(e, format)),
+            GameEvent::WaveStarted(_) => {
+                encode(crate::wave_schedule::TOPIC, Priority::High, NewEvent::encode_as(e, format))
+            }
             GameEvent::Started(g) => {
                 let out = Out::Started(v1::GameStarted {
                     session_id: state.id.clone(),

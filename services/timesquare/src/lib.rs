@@ -30,6 +30,7 @@ pub mod sweeper;
 pub mod ticket_watch;
 pub mod view;
 pub mod watch;
+pub mod wave_schedule;
 
 /// Builds Timesquare on `config` (binds its ports; run it with `run_until`).
 /// The longest reason EndGame takes (the API's default string limit).

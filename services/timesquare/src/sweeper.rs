@@ -26,10 +26,7 @@ use tokio::sync::watch;
 
 use crate::game::Game;
 
-pub const DUE: &str = "ts:waves:due";
-pub const GROUP: &str = "ts.waves";
-/// The topic started waves are published on.
-pub const TOPIC: &str = "ts.waves";
+pub use crate::wave_schedule::{DUE, GROUP, TOPIC, member};
 
 const CLAIM: &str = r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -58,11 +55,6 @@ impl Handler for Scheduler {
             redis::cmd("ZADD").arg(DUE).arg("NX").arg(at).arg(member(id, w.wave)).query_async(&mut conn).await;
         r.map(|_| ()).map_err(HandlerError::of)
     }
-}
-
-/// The set member of a session's wave.
-pub fn member(session_id: &str, wave: u32) -> String {
-    format!("{session_id}:{wave}")
 }
 
 /// Sessions with a running wave (for the `allies_waves_running` gauge).
