@@ -13,6 +13,7 @@ pub mod matching;
 pub mod matchmaker;
 pub mod party;
 pub mod player;
+pub mod prng;
 pub mod rating;
 pub mod replay;
 pub mod rules;

@@ -198,6 +198,51 @@ impl Map {
 }
 
 /// Whether a cell lies in a zone.
+/// One enemy to spawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spawn {
+    pub tick: u32,
+    pub enemy: String,
+    pub hp: i64,
+    pub shield: i64,
+    pub speed: i64,
+    pub bounty: i64,
+    pub leak_damage: i64,
+    pub armor: i64,
+}
+
+/// The enemies of `wave` on `map` at `difficulty`, in spawn order, with
+/// their spawn ticks (jittered by the seeded PRNG).
+pub fn spawn_schedule(rules: &Rules, map: &Map, wave: u32, difficulty: &str, seed: u64) -> Vec<Spawn> {
+    let d = rules.difficulties.get(difficulty).or_else(|| rules.difficulties.values().next());
+    let (hp_pct, speed_pct, bounty_pct) =
+        d.map(|d| (d.enemy_hp_pct, d.enemy_speed_pct, d.bounty_pct)).unwrap_or((100, 100, 100));
+    let mut rng = crate::prng::Rng(seed);
+    let mut out: Vec<(u32, usize, u32, Spawn)> = Vec::new();
+    for (gi, g) in map.spawn_groups.iter().enumerate() {
+        let active = wave >= g.begin && g.end.is_none_or(|e| wave <= e) && (wave - g.begin).is_multiple_of(g.every);
+        let Some(e) = rules.enemies.get(&g.enemy).filter(|_| active) else { continue };
+        let n = g.count + (wave - g.begin) * g.count_per_wave_pm / 1000;
+        let grown = |base: i64, pct: i64| base * (100 + pct * i64::from(wave - 1)) / 100;
+        for j in 0..n {
+            let tick = 1 + g.delay_ticks + j * g.interval_ticks + rng.up_to(map.spawn_spread_ticks);
+            let spawn = Spawn {
+                tick,
+                enemy: g.enemy.clone(),
+                hp: (grown(e.hp, g.hp_per_wave_pct) * hp_pct / 100).max(1),
+                shield: e.shield + g.shield_per_wave * i64::from(wave - 1),
+                speed: (e.speed * speed_pct / 100).max(1),
+                bounty: e.bounty * bounty_pct / 100,
+                leak_damage: e.leak_damage,
+                armor: e.armor,
+            };
+            out.push((tick, gi, j, spawn));
+        }
+    }
+    out.sort_by_key(|(tick, gi, j, _)| (*tick, *gi, *j));
+    out.into_iter().map(|(_, _, _, s)| s).collect()
+}
+
 pub fn in_zone(zone: &[Rect], x: i32, y: i32) -> bool {
     zone.iter().any(|[x0, y0, x1, y1]| (*x0..=*x1).contains(&x) && (*y0..=*y1).contains(&y))
 }
@@ -216,7 +261,7 @@ impl Rules {
     /// A stable fingerprint of the content: FNV-1a 64 of its canonical JSON.
     pub fn content_hash(&self) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        format!("{:016x}", crate::sim::fnv(&json))
+        format!("{:016x}", crate::prng::fnv(&json))
     }
 
     /// Checks everything the game relies on, naming the key at fault.
@@ -400,7 +445,7 @@ impl Rules {
             }
         }
         for wave in 1..=m.waves {
-            if crate::sim::spawn_schedule(self, m, wave, "normal", 0).is_empty() {
+            if spawn_schedule(self, m, wave, "normal", 0).is_empty() {
                 return Err(bad(format!("{key}.spawn_groups"), format!("wave {wave} spawns no enemy")));
             }
         }

@@ -17,86 +17,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::prng::{Rng, fnv, wave_seed};
 use crate::rules::{Map, Rules, TILE};
-
-/// FNV-1a 64: stable across platforms and releases.
-pub fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// SplitMix64: a small, well-mixed, seedable PRNG.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..=max`.
-    pub fn up_to(&mut self, max: u32) -> u32 {
-        if max == 0 { 0 } else { (self.next_u64() % (u64::from(max) + 1)) as u32 }
-    }
-}
-
-/// The seed of a wave: the session's seed mixed with the wave number.
-pub fn wave_seed(session_seed: u64, wave: u32) -> u64 {
-    let mut r = Rng(session_seed ^ (u64::from(wave) << 32 | u64::from(wave)));
-    r.next_u64()
-}
-
-/// One enemy to spawn.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Spawn {
-    pub tick: u32,
-    pub enemy: String,
-    pub hp: i64,
-    pub shield: i64,
-    pub speed: i64,
-    pub bounty: i64,
-    pub leak_damage: i64,
-    pub armor: i64,
-}
-
-/// The enemies of `wave` on `map` at `difficulty`, in spawn order, with
-/// their spawn ticks (jittered by the seeded PRNG).
-pub fn spawn_schedule(rules: &Rules, map: &Map, wave: u32, difficulty: &str, seed: u64) -> Vec<Spawn> {
-    let d = rules.difficulties.get(difficulty).or_else(|| rules.difficulties.values().next());
-    let (hp_pct, speed_pct, bounty_pct) =
-        d.map(|d| (d.enemy_hp_pct, d.enemy_speed_pct, d.bounty_pct)).unwrap_or((100, 100, 100));
-    let mut rng = Rng(seed);
-    let mut out: Vec<(u32, usize, u32, Spawn)> = Vec::new();
-    for (gi, g) in map.spawn_groups.iter().enumerate() {
-        let active = wave >= g.begin && g.end.is_none_or(|e| wave <= e) && (wave - g.begin).is_multiple_of(g.every);
-        let Some(e) = rules.enemies.get(&g.enemy).filter(|_| active) else { continue };
-        let n = g.count + (wave - g.begin) * g.count_per_wave_pm / 1000;
-        let grown = |base: i64, pct: i64| base * (100 + pct * i64::from(wave - 1)) / 100;
-        for j in 0..n {
-            let tick = 1 + g.delay_ticks + j * g.interval_ticks + rng.up_to(map.spawn_spread_ticks);
-            let spawn = Spawn {
-                tick,
-                enemy: g.enemy.clone(),
-                hp: (grown(e.hp, g.hp_per_wave_pct) * hp_pct / 100).max(1),
-                shield: e.shield + g.shield_per_wave * i64::from(wave - 1),
-                speed: (e.speed * speed_pct / 100).max(1),
-                bounty: e.bounty * bounty_pct / 100,
-                leak_damage: e.leak_damage,
-                armor: e.armor,
-            };
-            out.push((tick, gi, j, spawn));
-        }
-    }
-    out.sort_by_key(|(tick, gi, j, _)| (*tick, *gi, *j));
-    out.into_iter().map(|(_, _, _, s)| s).collect()
-}
+pub use crate::rules::{Spawn, spawn_schedule};
 
 /// Integer square root (floor).
 pub fn isqrt(n: i64) -> i64 {

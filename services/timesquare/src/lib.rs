@@ -98,7 +98,6 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         mm_settings,
         config.instance.clone(),
     ));
-    let _ = players.matchmaking.set(mm.clone());
     let watch =
         watch::Watch::new(store.clone(), target.clone(), settings.watch_buffer, settings.frame, builder.stopping());
     let tickets = ticket_watch::TicketWatch::new(store.clone(), target, config.partitions, builder.stopping());
@@ -115,7 +114,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         "ts.users",
         "user",
         Some(guardian::integration::TOPIC),
-        Arc::new(players::UsersTopic { players: players.clone() }),
+        Arc::new(players::UsersTopic { players: players.clone(), tickets: mm.clone() }),
     )?;
     builder.subscribe(
         "ts.players",

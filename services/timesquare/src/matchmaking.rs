@@ -523,6 +523,12 @@ impl Matchmaking {
     }
 }
 
+impl crate::players::TicketCanceller for Matchmaking {
+    async fn cancel_locked_out(&self, ticket: &str, ctx: &RequestContext) -> Result<()> {
+        self.cancel_ticket(ticket, "guardian", "locked_out", ctx).await.map(|_| ())
+    }
+}
+
 /// `ts.tickets`: keeps the waiting set and reacts to a ticket's end.
 pub struct TicketReactions {
     pub mm: Arc<Matchmaking>,

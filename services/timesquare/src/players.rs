@@ -26,13 +26,21 @@ use crate::error::Result;
 
 pub struct Players {
     pub handles: Handles<Player>,
-    /// Cancels a locked-out player's ticket.
-    pub matchmaking: std::sync::OnceLock<Arc<crate::matchmaking::Matchmaking>>,
+}
+
+/// What a lockout does to the ticket of a queued player: matchmaking
+/// cancels it (injected, so players need not know matchmaking).
+pub trait TicketCanceller: Send + Sync + 'static {
+    fn cancel_locked_out(
+        &self,
+        ticket: &str,
+        ctx: &RequestContext,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
 }
 
 impl Players {
     pub fn new(handles: Handles<Player>) -> Self {
-        Self { handles, matchmaking: std::sync::OnceLock::new() }
+        Self { handles }
     }
 
     pub async fn run(&self, user_id: &str, command: PlayerCommand, ctx: &RequestContext) -> Result<Executed<Player>> {
@@ -66,11 +74,13 @@ impl Players {
 }
 
 /// `ts.users`: guardian's users topic.
-pub struct UsersTopic {
+pub struct UsersTopic<T> {
     pub players: Arc<Players>,
+    /// Cancels a locked-out player's ticket.
+    pub tickets: Arc<T>,
 }
 
-impl Handler for UsersTopic {
+impl<T: TicketCanceller> Handler for UsersTopic<T> {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let e = event.decode::<UserIntegrationEvent>().map_err(HandlerError::of)?;
         let ctx = |step: &str| RequestContext::reaction(&e, step);
@@ -90,10 +100,8 @@ impl Handler for UsersTopic {
                 self.players.ensure(&l.user_id, &ctx("ensure")).await.map_err(HandlerError::of)?;
                 let command = PlayerCommand::Lock { until_ms: l.locked_until_ms, at_ms: l.at_ms };
                 let done = self.players.run(&l.user_id, command, &ctx("lock")).await.map_err(HandlerError::of)?;
-                if let (Some(ticket), Some(mm)) = (done.state.ticket.clone(), self.players.matchmaking.get()) {
-                    mm.cancel_ticket(&ticket, "guardian", "locked_out", &ctx("cancel-ticket"))
-                        .await
-                        .map_err(HandlerError::of)?;
+                if let Some(ticket) = done.state.ticket.clone() {
+                    self.tickets.cancel_locked_out(&ticket, &ctx("cancel-ticket")).await.map_err(HandlerError::of)?;
                 }
             }
             UserIntegrationEvent::Unlocked(u) => {
