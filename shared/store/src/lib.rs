@@ -7,8 +7,9 @@
 //!   aggregate stream, partition log, integration streams, idempotency
 //!   record) and [`MemoryEventStore`] for application tests;
 //! - [`load()`] (per storage strategy; the one fold) and time travel;
-//! - [`executor`] (the command loop) and [`handle`] (hot aggregates kept
-//!   in memory);
+//! - [`executor`] (the one command loop) and [`handle`] (hot aggregates
+//!   kept in memory, on the same loop); the loop's outcome types, options
+//!   and maintenance gate beside it;
 //! - [`subscriber`] (consumer groups: reader, retry, dead letters,
 //!   positions), [`breaker`], [`priority`] (integration topics);
 //! - [`keys`] (the Redis layout), [`conn`] (single Redis or Cluster),
@@ -24,11 +25,14 @@ pub mod conn;
 mod error;
 mod event;
 pub mod executor;
+mod gate;
 pub mod handle;
 pub mod keys;
 mod load;
 mod memory;
 pub mod metrics;
+mod options;
+mod outcome;
 pub mod pages;
 pub mod priority;
 mod redis_store;
@@ -41,7 +45,10 @@ pub mod tunable;
 pub use conn::{RedisConn, RedisTarget};
 pub use error::{AppendError, StoreError, redis_errors};
 pub use event::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, NewEvent, RecordedEvent, checksum};
-pub use executor::{CommandExecutor, ExecuteError, Executed, Options, WritesGate};
+pub use executor::{CommandExecutor, Warm};
+pub use gate::WritesGate;
+pub use options::{Options, Publish, StateFields};
+pub use outcome::{ExecuteError, Executed};
 pub use handle::{AggregateHandle, Handles};
 pub use load::{EventStoreExt, Loaded, catch_up, fold, load, load_as_of, save_snapshot};
 pub use memory::MemoryEventStore;

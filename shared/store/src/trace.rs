@@ -70,3 +70,24 @@ pub fn stamp(span: &tracing::Span) {
         span.record("span_id", tracing::field::display(sc.span_id()));
     }
 }
+
+/// The producer span of an append to `log` (OTel messaging conventions:
+/// "{operation} {destination}", the real stream), and the metadata its
+/// events carry: the command's, with this span as their `traceparent`
+/// when OpenTelemetry records it.
+pub(crate) fn append_span(
+    log: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    metadata: &allies_core::Metadata,
+) -> (tracing::Span, Option<allies_core::Metadata>) {
+    let span = tracing::trace_span!(target: TARGET, "append",
+        otel.name = %format_args!("send {log}"), otel.kind = "producer",
+        messaging.system = "redis", messaging.operation.type = "send", messaging.operation.name = "send",
+        messaging.destination.name = %log,
+        aggregate.type = aggregate_type, aggregate.id = %aggregate_id,
+        trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+    stamp(&span);
+    let traced = traceparent_of(&span).map(|tp| allies_core::Metadata { traceparent: Some(tp), ..metadata.clone() });
+    (span, traced)
+}
