@@ -33,6 +33,14 @@ pub enum ConfigCommand {
         #[arg(long)]
         expect: Option<u64>,
     },
+    /// Every setting of the fleet, from its one table: the environment
+    /// variable and cqrs.yaml path that set it at deployment, whether the
+    /// live configuration can change it (and who applies it), its type,
+    /// range, default and unit. Needs no fleet.
+    Keys {
+        /// Only the settings whose name, variable or path contains this.
+        filter: Option<String>,
+    },
     /// Who changed what, when and why (newest first).
     History,
     /// Which instance of which service runs which version.
@@ -77,7 +85,45 @@ fn show(v: &ConfigurationView) -> String {
     lines.join("\n")
 }
 
+/// The settings table as text.
+fn keys(rows: &[&allies_core::settings::Setting]) -> String {
+    let mut lines = vec![
+        "precedence: environment variable, else cqrs.yaml, else the default; a live setting follows the live \
+         configuration once an operator sets it (allies config set)"
+            .to_owned(),
+    ];
+    for s in rows {
+        let default = if s.default.is_empty() { "(derived)" } else { s.default };
+        let live = if s.is_live() { format!("live: {}", s.live.join(", ")) } else { "deployment only".into() };
+        lines.push(format!("{}  [{}] default {default} {}  {live}", s.name, s.allowed(), s.unit));
+        let mut from = Vec::new();
+        if let Some(e) = s.env {
+            from.push(format!("env {e}"));
+        }
+        if let Some(y) = s.yaml {
+            from.push(format!("cqrs.yaml {y}"));
+        }
+        if !from.is_empty() {
+            lines.push(format!("    {}", from.join(", ")));
+        }
+        lines.push(format!("    {} (read by {})", s.description, s.services.join(", ")));
+    }
+    lines.join("\n")
+}
+
 pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
+    if let ConfigCommand::Keys { filter } = c {
+        let f = filter.as_deref().unwrap_or("").to_ascii_lowercase();
+        let rows: Vec<_> = allies_core::settings::ALL
+            .iter()
+            .copied()
+            .filter(|s| {
+                [Some(s.name), s.env, s.yaml].into_iter().flatten().any(|n| n.to_ascii_lowercase().contains(&f))
+            })
+            .collect();
+        print(ctx.json, &rows, || keys(&rows));
+        return Ok(());
+    }
     if let ConfigCommand::Flag { name } = c {
         use allies_contracts::command::v1::feature_flag_service_client::FeatureFlagServiceClient;
         let mut flags = FeatureFlagServiceClient::new(ctx.channel(&ctx.command).await?);
@@ -142,7 +188,7 @@ pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
                 lines.join("\n")
             });
         }
-        ConfigCommand::Flag { .. } => unreachable!("answered above"),
+        ConfigCommand::Flag { .. } | ConfigCommand::Keys { .. } => unreachable!("answered above"),
         ConfigCommand::Rules { file, activate, reason } => {
             let yaml = std::fs::read_to_string(file)
                 .map_err(|e| Failure::local(format!("cannot read {}: {e}", file.display())))?;

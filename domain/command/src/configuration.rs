@@ -11,171 +11,33 @@ use allies_contracts::command::events::{CONFIGURATION_TYPE, ConfigurationEvent};
 use allies_core::{Aggregate, ErrorCode, FieldViolation, RuleViolation, ServiceError};
 use serde::{Deserialize, Serialize};
 
-/// One key of the schema: an integer in a range with a default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Key {
-    pub name: &'static str,
-    pub min: i64,
-    pub max: i64,
-    pub default: i64,
-    pub description: &'static str,
-    /// The services that apply it live.
-    pub applied_by: &'static [&'static str],
+/// One key of the schema: a live setting of the fleet's one settings table
+/// (`allies_core::settings`), an integer in a range with a default.
+pub use allies_core::settings::Setting as Key;
+
+/// The schema: every key the fleet can be configured with live — the
+/// table's live settings, so a key, its range and its default are declared
+/// once for the deployment and the live configuration.
+pub fn schema() -> impl Iterator<Item = &'static Key> {
+    allies_core::settings::live()
 }
 
-/// The schema: every key the fleet can be configured with.
-pub const SCHEMA: &[Key] = &[
-    Key {
-        name: "auth.rate_per_username",
-        min: 1,
-        max: 1_000_000,
-        default: 10,
-        description: "login attempts per username per window",
-        applied_by: &["guardian"],
-    },
-    Key {
-        name: "auth.rate_per_client",
-        min: 1,
-        max: 1_000_000,
-        default: 30,
-        description: "login attempts per client address per window",
-        applied_by: &["guardian"],
-    },
-    Key {
-        name: "auth.rate_window_secs",
-        min: 1,
-        max: 86_400,
-        default: 60,
-        description: "the login rate limits' window",
-        applied_by: &["guardian"],
-    },
-    Key {
-        name: "auth.lockout_max_failures",
-        min: 1,
-        max: 1_000,
-        default: 5,
-        description: "failed logins before an account locks",
-        applied_by: &["guardian"],
-    },
-    Key {
-        name: "auth.lockout_secs",
-        min: 1,
-        max: 86_400,
-        default: 900,
-        description: "how long a locked account stays locked",
-        applied_by: &["guardian"],
-    },
-    Key {
-        name: "matchmaking.window",
-        min: 0,
-        max: 5_000,
-        default: 100,
-        description: "the matchmaker's initial rating window",
-        applied_by: &["timesquare"],
-    },
-    Key {
-        name: "matchmaking.ticket_ttl_secs",
-        min: 1,
-        max: 86_400,
-        default: 120,
-        description: "a ticket not matched by then expires",
-        applied_by: &["timesquare"],
-    },
-    Key {
-        name: "game.commands_per_second",
-        min: 0,
-        max: 10_000,
-        default: 20,
-        description: "game commands a player may send per second on average (0: no limit)",
-        applied_by: &["timesquare"],
-    },
-    Key {
-        name: "game.commands_burst",
-        min: 1,
-        max: 10_000,
-        default: 40,
-        description: "game commands a player may send at once",
-        applied_by: &["timesquare"],
-    },
-    Key {
-        name: "matchmaking.requests_per_minute",
-        min: 0,
-        max: 60_000,
-        default: 60,
-        description: "matchmaking requests (find, cancel, confirm) a player may send per minute (0: no limit)",
-        applied_by: &["timesquare"],
-    },
-    Key {
-        name: "matchmaking.requests_burst",
-        min: 1,
-        max: 10_000,
-        default: 10,
-        description: "matchmaking requests a player may send at once",
-        applied_by: &["timesquare"],
-    },
-    Key {
-        name: "projector.retry_max_attempts",
-        min: 1,
-        max: 100,
-        default: 5,
-        description: "deliveries of an entry before it is dead-lettered",
-        applied_by: &["projector"],
-    },
-    Key {
-        name: "projector.breaker_failures",
-        min: 1,
-        max: 10_000,
-        default: 10,
-        description: "consecutive failures that open a projection's breaker",
-        applied_by: &["projector"],
-    },
-    Key {
-        name: "projector.breaker_open_ms",
-        min: 1,
-        max: 3_600_000,
-        default: 5_000,
-        description: "how long an open breaker stays open",
-        applied_by: &["projector"],
-    },
-    Key {
-        name: "maintenance.writes_paused",
-        min: 0,
-        max: 1,
-        default: 0,
-        description: "maintenance mode: 1 pauses every client's writes (UNAVAILABLE with retry info), reads go on",
-        applied_by: &["guardian", "timesquare"],
-    },
-    Key {
-        name: "maintenance.retry_after_secs",
-        min: 1,
-        max: 3_600,
-        default: 30,
-        description: "in maintenance mode, when a refused write should retry",
-        applied_by: &["guardian", "timesquare"],
-    },
-    Key {
-        name: "game.rules_version",
-        min: 1,
-        max: 1_000_000,
-        default: 1,
-        description: "the rules version new game sessions use",
-        applied_by: &["timesquare"],
-    },
-];
-
 pub fn key(name: &str) -> Option<&'static Key> {
-    SCHEMA.iter().find(|k| k.name == name)
+    allies_core::settings::by_name(name).filter(|k| k.is_live())
 }
 
 /// Every key's default.
 pub fn defaults() -> BTreeMap<String, String> {
-    SCHEMA.iter().map(|k| (k.name.to_owned(), k.default.to_string())).collect()
+    schema().map(|k| (k.name.to_owned(), k.default.to_owned())).collect()
 }
 
-/// The value of `name` in `values` (its default when absent or unusable).
-pub fn int(values: &HashMap<String, String>, name: &str) -> i64 {
-    let Some(k) = key(name) else { return 0 };
-    values.get(name).and_then(|v| v.parse::<i64>().ok()).filter(|v| (k.min..=k.max).contains(v)).unwrap_or(k.default)
+/// The value of `key` in `values` (its default when absent or unusable).
+pub fn int(values: &HashMap<String, String>, key: &Key) -> i64 {
+    values
+        .get(key.name)
+        .filter(|v| key.check(v).is_ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| key.int_default())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -257,11 +119,8 @@ pub fn validate(name: &str, value: &str) -> Result<String, String> {
     let Some(k) = key(name) else {
         return Err("unknown key".into());
     };
-    let v: i64 = value.trim().parse().map_err(|_| format!("must be an integer, got '{value}'"))?;
-    if !(k.min..=k.max).contains(&v) {
-        return Err(format!("must be {} to {}, got {v}", k.min, k.max));
-    }
-    Ok(v.to_string())
+    k.check(value).map_err(|reason| format!("{reason}, got '{}'", value.trim()))?;
+    Ok(value.trim().parse::<i64>().map(|v| v.to_string()).unwrap_or_default())
 }
 
 fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<ConfigurationChange> {
@@ -449,7 +308,7 @@ mod tests {
             .then_err(ConfigurationError::VersionMismatch { expected: 3, actual: 0 });
         let s = updated(&Configuration::default(), update(0, &[("auth.rate_per_username", " 3 ")], "brute force"));
         assert_eq!((s.version, s.values["auth.rate_per_username"].as_str()), (1, "3"));
-        assert_eq!(s.values.len(), SCHEMA.len(), "every key is in force");
+        assert_eq!(s.values.len(), schema().count(), "every key is in force");
         let events = Configuration::default().decide(&update(0, &[("auth.rate_per_username", "3")], "x")).unwrap();
         let ConfigurationEvent::Updated(u) = &events[0] else { panic!() };
         assert_eq!(
@@ -530,10 +389,10 @@ mod tests {
     #[test]
     fn a_value_read_back_is_the_default_when_missing_or_unusable() {
         let mut values = HashMap::new();
-        assert_eq!(int(&values, "auth.rate_per_username"), 10);
+        assert_eq!(int(&values, &allies_core::settings::RATE_PER_USERNAME), 10);
         values.insert("auth.rate_per_username".to_owned(), "4".to_owned());
-        assert_eq!(int(&values, "auth.rate_per_username"), 4);
+        assert_eq!(int(&values, &allies_core::settings::RATE_PER_USERNAME), 4);
         values.insert("auth.rate_per_username".to_owned(), "0".to_owned());
-        assert_eq!(int(&values, "auth.rate_per_username"), 10);
+        assert_eq!(int(&values, &allies_core::settings::RATE_PER_USERNAME), 10);
     }
 }

@@ -1,5 +1,5 @@
 //! The operations context's domain.
 
 pub mod configuration;
-pub mod flags;
+pub use allies_core::flags;
 pub mod job;

@@ -22,4 +22,4 @@ pub mod sim;
 pub mod ticket;
 
 pub use rules::{Book, Rules, RulesError};
-pub use session::{GameCommand, GameError, GameSession, Phase, Who};
+pub use session::{GameCommand, GameError, GameSession, Phase, TowerAct, Who};

@@ -857,6 +857,28 @@ impl GameSession {
     }
 }
 
+/// What a tower command (place, upgrade, sell) did: the tower and the tick,
+/// as the answer to the player needs them — the tower id of a placement is
+/// only known once decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TowerAct {
+    pub tower_id: u32,
+    pub tick: u32,
+}
+
+impl TowerAct {
+    /// The tower act among a command's events (the last one: the events
+    /// before it settle the game up to the command's tick).
+    pub fn of(events: &[GameEvent]) -> Option<Self> {
+        events.iter().rev().find_map(|e| match e {
+            GameEvent::TowerPlaced(t) => Some(Self { tower_id: t.tower_id, tick: t.tick }),
+            GameEvent::TowerUpgraded(t) => Some(Self { tower_id: t.tower_id, tick: t.tick }),
+            GameEvent::TowerSold(t) => Some(Self { tower_id: t.tower_id, tick: t.tick }),
+            _ => None,
+        })
+    }
+}
+
 impl Aggregate for GameSession {
     const TYPE: &'static str = "game_session";
     type Command = GameCommand;

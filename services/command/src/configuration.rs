@@ -13,7 +13,7 @@ use allies_platform::auth::Authenticator;
 use allies_platform::live::APPLIED;
 use allies_platform::status::OrStatus;
 use allies_store::{CommandExecutor, RedisConn, StoreError};
-use command_domain::configuration::{Configuration, ConfigurationCommand, SCHEMA, Who, defaults};
+use command_domain::configuration::{Configuration, ConfigurationCommand, Who, defaults, schema};
 use tonic::{Request, Response, Status};
 
 pub struct ConfigurationApi {
@@ -29,17 +29,16 @@ fn view(c: &Configuration) -> ConfigurationView {
     values.extend(c.values.clone());
     ConfigurationView {
         version: c.version,
-        keys: SCHEMA
-            .iter()
+        keys: schema()
             .map(|k| ConfigurationKey {
                 key: k.name.into(),
                 kind: "int".into(),
-                min: k.min,
-                max: k.max,
-                default_value: k.default.to_string(),
+                min: k.range().map_or(0, |r| r.0),
+                max: k.range().map_or(0, |r| r.1),
+                default_value: k.default.to_owned(),
                 value: values.get(k.name).cloned().unwrap_or_default(),
                 description: k.description.into(),
-                applied_by: k.applied_by.iter().map(|s| s.to_string()).collect(),
+                applied_by: k.live.iter().map(|s| s.to_string()).collect(),
                 source: if c.set.contains(k.name) { "configuration" } else { "deployment" }.into(),
             })
             .chain(values.iter().filter(|(k, _)| k.starts_with(command_domain::flags::PREFIX)).map(|(k, v)| {
@@ -170,7 +169,7 @@ impl ConfigurationService for ConfigurationApi {
                 let current = self.current().await?;
                 let in_force = command_domain::configuration::int(
                     &current.values.clone().into_iter().collect(),
-                    "game.rules_version",
+                    &allies_core::settings::RULES_VERSION,
                 ) as u32;
                 let mut conn = self.conn.clone();
                 let existing: Option<String> = redis::cmd("HGET")

@@ -6,6 +6,7 @@
 //!
 //! It is exempt from maintenance mode (it must be able to end it).
 
+use allies_core::settings as table;
 use std::sync::Arc;
 
 use allies_contracts::command::v1::configuration_service_server::ConfigurationServiceServer;
@@ -46,8 +47,8 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     ));
     // SystemMetrics: COMMAND_METRICS_INTERVAL_MS (10 s), COMMAND_METRICS_RETENTION_SECS (1 day).
     let env = &builder.config().env;
-    let interval = env.millis("COMMAND_METRICS_INTERVAL_MS", 10_000, 100..=3_600_000)?;
-    let retention = env.secs("COMMAND_METRICS_RETENTION_SECS", 86_400, 60..=31_536_000)?;
+    let interval = env.value_ms(&table::METRICS_INTERVAL)?;
+    let retention = env.value_secs(&table::METRICS_RETENTION)?;
     let sampler = conn.clone();
     builder.background("system metrics", move |stop| metrics::run(sampler, interval, retention, stop));
     builder.add_service(allies_contracts::command::v1::system_metrics_service_server::SystemMetricsServiceServer::new(
@@ -56,9 +57,9 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     // Reports and maintenance: COMMAND_REPORT_PAGE_PAUSE_MS (0),
     // COMMAND_REPORT_RETENTION_SECS (7 days), PROJECTOR_URL.
     let env = &builder.config().env;
-    let page_pause = env.millis("COMMAND_REPORT_PAGE_PAUSE_MS", 0, 0..=10_000)?;
-    let report_retention = env.secs("COMMAND_REPORT_RETENTION_SECS", 7 * 86_400, 60..=31_536_000)?;
-    let projector_url = env.text("PROJECTOR_URL", "http://127.0.0.1:50054");
+    let page_pause = env.value_ms(&table::REPORT_PAGE_PAUSE)?;
+    let report_retention = env.value_secs(&table::REPORT_RETENTION)?;
+    let projector_url = env.value::<String>(&table::PROJECTOR_URL)?;
     if !projector_url.starts_with("http://") && !projector_url.starts_with("https://") {
         anyhow::bail!("PROJECTOR_URL={projector_url}: must start with http:// or https://");
     }

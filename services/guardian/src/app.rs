@@ -3,6 +3,7 @@
 //! input, then runs the aggregate's pure `decide` through the platform's
 //! command executor (load, decide, append atomically, retry on conflict).
 
+use allies_core::settings as table;
 use std::time::Duration;
 
 use allies_contracts::guardian::events::UserEvent;
@@ -135,14 +136,18 @@ impl Settings {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Ok(Self {
             auth,
-            access_ttl_secs: env.int("ACCESS_TOKEN_TTL_SECS", 900, 1..=86_400)?,
-            refresh_ttl_secs: env.int("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600, 60..=366 * 24 * 3600)?,
+            access_ttl_secs: env.value(&table::ACCESS_TOKEN_TTL)?,
+            refresh_ttl_secs: env.value(&table::REFRESH_TOKEN_TTL)?,
             lockout: LockoutPolicy {
-                max_failures: env.int("LOCKOUT_MAX_FAILURES", 5, 1..=1000)?,
-                lock_ms: env.int("LOCKOUT_SECS", 900i64, 1..=30 * 24 * 3600)? * 1000,
+                max_failures: env.value(&table::LOCKOUT_MAX_FAILURES)?,
+                lock_ms: env.value::<i64>(&table::LOCKOUT)? * 1000,
             },
-            bootstrap_admins: env.list("GUARDIAN_BOOTSTRAP_ADMINS").iter().map(|s| s.to_ascii_lowercase()).collect(),
-            argon2_threads: env.int("ARGON2_THREADS", cores, 1..=256)?,
+            bootstrap_admins: env
+                .list(table::BOOTSTRAP_ADMINS.env.unwrap_or_default())
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            argon2_threads: env.value_opt(&table::ARGON2_THREADS)?.unwrap_or(cores),
             rate: crate::ratelimit::RateSettings::from_env(env)?,
             keys: crate::keys::KeySettings::from_env(env, data_dir)?,
         })

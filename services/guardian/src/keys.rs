@@ -10,6 +10,7 @@
 //! generated once into the directory (default `.data/keys`); in production
 //! Guardian refuses to start without keys.
 
+use allies_core::settings as table;
 use std::path::{Path, PathBuf};
 
 use allies_contracts::guardian::v1::Jwk;
@@ -85,10 +86,15 @@ impl KeySettings {
         data_dir: &Path,
     ) -> Result<Self, allies_platform::config::ConfigError> {
         Ok(Self {
-            dir: env.get("JWT_KEYS_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("keys")),
-            env_key: env.get("JWT_SIGNING_KEY").map(|pem| (env.text("JWT_SIGNING_KID", "env"), pem)),
-            active: env.get("JWT_ACTIVE_KID"),
-            mode: env.parse("ALLIES_ENV", Mode::Development)?,
+            dir: env
+                .value_opt::<String>(&table::JWT_KEYS_DIR)?
+                .map(PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("keys")),
+            env_key: env
+                .value_opt::<String>(&table::JWT_SIGNING_KEY)?
+                .map(|pem| (env.value(&table::JWT_SIGNING_KID).unwrap_or_else(|_| "env".into()), pem)),
+            active: env.value_opt(&table::JWT_ACTIVE_KID)?,
+            mode: env.value(&table::ENVIRONMENT)?,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! ([`grpc`]), on the platform's service builder. Must not know about read
 //! models: the projector builds those from Guardian's events.
 
+use allies_core::settings as table;
 use std::sync::Arc;
 
 use allies_contracts::guardian::v1::guardian_service_server::GuardianServiceServer;
@@ -39,8 +40,8 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let rate = builder.live_setting("live rate limits", deployed, move |c| ratelimit::RateSettings::live(c, deployed));
     let deployed = settings.lockout;
     let lockout = builder.live_setting("live lockout", deployed, move |c| guardian_domain::user::LockoutPolicy {
-        max_failures: c.int("auth.lockout_max_failures", deployed.max_failures.into()) as u32,
-        lock_ms: c.int("auth.lockout_secs", deployed.lock_ms / 1000) * 1000,
+        max_failures: c.int(&table::LOCKOUT_MAX_FAILURES, deployed.max_failures.into()) as u32,
+        lock_ms: c.int(&table::LOCKOUT, deployed.lock_ms / 1000) * 1000,
     });
     let limiter = ratelimit::RateLimiter::new(builder.store().connection(), rate);
     let guardian = Arc::new(app::Guardian::new(builder.executor(), hasher, keys, settings, limiter, lockout).await?);

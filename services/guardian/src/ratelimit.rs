@@ -2,6 +2,7 @@
 //! Guardian replica counts together: `rl:auth:<scope>:<key>` is incremented
 //! and given the window's expiry by one script.
 
+use allies_core::settings as table;
 use std::time::Duration;
 
 use allies_platform::config::{ConfigError, Env};
@@ -26,9 +27,9 @@ impl RateSettings {
     /// `AUTH_RATE_PER_CLIENT` (30).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            window: env.secs("AUTH_RATE_WINDOW_SECS", 60, 1..=86_400)?,
-            per_username: env.int("AUTH_RATE_PER_USERNAME", 10, 1..=1_000_000)?,
-            per_client: env.int("AUTH_RATE_PER_CLIENT", 30, 1..=1_000_000)?,
+            window: env.value_secs(&table::RATE_WINDOW)?,
+            per_username: env.value(&table::RATE_PER_USERNAME)?,
+            per_client: env.value(&table::RATE_PER_CLIENT)?,
         })
     }
 }
@@ -37,9 +38,9 @@ impl RateSettings {
     /// The limits of a live configuration version over `deployed` (the environment's).
     pub fn live(c: &allies_platform::live::LiveConfig, deployed: RateSettings) -> RateSettings {
         RateSettings {
-            window: Duration::from_secs(c.int("auth.rate_window_secs", deployed.window.as_secs() as i64) as u64),
-            per_username: c.int("auth.rate_per_username", deployed.per_username as i64) as u64,
-            per_client: c.int("auth.rate_per_client", deployed.per_client as i64) as u64,
+            window: Duration::from_secs(c.int(&table::RATE_WINDOW, deployed.window.as_secs() as i64) as u64),
+            per_username: c.int(&table::RATE_PER_USERNAME, deployed.per_username as i64) as u64,
+            per_client: c.int(&table::RATE_PER_CLIENT, deployed.per_client as i64) as u64,
         }
     }
 }

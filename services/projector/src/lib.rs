@@ -8,6 +8,7 @@
 //! one consumer group per projection. Must not know any context's command
 //! side: only its event contracts.
 
+use allies_core::settings as table;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -43,14 +44,14 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let mut template = builder.subscription("", "");
     let from_env = template.retry.get();
     template.retry = builder.live_setting("live retries", from_env, move |c| {
-        let attempts = c.int("projector.retry_max_attempts", from_env.max_attempts.into());
+        let attempts = c.int(&table::RETRY_MAX_ATTEMPTS, from_env.max_attempts.into());
         allies_store::subscriber::RetryPolicy { max_attempts: attempts as u32, ..from_env }
     });
     let deployed = config.breaker();
     let breaker = builder.live_setting("live breakers", deployed, move |c| allies_store::breaker::BreakerConfig {
-        failure_threshold: c.int("projector.breaker_failures", deployed.failure_threshold.into()) as u32,
+        failure_threshold: c.int(&table::BREAKER_FAILURES, deployed.failure_threshold.into()) as u32,
         open_for: std::time::Duration::from_millis(
-            c.int("projector.breaker_open_ms", deployed.open_for.as_millis() as i64) as u64,
+            c.int(&table::BREAKER_OPEN, deployed.open_for.as_millis() as i64) as u64
         ),
     });
     let metrics = template.metrics.clone().ok_or_else(|| anyhow::anyhow!("subscriber metrics"))?;

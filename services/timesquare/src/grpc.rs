@@ -9,7 +9,7 @@ use allies_contracts::timesquare::v1::player_service_server::PlayerService;
 use allies_contracts::timesquare::v1::*;
 use allies_platform::auth::{Authenticator, ROLE_ADMIN};
 use allies_platform::{OrStatus, RequestContext};
-use timesquare_domain::GameCommand;
+use timesquare_domain::{GameCommand, TowerAct};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -42,25 +42,16 @@ fn answer(done: &Done) -> GameCommandResponse {
 fn tower_answer(done: &Done, caller: &str, tower_id: Option<u32>) -> TowerResponse {
     let s = &done.executed.state;
     let seat = s.members.iter().find(|m| m.user_id == caller).and_then(|m| m.seat);
-    let (id, tick) = done
-        .executed
-        .events
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            allies_contracts::timesquare::events::GameEvent::TowerPlaced(t) => Some((t.tower_id, t.tick)),
-            allies_contracts::timesquare::events::GameEvent::TowerUpgraded(t) => Some((t.tower_id, t.tick)),
-            allies_contracts::timesquare::events::GameEvent::TowerSold(t) => Some((t.tower_id, t.tick)),
-            _ => None,
-        })
-        .unwrap_or((tower_id.unwrap_or(0), 0));
+    // A command that changed nothing (a retry answered from the first
+    // reply carries its events) names the tower it was asked about.
+    let act = TowerAct::of(&done.executed.events).unwrap_or(TowerAct { tower_id: tower_id.unwrap_or(0), tick: 0 });
     TowerResponse {
         session_id: done.session_id.clone(),
-        tower_id: id,
+        tower_id: act.tower_id,
         gold: seat.and_then(|x| s.gold.get(x)).copied().unwrap_or(0),
         version: done.executed.version,
         consistency_token: done.executed.consistency_token(),
-        tick,
+        tick: act.tick,
         events: done.event_types(),
     }
 }
@@ -92,7 +83,7 @@ impl GameApi {
     /// of the rules may name one).
     fn flags(&self, ctx: &RequestContext) -> BTreeSet<String> {
         let Ok(caller) = ctx.caller() else { return BTreeSet::new() };
-        command_domain::flags::on_for(&self.live.borrow().values, &caller.user_id, &caller.roles)
+        allies_core::flags::on_for(&self.live.borrow().values, &caller.user_id, &caller.roles)
     }
 }
 

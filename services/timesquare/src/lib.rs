@@ -8,6 +8,7 @@
 //! waves nobody acts on ([`sweeper`]), the error type ([`error`]) and the
 //! settings ([`settings`]).
 
+use allies_core::settings::{self as table, Setting};
 use std::sync::Arc;
 
 use allies_contracts::timesquare::v1::game_service_server::GameServiceServer;
@@ -60,9 +61,9 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let from_env = settings.matchmaking;
     let mm_settings = builder.live_setting("live matchmaking", from_env, move |c| {
         let mut s = from_env;
-        s.pass.base_window = c.int("matchmaking.window", from_env.pass.base_window.into()) as i32;
+        s.pass.base_window = c.int(&table::MM_WINDOW, from_env.pass.base_window.into()) as i32;
         s.pass.max_window = s.pass.max_window.max(s.pass.base_window);
-        let ttl = c.int("matchmaking.ticket_ttl_secs", from_env.ticket_ttl.as_secs() as i64);
+        let ttl = c.int(&table::MM_TICKET_TTL, from_env.ticket_ttl.as_secs() as i64);
         s.ticket_ttl = std::time::Duration::from_secs(ttl as u64);
         s
     });
@@ -70,8 +71,8 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let rate = |builder: &mut ServiceBuilder,
                 what,
                 from_env: allies_platform::rate::Rate,
-                per: &'static str,
-                burst: &'static str,
+                per: &'static Setting,
+                burst: &'static Setting,
                 scale: f64| {
         let rate = builder.live_setting(what, from_env, move |c| allies_platform::rate::Rate {
             per_second: c.int(per, (from_env.per_second * scale).round() as i64) as f64 / scale,
@@ -79,14 +80,20 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         });
         Arc::new(allies_platform::rate::PlayerRates::new(what, rate))
     };
-    let game_rate =
-        rate(&mut builder, "game commands", settings.game_rate, "game.commands_per_second", "game.commands_burst", 1.0);
+    let game_rate = rate(
+        &mut builder,
+        "game commands",
+        settings.game_rate,
+        &table::COMMANDS_PER_SECOND,
+        &table::COMMANDS_BURST,
+        1.0,
+    );
     let mm_rate = rate(
         &mut builder,
         "matchmaking requests",
         settings.matchmaking_rate,
-        "matchmaking.requests_per_minute",
-        "matchmaking.requests_burst",
+        &table::MM_REQUESTS_PER_MINUTE,
+        &table::MM_REQUESTS_BURST,
         60.0,
     );
     let mm = Arc::new(matchmaking::Matchmaking::new(

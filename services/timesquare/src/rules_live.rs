@@ -5,6 +5,7 @@
 //! configuration exists, its `game.rules_version` is the version new sessions
 //! get. Running sessions keep the version they were created with.
 
+use allies_core::settings as table;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -50,9 +51,9 @@ pub async fn install_uploaded(conn: &RedisConn) {
 /// Makes the configured version the one of new sessions (installing it first if needed).
 pub async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig, not_applied: &allies_platform::live::NotApplied) {
     // Not set by an operator: the version of this instance's rules file.
-    let wanted = c.int("game.rules_version", i64::from(game.deployed_rules_version)) as u32;
+    let wanted = c.int(&table::RULES_VERSION, i64::from(game.deployed_rules_version)) as u32;
     if game.rules_version.load(Ordering::Relaxed) == wanted {
-        not_applied.clear("game.rules_version");
+        not_applied.clear(table::RULES_VERSION.name);
         return;
     }
     if Book::get(wanted).is_none() {
@@ -65,12 +66,12 @@ pub async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig, not_applied: &
     }
     if Book::get(wanted).is_some() {
         game.rules_version.store(wanted, Ordering::Relaxed);
-        not_applied.clear("game.rules_version");
+        not_applied.clear(table::RULES_VERSION.name);
         tracing::info!(rules_version = wanted, "new sessions use rules version {wanted}");
     } else {
         let current = game.rules_version.load(Ordering::Relaxed);
         not_applied.set(
-            "game.rules_version",
+            table::RULES_VERSION.name,
             format!("rules version {wanted} is not available here: new sessions keep version {current}"),
         );
         tracing::warn!(

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use allies_core::settings as table;
 use allies_platform::config::{ConfigError, Env};
 
 #[derive(Debug, Clone)]
@@ -51,33 +52,30 @@ pub struct Matchmaking {
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            rules_file: PathBuf::from(env.text("TIMESQUARE_RULES", "configs/game-rules.yaml")),
-            rules_dir: PathBuf::from(env.text("TIMESQUARE_RULES_DIR", "configs/game-rules.d")),
-            tick_ms: match env.get("TIMESQUARE_TICK_MS") {
-                None => None,
-                Some(_) => Some(env.int("TIMESQUARE_TICK_MS", 50u32, 1..=10_000)?),
-            },
-            frame: env.millis("TIMESQUARE_FRAME_MS", 200, 10..=60_000)?,
-            settle: env.millis("TIMESQUARE_SETTLE_MS", 250, 5..=60_000)?,
-            handles: env.int("TIMESQUARE_HANDLES", 10_000, 1..=10_000_000)?,
-            watch_buffer: env.int("TIMESQUARE_WATCH_BUFFER", 256, 8..=1_000_000)?,
+            rules_file: PathBuf::from(env.value::<String>(&table::RULES_FILE)?),
+            rules_dir: PathBuf::from(env.value::<String>(&table::RULES_DIR)?),
+            tick_ms: env.value_opt(&table::TICK)?,
+            frame: env.value_ms(&table::FRAME)?,
+            settle: env.value_ms(&table::SETTLE)?,
+            handles: env.value(&table::HANDLES)?,
+            watch_buffer: env.value(&table::WATCH_BUFFER)?,
             game_rate: allies_platform::rate::Rate {
-                per_second: env.int("TIMESQUARE_COMMANDS_PER_SEC", 20u32, 0..=10_000)? as f64,
-                burst: env.int("TIMESQUARE_COMMANDS_BURST", 40u32, 1..=10_000)?,
+                per_second: env.value::<u32>(&table::COMMANDS_PER_SECOND)? as f64,
+                burst: env.value(&table::COMMANDS_BURST)?,
             },
             matchmaking_rate: allies_platform::rate::Rate {
-                per_second: env.int("TIMESQUARE_MM_REQUESTS_PER_MIN", 60u32, 0..=60_000)? as f64 / 60.0,
-                burst: env.int("TIMESQUARE_MM_REQUESTS_BURST", 10u32, 1..=10_000)?,
+                per_second: env.value::<u32>(&table::MM_REQUESTS_PER_MINUTE)? as f64 / 60.0,
+                burst: env.value(&table::MM_REQUESTS_BURST)?,
             },
             matchmaking: Matchmaking {
-                interval: env.millis("TIMESQUARE_MM_INTERVAL_MS", 250, 10..=60_000)?,
-                ticket_ttl: Duration::from_secs(env.int("TIMESQUARE_MM_TICKET_TTL_SECS", 120u64, 1..=86_400)?),
-                confirm_within: Duration::from_secs(env.int("TIMESQUARE_MM_CONFIRM_SECS", 20u64, 1..=3_600)?),
+                interval: env.value_ms(&table::MM_INTERVAL)?,
+                ticket_ttl: env.value_secs(&table::MM_TICKET_TTL)?,
+                confirm_within: env.value_secs(&table::MM_CONFIRM)?,
                 pass: timesquare_domain::matchmaker::Settings {
-                    base_window: env.int("TIMESQUARE_MM_WINDOW", 100i32, 0..=5_000)?,
-                    widen_per_second: env.int("TIMESQUARE_MM_WIDEN_PER_SEC", 20i32, 0..=5_000)?,
-                    max_window: env.int("TIMESQUARE_MM_MAX_WINDOW", 1_000i32, 0..=5_000)?,
-                    fill_after_ms: env.int("TIMESQUARE_MM_FILL_AFTER_MS", 10_000i64, 0..=3_600_000)?,
+                    base_window: env.value(&table::MM_WINDOW)?,
+                    widen_per_second: env.value(&table::MM_WIDEN)?,
+                    max_window: env.value(&table::MM_MAX_WINDOW)?,
+                    fill_after_ms: env.value(&table::MM_FILL_AFTER)?,
                 },
             },
         })

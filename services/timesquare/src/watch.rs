@@ -71,40 +71,24 @@ fn event_message(version: u64, e: &GameEvent, recorded_at_ms: i64) -> Message {
 
 impl Hub {
     /// Folds a recorded event in (catching up from the stream first on a
-    /// gap) and broadcasts what changed.
-    async fn apply(&self, record: &RecordedEvent, store: &RedisEventStore) {
+    /// gap) and broadcasts each event it folds — with the one fold
+    /// (`allies_store::fold`), like every other reader of events.
+    async fn apply(&self, record: &RecordedEvent, store: &dyn EventStore) {
         let mut state = self.state.lock().await;
-        let v = record.envelope.version;
-        if v <= state.version {
+        let HubState { session, version } = &mut *state;
+        if record.envelope.version <= *version {
             return;
         }
-        if v > state.version + 1 {
-            let from = state.version + 1;
-            match store.read(GameSession::TYPE, &self.session_id, from, usize::MAX).await {
-                Ok(records) => {
-                    for r in &records {
-                        self.fold(&mut state, r);
-                    }
-                }
-                Err(e) => tracing::warn!(session_id = self.session_id, error = %e, "watch catch-up failed"),
-            }
-            return;
-        }
-        self.fold(&mut state, record);
-    }
-
-    fn fold(&self, state: &mut HubState, record: &RecordedEvent) {
-        if record.envelope.version != state.version + 1 {
-            return;
-        }
-        match record.decode::<GameEvent>() {
-            Ok(e) => {
-                state.session.evolve(&e.payload);
-                state.version = record.envelope.version;
-                let _ =
-                    self.tx.send(Arc::new(event_message(state.version, &e.payload, record.envelope.recorded_at_ms)));
-            }
-            Err(e) => tracing::warn!(session_id = self.session_id, error = %e, "cannot decode a watched event"),
+        let broadcast = |e: &GameEvent, r: &RecordedEvent| {
+            let _ = self.tx.send(Arc::new(event_message(r.envelope.version, e, r.envelope.recorded_at_ms)));
+        };
+        let folded = if record.envelope.version == *version + 1 {
+            allies_store::fold_seen(session, version, std::slice::from_ref(record), broadcast)
+        } else {
+            allies_store::catch_up_seen(store, &self.session_id, session, version, broadcast).await.map(|_| ())
+        };
+        if let Err(e) = folded {
+            tracing::warn!(session_id = self.session_id, error = %e, "a watched session could not fold an event");
         }
     }
 

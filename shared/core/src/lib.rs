@@ -17,6 +17,8 @@ use uuid::Uuid;
 
 pub mod calendar;
 pub mod error;
+pub mod flags;
+pub mod settings;
 pub mod testing;
 
 pub use error::{ErrorCode, Failure, FieldViolation, Invalid, RuleViolation, ServiceError};

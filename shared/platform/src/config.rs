@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use allies_core::settings as table;
+
 use crate::cqrs::CqrsConfig;
 pub use crate::env::{ConfigError, Env};
 
@@ -97,8 +99,8 @@ impl ServiceConfig {
         let listen = addr(&listen_var(name), grpc_default)?;
         let http_listen = addr(&format!("{upper}_HTTP_ADDR"), http_default)?;
         let cqrs = CqrsConfig::load(&env)?;
-        let shutdown_grace = env.secs("SHUTDOWN_GRACE_SECS", 10, 0..=3600)?;
-        let data_dir = PathBuf::from(env.text("ALLIES_DATA_DIR", ".data"));
+        let shutdown_grace = env.value_secs(&table::SHUTDOWN_GRACE)?;
+        let data_dir = PathBuf::from(env.value::<String>(&table::DATA_DIR)?);
         let instance = env.get(&format!("{upper}_CONSUMER")).unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
@@ -107,16 +109,11 @@ impl ServiceConfig {
                 .unwrap_or_else(|| name.to_owned());
             format!("{host}-{}", listen.port())
         });
-        let log_json = match env.get("LOG_FORMAT").as_deref() {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("json") => true,
-            Some(v) if v.eq_ignore_ascii_case("text") => false,
-            Some(v) => return Err(ConfigError::new("LOG_FORMAT", v, "must be text or json")),
-        };
+        let log_json = env.value::<String>(&table::LOG_FORMAT)? == "json";
         let auth = AuthSettings {
-            issuer: env.text("JWT_ISSUER", "defense-allies-guardian"),
-            audience: env.text("JWT_AUDIENCE", "defense-allies"),
-            guardian_url: env.text("GUARDIAN_URL", "http://127.0.0.1:50051"),
+            issuer: env.value(&table::JWT_ISSUER)?,
+            audience: env.value(&table::JWT_AUDIENCE)?,
+            guardian_url: env.value(&table::GUARDIAN_URL)?,
         };
         if !auth.guardian_url.starts_with("http://") && !auth.guardian_url.starts_with("https://") {
             return Err(ConfigError::new("GUARDIAN_URL", &auth.guardian_url, "must start with http:// or https://"));
@@ -135,7 +132,7 @@ impl ServiceConfig {
             cqrs,
             auth,
             log_json,
-            log_filter: env.text("RUST_LOG", "info"),
+            log_filter: env.value(&table::LOG_FILTER)?,
             env,
         })
     }

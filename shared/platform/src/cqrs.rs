@@ -11,68 +11,78 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use allies_core::settings::{self as table, Setting};
 use allies_core::{EventFormat, SnapshotPolicy};
 use allies_store::{SnapshotCompression, Storage};
-use serde::Deserialize;
 
 use crate::env::{ConfigError, Env};
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The file's values by dotted path (`redis.partitions` → `16`), and its
+/// `aggregates` map. Every path must be a setting's `yaml` path: a typo is
+/// an error, never a silent default.
+#[derive(Debug, Default)]
 struct File {
-    default_storage: Option<String>,
-    #[serde(default)]
+    values: BTreeMap<String, String>,
     aggregates: BTreeMap<String, String>,
-    #[serde(default)]
-    event_sourcing: EventSourcing,
-    #[serde(default)]
-    serialization: Serialization,
-    #[serde(default)]
-    redis: Redis,
-    #[serde(default)]
-    performance: Performance,
-    #[serde(default)]
-    retention: Retention,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Retention {
-    archive_dir: Option<String>,
+impl File {
+    fn parse(text: &str, shown: &str) -> Result<Self, ConfigError> {
+        // serde's message names the line.
+        let value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| err(shown, "(file)", e))?;
+        let mut file = Self::default();
+        file.walk("", &value)?;
+        Ok(file)
+    }
+
+    fn walk(&mut self, path: &str, value: &serde_norway::Value) -> Result<(), ConfigError> {
+        use serde_norway::Value;
+        match value {
+            Value::Mapping(m) => {
+                for (k, v) in m {
+                    let Some(k) = k.as_str() else { return Err(err(path, format!("{k:?}"), "keys are words")) };
+                    let child = if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") };
+                    if let Some(aggregate) = child.strip_prefix("aggregates.") {
+                        let text = scalar(v).ok_or_else(|| err(&child, format!("{v:?}"), "must be a word"))?;
+                        self.aggregates.insert(aggregate.to_owned(), text);
+                    } else {
+                        self.walk(&child, v)?;
+                    }
+                }
+                Ok(())
+            }
+            Value::Null if path == "aggregates" => Ok(()),
+            _ => {
+                if !table::ALL.iter().any(|s| s.yaml == Some(path)) {
+                    return Err(err(path, format!("{value:?}"), format!("unknown key `{path}`")));
+                }
+                let text = scalar(value).ok_or_else(|| err(path, format!("{value:?}"), "must be a single value"))?;
+                self.values.insert(path.to_owned(), text);
+                Ok(())
+            }
+        }
+    }
+
+    /// A setting: the environment, else this file, else its default.
+    fn get<T: std::str::FromStr>(&self, env: &Env, s: &Setting) -> Result<T, ConfigError>
+    where
+        T::Err: ToString,
+    {
+        let file = s.yaml.and_then(|y| self.values.get(y).cloned());
+        let from = if s.env.and_then(|e| env.get(e)).is_some() { s.env } else { s.yaml };
+        let raw = env.setting_from(s, file)?.unwrap_or_default();
+        raw.parse::<T>().map_err(|e| err(from.unwrap_or(s.name), &raw, e))
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventSourcing {
-    snapshot_frequency: Option<u64>,
-    snapshot_max_age_secs: Option<u64>,
-    idempotency_ttl_secs: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Serialization {
-    format: Option<String>,
-    snapshot_compression: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Redis {
-    url: Option<String>,
-    partitions: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Performance {
-    subscriber_batch: Option<usize>,
-    subscriber_block_ms: Option<u64>,
-    retry_max_attempts: Option<u32>,
-    retry_base_ms: Option<u64>,
-    claim_idle_ms: Option<u64>,
-    breaker_failures: Option<u32>,
-    breaker_open_ms: Option<u64>,
+fn scalar(v: &serde_norway::Value) -> Option<String> {
+    use serde_norway::Value;
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
 }
 
 /// Where Redis is when `REDIS_URL` says nothing: a local server on its standard port.
@@ -111,25 +121,6 @@ fn err(key: &str, value: impl ToString, reason: impl ToString) -> ConfigError {
     ConfigError { key: key.to_owned(), value: value.to_string(), reason: reason.to_string() }
 }
 
-/// Picks env over file over default, parsing and naming the key on failure.
-fn pick<T: std::str::FromStr>(
-    env: &Env,
-    var: &str,
-    key: &str,
-    file: Option<String>,
-    default: &str,
-) -> Result<T, ConfigError>
-where
-    T::Err: ToString,
-{
-    let (name, raw) = match (env.get(var), file) {
-        (Some(v), _) => (var.to_owned(), v),
-        (None, Some(v)) => (key.to_owned(), v),
-        (None, None) => (key.to_owned(), default.to_owned()),
-    };
-    raw.parse::<T>().map_err(|e| err(&name, &raw, e))
-}
-
 impl CqrsConfig {
     /// Reads the file named by `CQRS_CONFIG` (or `configs/cqrs.yaml` when it
     /// exists), then applies environment overrides.
@@ -148,17 +139,11 @@ impl CqrsConfig {
     /// As [`load`](Self::load) with the file's text given.
     pub fn from_text(text: Option<&str>, path: Option<&Path>, env: &Env) -> Result<Self, ConfigError> {
         let shown = path.map(|p| p.display().to_string()).unwrap_or_else(|| "cqrs config".into());
-        let file: File = match text {
-            Some(t) if !t.trim().is_empty() => serde_norway::from_str(t).map_err(|e| {
-                // serde's message names the offending key (unknown field `x`,
-                // invalid type for `y`, …) and the line.
-                err(&shown, "(file)", e)
-            })?,
+        let file = match text {
+            Some(t) if !t.trim().is_empty() => File::parse(t, &shown)?,
             _ => File::default(),
         };
-        let num = |v: Option<u64>| v.map(|n| n.to_string());
-        let default_storage: Storage =
-            pick(env, "DEFAULT_STORAGE", "default_storage", file.default_storage.clone(), "event_sourced")?;
+        let default_storage: Storage = file.get(env, &table::DEFAULT_STORAGE)?;
         let mut storage = HashMap::new();
         for (aggregate, value) in &file.aggregates {
             let s: Storage = value.parse().map_err(|e| err(&format!("aggregates.{aggregate}"), value, e))?;
@@ -173,6 +158,7 @@ impl CqrsConfig {
                 "game_session",
                 "player",
                 "match",
+                "party",
                 "configuration",
                 "game_statistics",
                 "system_metrics",
@@ -186,40 +172,12 @@ impl CqrsConfig {
                 storage.insert(aggregate, v.parse().map_err(|e| err(&var, &v, e))?);
             }
         }
-        let every: u64 = pick(
-            env,
-            "SNAPSHOT_EVERY",
-            "event_sourcing.snapshot_frequency",
-            num(file.event_sourcing.snapshot_frequency),
-            "100",
-        )?;
-        let max_age: u64 = pick(
-            env,
-            "SNAPSHOT_MAX_AGE_SECS",
-            "event_sourcing.snapshot_max_age_secs",
-            num(file.event_sourcing.snapshot_max_age_secs),
-            "0",
-        )?;
-        let ttl: u64 = pick(
-            env,
-            "IDEMPOTENCY_TTL_SECS",
-            "event_sourcing.idempotency_ttl_secs",
-            num(file.event_sourcing.idempotency_ttl_secs),
-            "86400",
-        )?;
-        if ttl == 0 {
-            return Err(err("event_sourcing.idempotency_ttl_secs", ttl, "must be at least 1"));
-        }
-        let event_format: EventFormat =
-            pick(env, "EVENT_FORMAT", "serialization.format", file.serialization.format.clone(), "json")?;
-        let snapshot_compression: SnapshotCompression = pick(
-            env,
-            "SNAPSHOT_COMPRESSION",
-            "serialization.snapshot_compression",
-            file.serialization.snapshot_compression.clone(),
-            "lz4",
-        )?;
-        let redis_url: String = pick(env, "REDIS_URL", "redis.url", file.redis.url.clone(), DEFAULT_REDIS_URL)?;
+        let every: u64 = file.get(env, &table::SNAPSHOT_EVERY)?;
+        let max_age: u64 = file.get(env, &table::SNAPSHOT_MAX_AGE)?;
+        let ttl: u64 = file.get(env, &table::IDEMPOTENCY_TTL)?;
+        let event_format: EventFormat = file.get(env, &table::EVENT_FORMAT)?;
+        let snapshot_compression: SnapshotCompression = file.get(env, &table::SNAPSHOT_COMPRESSION)?;
+        let redis_url: String = file.get(env, &table::REDIS_URL)?;
         if !["redis://", "rediss://", "redis-cluster://"].iter().any(|p| redis_url.starts_with(p)) {
             return Err(err(
                 if env.get("REDIS_URL").is_some() { "REDIS_URL" } else { "redis.url" },
@@ -227,89 +185,19 @@ impl CqrsConfig {
                 "must start with redis://, rediss:// or redis-cluster:// (a comma-separated node list is a cluster)",
             ));
         }
-        let partitions: u32 =
-            pick(env, "ES_PARTITIONS", "redis.partitions", file.redis.partitions.map(|p| p.to_string()), "16")?;
-        if !(1..=1024).contains(&partitions) {
-            return Err(err(
-                if env.get("ES_PARTITIONS").is_some() { "ES_PARTITIONS" } else { "redis.partitions" },
-                partitions,
-                "must be an integer from 1 to 1024",
-            ));
-        }
-        let batch: usize = pick(
-            env,
-            "SUBSCRIBER_BATCH",
-            "performance.subscriber_batch",
-            file.performance.subscriber_batch.map(|b| b.to_string()),
-            "128",
-        )?;
-        let block_ms: u64 = pick(
-            env,
-            "SUBSCRIBER_BLOCK_MS",
-            "performance.subscriber_block_ms",
-            num(file.performance.subscriber_block_ms),
-            "2000",
-        )?;
-        if batch == 0 || batch > 10_000 {
-            return Err(err("performance.subscriber_batch", batch, "must be 1 to 10000"));
-        }
-        if !(10..=60_000).contains(&block_ms) {
-            return Err(err("performance.subscriber_block_ms", block_ms, "must be 10 to 60000"));
-        }
-        let attempts: u32 = pick(
-            env,
-            "SUBSCRIBER_MAX_ATTEMPTS",
-            "performance.retry_max_attempts",
-            file.performance.retry_max_attempts.map(|a| a.to_string()),
-            "5",
-        )?;
-        let retry_base_ms: u64 = pick(
-            env,
-            "SUBSCRIBER_RETRY_BASE_MS",
-            "performance.retry_base_ms",
-            num(file.performance.retry_base_ms),
-            "200",
-        )?;
-        let claim_idle_ms: u64 = pick(
-            env,
-            "SUBSCRIBER_CLAIM_IDLE_MS",
-            "performance.claim_idle_ms",
-            num(file.performance.claim_idle_ms),
-            "30000",
-        )?;
-        if attempts == 0 {
-            return Err(err("performance.retry_max_attempts", attempts, "must be at least 1"));
-        }
-        let breaker_failures: u32 = pick(
-            env,
-            "BREAKER_FAILURES",
-            "performance.breaker_failures",
-            file.performance.breaker_failures.map(|a| a.to_string()),
-            "10",
-        )?;
-        if !(1..=1_000_000).contains(&breaker_failures) {
-            return Err(err(
-                if env.get("BREAKER_FAILURES").is_some() { "BREAKER_FAILURES" } else { "performance.breaker_failures" },
-                breaker_failures,
-                "must be an integer from 1 to 1000000",
-            ));
-        }
-        let breaker_open_ms: u64 =
-            pick(env, "BREAKER_OPEN_MS", "performance.breaker_open_ms", num(file.performance.breaker_open_ms), "5000")?;
-        if !(10..=3_600_000).contains(&breaker_open_ms) {
-            return Err(err(
-                if env.get("BREAKER_OPEN_MS").is_some() { "BREAKER_OPEN_MS" } else { "performance.breaker_open_ms" },
-                breaker_open_ms,
-                "must be an integer from 10 to 3600000",
-            ));
-        }
-        if claim_idle_ms < 100 {
-            return Err(err("performance.claim_idle_ms", claim_idle_ms, "must be at least 100"));
-        }
+        let partitions: u32 = file.get(env, &table::PARTITIONS)?;
+        let batch: usize = file.get(env, &table::SUBSCRIBER_BATCH)?;
+        let block_ms: u64 = file.get(env, &table::SUBSCRIBER_BLOCK)?;
+        let attempts: u32 = file.get(env, &table::RETRY_MAX_ATTEMPTS)?;
+        let retry_base_ms: u64 = file.get(env, &table::RETRY_BASE)?;
+        let claim_idle_ms: u64 = file.get(env, &table::CLAIM_IDLE)?;
+        let breaker_failures: u32 = file.get(env, &table::BREAKER_FAILURES)?;
+        let breaker_open_ms: u64 = file.get(env, &table::BREAKER_OPEN)?;
+        let archive_dir: String = file.get(env, &table::ARCHIVE_DIR)?;
         // Contradictions: snapshot settings only make sense where events are the truth.
         let all_state_based =
             default_storage == Storage::StateBased && storage.values().all(|s| *s == Storage::StateBased);
-        if all_state_based && file.event_sourcing.snapshot_frequency.is_some_and(|f| f > 0) {
+        if all_state_based && file.values.get("event_sourcing.snapshot_frequency").is_some_and(|f| f != "0") {
             return Err(err(
                 "event_sourcing.snapshot_frequency",
                 every,
@@ -333,9 +221,7 @@ impl CqrsConfig {
             claim_idle: Duration::from_millis(claim_idle_ms),
             breaker_failures,
             breaker_open: Duration::from_millis(breaker_open_ms),
-            archive_dir: PathBuf::from(
-                env.get("ARCHIVE_DIR").or(file.retention.archive_dir.clone()).unwrap_or_else(|| ".data/archive".into()),
-            ),
+            archive_dir: PathBuf::from(archive_dir),
         })
     }
 }
@@ -381,7 +267,9 @@ mod tests {
         let e = CqrsConfig::from_text(Some("event_sourcing:\n  snapshot_frequncy: 5\n"), None, &env(&[])).unwrap_err();
         assert!(e.reason.contains("snapshot_frequncy"), "{e}");
         let e = CqrsConfig::from_text(Some("redis:\n  partitions: many\n"), None, &env(&[])).unwrap_err();
-        assert!(e.reason.contains("partitions"), "{e}");
+        assert_eq!(e.key, "redis.partitions");
+        let e = CqrsConfig::from_text(None, None, &env(&[("SUBSCRIBER_BATCH", "0")])).unwrap_err();
+        assert_eq!((e.key.as_str(), e.reason.as_str()), ("SUBSCRIBER_BATCH", "must be an integer from 1 to 10000"));
         let e = CqrsConfig::from_text(Some("redis:\n  partitions: 0\n"), None, &env(&[])).unwrap_err();
         assert_eq!(e.key, "redis.partitions");
         let e = CqrsConfig::from_text(Some("serialization:\n  format: xml\n"), None, &env(&[])).unwrap_err();

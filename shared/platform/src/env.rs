@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use allies_core::settings::{Kind, Setting};
+
 /// A configuration value that cannot be used. Names the variable.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("invalid configuration {key}={value:?}: {reason}")]
@@ -125,6 +127,52 @@ impl Env {
             Some("false" | "0" | "no" | "off") => Ok(false),
             Some(v) => Err(ConfigError::new(key, v, "must be true or false")),
         }
+    }
+
+    /// A setting of the table ([`allies_core::settings`]): the environment
+    /// variable, else `file` (its value in a YAML file), else its default —
+    /// checked against its type and range; an error names where the value
+    /// came from. None: unset with no default.
+    pub fn setting_from(&self, s: &Setting, file: Option<String>) -> Result<Option<String>, ConfigError> {
+        let (from, raw) = match (s.env.and_then(|e| self.get(e)), file) {
+            (Some(v), _) => (s.env.unwrap_or(s.name), v),
+            (None, Some(v)) => (s.yaml.unwrap_or(s.name), v),
+            (None, None) if s.default.is_empty() => return Ok(None),
+            (None, None) => (s.name, s.default.to_owned()),
+        };
+        s.check(&raw).map_err(|reason| ConfigError::new(from, &raw, reason))?;
+        let raw = raw.trim();
+        // A choice is one of its words, whatever the case it was written in.
+        Ok(Some(if matches!(s.kind, Kind::Choice(_)) { raw.to_ascii_lowercase() } else { raw.to_owned() }))
+    }
+
+    /// A setting parsed as `T` (None: unset with no default).
+    pub fn value_opt<T: FromStr>(&self, s: &Setting) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.setting_from(s, None)? {
+            None => Ok(None),
+            Some(v) => v.parse::<T>().map(Some).map_err(|e| ConfigError::new(s.env.unwrap_or(s.name), &v, e)),
+        }
+    }
+
+    /// A setting parsed as `T`; a setting without a default must be set.
+    pub fn value<T: FromStr>(&self, s: &Setting) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.value_opt(s)?.ok_or_else(|| ConfigError::new(s.env.unwrap_or(s.name), "", "must be set"))
+    }
+
+    /// A setting in milliseconds.
+    pub fn value_ms(&self, s: &Setting) -> Result<Duration, ConfigError> {
+        self.value::<u64>(s).map(Duration::from_millis)
+    }
+
+    /// A setting in seconds.
+    pub fn value_secs(&self, s: &Setting) -> Result<Duration, ConfigError> {
+        self.value::<u64>(s).map(Duration::from_secs)
     }
 
     /// A comma-separated list (empty entries dropped).

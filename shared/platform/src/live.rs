@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allies_contracts::command::events::{CONFIGURATION_ID, CONFIGURATION_TYPE, ConfigurationEvent};
+use allies_core::settings::{self as table, Setting};
 use allies_store::{EventStore, RedisConn, RedisEventStore, StoreError};
 use tokio::sync::watch;
 
@@ -74,22 +75,33 @@ impl LiveConfig {
     /// precedence rule: a value an operator set in the configuration wins;
     /// a key nobody set keeps `deployed`, this instance's own value (its
     /// environment, or the built-in default).
-    pub fn int(&self, key: &str, deployed: i64) -> i64 {
-        if !self.set.contains(key) {
+    /// Only a live setting of the table can be asked for, so a misspelled
+    /// key does not compile; a value outside the setting's range (the
+    /// command service refuses one, but an older version may hold it)
+    /// keeps `deployed` too.
+    pub fn int(&self, setting: &Setting, deployed: i64) -> i64 {
+        debug_assert!(setting.is_live(), "{} is not a live setting", setting.name);
+        if !self.set.contains(setting.name) {
             return deployed;
         }
-        self.values.get(key).and_then(|v| v.trim().parse().ok()).unwrap_or(deployed)
+        self.values
+            .get(setting.name)
+            .filter(|v| setting.check(v).is_ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(deployed)
     }
 }
 
 /// Maintenance mode in `values`: the retry delay a client's write is
 /// told while `maintenance.writes_paused` is 1 (None: writes go on).
 pub fn maintenance(values: &HashMap<String, String>) -> Option<Duration> {
-    if values.get("maintenance.writes_paused").map(String::as_str) != Some("1") {
+    let int =
+        |s: &Setting| values.get(s.name).filter(|v| s.check(v).is_ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if int(&table::WRITES_PAUSED) != Some(1) {
         return None;
     }
-    let secs = values.get("maintenance.retry_after_secs").and_then(|v| v.parse::<u64>().ok()).unwrap_or(30);
-    Some(Duration::from_secs(secs.clamp(1, 3_600)))
+    let secs = int(&table::RETRY_AFTER).unwrap_or(table::RETRY_AFTER.int_default() as u64);
+    Some(Duration::from_secs(secs))
 }
 
 /// Reads every version after `after`; the last one's values are in force.

@@ -22,6 +22,17 @@ pub struct Loaded<A> {
 /// Folds stored events into `state`, checking that they continue `version`
 /// without a gap. The one place events become state.
 pub fn fold<A: Aggregate>(state: &mut A, version: &mut u64, events: &[RecordedEvent]) -> Result<(), StoreError> {
+    fold_seen(state, version, events, |_: &A::Event, _| {})
+}
+
+/// [`fold`], handing each event to `seen` once it is in the state (a live
+/// view broadcasting what changed).
+pub fn fold_seen<A: Aggregate>(
+    state: &mut A,
+    version: &mut u64,
+    events: &[RecordedEvent],
+    mut seen: impl FnMut(&A::Event, &RecordedEvent),
+) -> Result<(), StoreError> {
     for rec in events {
         let env = &rec.envelope;
         let stream = || format!("{}/{}", env.aggregate_type, env.aggregate_id);
@@ -35,6 +46,7 @@ pub fn fold<A: Aggregate>(state: &mut A, version: &mut u64, events: &[RecordedEv
         let event = rec.typed::<A::Event>()?;
         state.evolve(&event.payload);
         *version = env.version;
+        seen(&event.payload, rec);
     }
     Ok(())
 }
@@ -47,10 +59,21 @@ pub async fn catch_up<A: Aggregate>(
     state: &mut A,
     version: &mut u64,
 ) -> Result<usize, StoreError> {
+    catch_up_seen(store, aggregate_id, state, version, |_: &A::Event, _| {}).await
+}
+
+/// [`catch_up`], handing each event to `seen` (see [`fold_seen`]).
+pub async fn catch_up_seen<A: Aggregate>(
+    store: &dyn EventStore,
+    aggregate_id: &str,
+    state: &mut A,
+    version: &mut u64,
+    mut seen: impl FnMut(&A::Event, &RecordedEvent),
+) -> Result<usize, StoreError> {
     let mut applied = 0;
     loop {
         let page = store.read(A::TYPE, aggregate_id, *version + 1, PAGE).await?;
-        fold(state, version, &page)?;
+        fold_seen(state, version, &page, &mut seen)?;
         applied += page.len();
         if page.len() < PAGE {
             return Ok(applied);

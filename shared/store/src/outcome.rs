@@ -132,4 +132,3 @@ impl<E: ServiceError + 'static> ServiceError for ExecuteError<E> {
         }
     }
 }
-
