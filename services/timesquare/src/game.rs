@@ -11,12 +11,13 @@ use allies_contracts::timesquare::v1::CreateGameSessionRequest;
 use allies_core::{Aggregate, DomainEvent, Failure, FieldViolation, Invalid};
 use allies_platform::RequestContext;
 use allies_platform::auth::Caller;
-use allies_store::{EventStore, Executed, Handles, NewEvent, Priority, Publication, RedisEventStore};
+use allies_store::{EventStore, Executed, Handles, NewEvent, Priority, Publication};
 use timesquare_domain::replay::{Verification, verify};
 use timesquare_domain::{Book, GameCommand, GameError, GameSession, Phase, Who};
 use uuid::Uuid;
 
 pub use crate::error::{Result, TimesquareError};
+use crate::wave_schedule::WaveSchedule;
 
 /// What a command did, for the response.
 pub struct Done {
@@ -32,7 +33,9 @@ impl Done {
 
 pub struct Game {
     pub handles: Handles<GameSession>,
-    pub store: RedisEventStore,
+    pub store: Arc<dyn EventStore>,
+    /// The running waves, for the sweeper.
+    pub schedule: Arc<dyn WaveSchedule>,
     /// Wall time of a tick for new waves.
     pub tick_ms: u32,
     /// The rules version new sessions use (the configuration can change it).
@@ -86,14 +89,15 @@ fn new_invite_code() -> String {
 impl Game {
     pub fn new(
         handles: Handles<GameSession>,
-        store: RedisEventStore,
+        schedule: Arc<dyn WaveSchedule>,
         tick_ms: u32,
         rules_version: u32,
         archive_dir: std::path::PathBuf,
     ) -> Self {
         Self {
+            store: handles.executor().store().clone(),
             handles,
-            store,
+            schedule,
             tick_ms,
             rules_version: AtomicU32::new(rules_version),
             deployed_rules_version: rules_version,
@@ -191,15 +195,8 @@ impl Game {
         // survives a crash right here); telling it now saves that hop.
         for e in &done.executed.events {
             if let GameEvent::WaveStarted(w) = e {
-                let mut conn = self.store.connection();
-                let added: redis::RedisResult<i64> = redis::cmd("ZADD")
-                    .arg(crate::wave_schedule::DUE)
-                    .arg("NX")
-                    .arg(w.started_at_ms)
-                    .arg(crate::wave_schedule::member(&done.session_id, w.wave))
-                    .query_async(&mut conn)
-                    .await;
-                if let Err(e) = added {
+                let member = crate::wave_schedule::member(&done.session_id, w.wave);
+                if let Err(e) = self.schedule.add(&member, w.started_at_ms).await {
                     tracing::debug!(session_id = done.session_id, error = %e, "wave schedule left to the log consumer");
                 }
             }
@@ -240,7 +237,7 @@ impl Game {
     /// checks every wave.
     pub async fn verify(&self, id: &str) -> Result<Verification> {
         let sid = session_id(id)?;
-        let records = self.store.full_history(<GameSession as Aggregate>::TYPE, &sid, &self.archive_dir).await?;
+        let records = self.store.history(<GameSession as Aggregate>::TYPE, &sid, &self.archive_dir).await?;
         if records.is_empty() {
             return Err(GameError::NoSuchSession.into());
         }

@@ -49,9 +49,11 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let store = builder.store();
     let target = RedisTarget::parse(&config.redis_url)?;
     let executor = builder.executor();
+    let schedule: Arc<dyn wave_schedule::WaveSchedule> =
+        Arc::new(wave_schedule::RedisWaveSchedule::new(store.connection()));
     let game = Arc::new(game::Game::new(
         Handles::new(executor.clone(), settings.handles),
-        store.clone(),
+        schedule.clone(),
         tick_ms,
         rules_version,
         config.cqrs.archive_dir.clone(),
@@ -110,10 +112,10 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let tickets = ticket_watch::TicketWatch::new(store.clone(), target, config.partitions, builder.stopping());
 
     // Waves complete even when nobody acts: the schedule and the sweeper.
-    let scheduler = Arc::new(sweeper::Scheduler { conn: store.connection(), settle: settings.settle });
+    let scheduler = Arc::new(sweeper::Scheduler { schedule, settle: settings.settle });
     builder.subscribe(sweeper::GROUP, "game_session", Some(sweeper::TOPIC), scheduler)?;
-    let (g, conn, every) = (game.clone(), store.connection(), settings.settle);
-    builder.background("wave sweeper", move |stop| sweeper::sweep(g, conn, every, stop));
+    let (g, every) = (game.clone(), settings.settle);
+    builder.background("wave sweeper", move |stop| sweeper::sweep(g, every, stop));
 
     // Players from guardian's users and from the games played.
     use allies_contracts::{guardian, timesquare as ts};

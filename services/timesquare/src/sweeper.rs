@@ -20,23 +20,18 @@ use std::time::Duration;
 
 use allies_contracts::timesquare::events::GameEvent;
 use allies_platform::RequestContext;
+use allies_store::RecordedEvent;
 use allies_store::subscriber::{Handler, HandlerError};
-use allies_store::{RecordedEvent, RedisConn};
 use tokio::sync::watch;
 
 use crate::game::Game;
+use crate::wave_schedule::{WaveSchedule, parse_member};
 
 pub use crate::wave_schedule::{DUE, GROUP, TOPIC, member};
 
-const CLAIM: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
-return ids
-";
-
-/// The consumer that keeps `ts:waves:due`.
+/// The consumer that keeps the schedule from the wave starts.
 pub struct Scheduler {
-    pub conn: RedisConn,
+    pub schedule: Arc<dyn WaveSchedule>,
     pub settle: Duration,
 }
 
@@ -50,66 +45,67 @@ impl Handler for Scheduler {
         let GameEvent::WaveStarted(w) = e.payload else { return Ok(()) };
         // First look: soon after the start, the sweeper reschedules from there.
         let at = w.started_at_ms + self.settle.as_millis() as i64;
-        let mut conn = self.conn.clone();
-        let r: redis::RedisResult<i64> =
-            redis::cmd("ZADD").arg(DUE).arg("NX").arg(at).arg(member(id, w.wave)).query_async(&mut conn).await;
-        r.map(|_| ()).map_err(HandlerError::of)
+        self.schedule.add(&member(id, w.wave), at).await.map_err(HandlerError::of)
     }
 }
 
-/// Sessions with a running wave (for the `allies_waves_running` gauge).
-pub async fn running(conn: &RedisConn) -> u64 {
-    let mut conn = conn.clone();
-    redis::cmd("ZCARD").arg(DUE).query_async::<u64>(&mut conn).await.unwrap_or(0)
-}
-
 /// Claims due sessions and settles them until shutdown.
-pub async fn sweep(game: Arc<Game>, conn: RedisConn, every: Duration, mut stop: watch::Receiver<bool>) {
-    let script = redis::Script::new(CLAIM);
+pub async fn sweep(game: Arc<Game>, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every / 2) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let now = allies_platform::context::now_ms();
-        let mut c = conn.clone();
-        let due: Vec<String> =
-            match script.key(DUE).arg(now).arg(now + every.as_millis() as i64).arg(50).invoke_async(&mut c).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::debug!(error = %e, "sweeper cannot reach Redis");
-                    continue;
-                }
-            };
-        for entry in due {
-            let Some((id, wave)) = entry.rsplit_once(':').and_then(|(id, w)| Some((id, w.parse::<u32>().ok()?))) else {
-                let _: redis::RedisResult<i64> = redis::cmd("ZREM").arg(DUE).arg(&entry).query_async(&mut c).await;
-                continue;
-            };
-            let ctx = RequestContext::system(allies_platform::context::now_ms());
-            match game.settle(id, &ctx).await {
-                Ok(done) => {
-                    if !done.executed.events.is_empty() {
-                        tracing::info!(session_id = id, events = ?done.event_types(), "wave settled by the sweeper");
-                    }
-                    let s = &done.executed.state;
-                    if s.phase != timesquare_domain::Phase::InWave || s.wave != wave {
-                        let _: redis::RedisResult<i64> =
-                            redis::cmd("ZREM").arg(DUE).arg(&entry).query_async(&mut c).await;
-                    }
-                }
-                Err(e) if transient(&e) => {
-                    tracing::warn!(session_id = id, error = %e, "cannot settle a wave; retried later")
-                }
-                Err(e) => {
-                    tracing::warn!(session_id = id, error = %e, "a scheduled wave that cannot be settled is dropped");
-                    let _: redis::RedisResult<i64> = redis::cmd("ZREM").arg(DUE).arg(&entry).query_async(&mut c).await;
-                }
-            }
-        }
+        sweep_once(&game, allies_platform::context::now_ms(), every).await;
     }
 }
 
+/// One pass at `now_ms`: claims the waves that are due (pushing their next
+/// look `every` on) and settles each; a wave no longer running, or that
+/// cannot be settled for good, leaves the schedule. Returns how many were
+/// claimed.
+pub async fn sweep_once(game: &Game, now_ms: i64, every: Duration) -> usize {
+    let schedule = &game.schedule;
+    let due = match schedule.claim_due(now_ms, now_ms + every.as_millis() as i64, 50).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(error = %e, "sweeper cannot reach the wave schedule");
+            return 0;
+        }
+    };
+    let claimed = due.len();
+    for entry in due {
+        let drop = || async {
+            if let Err(e) = schedule.remove(&entry).await {
+                tracing::debug!(entry, error = %e, "a wave stays scheduled; dropped on a later pass");
+            }
+        };
+        let Some((id, wave)) = parse_member(&entry) else {
+            drop().await;
+            continue;
+        };
+        let ctx = RequestContext::system(now_ms);
+        match game.settle(id, &ctx).await {
+            Ok(done) => {
+                if !done.executed.events.is_empty() {
+                    tracing::info!(session_id = id, events = ?done.event_types(), "wave settled by the sweeper");
+                }
+                let s = &done.executed.state;
+                if s.phase != timesquare_domain::Phase::InWave || s.wave != wave {
+                    drop().await;
+                }
+            }
+            Err(e) if transient(&e) => {
+                tracing::warn!(session_id = id, error = %e, "cannot settle a wave; retried later")
+            }
+            Err(e) => {
+                tracing::warn!(session_id = id, error = %e, "a scheduled wave that cannot be settled is dropped");
+                drop().await;
+            }
+        }
+    }
+    claimed
+}
 /// Whether a failure may pass (Redis, a conflict storm) rather than being
 /// the session's answer for good.
 fn transient(e: &crate::game::TimesquareError) -> bool {

@@ -176,6 +176,15 @@ impl RedisEventStore {
 
 #[async_trait::async_trait]
 impl EventStore for RedisEventStore {
+    async fn history(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        archive_dir: &std::path::Path,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.full_history(aggregate_type, aggregate_id, archive_dir).await
+    }
+
     fn storage_of(&self, aggregate_type: &str) -> Storage {
         self.storage.get(aggregate_type).copied().unwrap_or(self.default_storage)
     }

@@ -310,4 +310,17 @@ pub trait EventStore: Send + Sync + 'static {
         aggregate_id: &str,
         command: &CommandRecord,
     ) -> Result<Option<AppendOutcome>, AppendError>;
+
+    /// The aggregate's whole history, versions 1..=N: events archived to
+    /// files under `archive_dir` (a store that archives) and the ones it
+    /// still holds. By default, what [`read`](Self::read) holds.
+    async fn history(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        archive_dir: &std::path::Path,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let _ = archive_dir;
+        self.read(aggregate_type, aggregate_id, 1, usize::MAX).await
+    }
 }

@@ -1,0 +1,206 @@
+//! Projection throughput and lag with the real user projection of the
+//! projector (moved here from `allies-bench`: a tool never depends on a
+//! service crate; the test harness may). On a private redis-server:
+//!
+//!     cargo run --release -p allies-e2e --example projection_bench
+//!
+//! catch-up on a 50,000-event backlog, the lag (event recorded → applied)
+//! at half and a fifth of that rate offered for 5 s, and a rebuild from the
+//! start, printed beside each other.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allies_core::ExpectedVersion;
+use allies_store::{AppendRequest, EventStore, RedisEventStore};
+use allies_testkit::RedisServer;
+use allies_testkit::fixtures::meta;
+use uuid::Uuid;
+
+const WRITERS: usize = 50;
+const FLEET_REDIS: &[&str] = &["--stream-node-max-bytes", "512"];
+
+/// Wraps the real user projection and records each event's age when applied.
+struct Timed {
+    inner: projector::manager::Applier,
+    lags: std::sync::Mutex<Vec<Duration>>,
+    applied: std::sync::atomic::AtomicUsize,
+}
+
+impl allies_store::subscriber::Handler for Timed {
+    async fn handle(&self, event: &allies_store::RecordedEvent) -> Result<(), allies_store::subscriber::HandlerError> {
+        allies_store::subscriber::Handler::handle(&self.inner, event).await?;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let lag = Duration::from_millis((now - event.envelope.recorded_at_ms).max(0) as u64);
+        if let Ok(mut l) = self.lags.lock() {
+            l.push(lag);
+        }
+        self.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn registered(i: usize) -> allies_store::NewEvent {
+    let e = allies_contracts::guardian::events::v1::UserRegistered {
+        user_id: Uuid::now_v7().to_string(),
+        username: format!("bench{i}"),
+        email: format!("bench{i}@example.com"),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+            .into(),
+        roles: vec!["player".into()],
+        registered_at_ms: 1,
+        display_name: format!("bench{i}"),
+    };
+    allies_store::NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "UserRegistered".into(),
+        schema_version: 2,
+        content_type: allies_store::CONTENT_TYPE_JSON.into(),
+        data: serde_json::to_vec(&e).expect("json"),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+async fn run_projection(
+    url: &str,
+    store: &RedisEventStore,
+    group: &str,
+    until: usize,
+) -> (Arc<Timed>, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let handler = Arc::new(Timed {
+        inner: projector::manager::Applier {
+            projection: Arc::new(projector::projections::users::Users),
+            view: projector::readmodel::View::new(store.connection(), "rm"),
+        },
+        lags: Default::default(),
+        applied: Default::default(),
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let config = allies_store::subscriber::SubscriptionConfig::new(group, "bench", "user", 16);
+    let target = allies_store::RedisTarget::parse(url).expect("url");
+    let task = tokio::spawn(allies_store::subscriber::run(target, config, handler.clone(), stopped));
+    let _ = until;
+    (handler, stop, task)
+}
+
+async fn wait_applied(h: &Timed, n: usize) {
+    while h.applied.load(std::sync::atomic::Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn bench_projection() -> Vec<(String, String)> {
+    let redis = RedisServer::start_with(FLEET_REDIS);
+    let store = RedisEventStore::connect(&redis.url(), 16).await.expect("store");
+    let n = 50_000;
+    // Write the backlog (50 concurrent writers).
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(WRITERS) {
+                let e = registered(i);
+                store
+                    .append(AppendRequest::new(
+                        "user",
+                        &Uuid::now_v7().to_string(),
+                        ExpectedVersion::NoStream,
+                        &meta(),
+                        now_ms(),
+                        vec![e],
+                    ))
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    // Throughput: a projection catching up on the whole backlog.
+    let started = Instant::now();
+    let (h, stop, task) = run_projection(&redis.url(), &store, "rm.bench", n).await;
+    wait_applied(&h, n).await;
+    let catch_up = started.elapsed();
+    let rate = n as f64 / catch_up.as_secs_f64();
+    // Lag at a fixed offered load (half and a fifth of that rate), appending
+    // for 5 s with the projection live; writers, projection and Redis share the cores.
+    let mut lag_rows = Vec::new();
+    let mut written = n;
+    for share in [0.5, 0.2] {
+        if let Ok(mut l) = h.lags.lock() {
+            l.clear();
+        }
+        let offered = (rate * share).max(100.0);
+        let total = (offered * 5.0) as usize;
+        let interval = Duration::from_secs_f64(5.0 / total as f64 * WRITERS as f64);
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let store = store.clone();
+            let base = written;
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                for i in (w..total).step_by(WRITERS) {
+                    tick.tick().await;
+                    let e = registered(base + i);
+                    let id = Uuid::now_v7().to_string();
+                    store
+                        .append(AppendRequest::new("user", &id, ExpectedVersion::NoStream, &meta(), now_ms(), vec![e]))
+                        .await
+                        .expect("append");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("writer");
+        }
+        written += total;
+        wait_applied(&h, written).await;
+        let mut lags = h.lags.lock().map(|l| l.clone()).unwrap_or_default();
+        let (p50, p99) = (pct(&mut lags, 0.5), pct(&mut lags, 0.99));
+        lag_rows.push((
+            format!(
+                "projection lag at {offered:.0} events/s offered ({:.0}% of max; p99 target <= 50 ms at 50%)",
+                share * 100.0
+            ),
+            format!("p50 {} ms, p99 {} ms", p50.as_millis(), p99.as_millis()),
+        ));
+    }
+    let _ = stop.send(true);
+    let _ = task.await;
+    // Rebuild: a new group reading every log from the start.
+    let all = written;
+    let started = Instant::now();
+    let (h, stop, task) = run_projection(&redis.url(), &store, "rm.rebuild", all).await;
+    wait_applied(&h, all).await;
+    let rebuild = all as f64 / started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    let _ = task.await;
+    vec![
+        (format!("projection: catch up on {n} UserRegistered (target >= 20000/s)"), format!("{rate:.0} events/s")),
+        lag_rows[0].clone(),
+        lag_rows[1].clone(),
+        (format!("projection rebuild from the start ({all} events)"), format!("{rebuild:.0} events/s")),
+    ]
+}
+
+#[tokio::main]
+async fn main() {
+    let rows = bench_projection().await;
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    println!("{:<width$}  result", "benchmark");
+    println!("{}  {}", "-".repeat(width), "-".repeat(24));
+    for (k, v) in rows {
+        println!("{k:<width$}  {v}");
+    }
+}
