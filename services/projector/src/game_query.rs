@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status};
 use crate::error::Result;
 use crate::manager::Manager;
 use crate::projections::games::{self, Filter};
-use crate::query::{page_token, paging, uuid_field, wait_for};
 use crate::readmodel::View;
+use crate::reads::{page_token, paging, uuid_field, wait_for};
 
 pub struct GameQueryApi {
     pub manager: Arc<Manager>,

@@ -29,9 +29,10 @@ pub mod manager;
 pub mod ops;
 pub mod player_query;
 pub mod projections;
-pub mod query;
 pub mod readmodel;
+pub mod reads;
 pub mod registry;
+pub mod user_query;
 
 /// Builds the projector on `config` with every registered projection
 /// (binds its ports; run it with `run_until`).
@@ -109,6 +110,10 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         auth: auth.clone(),
         conn: store.connection(),
     }));
-    builder.add_service(ProjectorQueryServiceServer::new(query::QueryApi { manager, auth, conn: store.connection() }));
+    builder.add_service(ProjectorQueryServiceServer::new(user_query::UserQueryApi {
+        manager,
+        auth,
+        conn: store.connection(),
+    }));
     Ok(builder.bind().await?)
 }

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::error::Result;
 use crate::manager::Manager;
 use crate::projections::{games, matches, players};
-use crate::query::{uuid_field, wait_for};
+use crate::reads::{uuid_field, wait_for};
 
 pub struct PlayerQueryApi {
     pub manager: Arc<Manager>,

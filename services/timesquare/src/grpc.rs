@@ -297,12 +297,12 @@ impl GameService for GameApi {
     }
 }
 
-pub struct Players {
+pub struct PlayerApi {
     pub auth: Arc<Authenticator>,
 }
 
 #[tonic::async_trait]
-impl PlayerService for Players {
+impl PlayerService for PlayerApi {
     async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
         let caller = self.auth.authenticate(&request).await.or_status()?;
         Ok(Response::new(WhoAmIResponse {

@@ -143,7 +143,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let (g, conn) = (game.clone(), store.connection());
     builder.scrape(move || metrics::gauges(g.clone(), conn.clone()));
     let auth = builder.auth();
-    builder.add_service(PlayerServiceServer::new(grpc::Players { auth: auth.clone() }));
+    builder.add_service(PlayerServiceServer::new(grpc::PlayerApi { auth: auth.clone() }));
     builder.add_service(MatchmakingServiceServer::new(grpc_match::MatchApi {
         mm,
         watch: tickets,
