@@ -17,7 +17,7 @@ use timesquare_domain::{Book, GameCommand, GameError, GameSession, Phase, Who};
 use uuid::Uuid;
 
 pub use crate::error::{Result, TimesquareError};
-use crate::wave_schedule::WaveSchedule;
+use crate::schedule::Schedule;
 
 /// What a command did, for the response.
 pub struct Done {
@@ -35,7 +35,7 @@ pub struct Game {
     pub handles: Handles<GameSession>,
     pub store: Arc<dyn EventStore>,
     /// The running waves, for the sweeper.
-    pub schedule: Arc<dyn WaveSchedule>,
+    pub schedule: Arc<dyn Schedule>,
     /// Wall time of a tick for new waves.
     pub tick_ms: u32,
     /// The rules version new sessions use (the configuration can change it).
@@ -89,7 +89,7 @@ fn new_invite_code() -> String {
 impl Game {
     pub fn new(
         handles: Handles<GameSession>,
-        schedule: Arc<dyn WaveSchedule>,
+        schedule: Arc<dyn Schedule>,
         tick_ms: u32,
         rules_version: u32,
         archive_dir: std::path::PathBuf,
@@ -195,7 +195,7 @@ impl Game {
         // survives a crash right here); telling it now saves that hop.
         for e in &done.executed.events {
             if let GameEvent::WaveStarted(w) = e {
-                let member = crate::wave_schedule::member(&done.session_id, w.wave);
+                let member = crate::schedule::member(&done.session_id, w.wave);
                 if let Err(e) = self.schedule.add(&member, w.started_at_ms).await {
                     tracing::debug!(session_id = done.session_id, error = %e, "wave schedule left to the log consumer");
                 }
@@ -272,9 +272,7 @@ pub fn publications(state: &GameSession, events: &[GameEvent], format: allies_co
     events
         .iter()
         .filter_map(|e| match e {
-            GameEvent::WaveStarted(_) => {
-                encode(crate::wave_schedule::TOPIC, Priority::High, NewEvent::encode_as(e, format))
-            }
+            GameEvent::WaveStarted(_) => encode(crate::schedule::TOPIC, Priority::High, NewEvent::encode_as(e, format)),
             GameEvent::Started(g) => {
                 let out = Out::Started(v1::GameStarted {
                     session_id: state.id.clone(),

@@ -23,15 +23,16 @@ pub mod grpc;
 pub mod grpc_match;
 pub mod matchmaking;
 pub mod metrics;
+pub mod mm_index;
 pub mod players;
 pub mod rules_live;
 pub mod saga;
+pub mod schedule;
 pub mod settings;
 pub mod sweeper;
 pub mod ticket_watch;
 pub mod view;
 pub mod watch;
-pub mod wave_schedule;
 
 /// Builds Timesquare on `config` (binds its ports; run it with `run_until`).
 /// The longest reason EndGame takes (the API's default string limit).
@@ -49,8 +50,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let store = builder.store();
     let target = RedisTarget::parse(&config.redis_url)?;
     let executor = builder.executor();
-    let schedule: Arc<dyn wave_schedule::WaveSchedule> =
-        Arc::new(wave_schedule::RedisWaveSchedule::new(store.connection()));
+    let schedule: Arc<dyn schedule::Schedule> = Arc::new(schedule::RedisSchedule::new(store.connection()));
     let game = Arc::new(game::Game::new(
         Handles::new(executor.clone(), settings.handles),
         schedule.clone(),
@@ -99,11 +99,11 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         60.0,
     );
     let mm = Arc::new(matchmaking::Matchmaking::new(
-        Handles::new(executor.clone(), settings.handles),
-        Handles::new(executor, settings.handles),
+        settings.handles,
         players.clone(),
         game.clone(),
-        store.connection(),
+        Arc::new(mm_index::RedisMatchmakingIndex::new(store.connection())),
+        Arc::new(schedule::RedisSchedule::at(store.connection(), saga::DEADLINES)),
         mm_settings,
         config.instance.clone(),
     ));
@@ -137,8 +137,8 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     builder.subscribe("ts.matches", "match", None, Arc::new(saga::Saga { mm: mm.clone() }))?;
     let m = mm.clone();
     builder.background("matchmaker", move |stop| m.run(stop));
-    let (m, conn, every) = (mm.clone(), store.connection(), settings.matchmaking.interval);
-    builder.background("match deadlines", move |stop| saga::sweep_deadlines(m, conn, every, stop));
+    let (m, every) = (mm.clone(), settings.matchmaking.interval);
+    builder.background("match deadlines", move |stop| saga::sweep_deadlines(m, every, stop));
 
     let (g, conn) = (game.clone(), store.connection());
     builder.scrape(move || metrics::gauges(g.clone(), conn.clone()));

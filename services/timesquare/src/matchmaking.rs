@@ -20,7 +20,7 @@ use allies_core::{EventEnvelope, Failure, FieldViolation, Invalid};
 use allies_platform::RequestContext;
 use allies_platform::auth::Caller;
 use allies_store::subscriber::{Handler, HandlerError};
-use allies_store::{Executed, Handles, RecordedEvent, RedisConn};
+use allies_store::{Executed, Handles, RecordedEvent};
 use timesquare_domain::matching::{Match, MatchCommand};
 use timesquare_domain::matchmaker::{self, Waiting};
 use timesquare_domain::party::{Party, PartyCommand, Seat};
@@ -30,30 +30,11 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::{Result, TimesquareError};
+use crate::mm_index::MatchmakingIndex;
 use crate::players::Players;
 use crate::settings;
 
-pub const WAITING: &str = "mm:waiting";
-/// The trace context each waiting ticket was created in (ticket id →
-/// traceparent): a match links to the traces of the tickets it joins.
-pub const WAITING_TRACES: &str = "{mm:waiting}:traces"; // the slot of `mm:waiting`
-
-/// The invitations to a player (a sorted set: host → expiry), an index of
-/// the parties' events for ListPartyInvites.
-pub fn invites_key(user: &str) -> String {
-    format!("mm:invites:{{{user}}}")
-}
-pub const LEASE: &str = "mm:lease";
-
-/// Takes the lease if free, or extends it if this instance holds it.
-const LEASE_SCRIPT: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
+pub use crate::mm_index::{LEASE, WAITING, WAITING_TRACES, invites_key};
 
 /// What FindMatch asks for.
 #[derive(Debug, Clone, Default)]
@@ -80,7 +61,10 @@ pub struct Matchmaking {
     pub matches: Handles<Match>,
     pub players: Arc<Players>,
     pub game: Arc<crate::game::Game>,
-    pub conn: RedisConn,
+    /// The waiting set, traces, invitation index and lease.
+    pub index: Arc<dyn MatchmakingIndex>,
+    /// The matches' confirmation deadlines (the saga's).
+    pub deadlines: Arc<dyn crate::schedule::Schedule>,
     /// The environment's settings, with the live configuration's window and
     /// ticket expiry once a version exists (replaced whole).
     pub settings: allies_store::Tunable<settings::Matchmaking>,
@@ -95,22 +79,26 @@ fn uuid_field(field: &str, value: &str) -> std::result::Result<String, FieldViol
 }
 
 impl Matchmaking {
+    /// Matchmaking on the game's executor, keeping up to `hot` tickets,
+    /// matches and parties in memory.
     pub fn new(
-        tickets: Handles<Ticket>,
-        matches: Handles<Match>,
+        hot: usize,
         players: Arc<Players>,
         game: Arc<crate::game::Game>,
-        conn: RedisConn,
+        index: Arc<dyn MatchmakingIndex>,
+        deadlines: Arc<dyn crate::schedule::Schedule>,
         settings: allies_store::Tunable<settings::Matchmaking>,
         instance: String,
     ) -> Self {
+        let executor = game.handles.executor();
         Self {
-            tickets,
-            parties: Handles::new(matches.executor().clone(), 10_000),
-            matches,
+            tickets: Handles::new(executor.clone(), hot),
+            parties: Handles::new(executor.clone(), hot),
+            matches: Handles::new(executor.clone(), hot),
             players,
             game,
-            conn,
+            index,
+            deadlines,
             settings,
             instance,
             recently: Mutex::new(HashMap::new()),
@@ -330,19 +318,11 @@ impl Matchmaking {
         let command = PartyCommand::Invite { host: caller.user_id.clone(), user: user.clone(), now_ms: ctx.now_ms };
         let done = self.on_party(&caller.user_id, command, ctx).await?;
         // The invited player's index of invitations (the party is the truth).
-        let mut conn = self.conn.clone();
-        let _: redis::RedisResult<()> = redis::pipe()
-            .cmd("ZADD")
-            .arg(invites_key(&user))
-            .arg(ctx.now_ms + timesquare_domain::party::INVITE_TTL_MS)
-            .arg(&caller.user_id)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(invites_key(&user))
-            .arg(timesquare_domain::party::INVITE_TTL_MS)
-            .ignore()
-            .query_async(&mut conn)
-            .await;
+        let (until, ttl) =
+            (ctx.now_ms + timesquare_domain::party::INVITE_TTL_MS, timesquare_domain::party::INVITE_TTL_MS);
+        if let Err(e) = self.index.add_invite(&user, &caller.user_id, until, ttl).await {
+            tracing::warn!(user, error = %e, "the invitation is not in the player's index; the party holds it");
+        }
         Ok(done)
     }
 
@@ -357,9 +337,9 @@ impl Matchmaking {
             PartyCommand::Decline { user: user.clone(), now_ms: ctx.now_ms }
         };
         let done = self.on_party(&host, command, ctx).await?;
-        let mut conn = self.conn.clone();
-        let _: redis::RedisResult<()> =
-            redis::cmd("ZREM").arg(invites_key(&user)).arg(&host).query_async(&mut conn).await;
+        if let Err(e) = self.index.remove_invite(&user, &host).await {
+            tracing::debug!(user, error = %e, "an answered invitation stays in the index; listings check the party");
+        }
         Ok(done)
     }
 
@@ -389,15 +369,8 @@ impl Matchmaking {
 
     /// The caller's open invitations (checked against each party).
     pub async fn invites(&self, caller: &Caller) -> Result<Vec<(String, i64)>> {
-        let mut conn = self.conn.clone();
         let now = allies_platform::context::now_ms();
-        let hosts: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(invites_key(&caller.user_id))
-            .arg(now)
-            .arg("+inf")
-            .query_async(&mut conn)
-            .await
-            .map_err(allies_store::StoreError::from)?;
+        let hosts = self.index.invites(&caller.user_id, now).await?;
         let mut out = Vec::new();
         for host in hosts.into_iter().take(32) {
             let (p, _) = self.parties.get(&host).current().await?;
@@ -412,28 +385,26 @@ impl Matchmaking {
 
     /// Takes or keeps the lease; true when this instance runs the matchmaker.
     async fn lease(&self) -> bool {
-        let mut conn = self.conn.clone();
         let ttl = (self.settings.get().interval * 4).max(Duration::from_secs(1)).as_millis() as u64;
-        let held: redis::RedisResult<i64> =
-            redis::Script::new(LEASE_SCRIPT).key(LEASE).arg(&self.instance).arg(ttl).invoke_async(&mut conn).await;
-        held.map(|h| h == 1).unwrap_or(false)
+        self.index.lease(&self.instance, ttl).await
     }
 
     /// The waiting tickets (the matchmaker's input).
     pub async fn waiting(&self) -> Result<Vec<Waiting>> {
-        let mut conn = self.conn.clone();
-        let all: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(WAITING).query_async(&mut conn).await.map_err(allies_store::StoreError::from)?;
-        Ok(all.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
+        Ok(self.index.waiting().await?.iter().filter_map(|v| serde_json::from_str(v).ok()).collect())
     }
 
-    /// One pass, if this instance holds the lease.
+    /// One pass now, if this instance holds the lease.
     pub async fn pass_once(&self) -> Result<Option<PassReport>> {
+        self.pass_at(allies_platform::context::now_ms()).await
+    }
+
+    /// One pass at `now`, if this instance holds the lease.
+    pub async fn pass_at(&self, now: i64) -> Result<Option<PassReport>> {
         if !self.lease().await {
             return Ok(None);
         }
         let started = Instant::now();
-        let now = allies_platform::context::now_ms();
         let mut waiting = self.waiting().await?;
         {
             let mut recent = self.recently.lock().unwrap_or_else(|e| e.into_inner());
@@ -482,14 +453,7 @@ impl Matchmaking {
                 otel.name = "form match", otel.kind = "internal", match.id = %match_id,
                 trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
             if !span.is_disabled() {
-                let mut conn = self.conn.clone();
-                let traces: Vec<Option<String>> = redis::cmd("HMGET")
-                    .arg(WAITING_TRACES)
-                    .arg(&g.tickets)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                for tp in traces.iter().flatten() {
+                for tp in self.index.traces(&g.tickets).await.iter().flatten() {
                     allies_store::trace::link(&span, Some(tp));
                 }
             }
@@ -555,7 +519,6 @@ impl Handler for TicketReactions {
         let e = event.decode::<TicketEvent>().map_err(HandlerError::of)?;
         let ticket_id = &event.envelope.aggregate_id;
         let now = e.recorded_at_ms;
-        let mut conn = self.mm.conn.clone();
         let (t, _) = self.mm.tickets.get(ticket_id).current().await.map_err(HandlerError::of)?;
         match &e.payload {
             TicketEvent::Created(_) | TicketEvent::Released(_) => {
@@ -573,24 +536,18 @@ impl Handler for TicketReactions {
                         expires_at_ms: t.expires_at_ms,
                     };
                     let json = serde_json::to_string(&w).map_err(HandlerError::of)?;
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("HSET").arg(WAITING).arg(ticket_id).arg(json).ignore();
-                    if let (TicketEvent::Created(_), Some(tp)) = (&e.payload, &e.metadata.traceparent) {
-                        pipe.cmd("HSET").arg(WAITING_TRACES).arg(ticket_id).arg(tp).ignore();
-                    }
-                    pipe.query_async::<()>(&mut conn).await.map_err(HandlerError::of)?;
+                    let created_in = match &e.payload {
+                        TicketEvent::Created(_) => e.metadata.traceparent.as_deref(),
+                        _ => None,
+                    };
+                    self.mm.index.put_waiting(ticket_id, &json, created_in).await.map_err(HandlerError::of)?;
                     if let Ok(mut recent) = self.mm.recently.lock() {
                         recent.remove(ticket_id);
                     }
                 }
             }
             _ => {
-                let mut pipe = redis::pipe();
-                pipe.cmd("HDEL").arg(WAITING).arg(ticket_id).ignore();
-                if t.status.is_final() {
-                    pipe.cmd("HDEL").arg(WAITING_TRACES).arg(ticket_id).ignore();
-                }
-                pipe.query_async::<()>(&mut conn).await.map_err(HandlerError::of)?;
+                self.mm.index.remove_waiting(ticket_id, t.status.is_final()).await.map_err(HandlerError::of)?;
             }
         }
         match &e.payload {

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allies_contracts::timesquare::events::MatchEvent;
-use allies_core::EventEnvelope;
+use allies_core::{EventEnvelope, Failure};
 use allies_platform::RequestContext;
+use allies_store::RecordedEvent;
 use allies_store::subscriber::{Handler, HandlerError};
-use allies_store::{RecordedEvent, RedisConn};
 use timesquare_domain::matching::{Match, MatchCommand, Status, Step};
 use timesquare_domain::player::PlayerCommand;
 use timesquare_domain::ticket::TicketCommand;
@@ -154,12 +154,11 @@ impl Saga {
     }
 
     async fn deadline(&self, match_id: &str, at: Option<i64>) -> Result<()> {
-        let mut conn = self.mm.conn.clone();
-        let r: redis::RedisResult<i64> = match at {
-            Some(ms) => redis::cmd("ZADD").arg(DEADLINES).arg(ms).arg(match_id).query_async(&mut conn).await,
-            None => redis::cmd("ZREM").arg(DEADLINES).arg(match_id).query_async(&mut conn).await,
+        let r = match at {
+            Some(ms) => self.mm.deadlines.put(match_id, ms).await,
+            None => self.mm.deadlines.remove(match_id).await,
         };
-        r.map(|_| ()).map_err(|e| allies_store::StoreError::from(e).into())
+        r.map_err(|e| Failure::unavailable(format!("the match deadlines: {e}")).into())
     }
 
     async fn conclude(&self, s: &At<'_>) -> Result<()> {
@@ -281,47 +280,48 @@ impl Handler for Saga {
     }
 }
 
-const CLAIM: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 50)
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
-return ids
-";
-
-/// Claims matches whose confirmation deadline passed and times them out.
-pub async fn sweep_deadlines(mm: Arc<Matchmaking>, conn: RedisConn, every: Duration, mut stop: watch::Receiver<bool>) {
-    let script = redis::Script::new(CLAIM);
+/// Claims matches whose confirmation deadline passed and times them out,
+/// until shutdown.
+pub async fn sweep_deadlines(mm: Arc<Matchmaking>, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let now = allies_platform::context::now_ms();
-        let mut c = conn.clone();
-        let due: Vec<String> = match script.key(DEADLINES).arg(now).arg(now + 5_000).invoke_async(&mut c).await {
-            Ok(d) => d,
+        sweep_deadlines_once(&mm, allies_platform::context::now_ms()).await;
+    }
+}
+
+/// One pass at `now`: each match whose deadline passed is timed out (a
+/// match no longer awaiting leaves the schedule; one that cannot be timed
+/// out now is looked at again in 5 s). Returns how many were claimed.
+pub async fn sweep_deadlines_once(mm: &Matchmaking, now: i64) -> usize {
+    let due = match mm.deadlines.claim_due(now, now + 5_000, 50).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(error = %e, "deadline sweeper cannot reach the schedule");
+            return 0;
+        }
+    };
+    let claimed = due.len();
+    for id in due {
+        let ctx = RequestContext::system(now);
+        let over = match mm.on_match(&id, MatchCommand::Timeout { now_ms: now }, &ctx).await {
+            Ok(done) => {
+                if !done.events.is_empty() {
+                    tracing::info!(match_id = id, "match cancelled: not confirmed in time");
+                }
+                done.state.status != Status::Awaiting
+            }
+            Err(e) if refused(&e) => true,
             Err(e) => {
-                tracing::debug!(error = %e, "deadline sweeper cannot reach Redis");
-                continue;
+                tracing::warn!(match_id = id, error = %e, "cannot time a match out; retried later");
+                false
             }
         };
-        for id in due {
-            let ctx = RequestContext::system(now);
-            match mm.on_match(&id, MatchCommand::Timeout { now_ms: now }, &ctx).await {
-                Ok(done) => {
-                    if done.state.status != Status::Awaiting {
-                        let _: redis::RedisResult<i64> =
-                            redis::cmd("ZREM").arg(DEADLINES).arg(&id).query_async(&mut c).await;
-                    }
-                    if !done.events.is_empty() {
-                        tracing::info!(match_id = id, "match cancelled: not confirmed in time");
-                    }
-                }
-                Err(e) if refused(&e) => {
-                    let _: redis::RedisResult<i64> =
-                        redis::cmd("ZREM").arg(DEADLINES).arg(&id).query_async(&mut c).await;
-                }
-                Err(e) => tracing::warn!(match_id = id, error = %e, "cannot time a match out; retried later"),
-            }
+        if over && let Err(e) = mm.deadlines.remove(&id).await {
+            tracing::debug!(match_id = id, error = %e, "a finished match stays scheduled; dropped on a later pass");
         }
     }
+    claimed
 }

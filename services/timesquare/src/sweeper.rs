@@ -25,13 +25,13 @@ use allies_store::subscriber::{Handler, HandlerError};
 use tokio::sync::watch;
 
 use crate::game::Game;
-use crate::wave_schedule::{WaveSchedule, parse_member};
+use crate::schedule::{Schedule, parse_member};
 
-pub use crate::wave_schedule::{DUE, GROUP, TOPIC, member};
+pub use crate::schedule::{DUE, GROUP, TOPIC, member};
 
 /// The consumer that keeps the schedule from the wave starts.
 pub struct Scheduler {
-    pub schedule: Arc<dyn WaveSchedule>,
+    pub schedule: Arc<dyn Schedule>,
     pub settle: Duration,
 }
 

@@ -15,8 +15,8 @@ use allies_platform::RequestContext;
 use allies_platform::auth::Caller;
 use allies_store::{CommandExecutor, EventStore, Handles, MemoryEventStore};
 use timesquare::game::Game;
+use timesquare::schedule::{MemorySchedule, Schedule};
 use timesquare::sweeper::{member, sweep_once};
-use timesquare::wave_schedule::{MemoryWaveSchedule, WaveSchedule};
 use timesquare_domain::rules::{Book, Rules, SHIPPED};
 use timesquare_domain::{GameCommand, Phase, TowerAct};
 
@@ -24,10 +24,10 @@ const T0: i64 = 1_800_000_000_000;
 const TICK_MS: u32 = 10;
 
 /// One replica of the game on a shared store and schedule.
-fn replica(store: &Arc<MemoryEventStore>, schedule: &Arc<MemoryWaveSchedule>) -> Game {
+fn replica(store: &Arc<MemoryEventStore>, schedule: &Arc<MemorySchedule>) -> Game {
     Book::install(Rules::parse(SHIPPED).expect("the shipped rules")).expect("installed");
     let store: Arc<dyn EventStore> = store.clone();
-    let schedule: Arc<dyn WaveSchedule> = schedule.clone();
+    let schedule: Arc<dyn Schedule> = schedule.clone();
     Game::new(Handles::new(CommandExecutor::new(store), 100), schedule, TICK_MS, 1, "/nonexistent".into())
 }
 
@@ -86,7 +86,7 @@ fn place(x: i32, y: i32) -> impl FnOnce(String, i64) -> GameCommand {
 
 #[tokio::test]
 async fn a_lobby_fills_starts_builds_and_the_sweeper_completes_the_wave() {
-    let (store, schedule) = (Arc::new(MemoryEventStore::new()), Arc::new(MemoryWaveSchedule::default()));
+    let (store, schedule) = (Arc::new(MemoryEventStore::new()), Arc::new(MemorySchedule::default()));
     let game = replica(&store, &schedule);
     let id = started(&game).await;
 
@@ -127,7 +127,7 @@ async fn a_lobby_fills_starts_builds_and_the_sweeper_completes_the_wave() {
 
 #[tokio::test]
 async fn a_refusal_writes_nothing_and_a_retry_answers_the_first_result() {
-    let (store, schedule) = (Arc::new(MemoryEventStore::new()), Arc::new(MemoryWaveSchedule::default()));
+    let (store, schedule) = (Arc::new(MemoryEventStore::new()), Arc::new(MemorySchedule::default()));
     let game = replica(&store, &schedule);
     let id = started(&game).await;
     let before = store.log().len();
@@ -163,7 +163,7 @@ async fn a_refusal_writes_nothing_and_a_retry_answers_the_first_result() {
 
 #[tokio::test]
 async fn two_replicas_share_the_session_and_the_schedule() {
-    let (store, schedule) = (Arc::new(MemoryEventStore::new()), Arc::new(MemoryWaveSchedule::default()));
+    let (store, schedule) = (Arc::new(MemoryEventStore::new()), Arc::new(MemorySchedule::default()));
     let (a, b) = (replica(&store, &schedule), replica(&store, &schedule));
     let id = started(&a).await;
     // Each replica keeps the session hot: b's copy goes stale when a writes,

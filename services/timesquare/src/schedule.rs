@@ -1,7 +1,9 @@
-//! The running waves' schedule: what the game writes when a wave starts and
-//! the sweeper reads to complete it (a room below both, so neither imports
-//! the other for it). An interface with two homes: Redis for the fleet (a
-//! sorted set every replica shares) and memory for the use-case scenarios.
+//! Schedules of things due at a time — the running waves (what the game
+//! writes when a wave starts and the sweeper reads to complete it) and the
+//! matches' confirmation deadlines (the saga's): a room below the game, the
+//! sweeper and the saga, so none imports another for it. An interface with
+//! two homes: Redis for the fleet (a sorted set every replica shares, claims
+//! in one script) and memory for the use-case scenarios.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -25,20 +27,23 @@ pub fn parse_member(member: &str) -> Option<(&str, u32)> {
     member.rsplit_once(':').and_then(|(id, w)| Some((id, w.parse::<u32>().ok()?)))
 }
 
-/// The schedule of running waves.
+/// A schedule: members, each due at a time.
 #[async_trait::async_trait]
-pub trait WaveSchedule: Send + Sync + 'static {
-    /// Schedules a wave's first look at `at_ms`, unless it is scheduled already.
+pub trait Schedule: Send + Sync + 'static {
+    /// Schedules a member's first look at `at_ms`, unless it is scheduled already.
     async fn add(&self, member: &str, at_ms: i64) -> Result<(), String>;
 
-    /// Claims up to `limit` waves due at `now_ms`: they are pushed to
+    /// Schedules a member at `at_ms`, replacing its time if scheduled.
+    async fn put(&self, member: &str, at_ms: i64) -> Result<(), String>;
+
+    /// Claims up to `limit` members due at `now_ms`: they are pushed to
     /// `next_ms` in the same step, so replicas do not pile onto one session.
     async fn claim_due(&self, now_ms: i64, next_ms: i64, limit: usize) -> Result<Vec<String>, String>;
 
-    /// Drops a wave (it is over).
+    /// Drops a member (it is over).
     async fn remove(&self, member: &str) -> Result<(), String>;
 
-    /// How many waves are running.
+    /// How many members are scheduled.
     async fn running(&self) -> u64;
 }
 
@@ -48,25 +53,44 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
 return ids
 ";
 
-/// The fleet's schedule: the sorted set [`DUE`] (claims in one script).
-pub struct RedisWaveSchedule {
+/// A schedule of the fleet: a sorted set (claims in one script).
+pub struct RedisSchedule {
     conn: RedisConn,
+    key: &'static str,
     claim: redis::Script,
 }
 
-impl RedisWaveSchedule {
+impl RedisSchedule {
+    /// The running waves ([`DUE`]).
     pub fn new(conn: RedisConn) -> Self {
-        Self { conn, claim: redis::Script::new(CLAIM) }
+        Self::at(conn, DUE)
+    }
+
+    /// The schedule in the sorted set `key`.
+    pub fn at(conn: RedisConn, key: &'static str) -> Self {
+        Self { conn, key, claim: redis::Script::new(CLAIM) }
     }
 }
 
 #[async_trait::async_trait]
-impl WaveSchedule for RedisWaveSchedule {
+impl Schedule for RedisSchedule {
     async fn add(&self, member: &str, at_ms: i64) -> Result<(), String> {
         let mut c = self.conn.clone();
         redis::cmd("ZADD")
-            .arg(DUE)
+            .arg(self.key)
             .arg("NX")
+            .arg(at_ms)
+            .arg(member)
+            .query_async::<i64>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn put(&self, member: &str, at_ms: i64) -> Result<(), String> {
+        let mut c = self.conn.clone();
+        redis::cmd("ZADD")
+            .arg(self.key)
             .arg(at_ms)
             .arg(member)
             .query_async::<i64>(&mut c)
@@ -77,27 +101,40 @@ impl WaveSchedule for RedisWaveSchedule {
 
     async fn claim_due(&self, now_ms: i64, next_ms: i64, limit: usize) -> Result<Vec<String>, String> {
         let mut c = self.conn.clone();
-        self.claim.key(DUE).arg(now_ms).arg(next_ms).arg(limit).invoke_async(&mut c).await.map_err(|e| e.to_string())
+        self.claim
+            .key(self.key)
+            .arg(now_ms)
+            .arg(next_ms)
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn remove(&self, member: &str) -> Result<(), String> {
         let mut c = self.conn.clone();
-        redis::cmd("ZREM").arg(DUE).arg(member).query_async::<i64>(&mut c).await.map(|_| ()).map_err(|e| e.to_string())
+        redis::cmd("ZREM")
+            .arg(self.key)
+            .arg(member)
+            .query_async::<i64>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn running(&self) -> u64 {
         let mut c = self.conn.clone();
-        redis::cmd("ZCARD").arg(DUE).query_async::<u64>(&mut c).await.unwrap_or(0)
+        redis::cmd("ZCARD").arg(self.key).query_async::<u64>(&mut c).await.unwrap_or(0)
     }
 }
 
 /// A schedule in memory (use-case scenarios; one process).
 #[derive(Default)]
-pub struct MemoryWaveSchedule {
+pub struct MemorySchedule {
     due: Mutex<BTreeMap<String, i64>>,
 }
 
-impl MemoryWaveSchedule {
+impl MemorySchedule {
     /// The scheduled waves and when each is next looked at.
     pub fn entries(&self) -> BTreeMap<String, i64> {
         self.due.lock().map(|d| d.clone()).unwrap_or_default()
@@ -105,10 +142,15 @@ impl MemoryWaveSchedule {
 }
 
 #[async_trait::async_trait]
-impl WaveSchedule for MemoryWaveSchedule {
+impl Schedule for MemorySchedule {
     async fn add(&self, member: &str, at_ms: i64) -> Result<(), String> {
         let mut due = self.due.lock().map_err(|e| e.to_string())?;
         due.entry(member.to_owned()).or_insert(at_ms);
+        Ok(())
+    }
+
+    async fn put(&self, member: &str, at_ms: i64) -> Result<(), String> {
+        self.due.lock().map_err(|e| e.to_string())?.insert(member.to_owned(), at_ms);
         Ok(())
     }
 
