@@ -22,7 +22,7 @@ use timesquare::matchmaking::{Matchmaking, TicketReactions, Wanted};
 use timesquare::mm_index::MemoryMatchmakingIndex;
 use timesquare::players::Players;
 use timesquare::saga::{Saga, session_of, sweep_deadlines_once};
-use timesquare::schedule::{MemorySchedule, Schedule};
+use timesquare::schedule::MemorySchedule;
 use timesquare::settings;
 use timesquare_domain::matching::{Match, Status as MatchStatus};
 use timesquare_domain::rules::{Book, Rules, SHIPPED};
@@ -171,7 +171,7 @@ async fn two_players_are_matched_confirm_and_land_in_one_game() {
     }
     assert!(w.deadlines.entries().is_empty(), "a ready match has no deadline");
     // They are in a game now: another ticket is refused until it is over.
-    let e = w.mm.find(&player("ann", T0 + 3_000), &duel()).await.err().expect("ann is in a game");
+    let e = w.mm.find(&player("ann", T0 + 3_000), &duel()).await.expect_err("ann is in a game");
     assert_eq!(e.rule_name().as_deref(), Some("IN_A_GAME"), "{e}");
 }
 
@@ -197,7 +197,7 @@ async fn a_match_not_confirmed_in_time_is_compensated_and_the_confirmer_waits_ag
     assert_eq!(game.phase, Phase::Ended, "the session of a cancelled match is closed");
     // Bob may look again; ann is still queued, so a second ticket is refused.
     w.mm.find(&player("bob", T0 + 30_000), &duel()).await.expect("bob may queue again");
-    let e = w.mm.find(&player("ann", T0 + 30_000), &duel()).await.err().expect("ann is still queued");
+    let e = w.mm.find(&player("ann", T0 + 30_000), &duel()).await.expect_err("ann is still queued");
     assert_eq!(e.rule_name().as_deref(), Some("ALREADY_QUEUED"), "{e}");
 }
 
