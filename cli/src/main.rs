@@ -14,7 +14,7 @@ mod commands;
 mod context;
 mod output;
 
-use commands::{admin, auth, config, game, health, matchmaking, ops, stats, user};
+use commands::{admin, auth, config, game, health, matchmaking, ops, players, stats, user};
 use context::Context;
 use output::Failure;
 
@@ -72,9 +72,9 @@ enum Command {
     Match(matchmaking::MatchCommand),
     /// Players: profiles with rating, rank, stats and recent games.
     #[command(subcommand)]
-    Player(matchmaking::PlayerCommand),
+    Player(players::PlayerCommand),
     /// Leaderboards: by rating, by best wave on a map, weekly.
-    Leaderboard(matchmaking::Leaderboard),
+    Leaderboard(players::Leaderboard),
     /// Operations (admins): configuration, flags, statistics, metrics, reports, maintenance.
     #[command(subcommand)]
     Ops(ops::OpsCommand),
@@ -125,8 +125,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::User(c) => user::run(c, &ctx).await,
         Command::Game(g) => game::run(g, &ctx).await,
         Command::Match(c) => matchmaking::run_match(c, &ctx).await,
-        Command::Player(c) => matchmaking::run_player(c, &ctx).await,
-        Command::Leaderboard(l) => matchmaking::run_leaderboard(l, &ctx).await,
+        Command::Player(c) => players::run_player(c, &ctx).await,
+        Command::Leaderboard(l) => players::run_leaderboard(l, &ctx).await,
         Command::Ops(c) => ops::run(c, &ctx).await,
         Command::Stats(s) => stats::run(s, &ctx).await,
         Command::Config(c) => config::run(c, &ctx).await,

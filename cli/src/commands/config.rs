@@ -89,7 +89,7 @@ fn show(v: &ConfigurationView) -> String {
 fn keys(rows: &[&allies_core::settings::Setting]) -> String {
     let mut lines = vec![
         "precedence: environment variable, else cqrs.yaml, else the default; a live setting follows the live \
-         configuration once an operator sets it (allies config set)"
+         configuration once an operator sets it (allies ops config set)"
             .to_owned(),
     ];
     for s in rows {

@@ -9,5 +9,6 @@ pub mod game;
 pub mod health;
 pub mod matchmaking;
 pub mod ops;
+pub mod players;
 pub mod stats;
 pub mod user;

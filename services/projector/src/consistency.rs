@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use allies_store::{RecordedEvent, RedisConn, StoreError, keys};
 
-use crate::readmodel::View;
+use crate::readmodel::Namespace;
 use crate::registry::{Change, Projection};
 
 /// One read model that does not match its events.
@@ -115,7 +115,7 @@ pub async fn written_keys(
 
 /// Checks (and with `repair`, rewrites) every read model of a projection in `view`.
 pub async fn check(
-    view: &View,
+    view: &Namespace,
     projection: &dyn Projection,
     partitions: u32,
     repair: bool,

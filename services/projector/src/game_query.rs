@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::error::Result;
 use crate::manager::Manager;
 use crate::projections::games::{self, Filter};
-use crate::readmodel::View;
+use crate::readmodel::Namespace;
 use crate::reads::{page_token, paging, uuid_field, wait_for};
 
 pub struct GameQueryApi {
@@ -40,7 +40,7 @@ impl GameQueryApi {
         Ok(self.auth.authenticate(request).await?)
     }
 
-    fn view(&self) -> View {
+    fn view(&self) -> Namespace {
         self.manager.view(games::NAME)
     }
 

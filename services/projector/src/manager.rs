@@ -20,7 +20,7 @@ use allies_store::subscriber::{self, Handler, HandlerError, SubscriptionConfig, 
 use allies_store::{RecordedEvent, RedisConn, RedisTarget, keys};
 use tokio::sync::watch;
 
-use crate::readmodel::{DEFAULT_NAMESPACE, View};
+use crate::readmodel::{DEFAULT_NAMESPACE, Namespace};
 use crate::registry::{Projection, Registry};
 
 /// A generation of a projection: where its models live and which group feeds them.
@@ -66,7 +66,7 @@ pub async fn read_generation(conn: &mut RedisConn, name: &str) -> Result<Generat
 /// subscription handler, also used to replay dead letters.
 pub struct Applier {
     pub projection: Arc<dyn Projection>,
-    pub view: View,
+    pub view: Namespace,
 }
 
 impl Handler for Applier {
@@ -182,7 +182,7 @@ impl Manager {
         let name = projection.name();
         let applier = Arc::new(Applier {
             projection: projection.clone(),
-            view: View::new(self.settings.conn.clone(), &generation.namespace),
+            view: Namespace::new(self.settings.conn.clone(), &generation.namespace),
         });
         if let Ok(mut tasks) = self.tasks.lock() {
             for source in projection.sources() {
@@ -206,12 +206,12 @@ impl Manager {
     }
 
     /// Where queries of projection `name` read now.
-    pub fn view(&self, name: &str) -> View {
+    pub fn view(&self, name: &str) -> Namespace {
         self.live
             .read()
             .ok()
             .and_then(|l| l.get(name).map(|s| s.applier.view.clone()))
-            .unwrap_or_else(|| View::new(self.settings.conn.clone(), DEFAULT_NAMESPACE))
+            .unwrap_or_else(|| Namespace::new(self.settings.conn.clone(), DEFAULT_NAMESPACE))
     }
 
     /// The live applier of a projection (to replay its dead letters).

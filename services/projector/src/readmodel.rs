@@ -1,4 +1,4 @@
-//! Read models in Redis: a [`View`] is one generation's namespace (`rm`,
+//! Read models in Redis: a [`Namespace`] is one generation (`rm`,
 //! `rm.g1`, …) of the keys the projections write; it applies [`Change`]s
 //! and reads models back.
 
@@ -14,7 +14,7 @@ pub const DEFAULT_NAMESPACE: &str = "rm";
 
 /// One generation's key namespace.
 #[derive(Clone)]
-pub struct View {
+pub struct Namespace {
     pub conn: RedisConn,
     pub ns: String,
     script: redis::Script,
@@ -24,7 +24,7 @@ fn handler_error(e: redis::RedisError) -> HandlerError {
     HandlerError(e.to_string())
 }
 
-impl View {
+impl Namespace {
     pub fn new(conn: RedisConn, ns: &str) -> Self {
         Self { conn, ns: ns.to_owned(), script: redis::Script::new(include_str!("apply.lua")) }
     }

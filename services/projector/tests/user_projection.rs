@@ -11,12 +11,12 @@ use allies_testkit::RedisServer;
 use allies_testkit::fixtures::meta;
 use projector::manager::Applier;
 use projector::projections::users;
-use projector::readmodel::View;
+use projector::readmodel::Namespace;
 use uuid::Uuid;
 
 /// The user projection writing into the first generation's namespace.
 fn user_projection(store: &RedisEventStore) -> Applier {
-    Applier { projection: Arc::new(users::Users), view: View::new(store.connection(), "rm") }
+    Applier { projection: Arc::new(users::Users), view: Namespace::new(store.connection(), "rm") }
 }
 
 /// Reads a user from the read model.

@@ -74,7 +74,7 @@ async fn run_projection(
     let handler = Arc::new(Timed {
         inner: projector::manager::Applier {
             projection: Arc::new(projector::projections::users::Users),
-            view: projector::readmodel::View::new(store.connection(), "rm"),
+            view: projector::readmodel::Namespace::new(store.connection(), "rm"),
         },
         lags: Default::default(),
         applied: Default::default(),

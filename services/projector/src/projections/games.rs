@@ -19,7 +19,7 @@ use allies_store::RecordedEvent;
 use allies_store::subscriber::HandlerError;
 use serde::{Deserialize, Serialize};
 
-use crate::readmodel::{Fields, View};
+use crate::readmodel::{Fields, Namespace};
 use crate::registry::{Change, IndexOp, Projection, typed};
 
 pub const NAME: &str = "rm.game";
@@ -340,19 +340,19 @@ impl Model {
 }
 
 /// A session's read model (None when it does not exist yet).
-pub async fn get(view: &View, session_id: &str) -> Result<Option<Model>, redis::RedisError> {
+pub async fn get(view: &Namespace, session_id: &str) -> Result<Option<Model>, redis::RedisError> {
     let m = view.model(&key(session_id)).await?;
     Ok(m.filter(|m| m.contains_key("session_id")).map(Model))
 }
 
 /// The models of `ids` (in order; missing ones left out).
-async fn models(view: &View, ids: &[String]) -> Result<Vec<Model>, redis::RedisError> {
+async fn models(view: &Namespace, ids: &[String]) -> Result<Vec<Model>, redis::RedisError> {
     let keys: Vec<String> = ids.iter().map(|id| key(id)).collect();
     Ok(view.models(&keys).await?.into_iter().flatten().filter(|m| m.contains_key("session_id")).map(Model).collect())
 }
 
 /// Ids of an index, newest first, at most `limit`.
-async fn newest(view: &View, index: &str, offset: usize, limit: usize) -> Result<Vec<String>, redis::RedisError> {
+async fn newest(view: &Namespace, index: &str, offset: usize, limit: usize) -> Result<Vec<String>, redis::RedisError> {
     let mut conn = view.conn.clone();
     redis::cmd("ZRANGE")
         .arg(view.key(index))
@@ -386,7 +386,7 @@ impl Filter {
 /// Open public lobbies with at least `min_free` seats: newest first, or by
 /// free seats (then newest). Reads up to [`SCAN_LIMIT`] lobbies.
 pub async fn lobbies(
-    view: &View,
+    view: &Namespace,
     filter: &Filter,
     min_free: u64,
     by_free_slots: bool,
@@ -411,7 +411,7 @@ pub async fn lobbies(
 /// Entries of an index, newest first, that `keep` keeps: a page from
 /// `offset` and the offset of the next page.
 async fn page_of(
-    view: &View,
+    view: &Namespace,
     index: &str,
     offset: usize,
     page_size: usize,
@@ -447,7 +447,7 @@ async fn page_of(
 
 /// Sessions being played, newest first.
 pub async fn active(
-    view: &View,
+    view: &Namespace,
     filter: &Filter,
     offset: usize,
     page_size: usize,
@@ -458,7 +458,7 @@ pub async fn active(
 
 /// A player's games, newest first, each with the player's own entry.
 pub async fn of_player(
-    view: &View,
+    view: &Namespace,
     user_id: &str,
     offset: usize,
     page_size: usize,

@@ -10,7 +10,7 @@ use allies_store::RecordedEvent;
 use allies_store::subscriber::HandlerError;
 use serde::{Deserialize, Serialize};
 
-use crate::readmodel::{Fields, View};
+use crate::readmodel::{Fields, Namespace};
 use crate::registry::{Change, Projection, typed};
 
 pub const NAME: &str = "rm.match";
@@ -94,7 +94,7 @@ impl Projection for Matches {
 }
 
 /// A match's record (None when there is no such match yet).
-pub async fn get(view: &View, match_id: &str) -> Result<Option<MatchRecord>, redis::RedisError> {
+pub async fn get(view: &Namespace, match_id: &str) -> Result<Option<MatchRecord>, redis::RedisError> {
     let Some(m) = view.model(&key(match_id)).await? else { return Ok(None) };
     if !m.contains_key("match_id") {
         return Ok(None);

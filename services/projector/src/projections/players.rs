@@ -15,7 +15,7 @@ use allies_contracts::timesquare::events::PlayerEvent;
 use allies_store::RecordedEvent;
 use allies_store::subscriber::HandlerError;
 
-use crate::readmodel::{Fields, View};
+use crate::readmodel::{Fields, Namespace};
 use crate::registry::{Change, IndexOp, Projection, typed};
 
 pub const NAME: &str = "rm.player";
@@ -103,7 +103,7 @@ impl Projection for Players {
 
 /// A player's profile (None when there is no such player yet); `private`
 /// adds where they are and their lockout.
-pub async fn get(view: &View, user_id: &str, private: bool) -> Result<Option<PlayerProfile>, redis::RedisError> {
+pub async fn get(view: &Namespace, user_id: &str, private: bool) -> Result<Option<PlayerProfile>, redis::RedisError> {
     let Some(m) = view.model(&key(user_id)).await? else { return Ok(None) };
     if !m.contains_key("user_id") {
         return Ok(None);
@@ -141,7 +141,7 @@ pub async fn get(view: &View, user_id: &str, private: bool) -> Result<Option<Pla
 }
 
 /// Display names of players, for board entries.
-async fn names(view: &View, ids: &[String]) -> Result<HashMap<String, String>, redis::RedisError> {
+async fn names(view: &Namespace, ids: &[String]) -> Result<HashMap<String, String>, redis::RedisError> {
     let keys: Vec<String> = ids.iter().map(|id| key(id)).collect();
     let models = view.models(&keys).await?;
     Ok(ids
@@ -158,7 +158,7 @@ async fn names(view: &View, ids: &[String]) -> Result<HashMap<String, String>, r
 /// A page of a board: `limit` entries from the top, or around `around`
 /// (that player in the middle). Returns the entries and the board's size.
 pub async fn board(
-    view: &View,
+    view: &Namespace,
     board: &str,
     limit: usize,
     around: Option<&str>,

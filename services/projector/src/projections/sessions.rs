@@ -9,7 +9,7 @@ use allies_contracts::projector::v1::Session;
 use allies_store::RecordedEvent;
 use allies_store::subscriber::HandlerError;
 
-use crate::readmodel::{Fields, View};
+use crate::readmodel::{Fields, Namespace};
 use crate::registry::{Change, IndexOp, Projection, typed};
 
 pub const NAME: &str = "rm.session";
@@ -70,7 +70,7 @@ impl Projection for Sessions {
     }
 }
 
-pub async fn get(view: &View, session_id: &str) -> Result<Option<Session>, redis::RedisError> {
+pub async fn get(view: &Namespace, session_id: &str) -> Result<Option<Session>, redis::RedisError> {
     let Some(m) = view.model(&key(session_id)).await? else { return Ok(None) };
     if !m.contains_key("session_id") {
         return Ok(None);
@@ -89,7 +89,7 @@ pub async fn get(view: &View, session_id: &str) -> Result<Option<Session>, redis
 }
 
 /// A user's sessions, newest first.
-pub async fn list_for_user(view: &View, user_id: &str, limit: usize) -> Result<Vec<Session>, redis::RedisError> {
+pub async fn list_for_user(view: &Namespace, user_id: &str, limit: usize) -> Result<Vec<Session>, redis::RedisError> {
     let mut conn = view.conn.clone();
     let ids: Vec<String> = redis::cmd("ZREVRANGE")
         .arg(view.key(&user_sessions(user_id)))

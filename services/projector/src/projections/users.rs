@@ -16,7 +16,7 @@ use allies_contracts::projector::v1::User;
 use allies_store::RecordedEvent;
 use allies_store::subscriber::HandlerError;
 
-use crate::readmodel::{Fields, View, now_ms};
+use crate::readmodel::{Fields, Namespace, now_ms};
 use crate::registry::{Change, IndexOp, Projection, typed};
 
 pub const NAME: &str = "rm.user";
@@ -108,7 +108,7 @@ impl Projection for Users {
 }
 
 /// Reads one user (None when not in the read model).
-pub async fn get(view: &View, user_id: &str) -> Result<Option<User>, redis::RedisError> {
+pub async fn get(view: &Namespace, user_id: &str) -> Result<Option<User>, redis::RedisError> {
     let Some(m) = view.model(&key(user_id)).await? else { return Ok(None) };
     if !m.contains_key("user_id") {
         return Ok(None);
@@ -144,7 +144,7 @@ pub fn public(user: User) -> User {
 }
 
 /// Looks a user up by username, case-insensitively.
-pub async fn by_username(view: &View, username: &str) -> Result<Option<User>, redis::RedisError> {
+pub async fn by_username(view: &Namespace, username: &str) -> Result<Option<User>, redis::RedisError> {
     let mut conn = view.conn.clone();
     let id: Option<String> = redis::cmd("HGET")
         .arg(view.key(USERNAME_INDEX))
@@ -174,7 +174,7 @@ pub struct ListQuery {
 /// position to continue from (None at the end). Iterates the sort index in
 /// chunks and filters with the role sets / usernames: at most `SCAN_LIMIT`
 /// index entries per call (a partial page then carries a token).
-pub async fn list(view: &View, q: &ListQuery) -> Result<(Vec<User>, Option<u64>), redis::RedisError> {
+pub async fn list(view: &Namespace, q: &ListQuery) -> Result<(Vec<User>, Option<u64>), redis::RedisError> {
     const CHUNK: usize = 200;
     const SCAN_LIMIT: usize = 2_000;
     let mut conn = view.conn.clone();
