@@ -121,6 +121,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         timeout: Duration::from_secs(cli.timeout),
         traceparent,
     };
+    if !matches!(cli.command, Command::Auth(_) | Command::Health(_)) {
+        auth::refresh_if_expiring(&ctx).await;
+    }
     match &cli.command {
         Command::User(c) => user::run(c, &ctx).await,
         Command::Game(g) => game::run(g, &ctx).await,
@@ -139,6 +142,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // `allies … | head`: a reader that stops reading ends the CLI quietly,
+    // as it does any Unix tool, instead of a panic on the closed pipe (Rust
+    // ignores SIGPIPE, so every print would fail with EPIPE).
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal at start,
+    // before any thread or handler exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let json = cli.json;
     match run(cli).await {

@@ -63,6 +63,49 @@ fn kept(t: &AuthenticateUserResponse, username: &str) -> Saved {
     }
 }
 
+/// The `exp` claim (Unix seconds) of a JWT, read without verifying it
+/// (the services verify; the CLI only needs to know when to refresh).
+fn expires_at(token: &str) -> Option<i64> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?.get("exp")?.as_i64()
+}
+
+/// Access tokens live minutes: a saved login whose token expires within
+/// 30 s is refreshed with its refresh token before the command runs, and
+/// the new tokens are kept. When that fails (the session ended or expired),
+/// the command goes on with the old token and the user is told to log in.
+pub async fn refresh_if_expiring(ctx: &Context) {
+    if ctx.token.is_some() {
+        return; // a token given on the command line is used as it is
+    }
+    let Ok(saved) = ctx.load_saved() else { return };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    if expires_at(&saved.access_token).is_none_or(|exp| exp - now > 30) || saved.refresh_token.is_empty() {
+        return;
+    }
+    let refreshed = async {
+        let mut client = GuardianServiceClient::new(ctx.channel(&ctx.guardian).await?);
+        let request = RefreshTokenRequest { refresh_token: saved.refresh_token.clone() };
+        Ok::<_, Failure>(client.refresh_token(ctx.anonymous(request)?).await?.into_inner())
+    };
+    match refreshed.await {
+        Ok(r) => {
+            if let Err(e) = ctx.save(&kept(&r, &saved.username)) {
+                eprintln!("warning: the login was refreshed but not kept: {}", e.message);
+            }
+        }
+        Err(e) => {
+            let flag = if ctx.profile == "default" { String::new() } else { format!(" --profile {}", ctx.profile) };
+            eprintln!(
+                "warning: the saved login has expired and could not be refreshed ({}): run `allies{flag} login`",
+                e.message
+            );
+        }
+    }
+}
+
 pub async fn run(command: &AuthCommand, ctx: &Context) -> Result<(), Failure> {
     let json = ctx.json;
     match command {

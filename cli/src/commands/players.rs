@@ -74,6 +74,13 @@ pub async fn run_player(command: &PlayerCommand, ctx: &Context) -> Result<(), Fa
 }
 
 pub async fn run_leaderboard(l: &Leaderboard, ctx: &Context) -> Result<(), Failure> {
+    match l.board.as_str() {
+        "wave" if l.map.is_empty() || l.difficulty.is_empty() => {
+            return Err(Failure::local("--board wave needs --map and --difficulty (see `allies game rules`)"));
+        }
+        "rating" | "wave" | "weekly" => {}
+        other => return Err(Failure::local(format!("--board is rating, wave or weekly, not '{other}'"))),
+    }
     let around = match l.around.as_deref() {
         Some("me") => ctx.load_saved()?.user_id,
         Some(other) => other.to_owned(),

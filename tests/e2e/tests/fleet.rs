@@ -515,6 +515,29 @@ async fn the_operator_tool_finds_the_fleet_and_says_what_is_not_there() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("UserRegistered"), "read the fleet's Redis");
     assert!(String::from_utf8_lossy(&out.stderr).contains("fleet.env"), "says which Redis it reads");
+    // From a directory below, it finds the same fleet; from one with no
+    // fleet above it and nothing named, it refuses rather than guess 6379.
+    std::fs::create_dir_all(cwd.path().join("deploy/k8s")).unwrap();
+    let below = Command::new(allies_testkit::binary("allies-store"))
+        .current_dir(cwd.path().join("deploy/k8s"))
+        .env_remove("REDIS_URL")
+        .args(["history", "user", &id])
+        .output()
+        .expect("run allies-store");
+    assert!(below.status.success(), "{}", String::from_utf8_lossy(&below.stderr));
+    let nowhere = tempfile::tempdir().unwrap();
+    let refused = Command::new(allies_testkit::binary("allies-store"))
+        .current_dir(nowhere.path())
+        .env_remove("REDIS_URL")
+        .args(["archive", "user", &id])
+        .output()
+        .expect("run allies-store");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("which Redis?"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("$argon2"), "history shows no password hash");
 
     // An unknown id is an error, not an empty history or a state at version 0.
@@ -544,4 +567,44 @@ async fn the_operator_tool_finds_the_fleet_and_says_what_is_not_there() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("archived versions 1..=1"));
     let out = run(&["restore", "user", &id]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("all 1 events"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refreshes_an_expiring_login_and_says_when_it_cannot() {
+    // Access tokens of one second: every later command finds its token expiring.
+    let fleet = Fleet::start(&[("ACCESS_TOKEN_TTL_SECS", "1")]);
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| fleet.cli(home.path(), args);
+    let id = fleet.register("refresher").await;
+    let out = run(&["login", "--username", "refresher", "--password", allies_e2e::PASSWORD]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(home.path().join("session.json")).unwrap()).unwrap()
+    };
+    let first = saved()["access_token"].as_str().unwrap().to_owned();
+    // Past the token's life and the services' 5 s leeway: the old token is refused…
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let out = run(&["--token", &first, "user", "get", &id]);
+    assert!(!out.status.success(), "an expired token is refused");
+    // …and a command with the saved login refreshes it first, then works.
+    let out = run(&["user", "get", &id, "--wait", "10"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refresher"));
+    assert_ne!(saved()["access_token"].as_str().unwrap(), first, "new tokens are kept");
+    // A login whose session ended cannot be refreshed: the CLI says to log in.
+    let out = run(&["logout"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let login = run(&["login", "--username", "refresher", "--password", allies_e2e::PASSWORD]);
+    assert!(login.status.success());
+    let session = saved();
+    let mut guardian = fleet.guardian().await;
+    let token = session["access_token"].as_str().unwrap();
+    guardian
+        .logout_user(bearer(allies_contracts::guardian::v1::LogoutUserRequest {}, token))
+        .await
+        .expect("the session ends elsewhere");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = run(&["user", "get", &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("could not be refreshed") && err.contains("allies login"), "{err}");
 }

@@ -11,7 +11,6 @@
 //! Works for every aggregate type the domain crates define (see `by_type!`);
 //! it depends on domains and contracts, never on a service.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use allies_core::Snapshot;
@@ -26,8 +25,18 @@ use allies_store_admin::by_type;
 #[derive(Parser)]
 #[command(name = "allies-store", about = "Operator commands on the Defense Allies event store")]
 struct Cli {
+    /// The event store's Redis (default: `REDIS_URL`, else the fleet `dev/up`
+    /// started, found in `.data/fleet.env` here or in a parent directory).
+    #[arg(long, global = true)]
+    redis: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `.data/fleet.env` in the current directory or the nearest parent that has one.
+fn fleet_file() -> Option<std::path::PathBuf> {
+    let here = std::env::current_dir().ok()?;
+    here.ancestors().map(|d| d.join(".data/fleet.env")).find(|f| f.is_file())
 }
 
 #[derive(Subcommand)]
@@ -103,10 +112,26 @@ async fn as_of<A: Snapshot + serde::Serialize + Send>(
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (env, from_file) = Env::from_process_with_defaults(Path::new(".data/fleet.env"));
+    // Never a Redis nobody named: an operator command may write (archive,
+    // restore), and 127.0.0.1:6379 may be somebody else's.
+    let named = cli.redis.is_some() || Env::from_process().get("REDIS_URL").is_some();
+    let file = fleet_file();
+    let (mut env, from_file) = match &file {
+        Some(f) if !named => Env::from_process_with_defaults(f),
+        _ => (Env::from_process(), false),
+    };
+    if let Some(url) = &cli.redis {
+        env = env.with("REDIS_URL", url);
+    }
+    if !named && !from_file {
+        bail!(
+            "which Redis? no fleet found (no .data/fleet.env here or above: dev/up writes it) and no REDIS_URL or \
+             --redis given; run from the checkout whose fleet you mean, or name it: --redis redis://host:port"
+        );
+    }
     let config = ServiceConfig::from("store-admin", env)?;
-    if from_file && Env::from_process().get("REDIS_URL").is_none() {
-        eprintln!("using the fleet of .data/fleet.env: Redis at {}", config.redis_url);
+    if let (true, Some(f)) = (from_file, &file) {
+        eprintln!("using the fleet of {}: Redis at {}", f.display(), config.redis_url);
     }
     let store = RedisEventStore::connect(&config.redis_url, config.partitions)
         .await
