@@ -407,15 +407,30 @@ pub async fn run(args: &GameArgs, ctx: &Context) -> Result<(), Failure> {
                     let b = m.board.clone().unwrap_or_default();
                     lines.push(format!("  map {:<8} {}x{}, {} waves", m.name, b.width, b.height, m.waves));
                 }
+                // Ranges are in milli-tiles: shown in tiles.
+                let tiles = |r: &[i64]| r.iter().map(|m| format!("{:.1}", *m as f64 / 1000.0)).collect::<Vec<_>>();
                 for t in &r.towers {
                     let flag = if t.flag.is_empty() { String::new() } else { format!("  (flag {})", t.flag) };
                     lines.push(format!(
-                        "  tower {:<7} cost {:<4} upgrades {:?}  range {:?}  damage {:?}  refund {}%{flag}",
-                        t.name, t.cost, t.upgrade_costs, t.ranges, t.damage, t.sell_refund_pct
+                        "  tower {:<7} cost {:<4} upgrades {:?}  range {} tiles  damage {:?}  refund {}%{flag}",
+                        t.name,
+                        t.cost,
+                        t.upgrade_costs,
+                        tiles(&t.ranges).join("/"),
+                        t.damage,
+                        t.sell_refund_pct
                     ));
                 }
                 lines.push(format!("  enemies: {}", r.enemies.join(", ")));
-                lines.push(format!("  difficulties: {}", r.difficulties.join(", ")));
+                for d in &r.difficulty_details {
+                    lines.push(format!(
+                        "  difficulty {:<7} start gold {} per player, {} lives; enemies {}% hit points, {}% speed, {}% bounty",
+                        d.name, d.start_gold, d.lives, d.enemy_hp_pct, d.enemy_speed_pct, d.bounty_pct
+                    ));
+                }
+                if r.difficulty_details.is_empty() {
+                    lines.push(format!("  difficulties: {}", r.difficulties.join(", ")));
+                }
                 lines.join("\n")
             });
         }

@@ -44,9 +44,13 @@ pub async fn run_player(command: &PlayerCommand, ctx: &Context) -> Result<(), Fa
     let request = GetPlayerRequest { user_id, consistency_token: String::new() };
     let p = client.get_player(ctx.authorized(request)?).await?.into_inner().player.unwrap_or_default();
     print(ctx.json, &p, || {
+        let rank = match p.rating_rank {
+            0 => "unranked until a first game".to_owned(),
+            r => format!("#{r} on the board"),
+        };
         let mut out = format!(
-            "{} ({})\n  rating:   {} (#{} on the board)\n  games:    {} played, {} won",
-            p.display_name, p.username, p.rating, p.rating_rank, p.games_played, p.wins
+            "{} ({})\n  rating:   {} ({rank})\n  games:    {} played, {} won",
+            p.display_name, p.username, p.rating, p.games_played, p.wins
         );
         if !p.week.is_empty() {
             out.push_str(&format!("\n  week:     {} score {}", p.week, p.week_score));

@@ -618,8 +618,12 @@ impl GameSession {
                     if !self.reserved.contains(&who.user_id) {
                         return Err(GameError::SeatReserved);
                     }
-                } else if self.private && invite_hash.as_deref() != Some(self.invite_hash.as_str()) {
-                    return Err(GameError::WrongInviteCode);
+                } else if self.private {
+                    match invite_hash.as_deref() {
+                        None => return Err(GameError::MissingInviteCode),
+                        Some(h) if h != self.invite_hash => return Err(GameError::WrongInviteCode),
+                        Some(_) => {}
+                    }
                 }
                 let players = self.present() as u32;
                 if players >= self.max_players {

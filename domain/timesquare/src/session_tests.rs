@@ -133,7 +133,7 @@ fn players_join_an_open_lobby_once_until_it_is_full_and_a_private_one_with_its_c
     let (_, full) = play(&[create_cmd("meadow", "normal", 2, false), join("bo", None)]);
     given::<GameSession>(full).when(join("cy", None)).then_err(GameError::SessionFull(2));
     let (_, private) = play(&[create_cmd("meadow", "normal", 2, true)]);
-    given::<GameSession>(private.clone()).when(join("bo", None)).then_err(GameError::WrongInviteCode);
+    given::<GameSession>(private.clone()).when(join("bo", None)).then_err(GameError::MissingInviteCode);
     given::<GameSession>(private.clone()).when(join("bo", Some("other"))).then_err(GameError::WrongInviteCode);
     let state = given::<GameSession>(private).when(join("bo", Some("codehash"))).then([GameEvent::PlayerJoined(
         PlayerJoined { user_id: uid("bo"), display_name: "bo".into(), seat: 1, players: 2, joined_at_ms: T0 },

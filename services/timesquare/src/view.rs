@@ -138,5 +138,17 @@ pub fn rules_view(rules: &timesquare_domain::Rules) -> RulesView {
         enemies: rules.enemies.keys().cloned().collect(),
         difficulties: rules.difficulties.keys().cloned().collect(),
         ticks_per_second: rules.ticks_per_second,
+        difficulty_details: rules
+            .difficulties
+            .iter()
+            .map(|(name, d)| DifficultyView {
+                name: name.clone(),
+                start_gold: rules.economy.start_gold * d.start_gold_pct / 100,
+                lives: d.lives,
+                enemy_hp_pct: d.enemy_hp_pct,
+                enemy_speed_pct: d.enemy_speed_pct,
+                bounty_pct: d.bounty_pct,
+            })
+            .collect(),
     }
 }

@@ -514,6 +514,9 @@ async fn lobbies_are_listed_filtered_sorted_and_paged_and_private_ones_stay_priv
         invite_code: "WRONG123".into(),
         ..Default::default()
     };
+    let none = JoinGameSessionRequest { invite_code: String::new(), ..wrong.clone() };
+    let e = refused(g.join_game_session(bearer(none, &cy.token)).await, Code::InvalidArgument, "INVITE_CODE_REQUIRED");
+    assert!(e.message().contains("needs an invite code"), "{}", e.message());
     refused(g.join_game_session(bearer(wrong.clone(), &cy.token)).await, Code::PermissionDenied, "INVITE_CODE");
     wrong.invite_code = p.invite_code.to_lowercase();
     let joined = g.join_game_session(bearer(wrong, &dee.token)).await.expect("the code works").into_inner();

@@ -593,11 +593,24 @@ async fn leaderboards_rank_by_rating_best_wave_and_week_keep_old_weeks_page_arou
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // A player who never played has a profile but no rank.
+    let (newcomer, _) = fleet.player("lbnewcomer").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let fresh = loop {
+        let r = GetPlayerRequest { user_id: newcomer.clone(), consistency_token: String::new() };
+        if let Ok(p) = q.get_player(bearer(r, &me.token)).await {
+            break p.into_inner().player.unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "the newcomer's profile never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((fresh.games_played, fresh.rating_rank), (0, 0), "{fresh:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // Rating: every player, best first, each value the player's own rating.
+    // Rating: every player who played, best first, each value the player's own rating.
     let r: GetLeaderboardResponse = rating(&mut q).await.expect("rating board");
     assert_eq!((r.board.as_str(), r.total, r.entries.len()), ("rating", 12, 12));
+    assert!(r.entries.iter().all(|e| e.user_id != newcomer), "no rank before a first game");
     assert!(r.entries.windows(2).all(|w| w[0].value >= w[1].value && w[0].rank + 1 == w[1].rank));
     // (Elo depends on the order games are recorded, which the games topic's
     // partitions do not fix; the one who never won on hard is last either way.)

@@ -61,7 +61,8 @@ impl Projection for Players {
                     ("wins", "0".into()),
                     ("registered_at_ms", e.registered_at_ms.to_string()),
                 ]),
-                zadd(RATING.into(), f64::from(e.rating)),
+                // Not on the rating board before their first game: a
+                // newcomer's default rating is no rank.
             ],
             PlayerEvent::ProfileUpdated(e) => {
                 vec![model(vec![("username", e.username), ("display_name", e.display_name)])]

@@ -25,11 +25,32 @@ pub(crate) struct PartitionReader {
     /// Highest priority first; one stream for a partition log.
     pub(crate) streams: Vec<String>,
     pub(crate) config: SubscriptionConfig,
+    /// Whether this consumer has entries of its own waiting for a retry
+    /// (a handler failed, or the breaker held them back): then pending
+    /// entries are looked at every retry step; otherwise only every half
+    /// `claim_idle`, for a dead consumer's entries — an idle reader costs
+    /// one blocking read per `block`, not a poll per retry step.
+    pub(crate) own_pending: std::sync::atomic::AtomicBool,
+    /// Priority streams: the last blocking read found all four empty. Then
+    /// the next read blocks on all four at once (it returns as soon as any
+    /// has an entry) instead of a weighted round of four empty reads first.
+    idle: std::sync::atomic::AtomicBool,
 }
 
 impl PartitionReader {
     pub(crate) fn new(target: RedisTarget, partition: u32, config: SubscriptionConfig) -> Self {
-        Self { target, partition, streams: config.streams(partition), config }
+        Self {
+            target,
+            partition,
+            streams: config.streams(partition),
+            config,
+            own_pending: Default::default(),
+            idle: Default::default(),
+        }
+    }
+
+    pub(crate) fn owes_retries(&self, yes: bool) {
+        self.own_pending.store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
     async fn connect(&self) -> RedisResult<RedisConn> {
@@ -77,9 +98,14 @@ impl PartitionReader {
         if !self.recover(&mut conn, handler, shutdown, true).await? {
             return Ok(());
         }
-        let every = (self.config.claim_idle / 2).min(self.config.retry.get().base).max(Duration::from_millis(50));
+        let claims_every = (self.config.claim_idle / 2).max(Duration::from_millis(50));
         let mut last_recovery = tokio::time::Instant::now();
         loop {
+            let every = if self.own_pending.load(std::sync::atomic::Ordering::Relaxed) {
+                claims_every.min(self.config.retry.get().base).max(Duration::from_millis(50))
+            } else {
+                claims_every
+            };
             let paused = self.config.breaker.remaining_open();
             if !paused.is_zero() {
                 // Open breaker: read nothing, retry nothing; entries wait in the log.
@@ -89,7 +115,9 @@ impl PartitionReader {
                 }
                 continue;
             }
-            let block = self.config.block.min(every);
+            // Never 0: a BLOCK of 0 waits forever.
+            let block =
+                self.config.block.min(every.saturating_sub(last_recovery.elapsed())).max(Duration::from_millis(1));
             let entries = tokio::select! {
                 r = self.read(&mut conn, block) => r?,
                 _ = shutdown.changed() => return Ok(()),
@@ -99,6 +127,7 @@ impl PartitionReader {
             }
             if last_recovery.elapsed() >= every {
                 last_recovery = tokio::time::Instant::now();
+                self.owes_retries(false);
                 if !self.recover(&mut conn, handler, shutdown, false).await? {
                     return Ok(());
                 }
@@ -145,6 +174,13 @@ impl PartitionReader {
         if self.streams.len() == 1 {
             return self.read_streams(conn, &[0], self.config.batch, Some(block)).await;
         }
+        use std::sync::atomic::Ordering::Relaxed;
+        let all: Vec<usize> = (0..self.streams.len()).collect();
+        if self.idle.load(Relaxed) {
+            let woken = self.read_streams(conn, &all, 1, Some(block)).await?;
+            self.idle.store(woken.is_empty(), Relaxed);
+            return Ok(woken);
+        }
         let mut round = Vec::new();
         let mut carry = 0;
         for (i, p) in Priority::ALL.iter().enumerate().take(self.streams.len()) {
@@ -154,8 +190,8 @@ impl PartitionReader {
             round.extend(got);
         }
         if round.is_empty() {
-            let all: Vec<usize> = (0..self.streams.len()).collect();
             round = self.read_streams(conn, &all, 1, Some(block)).await?;
+            self.idle.store(round.is_empty(), Relaxed);
         }
         Ok(round)
     }
@@ -252,6 +288,7 @@ impl PartitionReader {
         let permit = self.config.breaker.permit();
         if permit == crate::breaker::Permit::Denied {
             // Left pending; delivered again once the breaker lets entries through.
+            self.owes_retries(true);
             return Ok(false);
         }
         let key = &self.streams[stream];
@@ -297,6 +334,7 @@ impl PartitionReader {
         if attempt < policy.max_attempts {
             tracing::warn!(stream = %key, entry = %entry.id, group = %self.config.group, attempt,
                 retry_in = ?policy.delay(attempt, &entry.id), %error, "entry failed; will retry");
+            self.owes_retries(true);
             return Ok(false);
         }
         let dlq = keys::dead_letter_key(&self.config.aggregate_type, self.partition, &self.config.group);

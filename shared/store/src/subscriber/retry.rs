@@ -126,6 +126,9 @@ impl PartitionReader {
                     backoff.max(self.config.claim_idle)
                 };
                 if Duration::from_millis(idle_ms) < wait || !self.config.breaker.remaining_open().is_zero() {
+                    if mine {
+                        self.owes_retries(true);
+                    }
                     continue;
                 }
                 // XCLAIM re-checks the idle time atomically: if another consumer
