@@ -34,14 +34,14 @@ impl Verification {
     }
 }
 
-/// Replays `events` (versions 1..) and checks every wave.
-pub fn verify(events: &[GameEvent]) -> Verification {
-    let mut state = GameSession::default();
+/// Replays `events` (versions 1..) with `book`'s rules and checks every wave.
+pub fn verify(events: &[GameEvent], book: &crate::rules::Book) -> Verification {
+    let mut state = GameSession::with_rules(book.clone());
     let mut report = Verification::default();
     for e in events {
         report.events += 1;
         match e {
-            GameEvent::Created(c) => match crate::rules::Book::get(c.rules_version) {
+            GameEvent::Created(c) => match book.get(c.rules_version) {
                 None => report.problems.push(format!("rules version {} is not loaded", c.rules_version)),
                 Some(r) if r.content_hash() != c.rules_hash => report.problems.push(format!(
                     "rules version {} has content {} here, the session was created with {}",

@@ -5,7 +5,7 @@
 //! games replay.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -453,77 +453,93 @@ impl Rules {
     }
 }
 
-/// Every loaded rules version, by number: the current one and the older
-/// ones old games were created with. Process-wide: rules are immutable data
-/// addressed by version (and checked by content hash), installed at start
-/// and when a new version is uploaded; deciders read them like constants.
-pub struct Book;
+/// The rules versions a game can be played or replayed with, by number: the
+/// current one and the older ones old games were created with. A value,
+/// cheap to clone: the service builds it from its rules files (and uploads)
+/// and hands it to every session it loads (`GameSession::with_rules`); the
+/// domain keeps no rules of its own and reads no file. Rules are immutable
+/// data addressed by version and checked by content hash.
+/// Each (rules version, map)'s path.
+type Paths = BTreeMap<(u32, String), Arc<crate::sim::Path>>;
 
-static BOOK: OnceLock<RwLock<BTreeMap<u32, Arc<Rules>>>> = OnceLock::new();
-
-fn book() -> &'static RwLock<BTreeMap<u32, Arc<Rules>>> {
-    BOOK.get_or_init(|| RwLock::new(BTreeMap::new()))
+#[derive(Clone, Default)]
+pub struct Book {
+    versions: Arc<BTreeMap<u32, Arc<Rules>>>,
+    /// Each (version, map)'s path, computed once.
+    paths: Arc<std::sync::Mutex<Paths>>,
 }
 
 impl Book {
-    /// Installs a version. A different content under an installed number is refused.
-    pub fn install(rules: Rules) -> Result<Arc<Rules>, RulesError> {
-        let mut b = book().write().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = b.get(&rules.rules_version) {
+    /// This book with `rules` added. A different content under a number
+    /// the book has is refused; the same content is no change.
+    pub fn with(&self, rules: Rules) -> Result<Self, RulesError> {
+        if let Some(existing) = self.versions.get(&rules.rules_version) {
             if existing.content_hash() != rules.content_hash() {
                 return Err(bad(
                     "rules_version",
                     format!("version {} is already loaded with a different content", rules.rules_version),
                 ));
             }
-            return Ok(existing.clone());
+            return Ok(self.clone());
         }
-        let rules = Arc::new(rules);
-        b.insert(rules.rules_version, rules.clone());
-        Ok(rules)
+        let mut versions = (*self.versions).clone();
+        versions.insert(rules.rules_version, Arc::new(rules));
+        Ok(Self { versions: Arc::new(versions), paths: self.paths.clone() })
     }
 
-    pub fn get(version: u32) -> Option<Arc<Rules>> {
-        book().read().unwrap_or_else(|e| e.into_inner()).get(&version).cloned()
+    /// A book of the current rules text and older versions' texts, each
+    /// given with the name to show when it is unusable (a file name).
+    /// Returns the book and the current version.
+    pub fn of_texts(current: (&str, &str), older: &[(String, String)]) -> Result<(Self, u32), (String, RulesError)> {
+        let mut book = Self::default();
+        for (name, text) in older {
+            book = Rules::parse(text).and_then(|r| book.with(r)).map_err(|e| (name.clone(), e))?;
+        }
+        let rules = Rules::parse(current.1).map_err(|e| (current.0.to_owned(), e))?;
+        let version = rules.rules_version;
+        Ok((book.with(rules).map_err(|e| (current.0.to_owned(), e))?, version))
     }
 
-    /// The highest installed version.
-    pub fn latest() -> Option<Arc<Rules>> {
-        book().read().unwrap_or_else(|e| e.into_inner()).values().next_back().cloned()
+    pub fn get(&self, version: u32) -> Option<Arc<Rules>> {
+        self.versions.get(&version).cloned()
     }
 
-    pub fn versions() -> Vec<u32> {
-        book().read().unwrap_or_else(|e| e.into_inner()).keys().copied().collect()
+    /// The highest version.
+    pub fn latest(&self) -> Option<Arc<Rules>> {
+        self.versions.values().next_back().cloned()
+    }
+
+    pub fn versions(&self) -> Vec<u32> {
+        self.versions.keys().copied().collect()
+    }
+
+    /// The path enemies walk on `map` of rules `version`, computed once.
+    pub fn path(&self, version: u32, map: &str) -> Option<Arc<crate::sim::Path>> {
+        let key = (version, map.to_owned());
+        let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = paths.get(&key) {
+            return Some(p.clone());
+        }
+        let path = Arc::new(crate::sim::Path::of(self.get(version)?.maps.get(map)?));
+        paths.insert(key, path.clone());
+        Some(path)
     }
 }
 
-/// Reads the rules file `current` and every older version in `older_dir`
-/// (one `.yaml` file each; a missing directory is none) into the book.
-/// Returns the current version, or the file that cannot be used with its
-/// key and reason. The one place the domain touches the file system: the
-/// service and the operator tool load rules the same way.
-pub fn load_files(current: &std::path::Path, older_dir: &std::path::Path) -> Result<u32, (String, RulesError)> {
-    let read = |path: &std::path::Path| -> Result<Rules, (String, RulesError)> {
-        let name = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| (name.clone(), bad("(file)", format!("cannot read it: {e}"))))?;
-        Rules::parse(&text).map_err(|e| (name, e))
-    };
-    let rules = read(current)?;
-    let version = rules.rules_version;
-    if let Ok(dir) = std::fs::read_dir(older_dir) {
-        let mut older: Vec<std::path::PathBuf> = dir
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
-        older.sort();
-        for path in older {
-            let r = read(&path)?;
-            Book::install(r).map_err(|e| (path.display().to_string(), e))?;
-        }
+/// A book is what a session is played with, not part of its state: two
+/// states are equal whatever books they carry.
+impl PartialEq for Book {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
-    Book::install(rules).map_err(|e| (current.display().to_string(), e))?;
-    Ok(version)
+}
+
+impl Eq for Book {}
+
+impl std::fmt::Debug for Book {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Book").field(&self.versions()).finish()
+    }
 }
 
 /// The shipped rules file (for tests and tools).
@@ -584,9 +600,11 @@ mod tests {
     fn the_book_keeps_versions_and_refuses_a_changed_content_under_one_number() {
         let mut r = Rules::parse(SHIPPED).unwrap();
         r.rules_version = 901;
-        Book::install(r.clone()).unwrap();
-        assert_eq!(Book::get(901).unwrap().content_hash(), r.content_hash());
+        let book = Book::default().with(r.clone()).unwrap();
+        assert_eq!(book.get(901).unwrap().content_hash(), r.content_hash());
+        assert_eq!(book.with(r.clone()).unwrap().versions(), vec![901], "the same content: no change");
         r.economy.start_gold += 1;
-        assert_eq!(Book::install(r).unwrap_err().key, "rules_version");
+        assert_eq!(book.with(r).unwrap_err().key, "rules_version");
+        assert!(Book::default().get(901).is_none(), "a book is a value: no process-wide registry");
     }
 }

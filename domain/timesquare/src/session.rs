@@ -1,7 +1,7 @@
 //! The GameSession aggregate: a lobby, then a co-op game of waves on one
 //! map. Pure: time comes in as `now_ms` on each command, ids and seeds in
-//! the commands, rules from the [`Book`](crate::rules::Book) by the pinned
-//! version.
+//! the commands, rules from the [`Book`](crate::rules::Book) the service
+//! gives the session (`GameSession::with_rules`), by the pinned version.
 //!
 //! Phases: `Lobby` → (StartGame) → `Building` ⇄ (StartWave / the wave's
 //! end) `InWave` → `Ended`. Towers are placed, upgraded and sold in
@@ -110,6 +110,9 @@ pub struct GameSession {
     /// A match's session: the players whose seats are reserved.
     #[serde(default)]
     pub reserved: Vec<String>,
+    /// The rules it is played with (given by the service: not state).
+    #[serde(skip)]
+    pub book: Book,
 }
 
 impl allies_core::Snapshot for GameSession {
@@ -370,35 +373,25 @@ fn wrong_phase(expected: &'static str, actual: Phase) -> GameError {
     }
 }
 
-/// The paths of every (rules version, map), computed once.
-fn path_of(rules: &Rules, map: &str) -> Option<Arc<Path>> {
-    use std::sync::{Mutex, OnceLock};
-    type ByVersionAndMap = BTreeMap<(u32, String), Arc<Path>>;
-    static PATHS: OnceLock<Mutex<ByVersionAndMap>> = OnceLock::new();
-    let cache = PATHS.get_or_init(|| Mutex::new(BTreeMap::new()));
-    let key = (rules.rules_version, map.to_owned());
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = cache.get(&key) {
-        return Some(p.clone());
-    }
-    let path = Arc::new(Path::of(rules.maps.get(map)?));
-    cache.insert(key, path.clone());
-    Some(path)
-}
-
 /// The seed of a session: derived from its id.
 pub fn session_seed(session_id: &str) -> u64 {
     fnv(session_id.as_bytes())
 }
 
 impl GameSession {
+    /// An empty session played with `book`'s rules: what the service loads
+    /// every session from.
+    pub fn with_rules(book: Book) -> Self {
+        Self { book, ..Self::default() }
+    }
+
     pub fn rules(&self) -> Result<Arc<Rules>, GameError> {
-        Book::get(self.rules_version).ok_or(GameError::RulesUnavailable(self.rules_version))
+        self.book.get(self.rules_version).ok_or(GameError::RulesUnavailable(self.rules_version))
     }
 
     pub fn path(&self) -> Result<Arc<Path>, GameError> {
-        let rules = self.rules()?;
-        path_of(&rules, &self.map).ok_or_else(|| GameError::UnknownMap(self.map.clone()))
+        self.rules()?;
+        self.book.path(self.rules_version, &self.map).ok_or_else(|| GameError::UnknownMap(self.map.clone()))
     }
 
     pub fn member(&self, user_id: &str) -> Option<&Member> {
@@ -560,7 +553,7 @@ impl GameSession {
         if self.phase != Phase::None {
             return Err(GameError::AlreadyExists);
         }
-        let rules = Book::get(*rules_version).ok_or(GameError::RulesUnavailable(*rules_version))?;
+        let rules = self.book.get(*rules_version).ok_or(GameError::RulesUnavailable(*rules_version))?;
         let m = rules.maps.get(map).ok_or_else(|| GameError::UnknownMap(map.clone()))?;
         if let Some(flag) = m.flag.as_ref().filter(|f| !flags.contains(*f)) {
             return Err(GameError::FeatureDisabled(format!("map {map}"), flag.clone()));
@@ -912,6 +905,11 @@ impl Aggregate for GameSession {
             Err(_) => {}
         }
         Ok(events)
+    }
+
+    /// A session read back from a snapshot is played with the seed's rules.
+    fn adopt(&mut self, seed: &Self) {
+        self.book = seed.book.clone();
     }
 
     fn evolve(&mut self, event: &GameEvent) {

@@ -13,6 +13,7 @@ use allies_platform::RequestContext;
 use allies_platform::auth::Caller;
 use allies_store::{EventStore, Executed, Handles, NewEvent, Priority, Publication};
 use timesquare_domain::replay::{Verification, verify};
+use timesquare_domain::rules::{Rules, RulesError};
 use timesquare_domain::{Book, GameCommand, GameError, GameSession, Phase, Who};
 use uuid::Uuid;
 
@@ -44,6 +45,14 @@ pub struct Game {
     pub deployed_rules_version: u32,
     /// Where archived events are (a replay reads them too).
     pub archive_dir: std::path::PathBuf,
+    /// The rules versions this replica has: its files', then uploads. Every
+    /// session is loaded from a state that carries them.
+    book: Arc<std::sync::RwLock<Book>>,
+}
+
+fn seed_of(book: &Arc<std::sync::RwLock<Book>>) -> allies_store::Seed<GameSession> {
+    let book = book.clone();
+    Arc::new(move || GameSession::with_rules(book.read().unwrap_or_else(|e| e.into_inner()).clone()))
 }
 
 /// A session id from a request.
@@ -87,15 +96,22 @@ fn new_invite_code() -> String {
 }
 
 impl Game {
+    /// The game on `executor`, keeping up to `hot` sessions in memory,
+    /// played with `book`'s rules (new sessions: `rules_version`).
     pub fn new(
-        handles: Handles<GameSession>,
+        executor: allies_store::CommandExecutor,
+        hot: usize,
+        book: Book,
         schedule: Arc<dyn Schedule>,
         tick_ms: u32,
         rules_version: u32,
         archive_dir: std::path::PathBuf,
     ) -> Self {
+        let book = Arc::new(std::sync::RwLock::new(book));
+        let handles = Handles::seeded(executor, hot, seed_of(&book));
         Self {
             store: handles.executor().store().clone(),
+            book,
             handles,
             schedule,
             tick_ms,
@@ -246,13 +262,32 @@ impl Game {
             let e = r.typed::<GameEvent>()?;
             events.push(e.payload);
         }
-        Ok(verify(&events))
+        Ok(verify(&events, &self.book()))
     }
 
     /// The rules of a version (0: the current one).
     pub fn rules(&self, version: u32) -> Result<Arc<timesquare_domain::Rules>> {
         let v = if version == 0 { self.rules_version.load(Ordering::Relaxed) } else { version };
-        Book::get(v).ok_or_else(|| Failure::not_found(format!("no rules version {v}")).into())
+        self.book().get(v).ok_or_else(|| Failure::not_found(format!("no rules version {v}")).into())
+    }
+
+    /// The rules versions this replica has.
+    pub fn book(&self) -> Book {
+        self.book.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Adds a rules version (an upload); a different content under a
+    /// version this replica has is refused.
+    pub fn install_rules(&self, rules: Rules) -> std::result::Result<Arc<Rules>, RulesError> {
+        let version = rules.rules_version;
+        let mut book = self.book.write().unwrap_or_else(|e| e.into_inner());
+        *book = book.with(rules)?;
+        book.get(version).ok_or_else(|| RulesError { key: "rules_version".into(), reason: "not added".into() })
+    }
+
+    /// What every session is loaded from: an empty one with this replica's rules.
+    pub fn seed(&self) -> allies_store::Seed<GameSession> {
+        seed_of(&self.book)
     }
 }
 

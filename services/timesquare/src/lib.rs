@@ -40,10 +40,10 @@ pub const MAX_REASON_BYTES: usize = allies_platform::limits::DEFAULT_BYTES;
 
 pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let settings = settings::Settings::from_env(&config.env)?;
-    let rules_version = settings::load_rules(&settings)?;
-    let rules = timesquare_domain::Book::get(rules_version).ok_or_else(|| anyhow::anyhow!("rules not loaded"))?;
+    let (book, rules_version) = settings::load_rules(&settings)?;
+    let rules = book.get(rules_version).ok_or_else(|| anyhow::anyhow!("rules not loaded"))?;
     let tick_ms = settings.tick_ms.unwrap_or(1000 / rules.ticks_per_second.max(1));
-    tracing::info!(rules_version, tick_ms, versions = ?timesquare_domain::Book::versions(), "game rules loaded");
+    tracing::info!(rules_version, tick_ms, versions = ?book.versions(), "game rules loaded");
 
     let mut builder = ServiceBuilder::new(config).await?;
     let config = builder.config().clone();
@@ -52,7 +52,9 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let executor = builder.executor();
     let schedule: Arc<dyn schedule::Schedule> = Arc::new(schedule::RedisSchedule::new(store.connection()));
     let game = Arc::new(game::Game::new(
-        Handles::new(executor.clone(), settings.handles),
+        executor.clone(),
+        settings.handles,
+        book,
         schedule.clone(),
         tick_ms,
         rules_version,
@@ -107,8 +109,13 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         mm_settings,
         config.instance.clone(),
     ));
-    let watch =
-        watch::Watch::new(store.clone(), target.clone(), settings.watch_buffer, settings.frame, builder.stopping());
+    let watch = watch::Watch::new(
+        store.clone(),
+        target.clone(),
+        game.seed(),
+        (settings.watch_buffer, settings.frame),
+        builder.stopping(),
+    );
     let tickets = ticket_watch::TicketWatch::new(store.clone(), target, config.partitions, builder.stopping());
 
     // Waves complete even when nobody acts: the schedule and the sweeper.
@@ -152,7 +159,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         rate: mm_rate,
     }));
     let live = builder.live_config();
-    rules_live::install_uploaded(&store.connection()).await;
+    rules_live::install_uploaded(&game, &store.connection()).await;
     let (g, conn, not_applied) = (game.clone(), store.connection(), builder.not_applied());
     builder.on_live_config("rules version", move |c| {
         let (g, conn, not_applied) = (g.clone(), conn.clone(), not_applied.clone());

@@ -12,13 +12,12 @@ use std::sync::atomic::Ordering;
 use allies_contracts::command::events::UPLOADED_RULES;
 use allies_platform::live::LiveConfig;
 use allies_store::RedisConn;
-use timesquare_domain::Book;
 use timesquare_domain::rules::Rules;
 
 use crate::game::Game;
 
-fn install(version: &str, text: &str) {
-    match Rules::parse(text).and_then(Book::install) {
+fn install(game: &Game, version: &str, text: &str) {
+    match Rules::parse(text).and_then(|r| game.install_rules(r)) {
         Ok(r) => tracing::debug!(rules_version = r.rules_version, "uploaded rules installed"),
         Err(e) => tracing::warn!(version, key = e.key, reason = e.reason, "uploaded rules cannot be installed"),
     }
@@ -26,11 +25,12 @@ fn install(version: &str, text: &str) {
 
 /// Installs every uploaded version (at start), and announces the built-in
 /// ones so the command service refuses a version nobody can run.
-pub async fn install_uploaded(conn: &RedisConn) {
+pub async fn install_uploaded(game: &Game, conn: &RedisConn) {
     let mut c = conn.clone();
     let mut announce = redis::pipe();
-    for v in Book::versions() {
-        if let Some(r) = Book::get(v) {
+    let book = game.book();
+    for v in book.versions() {
+        if let Some(r) = book.get(v) {
             announce
                 .cmd("HSET")
                 .arg(allies_contracts::command::events::BUILTIN_RULES)
@@ -43,7 +43,7 @@ pub async fn install_uploaded(conn: &RedisConn) {
         tracing::warn!(error = %e, "cannot announce the built-in rules versions");
     }
     match redis::cmd("HGETALL").arg(UPLOADED_RULES).query_async::<HashMap<String, String>>(&mut c).await {
-        Ok(all) => all.iter().for_each(|(v, text)| install(v, text)),
+        Ok(all) => all.iter().for_each(|(v, text)| install(game, v, text)),
         Err(e) => tracing::warn!(error = %e, "cannot read the uploaded rules"),
     }
 }
@@ -56,15 +56,15 @@ pub async fn apply(game: &Game, conn: &RedisConn, c: &LiveConfig, not_applied: &
         not_applied.clear(table::RULES_VERSION.name);
         return;
     }
-    if Book::get(wanted).is_none() {
+    if game.book().get(wanted).is_none() {
         let mut conn = conn.clone();
         if let Ok(Some(text)) =
             redis::cmd("HGET").arg(UPLOADED_RULES).arg(wanted).query_async::<Option<String>>(&mut conn).await
         {
-            install(&wanted.to_string(), &text);
+            install(game, &wanted.to_string(), &text);
         }
     }
-    if Book::get(wanted).is_some() {
+    if game.book().get(wanted).is_some() {
         game.rules_version.store(wanted, Ordering::Relaxed);
         not_applied.clear(table::RULES_VERSION.name);
         tracing::info!(rules_version = wanted, "new sessions use rules version {wanted}");

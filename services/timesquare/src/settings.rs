@@ -82,10 +82,12 @@ impl Settings {
     }
 }
 
-/// Loads the current rules file and every older version into the rules
-/// book. A file that cannot be used stops timesquare naming the file, the key
-/// and the reason. Returns the current version.
-pub fn load_rules(settings: &Settings) -> Result<u32, ConfigError> {
-    timesquare_domain::rules::load_files(&settings.rules_file, &settings.rules_dir)
-        .map_err(|(file, e)| ConfigError::new("TIMESQUARE_RULES", file, format!("at {}: {}", e.key, e.reason)))
+/// Reads the current rules file and every older version into a rules book.
+/// A file that cannot be used stops timesquare naming the file, the key and
+/// the reason. Returns the book and the current version.
+pub fn load_rules(settings: &Settings) -> Result<(timesquare_domain::Book, u32), ConfigError> {
+    let what = table::RULES_FILE.env.unwrap_or(table::RULES_FILE.name);
+    let (current, older) = allies_platform::config::read_file_and_dir(what, &settings.rules_file, &settings.rules_dir)?;
+    timesquare_domain::Book::of_texts((&current.0, &current.1), &older)
+        .map_err(|(file, e)| ConfigError::new(what, file, format!("at {}: {}", e.key, e.reason)))
 }

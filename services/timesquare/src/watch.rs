@@ -112,21 +112,26 @@ pub struct Watch {
     buffer: usize,
     frame: Duration,
     stop: watch::Receiver<bool>,
+    /// What a watched session is loaded from.
+    seed: allies_store::Seed<GameSession>,
     /// Frames sent (all hubs), for metrics and the benchmark.
     pub frames: AtomicUsize,
 }
 
 impl Watch {
+    /// `seed`: what a watched session is loaded from (the game's rules);
+    /// `(buffer, frame)`: updates buffered per session, time between frames.
     pub fn new(
         store: RedisEventStore,
         target: RedisTarget,
-        buffer: usize,
-        frame: Duration,
+        seed: allies_store::Seed<GameSession>,
+        (buffer, frame): (usize, Duration),
         stop: watch::Receiver<bool>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             target,
+            seed,
             hubs: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             buffer,
@@ -152,7 +157,7 @@ impl Watch {
         let partition = self.store.partition_of(session_id);
         self.ensure_reader(partition).await?;
         let (tx, _) = broadcast::channel(self.buffer);
-        let state = Arc::new(tokio::sync::Mutex::new(HubState { session: GameSession::default(), version: 0 }));
+        let state = Arc::new(tokio::sync::Mutex::new(HubState { session: (self.seed)(), version: 0 }));
         // Held while loading: entries the reader hands over meanwhile wait for it.
         let guard: OwnedMutexGuard<HubState> = state.clone().lock_owned().await;
         let hub = Arc::new(Hub { session_id: session_id.to_owned(), tx, state, watchers: AtomicUsize::new(0) });
@@ -164,7 +169,7 @@ impl Watch {
             hubs.insert(session_id.to_owned(), hub.clone());
         }
         let mut guard = guard;
-        match allies_store::load::<GameSession>(&self.store, session_id).await {
+        match allies_store::load_from::<GameSession>(&self.store, session_id, &(self.seed)()).await {
             Ok(loaded) => {
                 guard.session = loaded.state;
                 guard.version = loaded.version;

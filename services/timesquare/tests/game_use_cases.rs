@@ -13,7 +13,7 @@ use allies_contracts::timesquare::v1::CreateGameSessionRequest;
 use allies_core::{ErrorCode, ServiceError};
 use allies_platform::RequestContext;
 use allies_platform::auth::Caller;
-use allies_store::{CommandExecutor, EventStore, Handles, MemoryEventStore};
+use allies_store::{CommandExecutor, EventStore, MemoryEventStore};
 use timesquare::game::Game;
 use timesquare::schedule::{MemorySchedule, Schedule};
 use timesquare::sweeper::{member, sweep_once};
@@ -25,10 +25,10 @@ const TICK_MS: u32 = 10;
 
 /// One replica of the game on a shared store and schedule.
 fn replica(store: &Arc<MemoryEventStore>, schedule: &Arc<MemorySchedule>) -> Game {
-    Book::install(Rules::parse(SHIPPED).expect("the shipped rules")).expect("installed");
+    let book = Book::default().with(Rules::parse(SHIPPED).expect("the shipped rules")).expect("a book");
     let store: Arc<dyn EventStore> = store.clone();
     let schedule: Arc<dyn Schedule> = schedule.clone();
-    Game::new(Handles::new(CommandExecutor::new(store), 100), schedule, TICK_MS, 1, "/nonexistent".into())
+    Game::new(CommandExecutor::new(store), 100, book, schedule, TICK_MS, 1, "/nonexistent".into())
 }
 
 fn player(name: &str, now_ms: i64) -> RequestContext {

@@ -46,11 +46,13 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        Book::install(Rules::parse(SHIPPED).expect("the shipped rules")).expect("installed");
         let store = Arc::new(MemoryEventStore::new());
         let executor = CommandExecutor::new(store.clone() as Arc<dyn EventStore>);
+        let book = Book::default().with(Rules::parse(SHIPPED).expect("the shipped rules")).expect("a book");
         let game = Arc::new(Game::new(
-            Handles::new(executor.clone(), 100),
+            executor.clone(),
+            100,
+            book,
             Arc::new(MemorySchedule::default()),
             10,
             1,

@@ -40,6 +40,15 @@ pub trait Aggregate: Default + Debug {
     /// Folds one event into the state. Must not fail: events are facts.
     fn evolve(&mut self, event: &Self::Event);
 
+    /// Takes what a state needs from outside its events — a game's rules,
+    /// say — from `seed`, the empty state the service builds it from. Called
+    /// on a state read back from a snapshot or a state hash (events are
+    /// folded into a copy of the seed, which has it already). Default:
+    /// nothing.
+    fn adopt(&mut self, seed: &Self) {
+        let _ = seed;
+    }
+
     /// Rebuilds a state from a sequence of events.
     fn replay<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self
     where

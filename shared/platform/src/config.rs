@@ -151,6 +151,36 @@ pub fn listen_var(service: &str) -> String {
     format!("{}_LISTEN_ADDR", service.to_uppercase().replace('-', "_"))
 }
 
+/// A file's name (to show) and its text.
+pub type Named = (String, String);
+
+/// A file and the `.yaml` / `.yml` files of a directory (a missing directory
+/// is none), each with its name to show, in name order: what a service or a
+/// tool reads a versioned configuration from (the game rules and their older
+/// versions). `what` names the setting in an error.
+pub fn read_file_and_dir(
+    what: &str,
+    file: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<(Named, Vec<Named>), ConfigError> {
+    let read = |path: &std::path::Path| -> Result<Named, ConfigError> {
+        let name = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::new(what, &name, format!("cannot read it: {e}")))?;
+        Ok((name, text))
+    };
+    let current = read(file)?;
+    let mut older: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    older.sort();
+    Ok((current, older.iter().map(|p| read(p)).collect::<Result<_, _>>()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

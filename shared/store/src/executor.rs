@@ -40,10 +40,16 @@ use crate::{AppendError, ExecuteError, Executed, Options, StoreError, WritesGate
 /// contenders out.
 pub const MAX_ATTEMPTS: u32 = 10;
 
+/// Builds the empty state an aggregate starts from, carrying what it takes
+/// from outside its events (a game's rules): see `Aggregate::adopt`.
+pub type Seed<A> = Arc<dyn Fn() -> A + Send + Sync>;
+
 /// The state a command decides on: empty (load it first), or loaded and
 /// kept — for one command, or between commands by a hot handle.
 pub struct Warm<A> {
     held: Option<Held<A>>,
+    /// What a load starts from (`A::default()` when none).
+    seed: Option<Seed<A>>,
 }
 
 struct Held<A> {
@@ -55,11 +61,21 @@ struct Held<A> {
 
 impl<A> Default for Warm<A> {
     fn default() -> Self {
-        Self { held: None }
+        Self { held: None, seed: None }
     }
 }
 
 impl<A: Snapshot> Warm<A> {
+    /// An empty slot whose loads start from `seed`.
+    pub fn seeded(seed: Seed<A>) -> Self {
+        Self { held: None, seed: Some(seed) }
+    }
+
+    /// The empty state a load starts from.
+    pub fn seed(&self) -> A {
+        self.seed.as_ref().map_or_else(A::default, |s| s())
+    }
+
     /// The state held and its version, without asking the store.
     pub fn get(&self) -> Option<(Arc<A>, u64)> {
         self.held.as_ref().map(|h| (h.state.clone(), h.version))
@@ -75,7 +91,7 @@ impl<A: Snapshot> Warm<A> {
         if self.held.is_some() {
             return Ok(false);
         }
-        let loaded: Loaded<A> = load::load(store, id).await?;
+        let loaded: Loaded<A> = load::load_from(store, id, &self.seed()).await?;
         self.held = Some(Held { state: Arc::new(loaded.state), version: loaded.version, snapshot: loaded.snapshot });
         Ok(true)
     }
@@ -87,10 +103,11 @@ impl<A: Snapshot> Warm<A> {
         if self.ensure(store, id).await? {
             return Ok(true);
         }
+        let seed = self.seed.as_ref().map(|s| s());
         let Some(held) = self.held.as_mut() else { return Ok(false) };
         let before = held.version;
         if store.storage_of(A::TYPE) == Storage::StateBased {
-            let loaded: Loaded<A> = load::load(store, id).await?;
+            let loaded: Loaded<A> = load::load_from(store, id, &seed.unwrap_or_default()).await?;
             (held.state, held.version) = (Arc::new(loaded.state), loaded.version);
         } else {
             let news = store.read(A::TYPE, id, held.version + 1, load::PAGE).await?;
@@ -112,8 +129,8 @@ enum Decided<A: Aggregate> {
     /// The command changed nothing.
     Nothing,
     Appended(Executed<A>),
-    /// Another request with this command id won the append: its result.
-    Duplicate(Executed<A>),
+    /// Another request with this command id won the append: where its result is.
+    Duplicate(AppendOutcome),
     /// Someone else appended first.
     Conflict,
 }
@@ -234,7 +251,7 @@ impl CommandExecutor {
         options: &Options<'_, A>,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         let record = self.record(command, options);
-        if let Some(first) = self.first_result::<A>(id, record.as_ref()).await? {
+        if let Some(first) = self.first_result::<A>(id, record.as_ref(), warm).await? {
             return Ok(first);
         }
         let mut attempt = 1;
@@ -258,7 +275,7 @@ impl CommandExecutor {
                 Ok(Decided::Duplicate(first)) => {
                     // The held state has our unstored events in it.
                     warm.forget();
-                    return Ok(first);
+                    return self.replay_first::<A>(id, first, warm.seed()).await;
                 }
                 Ok(Decided::Nothing) => {
                     if fresh || last || !warm.catch_up(&*self.store, id).await? {
@@ -353,7 +370,7 @@ impl CommandExecutor {
             m.observe_append(A::TYPE, append_started.elapsed(), appended.is_ok());
         }
         match appended {
-            Ok(outcome) if outcome.duplicate => Ok(Decided::Duplicate(self.replay_first::<A>(id, outcome).await?)),
+            Ok(outcome) if outcome.duplicate => Ok(Decided::Duplicate(outcome)),
             Ok(outcome) => Ok(Decided::Appended(Executed {
                 state: held.state.clone(),
                 version: outcome.version,
@@ -383,7 +400,7 @@ impl CommandExecutor {
         let (Some(command_id), Some(fingerprint)) = (options.command_id, &options.fingerprint) else { return Ok(None) };
         let record =
             CommandRecord { id: command_id.to_owned(), fingerprint: fingerprint.clone(), ttl: self.idempotency_ttl };
-        self.first_result::<A>(id, Some(&record)).await
+        self.first_result::<A>(id, Some(&record), &Warm::default()).await
     }
 
     /// The idempotency record of this execution, if the caller gave a command id.
@@ -404,10 +421,11 @@ impl CommandExecutor {
         &self,
         id: &str,
         record: Option<&CommandRecord>,
+        warm: &Warm<A>,
     ) -> Result<Option<Executed<A>>, ExecuteError<A::Error>> {
         let Some(record) = record else { return Ok(None) };
         let Some(first) = self.store.command_outcome(A::TYPE, id, record).await? else { return Ok(None) };
-        Ok(Some(self.replay_first::<A>(id, first).await?))
+        Ok(Some(self.replay_first::<A>(id, first, warm.seed()).await?))
     }
 
     /// What a command id's first execution answered, rebuilt from the store:
@@ -419,14 +437,15 @@ impl CommandExecutor {
         &self,
         id: &str,
         first: AppendOutcome,
+        seed: A,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         let count = first.log_ids.len() as u64;
         let (state, events) = if self.store.storage_of(A::TYPE) == Storage::StateBased || count == 0 {
-            let loaded: Loaded<A> = load::load(&*self.store, id).await?;
+            let loaded: Loaded<A> = load::load_from(&*self.store, id, &seed).await?;
             (loaded.state, Vec::new())
         } else {
-            let (state, _) =
-                load::load_as_of::<A>(&*self.store, id, crate::store::AsOf::Version(first.version)).await?;
+            let at = crate::store::AsOf::Version(first.version);
+            let (state, _) = load::load_as_of_from::<A>(&*self.store, id, at, seed).await?;
             let from = first.version.saturating_sub(count) + 1;
             let recorded = self.store.read(A::TYPE, id, from, count as usize).await?;
             let events = recorded

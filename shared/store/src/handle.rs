@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use allies_core::{Aggregate, CommandContext, Snapshot};
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::executor::{CommandExecutor, Warm};
+use crate::executor::{CommandExecutor, Seed, Warm};
 use crate::{ExecuteError, Executed, Options};
 
 /// See the module documentation.
@@ -30,6 +30,11 @@ where
 {
     pub fn new(executor: CommandExecutor, id: &str) -> Self {
         Self { executor, id: id.to_owned(), warm: AsyncMutex::new(Warm::default()) }
+    }
+
+    /// A handle whose loads start from `seed` (see `Aggregate::adopt`).
+    pub fn seeded(executor: CommandExecutor, id: &str, seed: Seed<A>) -> Self {
+        Self { executor, id: id.to_owned(), warm: AsyncMutex::new(Warm::seeded(seed)) }
     }
 
     pub fn id(&self) -> &str {
@@ -70,6 +75,8 @@ pub struct Handles<A: Aggregate> {
     /// Each handle with the tick of its last use.
     map: Mutex<HashMap<String, Used<A>>>,
     clock: std::sync::atomic::AtomicU64,
+    /// What each handle's loads start from (None: `A::default()`).
+    seed: Option<Seed<A>>,
 }
 
 impl<A: Snapshot> Handles<A>
@@ -78,13 +85,31 @@ where
     A::Event: Sync,
 {
     pub fn new(executor: CommandExecutor, capacity: usize) -> Self {
-        Self { executor, capacity: capacity.max(1), map: Mutex::new(HashMap::new()), clock: Default::default() }
+        let map = Mutex::new(HashMap::new());
+        Self { executor, capacity: capacity.max(1), map, clock: Default::default(), seed: None }
+    }
+
+    /// Handles whose loads start from `seed` (see `Aggregate::adopt`).
+    pub fn seeded(executor: CommandExecutor, capacity: usize, seed: Seed<A>) -> Self {
+        Self { seed: Some(seed), ..Self::new(executor, capacity) }
+    }
+
+    fn handle(&self, id: &str) -> AggregateHandle<A> {
+        match &self.seed {
+            Some(seed) => AggregateHandle::seeded(self.executor.clone(), id, seed.clone()),
+            None => AggregateHandle::new(self.executor.clone(), id),
+        }
+    }
+
+    /// The empty state a load starts from.
+    pub fn seed(&self) -> A {
+        self.seed.as_ref().map_or_else(A::default, |s| s())
     }
 
     /// The handle of aggregate `id` (created on first use).
     pub fn get(&self, id: &str) -> Arc<AggregateHandle<A>> {
         let tick = self.clock.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Ok(mut map) = self.map.lock() else { return Arc::new(AggregateHandle::new(self.executor.clone(), id)) };
+        let Ok(mut map) = self.map.lock() else { return Arc::new(self.handle(id)) };
         if let Some((h, used)) = map.get_mut(id) {
             *used = tick;
             return h.clone();
@@ -94,7 +119,7 @@ where
         {
             map.remove(&oldest);
         }
-        let h = Arc::new(AggregateHandle::new(self.executor.clone(), id));
+        let h = Arc::new(self.handle(id));
         map.insert(id.to_owned(), (h.clone(), tick));
         h
     }

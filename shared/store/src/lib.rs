@@ -45,10 +45,13 @@ pub mod tunable;
 pub use conn::{RedisConn, RedisTarget};
 pub use error::{AppendError, StoreError, redis_errors};
 pub use event::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, NewEvent, RecordedEvent, checksum};
-pub use executor::{CommandExecutor, Warm};
+pub use executor::{CommandExecutor, Seed, Warm};
 pub use gate::WritesGate;
 pub use handle::{AggregateHandle, Handles};
-pub use load::{EventStoreExt, Loaded, catch_up, catch_up_seen, fold, fold_seen, load, load_as_of, save_snapshot};
+pub use load::{
+    EventStoreExt, Loaded, catch_up, catch_up_seen, fold, fold_seen, load, load_as_of, load_as_of_from, load_from,
+    save_snapshot,
+};
 pub use memory::MemoryEventStore;
 pub use options::{Options, Publish, StateFields};
 pub use outcome::{ExecuteError, Executed};

@@ -91,11 +91,26 @@ fn decode_state<A: Snapshot>(stored: &StoredState) -> Option<A> {
 /// schema, with a bad checksum or that does not deserialize is never
 /// trusted: the state is rebuilt from events and the snapshot replaced.
 pub async fn load<A: Snapshot>(store: &dyn EventStore, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+    load_from(store, aggregate_id, &A::default()).await
+}
+
+/// As [`load`], building the state from `seed` (the empty state carrying
+/// what the aggregate takes from outside its events, see
+/// `Aggregate::adopt`): events are folded into a copy of it, a state read
+/// back from a snapshot or a state hash adopts it.
+pub async fn load_from<A: Snapshot>(
+    store: &dyn EventStore,
+    aggregate_id: &str,
+    seed: &A,
+) -> Result<Loaded<A>, StoreError> {
     let storage = store.storage_of(A::TYPE);
     if storage != Storage::EventSourced {
         match store.state(A::TYPE, aggregate_id).await? {
             Some(Ok(stored)) => match decode_state::<A>(&stored) {
-                Some(state) => return Ok(Loaded { state, version: stored.version, snapshot: None }),
+                Some(mut state) => {
+                    state.adopt(seed);
+                    return Ok(Loaded { state, version: stored.version, snapshot: None });
+                }
                 None if storage == Storage::StateBased => {
                     return Err(StoreError::Corrupt {
                         stream: keys::state_key(A::TYPE, store.partition_of(aggregate_id), aggregate_id),
@@ -113,25 +128,30 @@ pub async fn load<A: Snapshot>(store: &dyn EventStore, aggregate_id: &str) -> Re
                 return Err(StoreError::Corrupt { stream: damage, entry: "state".into(), reason: "unusable".into() });
             }
             None if storage == Storage::StateBased => {
-                return Ok(Loaded { state: A::default(), version: 0, snapshot: None });
+                return Ok(Loaded { state: seed.clone(), version: 0, snapshot: None });
             }
             // hybrid without a usable state: the events are there.
             _ => {}
         }
     }
-    load_from_snapshot(store, aggregate_id).await
+    load_from_snapshot(store, aggregate_id, seed).await
 }
 
-async fn load_from_snapshot<A: Snapshot>(store: &dyn EventStore, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+async fn load_from_snapshot<A: Snapshot>(
+    store: &dyn EventStore,
+    aggregate_id: &str,
+    seed: &A,
+) -> Result<Loaded<A>, StoreError> {
     let snapshot = store.snapshot(A::TYPE, aggregate_id).await?;
     if let Some(Ok(stored)) = &snapshot
         && let Some(mut state) = decode_state::<A>(stored)
     {
+        state.adopt(seed);
         let mut version = stored.version;
         catch_up(store, aggregate_id, &mut state, &mut version).await?;
         return Ok(Loaded { state, version, snapshot: Some((stored.version, stored.taken_at_ms)) });
     }
-    let (mut state, mut version) = (A::default(), 0);
+    let (mut state, mut version) = (seed.clone(), 0);
     catch_up(store, aggregate_id, &mut state, &mut version).await?;
     if snapshot.is_some() {
         tracing::warn!(
@@ -170,7 +190,17 @@ pub async fn load_as_of<A: Aggregate>(
     aggregate_id: &str,
     as_of: AsOf,
 ) -> Result<(A, u64), StoreError> {
-    let (mut state, mut version) = (A::default(), 0u64);
+    load_as_of_from(store, aggregate_id, as_of, A::default()).await
+}
+
+/// As [`load_as_of`], folding into `seed`.
+pub async fn load_as_of_from<A: Aggregate>(
+    store: &dyn EventStore,
+    aggregate_id: &str,
+    as_of: AsOf,
+    seed: A,
+) -> Result<(A, u64), StoreError> {
+    let (mut state, mut version) = (seed, 0u64);
     loop {
         let page = store.read(A::TYPE, aggregate_id, version + 1, PAGE).await?;
         let n = page.len();

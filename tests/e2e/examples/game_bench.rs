@@ -349,10 +349,10 @@ fn apply(state: &mut GameSession, cmd: &GameCommand) -> bool {
 }
 
 fn sim() {
-    Book::install(bench_rules()).expect("install the bench rules");
+    let book = Book::default().with(bench_rules()).expect("the bench rules");
     let t0 = 1_750_000_000_000i64;
     let who = |i: usize| Who { user_id: format!("p{i}"), display_name: format!("p{i}") };
-    let mut s = GameSession::default();
+    let mut s = GameSession::with_rules(book);
     let create = GameCommand::Create {
         session_id: "0193b3d2-7a4c-7cc0-8a51-27f1c2d1e0aa".into(),
         host: who(0),

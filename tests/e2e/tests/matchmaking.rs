@@ -766,7 +766,8 @@ async fn the_cli_matches_two_players_from_two_terminals_and_shows_the_match_the_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let top = run("bob", &["leaderboard"]);
-    assert!(top.starts_with("rating (3 players)") && top.contains("ann") && top.contains("bob"), "{top}");
+    // Ranked: the two who played (a registered player who never played is not).
+    assert!(top.starts_with("rating (2 players)") && top.contains("ann") && top.contains("bob"), "{top}");
     let around = run("bob", &["leaderboard", "--board", "weekly", "--around", "me"]);
     assert!(around.starts_with("weekly:"), "{around}");
     let json: serde_json::Value = serde_json::from_str(&run(

@@ -64,6 +64,13 @@ pub enum AdminError {
     UnknownType(#[from] UnknownType),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A game session's state needs the game rules, which only timesquare
+    /// has: the tool does not snapshot one (a snapshot without the rules
+    /// would lose its towers' reach and the running wave).
+    #[error(
+        "{0} {1} has no snapshot yet, and this tool does not take one of a game session (it needs the game rules): archive it once timesquare has taken one"
+    )]
+    NeedsRules(String, String),
 }
 
 /// Takes a snapshot of the aggregate's current state; returns its version.
@@ -100,6 +107,9 @@ pub async fn archive(
     dir: &Path,
 ) -> Result<Archived, AdminError> {
     let snapshot_taken = if store.snapshot(aggregate_type, aggregate_id).await?.is_none() {
+        if aggregate_type == "game_session" {
+            return Err(AdminError::NeedsRules(aggregate_type.to_owned(), aggregate_id.to_owned()));
+        }
         Some(by_type!(aggregate_type, A => snapshot::<A>(store, aggregate_id).await.map_err(AdminError::from))?)
     } else {
         None

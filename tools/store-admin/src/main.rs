@@ -193,7 +193,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::VerifyGame { session_id, rules, rules_dir } => {
-            timesquare_domain::rules::load_files(&rules, &rules_dir)
+            let (current, older) = allies_platform::config::read_file_and_dir("--rules", &rules, &rules_dir)?;
+            let (book, _) = timesquare_domain::Book::of_texts((&current.0, &current.1), &older)
                 .map_err(|(file, e)| anyhow!("{file}: at {}: {}", e.key, e.reason))?;
             exists("game_session".into(), session_id.clone()).await?;
             let records = store.full_history("game_session", &session_id, dir).await?;
@@ -204,7 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("event {} of game {session_id}", r.envelope.version))?;
                 events.push(e.payload);
             }
-            let report = timesquare_domain::replay::verify(&events);
+            let report = timesquare_domain::replay::verify(&events, &book);
             for w in &report.waves {
                 let mark = if w.ok { "ok" } else { "MISMATCH" };
                 println!(
