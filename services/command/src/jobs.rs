@@ -340,7 +340,9 @@ pub struct Worker {
     /// `command/<instance>`.
     pub name: String,
     pub reports: Arc<crate::reports::Reports>,
-    pub maintenance: Arc<crate::maintenance::Maintenance>,
+    /// Maintenance needs Redis and the projector (None: reports only, as
+    /// in the in-memory scenarios).
+    pub maintenance: Option<Arc<crate::maintenance::Maintenance>>,
 }
 
 impl Handler for Worker {
@@ -373,7 +375,11 @@ impl Handler for Worker {
         }
         let result = match &attempt.job.work {
             Some(Work::Report(spec)) => self.reports.run(&attempt, spec).await,
-            Some(Work::Maintenance(spec)) => self.maintenance.run(&attempt, spec).await,
+            Some(Work::Maintenance(spec)) => match &self.maintenance {
+                Some(m) => m.run(&attempt, spec).await,
+                // Left pending: a worker that runs maintenance takes it.
+                None => Err(Stop::Retry("this worker does not run maintenance".into())),
+            },
             None => Ok(()),
         };
         match result {

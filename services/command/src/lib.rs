@@ -18,6 +18,7 @@ pub mod configuration;
 pub mod jobs;
 pub mod maintenance;
 pub mod metrics;
+pub mod report_data;
 pub mod reports;
 pub mod statistics;
 
@@ -69,19 +70,21 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         executor: executor.clone(),
         name: format!("command/{}", builder.config().instance),
         reports: Arc::new(reports::Reports {
-            conn: conn.clone(),
             store: executor.store().clone(),
-            partitions: store.partitions(),
-            page_pause,
+            data: Arc::new(report_data::RedisReportData {
+                conn: conn.clone(),
+                partitions: store.partitions(),
+                page_pause,
+            }),
             retention: report_retention,
         }),
-        maintenance: Arc::new(maintenance::Maintenance {
+        maintenance: Some(Arc::new(maintenance::Maintenance {
             conn: conn.clone(),
             store: store.clone(),
             executor: executor.clone(),
             projector_url,
             archive_dir: builder.config().cqrs.archive_dir.clone(),
-        }),
+        })),
     };
     builder.subscribe(jobs::GROUP, allies_contracts::command::events::JOB_TYPE, None, Arc::new(worker))?;
     let api = jobs::JobsApi { auth: auth.clone(), replies: builder.replies(), executor, conn: conn.clone() };

@@ -108,8 +108,8 @@ impl Maintenance {
     async fn archive(&self, attempt: &Attempt, spec: &MaintenanceSpec) -> Result<Outcome, Stop> {
         let idle = match allies_store_admin::idle_since(&self.store, &spec.aggregate_type, spec.older_than_ms).await {
             Ok(idle) => idle,
-            Err(allies_store_admin::AdminError::UnknownType(e)) => return Ok(Err(e.to_string())),
             Err(allies_store_admin::AdminError::Store(e)) => return Err(e.into()),
+            Err(e) => return Ok(Err(e.to_string())),
         };
         let total = idle.len() as u64;
         let (mut archived, mut events, mut untouched, mut failed) = (0u64, 0u64, 0u64, Vec::new());

@@ -20,24 +20,20 @@ use std::time::Duration;
 
 use allies_contracts::command::events::v1::ReportSpec;
 use allies_contracts::command::events::{CONFIGURATION_ID, CONFIGURATION_TYPE, ConfigurationEvent};
-use allies_contracts::timesquare::integration::{GameIntegrationEvent, TOPIC, v1::GameEnded};
-use allies_store::{EventStore, Priority, RecordedEvent, RedisConn, keys};
+use allies_contracts::timesquare::integration::v1::GameEnded;
+use allies_store::EventStore;
 use command_domain::job::Artifact;
 use serde_json::{Value, json};
 
-use crate::attempt::{Attempt, CHUNK, Stop, data_key};
+use crate::attempt::{Attempt, CHUNK, Stop};
+use crate::report_data::{GamesCursor, ReportData};
 
 const DAY_MS: i64 = 86_400_000;
-/// Entries read per XRANGE.
-const PAGE: usize = 1_000;
 
 pub struct Reports {
-    pub conn: RedisConn,
     pub store: Arc<dyn EventStore>,
-    pub partitions: u32,
-    /// A pause between pages of the topic (COMMAND_REPORT_PAGE_PAUSE_MS), to
-    /// spare a busy Redis; 0 by default.
-    pub page_pause: Duration,
+    /// The games topic, the job index, the metrics samples, the bytes.
+    pub data: Arc<dyn ReportData>,
     /// How long a report's bytes are kept (COMMAND_REPORT_RETENTION_SECS).
     pub retention: Duration,
 }
@@ -116,20 +112,8 @@ impl Reports {
             _ => self.operations(attempt, spec).await?,
         };
         let (bytes, content_type) = table.render(&spec.format);
-        let key = data_key(&attempt.id, attempt.attempt);
-        let mut conn = self.conn.clone();
-        let ttl = self.retention.as_secs().max(1);
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("DEL").arg(&key).ignore();
         let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
-        for c in &chunks {
-            pipe.cmd("RPUSH").arg(&key).arg(*c).ignore();
-        }
-        if chunks.is_empty() {
-            pipe.cmd("RPUSH").arg(&key).arg(&b""[..]).ignore();
-        }
-        pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
-        pipe.query_async::<()>(&mut conn).await?;
+        self.data.put_report(&attempt.id, attempt.attempt, &chunks, self.retention).await?;
         let artifact = Artifact {
             rows: table.rows.len() as u64,
             bytes: bytes.len() as u64,
@@ -141,13 +125,12 @@ impl Reports {
             Ok(()) => {
                 // Earlier attempts' bytes (workers that died) are not the report.
                 for n in 1..attempt.attempt {
-                    let _: redis::RedisResult<i64> =
-                        redis::cmd("DEL").arg(data_key(&attempt.id, n)).query_async(&mut conn).await;
+                    self.data.drop_report(&attempt.id, n).await;
                 }
                 Ok(())
             }
             Err(Stop::Superseded) => {
-                let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
+                self.data.drop_report(&attempt.id, attempt.attempt).await;
                 Err(Stop::Superseded)
             }
             Err(e) => Err(e),
@@ -156,46 +139,29 @@ impl Reports {
 
     /// Calls `each` on every game that ended in the range, once each.
     async fn games(&self, attempt: &Attempt, spec: &ReportSpec, mut each: impl FnMut(&GameEnded)) -> Result<(), Stop> {
-        let mut conn = self.conn.clone();
-        let streams: Vec<String> = (0..self.partitions)
-            .flat_map(|p| Priority::ALL.iter().map(move |prio| keys::integration_key(TOPIC, "game_session", p, *prio)))
-            .collect();
-        let mut pipe = redis::pipe();
-        for s in &streams {
-            pipe.cmd("XLEN").arg(s);
-        }
-        let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
-        let total: u64 = lens.iter().sum();
+        let total = self.data.games_total().await?;
         // Entry ids are the times the events were recorded: games recorded
         // up to a day after they ended (or before) are still read.
         let (from_id, to_id) = ((spec.from_ms - DAY_MS).max(0), spec.to_ms.saturating_add(DAY_MS));
         let mut seen = HashSet::new();
-        // Progress: every entry of the streams already read, plus this one's.
-        let mut before = 0u64;
+        let (mut cursor, mut read) = (GamesCursor::default(), 0u64);
         attempt.progress(0, total, "reading games").await?;
-        for (stream, len) in streams.iter().zip(&lens) {
-            let mut read = 0u64;
-            let mut pages = allies_store::Pages::new(stream, &from_id.to_string(), &to_id.to_string(), PAGE);
-            while let Some(page) = pages.next(&mut conn).await? {
-                for entry in &page {
-                    let Ok(event) = RecordedEvent::from_entry(stream, entry) else { continue };
-                    let Ok(e) = event.decode::<GameIntegrationEvent>() else { continue };
-                    let GameIntegrationEvent::Ended(g) = &e.payload else { continue };
-                    // A lobby abandoned before the start is no game.
-                    if g.started_at_ms <= 0 || g.ended_at_ms < spec.from_ms || g.ended_at_ms >= spec.to_ms {
-                        continue;
-                    }
-                    if seen.insert(e.event_id) {
-                        each(g);
-                    }
+        loop {
+            let (games, covered) = self.data.games_page(&mut cursor, from_id, to_id).await?;
+            if covered == 0 {
+                break;
+            }
+            for (event_id, g) in &games {
+                // A lobby abandoned before the start is no game.
+                if g.started_at_ms <= 0 || g.ended_at_ms < spec.from_ms || g.ended_at_ms >= spec.to_ms {
+                    continue;
                 }
-                read += page.len() as u64;
-                attempt.progress((before + read).min(total), total, "reading games").await?;
-                if !self.page_pause.is_zero() {
-                    tokio::time::sleep(self.page_pause).await;
+                if seen.insert(*event_id) {
+                    each(g);
                 }
             }
-            before += len;
+            read += covered;
+            attempt.progress(read.min(total), total, "reading games").await?;
         }
         attempt.progress(total, total, "rendering").await
     }
@@ -337,14 +303,8 @@ impl Reports {
             );
         }
         attempt.progress(1, 3, "jobs").await?;
-        let mut conn = self.conn.clone();
-        for (index, section) in [("cmd:jobs:maintenance", "maintenance"), ("cmd:jobs:report", "reports")] {
-            let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(index)
-                .arg(spec.from_ms)
-                .arg(format!("({}", spec.to_ms))
-                .query_async(&mut conn)
-                .await?;
+        for (kind, section) in [("maintenance", "maintenance"), ("report", "reports")] {
+            let ids = self.data.jobs_requested(kind, spec.from_ms, spec.to_ms).await?;
             row(section, "requested".into(), json!(ids.len()), String::new());
             if section != "maintenance" {
                 continue;
@@ -361,14 +321,7 @@ impl Reports {
         }
         attempt.progress(2, 3, "system metrics").await?;
         for series in crate::metrics::SERIES {
-            let raw: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(format!("sm:{series}"))
-                .arg(spec.from_ms)
-                .arg(format!("({}", spec.to_ms))
-                .query_async(&mut conn)
-                .await?;
-            let values: Vec<f64> =
-                raw.iter().filter_map(|m| m.split_once(':').and_then(|(_, v)| v.parse().ok())).collect();
+            let values = self.data.metric_samples(series, spec.from_ms, spec.to_ms).await?;
             let Some(last) = values.last() else { continue };
             let min = values.iter().cloned().fold(f64::INFINITY, f64::min);
             let max = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
