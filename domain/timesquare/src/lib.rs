@@ -9,6 +9,7 @@
 //! randomness but the seeded PRNG. Timesquare (the service) runs these; the
 //! operator tool and the benchmarks use them too.
 
+pub mod book;
 pub mod matching;
 pub mod matchmaker;
 pub mod party;
@@ -21,5 +22,6 @@ pub mod session;
 pub mod sim;
 pub mod ticket;
 
-pub use rules::{Book, Rules, RulesError};
+pub use book::Book;
+pub use rules::{Rules, RulesError};
 pub use session::{GameCommand, GameError, GameSession, Phase, TowerAct, Who};

@@ -35,7 +35,7 @@ impl Verification {
 }
 
 /// Replays `events` (versions 1..) with `book`'s rules and checks every wave.
-pub fn verify(events: &[GameEvent], book: &crate::rules::Book) -> Verification {
+pub fn verify(events: &[GameEvent], book: &crate::book::Book) -> Verification {
     let mut state = GameSession::with_rules(book.clone());
     let mut report = Verification::default();
     for e in events {

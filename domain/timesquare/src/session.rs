@@ -1,6 +1,6 @@
 //! The GameSession aggregate: a lobby, then a co-op game of waves on one
 //! map. Pure: time comes in as `now_ms` on each command, ids and seeds in
-//! the commands, rules from the [`Book`](crate::rules::Book) the service
+//! the commands, rules from the [`Book`](crate::book::Book) the service
 //! gives the session (`GameSession::with_rules`), by the pinned version.
 //!
 //! Phases: `Lobby` → (StartGame) → `Building` ⇄ (StartWave / the wave's
@@ -21,7 +21,8 @@ use allies_contracts::timesquare::events::v1::*;
 use allies_core::{Aggregate, ErrorCode, FieldViolation, RuleViolation, ServiceError};
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{Book, Rules, in_zone};
+use crate::book::Book;
+use crate::rules::{Rules, in_zone};
 use crate::sim::{Battle, Path, Tower, WaveEnd, World, fnv, wave_seed};
 
 /// Ticks between "now" and the tick an input during a wave applies at: the

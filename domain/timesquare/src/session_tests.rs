@@ -8,8 +8,9 @@ use allies_contracts::timesquare::events::v1::*;
 use allies_core::Aggregate;
 
 use super::*;
+use crate::book::Book;
 use crate::replay::verify;
-use crate::rules::{Book, Rules, SHIPPED};
+use crate::rules::{Rules, SHIPPED};
 
 const T0: i64 = 1_800_000_000_000;
 

@@ -17,7 +17,8 @@ use allies_store::{CommandExecutor, EventStore, MemoryEventStore};
 use timesquare::game::Game;
 use timesquare::schedule::{MemorySchedule, Schedule};
 use timesquare::sweeper::{member, sweep_once};
-use timesquare_domain::rules::{Book, Rules, SHIPPED};
+use timesquare_domain::Book;
+use timesquare_domain::rules::{Rules, SHIPPED};
 use timesquare_domain::{GameCommand, Phase, TowerAct};
 
 const T0: i64 = 1_800_000_000_000;
