@@ -195,3 +195,40 @@ async fn connect(endpoint: &str, timeout: Option<Duration>) -> Result<Channel, F
     }
     ep.connect().await.map_err(|e| Failure::unavailable(format!("cannot reach {endpoint}: {e}")))
 }
+
+impl Context {
+    /// Usernames for user ids, for output people read (best effort: an id
+    /// that cannot be read stays an id; "matchmaker" and other non-ids too).
+    pub async fn names(&self, ids: &[String]) -> std::collections::HashMap<String, String> {
+        use allies_contracts::projector::v1::GetUserRequest;
+        use allies_contracts::projector::v1::projector_query_service_client::ProjectorQueryServiceClient;
+        let mut out = std::collections::HashMap::new();
+        let Ok(channel) = self.channel(&self.projector).await else { return out };
+        let mut client = ProjectorQueryServiceClient::new(channel);
+        for id in ids {
+            let b = id.as_bytes();
+            let uuid = b.len() == 36
+                && b.iter()
+                    .enumerate()
+                    .all(|(i, c)| if [8, 13, 18, 23].contains(&i) { *c == b'-' } else { c.is_ascii_hexdigit() });
+            if out.contains_key(id) || !uuid {
+                continue;
+            }
+            let Ok(request) = self.authorized(GetUserRequest { user_id: id.clone(), consistency_token: String::new() })
+            else {
+                return out;
+            };
+            if let Ok(r) = client.get_user(request).await
+                && let Some(u) = r.into_inner().user
+            {
+                out.insert(id.clone(), u.username);
+            }
+        }
+        out
+    }
+}
+
+/// `id` as its name, when known.
+pub fn named(names: &std::collections::HashMap<String, String>, id: &str) -> String {
+    names.get(id).cloned().unwrap_or_else(|| id.to_owned())
+}

@@ -22,39 +22,63 @@ use output::Failure;
 #[command(name = "allies", version, about = "Command-line client of the Defense Allies fleet")]
 struct Cli {
     /// Print machine-readable JSON instead of text (errors too).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
     /// Guardian (authentication) endpoint.
-    #[arg(long, global = true, env = "ALLIES_GUARDIAN", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "ALLIES_GUARDIAN",
+        default_value = "http://127.0.0.1:50051"
+    )]
     guardian: String,
     /// Timesquare (game) endpoint.
-    #[arg(long, global = true, env = "ALLIES_TIMESQUARE", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "ALLIES_TIMESQUARE",
+        default_value = "http://127.0.0.1:50052"
+    )]
     timesquare: String,
     /// Command (operations) endpoint.
-    #[arg(long = "command-url", global = true, env = "ALLIES_COMMAND", default_value = "http://127.0.0.1:50053")]
+    #[arg(
+        long = "command-url",
+        global = true,
+        help_heading = "Global options",
+        env = "ALLIES_COMMAND",
+        default_value = "http://127.0.0.1:50053"
+    )]
     command_url: String,
     /// Projector (queries) endpoint.
-    #[arg(long, global = true, env = "ALLIES_PROJECTOR", default_value = "http://127.0.0.1:50054")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "ALLIES_PROJECTOR",
+        default_value = "http://127.0.0.1:50054"
+    )]
     projector: String,
     /// Access token to send instead of the one `allies login` kept.
-    #[arg(long, global = true, env = "ALLIES_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, help_heading = "Global options", env = "ALLIES_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Which saved login to use (an admin and a player side by side).
-    #[arg(long, global = true, env = "ALLIES_PROFILE", default_value = "default")]
+    #[arg(long, global = true, help_heading = "Global options", env = "ALLIES_PROFILE", default_value = "default")]
     profile: String,
     /// Idempotency key sent as x-command-id: a retry with the same key
     /// returns the first result instead of acting twice.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     command_id: Option<String>,
     /// Deadline of each call, in seconds.
-    #[arg(long, global = true, default_value_t = 10)]
+    #[arg(long, global = true, help_heading = "Global options", default_value_t = 10)]
     timeout: u64,
     /// W3C trace context to continue (`00-<trace id>-<span id>-01`); by
     /// default each run starts a trace of its own. Every call carries it.
-    #[arg(long, global = true, env = "TRACEPARENT")]
+    #[arg(long, global = true, help_heading = "Global options", env = "TRACEPARENT")]
     traceparent: Option<String>,
     /// Print the run's trace id on stderr (find it in your tracing backend).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     trace: bool,
     #[command(subcommand)]
     command: Command,
@@ -140,6 +164,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// A command line that does not parse: clap's message, or with `--json`
+/// one JSON object on stderr like every other failure; exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args().any(|a| a == "--json");
+    if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let message = e.render().to_string();
+    let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    let error = serde_json::json!({ "error": { "code": "Usage", "message": first.trim_start_matches("error: ") } });
+    eprintln!("{error}");
+    ExitCode::from(2)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // `allies … | head`: a reader that stops reading ends the CLI quietly,
@@ -151,7 +190,10 @@ async fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let json = cli.json;
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

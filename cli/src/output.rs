@@ -15,6 +15,24 @@ pub fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String)
     }
 }
 
+/// A moment for people: the UTC date and time, and how long ago (or how
+/// soon) it is — "2026-12-03 14:05:09 UTC (3 min ago)". 0 is "never".
+pub fn when(ms: i64) -> String {
+    if ms <= 0 {
+        return "never".into();
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let (ago, secs) = if now >= ms { (true, (now - ms) / 1000) } else { (false, (ms - now) / 1000) };
+    let span = match secs {
+        0..60 => format!("{secs} s"),
+        60..3_600 => format!("{} min", secs / 60),
+        3_600..86_400 => format!("{} h", secs / 3_600),
+        _ => format!("{} days", secs / 86_400),
+    };
+    let relative = if ago { format!("{span} ago") } else { format!("in {span}") };
+    format!("{} ({relative})", allies_core::calendar::utc_time(ms))
+}
+
 /// A failed command.
 #[derive(Debug, Serialize)]
 pub struct Failure {

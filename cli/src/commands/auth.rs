@@ -47,8 +47,13 @@ pub enum AuthCommand {
 
 pub fn show_session(s: &Session) -> String {
     format!(
-        "session {}\n  user id:   {}\n  status:    {}\n  started:   {} (unix ms)\n  expires:   {} (unix ms)\n  refreshes: {}",
-        s.session_id, s.user_id, s.status, s.started_at_ms, s.expires_at_ms, s.refresh_count
+        "session {}\n  user id:   {}\n  status:    {}\n  started:   {}\n  expires:   {}\n  refreshes: {}",
+        s.session_id,
+        s.user_id,
+        s.status,
+        crate::output::when(s.started_at_ms),
+        crate::output::when(s.expires_at_ms),
+        s.refresh_count
     )
 }
 
@@ -135,11 +140,11 @@ pub async fn run(command: &AuthCommand, ctx: &Context) -> Result<(), Failure> {
             let r = client.who_am_i(ctx.authorized(WhoAmIRequest {})?).await?.into_inner();
             print(json, &r, || {
                 format!(
-                    "user id:  {}\nsession:  {}\nroles:    {}\nexpires:  {} (unix s)",
+                    "user id:  {}\nsession:  {}\nroles:    {}\nexpires:  {}",
                     r.user_id,
                     r.session_id,
                     r.roles.join(", "),
-                    r.expires_at
+                    crate::output::when(r.expires_at * 1000)
                 )
             });
         }

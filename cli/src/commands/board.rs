@@ -38,7 +38,11 @@ impl Board {
             v.map,
             v.phase,
             v.score,
-            if v.outcome.is_empty() { String::new() } else { format!(" · {}", v.outcome.to_uppercase()) }
+            if v.outcome.is_empty() || v.outcome == v.phase {
+                String::new()
+            } else {
+                format!(" · {}", v.outcome.to_uppercase())
+            }
         ));
         let gold: HashMap<&str, i64> = match &self.frame {
             Some(f) => f.gold.iter().map(|g| (g.user_id.as_str(), g.gold)).collect(),

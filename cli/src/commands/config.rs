@@ -169,6 +169,8 @@ pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
                 .list_configuration_history(ctx.authorized(ListConfigurationHistoryRequest {})?)
                 .await?
                 .into_inner();
+            let ids: Vec<String> = r.records.iter().map(|rec| rec.by.clone()).collect();
+            let names = if ctx.json { Default::default() } else { ctx.names(&ids).await };
             print(ctx.json, &r, || {
                 let mut lines = Vec::new();
                 for rec in &r.records {
@@ -177,7 +179,13 @@ pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
                     } else {
                         rec.kind.clone()
                     };
-                    lines.push(format!("v{} {what} by {} at {}: {}", rec.version, rec.by, rec.at_ms, rec.reason));
+                    lines.push(format!(
+                        "v{} {what} by {} at {}: {}",
+                        rec.version,
+                        crate::context::named(&names, &rec.by),
+                        crate::output::when(rec.at_ms),
+                        rec.reason
+                    ));
                     for ch in &rec.changes {
                         lines.push(format!("    {}: {} → {}", ch.key, ch.old_value, ch.new_value));
                     }
@@ -206,7 +214,13 @@ pub async fn run(c: &ConfigCommand, ctx: &Context) -> Result<(), Failure> {
             print(ctx.json, &r, || {
                 let mut lines = vec![format!("version {} in force", r.version)];
                 for i in &r.instances {
-                    let mut mark = if i.version == r.version { String::new() } else { "  ← behind".to_owned() };
+                    // An instance polls every 250 ms: one a version behind
+                    // while it is alive is applying it, not stuck.
+                    let mut mark = match (i.version == r.version, i.alive) {
+                        (true, _) => String::new(),
+                        (false, true) => "  ← applying the new version".to_owned(),
+                        (false, false) => "  ← behind".to_owned(),
+                    };
                     if !i.not_applied.is_empty() {
                         mark.push_str(&format!("  ← not applied: {}", i.not_applied));
                     }

@@ -161,7 +161,11 @@ fn tower_answer(json: bool, r: &TowerResponse, what: &str) {
 }
 
 fn summary_line(g: &GameSummary) -> String {
-    let status = if g.outcome.is_empty() { g.status.clone() } else { format!("{} ({})", g.status, g.outcome) };
+    let status = if g.outcome.is_empty() || g.outcome == g.status {
+        g.status.clone()
+    } else {
+        format!("{} ({})", g.status, g.outcome)
+    };
     let mut line = format!(
         "{}  {:<8} {:<7} {}/{} players  wave {}/{}  score {:<6} {status}  host {}",
         g.session_id, g.map, g.difficulty, g.players, g.max_players, g.wave, g.total_waves, g.score, g.host_name
@@ -450,9 +454,15 @@ async fn wait_for_wave(ctx: &Context, id: &str, version: u64) -> Result<(), Fail
         match e.event_type.as_str() {
             "WaveStarted" => started = format!("wave {} started ({} enemies)", data["wave"], data["enemies"]),
             "WaveCompleted" => {
+                // "cleared" is the wave's end with lives left; with leaks it was held, not cleared.
+                let leaks = data["leaks"].as_u64().unwrap_or(0);
+                let outcome = match data["outcome"].as_str().unwrap_or_default() {
+                    "cleared" if leaks > 0 => "held".to_owned(),
+                    other => other.to_owned(),
+                };
                 let text = format!(
-                    "{started}\nwave {} {}: {} kills, {} leaks, lives {}, score {}",
-                    data["wave"], data["outcome"], data["kills"], data["leaks"], data["lives"], data["score"]
+                    "{started}\nwave {} {outcome}: {} kills, {leaks} leaks, lives {}, score {}",
+                    data["wave"], data["kills"], data["lives"], data["score"]
                 )
                 .replace('"', "");
                 print(ctx.json, &data, || text.trim_start().to_owned());

@@ -19,16 +19,23 @@ pub enum MatchCommand {
         /// Preferred maps (repeat; none: any).
         #[arg(long = "map")]
         maps: Vec<String>,
+        /// The difficulty (easy, normal, hard): you meet only players who
+        /// queued for the same one.
         #[arg(long, default_value = "normal")]
         difficulty: String,
+        /// The smallest game you accept (2 to 4 players, you included).
         #[arg(long, default_value_t = 2)]
         min: u32,
+        /// The largest game you accept (2 to 4, at least --min).
         #[arg(long, default_value_t = 4)]
         max: u32,
         /// Friends queueing with you as one ticket (usernames or user ids):
         /// members of your party (see `match invite`).
         #[arg(long = "party")]
         party: Vec<String>,
+        /// Follow the ticket until it is in a game: confirms the match when
+        /// one is found (each player must confirm within 20 s) and exits 1
+        /// if the ticket ends any other way.
         #[arg(long)]
         wait: bool,
     },
@@ -123,6 +130,12 @@ fn ticket_line(t: &TicketView) -> String {
     line
 }
 
+/// A followed ticket that ended without a game: the command fails (exit 1).
+fn not_in_a_game(t: &TicketView) -> Failure {
+    let why = if t.reason.is_empty() { String::new() } else { format!(" ({})", t.reason) };
+    Failure::local(format!("ticket {} ended {} without a game{why}", t.ticket_id, t.status))
+}
+
 /// Follows a ticket to a final status, confirming a match when asked.
 async fn follow(ctx: &Context, ticket_id: &str, confirm: bool) -> Result<TicketView, Failure> {
     let mut stream_client = MatchmakingServiceClient::new(ctx.stream_channel(&ctx.timesquare).await?);
@@ -168,10 +181,13 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
                     println!("queued: {}", ticket_line(&t));
                 }
                 let last = follow(ctx, &t.ticket_id, true).await?;
-                if last.status == "ready" && !json {
-                    println!("your game: {} (allies game join is not needed: you are in it)", last.session_id);
-                    ctx.remember_game(&last.session_id);
+                if last.status != "ready" {
+                    return Err(not_in_a_game(&last));
                 }
+                if !json {
+                    println!("your game: {} (allies game join is not needed: you are in it)", last.session_id);
+                }
+                ctx.remember_game(&last.session_id);
             } else {
                 print(json, &t, || format!("queued: {}\n  follow it: allies match watch --confirm", ticket_line(&t)));
             }
@@ -185,6 +201,8 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
             let last = follow(ctx, ticket_id.as_deref().unwrap_or_default(), *confirm).await?;
             if last.status == "ready" {
                 ctx.remember_game(&last.session_id);
+            } else if *confirm {
+                return Err(not_in_a_game(&last));
             }
         }
         MatchCommand::Confirm { match_id } => {
@@ -259,6 +277,9 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
             let mut client = PlayerQueryServiceClient::new(ctx.channel(&ctx.projector).await?);
             let request = GetMatchRequest { match_id: match_id.clone(), consistency_token: String::new() };
             let m = client.get_match(ctx.authorized(request)?).await?.into_inner().r#match.unwrap_or_default();
+            let ids: Vec<String> = m.players.iter().map(|p| p.user_id.clone()).chain(m.culprits.clone()).collect();
+            let names = if json { Default::default() } else { ctx.names(&ids).await };
+            let name = |id: &str| crate::context::named(&names, id);
             print(json, &m, || {
                 let mut out = format!(
                     "match {} · {} · {} on {} · rating window {} (spread {})",
@@ -270,11 +291,15 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
                 for p in &m.players {
                     out.push_str(&format!(
                         "\n  {}  rating {}  joined {}  confirmed {}",
-                        p.user_id, p.rating, p.joined, p.confirmed
+                        name(&p.user_id),
+                        p.rating,
+                        p.joined,
+                        p.confirmed
                     ));
                 }
                 if !m.reason.is_empty() {
-                    out.push_str(&format!("\n  cancelled: {} (at fault: {})", m.reason, m.culprits.join(", ")));
+                    let culprits: Vec<String> = m.culprits.iter().map(|c| name(c)).collect();
+                    out.push_str(&format!("\n  cancelled: {} (at fault: {})", m.reason, culprits.join(", ")));
                 }
                 for c in &m.compensation {
                     out.push_str(&format!("\n  compensation: {c}"));

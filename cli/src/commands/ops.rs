@@ -191,14 +191,19 @@ pub enum MaintenanceCommand {
 
 fn line(j: &Job) -> String {
     let what = match (&j.report, &j.maintenance) {
-        (Some(r), _) => format!("{} ({}, {}..{})", r.kind, r.format, r.from_ms, r.to_ms),
+        (Some(r), _) => {
+            let at = allies_core::calendar::utc_time;
+            format!("{} ({}, {} .. {})", r.kind, r.format, at(r.from_ms), at(r.to_ms))
+        }
         (_, Some(m)) => {
             let on = if m.projection.is_empty() { m.aggregate_type.clone() } else { m.projection.clone() };
             format!("{} {on}", m.operation).trim().to_owned()
         }
         _ => String::new(),
     };
-    let progress = if j.total > 0 { format!(" {}/{}", j.done, j.total) } else { String::new() };
+    // Progress while it runs; a finished job says how it ended, not "0/1".
+    let running = j.status == "running" || j.status == "pending";
+    let progress = if j.total > 0 && running { format!(" {}/{}", j.done, j.total) } else { String::new() };
     let mut out = format!("{} {} {}{progress}", j.id, j.status, what);
     if j.attempt > 0 {
         out.push_str(&format!("  attempt {} on {}", j.attempt, j.worker));
@@ -215,7 +220,7 @@ fn line(j: &Job) -> String {
     if !j.error.is_empty() {
         out.push_str(&format!("\n  error: {}", j.error));
     }
-    out.push_str(&format!("\n  by {} at {}: {}", j.by, j.requested_at_ms, j.reason));
+    out.push_str(&format!("\n  by {} at {}: {}", j.by, crate::output::when(j.requested_at_ms), j.reason));
     out
 }
 

@@ -82,12 +82,16 @@ pub fn show_user(u: &User) -> String {
             u.email,
             u.roles.join(", "),
             u.status,
-            if u.last_login_ms == 0 { "never".to_owned() } else { format!("{} (unix ms)", u.last_login_ms) },
+            crate::output::when(u.last_login_ms),
         )
     };
     format!(
-        "{} ({})\n  user id:    {}\n  registered: {} (unix ms){private}\n  version:    {}",
-        u.username, u.display_name, u.user_id, u.registered_at_ms, u.version
+        "{} ({})\n  user id:    {}\n  registered: {}{private}\n  version:    {}",
+        u.username,
+        u.display_name,
+        u.user_id,
+        crate::output::when(u.registered_at_ms),
+        u.version
     )
 }
 
@@ -140,7 +144,12 @@ pub async fn run(command: &UserCommand, ctx: &Context) -> Result<(), Failure> {
                     .map(|u| {
                         let roles =
                             if u.roles.is_empty() { String::new() } else { format!("  roles: {}", u.roles.join(",")) };
-                        format!("{:<24} {}{roles}  registered {}", u.username, u.user_id, u.registered_at_ms)
+                        format!(
+                            "{:<24} {}{roles}  registered {}",
+                            u.username,
+                            u.user_id,
+                            crate::output::when(u.registered_at_ms)
+                        )
                     })
                     .collect();
                 if !r.next_page_token.is_empty() {
