@@ -118,7 +118,7 @@ pub async fn get(view: &Namespace, user_id: &str, private: bool) -> Result<Optio
         .collect();
     best.sort_by(|a, b| (&a.map, &a.difficulty).cmp(&(&b.map, &b.difficulty)));
     let mut conn = view.conn.clone();
-    let rank: Option<u64> = redis::cmd("ZREVRANK").arg(view.key(RATING)).arg(user_id).query_async(&mut conn).await?;
+    let rank = rank_of(&mut conn, &view.key(RATING), user_id).await?;
     let private_text = |f: &str| if private { m.text(f) } else { String::new() };
     Ok(Some(PlayerProfile {
         user_id: m.text("user_id"),
@@ -139,6 +139,19 @@ pub async fn get(view: &Namespace, user_id: &str, private: bool) -> Result<Optio
         match_id: private_text("match_id"),
         session_id: private_text("session_id"),
     }))
+}
+
+/// A player's rank on a board (None: not on it). Ties share a rank, the
+/// next one skips ("1, 2, 2, 4"): one more than the players strictly ahead.
+async fn rank_of(
+    conn: &mut allies_store::RedisConn,
+    key: &str,
+    user_id: &str,
+) -> Result<Option<u64>, redis::RedisError> {
+    let score: Option<f64> = redis::cmd("ZSCORE").arg(key).arg(user_id).query_async(conn).await?;
+    let Some(score) = score else { return Ok(None) };
+    let ahead: u64 = redis::cmd("ZCOUNT").arg(key).arg(format!("({score}")).arg("+inf").query_async(conn).await?;
+    Ok(Some(ahead))
 }
 
 /// Display names of players, for board entries.
@@ -187,15 +200,17 @@ pub async fn board(
         .await?;
     let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
     let names = names(view, &ids).await?;
-    let entries = rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, (user_id, score))| LeaderboardEntry {
-            rank: start + i as u64 + 1,
-            display_name: names.get(&user_id).cloned().unwrap_or_default(),
-            user_id,
-            value: score as i64,
-        })
-        .collect();
+    // Ties share a rank: the first entry's from the players strictly ahead,
+    // each next one its position unless it ties the one before.
+    let mut entries: Vec<LeaderboardEntry> = Vec::with_capacity(rows.len());
+    for (i, (user_id, score)) in rows.into_iter().enumerate() {
+        let rank = match entries.last() {
+            Some(prev) if prev.value == score as i64 => prev.rank,
+            Some(_) => start + i as u64 + 1,
+            None => rank_of(&mut conn, &key, &user_id).await?.map_or(start + 1, |ahead| ahead + 1),
+        };
+        let display_name = names.get(&user_id).cloned().unwrap_or_default();
+        entries.push(LeaderboardEntry { rank, display_name, user_id, value: score as i64 });
+    }
     Ok((entries, total))
 }
