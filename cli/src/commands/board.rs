@@ -107,12 +107,42 @@ impl Board {
                 put(x as i32, y as i32, format!("{c}{count}"));
             }
         }
-        for row in grid {
-            out.push_str(&row.concat());
-            out.push('\n');
+        // Column numbers above (x), row numbers left (y): what `game place <type> <x> <y>` takes.
+        let header: String = (0..w).map(|x| format!("{:<2}", x % 100)).collect();
+        out.push_str(&format!("   {}\n", header.trim_end()));
+        for (y, row) in grid.into_iter().enumerate() {
+            out.push_str(&format!("{y:>2} {}\n", row.concat()));
         }
         if let Some(f) = &self.frame {
             out.push_str(&format!("tick {} · {} enemies · {} shots\n", f.tick, f.enemies.len(), f.shots.len()));
+            // The most hurt first: hit points (and shield) as they are now.
+            let mut hurt: Vec<&allies_contracts::timesquare::v1::EnemyView> = f.enemies.iter().collect();
+            hurt.sort_by_key(|e| (e.hp * 1000 / e.max_hp.max(1), e.id));
+            let shown: Vec<String> = hurt
+                .iter()
+                .take(6)
+                .map(|e| {
+                    let shield = if e.shield > 0 { format!("+{}", e.shield) } else { String::new() };
+                    format!("{} #{} {}/{}{shield} hp", e.kind, e.id, e.hp, e.max_hp)
+                })
+                .collect();
+            if !shown.is_empty() {
+                out.push_str(&format!("  enemies: {}\n", shown.join(", ")));
+            }
+        }
+        // Tower ids: what `game upgrade <id>` and `game sell <id>` take.
+        let owners: HashMap<&str, &str> =
+            v.players.iter().map(|p| (p.user_id.as_str(), p.display_name.as_str())).collect();
+        for t in &v.towers {
+            out.push_str(&format!(
+                "  tower {:>3}  {} at ({}, {})  {}  {} kills\n",
+                t.tower_id,
+                tower_glyph(&t.tower_type, t.level),
+                t.x,
+                t.y,
+                owners.get(t.owner.as_str()).copied().unwrap_or(t.owner.as_str()),
+                t.kills
+            ));
         }
         out.push_str(
             "== path  >> spawn  [] exit  ## rock  A2 tower (type initial, level)  g3 enemies (kind initial, count)\n",
@@ -146,7 +176,15 @@ mod tests {
                 zone: vec![Rect { x0: 0, y0: 0, x1: 1, y1: 0 }],
                 ..Default::default()
             }],
-            towers: vec![TowerView { tower_type: "arrow".into(), level: 1, x: 1, y: 0, ..Default::default() }],
+            towers: vec![TowerView {
+                tower_id: 7,
+                owner: "u".into(),
+                tower_type: "arrow".into(),
+                level: 1,
+                x: 1,
+                y: 0,
+                kills: 3,
+            }],
             board: Some(B {
                 width: 3,
                 height: 2,
@@ -159,14 +197,16 @@ mod tests {
         let frame = Frame {
             lives: 19,
             enemies: vec![
-                EnemyView { kind: "grunt".into(), x: 1500, y: 1500, ..Default::default() },
-                EnemyView { kind: "grunt".into(), x: 1400, y: 1500, ..Default::default() },
+                EnemyView { id: 1, kind: "grunt".into(), x: 1500, y: 1500, hp: 20, max_hp: 60, shield: 0 },
+                EnemyView { id: 2, kind: "grunt".into(), x: 1400, y: 1500, hp: 60, max_hp: 60, shield: 5 },
             ],
             ..Default::default()
         };
         let text = Board { view, frame: Some(frame) }.render();
         assert!(text.contains("lives 19"), "{text}");
-        assert!(text.contains("· A2· \n>>g2[]\n"), "{text}");
+        assert!(text.contains("   0 1 2\n 0 · A2· \n 1 >>g2[]\n"), "columns and rows are numbered: {text}");
+        assert!(text.contains("enemies: grunt #1 20/60 hp, grunt #2 60/60+5 hp"), "the most hurt first: {text}");
+        assert!(text.contains("tower   7  A2 at (1, 0)  ann  3 kills"), "tower ids and owners: {text}");
         assert!(text.contains("zone 1 (x 0-1, y 0-0)"), "{text}");
     }
 }
