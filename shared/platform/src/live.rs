@@ -5,7 +5,9 @@
 //!
 //! At start the builder reads the latest version straight from Redis (a
 //! service starting while the command service is down still gets it); then a
-//! task polls the aggregate's stream every 250 ms, publishes the new values
+//! task waits on the aggregate's stream with a blocking XREAD (woken by the
+//! append itself, so a change is applied within milliseconds; without a
+//! blocking connection it polls every 250 ms), publishes the new values
 //! on a watch channel (one atomic swap: a reader sees the old version or the
 //! new one, never a mix), and reports `ConfigurationApplied` — the hash
 //! `config:applied` (`<service>/<instance>` → version and time) and the
@@ -33,7 +35,30 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const ALIVE_WITHIN_MS: i64 = 15_000;
 /// Not seen for this long: dropped from the status.
 pub const DEPARTED_AFTER_MS: i64 = 5 * 60_000;
+/// How often the configuration is read when no blocking read is possible.
 const POLL: Duration = Duration::from_millis(250);
+
+/// The id of the configuration stream's last entry ("0-0": none).
+async fn last_entry(conn: &mut RedisConn, key: &str) -> redis::RedisResult<String> {
+    let last: redis::streams::StreamRangeReply =
+        redis::cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
+    Ok(last.ids.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
+}
+
+/// Waits until the stream has an entry after `after`, or `at_most`.
+async fn appended_after(conn: &mut RedisConn, key: &str, after: &str, at_most: Duration) -> redis::RedisResult<()> {
+    let _: redis::Value = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(1)
+        .arg("BLOCK")
+        .arg(at_most.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(key)
+        .arg(after)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
 
 /// What of the version in force this instance could not apply, by key, with
 /// why (a rules version it does not have, say): reported with the applied
@@ -162,16 +187,20 @@ async fn report(
 }
 
 /// Follows the configuration until `stop`, publishing each new version.
+/// `(service, instance, http)`: who this instance is, and its operations endpoint.
 pub async fn follow(
     store: RedisEventStore,
-    service: String,
-    instance: String,
-    http: String,
+    target: allies_store::RedisTarget,
+    (service, instance, http): (String, String, String),
     tx: Arc<watch::Sender<Arc<LiveConfig>>>,
     not_applied: NotApplied,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conn = store.connection();
+    let key =
+        allies_store::keys::stream_key(CONFIGURATION_TYPE, store.partition_of(CONFIGURATION_ID), CONFIGURATION_ID);
+    // A connection of its own for the blocking read (None: poll).
+    let mut blocking: Option<RedisConn> = None;
     let mut reported = None;
     let who = format!("{service}/{instance}");
     let mut beat: Option<std::time::Instant> = None;
@@ -183,6 +212,9 @@ pub async fn follow(
                 beat = Some(std::time::Instant::now());
             }
         }
+        // The stream's last entry before reading: an append after this
+        // point wakes the blocking read below, so none is missed.
+        let mark = last_entry(&mut conn, &key).await.ok();
         let current = tx.borrow().version;
         match newer(&store, current).await {
             Ok(Some(next)) => {
@@ -197,8 +229,24 @@ pub async fn follow(
         {
             reported = Some(now);
         }
+        if blocking.is_none() {
+            blocking = target.dedicated(HEARTBEAT + Duration::from_secs(5)).await.ok();
+        }
+        let wait = async {
+            match (blocking.as_mut(), mark.as_deref()) {
+                (Some(c), Some(after)) => {
+                    // Until the next append, or the next heartbeat.
+                    if let Err(e) = appended_after(c, &key, after, HEARTBEAT).await {
+                        tracing::debug!(error = %e, "the blocking read of the configuration failed; polling");
+                        blocking = None;
+                        tokio::time::sleep(POLL).await;
+                    }
+                }
+                _ => tokio::time::sleep(POLL).await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
+            _ = wait => {}
             _ = stop.wait_for(|s| *s) => break,
         }
     }

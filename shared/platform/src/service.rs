@@ -166,8 +166,13 @@ impl ServiceBuilder {
         let (service, instance) = (builder.config.name.clone(), builder.config.instance.clone());
         let http = builder.config.http_listen.to_string();
         let not_applied = builder.not_applied.clone();
+        let target =
+            allies_store::RedisTarget::parse(&builder.config.redis_url).map_err(|source| ServeError::Redis {
+                url: builder.config.redis_url.clone(),
+                source: allies_store::StoreError::Unavailable(source),
+            })?;
         builder.background("live configuration", move |stop| {
-            crate::live::follow(store, service, instance, http, tx, not_applied, stop)
+            crate::live::follow(store, target, (service, instance, http), tx, not_applied, stop)
         });
         // Maintenance mode (`maintenance.writes_paused`), applied with the
         // version that sets it: within a second on every instance.
