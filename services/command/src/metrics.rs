@@ -1,7 +1,8 @@
 //! SystemMetrics: every interval the command service samples the fleet —
 //! each instance's `/metrics` (the instances register their operations
 //! endpoint in `fleet:instances`) and Redis `INFO` — into retained time
-//! series (one sorted set per series, `sm:<name>`, score = time), trimmed to
+//! series (one sorted set per series, `{sm}:<name>` — one hash tag, so one
+//! pipeline stores a sample on Redis Cluster; score = time), trimmed to
 //! the retention; `GetSystemMetrics(range, step)` reads them back.
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,8 +36,8 @@ pub const SERIES: &[&str] = &[
     "redis.connected_clients",
 ];
 
-fn key(series: &str) -> String {
-    format!("sm:{series}")
+pub fn key(series: &str) -> String {
+    format!("{{sm}}:{series}")
 }
 
 /// GET `/metrics` of one instance (HTTP/1.0, 2 s), None when unreachable.
@@ -97,17 +98,33 @@ pub async fn sample(conn: &mut RedisConn) -> Result<BTreeMap<&'static str, f64>,
     out.insert("projection.lag", lag);
     out.insert("projection.dead_letters", dead);
     out.insert("events.stored", stored);
-    let info: String = redis::cmd("INFO").query_async(conn).await?;
+    // One INFO text from a single Redis; one per node from a cluster (summed).
+    let info: redis::Value = redis::cmd("INFO").query_async(conn).await?;
+    let texts = info_texts(info);
     for (series, field) in [
         ("redis.used_memory_bytes", "used_memory"),
         ("redis.ops_per_sec", "instantaneous_ops_per_sec"),
         ("redis.connected_clients", "connected_clients"),
     ] {
-        if let Some(v) = info_field(&info, field) {
-            out.insert(series, v);
+        let values: Vec<f64> = texts.iter().filter_map(|t| info_field(t, field)).collect();
+        if !values.is_empty() {
+            out.insert(series, values.iter().sum());
         }
     }
     Ok(out)
+}
+
+/// The INFO texts in a reply: one string, or a cluster's per-node map.
+fn info_texts(v: redis::Value) -> Vec<String> {
+    use redis::Value;
+    match v {
+        Value::BulkString(b) => vec![String::from_utf8_lossy(&b).into_owned()],
+        Value::SimpleString(s) => vec![s],
+        Value::VerbatimString { text, .. } => vec![text],
+        Value::Array(items) | Value::Set(items) => items.into_iter().flat_map(info_texts).collect(),
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(_, v)| info_texts(v)).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Samples every `every` until `stop`, keeping `retention`.

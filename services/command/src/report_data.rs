@@ -66,12 +66,14 @@ impl RedisReportData {
 #[async_trait::async_trait]
 impl ReportData for RedisReportData {
     async fn games_total(&self) -> Result<u64, Stop> {
-        let mut pipe = redis::pipe();
+        // One XLEN per stream, not a pipeline: the partitions' streams live
+        // in different Redis Cluster slots.
+        let mut conn = self.conn.clone();
+        let mut total = 0u64;
         for s in self.streams() {
-            pipe.cmd("XLEN").arg(s);
+            total += redis::cmd("XLEN").arg(s).query_async::<u64>(&mut conn).await?;
         }
-        let lens: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(lens.iter().sum())
+        Ok(total)
     }
 
     async fn games_page(&self, cursor: &mut GamesCursor, from_ms: i64, to_ms: i64) -> Result<GamesPage, Stop> {
@@ -121,7 +123,7 @@ impl ReportData for RedisReportData {
 
     async fn metric_samples(&self, series: &str, from_ms: i64, to_ms: i64) -> Result<Vec<f64>, Stop> {
         let raw: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(format!("sm:{series}"))
+            .arg(crate::metrics::key(series))
             .arg(from_ms)
             .arg(format!("({to_ms}"))
             .query_async(&mut self.conn.clone())

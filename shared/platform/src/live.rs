@@ -11,7 +11,8 @@
 //! on a watch channel (one atomic swap: a reader sees the old version or the
 //! new one, never a mix), and reports `ConfigurationApplied` — the hash
 //! `config:applied` (`<service>/<instance>` → version and time) and the
-//! stream `config:applied:log`.
+//! stream `config:applied:log` — all four status keys under the hash tag
+//! `{fleet}`, so the one pipeline that writes them runs on Redis Cluster.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,13 +23,13 @@ use allies_core::settings::{self as table, Setting};
 use allies_store::{EventStore, RedisConn, RedisEventStore, StoreError};
 use tokio::sync::watch;
 
-pub const APPLIED: &str = "config:applied";
+pub const APPLIED: &str = "{fleet}:config:applied";
 /// Every instance's operations endpoint (`<service>/<instance>` → host:port),
 /// for the command service's metrics sampler.
-pub const INSTANCES: &str = "fleet:instances";
-pub const APPLIED_LOG: &str = "config:applied:log";
+pub const INSTANCES: &str = "{fleet}:instances";
+pub const APPLIED_LOG: &str = "{fleet}:config:applied:log";
 /// Every instance's last sign of life (`<service>/<instance>` → Unix ms).
-pub const ALIVE: &str = "fleet:alive";
+pub const ALIVE: &str = "{fleet}:alive";
 /// How often an instance says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Not seen for this long: shown as not alive.

@@ -174,12 +174,12 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) {
         .iter()
         .map(|s| (s.name.clone(), s.pid()))
         .chain([
-            ("redis-server".to_owned(), fleet.redis.pid()),
+            ("redis-server".to_owned(), fleet.redis().pid()),
             ("the bench's 50 clients".to_owned(), std::process::id()),
         ])
         .collect();
     let cpu_before: Vec<Duration> = pids.iter().map(|(_, p)| allies_testkit::cpu_time(*p)).collect();
-    fleet.redis.raw(&["CONFIG", "RESETSTAT"]);
+    fleet.raw(&["CONFIG", "RESETSTAT"]);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (p, sid) in players.iter().cloned().zip(sessions.iter().cloned()) {
@@ -232,9 +232,9 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) {
     place.sort();
     upgrade.sort();
 
-    let stats = fleet.redis.raw(&["INFO", "commandstats"]);
+    let stats = fleet.raw(&["INFO", "commandstats"]);
     // The raw floor on the same Redis, same concurrency, same count.
-    let (raw_time, mut raw) = raw_appends(&fleet.redis.url(), CLIENTS, COMMANDS_PER_CLIENT).await;
+    let (raw_time, mut raw) = raw_appends(&fleet.redis_url(), CLIENTS, COMMANDS_PER_CLIENT).await;
     raw.sort();
 
     println!("\n## Game commands through gRPC ({CLIENTS} clients, {CLIENTS} sessions, auth on every call; {title})\n");
@@ -541,7 +541,7 @@ async fn memory() {
     let team = gamers(&fleet, "mem", 4).await;
     let mut g = fleet.game().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = used_memory(&fleet.redis);
+    let before = used_memory(fleet.redis());
     let refs: Vec<&Gamer> = team.iter().collect();
     let sid = allies_e2e::game::started_game(&mut g, &refs, "meadow", "easy").await;
     let mut waves = 0;
@@ -556,9 +556,9 @@ async fn memory() {
     let end = state(&mut g, &sid, refs[0]).await;
     // Let the projector and the sweeper's group catch up.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = used_memory(&fleet.redis);
+    let after = used_memory(fleet.redis());
     let mut keys: Vec<String> = fleet
-        .redis
+        .redis()
         .raw(&["KEYS", &format!("*{sid}*")])
         .lines()
         .map(|l| l.trim().to_owned())
@@ -576,19 +576,19 @@ async fn memory() {
     println!("|---|---|");
     let mut total = 0;
     for k in &keys {
-        let m = memory_of(&fleet.redis, k);
+        let m = memory_of(fleet.redis(), k);
         total += m;
         println!("| `{k}` | {m} |");
     }
-    let logs: i64 = (0..16).map(|p| memory_of(&fleet.redis, &format!("es:{{game_session.{p}}}:log"))).sum();
+    let logs: i64 = (0..16).map(|p| memory_of(fleet.redis(), &format!("es:{{game_session.{p}}}:log"))).sum();
     println!("| the partition log (only this game's entries) | {logs} |");
-    let histories: i64 = team.iter().map(|p| memory_of(&fleet.redis, &format!("rm:user:{}:games", p.id))).sum();
+    let histories: i64 = team.iter().map(|p| memory_of(fleet.redis(), &format!("rm:user:{}:games", p.id))).sum();
     println!("| 4 players' history entries (`rm:user:<id>:games`) | {histories} |");
     println!("| **total of the keys above** | **{}** |", total + logs + histories);
     println!(
         "\n(The per-event cost: {:.0} B in the session's stream, {:.0} B in the log. used_memory moved {before} → {after}; \
          allocator slack makes that delta meaningless at this size.)",
-        keys.iter().filter(|k| k.contains(":stream:")).map(|k| memory_of(&fleet.redis, k)).sum::<i64>() as f64
+        keys.iter().filter(|k| k.contains(":stream:")).map(|k| memory_of(fleet.redis(), k)).sum::<i64>() as f64
             / end.version as f64,
         logs as f64 / end.version as f64
     );
@@ -772,7 +772,7 @@ async fn matchmaking() {
     let cpu = allies_testkit::cpu_time(pid).saturating_sub(cpu);
     queued.sort();
     ready.sort();
-    let store = allies_store::RedisEventStore::connect(&fleet.redis.url(), 16).await.expect("store");
+    let store = allies_store::RedisEventStore::connect(&fleet.redis_url(), 16).await.expect("store");
     let mut formed = 0;
     for p in 0..16 {
         let log = allies_store::keys::log_key("match", p);

@@ -82,7 +82,7 @@ impl Fleet {
 
     /// One more instance of `name` (timesquare, …) on this fleet's Redis and guardian.
     pub fn replica(&self, name: &str, extra_env: &[(&str, &str)]) -> allies_testkit::ServiceProcess {
-        let url = self.redis.url();
+        let url = self.redis_url();
         let guardian = self.endpoint("guardian");
         let projector = self.services.iter().find(|s| s.name == "projector").map(|p| p.endpoint()).unwrap_or_default();
         let mut env = vec![("REDIS_URL", url.as_str()), ("SHUTDOWN_GRACE_SECS", "5"), ("GUARDIAN_URL", &guardian)];
@@ -95,7 +95,7 @@ impl Fleet {
 
     /// Every recorded event of a game session, in order.
     pub async fn game_events(&self, session_id: &str) -> Vec<(u64, GameEvent)> {
-        let store = RedisEventStore::connect(&self.redis.url(), 16).await.expect("store");
+        let store = RedisEventStore::connect(&self.redis_url(), 16).await.expect("store");
         let records = store.read("game_session", session_id, 1, usize::MAX).await.expect("read the session");
         records.iter().map(|r| (r.envelope.version, r.decode::<GameEvent>().expect("a game event").payload)).collect()
     }

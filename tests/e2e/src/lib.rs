@@ -30,7 +30,10 @@ pub const PASSWORD: &str = "correct-horse-9";
 pub const FLEET_ADMIN: &str = "fleet-admin";
 
 pub struct Fleet {
-    pub redis: RedisServer,
+    /// The single Redis (None: the fleet runs on `cluster`).
+    redis: Option<RedisServer>,
+    /// A three-master Redis Cluster (`ALLIES_E2E_REDIS=cluster`).
+    pub cluster: Option<allies_testkit::RedisCluster>,
     pub services: Vec<ServiceProcess>,
     admin_token: Mutex<Option<String>>,
 }
@@ -46,21 +49,67 @@ impl Fleet {
     /// Starts Redis and every service with `extra_env`. `FLEET_ADMIN` is
     /// always among the bootstrap admins (added to any the test names).
     pub fn start(extra_env: &[(&str, &str)]) -> Self {
-        let redis = RedisServer::start();
-        let services = Self::start_services(&redis, extra_env, &SERVICES);
-        Self { redis, services, admin_token: Mutex::new(None) }
+        Self::start_only(&SERVICES, extra_env)
     }
 
     /// Starts Redis and only the services `names` (guardian first).
+    /// With `ALLIES_E2E_REDIS=cluster`, on a three-master Redis Cluster
+    /// instead: the same scenarios, run against the cluster.
     pub fn start_only(names: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        if std::env::var("ALLIES_E2E_REDIS").is_ok_and(|v| v == "cluster") {
+            let cluster = allies_testkit::RedisCluster::start();
+            let services = Self::start_services_at(&cluster.url(), extra_env, names);
+            return Self { redis: None, cluster: Some(cluster), services, admin_token: Mutex::new(None) };
+        }
         let redis = RedisServer::start();
         let services = Self::start_services(&redis, extra_env, names);
-        Self { redis, services, admin_token: Mutex::new(None) }
+        Self { redis: Some(redis), cluster: None, services, admin_token: Mutex::new(None) }
+    }
+
+    /// The fleet's single Redis (a fleet on a cluster has none).
+    pub fn redis(&self) -> &RedisServer {
+        self.redis.as_ref().expect("a fleet on one Redis (this one runs on a cluster)")
+    }
+
+    pub fn redis_mut(&mut self) -> &mut RedisServer {
+        self.redis.as_mut().expect("a fleet on one Redis (this one runs on a cluster)")
+    }
+
+    /// Runs a single-key command on the fleet's Redis (on a cluster, the
+    /// node that owns the key); the reply as `redis-cli` prints it.
+    pub fn raw(&self, args: &[&str]) -> String {
+        match (&self.redis, &self.cluster) {
+            (Some(r), _) => r.raw(args),
+            (None, Some(c)) => c.raw(args),
+            (None, None) => unreachable!("a fleet has a Redis"),
+        }
+    }
+
+    /// The keys matching `pattern` (on a cluster, on every node), one per line.
+    pub fn keys(&self, pattern: &str) -> String {
+        match (&self.redis, &self.cluster) {
+            (Some(r), _) => r.raw(&["KEYS", pattern]),
+            (None, Some(c)) => c.keys(pattern).join("\n"),
+            (None, None) => unreachable!("a fleet has a Redis"),
+        }
+    }
+
+    /// Where the fleet's Redis is (a cluster's node list).
+    pub fn redis_url(&self) -> String {
+        match (&self.redis, &self.cluster) {
+            (Some(r), _) => r.url(),
+            (None, Some(c)) => c.url(),
+            (None, None) => unreachable!("a fleet has a Redis"),
+        }
     }
 
     /// Starts `names` (guardian first: the others verify tokens against its JWKS).
     pub fn start_services(redis: &RedisServer, extra_env: &[(&str, &str)], names: &[&str]) -> Vec<ServiceProcess> {
-        let url = redis.url();
+        Self::start_services_at(&redis.url(), extra_env, names)
+    }
+
+    /// As [`start_services`](Self::start_services) on the Redis at `url`.
+    pub fn start_services_at(url: &str, extra_env: &[(&str, &str)], names: &[&str]) -> Vec<ServiceProcess> {
         let admins = match extra_env.iter().find(|(k, _)| *k == "GUARDIAN_BOOTSTRAP_ADMINS") {
             Some((_, v)) => format!("{v},{FLEET_ADMIN}"),
             None => FLEET_ADMIN.to_owned(),
@@ -69,7 +118,7 @@ impl Fleet {
         for name in names {
             let guardian = services.first().map(|g| g.endpoint()).unwrap_or_default();
             let projector = services.iter().find(|s| s.name == "projector").map(|p| p.endpoint()).unwrap_or_default();
-            let mut env = vec![("REDIS_URL", url.as_str()), ("SHUTDOWN_GRACE_SECS", "5"), ("GUARDIAN_URL", &guardian)];
+            let mut env = vec![("REDIS_URL", url), ("SHUTDOWN_GRACE_SECS", "5"), ("GUARDIAN_URL", &guardian)];
             if !projector.is_empty() {
                 env.push(("PROJECTOR_URL", &projector));
             }
@@ -177,7 +226,7 @@ impl Fleet {
     pub fn user_log_len(&self) -> usize {
         (0..16)
             .map(|p| {
-                let r = self.redis.raw(&["XLEN", &format!("es:{{user.{p}}}:log")]);
+                let r = self.raw(&["XLEN", &format!("es:{{user.{p}}}:log")]);
                 r.trim().trim_start_matches(':').parse::<usize>().unwrap_or(0)
             })
             .sum()

@@ -80,7 +80,7 @@ pub async fn wait_player(
 
 /// A connection to the fleet's Redis.
 pub async fn conn(fleet: &Fleet) -> RedisConn {
-    RedisTarget::parse(&fleet.redis.url()).expect("url").connect().await.expect("connect")
+    RedisTarget::parse(&fleet.redis_url()).expect("url").connect().await.expect("connect")
 }
 
 /// Every entry of a topic's streams of one partition, with its key.

@@ -225,8 +225,8 @@ async fn lockout_and_rate_limits_are_enforced() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Lockout events are in the user's stream.
-    let stream = fleet.redis.raw(&["KEYS", "es:{user.*}:stream:*"]);
-    let all: String = stream.lines().map(|k| fleet.redis.raw(&["XRANGE", k, "-", "+"])).collect();
+    let stream = fleet.keys("es:{user.*}:stream:*");
+    let all: String = stream.lines().map(|k| fleet.raw(&["XRANGE", k, "-", "+"])).collect();
     assert!(all.contains("UserLockedOut") && all.contains("AuthenticationFailed"), "lockout not recorded as events");
 
     // Per username: 5 attempts a window, then ResourceExhausted with a retry delay.
@@ -393,21 +393,21 @@ async fn aggregates_are_snapshotted_off_the_command_path_and_load_from_them() {
     // Version 4 (register + 3 logins) crossed the policy: a snapshot exists.
     let deadline = Instant::now() + Duration::from_secs(5);
     let key = loop {
-        let keys = fleet.redis.raw(&["KEYS", &format!("es:{{user.*}}:snap:{id}")]);
+        let keys = fleet.keys(&format!("es:{{user.*}}:snap:{id}"));
         if let Some(k) = keys.lines().next().filter(|k| !k.is_empty()) {
             break k.to_owned();
         }
         assert!(Instant::now() < deadline, "no snapshot written");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let version = fleet.redis.raw(&["HGET", &key, "version"]);
+    let version = fleet.raw(&["HGET", &key, "version"]);
     assert_eq!(version, "4", "snapshot at the version that crossed the policy");
-    assert_eq!(fleet.redis.raw(&["HGET", &key, "encoding"]), "json+lz4", "compressed by default");
+    assert_eq!(fleet.raw(&["HGET", &key, "encoding"]), "json+lz4", "compressed by default");
     // Later commands load snapshot + newer events: wrong passwords still count, logins work.
     assert_eq!(login(&mut g, "snappy", "wrong-password-1").await.unwrap_err().code(), Code::Unauthenticated);
     login(&mut g, "snappy", PASSWORD).await.unwrap();
     // A corrupted snapshot is never trusted: the user is rebuilt from events.
-    fleet.redis.raw(&["HSET", &key, "data", "{\"profile\":null}"]);
+    fleet.raw(&["HSET", &key, "data", "{\"profile\":null}"]);
     login(&mut g, "snappy", PASSWORD).await.unwrap();
 }
 
@@ -422,7 +422,7 @@ async fn a_poison_event_reaches_the_dead_letters_and_admins_manage_them() {
     ]);
     // A UserRegistered whose payload the projection cannot read.
     let bad_id = "0190f1a2-0000-7000-8000-00000000dead";
-    fleet.redis.raw(&[
+    fleet.raw(&[
         "XADD", "es:{user.0}:log", "*", "event_id", "0190f1a2-0000-7000-8000-000000000001", "event_type",
         "UserRegistered", "aggregate_type", "user", "aggregate_id", bad_id, "version", "1", "schema_version", "2",
         "content_type", "application/json", "data", "{broken", "metadata",
@@ -512,7 +512,7 @@ async fn a_poison_event_reaches_the_dead_letters_and_admins_manage_them() {
 
     // A damaged entry (its checksum does not match its data) is dead-lettered
     // too, and then never hides the others nor resists a purge.
-    fleet.redis.raw(&[
+    fleet.raw(&[
         "XADD", "es:{user.0}:log", "*", "event_id", "0190f1a2-0000-7000-8000-000000000011", "event_type",
         "UserLockedOut", "aggregate_type", "user", "aggregate_id", "0190f1a2-0000-7000-8000-00000000da3a",
         "version", "1", "schema_version", "1", "content_type", "application/json", "data", "{}",
@@ -520,7 +520,7 @@ async fn a_poison_event_reaches_the_dead_letters_and_admins_manage_them() {
         r#"{"correlation_id":"0190f1a2-0000-7000-8000-000000000002","causation_id":"0190f1a2-0000-7000-8000-000000000003"}"#,
         "created_at", "1",
     ]);
-    fleet.redis.raw(&[
+    fleet.raw(&[
         "XADD", "es:{user.0}:log", "*", "event_id", "0190f1a2-0000-7000-8000-000000000012", "event_type",
         "UserRegistered", "aggregate_type", "user", "aggregate_id", "0190f1a2-0000-7000-8000-00000000b0b0",
         "version", "1", "schema_version", "2", "content_type", "application/json", "data", "{also broken",
@@ -641,8 +641,8 @@ async fn the_consistency_checker_reports_and_repairs_drift() {
     assert_eq!((clean.checked, clean.drifted.len()), (4, 0), "{clean:?}");
 
     // Someone edits one read model and deletes another.
-    fleet.redis.raw(&["HSET", &format!("rm:user:{a}"), "email", "evil@example.com"]);
-    fleet.redis.raw(&["DEL", &format!("rm:user:{b}")]);
+    fleet.raw(&["HSET", &format!("rm:user:{a}"), "email", "evil@example.com"]);
+    fleet.raw(&["DEL", &format!("rm:user:{b}")]);
     let r = admin.check_consistency(bearer(check(false), &root.access_token)).await.unwrap().into_inner();
     assert_eq!((r.drifted.len(), r.repaired), (2, 0), "{r:?}");
     let problem =
@@ -840,8 +840,8 @@ async fn a_blue_green_rebuild_switches_queries_to_the_new_generation() {
     }
     // Queries now read the new namespace: the old one no longer matters.
     for id in &ids {
-        assert!(fleet.redis.raw(&["EXISTS", &format!("rm.g1:user:{id}")]).starts_with(":1"), "{id} not rebuilt");
-        fleet.redis.raw(&["DEL", &format!("rm:user:{id}")]);
+        assert!(fleet.raw(&["EXISTS", &format!("rm.g1:user:{id}")]).starts_with(":1"), "{id} not rebuilt");
+        fleet.raw(&["DEL", &format!("rm:user:{id}")]);
     }
     let u = q
         .get_user(bearer(GetUserRequest { user_id: ids[3].clone(), ..Default::default() }, &root.access_token))

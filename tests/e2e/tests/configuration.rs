@@ -131,12 +131,11 @@ async fn a_changed_login_rate_limit_is_enforced_by_both_guardians_within_a_secon
     // The command service down: a guardian starting now still runs version 2.
     fleet.service_mut("command").kill();
     let third = fleet.replica("guardian", &env);
-    let redis = redis::Client::open(fleet.redis.url()).unwrap();
-    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = allies_store::RedisTarget::parse(&fleet.redis_url()).unwrap().connect().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let applied: HashMap<String, String> =
-            redis::cmd("HGETALL").arg("config:applied").query_async(&mut conn).await.unwrap();
+            redis::cmd("HGETALL").arg(allies_platform::live::APPLIED).query_async(&mut conn).await.unwrap();
         let guardians_on_2 =
             applied.iter().filter(|(who, v)| who.starts_with("guardian/") && v.starts_with("2:")).count();
         if guardians_on_2 == 3 {
@@ -339,7 +338,7 @@ async fn lockout_matchmaking_and_projector_retry_keys_change_what_their_services
     assert_eq!(ticket.expires_at_ms - ticket.created_at_ms, 7_000, "{ticket:?}");
 
     // The projector: a poison event is dead-lettered after 2 deliveries (the environment said 5).
-    fleet.redis.raw(&[
+    fleet.raw(&[
         "XADD", "es:{user.0}:log", "*", "event_id", "0190f1a2-0000-7000-8000-000000000001", "event_type",
         "UserRegistered", "aggregate_type", "user", "aggregate_id", "0190f1a2-0000-7000-8000-00000000dead", "version",
         "1", "schema_version", "2", "content_type", "application/json", "data", "{broken", "metadata",

@@ -375,7 +375,7 @@ async fn kill_nine_of_a_replica_mid_wave_loses_no_accepted_command_and_the_wave_
     // start is on the internal topic, whoever crashed after writing it.
     let p = allies_store::keys::partition_of(&id, 16);
     let topic = allies_store::keys::integration_key("ts.waves", "game_session", p, allies_store::Priority::High);
-    assert_eq!(fleet.redis.raw(&["XLEN", &topic]).trim_start_matches(':'), "1");
+    assert_eq!(fleet.raw(&["XLEN", &topic]).trim_start_matches(':'), "1");
     // The recorded outcome is what the simulation gives for these inputs.
     let report = verify(&fleet, &mut b, &id).await;
     assert!(report.ok, "{report:?}");
@@ -682,7 +682,7 @@ async fn the_cli_plays_a_game_from_create_to_verify() {
     // The operator tool replays it offline from the store.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = std::process::Command::new(allies_testkit::binary("allies-store"))
-        .env("REDIS_URL", fleet.redis.url())
+        .env("REDIS_URL", fleet.redis_url())
         .args(["verify-game", &id, "--rules"])
         .arg(root.join("configs/game-rules.yaml"))
         .arg("--rules-dir")

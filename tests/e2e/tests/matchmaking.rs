@@ -54,7 +54,7 @@ async fn two_players_are_matched_confirm_and_land_in_one_game() {
 }
 
 async fn events<E: allies_core::DomainEvent>(fleet: &Fleet, aggregate_type: &str, id: &str) -> Vec<E> {
-    let store = RedisEventStore::connect(&fleet.redis.url(), 16).await.expect("store");
+    let store = RedisEventStore::connect(&fleet.redis_url(), 16).await.expect("store");
     let records = store.read(aggregate_type, id, 1, usize::MAX).await.expect("read");
     records.iter().map(|r| r.decode::<E>().expect("decode").payload).collect()
 }
@@ -114,7 +114,7 @@ async fn a_user_registered_delivered_twice_creates_one_player_and_a_user_may_act
     assert_eq!((early.username.as_str(), early.ticket_id.as_str()), ("", t.ticket_id.as_str()));
     // Now it arrives (re-added to the topic the way guardian wrote it).
     let guardian_events = {
-        let store = RedisEventStore::connect(&fleet.redis.url(), 16).await.unwrap();
+        let store = RedisEventStore::connect(&fleet.redis_url(), 16).await.unwrap();
         store.read("user", &bob.id, 1, 1).await.unwrap()
     };
     assert_eq!(guardian_events.len(), 1);
@@ -142,7 +142,7 @@ async fn republish_registration(fleet: &Fleet, who: &Gamer) {
         user_id: None,
         traceparent: None,
     };
-    let mut c = allies_store::RedisTarget::parse(&fleet.redis.url()).unwrap().connect().await.unwrap();
+    let mut c = allies_store::RedisTarget::parse(&fleet.redis_url()).unwrap().connect().await.unwrap();
     let p = allies_store::keys::partition_of(&who.id, 16);
     let e = allies_store::NewEvent::encode(&event).unwrap();
     allies_store::priority::publish(
@@ -332,7 +332,7 @@ async fn two_hundred_tickets_are_all_matched_or_expired_parties_stay_together_an
     // The players of every match that forms confirm it.
     let confirmer = {
         let endpoint = endpoint.clone();
-        let store = RedisEventStore::connect(&fleet.redis.url(), 16).await.unwrap();
+        let store = RedisEventStore::connect(&fleet.redis_url(), 16).await.unwrap();
         let everyone: BTreeMap<String, String> = players.iter().map(|p| (p.id.clone(), p.token.clone())).collect();
         tokio::spawn(async move {
             let mut mm = Fleet::matchmaking_at(&endpoint).await;
@@ -397,7 +397,7 @@ async fn two_hundred_tickets_are_all_matched_or_expired_parties_stay_together_an
     assert!(sessions_of_player.values().all(|s| s.len() == 1), "nobody in two games");
 
     // Every match that formed: within its window; no player in two matches that went ahead.
-    let store = RedisEventStore::connect(&fleet.redis.url(), 16).await.unwrap();
+    let store = RedisEventStore::connect(&fleet.redis_url(), 16).await.unwrap();
     let mut in_ready_match: BTreeMap<String, String> = BTreeMap::new();
     let mut formed = 0;
     for p in 0..16 {
@@ -477,7 +477,7 @@ async fn kill_nine_of_a_replica_mid_saga_resumes_every_match_with_one_session_an
         })
     };
     // A dies as soon as the first match forms: mid-saga for some matches.
-    let store = RedisEventStore::connect(&fleet.redis.url(), 16).await.unwrap();
+    let store = RedisEventStore::connect(&fleet.redis_url(), 16).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut formed = 0;

@@ -257,7 +257,7 @@ async fn a_report_whose_worker_is_killed_mid_way_is_finished_exactly_once_by_the
     assert_eq!(done.attempt, 2, "the survivor took over as attempt 2: {done:?}");
     assert_ne!(done.worker, first.worker);
     // Exactly one outcome event, and the report is whole.
-    let store = allies_store::RedisEventStore::connect(&fleet.redis.url(), 16).await.expect("store");
+    let store = allies_store::RedisEventStore::connect(&fleet.redis_url(), 16).await.expect("store");
     let events = store.read("job", &id, 1, usize::MAX).await.expect("job events");
     let types: Vec<&str> = events.iter().map(|e| e.envelope.event_type.as_str()).collect();
     assert_eq!(types.iter().filter(|t| **t == "ReportGenerated").count(), 1, "{types:?}");
@@ -266,8 +266,7 @@ async fn a_report_whose_worker_is_killed_mid_way_is_finished_exactly_once_by_the
     let csv = download(&mut reports, &admin, &id).await;
     let games: u64 = csv.lines().skip(1).map(|l| l.split(',').nth(3).expect("games").parse::<u64>().expect("n")).sum();
     assert_eq!(games, 6_000, "{csv}");
-    let left: Vec<String> =
-        fleet.redis.raw(&["KEYS", &format!("cmd:report:{id}:*")]).lines().map(str::to_owned).collect();
+    let left: Vec<String> = fleet.keys(&format!("cmd:report:{id}:*")).lines().map(str::to_owned).collect();
     assert_eq!(left.len(), 1, "only the winning attempt's bytes stay: {left:?}");
 }
 
@@ -419,9 +418,9 @@ async fn every_maintenance_operation_is_performed_through_the_projector_and_the_
             .await;
     assert_eq!(rebuild.status, "done", "{rebuild:?}");
     assert!(rebuild.result.starts_with("rebuilt into generation 1"), "{rebuild:?}");
-    let live = fleet.redis.raw(&["EXISTS", &format!("rm.g1:user:{id}")]);
+    let live = fleet.raw(&["EXISTS", &format!("rm.g1:user:{id}")]);
     assert!(live.contains('1'), "the new generation holds the user: {live}");
-    assert!(fleet.redis.raw(&["EXISTS", &format!("rm:user:{id}")]).contains('1'));
+    assert!(fleet.raw(&["EXISTS", &format!("rm:user:{id}")]).contains('1'));
     let live_one = perform(
         &mut m,
         &admin,
@@ -437,8 +436,8 @@ async fn every_maintenance_operation_is_performed_through_the_projector_and_the_
     )
     .await;
     assert_eq!(deleted.status, "done", "{deleted:?}");
-    assert!(fleet.redis.raw(&["EXISTS", &format!("rm:user:{id}")]).contains('0'), "retired keys deleted");
-    assert!(fleet.redis.raw(&["EXISTS", &format!("rm.g1:user:{id}")]).contains('1'), "live keys kept");
+    assert!(fleet.raw(&["EXISTS", &format!("rm:user:{id}")]).contains('0'), "retired keys deleted");
+    assert!(fleet.raw(&["EXISTS", &format!("rm.g1:user:{id}")]).contains('1'), "live keys kept");
     let mut projector = fleet.projector().await;
     let user = projector.get_user(bearer(GetUserRequest { user_id: id.clone(), ..Default::default() }, &admin)).await;
     assert_eq!(user.expect("queries read the live generation").into_inner().user.expect("user").username, "ivy");
@@ -484,7 +483,7 @@ async fn every_maintenance_operation_is_performed_through_the_projector_and_the_
         m.list_maintenance(bearer(ListJobsRequest { limit: 0 }, &admin)).await.expect("list").into_inner().jobs;
     assert_eq!(history.len(), before + 1, "only the accepted one was recorded");
     // The record: who, why, what, result — as an event of its own.
-    let store = allies_store::RedisEventStore::connect(&fleet.redis.url(), 16).await.expect("store");
+    let store = allies_store::RedisEventStore::connect(&fleet.redis_url(), 16).await.expect("store");
     let events = store.read("job", &archive.id, 1, usize::MAX).await.expect("events");
     let last =
         events.last().expect("an outcome").typed::<allies_contracts::command::events::JobEvent>().expect("typed");

@@ -41,7 +41,7 @@ async fn every_service_reports_a_redis_outage_fails_fast_and_recovers_without_re
     fleet.wait_for_user(&id).await;
     all_report(&fleet, ServingStatus::Serving, 200, Duration::from_secs(5)).await;
 
-    fleet.redis.stop();
+    fleet.redis_mut().stop();
     all_report(&fleet, ServingStatus::NotServing, 503, Duration::from_secs(5)).await;
     for name in SERVICES {
         assert_eq!(http_get(fleet.service(name).http_addr, "/healthz").0, 200, "{name} alive, just not ready");
@@ -74,7 +74,7 @@ async fn every_service_reports_a_redis_outage_fails_fast_and_recovers_without_re
     assert!(errors > 0, "{metrics}");
 
     // Back: the first request succeeds, health follows within seconds.
-    fleet.redis.restart();
+    fleet.redis_mut().restart();
     let t = fleet.login("olive").await;
     assert_eq!(p.who_am_i(bearer(WhoAmIRequest {}, &t.access_token)).await.unwrap().into_inner().user_id, id);
     all_report(&fleet, ServingStatus::Serving, 200, Duration::from_secs(5)).await;
@@ -161,7 +161,7 @@ async fn a_stalled_redis_is_answered_unavailable_within_a_second_and_health_foll
     q.get_user(get()).await.expect("served before the stall");
 
     // Redis stops answering (SIGSTOP: the connections stay open, nothing comes back).
-    signal(fleet.redis.pid(), "STOP");
+    signal(fleet.redis().pid(), "STOP");
     let stalled = Instant::now();
     let e = q.get_user(get()).await.unwrap_err();
     let answered = stalled.elapsed();
@@ -174,7 +174,7 @@ async fn a_stalled_redis_is_answered_unavailable_within_a_second_and_health_foll
         }
         all_down = stalled.elapsed();
     }
-    signal(fleet.redis.pid(), "CONT");
+    signal(fleet.redis().pid(), "CONT");
     println!("stalled Redis: UNAVAILABLE after {answered:?}; every service NOT_SERVING {all_down:?} after the stall");
     assert!(answered < Duration::from_secs(1), "UNAVAILABLE only after {answered:?}");
     assert!(all_down < Duration::from_secs(1), "NOT_SERVING only after {all_down:?}");

@@ -155,7 +155,7 @@ async fn followed_events_and_dead_letters_carry_no_secret() {
     assert_eq!(e.unwrap_err().code(), Code::InvalidArgument);
 
     // A dead letter whose payload holds a hash shows it masked.
-    fleet.redis.raw(&[
+    fleet.raw(&[
         "XADD", "es:{user.0}:log", "*", "event_id", "0190f1a2-0000-7000-8000-000000000001", "event_type",
         "UserRegistered", "aggregate_type", "user", "aggregate_id", "0190f1a2-0000-7000-8000-00000000beef",
         "version", "1", "schema_version", "2", "content_type", "application/json",
@@ -196,8 +196,8 @@ async fn an_admin_unlocks_an_account_and_a_player_names_themself() {
     let again = g.unlock_user(bearer(unlock, &admin)).await.unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
     fleet.login("dora").await;
-    let stream = fleet.redis.raw(&["KEYS", &format!("es:{{user.*}}:stream:{dora}")]);
-    let events = fleet.redis.raw(&["XRANGE", stream.trim(), "-", "+"]);
+    let stream = fleet.keys(&format!("es:{{user.*}}:stream:{dora}"));
+    let events = fleet.raw(&["XRANGE", stream.trim(), "-", "+"]);
     assert!(events.contains("UserUnlocked"), "the unlock is an event");
 
     // Display names: validated, recorded, read back (read-your-writes).
