@@ -65,19 +65,25 @@ async fn appended_after(conn: &mut RedisConn, key: &str, after: &str, at_most: D
 /// why (a rules version it does not have, say): reported with the applied
 /// version, so "applied" in the fleet's status means in force, or says why not.
 #[derive(Debug, Clone, Default)]
-pub struct NotApplied(Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>);
+pub struct NotApplied(
+    Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+    /// Wakes the follower to report a change at once.
+    Arc<tokio::sync::Notify>,
+);
 
 impl NotApplied {
     pub fn set(&self, key: &str, why: impl Into<String>) {
         if let Ok(mut m) = self.0.lock() {
             m.insert(key.to_owned(), why.into());
         }
+        self.1.notify_one();
     }
 
     pub fn clear(&self, key: &str) {
         if let Ok(mut m) = self.0.lock() {
             m.remove(key);
         }
+        self.1.notify_one();
     }
 
     /// Every reason, one line (empty: all of it is in force).
@@ -248,6 +254,8 @@ pub async fn follow(
         };
         tokio::select! {
             _ = wait => {}
+            // What this instance could not apply changed: report it now.
+            _ = not_applied.1.notified() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
     }
