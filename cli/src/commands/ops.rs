@@ -189,7 +189,7 @@ pub enum MaintenanceCommand {
     },
 }
 
-fn line(j: &Job) -> String {
+fn line(j: &Job, names: &HashMap<String, String>) -> String {
     let what = match (&j.report, &j.maintenance) {
         (Some(r), _) => {
             let at = allies_core::calendar::utc_time;
@@ -220,7 +220,8 @@ fn line(j: &Job) -> String {
     if !j.error.is_empty() {
         out.push_str(&format!("\n  error: {}", j.error));
     }
-    out.push_str(&format!("\n  by {} at {}: {}", j.by, crate::output::when(j.requested_at_ms), j.reason));
+    let by = crate::context::named(names, &j.by);
+    out.push_str(&format!("\n  by {by} at {}: {}", crate::output::when(j.requested_at_ms), j.reason));
     out
 }
 
@@ -243,7 +244,8 @@ where
             j = get(j.id.clone()).await?;
         }
     }
-    print(ctx.json, &j, || line(&j));
+    let names = if ctx.json { HashMap::new() } else { ctx.names(std::slice::from_ref(&j.by)).await };
+    print(ctx.json, &j, || line(&j, &names));
     if j.status == "failed" {
         return Err(Failure::new("JobFailed", format!("job {} failed: {}", j.id, j.error)));
     }
@@ -328,7 +330,8 @@ async fn report(c: &ReportCommand, ctx: &Context) -> Result<(), Failure> {
         }
         ReportCommand::List { limit } => {
             let r = client.list_reports(ctx.authorized(ListJobsRequest { limit: *limit })?).await?.into_inner();
-            print(ctx.json, &r, || jobs(&r.jobs));
+            let text = if ctx.json { String::new() } else { jobs(ctx, &r.jobs).await };
+            print(ctx.json, &r, || text);
             Ok(())
         }
         ReportCommand::Download { id, output } => {
@@ -362,11 +365,14 @@ async fn report(c: &ReportCommand, ctx: &Context) -> Result<(), Failure> {
     }
 }
 
-fn jobs(list: &[Job]) -> String {
+/// The jobs, each with its requester's name.
+async fn jobs(ctx: &Context, list: &[Job]) -> String {
     if list.is_empty() {
         return "(none)".into();
     }
-    list.iter().map(line).collect::<Vec<_>>().join("\n")
+    let by: Vec<String> = list.iter().map(|j| j.by.clone()).collect();
+    let names = ctx.names(&by).await;
+    list.iter().map(|j| line(j, &names)).collect::<Vec<_>>().join("\n")
 }
 
 /// CRC-32 (IEEE), as the service computes the report's checksum.
@@ -402,7 +408,8 @@ async fn maintenance(c: &MaintenanceCommand, ctx: &Context) -> Result<(), Failur
         }
         M::History { limit } => {
             let r = client.list_maintenance(ctx.authorized(ListJobsRequest { limit: *limit })?).await?.into_inner();
-            print(ctx.json, &r, || jobs(&r.jobs));
+            let text = if ctx.json { String::new() } else { jobs(ctx, &r.jobs).await };
+            print(ctx.json, &r, || text);
             return Ok(());
         }
         M::Rebuild { projection, reason, wait } => {
