@@ -520,7 +520,7 @@ async fn the_operator_tool_finds_the_fleet_and_says_what_is_not_there() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("UserRegistered"), "read the fleet's Redis");
     assert!(String::from_utf8_lossy(&out.stderr).contains("fleet.env"), "says which Redis it reads");
     // From a directory below, it finds the same fleet; from one with no
-    // fleet above it and nothing named, it refuses rather than guess 6379.
+    // fleet above it and nothing named, it refuses rather than guess a default Redis.
     std::fs::create_dir_all(cwd.path().join("deploy/k8s")).unwrap();
     let below = Command::new(allies_testkit::binary("allies-store"))
         .current_dir(cwd.path().join("deploy/k8s"))
