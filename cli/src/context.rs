@@ -119,16 +119,44 @@ impl Context {
     /// The profile's current game (`game create` and `game join` set it; the
     /// other game commands default to it).
     fn game_path(&self) -> PathBuf {
-        let file = if self.profile == "default" { "game".to_owned() } else { format!("game.{}", self.profile) };
+        self.current_path("game")
+    }
+
+    /// Where the profile's current `kind` ("game", "match") is kept.
+    fn current_path(&self, kind: &str) -> PathBuf {
+        let file = if self.profile == "default" { kind.to_owned() } else { format!("{kind}.{}", self.profile) };
         Self::home().join(file)
     }
 
-    pub fn remember_game(&self, session_id: &str) {
-        let path = self.game_path();
+    fn remember(&self, kind: &str, id: &str) {
+        let path = self.current_path(kind);
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let _ = std::fs::write(path, session_id);
+        let _ = std::fs::write(path, id);
+    }
+
+    pub fn remember_game(&self, session_id: &str) {
+        self.remember("game", session_id);
+    }
+
+    /// The match a ticket of this profile was last seen in (`match show`
+    /// defaults to it).
+    pub fn remember_match(&self, match_id: &str) {
+        if !match_id.is_empty() {
+            self.remember("match", match_id);
+        }
+    }
+
+    /// `given`, else the last match this profile followed.
+    pub fn match_id(&self, given: &Option<String>) -> Result<String, Failure> {
+        if let Some(id) = given {
+            return Ok(id.clone());
+        }
+        let text = std::fs::read_to_string(self.current_path("match")).map_err(|_| {
+            Failure::local("which match? name one (match show <match id>): no ticket of yours was matched yet")
+        })?;
+        Ok(text.trim().to_owned())
     }
 
     /// `given`, else the current game.

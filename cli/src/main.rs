@@ -80,6 +80,11 @@ struct Cli {
     /// Print the run's trace id on stderr (find it in your tracing backend).
     #[arg(long, global = true, help_heading = "Global options")]
     trace: bool,
+    /// Print only this field of the answer, raw, for scripts: a name from
+    /// the `--json` output, dots for nesting (`G=$(allies game create
+    /// --map meadow --field sessionId)`). A list prints an item a line.
+    #[arg(long, global = true, help_heading = "Global options", value_name = "PATH")]
+    field: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,8 +138,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if cli.trace {
         eprintln!("trace {}", traceparent.split('-').nth(1).unwrap_or_default());
     }
+    if let Some(path) = &cli.field {
+        output::select_field(path.clone());
+    }
     let ctx = Context {
-        json: cli.json,
+        json: cli.json || cli.field.is_some(),
         guardian: cli.guardian,
         timesquare: cli.timesquare,
         command: cli.command_url,

@@ -6,13 +6,84 @@ use serde::Serialize;
 use tonic::Status;
 use tonic_types::StatusExt;
 
-/// Prints `value` as pretty JSON, or the text `text` makes.
+/// The one field `--field` asks for (set once, at start).
+static FIELD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `--field PATH`: every answer prints only that field, raw (for scripts:
+/// `G=$(allies game create … --field sessionId)`).
+pub fn select_field(path: String) {
+    let _ = FIELD.set(path);
+}
+
+/// Prints `value` as pretty JSON, or the text `text` makes (or only the
+/// field `--field` names).
 pub fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
-    if json {
+    if let Some(path) = FIELD.get() {
+        print_field(path, value);
+    } else if json {
         println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     } else {
         println!("{}", text());
     }
+}
+
+/// One JSON line of a stream (a watch, a follow): compact, or only the
+/// field `--field` names.
+pub fn json_line<T: Serialize>(value: &T) {
+    match FIELD.get() {
+        Some(path) => print_field(path, value),
+        None => println!("{}", serde_json::to_string(value).unwrap_or_default()),
+    }
+}
+
+/// Prints the field at `path` (names joined by dots, as in the JSON output;
+/// snake_case works too; a number indexes a list): a string without quotes,
+/// a list one item a line, an object as JSON. A path the answer does not
+/// have is an error naming the fields it does have (exit 1).
+fn print_field<T: Serialize>(path: &str, value: &T) {
+    let root = serde_json::to_value(value).unwrap_or_default();
+    let mut at = &root;
+    for part in path.split('.') {
+        let next = match at {
+            serde_json::Value::Object(m) => m.get(part).or_else(|| m.get(&camel(part))),
+            serde_json::Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        };
+        let Some(next) = next else {
+            let has = match at {
+                serde_json::Value::Object(m) => m.keys().cloned().collect::<Vec<_>>().join(", "),
+                serde_json::Value::Array(items) => format!("a list of {} (index it: 0, 1, …)", items.len()),
+                _ => "no fields".into(),
+            };
+            Failure::local(format!("--field {path}: the answer has no `{part}` here (it has: {has})")).report(false);
+            std::process::exit(1);
+        };
+        at = next;
+    }
+    let raw = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match at {
+        serde_json::Value::Array(items) => items.iter().for_each(|v| println!("{}", raw(v))),
+        other => println!("{}", raw(other)),
+    }
+}
+
+fn camel(snake: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in snake.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A moment for people: the UTC date and time, and how long ago (or how

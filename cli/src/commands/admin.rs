@@ -201,14 +201,11 @@ pub async fn run(command: &AdminCommand, ctx: &Context) -> Result<(), Failure> {
             let mut n = 0;
             while let Some(e) = stream.message().await? {
                 let data: serde_json::Value = serde_json::from_slice(&e.data).unwrap_or(serde_json::Value::Null);
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "cursor": e.cursor, "eventType": e.event_type, "aggregateId": e.aggregate_id,
-                        "version": e.version, "schemaVersion": e.schema_version, "recordedAtMs": e.recorded_at_ms,
-                        "data": data,
-                    })
-                );
+                crate::output::json_line(&serde_json::json!({
+                    "cursor": e.cursor, "eventType": e.event_type, "aggregateId": e.aggregate_id,
+                    "version": e.version, "schemaVersion": e.schema_version, "recordedAtMs": e.recorded_at_ms,
+                    "data": data,
+                }));
                 n += 1;
                 if *limit > 0 && n >= *limit {
                     break;

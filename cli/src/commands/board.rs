@@ -13,6 +13,8 @@ const TILE: i64 = 1000;
 pub struct Board {
     pub view: GameView,
     pub frame: Option<Frame>,
+    /// When playing from the board: the cursor's cell, the keys, the last answer.
+    pub controls: Option<super::keys::Controls>,
 }
 
 fn tower_glyph(kind: &str, level: u32) -> String {
@@ -107,6 +109,15 @@ impl Board {
                 put(x as i32, y as i32, format!("{c}{count}"));
             }
         }
+        if let Some(c) = &self.controls
+            && let Some(cell) = usize::try_from(c.cursor.1)
+                .ok()
+                .and_then(|y| grid.get_mut(y))
+                .and_then(|row| usize::try_from(c.cursor.0).ok().and_then(|x| row.get_mut(x)))
+        {
+            // Reverse video: the cell the keys act on.
+            *cell = format!("\x1b[7m{cell}\x1b[0m");
+        }
         // Column numbers above (x), row numbers left (y): what `game place <type> <x> <y>` takes.
         let header: String = (0..w).map(|x| format!("{:<2}", x % 100)).collect();
         out.push_str(&format!("   {}\n", header.trim_end()));
@@ -147,6 +158,9 @@ impl Board {
         out.push_str(
             "== path  >> spawn  [] exit  ## rock  A2 tower (type initial, level)  g3 enemies (kind initial, count)\n",
         );
+        if let Some(c) = &self.controls {
+            out.push_str(&format!("{}\ncursor ({}, {})  {}\n", c.help(), c.cursor.0, c.cursor.1, c.status));
+        }
         out
     }
 }
@@ -202,11 +216,22 @@ mod tests {
             ],
             ..Default::default()
         };
-        let text = Board { view, frame: Some(frame) }.render();
+        let text = Board { view, frame: Some(frame), controls: None }.render();
         assert!(text.contains("lives 19"), "{text}");
         assert!(text.contains("   0 1 2\n 0 · A2· \n 1 >>g2[]\n"), "columns and rows are numbered: {text}");
         assert!(text.contains("enemies: grunt #1 20/60 hp, grunt #2 60/60+5 hp"), "the most hurt first: {text}");
         assert!(text.contains("tower   7  A2 at (1, 0)  ann  3 kills"), "tower ids and owners: {text}");
         assert!(text.contains("zone 1 (x 0-1, y 0-0)"), "{text}");
+    }
+
+    #[test]
+    fn a_played_board_shows_its_cursor_keys_and_last_answer() {
+        let view = GameView { board: Some(B { width: 2, height: 1, ..Default::default() }), ..Default::default() };
+        let mut controls = crate::commands::keys::Controls::new(vec![]);
+        controls.cursor = (1, 0);
+        controls.status = "refused: not enough gold".into();
+        let text = Board { view, frame: None, controls: Some(controls) }.render();
+        assert!(text.contains(" 0 · \x1b[7m· \x1b[0m\n"), "the cursor's cell in reverse video: {text:?}");
+        assert!(text.contains("w start wave · q quit\ncursor (1, 0)  refused: not enough gold"), "{text}");
     }
 }

@@ -19,6 +19,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use super::board::Board;
+use super::keys::{Action, Controls, Key, RawInput};
 use crate::context::Context;
 use crate::output::{Failure, print};
 
@@ -325,7 +326,7 @@ pub async fn run(args: &GameArgs, ctx: &Context) -> Result<(), Failure> {
         GameCommand::Show { live: true, .. } => {
             let request = SessionRequest { session_id: game()? };
             let view = game_client(ctx).await?.get_game_state(ctx.authorized(request)?).await?.into_inner();
-            print(json, &view, || Board { view: view.clone(), frame: None }.render());
+            print(json, &view, || Board { view: view.clone(), frame: None, controls: None }.render());
         }
         GameCommand::Show { live: false, after } => {
             let mut client = GameQueryServiceClient::new(ctx.channel(&ctx.projector).await?);
@@ -495,14 +496,64 @@ fn print_end(ctx: &Context, e: &GameEventUpdate) {
     print(ctx.json, &data, || text);
 }
 
+/// What a key on the board sends, and the answer to show under it.
+async fn act(ctx: &Context, client: &mut GameServiceClient<Channel>, id: &str, action: Action) -> String {
+    let session_id = id.to_owned();
+    let sent = async {
+        let tower = |r: TowerResponse, what: String| format!("{what} tower {} · your gold {}", r.tower_id, r.gold);
+        Ok::<String, Failure>(match action {
+            Action::Place { tower_type, x, y } => {
+                let request = PlaceTowerRequest { session_id, tower_type: tower_type.clone(), x, y };
+                let r = client.place_tower(ctx.authorized(request)?).await?.into_inner();
+                tower(r, format!("placed {tower_type} at ({x}, {y}):"))
+            }
+            Action::Upgrade(tower_id) => {
+                let r = client.upgrade_tower(ctx.authorized(TowerRequest { session_id, tower_id })?).await?;
+                tower(r.into_inner(), "upgraded".into())
+            }
+            Action::Sell(tower_id) => {
+                let r = client.sell_tower(ctx.authorized(TowerRequest { session_id, tower_id })?).await?;
+                tower(r.into_inner(), "sold".into())
+            }
+            Action::Wave => {
+                client.start_wave(ctx.authorized(SessionRequest { session_id })?).await?;
+                "wave started".into()
+            }
+            Action::Explain(why) => why,
+            Action::Redraw | Action::Quit => String::new(),
+        })
+    };
+    match sent.await {
+        Ok(answer) => answer,
+        Err(f) => {
+            let rule = f.rule.as_deref().map(|r| format!(" · rule {r}")).unwrap_or_default();
+            format!("refused: {}{rule}", f.message)
+        }
+    }
+}
+
+/// The next key, when the board is played (never otherwise).
+async fn next_key(keys: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Key>>) -> Option<Key> {
+    match keys {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The live board. Reconnects after a dropped stream from the last version
-/// seen (the server resumes with no gap and no duplicate).
+/// seen (the server resumes with no gap and no duplicate). On a terminal
+/// (stdin and stdout) it is played too: see [`super::keys`].
 async fn watch(ctx: &Context, id: &str, from: u64, once: bool) -> Result<(), Failure> {
     let terminal = std::io::stdout().is_terminal() && !ctx.json;
     let mut board = Board::default();
     let mut last = from;
     let mut retries = 0u32;
     let mut state = game_client(ctx).await?;
+    // Dropped on return: the terminal gets its line mode and echo back.
+    let (_raw, mut keys) = match RawInput::start().filter(|_| terminal && !once) {
+        Some((raw, rx)) => (Some(raw), Some(rx)),
+        None => (None, None),
+    };
     loop {
         let mut client = GameServiceClient::new(ctx.stream_channel(&ctx.timesquare).await?);
         let request = WatchGameSessionRequest { session_id: id.to_owned(), from_version: last };
@@ -519,8 +570,32 @@ async fn watch(ctx: &Context, id: &str, from: u64, once: bool) -> Result<(), Fai
             board.view =
                 state.get_game_state(ctx.authorized(SessionRequest { session_id: id.to_owned() })?).await?.into_inner();
         }
+        if keys.is_some() && board.controls.is_none() {
+            let request = GetRulesRequest { rules_version: board.view.rules_version };
+            let rules = state.get_rules(ctx.authorized(request)?).await?.into_inner();
+            board.controls = Some(Controls::new(rules.towers));
+        }
         loop {
-            let update = match stream.message().await {
+            let message = tokio::select! {
+                m = stream.message() => m,
+                Some(key) = next_key(&mut keys) => {
+                    let Some(controls) = board.controls.as_mut() else { continue };
+                    match controls.key(key, &board.view) {
+                        Action::Quit => return Ok(()),
+                        Action::Redraw => {}
+                        action => {
+                            controls.status = act(ctx, &mut state, id, action).await;
+                            let request = ctx.authorized(SessionRequest { session_id: id.to_owned() })?;
+                            if let Ok(view) = state.get_game_state(request).await {
+                                board.view = view.into_inner();
+                            }
+                        }
+                    }
+                    print!("\x1b[H\x1b[2J{}", board.render());
+                    continue;
+                }
+            };
+            let update = match message {
                 Ok(Some(u)) => u,
                 Ok(None) => break,
                 Err(s) if s.code() == Code::Unavailable || s.code() == Code::Unknown || s.code() == Code::Internal => {
@@ -530,7 +605,7 @@ async fn watch(ctx: &Context, id: &str, from: u64, once: bool) -> Result<(), Fai
             };
             retries = 0;
             if ctx.json {
-                println!("{}", serde_json::to_string(&update).unwrap_or_default());
+                crate::output::json_line(&update);
             }
             let mut ended = false;
             match update.update {

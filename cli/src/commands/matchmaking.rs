@@ -50,8 +50,9 @@ pub enum MatchCommand {
     },
     /// Confirm a match you are in.
     Confirm { match_id: String },
-    /// A match (players, status, why it was cancelled) from the read model.
-    Show { match_id: String },
+    /// A match (players, status, why it was cancelled) from the read model;
+    /// without an id, the last one your tickets were matched into.
+    Show { match_id: Option<String> },
     /// Invite a player (username or user id) to your party: they must accept
     /// (within 5 minutes) before `match find --party` can queue them.
     Invite { player: String },
@@ -100,10 +101,19 @@ async fn users(ctx: &Context, names: &[String]) -> Result<Vec<String>, Failure> 
     Ok(out)
 }
 
-fn party_lines(p: &PartyView) -> String {
-    let mut out = format!("party of {} · {} guest(s)", p.host_id, p.guests.len());
+/// A party for people: its host and guests by name (nothing to look up
+/// with `--json`).
+async fn party_lines(ctx: &Context, p: &PartyView) -> String {
+    if ctx.json {
+        return String::new();
+    }
+    let ids: Vec<String> =
+        std::iter::once(p.host_id.clone()).chain(p.guests.iter().map(|g| g.user_id.clone())).collect();
+    let names = ctx.names(&ids).await;
+    let name = |id: &str| crate::context::named(&names, id);
+    let mut out = format!("party of {} · {} guest(s)", name(&p.host_id), p.guests.len());
     for g in &p.guests {
-        out.push_str(&format!("\n  {}  {}", g.user_id, g.status));
+        out.push_str(&format!("\n  {}  {}", name(&g.user_id), g.status));
         if g.status == "invited" {
             out.push_str(&format!(" (until {})", allies_core::calendar::utc_time(g.expires_at_ms)));
         }
@@ -145,7 +155,7 @@ async fn follow(ctx: &Context, ticket_id: &str, confirm: bool) -> Result<TicketV
     let mut last = TicketView::default();
     while let Some(t) = stream.message().await? {
         if ctx.json {
-            println!("{}", serde_json::to_string(&t).unwrap_or_default());
+            crate::output::json_line(&t);
         } else {
             println!("{}", ticket_line(&t));
         }
@@ -159,6 +169,7 @@ async fn follow(ctx: &Context, ticket_id: &str, confirm: bool) -> Result<TicketV
             }
             confirmed = t.match_id.clone();
         }
+        ctx.remember_match(&t.match_id);
         last = t;
     }
     Ok(last)
@@ -208,6 +219,7 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
         MatchCommand::Confirm { match_id } => {
             let request = ConfirmMatchRequest { match_id: match_id.clone() };
             let m = mm(ctx).await?.confirm_match(ctx.authorized(request)?).await?.into_inner();
+            ctx.remember_match(&m.match_id);
             print(json, &m, || {
                 let confirmed = m.players.iter().filter(|p| p.confirmed).count();
                 format!("match {} · {} · {confirmed}/{} confirmed", m.match_id, m.status, m.players.len())
@@ -216,20 +228,18 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
         MatchCommand::Invite { player } => {
             let request = InviteToPartyRequest { user_id: user(ctx, player).await? };
             let p = mm(ctx).await?.invite_to_party(ctx.authorized(request)?).await?.into_inner();
+            let lines = party_lines(ctx, &p).await;
             print(json, &p, || {
-                format!("invited {player}; they answer with: allies match accept <your username>\n{}", party_lines(&p))
+                format!("invited {player}; they answer with: allies match accept <your username>\n{lines}")
             });
         }
         MatchCommand::Accept { host } | MatchCommand::Decline { host } => {
             let accept = matches!(command, MatchCommand::Accept { .. });
             let request = RespondToPartyInviteRequest { host_id: user(ctx, host).await?, accept };
             let p = mm(ctx).await?.respond_to_party_invite(ctx.authorized(request)?).await?.into_inner();
+            let lines = party_lines(ctx, &p).await;
             print(json, &p, || {
-                format!(
-                    "{} the invitation of {host}\n{}",
-                    if accept { "accepted" } else { "declined" },
-                    party_lines(&p)
-                )
+                format!("{} the invitation of {host}\n{}", if accept { "accepted" } else { "declined" }, lines)
             });
         }
         MatchCommand::Leave { host, member } => {
@@ -243,7 +253,8 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
             };
             let p =
                 mm(ctx).await?.leave_party(ctx.authorized(LeavePartyRequest { host_id, user_id })?).await?.into_inner();
-            print(json, &p, || format!("left\n{}", party_lines(&p)));
+            let lines = party_lines(ctx, &p).await;
+            print(json, &p, || format!("left\n{lines}"));
         }
         MatchCommand::Party { host } => {
             let host_id = match host {
@@ -251,10 +262,13 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
                 None => String::new(),
             };
             let p = mm(ctx).await?.get_party(ctx.authorized(GetPartyRequest { host_id })?).await?.into_inner();
-            print(json, &p, || party_lines(&p));
+            let lines = party_lines(ctx, &p).await;
+            print(json, &p, || lines);
         }
         MatchCommand::Invites => {
             let r = mm(ctx).await?.list_party_invites(ctx.authorized(ListPartyInvitesRequest {})?).await?.into_inner();
+            let hosts: Vec<String> = r.invites.iter().map(|i| i.host_id.clone()).collect();
+            let names = if json { Default::default() } else { ctx.names(&hosts).await };
             print(json, &r, || {
                 if r.invites.is_empty() {
                     return "no open invitations".to_owned();
@@ -263,10 +277,9 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
                     .iter()
                     .map(|i| {
                         format!(
-                            "{} invites you (until {}): allies match accept {}",
-                            i.host_id,
+                            "{host} invites you (until {}): allies match accept {host}",
                             allies_core::calendar::utc_time(i.expires_at_ms),
-                            i.host_id
+                            host = crate::context::named(&names, &i.host_id),
                         )
                     })
                     .collect::<Vec<_>>()
@@ -275,7 +288,7 @@ pub async fn run_match(command: &MatchCommand, ctx: &Context) -> Result<(), Fail
         }
         MatchCommand::Show { match_id } => {
             let mut client = PlayerQueryServiceClient::new(ctx.channel(&ctx.projector).await?);
-            let request = GetMatchRequest { match_id: match_id.clone(), consistency_token: String::new() };
+            let request = GetMatchRequest { match_id: ctx.match_id(match_id)?, consistency_token: String::new() };
             let m = client.get_match(ctx.authorized(request)?).await?.into_inner().r#match.unwrap_or_default();
             let ids: Vec<String> = m.players.iter().map(|p| p.user_id.clone()).chain(m.culprits.clone()).collect();
             let names = if json { Default::default() } else { ctx.names(&ids).await };

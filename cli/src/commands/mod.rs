@@ -7,6 +7,7 @@ pub mod board;
 pub mod config;
 pub mod game;
 pub mod health;
+pub mod keys;
 pub mod matchmaking;
 pub mod ops;
 pub mod players;

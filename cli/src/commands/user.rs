@@ -54,7 +54,12 @@ pub enum UserCommand {
         page: Option<String>,
     },
     /// Read a user by username (case-insensitive).
-    GetByName { username: String },
+    GetByName {
+        username: String,
+        /// Read-your-writes: the consistency token a command returned.
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// Set a user's roles (admins only).
     Roles {
         user_id: String,
@@ -158,9 +163,12 @@ pub async fn run(command: &UserCommand, ctx: &Context) -> Result<(), Failure> {
                 lines.join("\n")
             });
         }
-        UserCommand::GetByName { username } => {
+        UserCommand::GetByName { username, after } => {
             let mut client = ProjectorQueryServiceClient::new(ctx.channel(&ctx.projector).await?);
-            let request = GetUserByUsernameRequest { username: username.clone(), consistency_token: String::new() };
+            let request = GetUserByUsernameRequest {
+                username: username.clone(),
+                consistency_token: after.clone().unwrap_or_default(),
+            };
             let user =
                 client.get_user_by_username(ctx.authorized(request)?).await?.into_inner().user.unwrap_or_default();
             print(json, &user, || show_user(&user));

@@ -720,3 +720,84 @@ fn a_bad_rules_file_stops_timesquare_naming_the_key() {
         assert!(err.contains("rules.yaml") && err.contains(key), "{what}: the error names the file and {key}: {err}");
     }
 }
+
+/// One terminal plays a game: `game watch` on a terminal (a pseudo-terminal
+/// from util-linux `script`) takes keys — move, place, upgrade, a refused
+/// placement shown with its rule, start the wave, quit.
+#[tokio::test]
+async fn the_terminal_board_is_played_with_keys() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let fleet = Fleet::start(&[FAST[0], FAST[1], FAST[2]]);
+    fleet.register("ann").await;
+    let home = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let out = fleet.cli(home.path(), args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["login", "--username", "ann", "--password", allies_e2e::PASSWORD]);
+    ok(&["game", "create", "--map", "meadow", "--difficulty", "easy", "--players", "1"]);
+    ok(&["game", "ready"]);
+    ok(&["game", "start"]);
+
+    let allies = allies_testkit::binary("allies");
+    let line = format!(
+        "{} --guardian {} --timesquare {} --projector {} --command-url {} game watch",
+        allies.display(),
+        fleet.endpoint("guardian"),
+        fleet.endpoint("timesquare"),
+        fleet.endpoint("projector"),
+        fleet.endpoint("command"),
+    );
+    let mut play = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("ALLIES_HOME", home.path())
+        .env_remove("ALLIES_PROFILE")
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs the board on a pseudo-terminal");
+    // Down to (0, 1); place the first tower (arrow); upgrade it; down onto
+    // the path at (0, 2); place: refused; start the wave; quit.
+    let mut keys = play.stdin.take().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for key in ["j", "1", "u", "j", "1", "w", "q"] {
+        keys.write_all(key.as_bytes()).unwrap();
+        keys.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = play.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "q did not end the board");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(keys);
+    let mut screen = String::new();
+    std::io::Read::read_to_string(&mut play.stdout.take().unwrap(), &mut screen).unwrap();
+    assert!(status.success(), "exit {status}: {screen}");
+    for shown in ["keys: arrows/hjkl move · 1 arrow", "placed arrow at (0, 1): tower 0", "upgraded tower 0"] {
+        assert!(screen.contains(shown), "the board showed no {shown:?}: {screen}");
+    }
+    assert!(
+        screen.contains("refused: ") && screen.contains("is not buildable (path or rock) · rule CELL_NOT_BUILDABLE"),
+        "{screen}"
+    );
+    assert!(screen.contains("wave started"), "{screen}");
+
+    // What the keys did is what the game holds.
+    let live = ok(&["--json", "game", "show", "--live"]);
+    let view: serde_json::Value = serde_json::from_str(&live).unwrap();
+    let towers = view["towers"].as_array().unwrap();
+    assert_eq!(towers.len(), 1, "{live}");
+    assert_eq!(
+        (towers[0]["x"].as_i64(), towers[0]["y"].as_i64(), towers[0]["level"].as_i64()),
+        (Some(0), Some(1), Some(1))
+    );
+    assert!(view["wave"].as_i64().unwrap_or(0) >= 1, "the wave started: {live}");
+}
