@@ -31,6 +31,9 @@ pub struct FollowApi {
     pub auth: Arc<Authenticator>,
     pub conn: RedisConn,
     pub partitions: u32,
+    /// Turns true when the service starts shutting down: open streams end
+    /// with UNAVAILABLE so their clients resume on another replica.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 fn valid_category(c: &str) -> bool {
@@ -168,6 +171,7 @@ impl EventSubscriptionService for FollowApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let events = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(allies_platform::drain::until_stopping(events, self.stopping.clone())))
     }
 }

@@ -92,6 +92,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         auth: auth.clone(),
         conn: store.connection(),
         partitions: config.partitions,
+        stopping: builder.stopping(),
     }));
     builder.add_service(ProjectorAdminServiceServer::new(admin::AdminApi {
         metrics,

@@ -27,6 +27,9 @@ pub struct GameApi {
     pub auth: Arc<Authenticator>,
     /// The fleet's live configuration: feature flags are evaluated on it.
     pub live: tokio::sync::watch::Receiver<Arc<allies_platform::live::LiveConfig>>,
+    /// Turns true when the service starts shutting down: open streams end
+    /// with UNAVAILABLE so their clients resume on another replica.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 fn answer(done: &Done) -> GameCommandResponse {
@@ -264,7 +267,8 @@ impl GameService for GameApi {
         let r = request.get_ref();
         let sid = crate::game::session_id(&r.session_id).map_err(crate::game::TimesquareError::from).or_status()?;
         let rx = self.watch.watch(ctx.caller().or_status()?, &sid, r.from_version).await.or_status()?;
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let updates = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(allies_platform::drain::until_stopping(updates, self.stopping.clone())))
     }
 
     async fn verify_replay(&self, request: Request<SessionRequest>) -> Result<Response<VerifyReplayResponse>, Status> {

@@ -25,6 +25,9 @@ pub struct MatchApi {
     pub mm: Arc<Matchmaking>,
     pub watch: Arc<TicketWatch>,
     pub auth: Arc<Authenticator>,
+    /// Turns true when the service starts shutting down: open streams end
+    /// with UNAVAILABLE so their clients resume on another replica.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn ticket_view(t: &Ticket, version: u64) -> TicketView {
@@ -183,7 +186,8 @@ impl MatchmakingService for MatchApi {
             }
             watch.forget(&id);
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let tickets = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(allies_platform::drain::until_stopping(tickets, self.stopping.clone())))
     }
 
     async fn get_ticket(&self, request: Request<GetTicketRequest>) -> Result<Response<TicketView>, Status> {

@@ -157,6 +157,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         auth: auth.clone(),
         replies: builder.replies(),
         rate: mm_rate,
+        stopping: builder.stopping(),
     }));
     let live = builder.live_config();
     rules_live::install_uploaded(&game, &store.connection()).await;
@@ -172,6 +173,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         live,
         replies: builder.replies(),
         rate: game_rate,
+        stopping: builder.stopping(),
     }));
     Ok(builder.bind().await?)
 }

@@ -16,6 +16,7 @@ pub mod caller;
 pub mod config;
 pub mod context;
 pub mod cqrs;
+pub mod drain;
 pub mod env;
 pub mod grpc_metrics;
 pub mod limits;

@@ -64,14 +64,42 @@ async fn appended_after(conn: &mut RedisConn, key: &str, after: &str, at_most: D
 /// What of the version in force this instance could not apply, by key, with
 /// why (a rules version it does not have, say): reported with the applied
 /// version, so "applied" in the fleet's status means in force, or says why not.
+/// It also knows each applier of the configuration (`on_live_config`) and
+/// the last version it finished: a version is reported applied only once
+/// every applier has finished it.
 #[derive(Debug, Clone, Default)]
 pub struct NotApplied(
     Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
     /// Wakes the follower to report a change at once.
     Arc<tokio::sync::Notify>,
+    /// Each applier and the version it last finished applying.
+    Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
 );
 
 impl NotApplied {
+    /// An applier the instance's reports wait for.
+    pub fn applier(&self, name: &'static str) {
+        if let Ok(mut m) = self.2.lock() {
+            m.entry(name).or_insert(0);
+        }
+    }
+
+    /// `name` finished applying `version`: the follower reports it if it
+    /// was the last to.
+    pub fn finished(&self, name: &'static str, version: u64) {
+        if let Ok(mut m) = self.2.lock() {
+            m.insert(name, version);
+        }
+        self.1.notify_one();
+    }
+
+    /// What this instance may report as applied of `version` (the newest it
+    /// read): `version` once every applier finished it, else the oldest
+    /// version they all have.
+    pub fn settled(&self, version: u64) -> u64 {
+        self.2.lock().ok().and_then(|m| m.values().min().copied()).map_or(version, |v| v.min(version))
+    }
+
     pub fn set(&self, key: &str, why: impl Into<String>) {
         if let Ok(mut m) = self.0.lock() {
             m.insert(key.to_owned(), why.into());
@@ -89,6 +117,25 @@ impl NotApplied {
     /// Every reason, one line (empty: all of it is in force).
     pub fn summary(&self) -> String {
         self.0.lock().map(|m| m.values().cloned().collect::<Vec<_>>().join("; ")).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod settled_tests {
+    use super::NotApplied;
+
+    #[test]
+    fn a_version_is_settled_once_every_applier_finished_it() {
+        let n = NotApplied::default();
+        assert_eq!(n.settled(3), 3, "no applier: what was read is in force");
+        n.applier("rules");
+        n.applier("rates");
+        assert_eq!(n.settled(3), 0);
+        n.finished("rules", 3);
+        assert_eq!(n.settled(3), 0, "rates has not finished");
+        n.finished("rates", 3);
+        assert_eq!(n.settled(3), 3);
+        assert_eq!(n.settled(4), 3, "version 4 read, not yet applied");
     }
 }
 
@@ -231,7 +278,8 @@ pub async fn follow(
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "cannot read the configuration; retrying"),
         }
-        let now = (tx.borrow().version, not_applied.summary());
+        // Reported once every applier finished it: "applied" means in force.
+        let now = (not_applied.settled(tx.borrow().version), not_applied.summary());
         if reported.as_ref() != Some(&now) && report(&mut conn, &service, &instance, &http, now.0, &now.1).await.is_ok()
         {
             reported = Some(now);

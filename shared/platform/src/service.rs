@@ -346,10 +346,14 @@ impl ServiceBuilder {
         Fut: Future<Output = ()> + Send,
     {
         let mut live = self.live_config();
+        let progress = self.not_applied.clone();
+        progress.applier(name);
         self.background(name, move |mut stop| async move {
             loop {
                 let now = live.borrow_and_update().clone();
+                let version = now.version;
                 apply(now).await;
+                progress.finished(name, version);
                 let go_on = tokio::select! {
                     changed = live.changed() => changed.is_ok(),
                     _ = stop.wait_for(|s| *s) => false,

@@ -2,6 +2,7 @@
 //! through a short tick (`TIMESQUARE_TICK_MS`).
 
 use std::collections::BTreeSet;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use allies_contracts::projector::v1::{
@@ -800,4 +801,51 @@ async fn the_terminal_board_is_played_with_keys() {
         (Some(0), Some(1), Some(1))
     );
     assert!(view["wave"].as_i64().unwrap_or(0) >= 1, "the wave started: {live}");
+}
+
+/// A replica told to stop (SIGTERM) ends its open game watches with
+/// UNAVAILABLE at once — not after its grace period — and exits; the
+/// watcher resumes on another replica from its last version, no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_replica_ends_its_watches_with_unavailable_and_the_watcher_resumes_elsewhere() {
+    let mut fleet = Fleet::start(&[FAST[0], FAST[1], FAST[2], ("SHUTDOWN_GRACE_SECS", "8")]);
+    let ann = fleet.gamer("ann").await;
+    let other = fleet.replica("timesquare", &[("SHUTDOWN_GRACE_SECS", "8")]);
+    let mut games = fleet.game().await;
+    let session = started_game(&mut games, &[&ann], "meadow", "easy").await;
+    let watch =
+        |from_version| bearer(WatchGameSessionRequest { session_id: session.clone(), from_version }, &ann.token);
+    let mut stream = games.watch_game_session(watch(0)).await.unwrap().into_inner();
+    let Some(Update::Snapshot(first)) = stream.message().await.unwrap().and_then(|u| u.update) else {
+        panic!("a watch starts with a snapshot")
+    };
+
+    let pid = fleet.service("timesquare").pid().to_string();
+    let asked = Instant::now();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the stream ended without a status"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("the watch was not ended within 5 s of SIGTERM"),
+        }
+    };
+    let ended_after = asked.elapsed();
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(end.message().contains("shutting down"), "{}", end.message());
+    assert!(ended_after < Duration::from_secs(2), "ended after {ended_after:?} (grace is 8 s)");
+    let exit = fleet.service_mut("timesquare").terminate(Duration::from_secs(8));
+    assert_eq!(exit, Some(0), "it stopped cleanly, well within its grace");
+    assert!(asked.elapsed() < Duration::from_secs(6), "stopped after {:?}", asked.elapsed());
+
+    // The watcher goes on from the other replica, after what it saw.
+    let mut elsewhere = Games::connect(other.endpoint()).await.unwrap();
+    let mut resumed = elsewhere.watch_game_session(watch(first.version)).await.unwrap().into_inner();
+    start_wave(&mut elsewhere, &session, &ann).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), resumed.message()).await.unwrap().unwrap().unwrap();
+    match next.update {
+        Some(Update::Event(e)) => assert_eq!(e.version, first.version + 1, "no gap, nothing twice"),
+        other => panic!("expected the next event, got {other:?}"),
+    }
 }
