@@ -87,6 +87,18 @@ impl RedisServer {
         self.child.id()
     }
 
+    /// kill -9: the server dies at once (what it had not written to its
+    /// AOF or sent to a replica is gone).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&self) -> bool {
+        TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+    }
+
     pub fn stop(&mut self) {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
             let _ = s.write_all(b"SHUTDOWN\r\n");
@@ -200,9 +212,17 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
-    /// Starts three masters (no replicas) and waits until the cluster is ok.
+    /// Three masters with a replica each, waiting until the cluster is ok
+    /// and every replica is in sync.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with(1, 5000)
+    }
+
+    /// Three masters with `replicas` replicas each; a node unreachable for
+    /// `node_timeout_ms` is failed over.
+    pub fn start_with(replicas: usize, node_timeout_ms: u32) -> Self {
+        let timeout = node_timeout_ms.to_string();
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(&[
                     "--cluster-enabled",
@@ -210,7 +230,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "5000",
+                    &timeout,
                 ])
             })
             .collect();
@@ -218,16 +238,32 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli (from redis-tools) is needed to create a cluster");
         assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !nodes.iter().all(|n| n.raw(&["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
+        let ready = |n: &RedisServer| {
+            n.raw(&["CLUSTER", "INFO"]).contains("cluster_state:ok") && {
+                let replication = n.raw(&["INFO", "replication"]);
+                replication.contains("role:master") || replication.contains("master_link_status:up")
+            }
+        };
+        while !nodes.iter().all(ready) {
             assert!(Instant::now() < deadline, "cluster did not become ok");
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { nodes }
+    }
+
+    /// The nodes that are masters now (a failover changes which).
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| {
+                let n = &self.nodes[*i];
+                n.alive() && n.raw(&["ROLE"]).lines().next() == Some("master")
+            })
+            .collect()
     }
 
     /// `REDIS_URL` of the cluster: its nodes, comma-separated.
@@ -238,7 +274,7 @@ impl RedisCluster {
     /// Runs a single-key command on the node that owns the key (follows MOVED).
     pub fn raw(&self, args: &[&str]) -> String {
         let mut last = String::new();
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|n| n.alive()) {
             last = node.raw(args);
             if !last.starts_with("-MOVED") && !last.starts_with("-ASK") {
                 return last;
@@ -247,10 +283,11 @@ impl RedisCluster {
         last
     }
 
-    /// Keys matching `pattern` on every node.
+    /// Keys matching `pattern` on every master (replicas hold copies).
     pub fn keys(&self, pattern: &str) -> Vec<String> {
-        self.nodes
-            .iter()
+        self.masters()
+            .into_iter()
+            .map(|i| &self.nodes[i])
             .flat_map(|n| n.raw(&["KEYS", pattern]).lines().map(str::to_owned).collect::<Vec<_>>())
             .filter(|k| !k.is_empty())
             .collect()

@@ -66,6 +66,12 @@ impl Fleet {
         Self { redis: Some(redis), cluster: None, services, admin_token: Mutex::new(None) }
     }
 
+    /// The services `names` on `cluster` (the caller chose its shape).
+    pub fn start_on_cluster(cluster: allies_testkit::RedisCluster, names: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        let services = Self::start_services_at(&cluster.url(), extra_env, names);
+        Self { redis: None, cluster: Some(cluster), services, admin_token: Mutex::new(None) }
+    }
+
     /// The fleet's single Redis (a fleet on a cluster has none).
     pub fn redis(&self) -> &RedisServer {
         self.redis.as_ref().expect("a fleet on one Redis (this one runs on a cluster)")

@@ -1,4 +1,4 @@
-//! The whole fleet against a real three-master Redis Cluster.
+//! The whole fleet against a real Redis Cluster: three masters with a replica each.
 
 use std::time::{Duration, Instant};
 
@@ -58,8 +58,9 @@ async fn register_login_and_query_on_redis_cluster() {
     }
     // Their streams are spread over the masters.
     let per_node: Vec<usize> = cluster
-        .nodes
-        .iter()
+        .masters()
+        .into_iter()
+        .map(|i| &cluster.nodes[i])
         .map(|n| n.raw(&["KEYS", "es:{user.*}:stream:*"]).lines().filter(|l| !l.is_empty()).count())
         .collect();
     assert_eq!(per_node.iter().sum::<usize>(), 12, "{per_node:?}");
@@ -78,4 +79,77 @@ async fn register_login_and_query_on_redis_cluster() {
     g.logout_user(logout).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(p.who_am_i(bearer(&t.access_token)).await.unwrap_err().code(), Code::Unauthenticated);
+}
+
+/// A master holding a game fails during play (kill -9): its replica takes
+/// over, game commands fail with UNAVAILABLE for a short window and then
+/// succeed on the same session, and every command acknowledged before the
+/// failure is still in the session's history. The window is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_failover_during_play_is_a_short_unavailable_window_and_loses_no_acknowledged_command() {
+    use allies_contracts::timesquare::v1::TowerRequest;
+    use allies_e2e::Fleet;
+    use allies_e2e::game::{Games, place, started_game};
+    // Nodes fail over after 1.5 s unreachable.
+    let cluster = RedisCluster::start_with(1, 1500);
+    let env = [("TIMESQUARE_TICK_MS", "1"), ("TIMESQUARE_SETTLE_MS", "20")];
+    let mut fleet = Fleet::start_on_cluster(cluster, &["guardian", "timesquare", "projector"], &env);
+    let ann = fleet.gamer("ann").await;
+    let mut games: Games = fleet.game().await;
+    let session = started_game(&mut games, &[&ann], "meadow", "easy").await;
+    let sell = |tower_id| allies_e2e::bearer(TowerRequest { session_id: session.clone(), tower_id }, &ann.token);
+    // Acknowledged before the failure: three towers placed, one sold.
+    let mut acked = Vec::new();
+    for x in 0..3 {
+        let r = place(&mut games, &session, &ann, "arrow", x, 1).await.unwrap();
+        acked.push(r.version);
+    }
+    acked.push(games.sell_tower(sell(0)).await.unwrap().into_inner().version);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The master that holds the session's stream dies.
+    let cluster = fleet.cluster.as_mut().unwrap();
+    let owner = cluster
+        .masters()
+        .into_iter()
+        .find(|i| !cluster.nodes[*i].raw(&["KEYS", &format!("es:*:stream:{session}")]).trim().is_empty())
+        .expect("a master holds the session");
+    cluster.nodes[owner].kill();
+    let killed = Instant::now();
+
+    // Commands until three in a row succeed: place and sell in turn.
+    let (mut failures, mut codes, mut streak, mut first_ok_after) = (0, Vec::new(), 0, None);
+    let mut next_tower = None;
+    while streak < 3 {
+        assert!(killed.elapsed() < Duration::from_secs(30), "no failover within 30 s: {codes:?}");
+        let result = match next_tower {
+            None => place(&mut games, &session, &ann, "arrow", 4, 1).await.map(|r| (r.version, Some(r.tower_id))),
+            Some(id) => games.sell_tower(sell(id)).await.map(|r| (r.into_inner().version, None)),
+        };
+        match result {
+            Ok((version, placed)) => {
+                first_ok_after.get_or_insert(killed.elapsed());
+                acked.push(version);
+                next_tower = placed;
+                streak += 1;
+            }
+            Err(status) => {
+                failures += 1;
+                codes.push(status.code());
+                streak = 0;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let window = first_ok_after.unwrap();
+    eprintln!("master failover: {failures} commands refused ({codes:?}), the first success {window:?} after the kill");
+    assert!(failures > 0, "the failover was noticed");
+    assert!(codes.iter().all(|c| *c == Code::Unavailable), "every refusal is UNAVAILABLE (retry): {codes:?}");
+
+    // Nothing acknowledged is missing: each version acked is in the history, once.
+    let history: Vec<u64> = fleet.game_events(&session).await.into_iter().map(|(v, _)| v).collect();
+    for v in &acked {
+        assert!(history.contains(v), "acknowledged version {v} is missing after the failover: {history:?}");
+    }
+    assert!(history.windows(2).all(|w| w[1] == w[0] + 1), "no gap, nothing twice: {history:?}");
 }
