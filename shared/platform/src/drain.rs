@@ -34,10 +34,19 @@ where
         if *stopping.borrow() {
             return Some((Err(shutting_down()), (stream, stopping, true)));
         }
-        // The next item, or None once the service is stopping.
+        // The next item, or None once the service is stopping. A stream
+        // whose source ended because the service is stopping (a hub told to
+        // stop closes its channels) ends the same way.
         let next = tokio::select! {
-            item = stream.next() => Some(item?),
+            biased;
             _ = stopping.wait_for(|s| *s) => None,
+            item = stream.next() => Some(item),
+        };
+        let next = match next {
+            Some(None) if !*stopping.borrow() => return None,
+            Some(None) => None,
+            Some(Some(item)) => Some(item),
+            None => None,
         };
         match next {
             Some(item) => Some((item, (stream, stopping, false))),

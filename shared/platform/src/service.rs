@@ -524,8 +524,10 @@ impl Service {
         for n in &names {
             health.set_service_status(*n, ServingStatus::NotServing).await;
         }
-        let _ = drain_tx.send(());
+        // Stopping first: open streams end with UNAVAILABLE (see `drain`)
+        // before the server stops taking requests and waits for the rest.
         let _ = stop.send(true);
+        let _ = drain_tx.send(());
         let deadline = tokio::time::Instant::now() + grace;
         let served = match tokio::time::timeout_at(deadline, server).await {
             Ok(r) => r.map_err(ServeError::from),
