@@ -16,6 +16,22 @@ install_pkg() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
+# nginx for the edge (dev/up, the edge tests), without starting the system's
+# own nginx: a package's post-install would start it on port 80, so a
+# policy-rc.d that says no stands for the install (and goes after).
+ensure_nginx() {
+  { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } && return 0
+  local sudo="" policy=/usr/sbin/policy-rc.d created=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    created=1
+  fi
+  install_pkg nginx
+  if [ -n "$created" ]; then $sudo rm -f "$policy"; fi
+}
+
 ensure_redis() {
   ensure_pkg redis-server redis-server
   ensure_pkg redis-cli redis-tools

@@ -337,6 +337,19 @@ pub const SHUTDOWN_GRACE: Setting = Setting {
     description: "time in-flight calls get to finish on SIGTERM/SIGINT",
 };
 
+/// The proxies whose X-Forwarded-For names the client (the edge).
+pub const TRUSTED_PROXIES: Setting = Setting {
+    name: "service.trusted_proxies",
+    env: Some("TRUSTED_PROXIES"),
+    yaml: None,
+    live: &[],
+    kind: Kind::List,
+    default: "",
+    unit: "",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "IP addresses of the proxies (the edge) whose X-Forwarded-For names the client for per-client limits; from others it is ignored",
+};
+
 /// Project-local data (dev keys, archives).
 pub const DATA_DIR: Setting = Setting {
     name: "service.data_dir",
@@ -955,6 +968,7 @@ pub const ALL: &[&Setting] = &[
     &BREAKER_FAILURES,
     &BREAKER_OPEN,
     &SHUTDOWN_GRACE,
+    &TRUSTED_PROXIES,
     &DATA_DIR,
     &LOG_FORMAT,
     &LOG_FILTER,

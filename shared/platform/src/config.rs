@@ -61,6 +61,9 @@ pub struct ServiceConfig {
     /// `SHUTDOWN_GRACE_SECS`: how long in-flight work may take after
     /// SIGTERM/SIGINT, default 10.
     pub shutdown_grace: Duration,
+    /// `TRUSTED_PROXIES`: the edge's addresses; their X-Forwarded-For names
+    /// the client (per-client limits), anyone else's is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// `ALLIES_DATA_DIR`: project-local data (dev keys, archives), default `.data`.
     pub data_dir: PathBuf,
     /// `EVENT_FORMAT`: how new events are written, `json` (default) or `protobuf`.
@@ -101,6 +104,13 @@ impl ServiceConfig {
         let cqrs = CqrsConfig::load(&env)?;
         let shutdown_grace = env.value_secs(&table::SHUTDOWN_GRACE)?;
         let data_dir = PathBuf::from(env.value::<String>(&table::DATA_DIR)?);
+        let proxies = env.value_opt::<String>(&table::TRUSTED_PROXIES)?.unwrap_or_default();
+        let trusted_proxies = proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse::<std::net::IpAddr>().map_err(|e| ConfigError::new("TRUSTED_PROXIES", p, e)))
+            .collect::<Result<Vec<_>, _>>()?;
         let instance = env.get(&format!("{upper}_CONSUMER")).unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
@@ -126,6 +136,7 @@ impl ServiceConfig {
             redis_url: cqrs.redis_url.clone(),
             partitions: cqrs.partitions,
             shutdown_grace,
+            trusted_proxies,
             data_dir,
             event_format: cqrs.event_format,
             snapshot_compression: cqrs.snapshot_compression,

@@ -85,7 +85,7 @@ impl RequestContext {
             command_id,
             fingerprint,
             seal,
-            client: request.remote_addr().map(|a| a.ip().to_string()),
+            client: client_address(request),
             now_ms: now_ms(),
             from_client: true,
         })
@@ -231,4 +231,28 @@ impl RequestContext {
             self.fingerprint = Some(hex(&digest(&[b"fingerprint", path.as_bytes(), &public.encode_to_vec()])));
         }
     }
+}
+
+/// The proxies (the edge) whose `x-forwarded-for` is believed; set once at
+/// start from `TRUSTED_PROXIES`.
+static TRUSTED_PROXIES: std::sync::OnceLock<Vec<std::net::IpAddr>> = std::sync::OnceLock::new();
+
+/// Trusts `proxies`' X-Forwarded-For (see [`client_address`]).
+pub fn trust_proxies(proxies: Vec<std::net::IpAddr>) {
+    let _ = TRUSTED_PROXIES.set(proxies);
+}
+
+/// The caller's address for per-client limits: the peer, or — when the
+/// peer is a trusted proxy — the address it appended last to
+/// `x-forwarded-for` (what the proxy itself saw). A client cannot choose
+/// its address by sending the header: from anyone else it is ignored.
+pub fn client_address<T>(request: &tonic::Request<T>) -> Option<String> {
+    let peer = request.remote_addr()?.ip();
+    let trusted = TRUSTED_PROXIES.get().is_some_and(|t| t.contains(&peer));
+    let forwarded = || {
+        let header = request.metadata().get("x-forwarded-for")?.to_str().ok()?;
+        let last = header.rsplit(',').next()?.trim();
+        last.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+    };
+    Some(if trusted { forwarded().unwrap_or_else(|| peer.to_string()) } else { peer.to_string() })
 }

@@ -115,6 +115,7 @@ pub async fn connect_store(config: &ServiceConfig) -> Result<RedisEventStore, St
 impl ServiceBuilder {
     /// Wires the platform for a service (see the module documentation).
     pub async fn new(config: ServiceConfig) -> Result<Self, ServeError> {
+        crate::context::trust_proxies(config.trusted_proxies.clone());
         let store = connect_store(&config)
             .await
             .map_err(|source| ServeError::Redis { url: config.redis_url.clone(), source })?;
@@ -496,9 +497,13 @@ impl Service {
         }
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        // gRPC-Web too (browsers, through the edge): HTTP/1.1 accepted, and
+        // the translation outermost so every other layer sees plain gRPC.
         let server = tonic::transport::Server::builder()
+            .accept_http1(true)
             .layer(
                 tower::ServiceBuilder::new()
+                    .layer(tonic_web::GrpcWebLayer::new())
                     .layer(crate::grpc_metrics::MetricsLayer(
                         grpc_metrics,
                         Arc::new(crate::grpc_metrics::Known::of_contracts()),

@@ -7,6 +7,7 @@
 //! wait-until). Must not know any service's API. Everything is killed and
 //! removed when dropped.
 
+pub mod edge;
 pub mod fixtures;
 
 use std::io::{Read, Write};
