@@ -269,8 +269,13 @@ fn the_readme_tour_runs_top_to_bottom_as_typed() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    // The tour's background jobs (and a stuck step) end with it.
-    let _ = Command::new("kill").args(["-KILL", &format!("-{}", child.id())]).status();
+    // The tour's background jobs (and a stuck step) end with it: the whole
+    // process group bash leads. `--` before the negative id: procps's kill
+    // read `kill -KILL -<pgid>` as kill(-1, SIGKILL) — every process the user
+    // may signal (strace showed it; it took the test harness down with it).
+    let group = child.id();
+    assert!(group > 1, "a process group of our own");
+    let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{group}")]).status();
     let _ = child.wait();
     let script_err = std::fs::read_to_string(steps_dir.join("bash.err")).unwrap_or_default();
 
