@@ -347,7 +347,7 @@ pub const TRUSTED_PROXIES: Setting = Setting {
     default: "",
     unit: "",
     services: &["guardian", "timesquare", "command", "projector"],
-    description: "IP addresses of the proxies (the edge) whose X-Forwarded-For names the client for per-client limits; from others it is ignored",
+    description: "addresses or CIDR ranges of the proxies (the edge) whose X-Forwarded-For names the client for per-client limits; from others it is ignored",
 };
 
 /// Project-local data (dev keys, archives).
