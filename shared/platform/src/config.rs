@@ -63,7 +63,7 @@ pub struct ServiceConfig {
     pub shutdown_grace: Duration,
     /// `TRUSTED_PROXIES`: the edge's addresses; their X-Forwarded-For names
     /// the client (per-client limits), anyone else's is ignored.
-    pub trusted_proxies: Vec<crate::context::Network>,
+    pub trusted_proxies: Vec<crate::proxies::Network>,
     /// `ALLIES_DATA_DIR`: project-local data (dev keys, archives), default `.data`.
     pub data_dir: PathBuf,
     /// `EVENT_FORMAT`: how new events are written, `json` (default) or `protobuf`.
@@ -109,7 +109,7 @@ impl ServiceConfig {
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| p.parse::<crate::context::Network>().map_err(|e| ConfigError::new("TRUSTED_PROXIES", p, e)))
+            .map(|p| p.parse::<crate::proxies::Network>().map_err(|e| ConfigError::new("TRUSTED_PROXIES", p, e)))
             .collect::<Result<Vec<_>, _>>()?;
         let instance = env.get(&format!("{upper}_CONSUMER")).unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

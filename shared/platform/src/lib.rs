@@ -22,6 +22,7 @@ pub mod grpc_metrics;
 pub mod limits;
 pub mod live;
 pub mod ops;
+pub mod proxies;
 pub mod rate;
 pub mod replies;
 pub mod server;

@@ -115,7 +115,7 @@ pub async fn connect_store(config: &ServiceConfig) -> Result<RedisEventStore, St
 impl ServiceBuilder {
     /// Wires the platform for a service (see the module documentation).
     pub async fn new(config: ServiceConfig) -> Result<Self, ServeError> {
-        crate::context::trust_proxies(config.trusted_proxies.clone());
+        crate::proxies::trust_proxies(config.trusted_proxies.clone());
         let store = connect_store(&config)
             .await
             .map_err(|source| ServeError::Redis { url: config.redis_url.clone(), source })?;
