@@ -32,6 +32,29 @@ ensure_nginx() {
   if [ -n "$created" ]; then $sudo rm -f "$policy"; fi
 }
 
+# The browser client (web/): its npm packages from the lockfile (npm ci,
+# again only when the lockfile changed), then the bundle in web/dist.
+# Node.js 20 comes with the machine (or Debian's nodejs package).
+build_web() {
+  ensure_pkg node nodejs
+  ensure_pkg npm npm
+  local stamp=web/node_modules/.lock-installed
+  if [ ! -f "$stamp" ] || ! cmp -s web/package-lock.json "$stamp"; then
+    echo "==> installing the web client's packages (npm ci)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
+    cp web/package-lock.json "$stamp"
+  fi
+  echo "==> building the web client (web/dist)"
+  (cd web && npm run --silent build)
+}
+
+# Debian's Chromium for the browser tests (playwright-core drives it; no
+# browser is downloaded).
+ensure_chromium() {
+  { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; } && return 0
+  install_pkg chromium
+}
+
 ensure_redis() {
   ensure_pkg redis-server redis-server
   ensure_pkg redis-cli redis-tools

@@ -407,6 +407,50 @@ mod tests {
         assert!(hp(&hard) > hp(&a) && hard[0].speed > a[0].speed);
     }
 
+    /// The browser re-runs replays with a port of this simulation
+    /// (web/src/sim.ts); web/test/sim.test.mjs asserts the same hashes for
+    /// the same rules (the fixture both read) and inputs. A change here that
+    /// moves them must move the port too.
+    #[test]
+    fn the_browser_port_pins_these_hashes() {
+        let rules: Rules =
+            serde_json::from_str(include_str!("../../../web/test/fixtures/rules.json")).expect("the fixture parses");
+        let m = &rules.maps["meadow"];
+        let path = Path::of(m);
+        let mut tower = Tower {
+            id: 1,
+            owner: "a".into(),
+            seat: 0,
+            kind: "arrow".into(),
+            level: 0,
+            x: 3,
+            y: 1,
+            invested: 0,
+            kills: 0,
+            reach: vec![],
+            ready_at: 1,
+        };
+        tower.aim(&rules, &path);
+        let mut towers = BTreeMap::from([(1, tower)]);
+        let (mut gold, mut lives) = (vec![100, 100], 10);
+        let mut battle = Battle::new(&rules, m, 2, "hard", 42, 2);
+        let mut world = World { gold: &mut gold, lives: &mut lives, towers: &mut towers };
+        let want = [
+            (1, "361378a848c4cc7a"),
+            (50, "f0711752a2e8c787"),
+            (100, "74875a52ddac4f1c"),
+            (200, "cb72ab44b4e76be0"),
+            (400, "0b4f540092199597"),
+            (800, "adc8d146a73d0853"),
+        ];
+        for (tick, hash) in want {
+            battle.advance_to(tick, &rules, &path, &mut world);
+            assert_eq!(battle.hash(&world), hash, "tick {tick}");
+        }
+        assert_eq!(Rng(42).next_u64(), 13_679_457_532_755_275_413);
+        assert_eq!(format!("{:016x}", fnv(b"arrow")), "4f970eb634c08746");
+    }
+
     #[test]
     fn isqrt_is_exact() {
         for n in [0, 1, 2, 3, 4, 15, 16, 17, 999_999, 1_000_000, 4_000_000_000_000] {

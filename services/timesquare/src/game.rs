@@ -55,6 +55,14 @@ fn seed_of(book: &Arc<std::sync::RwLock<Book>>) -> allies_store::Seed<GameSessio
     Arc::new(move || GameSession::with_rules(book.read().unwrap_or_else(|e| e.into_inner()).clone()))
 }
 
+/// A page of a session's events for a client's replay ([`Game::replay`]).
+pub struct Replay {
+    /// (version, event, recorded at, Unix ms).
+    pub events: Vec<(u64, GameEvent, i64)>,
+    pub version: u64,
+    pub rules_json: Option<String>,
+}
+
 /// A session id from a request.
 pub fn session_id(value: &str) -> Result<String, FieldViolation> {
     if value.is_empty() {
@@ -263,6 +271,29 @@ impl Game {
             events.push(e.payload);
         }
         Ok(verify(&events, &self.book()))
+    }
+
+    /// A page of a session's recorded events (archived ones included) after
+    /// version `after`, at most `limit`, with the session's version now and,
+    /// on the first page, the rules it was created with (their JSON, whose
+    /// FNV-1a is the recorded rules hash). Seen by whoever may see the game.
+    pub async fn replay(&self, caller: &Caller, id: &str, after: u64, limit: usize) -> Result<Replay> {
+        let (state, version) = self.state(caller, id).await?;
+        let sid = session_id(id)?;
+        let records = self.store.history(<GameSession as Aggregate>::TYPE, &sid, &self.archive_dir).await?;
+        let mut events = Vec::with_capacity(limit.min(records.len()));
+        for r in records.iter().filter(|r| r.envelope.version > after).take(limit) {
+            let e = r.typed::<GameEvent>()?;
+            events.push((e.version, e.payload, e.recorded_at_ms));
+        }
+        let rules_json = match after {
+            0 => Some(serde_json::to_string(&*self.rules(state.rules_version)?).unwrap_or_default()),
+            _ => None,
+        };
+        // The history may run ahead of the handle's state (a write it has not
+        // folded yet): the page's version is the later of the two.
+        let last = records.last().map(|r| r.envelope.version).unwrap_or(0);
+        Ok(Replay { events, version: version.max(last), rules_json })
     }
 
     /// The rules of a version (0: the current one).

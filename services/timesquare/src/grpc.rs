@@ -294,6 +294,26 @@ impl GameService for GameApi {
         }))
     }
 
+    async fn get_replay(&self, request: Request<GetReplayRequest>) -> Result<Response<ReplayPage>, Status> {
+        let ctx = self.auth.context(&request).await?;
+        let r = request.get_ref();
+        let limit = match r.page_size {
+            0 => 500,
+            n @ 1..=1000 => n as usize,
+            _ => {
+                let bad = allies_core::FieldViolation::new("page_size", "must be 1 to 1000 (0: 500)");
+                return Err(crate::game::TimesquareError::from(bad)).or_status();
+            }
+        };
+        let page =
+            self.game.replay(ctx.caller().or_status()?, &r.session_id, r.after_version, limit).await.or_status()?;
+        Ok(Response::new(ReplayPage {
+            events: page.events.iter().map(|(version, e, at)| crate::watch::event_update(*version, e, *at)).collect(),
+            version: page.version,
+            rules_json: page.rules_json.unwrap_or_default(),
+        }))
+    }
+
     async fn get_rules(&self, request: Request<GetRulesRequest>) -> Result<Response<RulesView>, Status> {
         let _ = self.auth.context(&request).await?;
         let rules = self.game.rules(request.get_ref().rules_version).or_status()?;

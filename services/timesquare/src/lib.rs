@@ -147,8 +147,8 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let (m, every) = (mm.clone(), settings.matchmaking.interval);
     builder.background("match deadlines", move |stop| saga::sweep_deadlines(m, every, stop));
 
-    let (g, conn) = (game.clone(), store.connection());
-    builder.scrape(move || metrics::gauges(g.clone(), conn.clone()));
+    let (g, w, conn) = (game.clone(), watch.clone(), store.connection());
+    builder.scrape(move || metrics::gauges(g.clone(), w.clone(), conn.clone()));
     let auth = builder.auth();
     builder.add_service(PlayerServiceServer::new(grpc::PlayerApi { auth: auth.clone() }));
     builder.add_service(MatchmakingServiceServer::new(grpc_match::MatchApi {

@@ -1,6 +1,8 @@
 //! The game's gauges on `/metrics`, read at scrape time:
 //!
 //! - `allies_game_sessions_hot`: game sessions this replica holds in memory;
+//! - `allies_game_watchers`: game watch streams open on this replica (players
+//!   and spectators: what a drain or a crash of it sends elsewhere);
 //! - `allies_game_waves_running`: waves running in the fleet (`ts:waves:due`);
 //! - `allies_matchmaking_tickets_waiting`: tickets in the matchmaker's waiting set;
 //! - `allies_matchmaking_matches_awaiting_confirmation`: matches with a
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use allies_store::RedisConn;
 
 use crate::game::Game;
+use crate::watch::Watch;
 use crate::{matchmaking, saga, sweeper};
 
 fn gauge(out: &mut String, name: &str, help: &str, value: Option<u64>) {
@@ -22,7 +25,7 @@ fn gauge(out: &mut String, name: &str, help: &str, value: Option<u64>) {
     }
 }
 
-pub async fn gauges(game: Arc<Game>, conn: RedisConn) -> String {
+pub async fn gauges(game: Arc<Game>, watch: Arc<Watch>, conn: RedisConn) -> String {
     let count = |cmd: &'static str, key: &'static str| {
         let mut c = conn.clone();
         async move { redis::cmd(cmd).arg(key).query_async::<u64>(&mut c).await.ok() }
@@ -37,6 +40,7 @@ pub async fn gauges(game: Arc<Game>, conn: RedisConn) -> String {
         "Game sessions this replica holds in memory.",
         Some(game.handles.len() as u64),
     );
+    gauge(&mut out, "allies_game_watchers", "Game watch streams open on this replica.", Some(watch.watchers() as u64));
     gauge(&mut out, "allies_game_waves_running", "Waves running in the fleet.", waves);
     gauge(&mut out, "allies_matchmaking_tickets_waiting", "Tickets waiting for a match.", waiting);
     gauge(

@@ -54,18 +54,17 @@ pub struct Hub {
     watchers: AtomicUsize,
 }
 
-fn event_message(version: u64, e: &GameEvent, recorded_at_ms: i64) -> Message {
+/// A recorded event as clients get it (its type and proto3 JSON): in a
+/// watch and in a replay page.
+pub fn event_update(version: u64, e: &GameEvent, recorded_at_ms: i64) -> GameEventUpdate {
     use allies_core::DomainEvent;
+    GameEventUpdate { version, event_type: e.event_type().to_owned(), json: e.to_json().to_string(), recorded_at_ms }
+}
+
+fn event_message(version: u64, e: &GameEvent, recorded_at_ms: i64) -> Message {
     Message {
         version: Some(version),
-        update: GameUpdate {
-            update: Some(Update::Event(GameEventUpdate {
-                version,
-                event_type: e.event_type().to_owned(),
-                json: e.to_json().to_string(),
-                recorded_at_ms,
-            })),
-        },
+        update: GameUpdate { update: Some(Update::Event(event_update(version, e, recorded_at_ms))) },
     }
 }
 
@@ -147,6 +146,11 @@ impl Watch {
 
     pub fn hubs(&self) -> usize {
         self.hubs.lock().map(|h| h.len()).unwrap_or(0)
+    }
+
+    /// Watch streams open on this replica (all sessions).
+    pub fn watchers(&self) -> usize {
+        self.hubs.lock().map(|h| h.values().map(|hub| hub.watchers()).sum()).unwrap_or(0)
     }
 
     /// The session's hub, created (state loaded, reader running) on first use.

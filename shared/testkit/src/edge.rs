@@ -27,7 +27,8 @@ pub fn available() -> bool {
 
 impl Edge {
     /// Starts the edge on a free port in front of `upstreams` (service name
-    /// → its gRPC `host:port`), serving the page from `web`.
+    /// → its gRPC `host:port`, or several replicas' comma-separated), serving
+    /// the page from `web`.
     pub fn start(upstreams: &[(&str, String)], web: &Path) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let template = std::fs::read_to_string(root.join("configs/edge/nginx.conf.template")).expect("edge template");
@@ -52,8 +53,10 @@ impl Edge {
             .replace("@HOST@", "127.0.0.1")
             .replace("@PORT@", &port.to_string())
             .replace("@WEB@", &web.display().to_string());
-        for (name, addr) in upstreams {
-            conf = conf.replace(&format!("@{}@", name.to_uppercase()), addr.trim_start_matches("http://"));
+        for (name, addrs) in upstreams {
+            // Several replicas of a service, comma-separated: one `server` line each.
+            let servers: Vec<&str> = addrs.split(',').map(|a| a.trim().trim_start_matches("http://")).collect();
+            conf = conf.replace(&format!("@{}@", name.to_uppercase()), &servers.join("; server "));
         }
         assert!(!conf.contains('@'), "an upstream is missing: {conf}");
         // Running as root, workers would switch to an unprivileged user that

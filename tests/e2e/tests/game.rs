@@ -849,3 +849,70 @@ async fn a_stopping_replica_ends_its_watches_with_unavailable_and_the_watcher_re
         other => panic!("expected the next event, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_replay_pages_through_every_event_with_the_rules_it_was_played_with() {
+    let fleet = Fleet::start(&FAST);
+    let mut g = fleet.game().await;
+    let (ann, bob, eve) = (fleet.gamer("ann").await, fleet.gamer("bob").await, fleet.gamer("eve").await);
+    let id = started_game(&mut g, &[&ann, &bob], "meadow", "normal").await;
+    let cells = cells_by_the_path(&state(&mut g, &id, &ann).await, &ann.id);
+    place(&mut g, &id, &ann, "arrow", cells[0].0, cells[0].1).await.expect("an arrow");
+    start_wave(&mut g, &id, &ann).await.expect("wave 1");
+    wave_over(&mut g, &id, &ann).await;
+    let recorded = fleet.game_events(&id).await;
+
+    // Pages of 3, as a player and as a spectator of this public game: the
+    // same events, in order, each once; the rules on the first page only.
+    for who in [&ann, &eve] {
+        let (mut after, mut versions, mut rules_json) = (0, Vec::new(), String::new());
+        loop {
+            let request = GetReplayRequest { session_id: id.clone(), after_version: after, page_size: 3 };
+            let page = g.get_replay(bearer(request, &who.token)).await.expect("a replay page").into_inner();
+            assert!(page.events.len() <= 3);
+            if after == 0 {
+                rules_json = page.rules_json.clone();
+            } else {
+                assert!(page.rules_json.is_empty(), "the rules come with the first page only");
+            }
+            versions.extend(page.events.iter().map(|e| e.version));
+            match page.events.last() {
+                Some(last) if last.version < page.version => after = last.version,
+                _ => break,
+            }
+        }
+        assert_eq!(versions, (1..=recorded.len() as u64).collect::<Vec<_>>(), "{} sees every event once", who.name);
+        // The rules are the ones the session recorded: their FNV-1a is the rules hash.
+        let Some((_, GameEvent::Created(created))) = recorded.first() else { panic!("created first") };
+        let hash = format!("{:016x}", timesquare_domain::prng::fnv(rules_json.as_bytes()));
+        assert_eq!(hash, created.rules_hash);
+    }
+    // The wave's event as JSON, with the seed the client needs to re-run it.
+    let request = GetReplayRequest { session_id: id.clone(), after_version: 0, page_size: 0 };
+    let page = g.get_replay(bearer(request, &bob.token)).await.unwrap().into_inner();
+    let started = page.events.iter().find(|e| e.event_type == "WaveStarted").expect("the wave's start");
+    assert!(started.json.contains("\"seed\""), "{}", started.json);
+
+    // Bad input changes nothing and says what is wrong.
+    let request = GetReplayRequest { session_id: id.clone(), after_version: 0, page_size: 5000 };
+    let bad = g.get_replay(bearer(request, &ann.token)).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("page_size"), "{bad:?}");
+    let request = GetReplayRequest { session_id: "nope".into(), after_version: 0, page_size: 0 };
+    assert_eq!(g.get_replay(bearer(request, &ann.token)).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // A private game's replay is for its players (and admins) only.
+    let request = CreateGameSessionRequest {
+        map: "meadow".into(),
+        difficulty: "easy".into(),
+        max_players: 2,
+        private: true,
+        display_name: "bob".into(),
+    };
+    let private = g.create_game_session(bearer(request, &bob.token)).await.unwrap().into_inner().session_id;
+    let request = GetReplayRequest { session_id: private.clone(), after_version: 0, page_size: 0 };
+    let refused = g.get_replay(bearer(request.clone(), &eve.token)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let own = g.get_replay(bearer(request, &bob.token)).await.expect("the host's own").into_inner();
+    assert_eq!(own.events.len(), 2, "created and joined");
+}
