@@ -129,6 +129,7 @@ function percentile(values, p) {
 try {
   // ── Two players: register, create, join, ready, start ───────────────────
   const ann = await player("ann");
+  const annFirstToken = await ann.page.evaluate(() => JSON.parse(localStorage.getItem("allies.login")).access);
   const bob = await player("bob");
   log("ann and bob registered and logged in through the page");
   await ann.page.selectOption("#create-map", "meadow");
@@ -436,6 +437,41 @@ try {
   assert.ok(overflow <= 0, `nothing wider than a phone (${overflow}px over)`);
   await shot(phonePage, "11-phone");
 
+  // ── Tokens: refreshed before they expire (the fleet gives 20 s tokens) ─
+  const annNow = await ann.page.evaluate(() => JSON.parse(localStorage.getItem("allies.login")));
+  assert.notEqual(annNow.access, annFirstToken, "ann's access token was refreshed during the run");
+  assert.ok(annNow.expiresAt > Date.now(), "and is valid now");
+  await ann.page.goto(`${URL}/#/leaderboard`);
+  await ann.page.locator("#leaderboard table").waitFor({ timeout: 10_000 });
+  log("tokens: refreshed before expiry; still signed in after the whole run");
+
+  // ── A call through the edge, from the page: the browser's cost per call ─
+  // GetJwks as gRPC-Web (an empty message), 300 in a row on the page's
+  // HTTP/2 connection; the Rust side times native gRPC in the same run.
+  figures.edge = await ann.page.evaluate(async () => {
+    const body = new Uint8Array(5);
+    const call = () =>
+      fetch("/defense_allies.guardian.v1.GuardianService/GetJwks", {
+        method: "POST",
+        headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" },
+        body,
+      }).then((r) => r.arrayBuffer());
+    // The browser's own floor: a file nginx serves itself, same connection.
+    const file = () => fetch("/style.css", { cache: "no-store" }).then((r) => r.arrayBuffer());
+    const time = async (f) => {
+      for (let i = 0; i < 30; i++) await f();
+      const times = [];
+      for (let i = 0; i < 300; i++) {
+        const t = performance.now();
+        await f();
+        times.push(performance.now() - t);
+      }
+      times.sort((a, b) => a - b);
+      return { p50: times[150], p99: times[296] };
+    };
+    return { call: await time(call), file: await time(file) };
+  });
+
   figures.bundleKB = statSync("dist/app.js").size / 1024;
   console.log("\nMeasured in Chromium (headless, this machine):");
   console.log(`  time to the first board frame after opening a running game: ${(figures.firstFrameMs).toFixed(0)} ms (page clock)`);
@@ -444,6 +480,8 @@ try {
   console.log(`  200 enemies moving: paints per second:              ${figures.render.fps.toFixed(0)} (paint p50 ${figures.render.p50.toFixed(2)} ms, p99 ${figures.render.p99.toFixed(2)} ms)`);
   console.log(`  every page receiving frames again after kill -9:    ${figures.resumeMs} ms`);
   console.log(`  bundle:                                             ${figures.bundleKB.toFixed(1)} KB minified`);
+  console.log(`  a gRPC-Web call from the page through the edge:     p50 ${figures.edge.call.p50.toFixed(2)} ms, p99 ${figures.edge.call.p99.toFixed(2)} ms (GetJwks, TLS + HTTP/2)`);
+  console.log(`  a static file from the page, same connection:       p50 ${figures.edge.file.p50.toFixed(2)} ms, p99 ${figures.edge.file.p99.toFixed(2)} ms (the browser's own floor)`);
   console.log(`  whole run:                                          ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {
   // What each page showed when it failed: a screenshot and its messages.

@@ -43,6 +43,8 @@ fn players_spectators_and_matchmaking_in_chromium_through_the_edge() {
         ("TIMESQUARE_MM_CONFIRM_SECS", "20"),
         ("TIMESQUARE_MM_FILL_AFTER_MS", "1000"),
         ("TRUSTED_PROXIES", "127.0.0.1"),
+        // 20 s access tokens: every page must refresh its own during the run.
+        ("ACCESS_TOKEN_TTL_SECS", "20"),
     ];
     let fleet = Fleet::start(&env);
     let second = fleet.replica("timesquare", &env);
@@ -83,5 +85,28 @@ fn players_spectators_and_matchmaking_in_chromium_through_the_edge() {
         out.status,
         edge.logs()
     );
+    // The floor for the page's calls through the edge, in the same run:
+    // the same call as native gRPC (tonic, HTTP/2, straight to guardian).
+    let (p50, p99) = native_get_jwks(&fleet);
+    println!("  the same call as native gRPC (tonic, no edge):      p50 {p50:.2} ms, p99 {p99:.2} ms");
     drop(second);
+}
+
+fn native_get_jwks(fleet: &Fleet) -> (f64, f64) {
+    use allies_contracts::guardian::v1::GetJwksRequest;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut guardian = fleet.guardian().await;
+        for _ in 0..30 {
+            guardian.get_jwks(GetJwksRequest {}).await.expect("GetJwks");
+        }
+        let mut times = Vec::with_capacity(300);
+        for _ in 0..300 {
+            let t = std::time::Instant::now();
+            guardian.get_jwks(GetJwksRequest {}).await.expect("GetJwks");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        (times[150], times[296])
+    })
 }
