@@ -14,7 +14,7 @@ mod commands;
 mod context;
 mod output;
 
-use commands::{admin, auth, config, game, health, matchmaking, ops, players, stats, user};
+use commands::{admin, auth, config, game, health, matchmaking, ops, players, search, stats, user};
 use context::Context;
 use output::Failure;
 
@@ -104,6 +104,9 @@ enum Command {
     Player(players::PlayerCommand),
     /// Leaderboards: by rating, by best wave on a map, weekly.
     Leaderboard(players::Leaderboard),
+    /// Search players and games by name, with counts per facet.
+    #[command(subcommand)]
+    Search(search::SearchCommand),
     /// Operations (admins): configuration, flags, statistics, metrics, reports, maintenance.
     #[command(subcommand)]
     Ops(ops::OpsCommand),
@@ -162,6 +165,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Match(c) => matchmaking::run_match(c, &ctx).await,
         Command::Player(c) => players::run_player(c, &ctx).await,
         Command::Leaderboard(l) => players::run_leaderboard(l, &ctx).await,
+        Command::Search(c) => search::run(c, &ctx).await,
         Command::Ops(c) => ops::run(c, &ctx).await,
         Command::Stats(s) => stats::run(s, &ctx).await,
         Command::Config(c) => config::run(c, &ctx).await,

@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "defense_allies/projector/v1/projector.proto",
         "defense_allies/projector/v1/games.proto",
         "defense_allies/projector/v1/players.proto",
+        "defense_allies/projector/v1/search.proto",
         "defense_allies/timesquare/v1/timesquare.proto",
         "defense_allies/timesquare/v1/matchmaking.proto",
         "defense_allies/timesquare/v1/events.proto",

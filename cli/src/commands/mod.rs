@@ -11,5 +11,6 @@ pub mod keys;
 pub mod matchmaking;
 pub mod ops;
 pub mod players;
+pub mod search;
 pub mod stats;
 pub mod user;

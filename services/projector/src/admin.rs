@@ -25,6 +25,54 @@ pub struct AdminApi {
     pub auth: Arc<Authenticator>,
     pub conn: RedisConn,
     pub manager: Arc<Manager>,
+    /// The search projection (not in the registry: its checkpoint is its
+    /// index's, not a consumer group's).
+    pub search: Arc<crate::search::Search>,
+}
+
+/// `search.players` / `search.games`: the search projection's names here.
+fn search_kind(name: &str) -> Option<crate::search::docs::Kind> {
+    crate::search::docs::Kind::ALL.into_iter().find(|k| name.strip_prefix("search.") == Some(k.name()))
+}
+
+/// The status of one search index, in the shape of the other projections'.
+async fn search_status(api: &AdminApi, kind: crate::search::docs::Kind) -> Result<ProjectionStatus> {
+    let live = api.search.live(kind);
+    let lag = api.search.lag(kind).await?;
+    let building = api.search.rebuilding(kind);
+    let (status, generation, dir) = match &live {
+        Some(l) => (l.status.lock().map(|s| s.clone()).unwrap_or_default(), l.generation, l.dir.display().to_string()),
+        None => (Default::default(), 0, String::new()),
+    };
+    let state = if !api.running.load(std::sync::atomic::Ordering::SeqCst) || live.is_none() {
+        "stopped"
+    } else if building > 0 {
+        "rebuilding"
+    } else if !status.last_error.is_empty() {
+        "faulted"
+    } else if lag > 0 {
+        "catching_up"
+    } else {
+        "running"
+    };
+    Ok(ProjectionStatus {
+        name: format!("search.{}", kind.name()),
+        aggregate_type: kind.source().to_owned(),
+        state: state.to_owned(),
+        processed: status.folded,
+        failed: 0,
+        dead_letters: 0,
+        lag,
+        pending: 0,
+        positions: status.committed.iter().map(|(log, id)| format!("{log}={id}")).collect(),
+        breaker: String::new(),
+        last_error: status.last_error,
+        generation,
+        // Where this replica keeps it; no consumer group (the checkpoint is the index's commit).
+        namespace: dir,
+        group: String::new(),
+        rebuilding_generation: building,
+    })
 }
 
 fn selection(s: &DeadLetterSelection) -> Result<Selection> {
@@ -184,6 +232,9 @@ impl AdminApi {
         for projection in self.manager.registry().all() {
             projections.push(status(self, &**projection).await?);
         }
+        for kind in crate::search::docs::Kind::ALL {
+            projections.push(search_status(self, kind).await?);
+        }
         Ok(ListProjectionsResponse { projections })
     }
 
@@ -199,6 +250,17 @@ impl AdminApi {
         &self,
         request: Request<RebuildProjectionRequest>,
     ) -> Result<RebuildProjectionResponse> {
+        if let Some(kind) = search_kind(&request.get_ref().projection) {
+            let caller = self.admin(&request).await?;
+            let next = self.search.rebuild(kind).await.map_err(|e| Failure::failed_precondition(e.to_string()))?;
+            tracing::warn!(
+                by = caller.user_id,
+                projection = request.get_ref().projection,
+                generation = next,
+                "search rebuild started"
+            );
+            return Ok(RebuildProjectionResponse { generation: next, namespace: String::new(), group: String::new() });
+        }
         let call = self.call(&request, &request.get_ref().projection).await?;
         let next = self.manager.rebuild(call.projection.name()).await?;
         tracing::warn!(

@@ -17,6 +17,7 @@ use allies_contracts::projector::v1::game_query_service_server::GameQueryService
 use allies_contracts::projector::v1::player_query_service_server::PlayerQueryServiceServer;
 use allies_contracts::projector::v1::projector_admin_service_server::ProjectorAdminServiceServer;
 use allies_contracts::projector::v1::projector_query_service_server::ProjectorQueryServiceServer;
+use allies_contracts::projector::v1::search_service_server::SearchServiceServer;
 use allies_platform::{Service, ServiceBuilder, ServiceConfig};
 use allies_store::RedisTarget;
 
@@ -32,6 +33,7 @@ pub mod projections;
 pub mod readmodel;
 pub mod reads;
 pub mod registry;
+pub mod search;
 pub mod user_query;
 
 /// Builds the projector on `config` with every registered projection
@@ -68,6 +70,32 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let manager = manager::Manager::start(settings, registry).await?;
     let running = Arc::new(AtomicBool::new(true));
 
+    // The search projection: this replica's own indexes, fed from the logs.
+    let search_dir = match config.env.value_opt::<String>(&table::SEARCH_DIR)? {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => config.data_dir.join("search").join(&config.instance),
+    };
+    let search = search::Search::start(
+        &search_dir,
+        RedisTarget::parse(&config.redis_url)?,
+        store.connection(),
+        config.partitions,
+    )?;
+    tracing::info!(dir = %search_dir.display(), "search indexes open");
+    let s = search.clone();
+    builder.readiness("search", move || {
+        let s = s.clone();
+        async move {
+            if s.caught_up() { Ok(()) } else { Err("the search indexes are catching up with the logs".to_owned()) }
+        }
+    });
+    let s = search.clone();
+    builder.background("search", move |mut stop| async move {
+        let _ = stop.wait_for(|s| *s).await;
+        // Each index commits what it folded before the process ends.
+        let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+    });
+
     let (m, r) = (manager.clone(), running.clone());
     builder.readiness("projections", move || {
         let (m, r) = (m.clone(), r.clone());
@@ -94,9 +122,12 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         partitions: config.partitions,
         stopping: builder.stopping(),
     }));
+    builder
+        .add_service(SearchServiceServer::new(search::query::SearchApi { search: search.clone(), auth: auth.clone() }));
     builder.add_service(ProjectorAdminServiceServer::new(admin::AdminApi {
         metrics,
         running,
+        search,
         auth: auth.clone(),
         conn: store.connection(),
         manager: manager.clone(),

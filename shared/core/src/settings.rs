@@ -363,6 +363,19 @@ pub const DATA_DIR: Setting = Setting {
     description: "project-local data (dev keys, archives)",
 };
 
+/// Where the projector keeps its search indexes.
+pub const SEARCH_DIR: Setting = Setting {
+    name: "projector.search_dir",
+    env: Some("PROJECTOR_SEARCH_DIR"),
+    yaml: None,
+    live: &[],
+    kind: Kind::Text,
+    default: "",
+    unit: "",
+    services: &["projector"],
+    description: "where this replica keeps its search indexes (empty: <ALLIES_DATA_DIR>/search/<instance>); each replica its own, rebuilt from the logs when empty",
+};
+
 /// Text, or one JSON object per log line.
 pub const LOG_FORMAT: Setting = Setting {
     name: "service.log_format",
@@ -1015,6 +1028,7 @@ pub const ALL: &[&Setting] = &[
     &REPORT_PAGE_PAUSE,
     &REPORT_RETENTION,
     &PROJECTOR_URL,
+    &SEARCH_DIR,
 ];
 
 #[cfg(test)]

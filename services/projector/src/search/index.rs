@@ -1,0 +1,284 @@
+//! One search index on disk (tantivy): its schema, the writer that folds a
+//! batch of events into documents and commits them **with the positions
+//! reached in the partition logs as the commit's payload** — so the index
+//! and its checkpoint move together, and a crash between two commits replays
+//! exactly the events after the last one (no event skipped, none applied
+//! twice) — and the searcher the queries read.
+//!
+//! Every document carries its whole state (`state`, JSON): an update reads
+//! the document's state (from this batch, else the index), folds the event,
+//! and replaces the document (delete by id, add), so upserts are idempotent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use allies_store::RecordedEvent;
+use tantivy::collector::DocSetCollector;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::TermQuery;
+use tantivy::schema::{
+    FAST, Facet, FacetOptions, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
+    TextOptions, Value,
+};
+use tantivy::tokenizer::{LowerCaser, SimpleTokenizer, TextAnalyzer};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use super::docs::{GameDoc, Kind, PlayerDoc, apply_game, apply_player, games_band, rating_band};
+
+/// The tokenizer of names: words of letters and digits, lower-cased (no
+/// stemming: names are not English).
+pub const NAMES: &str = "names";
+
+/// The fields of both kinds of document (each kind fills its own).
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    pub id: Field,
+    pub state: Field,
+    pub names: Field,
+    pub facets: Field,
+    pub viewers: Field,
+    pub rating: Field,
+    pub games: Field,
+    pub created: Field,
+    pub waves: Field,
+    pub score: Field,
+}
+
+pub fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let names = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_tokenizer(NAMES).set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        state: b.add_text_field("state", STORED),
+        names: b.add_text_field("names", names),
+        facets: b.add_facet_field("facets", FacetOptions::default()),
+        viewers: b.add_text_field("viewers", STRING),
+        rating: b.add_i64_field("rating", INDEXED | FAST),
+        games: b.add_u64_field("games", INDEXED | FAST),
+        created: b.add_i64_field("created", INDEXED | FAST),
+        waves: b.add_u64_field("waves", INDEXED | FAST),
+        score: b.add_i64_field("score", FAST),
+    };
+    (b.build(), fields)
+}
+
+/// Anyone may see the document (public game, every player).
+pub const EVERYONE: &str = "*";
+
+/// A folded document of either kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Doc {
+    Player(PlayerDoc),
+    Game(GameDoc),
+}
+
+impl Doc {
+    fn empty(kind: Kind) -> Self {
+        match kind {
+            Kind::Players => Self::Player(PlayerDoc::default()),
+            Kind::Games => Self::Game(GameDoc::default()),
+        }
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) -> Result<bool, allies_store::subscriber::HandlerError> {
+        match self {
+            Self::Player(d) => apply_player(d, event),
+            Self::Game(d) => apply_game(d, event),
+        }
+    }
+
+    fn state(&self) -> String {
+        match self {
+            Self::Player(d) => serde_json::to_string(d),
+            Self::Game(d) => serde_json::to_string(d),
+        }
+        .unwrap_or_default()
+    }
+
+    fn parse(kind: Kind, state: &str) -> Option<Self> {
+        match kind {
+            Kind::Players => serde_json::from_str(state).ok().map(Self::Player),
+            Kind::Games => serde_json::from_str(state).ok().map(Self::Game),
+        }
+    }
+
+    /// The tantivy document: what is searched, filtered, counted and sorted.
+    fn document(&self, f: &Fields, id: &str) -> TantivyDocument {
+        let mut doc = TantivyDocument::default();
+        doc.add_text(f.id, id);
+        doc.add_text(f.state, self.state());
+        match self {
+            Self::Player(p) => {
+                doc.add_text(f.names, &p.username);
+                doc.add_text(f.names, &p.display_name);
+                doc.add_text(f.viewers, EVERYONE);
+                doc.add_facet(f.facets, Facet::from_path(["rating", &rating_band(p.rating)]));
+                doc.add_facet(f.facets, Facet::from_path(["games", games_band(p.games_played)]));
+                let favourite = p.favourite_map();
+                if !favourite.is_empty() {
+                    doc.add_facet(f.facets, Facet::from_path(["favourite_map", &favourite]));
+                }
+                doc.add_i64(f.rating, i64::from(p.rating));
+                doc.add_u64(f.games, u64::from(p.games_played));
+            }
+            Self::Game(g) => {
+                for (user, name) in &g.players {
+                    doc.add_text(f.names, name);
+                    if g.private {
+                        doc.add_text(f.viewers, user);
+                    }
+                }
+                if !g.private {
+                    doc.add_text(f.viewers, EVERYONE);
+                }
+                doc.add_facet(f.facets, Facet::from_path(["map", &g.map]));
+                doc.add_facet(f.facets, Facet::from_path(["difficulty", &g.difficulty]));
+                doc.add_facet(f.facets, Facet::from_path(["status", g.status_group()]));
+                if !g.outcome.is_empty() {
+                    doc.add_facet(f.facets, Facet::from_path(["outcome", &g.outcome]));
+                }
+                doc.add_i64(f.created, g.created_at_ms);
+                doc.add_u64(f.waves, u64::from(g.waves_cleared));
+                doc.add_i64(f.score, g.score);
+            }
+        }
+        doc
+    }
+}
+
+/// What a commit's payload records: per partition log, the id of the last
+/// entry folded into this commit.
+pub type Positions = BTreeMap<String, String>;
+
+/// One index: open for writing (by the indexer thread) and reading.
+pub struct SearchIndex {
+    pub kind: Kind,
+    pub dir: PathBuf,
+    pub fields: Fields,
+    index: Index,
+    writer: IndexWriter,
+    pub reader: IndexReader,
+    /// Documents changed since the last commit (not visible to a searcher yet).
+    pending: HashMap<String, Doc>,
+    /// Positions folded so far (committed and pending).
+    pub positions: Positions,
+    pub committed: Positions,
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir` (created when empty) and reads the positions
+    /// its last commit recorded.
+    pub fn open(kind: Kind, dir: &Path) -> tantivy::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let (schema, fields) = schema();
+        let index = Index::open_or_create(MmapDirectory::open(dir)?, schema)?;
+        index
+            .tokenizers()
+            .register(NAMES, TextAnalyzer::builder(SimpleTokenizer::default()).filter(LowerCaser).build());
+        // One indexing thread, 30 MB of buffer: this is one of several tasks
+        // on a small replica.
+        let writer = index.writer_with_num_threads(1, 30_000_000)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let committed: Positions =
+            index.load_metas()?.payload.and_then(|p| serde_json::from_str(&p).ok()).unwrap_or_default();
+        Ok(Self {
+            kind,
+            dir: dir.to_owned(),
+            fields,
+            index,
+            writer,
+            reader,
+            pending: HashMap::new(),
+            positions: committed.clone(),
+            committed,
+        })
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The current state of document `id`: this batch's, else the index's.
+    fn current(&self, id: &str) -> Option<Doc> {
+        if let Some(d) = self.pending.get(id) {
+            return Some(d.clone());
+        }
+        let searcher = self.reader.searcher();
+        let query = TermQuery::new(Term::from_field_text(self.fields.id, id), IndexRecordOption::Basic);
+        let found = searcher.search(&query, &DocSetCollector).ok()?;
+        let address = found.into_iter().next()?;
+        let doc: TantivyDocument = searcher.doc(address).ok()?;
+        let state = doc.get_first(self.fields.state).and_then(|v| v.as_str())?.to_owned();
+        Doc::parse(self.kind, &state)
+    }
+
+    /// Folds one entry of `log` (its id `entry_id`): the event, if readable,
+    /// into its document; the position always advances.
+    pub fn fold(&mut self, log: &str, entry_id: &str, event: Option<&RecordedEvent>) {
+        if let Some(event) = event {
+            let id = event.envelope.aggregate_id.clone();
+            let mut doc = self.current(&id).unwrap_or_else(|| Doc::empty(self.kind));
+            match doc.apply(event) {
+                Ok(true) => {
+                    self.pending.insert(id, doc);
+                }
+                Ok(false) => {
+                    // Nothing searchable changed; the version moved on.
+                    if self.pending.contains_key(&id) {
+                        self.pending.insert(id, doc);
+                    }
+                }
+                Err(e) => tracing::warn!(%log, entry = %entry_id, error = %e.0, "search: an event it cannot read"),
+            }
+        }
+        self.positions.insert(log.to_owned(), entry_id.to_owned());
+    }
+
+    /// Writes the batch's documents and commits them with the positions
+    /// (one atomic step on disk), then shows them to searches.
+    pub fn commit(&mut self) -> tantivy::Result<usize> {
+        if self.positions == self.committed {
+            return Ok(0);
+        }
+        let changed = self.pending.len();
+        for (id, doc) in self.pending.drain() {
+            self.writer.delete_term(Term::from_field_text(self.fields.id, &id));
+            self.writer.add_document(doc.document(&self.fields, &id))?;
+        }
+        let payload = serde_json::to_string(&self.positions).unwrap_or_default();
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(&payload);
+        prepared.commit()?;
+        self.committed = self.positions.clone();
+        self.reader.reload()?;
+        Ok(changed)
+    }
+
+    /// Documents searchable now.
+    pub fn docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Bytes on disk.
+    pub fn size(&self) -> u64 {
+        dir_size(&self.dir)
+    }
+}
+
+/// Bytes of the files below `p`.
+pub fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

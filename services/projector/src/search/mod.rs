@@ -1,0 +1,358 @@
+//! The search projection: players and games in full-text indexes (tantivy)
+//! that every projector replica keeps on its own disk, so any replica
+//! answers a search.
+//!
+//! Unlike the key-value projections, it reads the partition logs without a
+//! consumer group: its checkpoint is the commit payload of its own index
+//! ([`index::SearchIndex::commit`]), written in the same atomic step as the
+//! documents. Per index, one tail per partition log (`allies_store::tail`,
+//! from the committed positions) feeds a bounded channel; one thread — the
+//! engine is synchronous — folds what arrived and commits (a batch is what
+//! queued while the last commit ran, at most 5,000 entries), then shows it
+//! to searches. Each replica's index is independent: a replica that starts
+//! with an empty volume catches up from the logs.
+//!
+//! A rebuild builds the next generation (`<dir>/<kind>/gen-<n>`) from the
+//! start of the logs while the live one keeps answering, and swaps when it
+//! has reached the positions the logs had when it began (`CURRENT` names
+//! the live generation; the old one is removed).
+//!
+//! Outgrowing one machine: the documents ([`docs`]) and their fold do not
+//! depend on tantivy; the same projection would feed Elasticsearch (one
+//! index per kind, the positions kept beside it) and the queries
+//! ([`query`]) would become its bool and terms-aggregation queries.
+
+pub mod docs;
+pub mod index;
+pub mod query;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use allies_store::{RecordedEvent, RedisConn, RedisTarget, keys, tail};
+use tantivy::{Index, IndexReader};
+use tokio::sync::{mpsc, watch};
+
+use docs::Kind;
+use index::{Fields, Positions, SearchIndex};
+
+/// What the indexer of one generation reports.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Entries folded since this process started it.
+    pub folded: u64,
+    pub commits: u64,
+    pub committed: Positions,
+    pub docs: u64,
+    pub bytes: u64,
+    pub last_error: String,
+}
+
+/// One generation of one kind, being written by its thread.
+pub struct Live {
+    pub kind: Kind,
+    pub generation: u64,
+    pub dir: PathBuf,
+    pub index: Index,
+    pub reader: IndexReader,
+    pub fields: Fields,
+    pub status: Arc<Mutex<Status>>,
+    stop: watch::Sender<bool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Live {
+    /// Stops its tails, lets the thread commit what it folded, waits for it.
+    fn stop(&self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The search indexes of this replica.
+pub struct Search {
+    root: PathBuf,
+    target: RedisTarget,
+    conn: RedisConn,
+    partitions: u32,
+    live: RwLock<HashMap<&'static str, Arc<Live>>>,
+    rebuilding: Mutex<HashMap<&'static str, u64>>,
+    /// Set once every index has folded what the logs held when it opened:
+    /// a replica with a new (empty) disk is not ready before, so it never
+    /// answers a search from a half-built index.
+    caught_up: std::sync::atomic::AtomicBool,
+}
+
+/// Entries per commit at most.
+const BATCH: usize = 5_000;
+
+/// Whether `status` has committed every position of `target`.
+fn has_committed(status: &Status, target: &Positions) -> bool {
+    target.iter().all(|(log, id)| status.committed.get(log).is_some_and(|c| entry_order(c) >= entry_order(id)))
+}
+
+/// A stream entry id as (ms, seq), to compare positions.
+fn entry_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+impl Search {
+    /// Opens (or creates) each kind's live generation under `root` and
+    /// starts its indexer.
+    pub fn start(root: &Path, target: RedisTarget, conn: RedisConn, partitions: u32) -> anyhow::Result<Arc<Self>> {
+        let search = Arc::new(Self {
+            root: root.to_owned(),
+            target,
+            conn,
+            partitions,
+            live: RwLock::new(HashMap::new()),
+            rebuilding: Mutex::new(HashMap::new()),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
+        });
+        for kind in Kind::ALL {
+            let generation = search.current_generation(kind);
+            let live = search.spawn(kind, generation)?;
+            search.live.write().map_err(|_| anyhow::anyhow!("search lock"))?.insert(kind.name(), live);
+        }
+        let me = search.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                let mut targets = Vec::new();
+                for kind in Kind::ALL {
+                    match me.tails(kind).await {
+                        Ok(t) => targets.push((kind, t)),
+                        Err(e) => tracing::warn!(error = %e, "search: cannot read the log tails yet"),
+                    }
+                }
+                if targets.len() == Kind::ALL.len() {
+                    while !targets.iter().all(|(kind, target)| me.reached(*kind, target)) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            me.caught_up.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::info!(took_ms = started.elapsed().as_millis() as u64, "search indexes caught up");
+        });
+        Ok(search)
+    }
+
+    /// Whether the live generation of `kind` has committed `target`.
+    fn reached(&self, kind: Kind, target: &Positions) -> bool {
+        self.live(kind).is_some_and(|l| l.status.lock().is_ok_and(|s| has_committed(&s, target)))
+    }
+
+    /// Whether every index has caught up with the logs as they were at start.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn kind_dir(&self, kind: Kind) -> PathBuf {
+        self.root.join(kind.name())
+    }
+
+    fn current_generation(&self, kind: Kind) -> u64 {
+        std::fs::read_to_string(self.kind_dir(kind).join("CURRENT"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1)
+    }
+
+    /// The live generation of `kind`.
+    pub fn live(&self, kind: Kind) -> Option<Arc<Live>> {
+        self.live.read().ok()?.get(kind.name()).cloned()
+    }
+
+    /// The generation a running rebuild of `kind` builds (0: none).
+    pub fn rebuilding(&self, kind: Kind) -> u64 {
+        self.rebuilding.lock().map(|r| r.get(kind.name()).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Starts generation `generation` of `kind`: opens its index (where its
+    /// last commit left it), one tail per partition log from the committed
+    /// positions, and the thread that folds and commits.
+    fn spawn(&self, kind: Kind, generation: u64) -> anyhow::Result<Arc<Live>> {
+        let dir = self.kind_dir(kind).join(format!("gen-{generation}"));
+        let mut index = SearchIndex::open(kind, &dir)?;
+        let status = Arc::new(Mutex::new(Status {
+            committed: index.committed.clone(),
+            docs: index.docs(),
+            bytes: index.size(),
+            ..Status::default()
+        }));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (tx, mut rx) = mpsc::channel::<(String, String, Option<RecordedEvent>)>(8_192);
+        for partition in 0..self.partitions {
+            let log = keys::log_key(kind.source(), partition);
+            let start = index.committed.get(&log).cloned().unwrap_or_else(|| "0-0".into());
+            let tx = tx.clone();
+            let key = log.clone();
+            tokio::spawn(tail::follow(self.target.clone(), key, start, stop_rx.clone(), move |entry| {
+                let (tx, log) = (tx.clone(), log.clone());
+                async move {
+                    let event = match RecordedEvent::from_entry(&log, &entry) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            tracing::warn!(%log, entry = %entry.id, error = %e, "search: an unreadable entry");
+                            None
+                        }
+                    };
+                    let _ = tx.send((log, entry.id, event)).await;
+                }
+            }));
+        }
+        drop(tx);
+        let (fields, reader, handle) = (index.fields, index.reader.clone(), index.index().clone());
+        let st = status.clone();
+        let thread = std::thread::Builder::new().name(format!("search-{}", kind.name())).spawn(move || {
+            // Ends when every tail has stopped (the senders are gone).
+            while let Some(first) = rx.blocking_recv() {
+                let mut n = 1;
+                index.fold(&first.0, &first.1, first.2.as_ref());
+                while n < BATCH {
+                    match rx.try_recv() {
+                        Ok((log, id, event)) => {
+                            index.fold(&log, &id, event.as_ref());
+                            n += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let result = index.commit();
+                let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                s.folded += n as u64;
+                match result {
+                    Ok(_) => {
+                        s.commits += 1;
+                        s.committed = index.committed.clone();
+                        s.docs = index.docs();
+                        if s.commits % 50 == 1 {
+                            s.bytes = index.size();
+                        }
+                    }
+                    Err(e) => {
+                        // Nothing of the batch is on disk: the process must
+                        // fold it again from the committed positions.
+                        tracing::error!(kind = kind.name(), error = %e, "search: commit failed; restart to resume");
+                        s.last_error = e.to_string();
+                        return;
+                    }
+                }
+            }
+            let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+            s.bytes = index.size();
+        })?;
+        Ok(Arc::new(Live {
+            kind,
+            generation,
+            dir,
+            index: handle,
+            reader,
+            fields,
+            status,
+            stop: stop_tx,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// The last entry of every partition log of `kind` now.
+    async fn tails(&self, kind: Kind) -> Result<Positions, allies_store::StoreError> {
+        let mut out = Positions::new();
+        for partition in 0..self.partitions {
+            let log = keys::log_key(kind.source(), partition);
+            let last = tail::last_id(&self.conn, &log).await?;
+            if last != "0-0" {
+                out.insert(log, last);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries of `kind`'s logs not yet committed by the live generation
+    /// (counted up to 10,000 per log).
+    pub async fn lag(&self, kind: Kind) -> Result<u64, allies_store::StoreError> {
+        let Some(live) = self.live(kind) else { return Ok(0) };
+        let committed = live.status.lock().map(|s| s.committed.clone()).unwrap_or_default();
+        let mut lag = 0u64;
+        let mut conn = self.conn.clone();
+        for (log, last) in self.tails(kind).await? {
+            let from = committed.get(&log).cloned().unwrap_or_else(|| "0-0".into());
+            if entry_order(&from) >= entry_order(&last) {
+                continue;
+            }
+            let behind: Vec<redis::Value> = redis::cmd("XRANGE")
+                .arg(&log)
+                .arg(format!("({from}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await?;
+            lag += behind.len() as u64;
+        }
+        Ok(lag)
+    }
+
+    /// Builds the next generation of `kind` from the start of the logs and
+    /// swaps it in once it has reached where the logs are now. Returns its number.
+    pub async fn rebuild(self: &Arc<Self>, kind: Kind) -> anyhow::Result<u64> {
+        let live = self.live(kind).ok_or_else(|| anyhow::anyhow!("search index {} not open", kind.name()))?;
+        let next = live.generation + 1;
+        {
+            let mut r = self.rebuilding.lock().map_err(|_| anyhow::anyhow!("search lock"))?;
+            if r.contains_key(kind.name()) {
+                anyhow::bail!("a rebuild of search.{} is already running", kind.name());
+            }
+            r.insert(kind.name(), next);
+        }
+        let target = self.tails(kind).await?;
+        let dir = self.kind_dir(kind).join(format!("gen-{next}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let building = match self.spawn(kind, next) {
+            Ok(b) => b,
+            Err(e) => {
+                self.rebuilding.lock().map(|mut r| r.remove(kind.name())).ok();
+                return Err(e);
+            }
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            while !building.status.lock().is_ok_and(|s| has_committed(&s, &target)) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = std::fs::write(me.kind_dir(kind).join("CURRENT"), next.to_string());
+            let old = me.live.write().ok().and_then(|mut l| l.insert(kind.name(), building.clone()));
+            me.rebuilding.lock().map(|mut r| r.remove(kind.name())).ok();
+            tracing::warn!(
+                kind = kind.name(),
+                generation = next,
+                took_ms = started.elapsed().as_millis() as u64,
+                docs = building.status.lock().map(|s| s.docs).unwrap_or(0),
+                "search rebuild swapped in"
+            );
+            if let Some(old) = old {
+                tokio::task::spawn_blocking(move || {
+                    old.stop();
+                    let _ = std::fs::remove_dir_all(&old.dir);
+                });
+            }
+        });
+        Ok(next)
+    }
+
+    /// Stops every indexer (each commits what it folded).
+    pub fn stop(&self) {
+        let all: Vec<Arc<Live>> = self.live.read().map(|l| l.values().cloned().collect()).unwrap_or_default();
+        for live in all {
+            live.stop();
+        }
+    }
+}
