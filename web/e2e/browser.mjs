@@ -414,14 +414,15 @@ try {
 
   // A party: bob invites eve (by her id), eve accepts on her matchmaking page.
   await bob.page.goto(`${URL}/#/match`);
-  await bob.page.fill("#invite-user", eve.userId);
-  await bob.page.click("#invite");
+  // Found by typing part of her name (the search projection).
+  await bob.page.fill("#invite-name", "ev");
+  await bob.page.locator(`#invite-results button[data-user="${eve.userId}"]`).click({ timeout: 10_000 });
   await bob.page.locator("#party li", { hasText: "invited" }).waitFor({ timeout: 10_000 });
   await eve.page.goto(`${URL}/#/match`);
   await eve.page.locator("button.accept-invite").waitFor({ timeout: 10_000 });
   await eve.page.click("button.accept-invite");
   await bob.page.locator("#party li", { hasText: "member" }).waitFor({ timeout: 10_000 });
-  log("party: bob invited eve, eve accepted");
+  log("party: bob found eve by typing 'ev', invited her; eve accepted");
 
   // ── A phone's width ─────────────────────────────────────────────────────
   const phone = await context({ width: 390, height: 844 });

@@ -10,6 +10,7 @@ import { GameService, PlayerService } from "./gen/defense_allies/timesquare/v1/t
 import { MatchmakingService } from "./gen/defense_allies/timesquare/v1/matchmaking_pb.js";
 import { GameQueryService } from "./gen/defense_allies/projector/v1/games_pb.js";
 import { PlayerQueryService } from "./gen/defense_allies/projector/v1/players_pb.js";
+import { SearchService } from "./gen/defense_allies/projector/v1/search_pb.js";
 
 export interface Login {
   userId: string;
@@ -81,6 +82,7 @@ export const games: Client<typeof GameService> = createClient(GameService, trans
 export const matchmaking: Client<typeof MatchmakingService> = createClient(MatchmakingService, transport);
 export const gameQueries: Client<typeof GameQueryService> = createClient(GameQueryService, transport);
 export const playerQueries: Client<typeof PlayerQueryService> = createClient(PlayerQueryService, transport);
+export const search: Client<typeof SearchService> = createClient(SearchService, transport);
 
 function fromResponse(r: AuthenticateUserResponse, username: string): Login {
   return {

@@ -4,7 +4,7 @@
 // decline), the caller's own party (invite by player id, remove, leave).
 
 import { Code } from "@connectrpc/connect";
-import { code, command, current, isGone, matchmaking, sleep } from "./api.js";
+import { code, command, current, isGone, matchmaking, search, sleep } from "./api.js";
 import type { Screen } from "./game.js";
 import { loadRules } from "./game.js";
 import type { TicketView } from "./gen/defense_allies/timesquare/v1/matchmaking_pb.js";
@@ -108,24 +108,41 @@ export function matchmakingScreen(): Screen {
     findBtn,
   );
 
-  const inviteId = h("input", { id: "invite-user", placeholder: "player id (from their profile)" });
-  const inviteBtn = h("button", { type: "submit", id: "invite" }, "Invite") as HTMLButtonElement;
-  const inviteForm = h(
-    "form",
-    {
-      class: "row",
-      onsubmit: async (ev: Event) => {
-        ev.preventDefault();
-        const p = await act(out, "Inviting", () => command((o) => matchmaking.inviteToParty({ userId: inviteId.value.trim() }, o)), inviteBtn);
-        if (p) {
-          inviteId.value = "";
-          void refreshParty();
-        }
-      },
-    },
-    inviteId,
-    inviteBtn,
-  );
+  // Invite by name: the search finds players as you type (prefix, one typo).
+  const inviteName = h("input", { id: "invite-name", placeholder: "a player's name", autocomplete: "off", "aria-label": "Find a player to invite" });
+  const found = h("ul", { id: "invite-results", class: "results" });
+  const invite = async (userId: string, name: string, btn: HTMLButtonElement) => {
+    const p = await act(out, `Inviting ${name}`, () => command((o) => matchmaking.inviteToParty({ userId }, o)), btn);
+    if (p) {
+      out.ok(`Invited ${name}: the invitation is open for 5 minutes.`);
+      void refreshParty();
+    }
+  };
+  let typed: ReturnType<typeof setTimeout> | undefined;
+  inviteName.addEventListener("input", () => {
+    clearTimeout(typed);
+    typed = setTimeout(async () => {
+      const query = inviteName.value.trim();
+      if (!query) return fill(found);
+      try {
+        const r = await search.searchPlayers({ query, pageSize: 5 });
+        fill(
+          found,
+          r.players
+            .filter((p) => p.userId !== me.userId)
+            .map((p) => {
+              const b = h("button", { class: "small invite", "data-user": p.userId }, "Invite") as HTMLButtonElement;
+              b.onclick = () => invite(p.userId, p.displayName || p.username, b);
+              return h("li", {}, `${p.displayName || p.username} (${p.username}) · rating ${p.rating} `, b);
+            }),
+          r.players.length ? null : h("li", { class: "muted" }, "Nobody by that name."),
+        );
+      } catch (e) {
+        out.error("Finding players", e);
+      }
+    }, 200);
+  });
+  const inviteForm = h("div", {}, h("label", {}, h("span", {}, "Invite a friend"), inviteName), found);
 
   async function refreshParty() {
     try {
