@@ -83,6 +83,8 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     )?;
     tracing::info!(dir = %search_dir.display(), "search indexes open");
     let s = search.clone();
+    builder.scrape(move || s.clone().gauges());
+    let s = search.clone();
     builder.readiness("search", move || {
         let s = s.clone();
         async move {

@@ -186,6 +186,19 @@ async fn players_and_games_are_found_by_prefix_and_typo_with_facets_filters_and_
         Code::PermissionDenied
     );
 
+    // Its gauges: documents and entries behind, per index.
+    let ops = fleet.service("projector").http_addr;
+    let metrics = eventually(
+        "search gauges",
+        || async move { allies_testkit::http_get(ops, "/metrics").1 },
+        |m| {
+            m.contains("allies_search_documents{index=\"players\"} 5")
+                && m.contains("allies_search_lag{index=\"games\"} 0")
+        },
+    )
+    .await;
+    assert!(metrics.contains("allies_search_documents{index=\"games\"} 2"), "{metrics}");
+
     // A second replica builds its own index from the logs and answers the same.
     let second = fleet.replica("projector", &FAST);
     let s2 = client(&second.endpoint()).await;

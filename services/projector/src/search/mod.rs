@@ -348,6 +348,39 @@ impl Search {
         Ok(next)
     }
 
+    /// `/metrics` lines: per index, its documents, entries behind the logs,
+    /// entries folded and commits since start, and its bytes on disk.
+    pub async fn gauges(self: Arc<Self>) -> String {
+        use std::fmt::Write;
+        let mut rows: Vec<(&str, &str, String)> = Vec::new();
+        for kind in Kind::ALL {
+            let Some(live) = self.live(kind) else { continue };
+            let s = live.status.lock().map(|s| s.clone()).unwrap_or_default();
+            let name = kind.name();
+            rows.push(("allies_search_documents", name, s.docs.to_string()));
+            if let Ok(lag) = self.lag(kind).await {
+                rows.push(("allies_search_lag", name, lag.to_string()));
+            }
+            rows.push(("allies_search_folded", name, s.folded.to_string()));
+            rows.push(("allies_search_commits", name, s.commits.to_string()));
+            rows.push(("allies_search_bytes", name, s.bytes.to_string()));
+        }
+        let mut out = String::new();
+        for (metric, help) in [
+            ("allies_search_documents", "Documents in this replica's search index."),
+            ("allies_search_lag", "Entries in the partition logs this replica's search index has not committed."),
+            ("allies_search_folded", "Entries folded into the search index since this process started."),
+            ("allies_search_commits", "Search index commits since this process started."),
+            ("allies_search_bytes", "Bytes of the search index on disk."),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+            for (m, index, value) in rows.iter().filter(|(m, _, _)| *m == metric) {
+                let _ = writeln!(out, "{m}{{index=\"{index}\"}} {value}");
+            }
+        }
+        out
+    }
+
     /// Stops every indexer (each commits what it folded).
     pub fn stop(&self) {
         let all: Vec<Arc<Live>> = self.live.read().map(|l| l.values().cloned().collect()).unwrap_or_default();
