@@ -19,6 +19,26 @@ use crate::{Priority, RecordedEvent, RedisConn, RedisTarget, StoreError, keys};
 /// An entry and the index of the stream it came from.
 pub(crate) type Entry = (usize, StreamId);
 
+/// Takes the lease when free (2), renews it when ours (1), else 0.
+const LEASE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Deletes the lease if it is ours.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
 pub(crate) struct PartitionReader {
     pub(crate) target: RedisTarget,
     pub(crate) partition: u32,
@@ -90,17 +110,90 @@ impl PartitionReader {
         }
     }
 
+    /// The partition's lease key for this group, in the streams' slot.
+    fn lease_key(&self) -> String {
+        let tag = self.streams[0].split_once('{').and_then(|(_, rest)| rest.split_once('}')).map(|(t, _)| t);
+        format!("es:{{{}}}:lease:{}", tag.unwrap_or_default(), self.config.group)
+    }
+
+    /// How long a lease lasts unrenewed: 1.5 × `claim_idle`. It is renewed
+    /// every third of that, so when a dead holder's lease runs out every
+    /// entry it had taken has been idle at least `claim_idle`: claimable,
+    /// and taken over before anything newer is read.
+    fn lease_ttl(&self) -> Duration {
+        (self.config.claim_idle * 3 / 2).max(Duration::from_millis(750))
+    }
+
+    /// Takes or renews this partition's lease for this consumer: 2 taken
+    /// now, 1 renewed, 0 another consumer holds it.
+    async fn lease(&self, conn: &mut RedisConn) -> Result<u8, StoreError> {
+        let held: u8 = redis::Script::new(LEASE)
+            .key(self.lease_key())
+            .arg(&self.config.consumer)
+            .arg(self.lease_ttl().as_millis() as u64)
+            .invoke_async(conn)
+            .await?;
+        Ok(held)
+    }
+
+    /// Gives the lease up (a clean stop), so another replica takes the
+    /// partition at once instead of after the lease's time.
+    async fn release(&self, conn: &mut RedisConn) {
+        let _: RedisResult<u8> =
+            redis::Script::new(RELEASE).key(self.lease_key()).arg(&self.config.consumer).invoke_async(conn).await;
+    }
+
     /// One connection's lifetime: pending entries first, then new ones.
     /// Ok(()) means shutdown was requested.
+    ///
+    /// One consumer of the group reads a partition at a time (a lease per
+    /// partition and group): one aggregate's entries are then applied in log
+    /// order even with several replicas in the group. The others wait and
+    /// take the partition over when the holder stops (it releases) or dies
+    /// (its lease runs out); the new holder first finishes what the old one
+    /// had taken, then reads on.
     async fn session<H: Handler>(&self, handler: &H, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
         let mut conn = self.connect().await?;
-        // Own pending entries first (delivered before a crash or a restart).
-        if !self.recover(&mut conn, handler, shutdown, true).await? {
+        let result = self.holding(&mut conn, handler, shutdown).await;
+        if result.is_ok() {
+            self.release(&mut conn).await;
+        }
+        result
+    }
+
+    async fn holding<H: Handler>(
+        &self,
+        conn: &mut RedisConn,
+        handler: &H,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        let renew_every = self.lease_ttl() / 3;
+        // Another consumer holds the partition: stand by until it is free.
+        while self.lease(conn).await? == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(renew_every.min(self.config.block)) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+        let mut renewed = tokio::time::Instant::now();
+        // What this consumer had taken (before a crash or a restart), and
+        // what a previous holder had: claimable once idle for `claim_idle`,
+        // which its lease outlasted.
+        if !self.recover(conn, handler, shutdown, true).await? {
             return Ok(());
         }
         let claims_every = (self.config.claim_idle / 2).max(Duration::from_millis(50));
         let mut last_recovery = tokio::time::Instant::now();
         loop {
+            if renewed.elapsed() >= renew_every {
+                if self.lease(conn).await? == 0 {
+                    // Lost (this process stalled past the lease): another
+                    // consumer holds the partition now. Stand by.
+                    tracing::warn!(stream = %self.streams[0], group = %self.config.group, "partition lease lost");
+                    return Box::pin(self.holding(conn, handler, shutdown)).await;
+                }
+                renewed = tokio::time::Instant::now();
+            }
             let every = if self.own_pending.load(std::sync::atomic::Ordering::Relaxed) {
                 claims_every.min(self.config.retry.get().base).max(Duration::from_millis(50))
             } else {
@@ -116,19 +209,23 @@ impl PartitionReader {
                 continue;
             }
             // Never 0: a BLOCK of 0 waits forever.
-            let block =
-                self.config.block.min(every.saturating_sub(last_recovery.elapsed())).max(Duration::from_millis(1));
+            let block = self
+                .config
+                .block
+                .min(every.saturating_sub(last_recovery.elapsed()))
+                .min(renew_every.saturating_sub(renewed.elapsed()))
+                .max(Duration::from_millis(1));
             let entries = tokio::select! {
-                r = self.read(&mut conn, block) => r?,
+                r = self.read(conn, block) => r?,
                 _ = shutdown.changed() => return Ok(()),
             };
-            if !self.process(&mut conn, handler, &entries, shutdown).await? {
+            if !self.process(conn, handler, &entries, shutdown).await? {
                 return Ok(());
             }
             if last_recovery.elapsed() >= every {
                 last_recovery = tokio::time::Instant::now();
                 self.owes_retries(false);
-                if !self.recover(&mut conn, handler, shutdown, false).await? {
+                if !self.recover(conn, handler, shutdown, false).await? {
                     return Ok(());
                 }
             }
