@@ -8,7 +8,7 @@
 //! to its recorded hashes, the projector's consistency check, throughput and
 //! latency steady vs during faults, and the recovery time of each fault.
 //!
-//!     cargo run -p allies-e2e --example soak [seconds] [games] [watchers]
+//!     cargo run -p allies-e2e --example soak [seconds] [games] [watchers] [matchmaking players]
 //!
 //! Exits 1 when a promise is broken. Loopback only; bounded in count and time.
 
@@ -204,6 +204,114 @@ async fn play(
     }
 }
 
+#[derive(Default, Debug, Clone, Copy)]
+struct Matched {
+    queued: u64,
+    ready: u64,
+    /// Matches cancelled (a confirmation missed, a player who could not be
+    /// joined): the saga compensated and the tickets went back or ended.
+    cancelled: u64,
+}
+
+/// Two players queue together until `until`: find a match, confirm it, the
+/// host ends the game it lands in, again. Through both replicas, with retries.
+async fn matchmake(
+    pair: [Gamer; 2],
+    endpoints: Vec<String>,
+    games: Vec<Games>,
+    until: Instant,
+    out: Arc<Mutex<Matched>>,
+) {
+    use allies_contracts::timesquare::v1::matchmaking_service_client::MatchmakingServiceClient;
+    let mms: Vec<MatchmakingServiceClient<Channel>> =
+        endpoints.iter().map(|e| MatchmakingServiceClient::new(channel(e))).collect();
+    let mut turn = 0usize;
+    let next = |turn: &mut usize| {
+        *turn += 1;
+        mms[*turn % mms.len()].clone()
+    };
+    while Instant::now() < until {
+        // Both queue (a refusal such as IN_A_GAME means the last round is not over yet).
+        let mut tickets = Vec::new();
+        for p in &pair {
+            let request = FindMatchRequest {
+                maps: vec![],
+                difficulty: "easy".into(),
+                min_players: 2,
+                max_players: 2,
+                party: vec![],
+            };
+            if let Ok(Ok(t)) =
+                tokio::time::timeout(Duration::from_secs(3), next(&mut turn).find_match(bearer(request, &p.token)))
+                    .await
+            {
+                tickets.push(t.into_inner().ticket_id);
+                out.lock().unwrap().queued += 1;
+            }
+        }
+        if tickets.len() < 2 {
+            leave_queue(&pair, &mms).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        // Follow the first ticket: confirm a match, until ready or cancelled.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut confirmed = String::new();
+        while Instant::now() < deadline && Instant::now() < until + Duration::from_secs(20) {
+            let got = next(&mut turn)
+                .get_ticket(bearer(GetTicketRequest { ticket_id: tickets[0].clone() }, &pair[0].token))
+                .await;
+            let Ok(t) = got.map(|t| t.into_inner()) else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match t.status.as_str() {
+                "matched" if confirmed != t.match_id => {
+                    let mut all = true;
+                    for p in &pair {
+                        let r = ConfirmMatchRequest { match_id: t.match_id.clone() };
+                        all &= next(&mut turn).confirm_match(bearer(r, &p.token)).await.is_ok();
+                    }
+                    if all {
+                        confirmed = t.match_id.clone();
+                    }
+                }
+                "ready" => {
+                    out.lock().unwrap().ready += 1;
+                    // The host (who queued first) ends it, so both can queue again.
+                    let mut g = games[turn % games.len()].clone();
+                    for p in &pair {
+                        let r = EndGameRequest { session_id: t.session_id.clone(), reason: "soak".into() };
+                        if g.end_game(bearer(r, &p.token)).await.is_ok() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                "cancelled" | "expired" => {
+                    out.lock().unwrap().cancelled += 1;
+                    break;
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        leave_queue(&pair, &mms).await;
+    }
+}
+
+/// Each player leaves the queue: their current ticket, whatever its id (an
+/// answer lost to a fault leaves a ticket the client never saw).
+async fn leave_queue(
+    pair: &[Gamer; 2],
+    mms: &[allies_contracts::timesquare::v1::matchmaking_service_client::MatchmakingServiceClient<Channel>],
+) {
+    for (i, p) in pair.iter().enumerate() {
+        let mut mm = mms[i % mms.len()].clone();
+        let _ = mm.cancel_matchmaking(bearer(CancelMatchmakingRequest { ticket_id: String::new() }, &p.token)).await;
+    }
+}
+
 #[derive(Default, Debug)]
 struct Watched {
     events: u64,
@@ -271,15 +379,25 @@ async fn main() {
     let seconds = args.first().copied().unwrap_or(60).clamp(20, 3600);
     let n_games = args.get(1).copied().unwrap_or(8).clamp(1, 200) as usize;
     let n_watchers = args.get(2).copied().unwrap_or(8).clamp(0, 500) as usize;
+    // Players through matchmaking, in pairs.
+    let n_matchmaking = (args.get(3).copied().unwrap_or(4).clamp(0, 200) as usize) / 2 * 2;
     // Waves at four times the real pace; frames 5 per second.
-    let env = [("TIMESQUARE_TICK_MS", "12"), ("TIMESQUARE_SETTLE_MS", "50"), ("SUBSCRIBER_CLAIM_IDLE_MS", "3000")];
+    let env = [
+        ("TIMESQUARE_TICK_MS", "12"),
+        ("TIMESQUARE_SETTLE_MS", "50"),
+        ("SUBSCRIBER_CLAIM_IDLE_MS", "3000"),
+        ("TIMESQUARE_MM_INTERVAL_MS", "100"),
+        ("TIMESQUARE_MM_CONFIRM_SECS", "10"),
+    ];
     let mut fleet = Fleet::start(&env);
     let mut extra: Vec<allies_testkit::ServiceProcess> =
         ["guardian", "timesquare", "projector", "command"].iter().map(|n| fleet.replica(n, &env)).collect();
     let ts_endpoints = [fleet.endpoint("timesquare"), extra[1].endpoint()];
     let clients: Vec<Games> = ts_endpoints.iter().map(|e| GameServiceClient::new(channel(e))).collect();
     let admin = fleet.admin().await;
-    println!("fleet: 2 replicas of each service on one Redis; {n_games} games, {n_watchers} watchers, {seconds} s");
+    println!(
+        "fleet: 2 replicas of each service on one Redis; {n_games} games, {n_watchers} watchers, {n_matchmaking} players matchmaking, {seconds} s"
+    );
 
     // The games, started before the clock runs.
     let mut g = fleet.game().await;
@@ -309,6 +427,14 @@ async fn main() {
     for w in 0..n_watchers {
         let (id, players) = &sessions[w % sessions.len()];
         tasks.push(tokio::spawn(watch(id.clone(), players[0].token.clone(), clients.clone(), until, watched.clone())));
+    }
+    let matched = Arc::new(Mutex::new(Matched::default()));
+    let mut queuers = Vec::new();
+    for i in 0..n_matchmaking / 2 {
+        let pair = [fleet.gamer(&format!("mma{i}")).await, fleet.gamer(&format!("mmb{i}")).await];
+        queuers.push(pair[0].clone());
+        queuers.push(pair[1].clone());
+        tasks.push(tokio::spawn(matchmake(pair, ts_endpoints.to_vec(), clients.clone(), until, matched.clone())));
     }
     // Registrations and logins, through both guardians.
     let guardians = [fleet.endpoint("guardian"), extra[0].endpoint()];
@@ -391,10 +517,11 @@ async fn main() {
     }
     let elapsed = began.elapsed();
 
-    // Recovery: from each fault to the first command answered after it (and after a 100 ms settle).
+    // Recovery: from each fault to the answer of the first command sent after it.
     let l = std::mem::take(&mut *ledger.lock().unwrap());
     for f in faults.iter_mut() {
-        f.2 = l.latencies.iter().map(|(at, _)| *at).filter(|at| *at > f.1).min().map(|at| at - f.1);
+        // The first command sent after the fault was injected, answered.
+        f.2 = l.latencies.iter().filter(|(at, d)| *at - *d > f.1).map(|(at, _)| *at).min().map(|at| at - f.1);
     }
     let in_fault = |at: Instant| {
         faults.iter().any(|(_, t, r)| at >= *t && at <= *t + r.unwrap_or_default() + Duration::from_secs(2))
@@ -438,6 +565,50 @@ async fn main() {
         }
         if events.iter().any(|(_, e)| matches!(e, GameEvent::Ended(_))) {
             ended.push(id.clone());
+        }
+    }
+    // Nobody stranded: once the matchmaking settled, no player of it is
+    // still in a ticket or a match.
+    let stranded;
+    {
+        let mut mm = allies_contracts::timesquare::v1::matchmaking_service_client::MatchmakingServiceClient::new(
+            channel(&ts_endpoints[0]),
+        );
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let mut now_stranded = 0;
+            for p in &queuers {
+                let r = mm.get_player_state(bearer(GetPlayerStateRequest { user_id: String::new() }, &p.token)).await;
+                if let Ok(s) = r.map(|r| r.into_inner())
+                    && (!s.ticket_id.is_empty() || !s.match_id.is_empty())
+                {
+                    now_stranded += 1;
+                    if Instant::now() > deadline {
+                        let t =
+                            mm.get_ticket(bearer(GetTicketRequest { ticket_id: s.ticket_id.clone() }, &p.token)).await;
+                        let m = mm
+                            .get_match_state(bearer(GetMatchStateRequest { match_id: s.match_id.clone() }, &p.token))
+                            .await;
+                        println!(
+                            "stranded: {} ticket {} ({:?}) match {} ({:?}) game {}",
+                            s.username,
+                            s.ticket_id,
+                            t.map(|t| t.into_inner().status),
+                            s.match_id,
+                            m.map(|m| {
+                                let m = m.into_inner();
+                                (m.status, m.reason)
+                            }),
+                            s.session_id
+                        );
+                    }
+                }
+            }
+            if now_stranded == 0 || Instant::now() > deadline {
+                stranded = now_stranded;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     let mut replays_ok = 0;
@@ -496,6 +667,11 @@ async fn main() {
         "| watchers: events seen, gaps, duplicates, reconnections | {}, {}, {}, {} |",
         w.events, w.gaps, w.duplicates, w.reconnects
     );
+    let m = *matched.lock().unwrap();
+    println!(
+        "| matchmaking: tickets / matches ready / matches cancelled / players stranded in a ticket or match | {} / {} / {} / {stranded} |",
+        m.queued, m.ready, m.cancelled
+    );
     println!("| registrations / logins / logins held back by the per-client limit | {} / {} / {} |", s.0, s.1, s.2);
     println!(
         "| games played / finished games replayed to their recorded hashes | {} / {replays_ok} of {} |",
@@ -514,11 +690,12 @@ async fn main() {
     println!("| latency p50 / p99, during faults (retries included) | {} / {} |", ms(c50), ms(c99));
     for (what, _, recovered) in &faults {
         println!(
-            "| fault: {what} → next command answered after | {} |",
+            "| fault: {what} → first command sent after it, answered after | {} |",
             recovered.map(ms).unwrap_or_else(|| "never".into())
         );
     }
-    let broken = missing > 0
+    let broken = stranded > 0
+        || missing > 0
         || duplicates > 0
         || w.gaps > 0
         || w.duplicates > 0
