@@ -156,6 +156,9 @@ try {
   await phase(ann.page, "building");
   await phase(bob.page, "building");
   log("the game started on both pages");
+  // The same screen for the whole game: a token refresh (every ~15 s here)
+  // must not rebuild it (a rebuilt screen would lose this mark).
+  await ann.page.evaluate(() => (document.querySelector("section.game").dataset.mark = "kept"));
 
   // ── Place towers by clicking cells ──────────────────────────────────────
   let { cells } = await buildable(ann.page);
@@ -235,9 +238,13 @@ try {
   figures.fpsEnemies = Number(await fresh.locator("canvas.board").getAttribute("data-enemies"));
   await fresh.close();
   const a = await ann.page.locator("canvas.board").screenshot();
-  await ann.page.waitForTimeout(300);
-  const b = await ann.page.locator("canvas.board").screenshot();
-  assert.notDeepEqual(a, b, "the canvas changes between frames while enemies move");
+  let changed = false;
+  for (let i = 0; i < 20 && !changed; i++) {
+    await ann.page.waitForTimeout(250);
+    const b = await ann.page.locator("canvas.board").screenshot();
+    changed = !a.equals(b);
+  }
+  assert.ok(changed, "the canvas changes between frames while enemies move");
   await shot(ann.page, "05-board-wave");
   await shot(carol.page, "06-spectator");
   const [ta, tc] = await Promise.all([ann.page, carol.page].map((p) => p.evaluate(() => window.allies.board.lastFrame?.wave)));
@@ -324,6 +331,7 @@ try {
   // going offline) ends at the same session version as the server.
   const versions = await Promise.all(pages.map((p) => game(p).getAttribute("data-version")));
   assert.ok(versions.every((v) => v === versions[0]), `every page at the same version: ${versions}`);
+  assert.equal(await game(ann.page).getAttribute("data-mark"), "kept", "the game screen was not rebuilt by a token refresh");
   const outcome = await ann.page.locator("#outcome").textContent();
   assert.match(outcome, /DEFEAT|VICTORY/);
   await ann.page.waitForFunction(() => /Rating -?\d+/.test(document.querySelector("#rating-change")?.textContent ?? ""), null, { timeout: 15_000 });
@@ -375,9 +383,11 @@ try {
     }
     const seconds = (performance.now() - started) / 1000;
     const costs = stats.paintCost.slice(c0).sort((a, b) => a - b);
-    return { fps: (stats.paints - p0) / seconds, p50: costs[Math.floor(costs.length / 2)], p99: costs[Math.floor(costs.length * 0.99)], enemies: Number(document.querySelector("canvas.board").dataset.enemies) };
+    return { fps: (stats.paints - p0) / seconds, p50: costs[Math.floor(costs.length / 2)] ?? NaN, p99: costs[Math.floor(costs.length * 0.99)] ?? NaN };
   });
-  assert.equal(render.enemies, 200);
+  // The last frame's 200 enemies are drawn (on a starved machine the page
+  // may paint late: wait for it rather than read at once).
+  await carol.page.waitForFunction(() => Number(document.querySelector("canvas.board")?.dataset.enemies) === 200, null, { timeout: 15_000 });
   figures.render = render;
   log(`200 enemies: ${render.fps.toFixed(0)} paints/s, paint p50 ${render.p50.toFixed(2)} ms, p99 ${render.p99.toFixed(2)} ms`);
 

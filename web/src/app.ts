@@ -53,7 +53,13 @@ function renderNav() {
   );
 }
 
-onLogin(() => {
+// Signing in or out (here or in another tab) changes the screen; a token
+// refresh changes nothing the page shows.
+let shownUser = current()?.userId ?? null;
+onLogin((l) => {
+  const user = l?.userId ?? null;
+  if (user === shownUser) return;
+  shownUser = user;
   renderNav();
   route();
 });
