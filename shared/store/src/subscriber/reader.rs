@@ -116,12 +116,11 @@ impl PartitionReader {
         format!("es:{{{}}}:lease:{}", tag.unwrap_or_default(), self.config.group)
     }
 
-    /// How long a lease lasts unrenewed: 1.5 × `claim_idle`. It is renewed
-    /// every third of that, so when a dead holder's lease runs out every
-    /// entry it had taken has been idle at least `claim_idle`: claimable,
-    /// and taken over before anything newer is read.
+    /// How long a lease lasts unrenewed (renewed every third of it): a dead
+    /// holder's partitions move within this. The new holder takes over
+    /// every entry the old one had taken at once, before anything newer.
     fn lease_ttl(&self) -> Duration {
-        (self.config.claim_idle * 3 / 2).max(Duration::from_millis(750))
+        self.config.claim_idle.clamp(Duration::from_millis(750), Duration::from_secs(5))
     }
 
     /// Takes or renews this partition's lease for this consumer: 2 taken
@@ -177,8 +176,8 @@ impl PartitionReader {
         }
         let mut renewed = tokio::time::Instant::now();
         // What this consumer had taken (before a crash or a restart), and
-        // what a previous holder had: claimable once idle for `claim_idle`,
-        // which its lease outlasted.
+        // what a previous holder had: all of it now, in log order, before
+        // anything newer (the lease says the partition is ours).
         if !self.recover(conn, handler, shutdown, true).await? {
             return Ok(());
         }
