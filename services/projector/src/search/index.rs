@@ -282,3 +282,97 @@ pub fn dir_size(p: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The index alone, in memory of its own directory (no Redis): the fold,
+/// the commit with its positions, a crash before a commit, a refold.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allies_contracts::timesquare::events::v1::{GameSessionCreated, PlayerJoined, PlayerRegistered};
+
+    fn recorded<T: serde::Serialize>(kind: &str, id: &str, version: u64, event_type: &str, e: &T) -> RecordedEvent {
+        RecordedEvent {
+            envelope: allies_core::EventEnvelope {
+                event_id: uuid::Uuid::now_v7(),
+                aggregate_type: kind.into(),
+                aggregate_id: id.into(),
+                version,
+                event_type: event_type.into(),
+                schema_version: 1,
+                metadata: allies_core::Metadata {
+                    correlation_id: uuid::Uuid::now_v7(),
+                    causation_id: uuid::Uuid::now_v7(),
+                    user_id: None,
+                    traceparent: None,
+                },
+                recorded_at_ms: 1,
+                payload: (),
+            },
+            content_type: allies_store::CONTENT_TYPE_JSON.into(),
+            data: serde_json::to_vec(e).expect("json"),
+        }
+    }
+
+    fn player(i: u64) -> RecordedEvent {
+        let e = PlayerRegistered {
+            username: format!("alice{i}"),
+            display_name: format!("Alice {i}"),
+            rating: 1500,
+            ..Default::default()
+        };
+        recorded("player", &format!("p{i}"), 1, "PlayerRegistered", &e)
+    }
+
+    #[test]
+    fn commits_carry_their_positions_and_a_crash_before_a_commit_refolds_exactly_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = "es:{player.0}:log";
+        let mut index = SearchIndex::open(Kind::Players, dir.path()).expect("open");
+        assert!(index.committed.is_empty(), "a new index starts from the logs' beginning");
+        for i in 1..=3 {
+            index.fold(log, &format!("{i}-0"), Some(&player(i)));
+        }
+        index.commit().expect("commit");
+        assert_eq!((index.docs(), index.committed.get(log).map(String::as_str)), (3, Some("3-0")));
+        // Two more folded, then the process dies before committing them.
+        for i in 4..=5 {
+            index.fold(log, &format!("{i}-0"), Some(&player(i)));
+        }
+        drop(index);
+        let mut index = SearchIndex::open(Kind::Players, dir.path()).expect("reopen");
+        assert_eq!(index.committed.get(log).map(String::as_str), Some("3-0"), "the positions of the last commit");
+        assert_eq!(index.docs(), 3, "nothing of the lost batch");
+        // Resumed from the payload: entries 4 and 5 again, and a redelivered 3 changes nothing.
+        index.fold(log, "3-0", Some(&player(3)));
+        for i in 4..=5 {
+            index.fold(log, &format!("{i}-0"), Some(&player(i)));
+        }
+        index.commit().expect("commit");
+        assert_eq!(index.docs(), 5, "every player once");
+    }
+
+    #[test]
+    fn a_game_document_is_updated_in_place_and_private_games_name_their_viewers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = "es:{game_session.0}:log";
+        let mut index = SearchIndex::open(Kind::Games, dir.path()).expect("open");
+        let created =
+            GameSessionCreated { map: "canyon".into(), difficulty: "hard".into(), private: true, ..Default::default() };
+        index.fold(log, "1-0", Some(&recorded("game_session", "g1", 1, "GameSessionCreated", &created)));
+        index.commit().expect("commit");
+        let joined = PlayerJoined { user_id: "u1".into(), display_name: "eve".into(), ..Default::default() };
+        index.fold(log, "2-0", Some(&recorded("game_session", "g1", 2, "PlayerJoined", &joined)));
+        index.commit().expect("commit");
+        assert_eq!(index.docs(), 1, "replaced, not added");
+        let searcher = index.reader.searcher();
+        let count = |term: Term| {
+            searcher
+                .search(&TermQuery::new(term, IndexRecordOption::Basic), &tantivy::collector::Count)
+                .expect("search")
+        };
+        assert_eq!(count(Term::from_field_text(index.fields.names, "eve")), 1);
+        assert_eq!(count(Term::from_field_text(index.fields.viewers, "u1")), 1, "its player sees it");
+        assert_eq!(count(Term::from_field_text(index.fields.viewers, EVERYONE)), 0, "nobody else");
+        assert_eq!(count(Term::from_facet(index.fields.facets, &Facet::from_path(["map", "canyon"]))), 1);
+    }
+}
