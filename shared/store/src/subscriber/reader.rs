@@ -135,6 +135,24 @@ impl PartitionReader {
         Ok(held)
     }
 
+    /// Whether another consumer still has entries of this partition pending.
+    async fn others_pending(&self, conn: &mut RedisConn) -> Result<bool, StoreError> {
+        for stream in &self.streams {
+            let page: Vec<(String, String, u64, u32)> = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(&self.config.group)
+                .arg("-")
+                .arg("+")
+                .arg(100)
+                .query_async(conn)
+                .await?;
+            if page.iter().any(|(_, owner, _, _)| *owner != self.config.consumer) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Gives the lease up (a clean stop), so another replica takes the
     /// partition at once instead of after the lease's time.
     async fn release(&self, conn: &mut RedisConn) {
@@ -175,11 +193,25 @@ impl PartitionReader {
             }
         }
         let mut renewed = tokio::time::Instant::now();
-        // What this consumer had taken (before a crash or a restart), and
-        // what a previous holder had: all of it now, in log order, before
-        // anything newer (the lease says the partition is ours).
-        if !self.recover(conn, handler, shutdown, true).await? {
-            return Ok(());
+        // What this consumer had taken (before a crash or a restart), then
+        // what a dead holder had taken: claimable once idle for
+        // `claim_idle` (what the jobs' takeover relies on). Nothing newer is
+        // read until they are done, so one aggregate's entries stay in order.
+        loop {
+            if !self.recover(conn, handler, shutdown, true).await? {
+                return Ok(());
+            }
+            if !self.others_pending(conn).await? {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep((self.config.claim_idle / 10).max(Duration::from_millis(50))) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+            if renewed.elapsed() >= renew_every {
+                self.lease(conn).await?;
+                renewed = tokio::time::Instant::now();
+            }
         }
         let claims_every = (self.config.claim_idle / 2).max(Duration::from_millis(50));
         let mut last_recovery = tokio::time::Instant::now();

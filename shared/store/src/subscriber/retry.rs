@@ -118,10 +118,7 @@ impl PartitionReader {
                 }
                 let mine = owner == self.config.consumer;
                 let backoff = self.config.retry.get().delay(deliveries, &id);
-                // At the start of a holding (the partition's lease just
-                // taken) every pending entry is this consumer's to finish,
-                // a dead holder's included.
-                let wait = if startup {
+                let wait = if mine && startup {
                     Duration::ZERO
                 } else if mine {
                     backoff
