@@ -2,7 +2,7 @@
 //! prints a table. Every figure is next to what raw Redis does in the same run.
 //!
 //!     cargo run --release -p allies-bench            # all
-//!     cargo run --release -p allies-bench -- append  # one: append | load | memory
+//!     cargo run --release -p allies-bench -- append  # one: append | load | memory | replicas
 //!
 //! (Projection lag runs with the real projection: tests/e2e/examples/projection_bench.rs.)
 //!
@@ -13,6 +13,10 @@
 //! load: one aggregate of 10,000 events, loaded without and with a snapshot.
 //! memory: 100,000 one-event aggregates at the default stream node size and
 //!   at the fleet's `stream-node-max-bytes 512`.
+//! replicas: the append part against a master with one replica, without and
+//!   with `REDIS_REPLICA_ACKS=1` (a WAIT for the replica after each append),
+//!   beside the raw floor on that master: the cost of the promise that an
+//!   acknowledged append survives a failover.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,6 +167,33 @@ async fn bench_append() -> Vec<(String, String)> {
     ]
 }
 
+async fn bench_replicas() -> Vec<(String, String)> {
+    let redis = RedisServer::start_with(FLEET_REDIS);
+    let _replica = redis.start_replica();
+    let off = RedisEventStore::connect(&redis.url(), 16).await.expect("store");
+    let on =
+        off.clone().with_replica_acks(allies_store::ReplicaAcks { replicas: 1, timeout: Duration::from_millis(200) });
+    let total = (WRITERS * APPENDS_PER_WRITER) as f64;
+    raw_appends(&redis.url()).await;
+    store_appends(&off, 0).await;
+    let (mut raw_best, mut off_best, mut on_best) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    for round in 1..=3 {
+        raw_best = raw_best.min(raw_appends(&redis.url()).await);
+        off_best = off_best.min(store_appends(&off, round * 2).await);
+        on_best = on_best.min(store_appends(&on, round * 2 + 1).await);
+    }
+    let rate = |d: Duration| total / d.as_secs_f64();
+    vec![
+        (
+            "replicas: raw EVALSHA, master with a replica (50 writers)".into(),
+            format!("{:.0} appends/s", rate(raw_best)),
+        ),
+        ("replicas: event store, no replica acks".into(), format!("{:.0} appends/s", rate(off_best))),
+        ("replicas: event store, REDIS_REPLICA_ACKS=1 (WAIT)".into(), format!("{:.0} appends/s", rate(on_best))),
+        ("replicas: cost of WAIT, with / without".into(), format!("{:.2}", rate(on_best) / rate(off_best))),
+    ]
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -265,9 +296,12 @@ async fn main() {
     if matches!(which.as_str(), "all" | "memory") {
         rows.extend(bench_memory().await);
     }
+    if matches!(which.as_str(), "all" | "replicas") {
+        rows.extend(bench_replicas().await);
+    }
     if rows.is_empty() {
         eprintln!(
-            "usage: allies-bench [all|append|load|memory] (projection lag: tests/e2e/examples/projection_bench.rs)"
+            "usage: allies-bench [all|append|load|memory|replicas] (projection lag: tests/e2e/examples/projection_bench.rs)"
         );
         std::process::exit(2);
     }

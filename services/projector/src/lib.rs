@@ -64,6 +64,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         partitions: config.partitions,
         template,
         breaker,
+        replicas: config.cqrs.replica_acks,
     };
     let registry = projections::registry();
     tracing::info!(consumer = %config.instance, projections = ?registry.names(), "starting projections");

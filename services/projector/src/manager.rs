@@ -67,12 +67,30 @@ pub async fn read_generation(conn: &mut RedisConn, name: &str) -> Result<Generat
 pub struct Applier {
     pub projection: Arc<dyn Projection>,
     pub view: Namespace,
+    /// Read-model writes are on this many replicas before their entries
+    /// are acknowledged (a failover must not keep the ack and lose the row).
+    pub replicas: allies_store::ReplicaAcks,
 }
 
 impl Handler for Applier {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let changes = self.projection.changes(event)?;
         self.view.apply(&changes).await
+    }
+
+    async fn confirm(&self) -> Result<(), HandlerError> {
+        let allies_store::ReplicaAcks { replicas, timeout } = self.replicas;
+        if replicas == 0 {
+            return Ok(());
+        }
+        let acked =
+            self.view.conn.clone().wait_for_replicas_everywhere(replicas, timeout).await.map_err(HandlerError::of)?;
+        if acked < replicas {
+            return Err(HandlerError(format!(
+                "{acked} of {replicas} replicas confirmed the read-model writes in time"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -93,6 +111,8 @@ pub struct Settings {
     pub template: SubscriptionConfig,
     /// Every projection's breaker follows it (the live configuration).
     pub breaker: allies_store::Tunable<allies_store::breaker::BreakerConfig>,
+    /// REDIS_REPLICA_ACKS: read-model writes confirmed before their acks.
+    pub replicas: allies_store::ReplicaAcks,
 }
 
 pub struct Manager {
@@ -183,6 +203,7 @@ impl Manager {
         let applier = Arc::new(Applier {
             projection: projection.clone(),
             view: Namespace::new(self.settings.conn.clone(), &generation.namespace),
+            replicas: self.settings.replicas,
         });
         if let Ok(mut tasks) = self.tasks.lock() {
             for source in projection.sources() {

@@ -16,7 +16,11 @@ use uuid::Uuid;
 
 /// The user projection writing into the first generation's namespace.
 fn user_projection(store: &RedisEventStore) -> Applier {
-    Applier { projection: Arc::new(users::Users), view: Namespace::new(store.connection(), "rm") }
+    Applier {
+        projection: Arc::new(users::Users),
+        view: Namespace::new(store.connection(), "rm"),
+        replicas: Default::default(),
+    }
 }
 
 /// Reads a user from the read model.

@@ -129,6 +129,71 @@ pub const PARTITIONS: Setting = Setting {
     description: "partitions per aggregate type; never change it for live data",
 };
 
+/// The Redis ACL user this service signs in as (configs/redis/users.acl names one per service).
+pub const REDIS_USERNAME: Setting = Setting {
+    name: "redis.username",
+    env: Some("REDIS_USERNAME"),
+    yaml: None,
+    live: &[],
+    kind: Kind::Text,
+    default: "",
+    unit: "",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "the Redis ACL user this service signs in as (empty: the URL's, or none)",
+};
+
+/// That user's password (secret; from a Secret or a file, never a config file).
+pub const REDIS_PASSWORD: Setting = Setting {
+    name: "redis.password",
+    env: Some("REDIS_PASSWORD"),
+    yaml: None,
+    live: &[],
+    kind: Kind::Text,
+    default: "",
+    unit: "",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "the Redis user's password (secret; empty: the URL's, or none)",
+};
+
+/// A file holding that password (a mounted Docker or Kubernetes secret); REDIS_PASSWORD wins.
+pub const REDIS_PASSWORD_FILE: Setting = Setting {
+    name: "redis.password_file",
+    env: Some("REDIS_PASSWORD_FILE"),
+    yaml: None,
+    live: &[],
+    kind: Kind::Text,
+    default: "",
+    unit: "",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "a file holding the Redis user's password (a mounted secret); REDIS_PASSWORD wins",
+};
+
+/// Replicas that must hold an append before it is acknowledged (WAIT); 0 = asynchronous replication.
+pub const REPLICA_ACKS: Setting = Setting {
+    name: "redis.replica_acks",
+    env: Some("REDIS_REPLICA_ACKS"),
+    yaml: Some("redis.replica_acks"),
+    live: &[],
+    kind: Kind::Int { min: 0, max: 5 },
+    default: "0",
+    unit: "",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "replicas that must hold an append before it is acknowledged (WAIT); 0 = asynchronous replication",
+};
+
+/// How long an append waits for its replicas before it is answered UNAVAILABLE (written, retry with the same id).
+pub const REPLICA_ACK_TIMEOUT: Setting = Setting {
+    name: "redis.replica_ack_timeout_ms",
+    env: Some("REDIS_REPLICA_ACK_TIMEOUT_MS"),
+    yaml: Some("redis.replica_ack_timeout_ms"),
+    live: &[],
+    kind: Kind::Int { min: 1, max: 500 },
+    default: "200",
+    unit: "ms",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "how long an append waits for its replicas before it is answered UNAVAILABLE (retry with the same id)",
+};
+
 /// The CQRS settings file (must exist when set; the default is read when present).
 pub const CQRS_CONFIG: Setting = Setting {
     name: "cqrs.file",
@@ -964,7 +1029,12 @@ pub const PROJECTOR_URL: Setting = Setting {
 /// Every setting, in the order `allies config keys` prints them.
 pub const ALL: &[&Setting] = &[
     &REDIS_URL,
+    &REDIS_USERNAME,
+    &REDIS_PASSWORD,
+    &REDIS_PASSWORD_FILE,
     &PARTITIONS,
+    &REPLICA_ACKS,
+    &REPLICA_ACK_TIMEOUT,
     &CQRS_CONFIG,
     &DEFAULT_STORAGE,
     &SNAPSHOT_EVERY,

@@ -99,8 +99,13 @@ pub struct CqrsConfig {
     pub idempotency_ttl: Duration,
     pub event_format: EventFormat,
     pub snapshot_compression: SnapshotCompression,
+    /// With the credentials of `REDIS_USERNAME` / `REDIS_PASSWORD` in it:
+    /// never log it, log `RedisTarget::redacted` of it.
     pub redis_url: String,
+    /// The Redis ACL user (empty: the default user).
+    pub redis_user: String,
     pub partitions: u32,
+    pub replica_acks: allies_store::ReplicaAcks,
     pub subscriber_batch: usize,
     pub subscriber_block: Duration,
     /// Where archived events go before they are trimmed.
@@ -185,7 +190,19 @@ impl CqrsConfig {
                 "must start with redis://, rediss:// or redis-cluster:// (a comma-separated node list is a cluster)",
             ));
         }
+        let username: String = file.get(env, &table::REDIS_USERNAME)?;
+        let mut password: String = file.get(env, &table::REDIS_PASSWORD)?;
+        let password_file: String = file.get(env, &table::REDIS_PASSWORD_FILE)?;
+        if password.is_empty() && !password_file.is_empty() {
+            password = std::fs::read_to_string(&password_file)
+                .map_err(|e| err("REDIS_PASSWORD_FILE", &password_file, format!("cannot read it: {e}")))?
+                .trim()
+                .to_owned();
+        }
+        let redis_url = allies_store::RedisTarget::with_credentials(&redis_url, &username, &password);
         let partitions: u32 = file.get(env, &table::PARTITIONS)?;
+        let replicas: u32 = file.get(env, &table::REPLICA_ACKS)?;
+        let replica_timeout_ms: u64 = file.get(env, &table::REPLICA_ACK_TIMEOUT)?;
         let batch: usize = file.get(env, &table::SUBSCRIBER_BATCH)?;
         let block_ms: u64 = file.get(env, &table::SUBSCRIBER_BLOCK)?;
         let attempts: u32 = file.get(env, &table::RETRY_MAX_ATTEMPTS)?;
@@ -213,7 +230,9 @@ impl CqrsConfig {
             event_format,
             snapshot_compression,
             redis_url,
+            redis_user: username,
             partitions,
+            replica_acks: allies_store::ReplicaAcks { replicas, timeout: Duration::from_millis(replica_timeout_ms) },
             subscriber_batch: batch,
             subscriber_block: Duration::from_millis(block_ms),
             retry_max_attempts: attempts,

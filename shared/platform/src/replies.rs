@@ -34,8 +34,10 @@ use crate::context::{RequestContext, Seal};
 use crate::status::OrStatus;
 
 /// How long a claimed id may stay without a reply before another copy of
-/// the request may run it (the first one died mid-way).
-pub const CLAIM_TTL: Duration = Duration::from_secs(30);
+/// the request may run it (the first one died mid-way: a replica killed
+/// with -9). The claimant renews it every third of that while it works, so
+/// a slow request keeps its claim and a dead one loses it within 3 s.
+pub const CLAIM_TTL: Duration = Duration::from_secs(3);
 /// How long a copy of a request waits for the first copy's reply.
 pub const WAIT_FOR_FIRST: Duration = Duration::from_secs(10);
 
@@ -151,7 +153,20 @@ impl Replies {
         loop {
             match self.claim(&key, fingerprint).await.or_status()? {
                 Record::Claimed => {
-                    let result = work.await;
+                    let result = {
+                        let renew = async {
+                            loop {
+                                tokio::time::sleep(CLAIM_TTL / 3).await;
+                                if let Err(e) = self.renew(&key).await {
+                                    tracing::debug!(error = %e, "claim of command {command_id} not renewed");
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            result = work => result,
+                            _ = renew => unreachable!("renews until the work ends"),
+                        }
+                    };
                     match &result {
                         Ok(reply) => {
                             let sealed = seal(seal_key, reply.get_ref().encode_to_vec());
@@ -262,6 +277,32 @@ impl Replies {
         }
     }
 
+    /// Extends a running claim by [`CLAIM_TTL`] (GT: a recorded reply's
+    /// longer expiry is never shortened; a gone key stays gone).
+    async fn renew(&self, key: &str) -> Result<(), Failure> {
+        match &self.backend {
+            Backend::Redis(conn) => {
+                let mut conn = conn.clone();
+                redis::cmd("PEXPIRE")
+                    .arg(key)
+                    .arg(CLAIM_TTL.as_millis() as u64)
+                    .arg("GT")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            }
+            Backend::Memory(map) => {
+                let mut map = map.lock().map_err(|_| Failure::internal("replies poisoned"))?;
+                if let Some((v, until)) = map.get_mut(key)
+                    && v.first() == Some(&b'P')
+                {
+                    *until = (*until).max(Instant::now() + CLAIM_TTL);
+                }
+                Ok(())
+            }
+        }
+    }
+
     async fn release(&self, key: &str) -> Result<(), Failure> {
         match &self.backend {
             Backend::Redis(conn) => {
@@ -331,6 +372,48 @@ mod tests {
         let plain = ctx(None, "place tower at 3,4");
         assert_eq!(call(&replies, &plain, &runs).await.unwrap(), 2);
         assert_eq!(call(&replies, &plain, &runs).await.unwrap(), 3);
+    }
+
+    /// A replica killed mid-request leaves its claim behind: a retry runs
+    /// once the claim lapses (within CLAIM_TTL), not after minutes; a slow
+    /// first copy renews its claim, so a concurrent copy waits for its
+    /// reply instead of running twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_claimant_releases_its_id_within_the_claim_ttl_and_a_slow_one_keeps_it() {
+        let replies = std::sync::Arc::new(Replies::memory(Duration::from_secs(60)));
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        // The first copy dies mid-way (its task is dropped: no reply, no release).
+        let dying = {
+            let replies = replies.clone();
+            tokio::spawn(async move {
+                let c = ctx(Some("c-dead"), "x");
+                replies.once(&c, std::future::pending::<Result<Response<u32>, Status>>()).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        dying.abort();
+        let began = Instant::now();
+        assert_eq!(call(&replies, &ctx(Some("c-dead"), "x"), &runs).await.unwrap(), 1);
+        assert!(began.elapsed() <= CLAIM_TTL + Duration::from_millis(500), "ran after {:?}", began.elapsed());
+
+        // A slow first copy (twice the claim's TTL) and a copy sent meanwhile.
+        let slow = {
+            let (replies, runs) = (replies.clone(), runs.clone());
+            tokio::spawn(async move {
+                let c = ctx(Some("c-slow"), "y");
+                replies
+                    .once(&c, async {
+                        tokio::time::sleep(CLAIM_TTL * 2).await;
+                        Ok(Response::new(runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1))
+                    })
+                    .await
+                    .map(Response::into_inner)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let copy = call(&replies, &ctx(Some("c-slow"), "y"), &runs).await.unwrap();
+        assert_eq!(copy, slow.await.unwrap().unwrap(), "the copy got the slow first's reply");
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2, "run once each");
     }
 
     #[tokio::test]

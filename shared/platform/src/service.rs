@@ -49,6 +49,15 @@ pub enum ServeError {
         #[source]
         source: StoreError,
     },
+    #[error(
+        "Redis at {url} refused this service's credentials (user `{user}`): {source} — set REDIS_USERNAME and REDIS_PASSWORD to the service's ACL user (configs/redis/users.acl)"
+    )]
+    RedisCredentials {
+        url: String,
+        user: String,
+        #[source]
+        source: Box<StoreError>,
+    },
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -94,16 +103,29 @@ pub async fn connect_store(config: &ServiceConfig) -> Result<RedisEventStore, St
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut backoff = Duration::from_millis(100);
     loop {
-        match RedisEventStore::connect(&config.redis_url, config.partitions).await {
+        let connected = match RedisEventStore::connect(&config.redis_url, config.partitions).await {
+            // Signed in, or no AUTH was asked for: a PING says whether this
+            // user may talk at all (NOAUTH, NOPERM).
+            Ok(store) => redis::cmd("PING")
+                .query_async::<String>(&mut store.connection())
+                .await
+                .map(|_| store)
+                .map_err(StoreError::from),
+            Err(e) => Err(e),
+        };
+        match connected {
+            Err(e) if credentials_refused(&e) => return Err(e),
             Ok(store) => {
                 return Ok(store
                     .with_format(config.event_format)
                     .with_snapshot_compression(config.snapshot_compression)
                     .with_snapshot_policy(config.cqrs.snapshots)
+                    .with_replica_acks(config.cqrs.replica_acks)
                     .with_storage(config.cqrs.storage.clone(), config.cqrs.default_storage));
             }
             Err(e) if Instant::now() < deadline => {
-                tracing::warn!(error = %e, redis = %config.redis_url, "Redis not reachable yet; retrying");
+                let redis = allies_store::RedisTarget::redacted(&config.redis_url);
+                tracing::warn!(error = %e, %redis, "Redis not reachable yet; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -112,13 +134,26 @@ pub async fn connect_store(config: &ServiceConfig) -> Result<RedisEventStore, St
     }
 }
 
+/// Whether Redis refused who this service is (a wrong password, no
+/// password where one is needed, a user without the rights): retrying
+/// cannot help, the operator must fix the credentials.
+pub fn credentials_refused(e: &StoreError) -> bool {
+    let StoreError::Unavailable(e) = e else { return false };
+    e.kind() == redis::ErrorKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
 impl ServiceBuilder {
     /// Wires the platform for a service (see the module documentation).
     pub async fn new(config: ServiceConfig) -> Result<Self, ServeError> {
         crate::proxies::trust_proxies(config.trusted_proxies.clone());
-        let store = connect_store(&config)
-            .await
-            .map_err(|source| ServeError::Redis { url: config.redis_url.clone(), source })?;
+        let store = connect_store(&config).await.map_err(|source| {
+            let url = allies_store::RedisTarget::redacted(&config.redis_url);
+            if credentials_refused(&source) {
+                ServeError::RedisCredentials { url, user: config.cqrs.redis_user.clone(), source: Box::new(source) }
+            } else {
+                ServeError::Redis { url, source }
+            }
+        })?;
         // No service label: Prometheus adds `job` and `instance` per scrape target.
         let mut registry = Registry::default();
         let executor_metrics = ExecutorMetrics::register(&mut registry);
@@ -169,7 +204,7 @@ impl ServiceBuilder {
         let not_applied = builder.not_applied.clone();
         let target =
             allies_store::RedisTarget::parse(&builder.config.redis_url).map_err(|source| ServeError::Redis {
-                url: builder.config.redis_url.clone(),
+                url: allies_store::RedisTarget::redacted(&builder.config.redis_url),
                 source: allies_store::StoreError::Unavailable(source),
             })?;
         builder.background("live configuration", move |stop| {
@@ -327,7 +362,7 @@ impl ServiceBuilder {
             config.source = allies_store::subscriber::Source::Topic(t.to_owned());
         }
         let target = allies_store::RedisTarget::parse(&self.config.redis_url).map_err(|source| ServeError::Redis {
-            url: self.config.redis_url.clone(),
+            url: allies_store::RedisTarget::redacted(&self.config.redis_url),
             source: allies_store::StoreError::Unavailable(source),
         })?;
         Ok(self.background(group, move |stop| allies_store::subscriber::run(target, config, handler, stop)))

@@ -50,6 +50,52 @@ impl RedisTarget {
         matches!(self, Self::Cluster(_))
     }
 
+    /// `url` (one node or a comma-separated list) signing in as `username`
+    /// with `password` on every node: the credentials replace any the URL
+    /// carries; empty ones leave the URL as it is. Percent-encoded, so a
+    /// password may hold any character.
+    pub fn with_credentials(url: &str, username: &str, password: &str) -> String {
+        if username.is_empty() && password.is_empty() {
+            return url.to_owned();
+        }
+        let userinfo = if password.is_empty() {
+            percent_encode(username)
+        } else {
+            format!("{}:{}", percent_encode(username), percent_encode(password))
+        };
+        url.split(',')
+            .map(str::trim)
+            .map(|part| {
+                let (scheme, rest) = match part.split_once("://") {
+                    Some((scheme, rest)) => (format!("{scheme}://"), rest),
+                    None => (String::new(), part),
+                };
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}{userinfo}@{host}")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `url` with every password replaced by `***`: what logs and error
+    /// messages may show.
+    pub fn redacted(url: &str) -> String {
+        url.split(',')
+            .map(|part| {
+                let (head, rest) = part.split_once("://").map_or(("", part), |(s, r)| (s, r));
+                let shown = match rest.rsplit_once('@') {
+                    Some((userinfo, host)) => match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{user}:***@{host}"),
+                        None => format!("{userinfo}@{host}"),
+                    },
+                    None => rest.to_owned(),
+                };
+                if head.is_empty() { shown } else { format!("{head}://{shown}") }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The shared, multiplexed, self-reconnecting connection for short commands.
     ///
     /// It fails fast while Redis is unreachable: one reconnection attempt
@@ -99,6 +145,19 @@ impl RedisTarget {
     }
 }
 
+/// Every byte but RFC 3986's unreserved characters, as %XX.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A connection to a single Redis or to a cluster (commands are routed by key).
 #[derive(Clone)]
 pub enum RedisConn {
@@ -111,6 +170,62 @@ impl RedisConn {
     /// Commands on keys of different slots cannot share a pipeline on a cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
+    }
+
+    /// `WAIT replicas timeout` for every write this connection made, on
+    /// every master (a cluster connection asks each master it talks to and
+    /// answers the fewest): what a subscription handler confirms before its
+    /// entries are acknowledged.
+    pub async fn wait_for_replicas_everywhere(&mut self, replicas: u32, timeout: Duration) -> RedisResult<u32> {
+        redis::cmd("WAIT").arg(replicas).arg(timeout.as_millis().max(1) as u64).query_async(self).await
+    }
+
+    /// `WAIT replicas timeout` on the master of `key`'s slot, over the very
+    /// connection that wrote there: how many replicas have acknowledged every
+    /// write this connection made to that master. With `probe`, a one-byte
+    /// write to that key (in the same slot) goes first, so the answer also
+    /// covers writes other connections made before it (the replication
+    /// stream is one order per master). On a cluster the command is routed
+    /// to the slot's master, not to every master (redis-rs' default for WAIT).
+    pub async fn wait_for_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+        probe: Option<&str>,
+    ) -> RedisResult<u32> {
+        let timeout_ms = timeout.as_millis().max(1) as u64;
+        let wait = || {
+            let mut c = redis::cmd("WAIT");
+            c.arg(replicas).arg(timeout_ms);
+            c
+        };
+        let set = |probe: &str| {
+            let mut c = redis::cmd("SET");
+            c.arg(probe).arg(1);
+            c
+        };
+        match self {
+            Self::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = || {
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master)))
+                };
+                if let Some(probe) = probe {
+                    c.route_command(set(probe), route()).await?;
+                }
+                Ok(redis::from_redis_value(c.route_command(wait(), route()).await?)?)
+            }
+            _ => {
+                let mut pipe = redis::pipe();
+                if let Some(probe) = probe {
+                    pipe.add_command(set(probe)).ignore();
+                }
+                pipe.add_command(wait());
+                let (acked,): (u32,) = pipe.query_async(self).await?;
+                Ok(acked)
+            }
+        }
     }
 }
 
@@ -152,5 +267,30 @@ impl ConnectionLike for RedisConn {
             Self::Dedicated(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::RedisTarget;
+
+    #[test]
+    fn credentials_go_into_every_node_of_the_url_and_never_into_logs() {
+        let single = RedisTarget::with_credentials("redis://old:pw@127.0.0.1:6379", "timesquare", "p@ss:w/rd");
+        assert_eq!(single, "redis://timesquare:p%40ss%3Aw%2Frd@127.0.0.1:6379");
+        let RedisTarget::Single(client) = RedisTarget::parse(&single).unwrap() else { panic!("single") };
+        let info = client.get_connection_info().redis_settings();
+        assert_eq!((info.username(), info.password()), (Some("timesquare"), Some("p@ss:w/rd")));
+
+        let list = RedisTarget::with_credentials("redis://a:7000, redis://b:7001", "p", "s");
+        assert_eq!(list, "redis://p:s@a:7000,redis://p:s@b:7001");
+        let seeds = RedisTarget::with_credentials("redis-cluster://a:7000,b:7001", "p", "s");
+        assert_eq!(seeds, "redis-cluster://p:s@a:7000,p:s@b:7001");
+        assert!(RedisTarget::parse(&seeds).unwrap().is_cluster());
+        assert_eq!(RedisTarget::with_credentials("rediss://h:1", "", ""), "rediss://h:1");
+
+        assert_eq!(RedisTarget::redacted(&single), "redis://timesquare:***@127.0.0.1:6379");
+        assert_eq!(RedisTarget::redacted(&seeds), "redis-cluster://p:***@a:7000,p:***@b:7001");
+        assert_eq!(RedisTarget::redacted("redis://h:1"), "redis://h:1");
     }
 }

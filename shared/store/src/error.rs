@@ -49,7 +49,8 @@ impl ServiceError for StoreError {
     }
 }
 
-/// Why an append did not happen. Nothing was written in any case.
+/// Why an append did not happen. Nothing was written in any case but
+/// `NotReplicated`.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("version conflict: expected {expected}, actual {actual}")]
@@ -64,6 +65,11 @@ pub enum AppendError {
     Encode(#[from] DecodeError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Written on the master, but fewer replicas than required confirmed it
+    /// in time: not acknowledged. A retry with the same command id answers
+    /// the first write (confirmed by then) without writing again.
+    #[error("{stream}: {acked} of {wanted} replicas confirmed the append in time")]
+    NotReplicated { stream: String, acked: u32, wanted: u32 },
 }
 
 impl From<redis::RedisError> for AppendError {
@@ -92,6 +98,7 @@ impl ServiceError for AppendError {
         match self {
             Self::Conflict { .. } => ErrorCode::Aborted,
             Self::CommandIdReused { .. } => ErrorCode::FailedPrecondition,
+            Self::NotReplicated { .. } => ErrorCode::Unavailable,
             Self::Invalid(_) | Self::Encode(_) => ErrorCode::Internal,
             Self::Store(s) => s.code(),
         }
@@ -99,6 +106,7 @@ impl ServiceError for AppendError {
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Self::Store(s) => s.retry_after(),
+            Self::NotReplicated { .. } => Some(std::time::Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -117,6 +125,9 @@ impl ServiceError for AppendError {
         match self {
             Self::Conflict { .. } => format!("concurrent modification, retry the command: {self}"),
             Self::Store(s) => s.message(),
+            Self::NotReplicated { .. } => {
+                "the write is not yet confirmed by a replica; retry with the same x-command-id".to_owned()
+            }
             e if e.code() == ErrorCode::Internal => "internal error".to_owned(),
             e => e.to_string(),
         }

@@ -57,7 +57,7 @@ pub use options::{Options, Publish, StateFields};
 pub use outcome::{ExecuteError, Executed};
 pub use pages::Pages;
 pub use redis::RedisError;
-pub use redis_store::{RedisEventStore, SnapshotCompression};
+pub use redis_store::{RedisEventStore, ReplicaAcks, SnapshotCompression};
 pub use store::{
     AppendOutcome, AppendRequest, AsOf, CommandRecord, EventStore, Priority, Publication, StateWrite, Storage,
     StoredState,

@@ -47,6 +47,17 @@ pub struct RedisEventStore {
     snapshot_compression: SnapshotCompression,
     append_script: redis::Script,
     snapshot_script: redis::Script,
+    replicas: ReplicaAcks,
+}
+
+/// How many replicas must hold an append before it is acknowledged
+/// (`WAIT`), and how long to wait for them. Off (0) by default: Redis
+/// replicates asynchronously, so a failover can lose the last
+/// acknowledged appends of the failed master (see README, Redis Cluster).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaAcks {
+    pub replicas: u32,
+    pub timeout: std::time::Duration,
 }
 
 impl RedisEventStore {
@@ -69,7 +80,32 @@ impl RedisEventStore {
             snapshot_compression: SnapshotCompression::Lz4,
             append_script: redis::Script::new(include_str!("append.lua")),
             snapshot_script: redis::Script::new(include_str!("snapshot.lua")),
+            replicas: ReplicaAcks::default(),
         }
+    }
+
+    /// Acknowledge an append only once `acks.replicas` replicas hold it.
+    pub fn with_replica_acks(mut self, acks: ReplicaAcks) -> Self {
+        self.replicas = acks;
+        self
+    }
+
+    /// With replica acks on: waits until enough replicas hold every write
+    /// up to now on the master of `stream`'s slot; a shortfall is
+    /// [`AppendError::NotReplicated`] (written, not acknowledged: a retry
+    /// with the same command id answers it without writing again). `probe`
+    /// writes first, for an answer that another connection wrote.
+    async fn confirm_replicated(&self, stream: &str, probe: bool) -> Result<(), AppendError> {
+        let ReplicaAcks { replicas, timeout } = self.replicas;
+        if replicas == 0 {
+            return Ok(());
+        }
+        let probe_key = probe.then(|| format!("{}:replicated", stream.split(":stream:").next().unwrap_or(stream)));
+        let acked = self.conn.clone().wait_for_replicas(stream, replicas, timeout, probe_key.as_deref()).await?;
+        if acked < replicas {
+            return Err(AppendError::NotReplicated { stream: stream.to_owned(), acked, wanted: replicas });
+        }
+        Ok(())
     }
 
     /// Writes new events in `format` (reading handles both).
@@ -261,7 +297,9 @@ impl EventStore for RedisEventStore {
                 AppendError::from(e)
             }
         })?;
-        parse_append_reply(&stream, request.expected, partition, atype, &reply, command_id)
+        let outcome = parse_append_reply(&stream, request.expected, partition, atype, &reply, command_id)?;
+        self.confirm_replicated(&stream, outcome.duplicate).await?;
+        Ok(outcome)
     }
 
     async fn read(
@@ -414,6 +452,7 @@ impl EventStore for RedisEventStore {
         let mut outcome =
             parse_append_reply(&stream, ExpectedVersion::Any, partition, aggregate_type, &reply, &command.id)?;
         outcome.duplicate = true;
+        self.confirm_replicated(&stream, true).await?;
         Ok(Some(outcome))
     }
 }

@@ -33,9 +33,44 @@ pub struct RedisServer {
     extra: Vec<String>,
 }
 
+/// The fleet's Redis users (deploy/k8s/base/redis-acl/acl-rules), loaded by every
+/// Redis the test kit starts: each service signs in as its own user (see
+/// [`redis_credentials`]), so every scenario runs under the rules an
+/// operator deploys. The default user stays open: it is the test's own
+/// operator access (`raw`, `redis-cli --cluster`, replication).
+pub const ACL_RULES: &str = include_str!("../../../deploy/k8s/base/redis-acl/acl-rules");
+
+/// The test password of a service's Redis user.
+pub fn redis_password(service: &str) -> String {
+    format!("test-{service}-secret")
+}
+
+/// `REDIS_USERNAME` and `REDIS_PASSWORD` of a fleet service (none for anything else).
+pub fn redis_credentials(service: &str) -> Vec<(String, String)> {
+    let known = ACL_RULES.lines().any(|l| !l.starts_with('#') && l.split_whitespace().next() == Some(service));
+    if !known {
+        return Vec::new();
+    }
+    vec![("REDIS_USERNAME".into(), service.into()), ("REDIS_PASSWORD".into(), redis_password(service))]
+}
+
+fn write_acl_file(dir: &Path) -> PathBuf {
+    let mut text = String::from("user default on nopass ~* &* +@all\n");
+    for line in ACL_RULES.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let (name, rules) = line.split_once(char::is_whitespace).expect("NAME RULES");
+        text.push_str(&format!("user {name} on >{} {}\n", redis_password(name), rules.trim()));
+    }
+    let path = dir.join("users.acl");
+    std::fs::write(&path, text).expect("write users.acl");
+    path
+}
+
 fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Child {
+    let acl = write_acl_file(dir);
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .arg("--aclfile")
+        .arg(acl)
         .args(["--appendonly", "yes", "--dir"])
         .arg(dir)
         .args(["--logfile", "redis.log", "--protected-mode", "no"])
@@ -93,6 +128,28 @@ impl RedisServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process stops answering and replicating, its sockets
+    /// stay open (a stalled machine, not a dead one). [`resume`](Self::resume) ends it.
+    pub fn freeze(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    /// SIGCONT after [`freeze`](Self::freeze).
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+
+    /// A replica of this server (`--replicaof`), in sync when it returns.
+    pub fn start_replica(&self) -> RedisServer {
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &self.port.to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !replica.raw(&["INFO", "replication"]).contains("master_link_status:up") {
+            assert!(Instant::now() < deadline, "the replica did not sync");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        replica
     }
 
     /// Whether the process is still running.
@@ -204,6 +261,11 @@ fn ping(port: u16) -> bool {
     }
     let mut buf = [0u8; 16];
     matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid} failed");
 }
 
 /// A private three-master Redis Cluster on loopback ports, made of
@@ -378,7 +440,11 @@ impl ServiceProcess {
             let dir = tempfile::tempdir().expect("tempdir");
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let log = dir.path().join(format!("{name}.log"));
-            let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            // Its own Redis user first; the caller's environment may override it.
+            let mut env: Vec<(String, String)> = redis_credentials(name)
+                .into_iter()
+                .chain(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect();
             let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
             env.push((format!("{}_HTTP_ADDR", name.to_uppercase()), http_addr.to_string()));
             let child = spawn(name, listen_var, addr, &log, dir.path(), &env);

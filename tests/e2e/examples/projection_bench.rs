@@ -75,6 +75,7 @@ async fn run_projection(
         inner: projector::manager::Applier {
             projection: Arc::new(projector::projections::users::Users),
             view: projector::readmodel::Namespace::new(store.connection(), "rm"),
+            replicas: Default::default(),
         },
         lags: Default::default(),
         applied: Default::default(),

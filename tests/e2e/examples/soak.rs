@@ -9,6 +9,11 @@
 //! latency steady vs during faults, and the recovery time of each fault.
 //!
 //!     cargo run -p allies-e2e --example soak [seconds] [games] [watchers] [matchmaking players]
+//!     SOAK_REDIS=cluster cargo run -p allies-e2e --example soak …   # on a Redis Cluster
+//!
+//! On the cluster (three masters, a replica each, REDIS_REPLICA_ACKS=1) the
+//! Redis restart becomes a master failover: a master is killed with -9, its
+//! replica is promoted, the old master comes back as the replica.
 //!
 //! Exits 1 when a promise is broken. Loopback only; bounded in count and time.
 
@@ -130,16 +135,24 @@ async fn play(
         };
         if view.phase == "ended" {
             // The next game for the same players (the host creates it).
+            // (The helper panics on a refusal — a fault mid-way: its own
+            // task, so this game tries again.)
             let mut g = clients[start].clone();
-            let refs: Vec<&Gamer> = players.iter().collect();
-            let next =
-                tokio::time::timeout(Duration::from_secs(20), started_game(&mut g, &refs, "meadow", "easy")).await;
+            let players_now = players.clone();
+            let next = tokio::time::timeout(
+                Duration::from_secs(20),
+                tokio::spawn(async move {
+                    let refs: Vec<&Gamer> = players_now.iter().collect();
+                    started_game(&mut g, &refs, "meadow", "easy").await
+                }),
+            )
+            .await;
             match next {
-                Ok(id) => {
+                Ok(Ok(id)) => {
                     games.lock().unwrap().push(id.clone());
                     session = id;
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
             }
             continue;
         }
@@ -241,12 +254,22 @@ async fn matchmake(
                 max_players: 2,
                 party: vec![],
             };
-            if let Ok(Ok(t)) =
-                tokio::time::timeout(Duration::from_secs(3), next(&mut turn).find_match(bearer(request, &p.token)))
-                    .await
-            {
-                tickets.push(t.into_inner().ticket_id);
-                out.lock().unwrap().queued += 1;
+            // One command id for every attempt: an answer lost to a fault is
+            // asked again and names the same ticket (never a second one).
+            let id = uuid::Uuid::now_v7().to_string();
+            let began = Instant::now();
+            while began.elapsed() < Duration::from_secs(30) {
+                let mut mm = next(&mut turn);
+                let call = mm.find_match(with_id(request.clone(), &p.token, &id));
+                match tokio::time::timeout(Duration::from_secs(3), call).await {
+                    Ok(Ok(t)) => {
+                        tickets.push(t.into_inner().ticket_id);
+                        out.lock().unwrap().queued += 1;
+                        break;
+                    }
+                    Ok(Err(s)) if !gone(&s) => break,
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
             }
         }
         if tickets.len() < 2 {
@@ -307,8 +330,18 @@ async fn leave_queue(
     mms: &[allies_contracts::timesquare::v1::matchmaking_service_client::MatchmakingServiceClient<Channel>],
 ) {
     for (i, p) in pair.iter().enumerate() {
-        let mut mm = mms[i % mms.len()].clone();
-        let _ = mm.cancel_matchmaking(bearer(CancelMatchmakingRequest { ticket_id: String::new() }, &p.token)).await;
+        // Until answered (a fault may refuse it for a while), at most 30 s.
+        let began = Instant::now();
+        for attempt in 0.. {
+            let mut mm = mms[(i + attempt) % mms.len()].clone();
+            let request = bearer(CancelMatchmakingRequest { ticket_id: String::new() }, &p.token);
+            match tokio::time::timeout(Duration::from_secs(3), mm.cancel_matchmaking(request)).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(s)) if !gone(&s) => break,
+                _ if began.elapsed() > Duration::from_secs(30) => break,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 }
 
@@ -375,6 +408,8 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
+    // A client task that gives up (a helper refused mid-fault) says so in one line.
+    std::panic::set_hook(Box::new(|info| eprintln!("(a client task gave up: {info})")));
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let seconds = args.first().copied().unwrap_or(60).clamp(20, 3600);
     let n_games = args.get(1).copied().unwrap_or(8).clamp(1, 200) as usize;
@@ -382,21 +417,36 @@ async fn main() {
     // Players through matchmaking, in pairs.
     let n_matchmaking = (args.get(3).copied().unwrap_or(4).clamp(0, 200) as usize) / 2 * 2;
     // Waves at four times the real pace; frames 5 per second.
-    let env = [
+    // SOAK_REDIS=cluster: on a three-master Redis Cluster (a replica each,
+    // failed over after 1.5 s), appends acknowledged once the replica holds
+    // them (REDIS_REPLICA_ACKS=1), and a master failover among the faults.
+    let on_cluster = std::env::var("SOAK_REDIS").is_ok_and(|v| v == "cluster");
+    let mut env = vec![
         ("TIMESQUARE_TICK_MS", "12"),
         ("TIMESQUARE_SETTLE_MS", "50"),
         ("SUBSCRIBER_CLAIM_IDLE_MS", "3000"),
         ("TIMESQUARE_MM_INTERVAL_MS", "100"),
         ("TIMESQUARE_MM_CONFIRM_SECS", "10"),
     ];
-    let mut fleet = Fleet::start(&env);
+    let mut fleet = if on_cluster {
+        env.push(("REDIS_REPLICA_ACKS", "1"));
+        let cluster = allies_testkit::RedisCluster::start_with(1, 1500);
+        Fleet::start_on_cluster(cluster, &allies_e2e::SERVICES, &env)
+    } else {
+        Fleet::start(&env)
+    };
     let mut extra: Vec<allies_testkit::ServiceProcess> =
         ["guardian", "timesquare", "projector", "command"].iter().map(|n| fleet.replica(n, &env)).collect();
     let ts_endpoints = [fleet.endpoint("timesquare"), extra[1].endpoint()];
     let clients: Vec<Games> = ts_endpoints.iter().map(|e| GameServiceClient::new(channel(e))).collect();
     let admin = fleet.admin().await;
     println!(
-        "fleet: 2 replicas of each service on one Redis; {n_games} games, {n_watchers} watchers, {n_matchmaking} players matchmaking, {seconds} s"
+        "fleet: 2 replicas of each service on {}; {n_games} games, {n_watchers} watchers, {n_matchmaking} players matchmaking, {seconds} s",
+        if on_cluster {
+            "a Redis Cluster (3 masters, a replica each; REDIS_REPLICA_ACKS=1)"
+        } else {
+            "one Redis (AOF)"
+        }
     );
 
     // The games, started before the clock runs.
@@ -502,8 +552,30 @@ async fn main() {
                 format!("kill -9 {} ({} replica), restarted", names[i], if first { "first" } else { "second" })
             }
             2 => {
-                fleet.raw(&["CLIENT", "PAUSE", "1500", "ALL"]);
+                match &fleet.cluster {
+                    Some(c) => {
+                        c.masters().into_iter().for_each(|m| drop(c.nodes[m].raw(&["CLIENT", "PAUSE", "1500", "ALL"])))
+                    }
+                    None => drop(fleet.raw(&["CLIENT", "PAUSE", "1500", "ALL"])),
+                }
                 "CLIENT PAUSE 1.5 s".to_owned()
+            }
+            _ if on_cluster => {
+                // kill -9 a master; once its replica took over (or 20 s),
+                // the old master comes back, as the new master's replica.
+                let cluster = fleet.cluster.as_mut().expect("a cluster");
+                let masters = cluster.masters();
+                let m = masters[(k / 3) as usize % masters.len()];
+                cluster.nodes[m].kill();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while cluster.masters().len() < 3 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let promoted = injected.elapsed();
+                tokio::task::block_in_place(|| cluster.nodes[m].restart());
+                format!(
+                    "master failover (kill -9 a master, replica promoted after {promoted:.1?}, old master back as replica)"
+                )
             }
             _ => {
                 tokio::task::block_in_place(|| fleet.redis_mut().restart());
@@ -652,7 +724,10 @@ async fn main() {
     let s = *signups.lock().unwrap();
 
     println!();
-    println!("| soak: {seconds} s, {n_games} games, {n_watchers} watchers, two replicas of each service | |");
+    println!(
+        "| soak: {seconds} s, {n_games} games, {n_watchers} watchers, two replicas of each service, {} | |",
+        if on_cluster { "Redis Cluster" } else { "one Redis" }
+    );
     println!("|---|---|");
     println!(
         "| commands acknowledged / refused by a rule / attempts retried | {} / {} / {} |",

@@ -38,6 +38,41 @@ pub struct Fleet {
     admin_token: Mutex<Option<String>>,
 }
 
+/// Every scenario also proves the Redis users (deploy/k8s/base/redis-acl/acl-rules)
+/// let the fleet do what it did: a denial Redis logged fails the test that
+/// caused it, naming user, key or command.
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let denied = self.acl_denials();
+        assert!(denied.is_empty(), "Redis refused a service (deploy/k8s/base/redis-acl/acl-rules): {denied:#?}");
+    }
+}
+
+impl Fleet {
+    /// What Redis's ACL LOG holds: `user: reason object`, once each.
+    pub fn acl_denials(&self) -> Vec<String> {
+        let logs: Vec<String> = match (&self.redis, &self.cluster) {
+            (Some(r), _) if r.alive() => vec![r.raw(&["ACL", "LOG"])],
+            (_, Some(c)) => c.nodes.iter().filter(|n| n.alive()).map(|n| n.raw(&["ACL", "LOG"])).collect(),
+            _ => Vec::new(),
+        };
+        let mut out = std::collections::BTreeSet::new();
+        for log in logs {
+            let lines: Vec<&str> = log.lines().collect();
+            let after = |i: usize, key: &str| {
+                lines[i..].iter().position(|l| *l == key).and_then(|p| lines.get(i + p + 1)).copied().unwrap_or("?")
+            };
+            for (i, _) in lines.iter().enumerate().filter(|(_, l)| **l == "count") {
+                out.insert(format!("{}: {} {}", after(i, "username"), after(i, "reason"), after(i, "object")));
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
 /// `message` with `authorization: Bearer <token>`.
 pub fn bearer<T>(message: T, token: &str) -> Request<T> {
     let mut r = Request::new(message);

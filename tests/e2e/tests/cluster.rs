@@ -153,3 +153,126 @@ async fn a_master_failover_during_play_is_a_short_unavailable_window_and_loses_n
     }
     assert!(history.windows(2).all(|w| w[1] == w[0] + 1), "no gap, nothing twice: {history:?}");
 }
+
+/// What an acknowledged command can lose on a failover, and what
+/// `REDIS_REPLICA_ACKS` does about it. The replica of the master holding a
+/// game stalls (SIGSTOP), a command is sent, the master dies, the replica
+/// resumes and is promoted:
+/// - without replica acks the command was acknowledged by the master alone
+///   and is gone from the promoted replica (Redis replicates asynchronously);
+/// - with `REDIS_REPLICA_ACKS=1` it is answered UNAVAILABLE instead (written,
+///   not confirmed), and its retry with the same `x-command-id` after the
+///   failover succeeds — in the history exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replica_acks_a_failover_loses_no_acknowledged_command_even_when_the_replica_lagged() {
+    use allies_contracts::timesquare::events::GameEvent;
+    use allies_contracts::timesquare::v1::PlaceTowerRequest;
+    use allies_e2e::Fleet;
+    use allies_e2e::game::{Games, place, started_game};
+
+    let placed_at = |history: &[(u64, GameEvent)], x, y| {
+        history.iter().filter(|(_, e)| matches!(e, GameEvent::TowerPlaced(t) if t.x == x && t.y == y)).count()
+    };
+    for acks in ["0", "1"] {
+        let cluster = RedisCluster::start_with(1, 1500);
+        let env = [
+            ("TIMESQUARE_TICK_MS", "1"),
+            ("TIMESQUARE_SETTLE_MS", "20"),
+            ("REDIS_REPLICA_ACKS", acks),
+            ("REDIS_REPLICA_ACK_TIMEOUT_MS", "200"),
+        ];
+        let mut fleet = Fleet::start_on_cluster(cluster, &["guardian", "timesquare", "projector"], &env);
+        let ann = fleet.gamer("ann").await;
+        let mut games: Games = fleet.game().await;
+        let session = started_game(&mut games, &[&ann], "meadow", "easy").await;
+        place(&mut games, &session, &ann, "arrow", 0, 1).await.unwrap();
+
+        let cluster = fleet.cluster.as_mut().unwrap();
+        let owner = cluster
+            .masters()
+            .into_iter()
+            .find(|i| !cluster.nodes[*i].raw(&["KEYS", &format!("es:*:stream:{session}")]).trim().is_empty())
+            .expect("a master holds the session");
+        let owner_port = cluster.nodes[owner].port().to_string();
+        let replica = (0..cluster.nodes.len())
+            .find(|i| {
+                let role = cluster.nodes[*i].raw(&["ROLE"]);
+                let lines: Vec<&str> = role.lines().collect();
+                lines.first() == Some(&"slave") && lines.get(2).is_some_and(|p| p.trim_start_matches(':') == owner_port)
+            })
+            .expect("the master has a replica");
+
+        let command = || {
+            let mut r = allies_e2e::bearer(
+                PlaceTowerRequest { session_id: session.clone(), tower_type: "arrow".into(), x: 1, y: 1 },
+                &ann.token,
+            );
+            r.metadata_mut().insert("x-command-id", "placed-while-the-replica-lagged".parse().unwrap());
+            r
+        };
+        // A stalled replica's kernel still takes what the master sends (a
+        // socket buffer's worth): 32 MB of ballast in the session's slot
+        // (a script's effect is replicated as the value itself) fills
+        // that, so what follows stays in the master's output buffer.
+        let stream = cluster.nodes[owner].raw(&["KEYS", &format!("es:*:stream:{session}")]);
+        let tag = &stream[stream.find('{').unwrap()..=stream.find('}').unwrap()];
+        cluster.nodes[replica].freeze();
+        let ballast = format!("es:{tag}:ballast");
+        let script = "redis.call('SET', KEYS[1], string.rep('x', tonumber(ARGV[1]))) return 1";
+        assert!(cluster.nodes[owner].raw(&["EVAL", script, "1", &ballast, "33554432"]).contains('1'));
+        let during = games.place_tower(command()).await.map(|r| r.into_inner().version);
+        cluster.nodes[owner].kill();
+        cluster.nodes[replica].resume();
+        let killed = Instant::now();
+
+        match acks {
+            "0" => {
+                let acked = during.expect("acknowledged by the master alone");
+                // The failover is over when another command succeeds.
+                loop {
+                    assert!(killed.elapsed() < Duration::from_secs(30), "no failover within 30 s");
+                    if place(&mut games, &session, &ann, "arrow", 2, 1).await.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let history = fleet.game_events(&session).await;
+                eprintln!(
+                    "without replica acks: the tower at (1,1) was acknowledged as version {acked}; after the failover it is {}",
+                    if placed_at(&history, 1, 1) == 0 { "gone" } else { "there" }
+                );
+                assert_eq!(placed_at(&history, 1, 1), 0, "asynchronous replication: the stalled replica never had it");
+            }
+            _ => {
+                let status = during.expect_err("not acknowledged while no replica holds it");
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                // The promoted replica has no replica of its own until the
+                // dead master comes back (as its replica): with one replica
+                // per master, writes on that shard wait for it.
+                let cluster = fleet.cluster.as_mut().unwrap();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                cluster.nodes[owner].restart();
+                let mut attempts = 0;
+                let version = loop {
+                    assert!(killed.elapsed() < Duration::from_secs(30), "no failover within 30 s");
+                    attempts += 1;
+                    match games.place_tower(command()).await {
+                        Ok(r) => break r.into_inner().version,
+                        Err(s) => {
+                            // ABORTED: an earlier attempt still holds the id (retry later).
+                            assert!(matches!(s.code(), Code::Unavailable | Code::Aborted), "{s:?}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                };
+                eprintln!(
+                    "with REDIS_REPLICA_ACKS=1: refused while unconfirmed, acknowledged as version {version} after {:?} ({attempts} retries)",
+                    killed.elapsed()
+                );
+                let history = fleet.game_events(&session).await;
+                assert!(history.iter().any(|(v, _)| *v == version), "the acknowledged retry is in the history");
+                assert_eq!(placed_at(&history, 1, 1), 1, "placed exactly once: {history:?}");
+            }
+        }
+    }
+}

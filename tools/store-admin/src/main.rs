@@ -131,12 +131,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = ServiceConfig::from("store-admin", env)?;
     if let (true, Some(f)) = (from_file, &file) {
-        eprintln!("using the fleet of {}: Redis at {}", f.display(), config.redis_url);
+        eprintln!(
+            "using the fleet of {}: Redis at {}",
+            f.display(),
+            allies_store::RedisTarget::redacted(&config.redis_url)
+        );
     }
     let store = RedisEventStore::connect(&config.redis_url, config.partitions)
         .await
         .with_context(|| {
-            format!("cannot reach Redis at {} (set REDIS_URL, or start the fleet with dev/up)", config.redis_url)
+            format!(
+                "cannot reach Redis at {} (set REDIS_URL, or start the fleet with dev/up)",
+                allies_store::RedisTarget::redacted(&config.redis_url)
+            )
         })?
         .with_storage(config.cqrs.storage.clone(), config.cqrs.default_storage)
         .with_snapshot_compression(config.snapshot_compression);

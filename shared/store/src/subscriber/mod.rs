@@ -51,6 +51,15 @@ pub trait Handler: Send + Sync + 'static {
     /// Applies one event. Must be idempotent: an entry can be delivered again
     /// after a crash between applying and acknowledging.
     fn handle(&self, event: &RecordedEvent) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Called before what `handle` applied is acknowledged: a handler that
+    /// writes outside the event store waits here until its writes are on
+    /// enough replicas (`REDIS_REPLICA_ACKS`), so a failover cannot keep
+    /// the acknowledgement and lose the write. An error leaves the entries
+    /// pending: they are delivered again.
+    fn confirm(&self) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// What a subscription reads.

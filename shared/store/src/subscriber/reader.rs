@@ -365,6 +365,9 @@ impl PartitionReader {
                 Err(e) => failure = Some(e),
             }
         }
+        if !acks.is_empty() {
+            handler.confirm().await.map_err(unconfirmed)?;
+        }
         for (i, stream) in self.streams.iter().enumerate() {
             let ids: Vec<&String> = acks.iter().filter(|(s, _)| *s == i).map(|(_, id)| id).collect();
             if !ids.is_empty() {
@@ -387,6 +390,7 @@ impl PartitionReader {
         attempt: u32,
     ) -> Result<(), StoreError> {
         if self.handle_entry(conn, handler, stream, entry, attempt).await? {
+            handler.confirm().await.map_err(unconfirmed)?;
             let _: i64 = redis::cmd("XACK")
                 .arg(&self.streams[stream])
                 .arg(&self.config.group)
@@ -543,4 +547,10 @@ async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) 
     })
     .await;
     out.into_iter().flatten().collect()
+}
+
+/// A handler's writes not confirmed by the replicas: like a lost
+/// connection, the entries stay pending and the session starts again.
+fn unconfirmed(e: HandlerError) -> StoreError {
+    StoreError::Unavailable(std::io::Error::other(format!("handler writes not confirmed: {e}")).into())
 }
