@@ -777,8 +777,16 @@ async fn main() {
         || replays_ok != ended.len()
         || drift > 0
         || l.abandoned > 0;
+    // The replicas and the fleet stop here (exit would skip their drops and
+    // leave the processes running).
     drop(extra.drain(..));
-    if broken {
+    let denied = fleet.acl_denials();
+    // (Its drop fails on a denial, after stopping every process.)
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(fleet)));
+    if !denied.is_empty() {
+        println!("\nRedis refused a service (deploy/k8s/base/redis-acl/acl-rules): {denied:?}");
+    }
+    if broken || !denied.is_empty() {
         println!("\nA promise is broken (see above).");
         std::process::exit(1);
     }
