@@ -65,6 +65,9 @@ export class GameWatch {
             case "frame":
               this.on.frame(u.update.value);
               break;
+            case "caughtUp":
+              // A resumed stream with nothing to replay: live and current.
+              break;
           }
         }
         // The server closed the stream (it drains on shutdown): reopen.

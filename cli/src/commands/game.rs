@@ -635,7 +635,8 @@ async fn watch(ctx: &Context, id: &str, from: u64, once: bool) -> Result<(), Fai
                     }
                     board.frame = Some(f);
                 }
-                None => {}
+                // A resumed watch is current: nothing to show.
+                Some(Update::CaughtUp(_)) | None => {}
             }
             if terminal {
                 print!("\x1b[H\x1b[2J{}", board.render());

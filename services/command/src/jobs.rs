@@ -347,7 +347,7 @@ pub struct Worker {
 
 impl Handler for Worker {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let e = event.typed::<JobEvent>().map_err(HandlerError::of)?;
+        let e = event.typed::<JobEvent>().map_err(HandlerError::of_service)?;
         if !matches!(e.payload, JobEvent::Requested(_)) {
             return Ok(());
         }
@@ -357,7 +357,7 @@ impl Handler for Worker {
             Ok(s) => s,
             // Done or failed already (a redelivery after the outcome).
             Err(ExecuteError::Domain(JobError::Finished(_))) => return Ok(()),
-            Err(e) => return Err(HandlerError::of(e)),
+            Err(e) => return Err(HandlerError::of_service(e)),
         };
         let job = started.state.as_ref().clone();
         let attempt = Attempt {
@@ -388,7 +388,7 @@ impl Handler for Worker {
                 tracing::warn!(job = %id, attempt = attempt.attempt, "job attempt superseded; stopping it");
                 Ok(())
             }
-            Err(Stop::Retry(why)) => Err(HandlerError(why)),
+            Err(Stop::Retry(why)) => Err(HandlerError::new(why)),
         }
     }
 }

@@ -64,7 +64,7 @@ pub struct GamesTopic {
 
 impl Handler for GamesTopic {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let e = event.decode::<GameIntegrationEvent>().map_err(HandlerError::of)?;
+        let e = event.decode::<GameIntegrationEvent>().map_err(HandlerError::of_service)?;
         let GameIntegrationEvent::Ended(g) = &e.payload else { return Ok(()) };
         // A lobby abandoned before the start is not a game.
         if g.started_at_ms <= 0 || g.map.is_empty() || g.difficulty.is_empty() {
@@ -91,7 +91,7 @@ impl Handler for GamesTopic {
             script.arg(&t.tower_type).arg(t.count);
         }
         let mut conn = self.conn.clone();
-        let _: i64 = script.invoke_async(&mut conn).await.map_err(|e| HandlerError::of(StoreError::from(e)))?;
+        let _: i64 = script.invoke_async(&mut conn).await.map_err(|e| HandlerError::of_service(StoreError::from(e)))?;
         Ok(())
     }
 }

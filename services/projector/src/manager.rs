@@ -83,10 +83,15 @@ impl Handler for Applier {
         if replicas == 0 {
             return Ok(());
         }
-        let acked =
-            self.view.conn.clone().wait_for_replicas_everywhere(replicas, timeout).await.map_err(HandlerError::of)?;
+        let acked = self
+            .view
+            .conn
+            .clone()
+            .wait_for_replicas_everywhere(replicas, timeout)
+            .await
+            .map_err(HandlerError::transient)?;
         if acked < replicas {
-            return Err(HandlerError(format!(
+            return Err(HandlerError::transient(format!(
                 "{acked} of {replicas} replicas confirmed the read-model writes in time"
             )));
         }

@@ -20,8 +20,9 @@ pub struct Namespace {
     script: redis::Script,
 }
 
+/// Writing a read model failed: Redis is away (or a failover is under way).
 fn handler_error(e: redis::RedisError) -> HandlerError {
-    HandlerError(e.to_string())
+    HandlerError::transient(e)
 }
 
 impl Namespace {

@@ -119,8 +119,8 @@ pub fn typed<E: allies_core::DomainEvent>(event: &RecordedEvent) -> Result<E, Ha
     let (t, v) = (&event.envelope.event_type, event.envelope.version);
     event.decode::<E>().map(|e| e.payload).map_err(|e| match e {
         allies_core::DecodeError::Malformed { reason, .. } => {
-            HandlerError(format!("malformed {t} at version {v}: {reason}"))
+            HandlerError::new(format!("malformed {t} at version {v}: {reason}"))
         }
-        other => HandlerError(format!("{t} at version {v}: {other}")),
+        other => HandlerError::new(format!("{t} at version {v}: {other}")),
     })
 }

@@ -516,10 +516,10 @@ impl TicketReactions {
 
 impl Handler for TicketReactions {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let e = event.decode::<TicketEvent>().map_err(HandlerError::of)?;
+        let e = event.decode::<TicketEvent>().map_err(HandlerError::of_service)?;
         let ticket_id = &event.envelope.aggregate_id;
         let now = e.recorded_at_ms;
-        let (t, _) = self.mm.tickets.get(ticket_id).current().await.map_err(HandlerError::of)?;
+        let (t, _) = self.mm.tickets.get(ticket_id).current().await.map_err(HandlerError::of_service)?;
         match &e.payload {
             TicketEvent::Created(_) | TicketEvent::Released(_) => {
                 // Only while it still waits (a later event may have moved it on).
@@ -540,14 +540,14 @@ impl Handler for TicketReactions {
                         TicketEvent::Created(_) => e.metadata.traceparent.as_deref(),
                         _ => None,
                     };
-                    self.mm.index.put_waiting(ticket_id, &json, created_in).await.map_err(HandlerError::of)?;
+                    self.mm.index.put_waiting(ticket_id, &json, created_in).await.map_err(HandlerError::of_service)?;
                     if let Ok(mut recent) = self.mm.recently.lock() {
                         recent.remove(ticket_id);
                     }
                 }
             }
             _ => {
-                self.mm.index.remove_waiting(ticket_id, t.status.is_final()).await.map_err(HandlerError::of)?;
+                self.mm.index.remove_waiting(ticket_id, t.status.is_final()).await.map_err(HandlerError::of_service)?;
             }
         }
         match &e.payload {
@@ -562,7 +562,7 @@ impl Handler for TicketReactions {
                         now_ms: now,
                     };
                     let ctx = RequestContext::reaction(&e, "cancel-match");
-                    self.mm.on_match(&c.match_id, command, &ctx).await.map_err(HandlerError::of)?;
+                    self.mm.on_match(&c.match_id, command, &ctx).await.map_err(HandlerError::of_service)?;
                 }
             }
             TicketEvent::Expired(_) => self.dequeue(&t, "expired", &e).await?,

@@ -82,7 +82,7 @@ pub struct UsersTopic<T> {
 
 impl<T: TicketCanceller> Handler for UsersTopic<T> {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let e = event.decode::<UserIntegrationEvent>().map_err(HandlerError::of)?;
+        let e = event.decode::<UserIntegrationEvent>().map_err(HandlerError::of_service)?;
         let ctx = |step: &str| RequestContext::reaction(&e, step);
         match e.payload.clone() {
             UserIntegrationEvent::Registered(r) => {
@@ -93,29 +93,33 @@ impl<T: TicketCanceller> Handler for UsersTopic<T> {
                     registered_at_ms: r.registered_at_ms,
                     source: "guardian".into(),
                 };
-                self.players.run(&r.user_id, command, &ctx("register")).await.map_err(HandlerError::of)?;
+                self.players.run(&r.user_id, command, &ctx("register")).await.map_err(HandlerError::of_service)?;
             }
             UserIntegrationEvent::LockedOut(l) => {
                 // The player may not exist yet here: a lockout creates it.
-                self.players.ensure(&l.user_id, &ctx("ensure")).await.map_err(HandlerError::of)?;
+                self.players.ensure(&l.user_id, &ctx("ensure")).await.map_err(HandlerError::of_service)?;
                 let command = PlayerCommand::Lock { until_ms: l.locked_until_ms, at_ms: l.at_ms };
-                let done = self.players.run(&l.user_id, command, &ctx("lock")).await.map_err(HandlerError::of)?;
+                let done =
+                    self.players.run(&l.user_id, command, &ctx("lock")).await.map_err(HandlerError::of_service)?;
                 if let Some(ticket) = done.state.ticket.clone() {
-                    self.tickets.cancel_locked_out(&ticket, &ctx("cancel-ticket")).await.map_err(HandlerError::of)?;
+                    self.tickets
+                        .cancel_locked_out(&ticket, &ctx("cancel-ticket"))
+                        .await
+                        .map_err(HandlerError::of_service)?;
                 }
             }
             UserIntegrationEvent::Unlocked(u) => {
-                let (p, _) = self.players.get(&u.user_id).await.map_err(HandlerError::of)?;
+                let (p, _) = self.players.get(&u.user_id).await.map_err(HandlerError::of_service)?;
                 if p.exists() {
                     let command = PlayerCommand::Unlock { at_ms: u.at_ms };
-                    self.players.run(&u.user_id, command, &ctx("unlock")).await.map_err(HandlerError::of)?;
+                    self.players.run(&u.user_id, command, &ctx("unlock")).await.map_err(HandlerError::of_service)?;
                 }
             }
             UserIntegrationEvent::DisplayNameChanged(d) => {
-                let (p, _) = self.players.get(&d.user_id).await.map_err(HandlerError::of)?;
+                let (p, _) = self.players.get(&d.user_id).await.map_err(HandlerError::of_service)?;
                 if p.exists() {
                     let command = PlayerCommand::UpdateProfile { display_name: d.display_name };
-                    self.players.run(&d.user_id, command, &ctx("profile")).await.map_err(HandlerError::of)?;
+                    self.players.run(&d.user_id, command, &ctx("profile")).await.map_err(HandlerError::of_service)?;
                 }
             }
             UserIntegrationEvent::RolesChanged(_) => {}
@@ -131,7 +135,7 @@ pub struct GamesTopic {
 
 impl Handler for GamesTopic {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let e = event.decode::<GameIntegrationEvent>().map_err(HandlerError::of)?;
+        let e = event.decode::<GameIntegrationEvent>().map_err(HandlerError::of_service)?;
         match &e.payload {
             GameIntegrationEvent::Started(g) => {
                 for user in &g.players {
@@ -139,18 +143,18 @@ impl Handler for GamesTopic {
                     self.players
                         .ensure(user, &RequestContext { command_id: None, ..ctx.clone() })
                         .await
-                        .map_err(HandlerError::of)?;
+                        .map_err(HandlerError::of_service)?;
                     let command =
                         PlayerCommand::EnterGame { session_id: g.session_id.clone(), now_ms: g.started_at_ms };
-                    self.players.run(user, command, &ctx).await.map_err(HandlerError::of)?;
+                    self.players.run(user, command, &ctx).await.map_err(HandlerError::of_service)?;
                 }
             }
             GameIntegrationEvent::PlayerLeft(l) => {
                 let ctx = RequestContext::reaction(&e, "leave");
-                let (p, _) = self.players.get(&l.user_id).await.map_err(HandlerError::of)?;
+                let (p, _) = self.players.get(&l.user_id).await.map_err(HandlerError::of_service)?;
                 if p.exists() {
                     let command = PlayerCommand::LeaveGame { session_id: l.session_id.clone(), now_ms: l.at_ms };
-                    self.players.run(&l.user_id, command, &ctx).await.map_err(HandlerError::of)?;
+                    self.players.run(&l.user_id, command, &ctx).await.map_err(HandlerError::of_service)?;
                 }
             }
             GameIntegrationEvent::Ended(g) => {
@@ -159,7 +163,7 @@ impl Handler for GamesTopic {
                     self.players
                         .ensure(&p.user_id, &RequestContext { command_id: None, ..ctx.clone() })
                         .await
-                        .map_err(HandlerError::of)?;
+                        .map_err(HandlerError::of_service)?;
                     let result = GameResult {
                         session_id: g.session_id.clone(),
                         match_id: g.match_id.clone(),
@@ -176,7 +180,7 @@ impl Handler for GamesTopic {
                     self.players
                         .run(&p.user_id, PlayerCommand::RecordGame { result }, &ctx)
                         .await
-                        .map_err(HandlerError::of)?;
+                        .map_err(HandlerError::of_service)?;
                 }
             }
         }

@@ -276,7 +276,7 @@ impl Saga {
 
 impl Handler for Saga {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        self.react(event).await.map_err(HandlerError::of)
+        self.react(event).await.map_err(HandlerError::of_service)
     }
 }
 

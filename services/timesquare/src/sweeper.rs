@@ -45,7 +45,7 @@ impl Handler for Scheduler {
         let GameEvent::WaveStarted(w) = e.payload else { return Ok(()) };
         // First look: soon after the start, the sweeper reschedules from there.
         let at = w.started_at_ms + self.settle.as_millis() as i64;
-        self.schedule.add(&member(id, w.wave), at).await.map_err(HandlerError::of)
+        self.schedule.add(&member(id, w.wave), at).await.map_err(HandlerError::transient)
     }
 }
 

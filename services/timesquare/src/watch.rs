@@ -14,7 +14,8 @@
 //! (never blocking the hub, the game or the other watchers), and frames to a
 //! slow client are dropped rather than queued. A watcher that reconnects
 //! with the last version it saw gets the events after it from the stream,
-//! then the live ones: no gap, no duplicate.
+//! then the live ones: no gap, no duplicate; when nothing came after it, a
+//! `CaughtUp` at once, so the client knows the stream is live.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use allies_contracts::timesquare::events::GameEvent;
 use allies_contracts::timesquare::v1::game_update::Update;
-use allies_contracts::timesquare::v1::{GameEventUpdate, GameUpdate};
+use allies_contracts::timesquare::v1::{CaughtUp, GameEventUpdate, GameUpdate};
 use allies_core::Aggregate;
 use allies_platform::auth::Caller;
 use allies_store::{EventStore, RecordedEvent, RedisEventStore, RedisTarget, StoreError, keys};
@@ -332,6 +333,12 @@ impl Watch {
                         vec![snapshot(&state, version)]
                     }
                 }
+            };
+            // A resumed watch with nothing to replay says so at once.
+            let first = if first.is_empty() {
+                vec![GameUpdate { update: Some(Update::CaughtUp(CaughtUp { version: last })) }]
+            } else {
+                first
             };
             for u in first {
                 if out.send(Ok(u)).await.is_err() {

@@ -23,7 +23,7 @@ impl Handler for Counting {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         if event.envelope.event_type == "Poison" {
             *self.failures.lock().unwrap() += 1;
-            return Err(HandlerError("cannot apply Poison".into()));
+            return Err(HandlerError::new("cannot apply Poison"));
         }
         *self.applied.lock().unwrap().entry(event.envelope.event_id).or_default() += 1;
         Ok(())
@@ -166,7 +166,7 @@ struct Toggle {
 impl Handler for Toggle {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         if event.envelope.event_type == "Poison" && !self.heal.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(HandlerError("not yet".into()));
+            return Err(HandlerError::new("not yet"));
         }
         self.applied.lock().unwrap().push(event.envelope.event_id);
         Ok(())
@@ -275,7 +275,7 @@ impl Handler for Flaky {
         use std::sync::atomic::Ordering::SeqCst;
         self.calls.fetch_add(1, SeqCst);
         if !self.up.load(SeqCst) {
-            return Err(HandlerError("downstream is down".into()));
+            return Err(HandlerError::new("downstream is down"));
         }
         self.applied.fetch_add(1, SeqCst);
         Ok(())
@@ -416,6 +416,48 @@ async fn a_dead_letter_with_a_damaged_payload_is_listed_with_a_note_and_purged()
             .unwrap();
     assert_eq!(purged, 1);
     assert_eq!(redis.raw(&["XLEN", &dlq]), ":1");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// Fails with a transient error (an outage) its first `outage` deliveries.
+#[derive(Default)]
+struct Outage {
+    outage: u32,
+    deliveries: Mutex<u32>,
+    applied: Mutex<u32>,
+}
+
+impl Handler for Outage {
+    async fn handle(&self, _event: &RecordedEvent) -> Result<(), HandlerError> {
+        let mut d = self.deliveries.lock().unwrap();
+        *d += 1;
+        if *d <= self.outage {
+            return Err(HandlerError::transient("redis unavailable: a failover is under way"));
+        }
+        *self.applied.lock().unwrap() += 1;
+        Ok(())
+    }
+}
+
+/// An outage outlasting the retry budget (a Redis Cluster failover takes
+/// seconds) does not dead-letter the event: it is applied once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_retry_budget_never_dead_letters_an_event() {
+    let redis = RedisServer::start();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
+    let handler = Arc::new(Outage { outage: 7, ..Default::default() });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(subscriber::run(
+        RedisTarget::parse(&redis.url()).unwrap(),
+        config("c1"),
+        handler.clone(),
+        stopped,
+    ));
+    append(&store, "thing", "a", ExpectedVersion::NoStream, vec![event("Fine")]).await;
+    wait_until("applied after the outage", || *handler.applied.lock().unwrap() == 1).await;
+    assert_eq!(*handler.deliveries.lock().unwrap(), 8, "7 failed deliveries (the budget is 3), then applied");
+    assert_eq!(redis.raw(&["XLEN", &keys::dead_letter_key("thing", 0, "rm.test")]), ":0", "nothing dead-lettered");
     stop.send(true).unwrap();
     task.await.unwrap();
 }

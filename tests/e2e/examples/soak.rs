@@ -694,14 +694,27 @@ async fn main() {
     // The projections caught up, then checked against the logs.
     let mut pa = fleet.projector_admin().await;
     let deadline = Instant::now() + Duration::from_secs(60);
+    // (caught up, dead letters, what was behind when it was not)
+    let (mut caught_up, mut dead_letters, mut behind) = (false, 0u64, String::new());
     loop {
-        let list = pa.list_projections(bearer(ListProjectionsRequest {}, &admin)).await;
-        if list.is_ok_and(|l| l.into_inner().projections.iter().all(|p| p.lag == 0 && p.pending == 0))
-            || Instant::now() > deadline
-        {
+        if let Ok(l) = pa.list_projections(bearer(ListProjectionsRequest {}, &admin)).await {
+            let ps = l.into_inner().projections;
+            caught_up = ps.iter().all(|p| p.lag == 0 && p.pending == 0);
+            dead_letters = ps.iter().map(|p| p.dead_letters).sum();
+            behind = ps
+                .iter()
+                .filter(|p| p.lag > 0 || p.pending > 0)
+                .map(|p| format!("{} lag {} pending {}", p.name, p.lag, p.pending))
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+        if caught_up || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !caught_up {
+        println!("projections not caught up within 60 s: {behind}");
     }
     let mut drift = 0;
     for p in ["rm.game", "rm.user", "rm.player"] {
@@ -755,6 +768,10 @@ async fn main() {
     );
     println!("| projector consistency check (rm.game, rm.user, rm.player): drifted | {drift} |");
     println!(
+        "| projections caught up after the run / dead letters | {} / {dead_letters} |",
+        if caught_up { "yes" } else { "**no**" }
+    );
+    println!(
         "| game requests answered per second, steady / during faults | {:.0} / {:.0} |",
         steady.len() as f64 / steady_secs,
         chaotic.len() as f64 / fault_secs.max(1.0)
@@ -776,6 +793,8 @@ async fn main() {
         || w.duplicates > 0
         || replays_ok != ended.len()
         || drift > 0
+        || !caught_up
+        || dead_letters > 0
         || l.abandoned > 0;
     // The replicas and the fleet stop here (exit would skip their drops and
     // leave the processes running).

@@ -81,9 +81,10 @@ fn players_spectators_and_matchmaking_in_chromium_through_the_edge() {
     eprintln!("{stderr}");
     assert!(
         out.status.success(),
-        "the browser scenarios failed ({}):\n{stdout}\n{stderr}\nedge: {}",
+        "the browser scenarios failed ({}):\n{stdout}\n{stderr}\nedge: {}\ntimesquare replicas:\n{}",
         out.status,
-        edge.logs()
+        edge.logs(),
+        replicas.iter().map(|r| r.logs()).collect::<Vec<_>>().join("\n----\n")
     );
     // The floor for the page's calls through the edge, in the same run:
     // the same call as native gRPC (tonic, HTTP/2, straight to guardian).

@@ -40,7 +40,7 @@ impl Seen {
                 self.types.push(e.event_type);
             }
             Some(Update::Frame(_)) => self.frames += 1,
-            None => {}
+            Some(Update::CaughtUp(_)) | None => {}
         }
     }
 
@@ -842,6 +842,12 @@ async fn a_stopping_replica_ends_its_watches_with_unavailable_and_the_watcher_re
     // The watcher goes on from the other replica, after what it saw.
     let mut elsewhere = Games::connect(other.endpoint()).await.unwrap();
     let mut resumed = elsewhere.watch_game_session(watch(first.version)).await.unwrap().into_inner();
+    // At once, before anything new happens: the stream is live and current.
+    let open = tokio::time::timeout(Duration::from_secs(5), resumed.message()).await.unwrap().unwrap().unwrap();
+    match open.update {
+        Some(Update::CaughtUp(c)) => assert_eq!(c.version, first.version),
+        other => panic!("a resumed watch with nothing to replay says it is current, got {other:?}"),
+    }
     start_wave(&mut elsewhere, &session, &ann).await.unwrap();
     let next = tokio::time::timeout(Duration::from_secs(5), resumed.message()).await.unwrap().unwrap().unwrap();
     match next.update {

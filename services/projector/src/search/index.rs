@@ -230,7 +230,7 @@ impl SearchIndex {
                         self.pending.insert(id, doc);
                     }
                 }
-                Err(e) => tracing::warn!(%log, entry = %entry_id, error = %e.0, "search: an event it cannot read"),
+                Err(e) => tracing::warn!(%log, entry = %entry_id, error = %e, "search: an event it cannot read"),
             }
         }
         self.positions.insert(log.to_owned(), entry_id.to_owned());

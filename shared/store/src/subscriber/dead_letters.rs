@@ -184,7 +184,7 @@ pub async fn replay_dead_letters<H: Handler>(
         }
         let outcome = match &d.event {
             Some(event) => handler.handle(event).await,
-            None => Err(HandlerError(format!("damaged entry: {}", d.damage.as_deref().unwrap_or("unreadable")))),
+            None => Err(HandlerError::new(format!("damaged entry: {}", d.damage.as_deref().unwrap_or("unreadable")))),
         };
         match outcome {
             Ok(()) => replayed += delete_dead_letter(conn, aggregate_type, group, &d.id).await?,

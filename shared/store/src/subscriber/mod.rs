@@ -34,15 +34,46 @@ pub use position::{ConsistencyToken, GroupPosition, group_position, group_positi
 pub use retry::{Backoff, RetryPolicy};
 
 /// Why a handler could not apply an entry. The entry stays pending.
+///
+/// A **transient** failure (Redis unavailable, a failover, writes not yet
+/// on a replica) is retried for as long as it lasts and never dead-letters
+/// the entry: dead letters are for events a handler cannot apply, not for
+/// an outage (a Redis Cluster failover outlasts the retry budget).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+#[error("{message}")]
+pub struct HandlerError {
+    message: String,
+    transient: bool,
+}
 
 impl HandlerError {
-    /// A handler's failure from any error (its message is kept for the
-    /// retry log and the dead letter).
+    /// A handler's failure (its message is kept for the retry log and the
+    /// dead letter).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), transient: false }
+    }
+
+    /// From any error: not transient.
     pub fn of(e: impl std::fmt::Display) -> Self {
-        Self(e.to_string())
+        Self::new(e.to_string())
+    }
+
+    /// An outage, not the event's fault: retried, never dead-lettered.
+    pub fn transient(e: impl std::fmt::Display) -> Self {
+        Self { message: e.to_string(), transient: true }
+    }
+
+    /// From an error that knows its code: UNAVAILABLE is transient.
+    pub fn of_service<E: allies_core::ServiceError + std::fmt::Display>(e: E) -> Self {
+        Self { message: e.to_string(), transient: e.code() == allies_core::ErrorCode::Unavailable }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 

@@ -442,7 +442,7 @@ impl PartitionReader {
                 let handled = self.keeping_fresh(conn, key, &entry.id, work).await;
                 (Some(event.envelope.event_type.clone()), handled)
             }
-            Err(e) => (None, Err(HandlerError(e.to_string()))),
+            Err(e) => (None, Err(HandlerError::new(e.to_string()))),
         };
         self.config.breaker.record(permit, outcome.is_ok());
         let labels = SubscriberMetrics::labels(&self.config.group);
@@ -463,7 +463,9 @@ impl PartitionReader {
         let Err(error) = outcome else { return Ok(true) };
         let retry = self.config.retry.get();
         let policy = retry.for_event(event_type.as_deref(), &self.config.retry_by_event_type);
-        if attempt < policy.max_attempts {
+        // An outage is not the event's fault: retried while it lasts (the
+        // breaker paces it), never buried.
+        if error.is_transient() || attempt < policy.max_attempts {
             tracing::warn!(stream = %key, entry = %entry.id, group = %self.config.group, attempt,
                 retry_in = ?policy.delay(attempt, &entry.id), %error, "entry failed; will retry");
             self.owes_retries(true);
