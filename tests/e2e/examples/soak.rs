@@ -715,6 +715,19 @@ async fn main() {
     }
     if !caught_up {
         println!("projections not caught up within 60 s: {behind}");
+        // What the projector replicas said about it (warnings and errors).
+        for p in std::iter::once(fleet.service("projector")).chain(extra.iter().filter(|p| p.name == "projector")) {
+            // (Not the cluster client's own reconnection chatter.)
+            let noise = ["slot refresh", "Failed to connect to node", "repairing in background"];
+            let said = p.logs();
+            let lines = said
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .filter(|l| !noise.iter().any(|n| l.contains(n)));
+            for line in lines.take(40) {
+                println!("  {}: {line}", p.addr);
+            }
+        }
     }
     let mut drift = 0;
     for p in ["rm.game", "rm.user", "rm.player"] {
