@@ -501,7 +501,13 @@ try {
     for (const p of ctx.pages()) {
       n++;
       await p.screenshot({ path: `${ARTIFACTS}/failed-${n}.png` }).catch(() => undefined);
-      const said = await p.evaluate(() => [location.hash, ...[...document.querySelectorAll(".outcome, .error, #connection")].map((e) => e.textContent)].join(" | ")).catch(() => "");
+      const said = await p
+        .evaluate(() => {
+          const g = document.querySelector("section.game");
+          const state = g ? `game ${JSON.stringify({ ...g.dataset })}, watch at v${window.allies?.watch?.version}, ${window.allies?.watch?.reconnects} reconnects` : "";
+          return [location.hash, state, ...[...document.querySelectorAll(".outcome, .error, #connection")].map((e) => e.textContent)].join(" | ");
+        })
+        .catch(() => "");
       console.error(`page ${n} (${p.url()}): ${said}`);
     }
   throw e;

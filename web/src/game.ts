@@ -3,7 +3,7 @@
 // pointer or keyboard), and the end screen with the result and the rating
 // change. A caller who is not a player spectates the same stream, read-only.
 
-import { command, current, games, playerQueries, sleep } from "./api.js";
+import { command, current, games, isGone, playerQueries, sleep } from "./api.js";
 import { BoardCanvas } from "./board.js";
 import type { GameView, RulesView, TowerTypeView } from "./gen/defense_allies/timesquare/v1/timesquare_pb.js";
 import { act, fill, h, Outcome } from "./ui.js";
@@ -51,6 +51,7 @@ export function gameScreen(sessionId: string, setConnection: (problem: string | 
   let ratingBefore: number | null = null;
   let refreshing = false;
   let stale = false;
+  let disposed = false;
 
   const isPlayer = () => !!view?.players.some((p) => p.userId === me && p.present);
   const mine = () => view?.players.find((p) => p.userId === me);
@@ -248,20 +249,34 @@ export function gameScreen(sessionId: string, setConnection: (problem: string | 
   addEventListener("resize", onResize);
 
   /** The authoritative state after an event (any replica answers it from the store). */
+  // The state after an event: read once per burst of events, and again
+  // until it is read (a failed read during a replica's death or a network
+  // drop would otherwise leave the page on the state before that event until
+  // the next one, which may never come: the last wave's end). Each read is
+  // bounded, so one that hangs cannot stop the ones after it.
   async function refresh() {
     if (refreshing) {
       stale = true;
       return;
     }
     refreshing = true;
+    let delay = 250;
     try {
       do {
         stale = false;
-        const v = await games.getGameState({ sessionId });
-        if (!view || v.version >= view.version) apply(v);
-      } while (stale);
+        try {
+          const v = await games.getGameState({ sessionId }, { timeoutMs: 10_000 });
+          if (!view || v.version >= view.version) apply(v);
+          delay = 250;
+        } catch (e) {
+          if (!isGone(e)) throw e;
+          stale = true;
+          await sleep(delay);
+          delay = Math.min(delay * 2, 2_000);
+        }
+      } while (stale && !disposed);
     } catch {
-      // The watch reconnects and its snapshot or events bring the state.
+      // Refused (the game is gone, access withdrawn): the watch says so.
     } finally {
       refreshing = false;
     }
@@ -321,6 +336,9 @@ export function gameScreen(sessionId: string, setConnection: (problem: string | 
       renderHeader();
     },
     connection: (problem) => {
+      // Back after an outage: read the state again (a read that failed
+      // while the stream was down is not left standing).
+      if (!problem && el.dataset.connected === "no") void refresh();
       el.dataset.connected = problem ? "no" : "yes";
       setConnection(problem ? `${problem}: reconnecting…` : null);
     },
@@ -334,6 +352,7 @@ export function gameScreen(sessionId: string, setConnection: (problem: string | 
   return {
     el,
     dispose() {
+      disposed = true;
       watch.stop();
       board.destroy();
       document.removeEventListener("keydown", onKey);

@@ -696,9 +696,11 @@ async fn main() {
     let deadline = Instant::now() + Duration::from_secs(60);
     // (caught up, dead letters, what was behind when it was not)
     let (mut caught_up, mut dead_letters, mut behind) = (false, 0u64, String::new());
+    let mut last_status = Vec::new();
     loop {
         if let Ok(l) = pa.list_projections(bearer(ListProjectionsRequest {}, &admin)).await {
             let ps = l.into_inner().projections;
+            last_status = ps.clone();
             caught_up = ps.iter().all(|p| p.lag == 0 && p.pending == 0);
             dead_letters = ps.iter().map(|p| p.dead_letters).sum();
             behind = ps
@@ -715,6 +717,41 @@ async fn main() {
     }
     if !caught_up {
         println!("projections not caught up within 60 s: {behind}");
+        // Where each lagging group stands on each of its logs: the group,
+        // its consumers (idle, inactive) and who holds the partition's lease.
+        for ps in last_status.iter().filter(|p| p.lag > 0 || p.pending > 0) {
+            let sources: Vec<&str> = ps.aggregate_type.split(',').collect();
+            let partitions = (ps.positions.len() / sources.len().max(1)) as u32;
+            for source in &sources {
+                for part in 0..partitions {
+                    let log = allies_store::keys::log_key(source, part);
+                    let groups = fleet.raw(&["XINFO", "GROUPS", &log]);
+                    let mine = groups.split("name\n").find(|g| g.starts_with(&ps.group)).unwrap_or("");
+                    if !mine.contains("lag\n0\n") || !mine.contains("pending\n0\n") {
+                        let lease = log.replace(":log", &format!(":lease:{}", ps.group));
+                        println!("  {log} [{}]: {}", ps.group, mine.replace('\n', " "));
+                        println!(
+                            "    last id: {}",
+                            fleet
+                                .raw(&["XINFO", "STREAM", &log])
+                                .replace('\n', " ")
+                                .chars()
+                                .take(300)
+                                .collect::<String>()
+                        );
+                        println!(
+                            "    consumers: {}",
+                            fleet.raw(&["XINFO", "CONSUMERS", &log, &ps.group]).replace('\n', " ")
+                        );
+                        println!(
+                            "    lease {lease}: {} (pttl {})",
+                            fleet.raw(&["GET", &lease]),
+                            fleet.raw(&["PTTL", &lease])
+                        );
+                    }
+                }
+            }
+        }
         // What the projector replicas said about it (warnings and errors).
         for p in std::iter::once(fleet.service("projector")).chain(extra.iter().filter(|p| p.name == "projector")) {
             // (Not the cluster client's own reconnection chatter.)
