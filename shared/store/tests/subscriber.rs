@@ -461,3 +461,42 @@ async fn an_outage_longer_than_the_retry_budget_never_dead_letters_an_event() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// A group's lag is what it has not been handed: 0 once it has the last
+/// entry, whatever Redis's `entries-read` counter says (after a failover a
+/// promoted replica's counter can be short: `XGROUP SETID … ENTRIESREAD`
+/// sets it the same way here), counted when a little behind, Redis's
+/// estimate when far behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_lag_is_what_it_was_not_handed_not_a_stale_counter() {
+    let redis = RedisServer::start();
+    let mut conn = RedisTarget::parse(&redis.url()).unwrap().connect().await.unwrap();
+    let stream = "es:{thing.0}:log";
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        let id: String = redis::cmd("XADD").arg(stream).arg("*").arg("n").arg(i).query_async(&mut conn).await.unwrap();
+        ids.push(id);
+    }
+    let group = |name: &str, at: &str, read: u64| {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE").arg(stream).arg(name).arg(at).arg("ENTRIESREAD").arg(read);
+        cmd
+    };
+    // Handed every entry, but the counter says 5 of 150 were read.
+    let _: () = group("stale", &ids[149], 5).query_async(&mut conn).await.unwrap();
+    // Three behind, counter right.
+    let _: () = group("near", &ids[146], 147).query_async(&mut conn).await.unwrap();
+    // Three behind, the counter says it has read them all (Redis: lag 0).
+    let _: () = group("short", &ids[146], 150).query_async(&mut conn).await.unwrap();
+    // 140 behind: more than counted, Redis's estimate.
+    let _: () = group("far", &ids[9], 10).query_async(&mut conn).await.unwrap();
+    let lag = |positions: &[(String, subscriber::GroupPosition)], name: &str| {
+        positions.iter().find(|(n, _)| n == name).map(|(_, p)| p.lag).unwrap()
+    };
+    let positions = subscriber::group_positions(&mut conn, stream).await.unwrap();
+    assert_eq!(lag(&positions, "stale"), 0, "handed the last entry: not behind, whatever the counter says");
+    assert_eq!(lag(&positions, "near"), 3);
+    assert_eq!(lag(&positions, "short"), 3, "counted, not the counter's 0");
+    assert_eq!(lag(&positions, "far"), 140);
+    assert_eq!(subscriber::group_positions(&mut conn, "es:{thing.0}:none").await.unwrap(), vec![]);
+}
