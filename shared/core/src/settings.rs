@@ -168,6 +168,45 @@ pub const REDIS_PASSWORD_FILE: Setting = Setting {
     description: "a file holding the Redis user's password (a mounted secret); REDIS_PASSWORD wins",
 };
 
+/// The CA that signed Redis's TLS certificate (PEM), for `rediss://` URLs.
+pub const REDIS_TLS_CA_FILE: Setting = Setting {
+    name: "redis.tls_ca_file",
+    env: Some("REDIS_TLS_CA_FILE"),
+    yaml: None,
+    live: &[],
+    kind: Kind::Text,
+    default: "",
+    unit: "",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "the CA that signed Redis's TLS certificate, PEM (rediss:// URLs; empty: the system's trusted roots)",
+};
+
+/// A client certificate (PEM) for Redis's `tls-auth-clients yes`.
+pub const REDIS_TLS_CERT_FILE: Setting = Setting {
+    name: "redis.tls_cert_file",
+    env: Some("REDIS_TLS_CERT_FILE"),
+    yaml: None,
+    live: &[],
+    kind: Kind::Text,
+    default: "",
+    unit: "",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "this service's TLS client certificate for Redis, PEM (when Redis requires one; with REDIS_TLS_KEY_FILE)",
+};
+
+/// The client certificate's private key (PEM).
+pub const REDIS_TLS_KEY_FILE: Setting = Setting {
+    name: "redis.tls_key_file",
+    env: Some("REDIS_TLS_KEY_FILE"),
+    yaml: None,
+    live: &[],
+    kind: Kind::Text,
+    default: "",
+    unit: "",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "the private key of REDIS_TLS_CERT_FILE, PEM (a mounted secret)",
+};
+
 /// Replicas that must hold an append before it is acknowledged (WAIT); 0 = asynchronous replication.
 pub const REPLICA_ACKS: Setting = Setting {
     name: "redis.replica_acks",
@@ -1032,6 +1071,9 @@ pub const ALL: &[&Setting] = &[
     &REDIS_USERNAME,
     &REDIS_PASSWORD,
     &REDIS_PASSWORD_FILE,
+    &REDIS_TLS_CA_FILE,
+    &REDIS_TLS_CERT_FILE,
+    &REDIS_TLS_KEY_FILE,
     &PARTITIONS,
     &REPLICA_ACKS,
     &REPLICA_ACK_TIMEOUT,

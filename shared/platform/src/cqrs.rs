@@ -200,6 +200,14 @@ impl CqrsConfig {
                 .to_owned();
         }
         let redis_url = allies_store::RedisTarget::with_credentials(&redis_url, &username, &password);
+        let tls_ca: String = file.get(env, &table::REDIS_TLS_CA_FILE)?;
+        let tls_cert: String = file.get(env, &table::REDIS_TLS_CERT_FILE)?;
+        let tls_key: String = file.get(env, &table::REDIS_TLS_KEY_FILE)?;
+        let tls_set = !(tls_ca.is_empty() && tls_cert.is_empty() && tls_key.is_empty());
+        if tls_set && !redis_url.contains("rediss://") {
+            return Err(err("REDIS_TLS_CA_FILE", &tls_ca, "TLS files are set but REDIS_URL is not rediss://"));
+        }
+        allies_store::use_tls_files(&tls_ca, &tls_cert, &tls_key).map_err(|e| err(e.setting, e.path, e.reason))?;
         let partitions: u32 = file.get(env, &table::PARTITIONS)?;
         let replicas: u32 = file.get(env, &table::REPLICA_ACKS)?;
         let replica_timeout_ms: u64 = file.get(env, &table::REPLICA_ACK_TIMEOUT)?;
@@ -304,6 +312,15 @@ mod tests {
         assert_eq!(e.key, "STORAGE_USER");
         let e = CqrsConfig::from_text(Some(": : :"), Some(Path::new("x.yaml")), &env(&[])).unwrap_err();
         assert_eq!(e.key, "x.yaml");
+        // TLS files are for rediss:// URLs, and must be readable PEM.
+        let e = CqrsConfig::from_text(None, None, &env(&[("REDIS_TLS_CA_FILE", "/etc/ssl/certs/ca.pem")])).unwrap_err();
+        assert_eq!(e.key, "REDIS_TLS_CA_FILE");
+        assert!(e.reason.contains("not rediss://"), "{e}");
+        let tls = [("REDIS_URL", "rediss://redis:6380"), ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem")];
+        let e = CqrsConfig::from_text(None, None, &env(&tls)).unwrap_err();
+        assert_eq!((e.key.as_str(), e.value.as_str()), ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"));
+        let tls = [("REDIS_URL", "rediss://redis:6380"), ("REDIS_TLS_KEY_FILE", "/nonexistent/key.pem")];
+        assert_eq!(CqrsConfig::from_text(None, None, &env(&tls)).unwrap_err().key, "REDIS_TLS_KEY_FILE");
     }
 
     #[test]

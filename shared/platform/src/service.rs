@@ -58,6 +58,14 @@ pub enum ServeError {
         #[source]
         source: Box<StoreError>,
     },
+    #[error(
+        "TLS to Redis at {url} failed: {source} — REDIS_TLS_CA_FILE must name the CA that signed Redis's certificate (empty: the system's roots), and REDIS_TLS_CERT_FILE / REDIS_TLS_KEY_FILE this service's client certificate when Redis requires one"
+    )]
+    RedisTls {
+        url: String,
+        #[source]
+        source: Box<StoreError>,
+    },
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -114,7 +122,7 @@ pub async fn connect_store(config: &ServiceConfig) -> Result<RedisEventStore, St
             Err(e) => Err(e),
         };
         match connected {
-            Err(e) if credentials_refused(&e) => return Err(e),
+            Err(e) if credentials_refused(&e) || tls_refused(&e) => return Err(e),
             Ok(store) => {
                 return Ok(store
                     .with_format(config.event_format)
@@ -134,6 +142,14 @@ pub async fn connect_store(config: &ServiceConfig) -> Result<RedisEventStore, St
     }
 }
 
+/// Whether TLS to Redis failed on certificates (Redis's not trusted, ours
+/// refused or missing): retrying cannot help either.
+pub fn tls_refused(e: &StoreError) -> bool {
+    let StoreError::Unavailable(e) = e else { return false };
+    let text = e.to_string().to_lowercase();
+    e.kind() == redis::ErrorKind::InvalidClientConfig || text.contains("certificate") || text.contains("handshake")
+}
+
 /// Whether Redis refused who this service is (a wrong password, no
 /// password where one is needed, a user without the rights): retrying
 /// cannot help, the operator must fix the credentials.
@@ -150,6 +166,8 @@ impl ServiceBuilder {
             let url = allies_store::RedisTarget::redacted(&config.redis_url);
             if credentials_refused(&source) {
                 ServeError::RedisCredentials { url, user: config.cqrs.redis_user.clone(), source: Box::new(source) }
+            } else if tls_refused(&source) {
+                ServeError::RedisTls { url, source: Box::new(source) }
             } else {
                 ServeError::Redis { url, source }
             }

@@ -24,15 +24,81 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(700);
 /// Where Redis is.
 #[derive(Clone)]
 pub enum RedisTarget {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     Cluster(Vec<String>),
 }
 
+/// The certificates of TLS to Redis (`rediss://`), for this process: the CA
+/// that signed Redis's certificate (none: the system's trusted roots) and a
+/// client certificate with its key (when Redis asks for one,
+/// `tls-auth-clients yes`). PEM files, read once at start ([`use_tls_files`]).
+///
+/// Process-wide on purpose: every connection a process opens goes to the
+/// one Redis (or cluster) its settings name, through the ten places that
+/// parse `REDIS_URL`; the URL carries the address and the credentials, this
+/// the certificates a URL cannot carry.
+static TLS: std::sync::RwLock<Option<redis::TlsCertificates>> = std::sync::RwLock::new(None);
+
+/// A TLS file that cannot be used: which setting, its path, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFileError {
+    pub setting: &'static str,
+    pub path: String,
+    pub reason: String,
+}
+
+/// Reads the TLS files for `rediss://` URLs (empty paths: not used). A file
+/// that cannot be read or holds no PEM certificate or key is named in the
+/// error: the service stops at start rather than at first use.
+pub fn use_tls_files(ca: &str, cert: &str, key: &str) -> Result<(), TlsFileError> {
+    let fail =
+        |setting: &'static str, path: &str, reason: String| TlsFileError { setting, path: path.to_owned(), reason };
+    let read = |setting: &'static str, path: &str, marker: &str, what: &str| -> Result<Option<Vec<u8>>, TlsFileError> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(path).map_err(|e| fail(setting, path, format!("cannot read it: {e}")))?;
+        if !String::from_utf8_lossy(&bytes).contains(marker) {
+            return Err(fail(setting, path, format!("no PEM {what} in it")));
+        }
+        Ok(Some(bytes))
+    };
+    let root_cert = read("REDIS_TLS_CA_FILE", ca, "-----BEGIN CERTIFICATE-----", "certificate")?;
+    let client_cert = read("REDIS_TLS_CERT_FILE", cert, "-----BEGIN CERTIFICATE-----", "certificate")?;
+    let client_key = read("REDIS_TLS_KEY_FILE", key, "PRIVATE KEY-----", "private key")?;
+    let client_tls = match (client_cert, client_key) {
+        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig { client_cert, client_key }),
+        (None, None) => None,
+        _ => {
+            let (setting, path) =
+                if cert.is_empty() { ("REDIS_TLS_CERT_FILE", cert) } else { ("REDIS_TLS_KEY_FILE", key) };
+            return Err(fail(setting, path, "REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together".into()));
+        }
+    };
+    let certs =
+        (root_cert.is_some() || client_tls.is_some()).then_some(redis::TlsCertificates { client_tls, root_cert });
+    if let Ok(mut tls) = TLS.write() {
+        *tls = certs;
+    }
+    Ok(())
+}
+
+fn tls_certificates() -> Option<redis::TlsCertificates> {
+    TLS.read().ok().and_then(|t| t.clone())
+}
+
 impl RedisTarget {
+    /// `REDIS_URL`: one server, or a cluster (seed nodes). `rediss://` is
+    /// TLS, verified against the system's roots or the CA of
+    /// [`use_tls_files`].
     pub fn parse(url: &str) -> RedisResult<Self> {
         let cluster_seed = url.strip_prefix("redis-cluster://");
+        let tls = if url.contains("rediss://") { tls_certificates() } else { None };
         if cluster_seed.is_none() && !url.contains(',') {
-            return Ok(Self::Single(redis::Client::open(url)?));
+            return Ok(Self::Single(Box::new(match tls {
+                Some(certs) => redis::Client::build_with_tls(url, certs)?,
+                None => redis::Client::open(url)?,
+            })));
         }
         let nodes: Vec<String> = cluster_seed
             .unwrap_or(url)
@@ -42,8 +108,18 @@ impl RedisTarget {
             .map(|n| if n.contains("://") { n.to_owned() } else { format!("redis://{n}") })
             .collect();
         // Validate the URLs now, not at first use.
-        ClusterClient::new(nodes.clone())?;
+        Self::cluster_builder(&nodes).build()?;
         Ok(Self::Cluster(nodes))
+    }
+
+    /// A cluster client's builder for `nodes`, with the TLS certificates
+    /// when they are `rediss://`.
+    fn cluster_builder(nodes: &[String]) -> redis::cluster::ClusterClientBuilder {
+        let builder = ClusterClient::builder(nodes.to_vec());
+        match nodes.iter().any(|n| n.starts_with("rediss://")).then(tls_certificates).flatten() {
+            Some(certs) => builder.certs(certs),
+            None => builder,
+        }
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -111,10 +187,10 @@ impl RedisTarget {
                     .set_max_delay(Duration::from_millis(200))
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RESPONSE_TIMEOUT));
-                Ok(RedisConn::Single(ConnectionManager::new_with_config(client.clone(), config).await?))
+                Ok(RedisConn::Single(ConnectionManager::new_with_config((**client).clone(), config).await?))
             }
             Self::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.clone())
+                let client = Self::cluster_builder(nodes)
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(RESPONSE_TIMEOUT)
                     .retries(2)
@@ -135,7 +211,7 @@ impl RedisTarget {
                 Ok(RedisConn::Dedicated(client.get_multiplexed_async_connection_with_config(&cfg).await?))
             }
             Self::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.clone())
+                let client = Self::cluster_builder(nodes)
                     .connection_timeout(Duration::from_secs(5))
                     .response_timeout(response_timeout)
                     .build()?;

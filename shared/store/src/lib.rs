@@ -42,7 +42,7 @@ pub mod tail;
 pub mod trace;
 pub mod tunable;
 
-pub use conn::{RedisConn, RedisTarget};
+pub use conn::{RedisConn, RedisTarget, TlsFileError, use_tls_files};
 pub use error::{AppendError, StoreError, redis_errors};
 pub use event::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, NewEvent, RecordedEvent, checksum};
 pub use executor::{CommandExecutor, Seed, Warm};

@@ -9,6 +9,7 @@
 
 pub mod edge;
 pub mod fixtures;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -105,6 +105,13 @@ impl Fleet {
         Self { redis: Some(redis), cluster: None, services, admin_token: Mutex::new(None) }
     }
 
+    /// The services `names` on `redis`, reached at `url` (its TLS port,
+    /// say); the harness keeps its own plain access to it.
+    pub fn start_on(redis: RedisServer, url: &str, names: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        let services = Self::start_services_at(url, extra_env, names);
+        Self { redis: Some(redis), cluster: None, services, admin_token: Mutex::new(None) }
+    }
+
     /// The services `names` on `cluster` (the caller chose its shape).
     pub fn start_on_cluster(cluster: allies_testkit::RedisCluster, names: &[&str], extra_env: &[(&str, &str)]) -> Self {
         let services = Self::start_services_at(&cluster.url(), extra_env, names);

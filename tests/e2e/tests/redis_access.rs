@@ -84,3 +84,51 @@ fn a_service_refused_by_redis_stops_at_start_naming_the_problem() {
         assert!(!err.contains(password), "the password is never printed: {err}");
     }
 }
+
+/// TLS when the URL says `rediss://`: the whole fleet on Redis's TLS port
+/// (Redis requiring a client certificate), each service verifying Redis's
+/// certificate against the CA; a service given another CA stops at start,
+/// naming what to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_speaks_tls_to_redis_and_a_service_that_cannot_verify_it_stops_at_start() {
+    let files = allies_testkit::tls::TlsFiles::make();
+    let port = allies_testkit::free_port();
+    let args = files.redis_args(port, "yes");
+    let redis = RedisServer::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let url = format!("rediss://127.0.0.1:{port}");
+    let (ca, (cert, key)) = (files.ca(), files.client());
+    let tls = [("REDIS_TLS_CA_FILE", ca.as_str()), ("REDIS_TLS_CERT_FILE", &cert), ("REDIS_TLS_KEY_FILE", &key)];
+    let fleet = Fleet::start_on(redis, &url, &SERVICES, &tls);
+    let (id, _token) = fleet.player("tls_ann").await;
+    fleet.wait_for_user(&id).await;
+    // Every service's connections came in through the TLS port.
+    let clients = fleet.raw(&["CLIENT", "LIST"]);
+    for name in SERVICES {
+        let theirs: Vec<&str> = clients.lines().filter(|l| l.contains(&format!("user={name} "))).collect();
+        assert!(!theirs.is_empty(), "{name} is connected: {clients}");
+        assert!(theirs.iter().all(|l| l.contains(&format!("laddr=127.0.0.1:{port} "))), "{name} on TLS: {theirs:?}");
+    }
+    assert_eq!(fleet.raw(&["ACL", "LOG"]), "", "no access was denied");
+
+    // Another CA: the service cannot verify Redis and says so at once.
+    let other = allies_testkit::tls::TlsFiles::make();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let started = Instant::now();
+    let out = std::process::Command::new(allies_testkit::binary("guardian"))
+        .current_dir(root)
+        .env("REDIS_URL", &url)
+        .env("REDIS_TLS_CA_FILE", other.ca())
+        .env("REDIS_TLS_CERT_FILE", &cert)
+        .env("REDIS_TLS_KEY_FILE", &key)
+        .env("REDIS_USERNAME", "guardian")
+        .env("REDIS_PASSWORD", redis_password("guardian"))
+        .env("GUARDIAN_LISTEN_ADDR", "127.0.0.1:0")
+        .env("GUARDIAN_HTTP_ADDR", "127.0.0.1:0")
+        .output()
+        .expect("run guardian");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "guardian started trusting the wrong CA");
+    assert!(started.elapsed() < Duration::from_secs(10), "it stops at once, no 30 s of retries");
+    assert!(err.contains("TLS to Redis") && err.contains("REDIS_TLS_CA_FILE"), "{err}");
+    assert!(!err.contains(&redis_password("guardian")), "the password is never printed: {err}");
+}
