@@ -9,7 +9,11 @@ RUN cargo build --release --workspace --bins \
        target/release/projector target/release/allies target/release/allies-store /out/
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 allies \
+# ca-certificates: the system's roots, for rediss:// to a Redis with a public
+# certificate (REDIS_TLS_CA_FILE names a private CA instead).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 allies \
  && mkdir -p /var/lib/allies && chown 10001 /var/lib/allies
 COPY --from=build /out/ /usr/local/bin/
 # The shipped configuration: the CQRS file and the game rules (every older
