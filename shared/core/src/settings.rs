@@ -357,10 +357,10 @@ pub const SUBSCRIBER_BLOCK: Setting = Setting {
     yaml: Some("performance.subscriber_block_ms"),
     live: &[],
     kind: Kind::Int { min: 10, max: 60000 },
-    default: "2000",
+    default: "5000",
     unit: "ms",
     services: &["guardian", "timesquare", "command", "projector"],
-    description: "XREADGROUP block time",
+    description: "XREADGROUP block time at most (an entry wakes it at once; a lease renewal ends it sooner)",
 };
 
 /// Deliveries of a failing entry before it is dead-lettered (live: the projector's).

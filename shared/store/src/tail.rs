@@ -10,6 +10,11 @@ use tokio::sync::watch;
 
 use crate::{RedisConn, RedisTarget, StoreError};
 
+/// How long one read waits for an entry: an append wakes it at once, a
+/// stop ends it at once; the timeout only bounds how long a read that
+/// nothing answers waits (the connection's response timeout is 12 s).
+const BLOCK: Duration = Duration::from_secs(5);
+
 /// The id of the last entry of `key` ("0-0" when empty): where a tail that
 /// wants only new entries starts.
 pub async fn last_id(conn: &RedisConn, key: &str) -> Result<String, StoreError> {
@@ -48,7 +53,7 @@ pub async fn follow<F, Fut>(
             },
         };
         let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(256).arg("BLOCK").arg(1000).arg("STREAMS").arg(&key).arg(&last);
+        cmd.arg("COUNT").arg(256).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(&key).arg(&last);
         let read: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
             r = cmd.query_async(c) => r,
             _ = stop.changed() => return,

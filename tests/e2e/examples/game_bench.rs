@@ -22,6 +22,9 @@
 //!   matched or expired.
 //! tracing: the commands part with tracing off, then on (100% sampling,
 //!   OTLP/gRPC to a collector in this process): the cost of tracing.
+//! idle: the whole fleet (one replica of each service) with nothing
+//!   happening: Redis commands per second over 20 s by command, and the
+//!   connections each service holds (what an idle fleet costs Redis).
 //! matchmaking: the whole fleet, 1,000 players (ratings spread by a played
 //!   history) arriving over 10 s; each calls FindMatch (2–4 players,
 //!   normal), watches its ticket, confirms when matched; the time from
@@ -818,6 +821,46 @@ async fn tracing_cost() {
     println!("\nspans received by the collector: {}", sink.count());
 }
 
+/// The idle fleet's cost to Redis: commands per second by command, and
+/// connections by service, measured over 20 s after 10 s to settle.
+async fn idle() {
+    let fleet = Fleet::start(&[]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    fleet.raw(&["CONFIG", "RESETSTAT"]);
+    let window = Duration::from_secs(20);
+    tokio::time::sleep(window).await;
+    let stats = fleet.raw(&["INFO", "commandstats"]);
+    let clients = fleet.raw(&["CLIENT", "LIST"]);
+    let memory = fleet.raw(&["INFO", "memory"]);
+    // cmdstat_<name>:calls=<n>,usec=…
+    let mut by_command: Vec<(u64, String)> = stats
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').next()?.strip_prefix("calls=")?.parse().ok()?;
+            Some((calls, name.to_owned()))
+        })
+        .collect();
+    by_command.sort_by(|a, b| b.cmp(a));
+    let total: u64 = by_command.iter().map(|(n, _)| n).sum();
+    let per_s = |n: u64| n as f64 / window.as_secs_f64();
+    println!("\nThe idle fleet (one replica of each service, nothing happening), 20 s of Redis INFO commandstats:\n");
+    println!("| idle fleet | |\n|---|---|");
+    println!("| Redis commands per second (scripts' inner commands counted too) | {:.0} |", per_s(total));
+    let top: Vec<String> = by_command.iter().take(10).map(|(n, c)| format!("{c} {:.0}", per_s(*n))).collect();
+    println!("| by command, per second | {} |", top.join(", "));
+    let mut users: BTreeMap<String, usize> = BTreeMap::new();
+    for line in clients.lines() {
+        if let Some(user) = line.split_whitespace().find_map(|f| f.strip_prefix("user=")) {
+            *users.entry(user.to_owned()).or_default() += 1;
+        }
+    }
+    let held: Vec<String> = users.iter().filter(|(u, _)| *u != "default").map(|(u, n)| format!("{u} {n}")).collect();
+    println!("| connections by service | {} (total {}) |", held.join(", "), users.values().sum::<usize>());
+    let buffers = memory.lines().find_map(|l| l.strip_prefix("mem_clients_normal:")).unwrap_or("?").trim().to_owned();
+    println!("| Redis memory of client buffers (mem_clients_normal) | {buffers} bytes |");
+}
+
 #[tokio::main]
 async fn main() {
     let counters = allies_testkit::cpu_counters();
@@ -844,6 +887,9 @@ async fn main() {
     }
     if want("matchmaking") {
         matchmaking().await;
+    }
+    if want("idle") {
+        idle().await;
     }
     let steal = allies_testkit::steal_between(counters, allies_testkit::cpu_counters());
     println!(
