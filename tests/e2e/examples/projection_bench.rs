@@ -17,6 +17,10 @@ use allies_testkit::RedisServer;
 use allies_testkit::fixtures::meta;
 use uuid::Uuid;
 
+/// The projector binary's allocator, so the projection here costs what it costs there.
+#[global_allocator]
+static ALLOC: allies_platform::Allocator = allies_platform::Allocator;
+
 const WRITERS: usize = 50;
 const FLEET_REDIS: &[&str] = &["--stream-node-max-bytes", "512"];
 
