@@ -323,23 +323,38 @@ async fn matchmake(
     }
 }
 
-/// Each player leaves the queue: their current ticket, whatever its id (an
-/// answer lost to a fault leaves a ticket the client never saw).
+/// Each player leaves the queue, and makes sure of it: until the player's
+/// state names no ticket (or 30 s), the ticket it names is cancelled by its
+/// id — the state may name a ticket late (an answer lost to a fault leaves
+/// a ticket the client never saw, and a cancel of "my current ticket" sent
+/// before the state names it finds nothing to cancel).
 async fn leave_queue(
     pair: &[Gamer; 2],
     mms: &[allies_contracts::timesquare::v1::matchmaking_service_client::MatchmakingServiceClient<Channel>],
 ) {
     for (i, p) in pair.iter().enumerate() {
-        // Until answered (a fault may refuse it for a while), at most 30 s.
         let began = Instant::now();
         for attempt in 0.. {
+            if began.elapsed() > Duration::from_secs(30) {
+                break;
+            }
             let mut mm = mms[(i + attempt) % mms.len()].clone();
-            let request = bearer(CancelMatchmakingRequest { ticket_id: String::new() }, &p.token);
+            let state = bearer(GetPlayerStateRequest { user_id: String::new() }, &p.token);
+            let ticket = match tokio::time::timeout(Duration::from_secs(3), mm.get_player_state(state)).await {
+                Ok(Ok(s)) => s.into_inner().ticket_id,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            if ticket.is_empty() {
+                break;
+            }
+            let request = bearer(CancelMatchmakingRequest { ticket_id: ticket }, &p.token);
             match tokio::time::timeout(Duration::from_secs(3), mm.cancel_matchmaking(request)).await {
-                Ok(Ok(_)) => break,
-                Ok(Err(s)) if !gone(&s) => break,
-                _ if began.elapsed() > Duration::from_secs(30) => break,
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                // Cancelled, or done already (its match went on): look again.
+                Ok(Ok(_)) | Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
     }
@@ -354,13 +369,22 @@ struct Watched {
 }
 
 /// Watches a session until `until`, resuming from the last version on any
-/// error, through the replicas in turn; counts gaps and duplicates.
-async fn watch(session: String, token: String, clients: Vec<Games>, until: Instant, out: Arc<Mutex<Watched>>) {
+/// error, through the replicas in turn starting at `first` (so watchers are
+/// spread over the replicas, and a killed replica's watchers resume on the
+/// other); counts gaps and duplicates.
+async fn watch(
+    session: String,
+    token: String,
+    clients: Vec<Games>,
+    first: usize,
+    until: Instant,
+    out: Arc<Mutex<Watched>>,
+) {
     let mut last = 0u64;
-    let mut turn = 0;
+    let mut turn = first;
     while Instant::now() < until {
-        turn += 1;
         let mut c = clients[turn % clients.len()].clone();
+        turn += 1;
         let request = WatchGameSessionRequest { session_id: session.clone(), from_version: last };
         let Ok(Ok(stream)) =
             tokio::time::timeout(Duration::from_secs(3), c.watch_game_session(bearer(request, &token))).await
@@ -476,7 +500,8 @@ async fn main() {
     }
     for w in 0..n_watchers {
         let (id, players) = &sessions[w % sessions.len()];
-        tasks.push(tokio::spawn(watch(id.clone(), players[0].token.clone(), clients.clone(), until, watched.clone())));
+        let token = players[0].token.clone();
+        tasks.push(tokio::spawn(watch(id.clone(), token, clients.clone(), w, until, watched.clone())));
     }
     let matched = Arc::new(Mutex::new(Matched::default()));
     let mut queuers = Vec::new();
