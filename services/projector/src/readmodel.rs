@@ -17,8 +17,14 @@ pub const DEFAULT_NAMESPACE: &str = "rm";
 pub struct Namespace {
     pub conn: RedisConn,
     pub ns: String,
-    script: redis::Script,
 }
+
+/// One model's change (Cluster: model by model).
+static APPLY: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("apply.lua")));
+/// A whole event's changes in one script (single Redis).
+static APPLY_ALL: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("apply_all.lua")));
 
 /// Writing a read model failed: Redis is away (or a failover is under way).
 fn handler_error(e: redis::RedisError) -> HandlerError {
@@ -27,7 +33,7 @@ fn handler_error(e: redis::RedisError) -> HandlerError {
 
 impl Namespace {
     pub fn new(conn: RedisConn, ns: &str) -> Self {
-        Self { conn, ns: ns.to_owned(), script: redis::Script::new(include_str!("apply.lua")) }
+        Self { conn, ns: ns.to_owned() }
     }
 
     /// `<ns>:<key>`.
@@ -35,14 +41,20 @@ impl Namespace {
         format!("{}:{key}", self.ns)
     }
 
-    /// Applies one event's changes (see [`Change`]).
+    /// Applies one event's changes (see [`Change`]): on a single Redis in
+    /// one script, atomically (one round trip; a crash never leaves a model
+    /// written without its indexes); on a Cluster model by model, then the
+    /// index writes.
     pub async fn apply(&self, changes: &[Change]) -> Result<(), HandlerError> {
+        if !self.conn.is_cluster() {
+            return self.apply_at_once(changes).await;
+        }
         let mut models = 0;
         let mut written = 0;
         for change in changes {
             if let Change::Model { key, version, set, del, .. } = change {
                 models += 1;
-                let mut inv = self.script.key(self.key(key));
+                let mut inv = APPLY.key(self.key(key));
                 inv.arg(*version).arg(set.len());
                 for (f, v) in set {
                     inv.arg(f).arg(v);
@@ -81,6 +93,44 @@ impl Namespace {
             }
             let _: () = pipe.query_async(&mut conn).await.map_err(handler_error)?;
         }
+        Ok(())
+    }
+
+    async fn apply_at_once(&self, changes: &[Change]) -> Result<(), HandlerError> {
+        let models: Vec<_> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Model { key, version, set, del, .. } => Some((key, version, set, del)),
+                Change::Index(_) => None,
+            })
+            .collect();
+        let mut inv = APPLY_ALL.prepare_invoke();
+        for (key, ..) in &models {
+            inv.key(self.key(key));
+        }
+        inv.arg(models.len());
+        for (_, version, set, del) in &models {
+            inv.arg(**version).arg(set.len()).arg(del.len());
+            for (f, v) in *set {
+                inv.arg(f).arg(v);
+            }
+            for f in *del {
+                inv.arg(f);
+            }
+        }
+        for change in changes {
+            let Change::Index(op) = change else { continue };
+            match op {
+                IndexOp::HSet { key, field, value } => inv.key(self.key(key)).arg("hset").arg(field).arg(value),
+                IndexOp::ZAdd { key, member, score } => inv.key(self.key(key)).arg("zadd").arg(*score).arg(member),
+                IndexOp::HDel { key, field } => inv.key(self.key(key)).arg("hdel").arg(field),
+                IndexOp::ZRem { key, member } => inv.key(self.key(key)).arg("zrem").arg(member),
+                IndexOp::SAdd { key, member } => inv.key(self.key(key)).arg("sadd").arg(member),
+                IndexOp::SRem { key, member } => inv.key(self.key(key)).arg("srem").arg(member),
+            };
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(handler_error)?;
         Ok(())
     }
 

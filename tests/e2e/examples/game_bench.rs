@@ -3,7 +3,7 @@
 //!
 //!     cargo build --release --bins --examples
 //!     target/release/examples/game_bench                 # all parts
-//!     target/release/examples/game_bench commands sim    # some: commands | sim | watchers | memory | matchmaker | matchmaking | tracing
+//!     target/release/examples/game_bench commands sim    # some: commands | sim | watchers | memory | matchmaker | matchmaking | tracing | idle | queries
 //!
 //! commands: 50 players, each on their own session, PlaceTower and
 //!   UpgradeTower through gRPC with a bearer token (timesquare verifies the
@@ -21,10 +21,14 @@
 //!   pass, and passes (with waiting time advancing) until every ticket is
 //!   matched or expired.
 //! tracing: the commands part with tracing off, then on (100% sampling,
-//!   OTLP/gRPC to a collector in this process): the cost of tracing.
+//!   OTLP/gRPC to a collector in this process), then as deployed (parent-based,
+//!   10% of new traces): the cost of tracing.
 //! idle: the whole fleet (one replica of each service) with nothing
 //!   happening: Redis commands per second over 20 s by command, and the
 //!   connections each service holds (what an idle fleet costs Redis).
+//! queries: GetUser under h2load (50 connections × 10 streams, a bearer
+//!   token on every request) beside raw HGETALL of the same read model by
+//!   redis-benchmark in the same run (needs nghttp2-client and redis-tools).
 //! matchmaking: the whole fleet, 1,000 players (ratings spread by a played
 //!   history) arriving over 10 s; each calls FindMatch (2–4 players,
 //!   normal), watches its ticket, confirms when matched; the time from
@@ -818,7 +822,140 @@ async fn tracing_cost() {
     ];
     commands_with(&all, "the whole fleet, tracing on: 100% sampled, OTLP to a local collector", &on).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    println!("\nspans received by the collector: {}", sink.count());
+    let at_full = sink.count();
+    println!("\nspans received by the collector: {at_full}");
+    // As deployed (deploy/k8s): a tenth of the traces a client starts.
+    let deployed = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
+    ];
+    commands_with(&all, "the whole fleet, tracing on as deployed: parent-based, 10% of new traces", &deployed).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    println!("\nspans received by the collector: {}", sink.count() - at_full);
+}
+
+/// A tool's output line starting with `prefix`, the rest of it.
+fn line_after<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines().find_map(|l| l.trim_start().strip_prefix(prefix)).unwrap_or("")
+}
+
+/// The first number in `text` (digits, '.', ',' as a thousands mark).
+fn number(text: &str) -> f64 {
+    let start = text.find(|c: char| c.is_ascii_digit()).unwrap_or(text.len());
+    let digits: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ',')
+        .filter(|c| *c != ',')
+        .collect();
+    digits.parse().unwrap_or(0.0)
+}
+
+/// GetUser under h2load (50 connections × 10 concurrent streams, the
+/// caller's bearer token on every request) beside the raw floor in the same
+/// run: `redis-benchmark` HGETALL of the same read model, 50 connections ×
+/// 10 pipelined. Both are C load generators on the same two cores.
+async fn queries() {
+    use allies_contracts::projector::v1::GetUserRequest;
+    use prost::Message;
+    for tool in ["h2load", "redis-benchmark"] {
+        if std::process::Command::new(tool).arg("--help").output().is_err() {
+            println!("\nqueries: `{tool}` is not installed (apt-get install nghttp2-client redis-tools); skipped");
+            return;
+        }
+    }
+    let all = ["guardian", "timesquare", "command", "projector"];
+    let env = [("RUST_LOG", "warn"), ("AUTH_RATE_PER_USERNAME", "1000000"), ("AUTH_RATE_PER_CLIENT", "1000000")];
+    let fleet = Fleet::start_only(&all, &env);
+    let who = fleet.gamer("query000").await;
+    let other = fleet.gamer("query001").await;
+    // `who` reads `other`'s public profile: the usual case of a query.
+    let request = GetUserRequest { user_id: other.id.clone(), ..Default::default() };
+    let mut q = fleet.projector().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        match q.get_user(bearer(request.clone(), &who.token)).await {
+            Ok(r) => break r.into_inner(),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the user was not projected: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let reply_bytes = 5 + answer.encoded_len() as u64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = dir.path().join("get_user.grpc");
+    let message = request.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    std::fs::write(&body, framed).expect("request body");
+    let key = fleet
+        .raw(&["KEYS", &format!("*user:{}", other.id)])
+        .lines()
+        .find(|k| fleet.raw(&["TYPE", k]).contains("hash"))
+        .expect("the user's read model")
+        .to_owned();
+    let fields = fleet.raw(&["HLEN", &key]).trim_start_matches(':').to_owned();
+
+    let n: u64 = 200_000;
+    let projector = fleet.service("projector").pid();
+    let cpu_before = allies_testkit::cpu_time(projector);
+    let url = format!("{}/defense_allies.projector.v1.ProjectorQueryService/GetUser", fleet.endpoint("projector"));
+    let out = std::process::Command::new("h2load")
+        .args(["-n", &n.to_string(), "-c", "50", "-m", "10", "-t", "1", "-d"])
+        .arg(&body)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["-H", &format!("authorization: Bearer {}", who.token)])
+        .arg(&url)
+        .output()
+        .expect("h2load");
+    let projector_cpu = allies_testkit::cpu_time(projector).saturating_sub(cpu_before);
+    let h2 = String::from_utf8_lossy(&out.stdout);
+    let rate = number(line_after(&h2, "finished in").split_once(',').map_or("", |(_, r)| r));
+    let succeeded = number(line_after(&h2, "requests:").split(',').find(|p| p.contains("succeeded")).unwrap_or(""));
+    let latency = line_after(&h2, "time for request:").to_owned();
+    // A gRPC error is a trailers-only answer with HTTP 200: no DATA. So every
+    // answer was the user only if the DATA received covers every reply.
+    // "traffic: … total, … headers (…), 14.50MB (15200000) data": the exact count in parentheses.
+    let data_part = line_after(&h2, "traffic:").rsplit(',').find(|p| p.contains("data")).unwrap_or("");
+    let data = number(data_part.split_once('(').map_or("", |(_, r)| r));
+    let answered = (data as u64) / reply_bytes;
+
+    let port = fleet.redis().port().to_string();
+    let floor_of = |pipeline: &str| {
+        let out = std::process::Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &port, "-c", "50", "-P", pipeline, "-n", "500000", "--csv"])
+            .args(["HGETALL", &key])
+            .output()
+            .expect("redis-benchmark");
+        // "test","rps","avg_latency_ms",… then "HGETALL …","123456.79",…
+        let csv = String::from_utf8_lossy(&out.stdout).into_owned();
+        let row = csv.lines().nth(1).unwrap_or("").to_owned();
+        number(row.split(',').nth(1).unwrap_or(""))
+    };
+    let raw = floor_of("10");
+    let raw_unpipelined = floor_of("1");
+
+    println!("\n## Queries: GetUser under h2load beside raw HGETALL (the whole fleet on this machine)\n");
+    println!("| path | requests/s | |");
+    println!("|---|---|---|");
+    println!(
+        "| GetUser, h2load 50 connections × 10 streams, bearer token, {n} requests | {rate:.0} | {succeeded:.0} HTTP-succeeded, {answered} carried the user ({reply_bytes} B each); request time {latency} |"
+    );
+    println!(
+        "| raw `HGETALL` of the same read model ({fields} fields), redis-benchmark 50 connections × 10 pipelined | {raw:.0} | GetUser: {:.2}× of it |",
+        rate / raw.max(1.0)
+    );
+    println!(
+        "| raw `HGETALL`, redis-benchmark 50 connections, one at a time | {raw_unpipelined:.0} | GetUser: {:.2}× of it |",
+        rate / raw_unpipelined.max(1.0)
+    );
+    println!("| projector CPU per GetUser | {:.1} µs | |", projector_cpu.as_secs_f64() * 1e6 / succeeded.max(1.0));
+    if answered < n {
+        println!("\n(h2load's report)\n{h2}{}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 /// The idle fleet's cost to Redis: commands per second by command, and
@@ -890,6 +1027,9 @@ async fn main() {
     }
     if want("idle") {
         idle().await;
+    }
+    if want("queries") {
+        queries().await;
     }
     let steal = allies_testkit::steal_between(counters, allies_testkit::cpu_counters());
     println!(

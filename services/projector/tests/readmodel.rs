@@ -1,0 +1,80 @@
+//! Applying a read model's changes against a real, private redis-server:
+//! on a single Redis one script writes the models and their index entries
+//! together, with the same rules as model by model on a Cluster.
+
+use allies_store::RedisEventStore;
+use allies_testkit::RedisServer;
+use projector::readmodel::Namespace;
+use projector::registry::{Change, IndexOp};
+
+fn model(version: u64, set: &[(&str, &str)], del: &[&str]) -> Change {
+    Change::Model {
+        key: "thing:1".into(),
+        id: "1".into(),
+        version,
+        set: set.iter().map(|(f, v)| ((*f).to_owned(), (*v).to_owned())).collect(),
+        del: del.iter().map(|f| (*f).to_owned()).collect(),
+    }
+}
+
+fn indexes(name: &str) -> Vec<Change> {
+    vec![
+        Change::Index(IndexOp::HSet { key: "idx:name".into(), field: name.into(), value: "1".into() }),
+        Change::Index(IndexOp::ZAdd { key: "idx:sorted".into(), member: name.into(), score: 2.5 }),
+        Change::Index(IndexOp::SAdd { key: "idx:set".into(), member: name.into() }),
+    ]
+}
+
+#[tokio::test]
+async fn an_events_model_and_index_writes_follow_the_version_rules() {
+    let redis = RedisServer::start();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
+    let view = Namespace::new(store.connection(), "rm");
+
+    // Version 2: the model and every index are written.
+    let mut changes = vec![model(2, &[("name", "ann"), ("note", "x")], &[])];
+    changes.extend(indexes("ann"));
+    view.apply(&changes).await.unwrap();
+    assert_eq!(redis.raw(&["HGET", "rm:thing:1", "name"]), "ann");
+    assert_eq!(redis.raw(&["HGET", "rm:thing:1", "_version"]), "2");
+    assert_eq!(redis.raw(&["HGET", "rm:idx:name", "ann"]), "1");
+    assert_eq!(redis.raw(&["ZSCORE", "rm:idx:sorted", "ann"]), "2.5");
+    assert_eq!(redis.raw(&["SISMEMBER", "rm:idx:set", "ann"]), ":1");
+
+    // An older event (version 1) redelivered: neither the model nor an index moves.
+    let mut older = vec![model(1, &[("name", "old")], &[])];
+    older.extend(indexes("old"));
+    view.apply(&older).await.unwrap();
+    assert_eq!(redis.raw(&["HGET", "rm:thing:1", "name"]), "ann");
+    assert_eq!(redis.raw(&["HEXISTS", "rm:idx:name", "old"]), ":0");
+    assert_eq!(redis.raw(&["SISMEMBER", "rm:idx:set", "old"]), ":0");
+
+    // The same version again (a redelivery of the latest event): the model
+    // stays, its index writes are made again (a lost index entry heals).
+    redis.raw(&["HDEL", "rm:idx:name", "ann"]);
+    redis.raw(&["HSET", "rm:thing:1", "note", "edited"]);
+    view.apply(&changes).await.unwrap();
+    assert_eq!(redis.raw(&["HGET", "rm:thing:1", "note"]), "edited", "the model is not rewritten");
+    assert_eq!(redis.raw(&["HGET", "rm:idx:name", "ann"]), "1", "the index entry is back");
+
+    // A newer event sets, deletes, and removes index entries.
+    let newer = vec![
+        model(3, &[("name", "bea")], &["note"]),
+        Change::Index(IndexOp::HDel { key: "idx:name".into(), field: "ann".into() }),
+        Change::Index(IndexOp::ZRem { key: "idx:sorted".into(), member: "ann".into() }),
+        Change::Index(IndexOp::SRem { key: "idx:set".into(), member: "ann".into() }),
+        Change::Index(IndexOp::HSet { key: "idx:name".into(), field: "bea".into(), value: "1".into() }),
+    ];
+    view.apply(&newer).await.unwrap();
+    assert_eq!(redis.raw(&["HGET", "rm:thing:1", "name"]), "bea");
+    assert_eq!(redis.raw(&["HEXISTS", "rm:thing:1", "note"]), ":0");
+    assert_eq!(redis.raw(&["HGET", "rm:thing:1", "_version"]), "3");
+    assert_eq!(redis.raw(&["HEXISTS", "rm:idx:name", "ann"]), ":0");
+    assert_eq!(redis.raw(&["HGET", "rm:idx:name", "bea"]), "1");
+    assert_eq!(redis.raw(&["ZCARD", "rm:idx:sorted"]), ":0");
+    assert_eq!(redis.raw(&["SCARD", "rm:idx:set"]), ":0");
+
+    // Index writes without a model are always made.
+    view.apply(&indexes("cid")).await.unwrap();
+    assert_eq!(redis.raw(&["HGET", "rm:idx:name", "cid"]), "1");
+}
