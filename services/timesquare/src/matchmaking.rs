@@ -449,18 +449,29 @@ impl Matchmaking {
             };
             // The match is formed in a span of its own, linked to the
             // traces of the players' FindMatch calls.
-            let span = tracing::trace_span!(target: allies_store::trace::TARGET, "form match",
-                otel.name = "form match", otel.kind = "internal", match.id = %match_id,
-                trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+            // Recorded when one of those was (parent-based sampling).
+            let traces =
+                if allies_store::trace::sampler().is_some() { self.index.traces(&g.tickets).await } else { Vec::new() };
+            let decision = allies_store::trace::linked(traces.iter().map(Option::as_deref));
+            let span = if allies_store::trace::Decision::builds(decision) {
+                tracing::trace_span!(target: allies_store::trace::TARGET, "form match",
+                    otel.name = "form match", otel.kind = "internal", match.id = %match_id,
+                    trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
+            } else {
+                tracing::Span::none()
+            };
             if !span.is_disabled() {
-                for tp in self.index.traces(&g.tickets).await.iter().flatten() {
+                for tp in traces.iter().flatten() {
                     allies_store::trace::link(&span, Some(tp));
                 }
             }
+            let decision = allies_store::trace::settle(decision, &span);
             allies_store::trace::stamp(&span);
             let ctx = RequestContext::system(now);
-            let formed =
-                tracing::Instrument::instrument(self.on_match(&match_id, MatchCommand::Form(formed), &ctx), span);
+            let formed = allies_store::trace::scoped(
+                decision,
+                tracing::Instrument::instrument(self.on_match(&match_id, MatchCommand::Form(formed), &ctx), span),
+            );
             match formed.await {
                 Ok(_) => tracing::info!(match_id, tickets = ?g.tickets, window = g.window, "match formed"),
                 Err(e) => tracing::warn!(error = %e, "cannot form a match; its tickets wait for the next pass"),

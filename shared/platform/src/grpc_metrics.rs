@@ -138,7 +138,11 @@ where
         // traced), a child of the caller's W3C traceparent when it sent one.
         let (service, method) = self.known.label(&path);
         let (service, method) = (service.to_owned(), method.to_owned());
-        let span = if service.starts_with("grpc.") {
+        // Sampled or not is decided here, before any span is built (see
+        // allies_store::trace): an unsampled call builds none.
+        let parent = request.headers().get(crate::telemetry::TRACEPARENT).and_then(|v| v.to_str().ok());
+        let decision = if service.starts_with("grpc.") { None } else { allies_store::trace::root(parent) };
+        let span = if service.starts_with("grpc.") || !allies_store::trace::Decision::builds(decision) {
             tracing::Span::none()
         } else {
             tracing::trace_span!(target: allies_store::trace::TARGET, "rpc",
@@ -149,11 +153,12 @@ where
                 trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
         };
         if !span.is_disabled()
-            && let Some(tp) = request.headers().get(crate::telemetry::TRACEPARENT).and_then(|v| v.to_str().ok())
+            && let Some(tp) = parent
         {
             use tracing_opentelemetry::OpenTelemetrySpanExt;
             let _ = span.set_parent(allies_store::trace::context_of(tp));
         }
+        let decision = allies_store::trace::settle(decision, &span);
         allies_store::trace::stamp(&span);
         // The client's deadline, to tell a call it ended from one the client reset.
         let deadline = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
@@ -165,7 +170,7 @@ where
         // stream (CANCELLED). Such calls were never counted.
         let mut call = Call { metrics: self.metrics.clone(), service, method, started, deadline, span, code: None };
         Box::pin(async move {
-            let result = inner.call(request).instrument(call.span.clone()).await;
+            let result = allies_store::trace::scoped(decision, inner.call(request).instrument(call.span.clone())).await;
             call.ended(match &result {
                 Ok(response) => response
                     .headers()

@@ -55,7 +55,10 @@ fn tracer(service: &str) -> Option<opentelemetry_sdk::trace::Tracer> {
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(service.to_owned());
     }
+    // Sampling is decided before spans are built (allies_store::trace);
+    // the SDK keeps what that let through.
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_sampler(allies_store::trace::sdk_sampler())
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
         .build();
@@ -88,10 +91,23 @@ pub fn init_with(service: &str, filter: &str, json: bool) {
     let json = json.then(|| tracing_subscriber::fmt::layer().json().with_target(false));
     let logs = text.map(|l| l.boxed()).or(json.map(|l| l.boxed())).map(|l| l.with_filter(filter));
     // Only spans meant for OpenTelemetry reach it (and only when it is on).
+    // Each span carries what the conventions name and nothing the layer
+    // adds by default (source location, thread, target, busy and idle
+    // times — eight attributes, and a clock read on every poll), nor
+    // activates an OpenTelemetry context on every poll: nothing here reads
+    // it (allies_store::trace reads a span's own context).
     let otel = tracer.map(|t| {
-        tracing_opentelemetry::layer().with_tracer(t).with_filter(
-            tracing_subscriber::filter::Targets::new().with_target(allies_store::trace::TARGET, tracing::Level::TRACE),
-        )
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(allies_store::trace::TARGET, tracing::Level::TRACE),
+            )
     });
     let _ = tracing_subscriber::registry().with(logs).with(otel).try_init();
     tracing::debug!(service, tracing = PROVIDER.get().is_some(), "telemetry initialised");
@@ -142,6 +158,14 @@ impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Client
         use tracing::Instrument;
         let path = request.uri().path().to_owned();
         let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("unknown", "unknown"));
+        // Inside an unsampled trace no span is built: the callee is told
+        // so by a traceparent with flags 00, and decides the same.
+        if let Some(allies_store::trace::Decision::Unsampled { .. }) = allies_store::trace::child() {
+            if let Some(tp) = allies_store::trace::current().and_then(|t| t.parse().ok()) {
+                request.headers_mut().insert(TRACEPARENT, tp);
+            }
+            return Box::pin(tower::Service::call(&mut self.inner, request));
+        }
         let span = tracing::trace_span!(target: allies_store::trace::TARGET, "rpc client",
             otel.name = %format_args!("{service}/{method}"), otel.kind = "client",
             rpc.system = "grpc", rpc.service = %service, rpc.method = %method,

@@ -22,7 +22,9 @@
 //!   matched or expired.
 //! tracing: the commands part with tracing off, then on (100% sampling,
 //!   OTLP/gRPC to a collector in this process), then as deployed (parent-based,
-//!   10% of new traces): the cost of tracing.
+//!   10% of new traces), then on with nothing sampled, in interleaved rounds
+//!   (GAME_BENCH_ROUNDS, default 2; GAME_BENCH_TRACING=off,full,deployed,none
+//!   picks some): each one's cost beside "off".
 //! idle: the whole fleet (one replica of each service) with nothing
 //!   happening: Redis commands per second over 20 s by command, and the
 //!   connections each service holds (what an idle fleet costs Redis).
@@ -53,6 +55,9 @@ use timesquare_domain::rules::{Difficulty, Rules, SHIPPED};
 use timesquare_domain::{Book, GameCommand, GameSession, Phase, Who};
 
 const CLIENTS: usize = 50;
+
+/// Game commands each client sends: a tower on each of its first 133
+/// free cells, each upgraded twice (the board has about 180).
 const COMMANDS_PER_CLIENT: usize = 400;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -123,7 +128,20 @@ async fn commands(services: &[&str], title: &str) {
     commands_with(services, title, &[]).await;
 }
 
-async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) {
+/// A variable of the fleet's environment.
+type Env<'a> = (&'a str, &'a str);
+
+/// What one run of [`commands_with`] measured.
+struct Measured {
+    per_s: f64,
+    floor_per_s: f64,
+    p99: Duration,
+    /// CPU per game command of every fleet process and Redis (not the bench's clients).
+    fleet_cpu_us: f64,
+}
+
+async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) -> Measured {
+    let per_client = COMMANDS_PER_CLIENT;
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = rules_file(dir.path());
     let mut env = vec![
@@ -159,8 +177,8 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) {
             let channel =
                 tonic::transport::Channel::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
             let mut c = allies_contracts::timesquare::v1::player_service_client::PlayerServiceClient::new(channel);
-            let mut lat = Vec::with_capacity(COMMANDS_PER_CLIENT);
-            for _ in 0..COMMANDS_PER_CLIENT {
+            let mut lat = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
                 let t = Instant::now();
                 c.who_am_i(bearer(WhoAmIRequest {}, &p.token)).await.expect("whoami");
                 lat.push(t.elapsed());
@@ -196,7 +214,7 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) {
             let mut g = Fleet::game_at(&endpoint).await;
             let (mut place, mut upgrade, mut failed) = (Vec::new(), Vec::new(), 0usize);
             let mut tower = 0;
-            for i in 0..COMMANDS_PER_CLIENT {
+            for i in 0..per_client {
                 let cell = cells[(i / 3) % cells.len()];
                 let t = Instant::now();
                 if i % 3 == 0 {
@@ -241,7 +259,7 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) {
 
     let stats = fleet.raw(&["INFO", "commandstats"]);
     // The raw floor on the same Redis, same concurrency, same count.
-    let (raw_time, mut raw) = raw_appends(&fleet.redis_url(), CLIENTS, COMMANDS_PER_CLIENT).await;
+    let (raw_time, mut raw) = raw_appends(&fleet.redis_url(), CLIENTS, per_client).await;
     raw.sort();
 
     println!("\n## Game commands through gRPC ({CLIENTS} clients, {CLIENTS} sessions, auth on every call; {title})\n");
@@ -295,6 +313,13 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) {
     println!("|---|---|---|");
     for (name, used) in &cpu {
         println!("| {name} | {:.2} | {:.0} |", used.as_secs_f64(), used.as_secs_f64() * 1e6 / total.max(1) as f64);
+    }
+    let fleet_cpu: Duration = cpu.iter().filter(|(n, _)| !n.starts_with("the bench")).map(|(_, d)| *d).sum();
+    Measured {
+        per_s: total as f64 / game_time.as_secs_f64(),
+        floor_per_s: floor.len() as f64 / floor_time.as_secs_f64(),
+        p99: pct(&all, 0.99),
+        fleet_cpu_us: fleet_cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
     }
 }
 
@@ -810,20 +835,19 @@ async fn matchmaking() {
 }
 
 /// The game command benchmark (append and projection on every command)
-/// with tracing off, then on at 100% sampling exporting to a local sink.
+/// with tracing off, on at 100% sampling exporting to a local collector, and
+/// as deployed (parent-based, 10% of new traces), and on with nothing
+/// sampled, in `GAME_BENCH_ROUNDS` interleaved rounds (default 2;
+/// `GAME_BENCH_TRACING=off,full,deployed,none` picks some, e.g. to profile
+/// one), then each one's cost beside "off".
 async fn tracing_cost() {
     let all = ["guardian", "timesquare", "command", "projector"];
-    commands_with(&all, "the whole fleet, tracing off (no OTLP endpoint)", &[]).await;
     let (sink, endpoint) = allies_e2e::otlp::Collector::start().await;
-    let on = [
+    let full = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_TRACES_SAMPLER", "always_on"),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
     ];
-    commands_with(&all, "the whole fleet, tracing on: 100% sampled, OTLP to a local collector", &on).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let at_full = sink.count();
-    println!("\nspans received by the collector: {at_full}");
     // As deployed (deploy/k8s): a tenth of the traces a client starts.
     let deployed = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -831,9 +855,61 @@ async fn tracing_cost() {
         ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
     ];
-    commands_with(&all, "the whole fleet, tracing on as deployed: parent-based, 10% of new traces", &deployed).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    println!("\nspans received by the collector: {}", sink.count() - at_full);
+    // On, and nothing sampled: what tracing costs before any span.
+    let none = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ];
+    let configs: [(&str, &str, &[Env]); 4] = [
+        ("off", "tracing off (no OTLP endpoint)", &[]),
+        ("full", "tracing on: 100% sampled, OTLP to a local collector", &full),
+        ("deployed", "tracing on as deployed: parent-based, 10% of new traces", &deployed),
+        ("none", "tracing on, 0% of new traces sampled", &none),
+    ];
+    let picked = std::env::var("GAME_BENCH_TRACING").unwrap_or_else(|_| "off,full,deployed,none".into());
+    let rounds = std::env::var("GAME_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize).max(1);
+    let mut results: BTreeMap<&str, Vec<(Measured, usize)>> = BTreeMap::new();
+    for round in 1..=rounds {
+        for (name, what, env) in configs.iter().filter(|(n, _, _)| picked.split(',').any(|p| p.trim() == *n)) {
+            let before = sink.count();
+            let m = commands_with(&all, &format!("the whole fleet, {what}; round {round}"), env).await;
+            if *name != "off" {
+                // The batch exporters' last spans.
+                tokio::time::sleep(Duration::from_secs(6)).await;
+            }
+            let spans = sink.count() - before;
+            println!("\nspans received by the collector: {spans}");
+            results.entry(name).or_default().push((m, spans));
+        }
+    }
+    let mean =
+        |v: &[(Measured, usize)], f: fn(&Measured) -> f64| v.iter().map(|(m, _)| f(m)).sum::<f64>() / v.len() as f64;
+    println!(
+        "\n## Tracing's cost ({} game commands a run, mean of {rounds} rounds; a collector in the bench's process)\n",
+        CLIENTS * COMMANDS_PER_CLIENT
+    );
+    println!(
+        "| tracing | commands/s (each round) | wall × off | fleet CPU µs/command | CPU × off | p99 | WhoAmI/s | spans a run |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let off = results.get("off").map(|v| (mean(v, |m| m.per_s), mean(v, |m| m.fleet_cpu_us)));
+    for (name, _, _) in &configs {
+        let Some(v) = results.get(name) else { continue };
+        let (per_s, cpu) = (mean(v, |m| m.per_s), mean(v, |m| m.fleet_cpu_us));
+        let each: Vec<String> = v.iter().map(|(m, _)| format!("{:.0}", m.per_s)).collect();
+        let (wall_x, cpu_x) = match off {
+            Some((o, oc)) => (format!("{:.2}×", o / per_s), format!("{:.2}×", cpu / oc)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {name} | {per_s:.0} ({}) | {wall_x} | {cpu:.0} | {cpu_x} | {} | {:.0} | {} |",
+            each.join(", "),
+            ms(Duration::from_secs_f64(mean(v, |m| m.p99.as_secs_f64()))),
+            mean(v, |m| m.floor_per_s),
+            v.iter().map(|(_, s)| s).sum::<usize>() / v.len()
+        );
+    }
 }
 
 /// A tool's output line starting with `prefix`, the rest of it.

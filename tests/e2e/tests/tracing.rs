@@ -252,3 +252,92 @@ async fn one_registration_and_one_game_command_are_traced_through_grpc_the_appen
             && by_service.contains_key("projector")
     );
 }
+
+/// As deployed, traces are sampled by ratio where they start and followed
+/// everywhere else; with the ratio at 0 only a trace a client records
+/// (flags 01) is exported — its calls, its appends, every consumer of its
+/// events — and nothing at all of the work nobody asked to record, which
+/// still carries its trace id on (flags 00) for the next service to follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_trace_builds_no_span_anywhere_and_a_sampled_one_is_whole() {
+    let (collector, endpoint) = Collector::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ];
+    let fleet = Fleet::start(&env);
+    let token = fleet.player("ratioed").await.1;
+    let mut games = fleet.game().await;
+    let create = || CreateGameSessionRequest {
+        map: "meadow".into(),
+        difficulty: "easy".into(),
+        max_players: 2,
+        ..Default::default()
+    };
+    // Three games: one the client records, one it does not (flags 00), one
+    // with no trace context at all.
+    let (sampled, unsampled) = ("1bf92f3577b34da6a3ce929d0e0e4736", "2bf92f3577b34da6a3ce929d0e0e4736");
+    let mut recorded = bearer(create(), &token);
+    recorded.metadata_mut().insert("traceparent", format!("00-{sampled}-00f067aa0ba902b7-01").parse().unwrap());
+    let recorded = games.create_game_session(recorded).await.unwrap().into_inner();
+    let mut skipped = bearer(create(), &token);
+    skipped.metadata_mut().insert("traceparent", format!("00-{unsampled}-00f067aa0ba902b7-00").parse().unwrap());
+    let skipped = games.create_game_session(skipped).await.unwrap().into_inner();
+    let plain = games.create_game_session(bearer(create(), &token)).await.unwrap().into_inner();
+
+    // The recorded one is whole: server span, append, the rm.game apply.
+    let rpc = collector
+        .wait("the recorded CreateGameSession", |s| {
+            s.service == "timesquare" && s.trace() == sampled && s.attr("rpc.method") == "CreateGameSession"
+        })
+        .await;
+    let append = collector
+        .wait("its append", |s| s.span.name.starts_with("send es:{game_session.") && s.parent() == rpc.id())
+        .await;
+    collector
+        .wait("its rm.game apply", |s| {
+            s.service == "projector"
+                && s.attr("messaging.consumer.group.name") == "rm.game"
+                && s.links().contains(&(sampled.to_owned(), append.id()))
+        })
+        .await;
+
+    // All three games are projected (so every consumer has seen them)...
+    let mut q = fleet.games().await;
+    for game in [&recorded.session_id, &skipped.session_id, &plain.session_id] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let request = || allies_contracts::projector::v1::GetGameSessionRequest {
+            session_id: game.clone(),
+            ..Default::default()
+        };
+        while q.get_game_session(bearer(request(), &token)).await.is_err() {
+            assert!(Instant::now() < deadline, "game {game} was not projected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // ... and once the exporters have flushed, every span there is belongs
+    // to the recorded trace or to work linked to it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spans = collector.spans.lock().unwrap().clone();
+    let mut traces = std::collections::BTreeSet::from([sampled.to_owned()]);
+    for s in &spans {
+        if s.links().iter().any(|(t, _)| t == sampled) {
+            traces.insert(s.trace());
+        }
+    }
+    let strays: Vec<String> = spans
+        .iter()
+        .filter(|s| !traces.contains(&s.trace()))
+        .map(|s| format!("{} {} {:?}", s.service, s.span.name, s.links()))
+        .collect();
+    assert!(strays.is_empty(), "spans of unsampled work were exported: {strays:#?}");
+    assert!(spans.iter().all(|s| s.trace() != unsampled));
+
+    // The unsampled trace's id went on with its events, flags 00.
+    let logs = fleet.keys("es:{game_session.*:log");
+    let stored: String = logs.lines().map(|log| fleet.raw(&["XRANGE", log, "-", "+"])).collect();
+    assert!(stored.contains(&format!("00-{unsampled}-")), "the events carry the client's unsampled trace id");
+    assert!(!stored.contains(&format!("00-{unsampled}-00f067aa0ba902b7-01")));
+}

@@ -440,18 +440,26 @@ impl PartitionReader {
         let started = std::time::Instant::now();
         let (event_type, outcome) = match RecordedEvent::from_entry(key, entry) {
             Ok(event) => {
-                // A consumer span per entry, linked to the event's creation context.
-                let span = tracing::trace_span!(target: crate::trace::TARGET, "process",
+                // A consumer span per entry, linked to the event's creation
+                // context: recorded when that was (parent-based sampling).
+                let decision = crate::trace::linked([event.envelope.metadata.traceparent.as_deref()]);
+                let span = if !crate::trace::Decision::builds(decision) {
+                    tracing::Span::none()
+                } else {
+                    tracing::trace_span!(target: crate::trace::TARGET, "process",
                     otel.name = %format_args!("process {key}"), otel.kind = "consumer",
                     messaging.system = "redis", messaging.operation.type = "process",
                     messaging.operation.name = "process",
                     messaging.destination.name = %key, messaging.consumer.group.name = %self.config.group,
                     messaging.message.id = %entry.id, event.id = %event.envelope.event_id,
                     event.type = %event.envelope.event_type,
-                    trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+                    trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
+                };
                 crate::trace::link(&span, event.envelope.metadata.traceparent.as_deref());
+                let decision = crate::trace::settle(decision, &span);
                 crate::trace::stamp(&span);
-                let work = tracing::Instrument::instrument(handler.handle(&event), span);
+                let work =
+                    crate::trace::scoped(decision, tracing::Instrument::instrument(handler.handle(&event), span));
                 let handled = self.keeping_fresh(conn, key, &entry.id, work).await;
                 (Some(event.envelope.event_type.clone()), handled)
             }
