@@ -219,6 +219,24 @@ impl SearchIndex {
     pub fn fold(&mut self, log: &str, entry_id: &str, event: Option<&RecordedEvent>) {
         if let Some(event) = event {
             let id = event.envelope.aggregate_id.clone();
+            // Whether an event changes a document depends on the event
+            // alone: most change nothing searchable (a game's towers), and
+            // are found out on an empty document without looking the real
+            // one up (a search and a stored-document read each).
+            if !self.pending.contains_key(&id) {
+                match Doc::empty(self.kind).apply(event) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.positions.insert(log.to_owned(), entry_id.to_owned());
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%log, entry = %entry_id, error = %e, "search: an event it cannot read");
+                        self.positions.insert(log.to_owned(), entry_id.to_owned());
+                        return;
+                    }
+                }
+            }
             let mut doc = self.current(&id).unwrap_or_else(|| Doc::empty(self.kind));
             match doc.apply(event) {
                 Ok(true) => {
@@ -234,6 +252,12 @@ impl SearchIndex {
             }
         }
         self.positions.insert(log.to_owned(), entry_id.to_owned());
+    }
+
+    /// Whether a folded document change waits for a commit (until then a
+    /// search does not see it).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Writes the batch's documents and commits them with the positions
@@ -349,6 +373,32 @@ mod tests {
         }
         index.commit().expect("commit");
         assert_eq!(index.docs(), 5, "every player once");
+    }
+
+    #[test]
+    fn an_event_that_changes_nothing_searchable_moves_the_position_and_leaves_the_document() {
+        use allies_contracts::timesquare::events::v1::TowerPlaced;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = "es:{game_session.0}:log";
+        let mut index = SearchIndex::open(Kind::Games, dir.path()).expect("open");
+        let created = GameSessionCreated { map: "canyon".into(), difficulty: "hard".into(), ..Default::default() };
+        index.fold(log, "1-0", Some(&recorded("game_session", "g1", 1, "GameSessionCreated", &created)));
+        assert!(index.has_pending());
+        index.commit().expect("commit");
+        let placed = TowerPlaced { tower_type: "arrow".into(), ..Default::default() };
+        index.fold(log, "2-0", Some(&recorded("game_session", "g1", 2, "TowerPlaced", &placed)));
+        assert!(!index.has_pending(), "a tower is not searchable: nothing to commit");
+        assert_eq!(index.positions.get(log).map(String::as_str), Some("2-0"));
+        assert_eq!(index.committed.get(log).map(String::as_str), Some("1-0"));
+        // The next searchable event applies to the committed document.
+        let joined = PlayerJoined { user_id: "u1".into(), display_name: "eve".into(), ..Default::default() };
+        index.fold(log, "3-0", Some(&recorded("game_session", "g1", 3, "PlayerJoined", &joined)));
+        assert_eq!(index.commit().expect("commit"), 1);
+        assert_eq!(index.docs(), 1);
+        match index.current("g1") {
+            Some(Doc::Game(d)) => assert_eq!((d.map.as_str(), d.version, d.players.len()), ("canyon", 3, 1)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

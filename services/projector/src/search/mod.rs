@@ -9,7 +9,13 @@
 //! from the committed positions) feeds a bounded channel; one thread — the
 //! engine is synchronous — folds what arrived and commits (a batch is what
 //! queued while the last commit ran, at most 5,000 entries), then shows it
-//! to searches. Each replica's index is independent: a replica that starts
+//! to searches. A batch that changed no document (a game's towers and
+//! waves are not searchable: most of a game's events) is searchable as it
+//! stands; its positions alone are committed at most once a second
+//! ([`CHECKPOINT_EVERY`]) — a tantivy commit writes a segment and wakes its
+//! merger, and committing each such batch cost the projector more CPU than
+//! its key-value projections did. A crash refolds at most that second,
+//! which the documents' versions make harmless. Each replica's index is independent: a replica that starts
 //! with an empty volume catches up from the logs.
 //!
 //! A rebuild builds the next generation (`<dir>/<kind>/gen-<n>`) from the
@@ -44,7 +50,11 @@ pub struct Status {
     /// Entries folded since this process started it.
     pub folded: u64,
     pub commits: u64,
+    /// Positions of the last commit: where a restart resumes.
     pub committed: Positions,
+    /// Positions a search sees everything up to (ahead of `committed`
+    /// when only positions moved since).
+    pub visible: Positions,
     pub docs: u64,
     pub bytes: u64,
     pub last_error: String,
@@ -90,9 +100,72 @@ pub struct Search {
 /// Entries per commit at most.
 const BATCH: usize = 5_000;
 
-/// Whether `status` has committed every position of `target`.
-fn has_committed(status: &Status, target: &Positions) -> bool {
-    target.iter().all(|(log, id)| status.committed.get(log).is_some_and(|c| entry_order(c) >= entry_order(id)))
+/// How long positions alone (no document changed) may wait for a commit.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether a search sees every position of `target` in `status`.
+fn has_reached(status: &Status, target: &Positions) -> bool {
+    target.iter().all(|(log, id)| status.visible.get(log).is_some_and(|c| entry_order(c) >= entry_order(id)))
+}
+
+/// The next entry for the indexer thread; while a checkpoint is owed (its
+/// positions moved since the last commit), it is written once
+/// [`CHECKPOINT_EVERY`] has passed even if nothing more arrives. None when
+/// every tail has stopped.
+fn next_entry(
+    rx: &mut mpsc::Receiver<(String, String, Option<RecordedEvent>)>,
+    index: &mut SearchIndex,
+    checkpoint: &mut Instant,
+    status: &Mutex<Status>,
+) -> Option<(String, String, Option<RecordedEvent>)> {
+    loop {
+        if index.positions == index.committed {
+            return rx.blocking_recv();
+        }
+        match rx.try_recv() {
+            Ok(entry) => return Some(entry),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                let owed = CHECKPOINT_EVERY.saturating_sub(checkpoint.elapsed());
+                if owed.is_zero() {
+                    if !commit(index, checkpoint, status) {
+                        return None;
+                    }
+                } else {
+                    std::thread::sleep(owed.min(Duration::from_millis(20)));
+                }
+            }
+        }
+    }
+}
+
+/// Commits what `index` folded and reports it; false when the commit
+/// failed (nothing of it is on disk: the process must fold it again from
+/// the committed positions, so the indexer stops).
+fn commit(index: &mut SearchIndex, checkpoint: &mut Instant, status: &Mutex<Status>) -> bool {
+    if index.positions == index.committed && !index.has_pending() {
+        return true;
+    }
+    let result = index.commit();
+    *checkpoint = Instant::now();
+    let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+    match result {
+        Ok(_) => {
+            s.commits += 1;
+            s.committed = index.committed.clone();
+            s.visible = index.committed.clone();
+            s.docs = index.docs();
+            if s.commits % 50 == 1 {
+                s.bytes = index.size();
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(kind = index.kind.name(), error = %e, "search: commit failed; restart to resume");
+            s.last_error = e.to_string();
+            false
+        }
+    }
 }
 
 /// A stream entry id as (ms, seq), to compare positions.
@@ -144,9 +217,9 @@ impl Search {
         Ok(search)
     }
 
-    /// Whether the live generation of `kind` has committed `target`.
+    /// Whether a search of the live generation of `kind` sees `target`.
     fn reached(&self, kind: Kind, target: &Positions) -> bool {
-        self.live(kind).is_some_and(|l| l.status.lock().is_ok_and(|s| has_committed(&s, target)))
+        self.live(kind).is_some_and(|l| l.status.lock().is_ok_and(|s| has_reached(&s, target)))
     }
 
     /// Whether every index has caught up with the logs as they were at start.
@@ -183,6 +256,7 @@ impl Search {
         let mut index = SearchIndex::open(kind, &dir)?;
         let status = Arc::new(Mutex::new(Status {
             committed: index.committed.clone(),
+            visible: index.committed.clone(),
             docs: index.docs(),
             bytes: index.size(),
             ..Status::default()
@@ -213,7 +287,8 @@ impl Search {
         let st = status.clone();
         let thread = std::thread::Builder::new().name(format!("search-{}", kind.name())).spawn(move || {
             // Ends when every tail has stopped (the senders are gone).
-            while let Some(first) = rx.blocking_recv() {
+            let mut checkpoint = Instant::now();
+            while let Some(first) = next_entry(&mut rx, &mut index, &mut checkpoint, &st) {
                 let mut n = 1;
                 index.fold(&first.0, &first.1, first.2.as_ref());
                 while n < BATCH {
@@ -225,27 +300,18 @@ impl Search {
                         Err(_) => break,
                     }
                 }
-                let result = index.commit();
-                let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-                s.folded += n as u64;
-                match result {
-                    Ok(_) => {
-                        s.commits += 1;
-                        s.committed = index.committed.clone();
-                        s.docs = index.docs();
-                        if s.commits % 50 == 1 {
-                            s.bytes = index.size();
-                        }
-                    }
-                    Err(e) => {
-                        // Nothing of the batch is on disk: the process must
-                        // fold it again from the committed positions.
-                        tracing::error!(kind = kind.name(), error = %e, "search: commit failed; restart to resume");
-                        s.last_error = e.to_string();
+                st.lock().unwrap_or_else(|e| e.into_inner()).folded += n as u64;
+                if index.has_pending() || checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                    if !commit(&mut index, &mut checkpoint, &st) {
                         return;
                     }
+                } else {
+                    // Nothing to show that a search does not see already.
+                    st.lock().unwrap_or_else(|e| e.into_inner()).visible = index.positions.clone();
                 }
             }
+            // Stopped: what was folded is committed.
+            commit(&mut index, &mut checkpoint, &st);
             let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
             s.bytes = index.size();
         })?;
@@ -275,11 +341,11 @@ impl Search {
         Ok(out)
     }
 
-    /// Entries of `kind`'s logs not yet committed by the live generation
-    /// (counted up to 10,000 per log).
+    /// Entries of `kind`'s logs a search of the live generation does not
+    /// see yet (counted up to 10,000 per log).
     pub async fn lag(&self, kind: Kind) -> Result<u64, allies_store::StoreError> {
         let Some(live) = self.live(kind) else { return Ok(0) };
-        let committed = live.status.lock().map(|s| s.committed.clone()).unwrap_or_default();
+        let committed = live.status.lock().map(|s| s.visible.clone()).unwrap_or_default();
         let mut lag = 0u64;
         let mut conn = self.conn.clone();
         for (log, last) in self.tails(kind).await? {
@@ -325,7 +391,7 @@ impl Search {
         let me = self.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            while !building.status.lock().is_ok_and(|s| has_committed(&s, &target)) {
+            while !building.status.lock().is_ok_and(|s| has_reached(&s, &target)) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let _ = std::fs::write(me.kind_dir(kind).join("CURRENT"), next.to_string());
@@ -368,7 +434,7 @@ impl Search {
         let mut out = String::new();
         for (metric, help) in [
             ("allies_search_documents", "Documents in this replica's search index."),
-            ("allies_search_lag", "Entries in the partition logs this replica's search index has not committed."),
+            ("allies_search_lag", "Entries in the partition logs a search of this replica's index does not see yet."),
             ("allies_search_folded", "Entries folded into the search index since this process started."),
             ("allies_search_commits", "Search index commits since this process started."),
             ("allies_search_bytes", "Bytes of the search index on disk."),
