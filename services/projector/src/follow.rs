@@ -22,7 +22,6 @@ use allies_core::FieldViolation;
 use allies_platform::auth::{Authenticator, ROLE_ADMIN};
 use allies_platform::{IntoStatus, OrStatus};
 use allies_store::{RecordedEvent, RedisConn, StoreError, keys};
-use redis::streams::StreamReadReply;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -107,7 +106,7 @@ impl EventSubscriptionService for FollowApi {
             loop {
                 let mut any = false;
                 for (p, log) in logs.iter().enumerate() {
-                    let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREAD")
+                    let reply: Result<allies_store::StreamRead, _> = redis::cmd("XREAD")
                         .arg("COUNT")
                         .arg(200)
                         .arg("STREAMS")
@@ -116,9 +115,7 @@ impl EventSubscriptionService for FollowApi {
                         .query_async(&mut conn)
                         .await;
                     let entries = match reply {
-                        Ok(r) => {
-                            r.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default()
-                        }
+                        Ok(r) => r.into_entries().collect::<Vec<_>>(),
                         Err(e) => {
                             let _ = tx.send(Err(StoreError::from(e).into_status())).await;
                             return;

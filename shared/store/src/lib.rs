@@ -37,6 +37,7 @@ pub mod pages;
 pub mod priority;
 mod redis_store;
 mod store;
+mod stream_read;
 pub mod subscriber;
 pub mod tail;
 pub mod trace;
@@ -62,6 +63,7 @@ pub use store::{
     AppendOutcome, AppendRequest, AsOf, CommandRecord, EventStore, Priority, Publication, StateWrite, Storage,
     StoredState,
 };
+pub use stream_read::StreamRead;
 pub use tunable::Tunable;
 
 /// Largest number of events one append may carry.

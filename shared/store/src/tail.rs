@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use redis::streams::{StreamId, StreamReadReply};
+use redis::streams::StreamId;
 use tokio::sync::watch;
 
-use crate::{RedisConn, RedisTarget, StoreError};
+use crate::{RedisConn, RedisTarget, StoreError, StreamRead};
 
 /// How long one read waits for an entry: an append wakes it at once, a
 /// stop ends it at once; the timeout only bounds how long a read that
@@ -54,15 +54,13 @@ pub async fn follow<F, Fut>(
         };
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(256).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(&key).arg(&last);
-        let read: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
+        let read: redis::RedisResult<StreamRead> = tokio::select! {
             r = cmd.query_async(c) => r,
             _ = stop.changed() => return,
         };
         match read {
             Ok(reply) => {
-                for entry in
-                    reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default()
-                {
+                for entry in reply.into_entries() {
                     last = entry.id.clone();
                     on_entry(entry).await;
                 }

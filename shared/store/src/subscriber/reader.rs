@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::RedisResult;
-use redis::streams::{StreamId, StreamReadReply};
+use redis::streams::StreamId;
 use tokio::sync::watch;
 
 use super::{Handler, HandlerError, SubscriptionConfig, dead_letters};
 use crate::metrics::SubscriberMetrics;
-use crate::{Priority, RecordedEvent, RedisConn, RedisTarget, StoreError, keys};
+use crate::{Priority, RecordedEvent, RedisConn, RedisTarget, StoreError, StreamRead, keys};
 
 /// An entry and the index of the stream it came from.
 pub(crate) type Entry = (usize, StreamId);
@@ -297,9 +297,9 @@ impl PartitionReader {
         for _ in indexes {
             cmd.arg(">");
         }
-        let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+        let reply: StreamRead = cmd.query_async(conn).await?;
         let mut out = Vec::new();
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
+        for key in reply.keys {
             let i = self.streams.iter().position(|s| *s == key.key).unwrap_or(0);
             out.extend(key.ids.into_iter().map(|e| (i, e)));
         }
