@@ -78,6 +78,16 @@ impl Handler for Applier {
         self.view.apply(&changes).await
     }
 
+    /// On a single Redis, a read's events are written in one script.
+    fn batches(&self) -> bool {
+        !self.view.conn.is_cluster()
+    }
+
+    async fn handle_all(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        let changes = events.iter().map(|e| self.projection.changes(e)).collect::<Result<Vec<_>, _>>()?;
+        self.view.apply_many(&changes).await
+    }
+
     async fn confirm(&self) -> Result<(), HandlerError> {
         let allies_store::ReplicaAcks { replicas, timeout } = self.replicas;
         if replicas == 0 {

@@ -22,7 +22,7 @@ pub struct Namespace {
 /// One model's change (Cluster: model by model).
 static APPLY: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("apply.lua")));
-/// A whole event's changes in one script (single Redis).
+/// Whole events' changes in one script (single Redis).
 static APPLY_ALL: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("apply_all.lua")));
 
@@ -46,9 +46,15 @@ impl Namespace {
     /// written without its indexes); on a Cluster model by model, then the
     /// index writes.
     pub async fn apply(&self, changes: &[Change]) -> Result<(), HandlerError> {
-        if !self.conn.is_cluster() {
-            return self.apply_at_once(changes).await;
+        if self.conn.is_cluster() {
+            self.apply_model_by_model(changes).await
+        } else {
+            self.apply_many(&[changes]).await
         }
+    }
+
+    /// One event's changes on a Cluster: each model in its own script, then the index writes.
+    async fn apply_model_by_model(&self, changes: &[Change]) -> Result<(), HandlerError> {
         let mut models = 0;
         let mut written = 0;
         for change in changes {
@@ -80,54 +86,53 @@ impl Namespace {
             })
             .collect();
         let mut conn = self.conn.clone();
-        // One pipeline on a single Redis; one command each on a Cluster, where
-        // the index keys live in different slots.
-        if conn.is_cluster() {
-            for cmd in cmds {
-                let _: redis::Value = cmd.query_async(&mut conn).await.map_err(handler_error)?;
-            }
-        } else if !cmds.is_empty() {
-            let mut pipe = redis::pipe();
-            for cmd in cmds {
-                pipe.add_command(cmd).ignore();
-            }
-            let _: () = pipe.query_async(&mut conn).await.map_err(handler_error)?;
+        // One command each: the index keys live in other slots.
+        for cmd in cmds {
+            let _: redis::Value = cmd.query_async(&mut conn).await.map_err(handler_error)?;
         }
         Ok(())
     }
 
-    async fn apply_at_once(&self, changes: &[Change]) -> Result<(), HandlerError> {
-        let models: Vec<_> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Model { key, version, set, del, .. } => Some((key, version, set, del)),
-                Change::Index(_) => None,
-            })
-            .collect();
+    /// Several events' changes (in log order), each as [`apply`](Self::apply)
+    /// would: on a single Redis in one script (one round trip for a read's
+    /// events), on a Cluster event by event.
+    pub async fn apply_many<C: AsRef<[Change]>>(&self, events: &[C]) -> Result<(), HandlerError> {
+        if self.conn.is_cluster() {
+            for changes in events {
+                self.apply_model_by_model(changes.as_ref()).await?;
+            }
+            return Ok(());
+        }
+        if events.iter().all(|c| c.as_ref().is_empty()) {
+            return Ok(());
+        }
         let mut inv = APPLY_ALL.prepare_invoke();
-        for (key, ..) in &models {
-            inv.key(self.key(key));
-        }
-        inv.arg(models.len());
-        for (_, version, set, del) in &models {
-            inv.arg(**version).arg(set.len()).arg(del.len());
-            for (f, v) in *set {
-                inv.arg(f).arg(v);
+        inv.arg(events.len());
+        for changes in events {
+            let changes = changes.as_ref();
+            let models = changes.iter().filter(|c| matches!(c, Change::Model { .. })).count();
+            inv.arg(models).arg(changes.len() - models);
+            for change in changes {
+                let Change::Model { key, version, set, del, .. } = change else { continue };
+                inv.key(self.key(key)).arg(*version).arg(set.len()).arg(del.len());
+                for (f, v) in set {
+                    inv.arg(f).arg(v);
+                }
+                for f in del {
+                    inv.arg(f);
+                }
             }
-            for f in *del {
-                inv.arg(f);
+            for change in changes {
+                let Change::Index(op) = change else { continue };
+                match op {
+                    IndexOp::HSet { key, field, value } => inv.key(self.key(key)).arg("hset").arg(field).arg(value),
+                    IndexOp::ZAdd { key, member, score } => inv.key(self.key(key)).arg("zadd").arg(*score).arg(member),
+                    IndexOp::HDel { key, field } => inv.key(self.key(key)).arg("hdel").arg(field),
+                    IndexOp::ZRem { key, member } => inv.key(self.key(key)).arg("zrem").arg(member),
+                    IndexOp::SAdd { key, member } => inv.key(self.key(key)).arg("sadd").arg(member),
+                    IndexOp::SRem { key, member } => inv.key(self.key(key)).arg("srem").arg(member),
+                };
             }
-        }
-        for change in changes {
-            let Change::Index(op) = change else { continue };
-            match op {
-                IndexOp::HSet { key, field, value } => inv.key(self.key(key)).arg("hset").arg(field).arg(value),
-                IndexOp::ZAdd { key, member, score } => inv.key(self.key(key)).arg("zadd").arg(*score).arg(member),
-                IndexOp::HDel { key, field } => inv.key(self.key(key)).arg("hdel").arg(field),
-                IndexOp::ZRem { key, member } => inv.key(self.key(key)).arg("zrem").arg(member),
-                IndexOp::SAdd { key, member } => inv.key(self.key(key)).arg("sadd").arg(member),
-                IndexOp::SRem { key, member } => inv.key(self.key(key)).arg("srem").arg(member),
-            };
         }
         let mut conn = self.conn.clone();
         let _: i64 = inv.invoke_async(&mut conn).await.map_err(handler_error)?;

@@ -78,3 +78,94 @@ async fn an_events_model_and_index_writes_follow_the_version_rules() {
     view.apply(&indexes("cid")).await.unwrap();
     assert_eq!(redis.raw(&["HGET", "rm:idx:name", "cid"]), "1");
 }
+
+fn model_of(key: &str, version: u64, set: &[(&str, &str)], del: &[&str]) -> Change {
+    match model(version, set, del) {
+        Change::Model { id, version, set, del, .. } => Change::Model { key: key.into(), id, version, set, del },
+        other => other,
+    }
+}
+
+/// Every key of a namespace and what it holds, by kind, for comparing two.
+fn contents(redis: &RedisServer, ns: &str) -> Vec<(String, String)> {
+    let keys = redis.raw(&["KEYS", &format!("{ns}:*")]);
+    let mut keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+    keys.sort();
+    keys.iter()
+        .map(|k| {
+            let held = match redis.raw(&["TYPE", k]).trim_start_matches('+') {
+                "hash" => {
+                    let mut lines: Vec<String> = redis.raw(&["HGETALL", k]).lines().map(str::to_owned).collect();
+                    let mut pairs: Vec<String> = lines.chunks_mut(2).map(|p| p.join("=")).collect();
+                    pairs.sort();
+                    pairs.join(",")
+                }
+                "zset" => redis.raw(&["ZRANGE", k, "0", "-1", "WITHSCORES"]),
+                "set" => {
+                    let mut m: Vec<String> = redis.raw(&["SMEMBERS", k]).lines().map(str::to_owned).collect();
+                    m.sort();
+                    m.join(",")
+                }
+                other => other.to_owned(),
+            };
+            (k.trim_start_matches(ns).to_owned(), held)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reads_events_applied_together_end_as_applied_one_by_one() {
+    let redis = RedisServer::start();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
+    let together = Namespace::new(store.connection(), "a");
+    let one_by_one = Namespace::new(store.connection(), "b");
+
+    // Two models, interleaved; an older event redelivered after a newer one
+    // (its index writes must not be made), a same-version redelivery (they
+    // are), index writes without a model, an event with no change at all.
+    let with = |mut c: Vec<Change>, more: Vec<Change>| {
+        c.extend(more);
+        c
+    };
+    let events: Vec<Vec<Change>> = vec![
+        with(vec![model_of("thing:1", 1, &[("name", "ann"), ("note", "x")], &[])], indexes("ann")),
+        vec![model_of("thing:2", 1, &[("name", "cid")], &[])],
+        with(
+            vec![model_of("thing:1", 2, &[("name", "bea")], &["note"])],
+            vec![
+                Change::Index(IndexOp::HDel { key: "idx:name".into(), field: "ann".into() }),
+                Change::Index(IndexOp::ZRem { key: "idx:sorted".into(), member: "ann".into() }),
+                Change::Index(IndexOp::SRem { key: "idx:set".into(), member: "ann".into() }),
+                Change::Index(IndexOp::HSet { key: "idx:name".into(), field: "bea".into(), value: "1".into() }),
+            ],
+        ),
+        with(vec![model_of("thing:1", 1, &[("name", "old")], &[])], indexes("old")),
+        with(vec![model_of("thing:1", 2, &[("name", "bea")], &["note"])], indexes("bea")),
+        vec![],
+        indexes("dan"),
+        vec![model_of("thing:2", 2, &[("level", "3")], &[])],
+    ];
+    together.apply_many(&events).await.unwrap();
+    for changes in &events {
+        one_by_one.apply(changes).await.unwrap();
+    }
+    let (a, b) = (contents(&redis, "a"), contents(&redis, "b"));
+    assert_eq!(a, b);
+    // And what that is: the older event moved nothing, the rest applied in order.
+    assert_eq!(redis.raw(&["HGET", "a:thing:1", "name"]), "bea");
+    assert_eq!(redis.raw(&["HEXISTS", "a:thing:1", "note"]), ":0");
+    assert_eq!(redis.raw(&["HEXISTS", "a:idx:name", "old"]), ":0");
+    assert_eq!(redis.raw(&["HGET", "a:idx:name", "bea"]), "1");
+    assert_eq!(redis.raw(&["HGET", "a:idx:name", "dan"]), "1");
+    assert_eq!(redis.raw(&["HGET", "a:thing:2", "level"]), "3");
+    assert_eq!(redis.raw(&["HGET", "a:thing:2", "_version"]), "2");
+
+    // Applying the whole read again (a redelivery after a crash before the
+    // ack) changes nothing.
+    together.apply_many(&events).await.unwrap();
+    assert_eq!(contents(&redis, "a"), a);
+
+    // Nothing to write: no round trip, no error.
+    together.apply_many(&[Vec::<Change>::new(), Vec::new()]).await.unwrap();
+    assert_eq!(contents(&redis, "a"), a);
+}

@@ -79,6 +79,11 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether entries flow (no streak of failures has opened it).
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().is_ok_and(|i| i.opened_at.is_none())
+    }
+
     /// How long until an open breaker lets a trial through (zero otherwise).
     pub fn remaining_open(&self) -> Duration {
         let Ok(i) = self.inner.lock() else { return self.config.get().open_for };

@@ -262,6 +262,106 @@ async fn concurrent_lanes_keep_each_aggregates_order() {
     task.await.unwrap();
 }
 
+/// Applies a read's events together; a read holding a Poison event fails
+/// as a whole (nothing of it applied), and alone a Poison event always fails.
+#[derive(Default)]
+struct Together {
+    seen: Mutex<HashMap<String, Vec<u64>>>,
+    applied: Mutex<HashMap<Uuid, u32>>,
+    together: Mutex<Vec<usize>>,
+    poison_alone: Mutex<u32>,
+}
+
+impl Together {
+    fn apply(&self, e: &RecordedEvent) {
+        let e = &e.envelope;
+        self.seen.lock().unwrap().entry(e.aggregate_id.clone()).or_default().push(e.version);
+        *self.applied.lock().unwrap().entry(e.event_id).or_default() += 1;
+    }
+}
+
+impl Handler for Together {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        if event.envelope.event_type == "Poison" {
+            *self.poison_alone.lock().unwrap() += 1;
+            return Err(HandlerError::new("cannot apply Poison"));
+        }
+        self.apply(event);
+        Ok(())
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    async fn handle_all(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        if events.iter().any(|e| e.envelope.event_type == "Poison") {
+            return Err(HandlerError::new("a Poison event in the read"));
+        }
+        self.together.lock().unwrap().push(events.len());
+        events.iter().for_each(|e| self.apply(e));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batching_handler_gets_a_reads_entries_together_and_a_failed_read_goes_one_by_one() {
+    let redis = RedisServer::start();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
+    // 6 aggregates, 10 events each, interleaved; one Poison among them.
+    let mut good = Vec::new();
+    for v in 0..10u64 {
+        for a in 0..6 {
+            let e = if v == 4 && a == 2 { event("Poison") } else { event("Fine") };
+            if e.event_type == "Fine" {
+                good.push(e.event_id);
+            }
+            append(&store, "thing", &format!("agg{a}"), ExpectedVersion::Exact(v), vec![e]).await;
+        }
+    }
+    let handler = Arc::new(Together::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task =
+        tokio::spawn(subscriber::run(RedisTarget::parse(&redis.url()).unwrap(), config("c"), handler.clone(), stopped));
+    let dlq = keys::dead_letter_key("thing", 0, "rm.test");
+    wait_until("poison dead-lettered", || redis.raw(&["XLEN", &dlq]) == ":1").await;
+    wait_until("good events applied", || handler.applied.lock().unwrap().len() == good.len()).await;
+    // The first read held all 60 entries: it failed together, went one by
+    // one, and only the Poison event was retried and buried.
+    assert_eq!(*handler.poison_alone.lock().unwrap(), 3, "three attempts alone, then the dead-letter stream");
+    assert!(handler.applied.lock().unwrap().values().all(|n| *n == 1), "each event applied once");
+    for (aggregate, versions) in handler.seen.lock().unwrap().iter() {
+        let expected: Vec<u64> = (1..=10).filter(|v| !(aggregate == "agg2" && *v == 5)).collect();
+        assert_eq!(versions, &expected, "{aggregate} applied out of order");
+    }
+    wait_until("nothing pending", || redis.raw(&["XPENDING", &keys::log_key("thing", 0), "rm.test"]).starts_with(":0"))
+        .await;
+
+    // Later reads without a Poison event are applied together, in order
+    // (appended while the subscriber is stopped: its next read holds them).
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    for v in 10..30u64 {
+        for a in 0..6 {
+            append(&store, "thing", &format!("agg{a}"), ExpectedVersion::Exact(v), vec![event("Fine")]).await;
+        }
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task =
+        tokio::spawn(subscriber::run(RedisTarget::parse(&redis.url()).unwrap(), config("c"), handler.clone(), stopped));
+    wait_until("later events applied", || handler.applied.lock().unwrap().len() == good.len() + 120).await;
+    assert_eq!(handler.together.lock().unwrap().as_slice(), &[120], "one read, applied together");
+    for (aggregate, versions) in handler.seen.lock().unwrap().iter() {
+        let expected: Vec<u64> = (1..=30).filter(|v| !(aggregate == "agg2" && *v == 5)).collect();
+        assert_eq!(versions, &expected, "{aggregate} applied out of order");
+    }
+    assert!(handler.applied.lock().unwrap().values().all(|n| *n == 1), "each event applied once");
+    wait_until("nothing pending", || redis.raw(&["XPENDING", &keys::log_key("thing", 0), "rm.test"]).starts_with(":0"))
+        .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
 /// Fails every call while `down`, counting calls.
 #[derive(Default)]
 struct Flaky {

@@ -31,16 +31,34 @@ struct Timed {
     applied: std::sync::atomic::AtomicUsize,
 }
 
+impl Timed {
+    fn applied(&self, events: &[allies_store::RecordedEvent]) {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        if let Ok(mut l) = self.lags.lock() {
+            l.extend(events.iter().map(|e| Duration::from_millis((now - e.envelope.recorded_at_ms).max(0) as u64)));
+        }
+        self.applied.fetch_add(events.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl allies_store::subscriber::Handler for Timed {
     async fn handle(&self, event: &allies_store::RecordedEvent) -> Result<(), allies_store::subscriber::HandlerError> {
         allies_store::subscriber::Handler::handle(&self.inner, event).await?;
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
-        let lag = Duration::from_millis((now - event.envelope.recorded_at_ms).max(0) as u64);
-        if let Ok(mut l) = self.lags.lock() {
-            l.push(lag);
-        }
-        self.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.applied(std::slice::from_ref(event));
+        Ok(())
+    }
+
+    fn batches(&self) -> bool {
+        allies_store::subscriber::Handler::batches(&self.inner)
+    }
+
+    async fn handle_all(
+        &self,
+        events: &[allies_store::RecordedEvent],
+    ) -> Result<(), allies_store::subscriber::HandlerError> {
+        allies_store::subscriber::Handler::handle_all(&self.inner, events).await?;
+        self.applied(events);
         Ok(())
     }
 }

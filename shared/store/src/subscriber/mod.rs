@@ -83,6 +83,27 @@ pub trait Handler: Send + Sync + 'static {
     /// after a crash between applying and acknowledging.
     fn handle(&self, event: &RecordedEvent) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
+    /// Whether [`handle_all`](Self::handle_all) applies several events
+    /// more cheaply than one by one (a read model's writes in one script
+    /// rather than one round trip each). Only such a handler is given a
+    /// read's entries together.
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Applies several events as `handle` of each in log order would, and
+    /// as idempotently. On an error the runtime applies them again one by
+    /// one, so retries and dead letters stay per entry: a part applied
+    /// before the error must be harmless to apply again.
+    fn handle_all(&self, events: &[RecordedEvent]) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            for event in events {
+                self.handle(event).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Called before what `handle` applied is acknowledged: a handler that
     /// writes outside the event store waits here until its writes are on
     /// enough replicas (`REDIS_REPLICA_ACKS`), so a failover cannot keep

@@ -346,6 +346,14 @@ impl PartitionReader {
         entries: &[Entry],
         shutdown: &watch::Receiver<bool>,
     ) -> Result<bool, StoreError> {
+        if handler.batches()
+            && self.streams.len() == 1
+            && entries.len() > 1
+            && let Some(acks) = self.handle_together(conn, handler, entries).await
+        {
+            self.ack(conn, handler, &acks).await?;
+            return Ok(!*shutdown.borrow());
+        }
         // Lanes by aggregate: entries of one aggregate stay in one lane, in
         // order; lanes run concurrently; the successes are acked per stream
         // in one XACK once applied.
@@ -378,19 +386,114 @@ impl PartitionReader {
                 Err(e) => failure = Some(e),
             }
         }
-        if !acks.is_empty() {
-            handler.confirm().await.map_err(unconfirmed)?;
+        self.ack(conn, handler, &acks).await?;
+        if let Some(e) = failure {
+            return Err(e);
         }
+        Ok(!*shutdown.borrow())
+    }
+
+    /// A consumer span for an entry, linked to the event's creation
+    /// context: built only when that was recorded (parent-based sampling).
+    fn consumer_span(
+        &self,
+        key: &str,
+        entry: &StreamId,
+        event: &RecordedEvent,
+    ) -> (tracing::Span, Option<crate::trace::Decision>) {
+        let decision = crate::trace::linked([event.envelope.metadata.traceparent.as_deref()]);
+        let span = if !crate::trace::Decision::builds(decision) {
+            tracing::Span::none()
+        } else {
+            tracing::trace_span!(target: crate::trace::TARGET, "process",
+            otel.name = %format_args!("process {key}"), otel.kind = "consumer",
+            messaging.system = "redis", messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = %key, messaging.consumer.group.name = %self.config.group,
+            messaging.message.id = %entry.id, event.id = %event.envelope.event_id,
+            event.type = %event.envelope.event_type,
+            trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
+        };
+        crate::trace::link(&span, event.envelope.metadata.traceparent.as_deref());
+        let decision = crate::trace::settle(decision, &span);
+        crate::trace::stamp(&span);
+        (span, decision)
+    }
+
+    /// A read's entries of a partition log applied together
+    /// ([`Handler::handle_all`]) in log order, for a handler that
+    /// [batches](Handler::batches): what to ack, or None when they go one
+    /// by one instead — an entry deleted or unreadable, an open breaker, or
+    /// a failure (the one-by-one path applies them again, idempotently, so
+    /// retries and dead letters stay per entry).
+    async fn handle_together<H: Handler>(
+        &self,
+        conn: &mut RedisConn,
+        handler: &H,
+        entries: &[Entry],
+    ) -> Option<Vec<(usize, String)>> {
+        let key = &self.streams[0];
+        let mut events = Vec::with_capacity(entries.len());
+        for (_, entry) in entries {
+            if entry.map.is_empty() {
+                return None;
+            }
+            events.push(RecordedEvent::from_entry(key, entry).ok()?);
+        }
+        let permit = self.config.breaker.permit();
+        if permit == crate::breaker::Permit::Denied {
+            return None;
+        }
+        // Each recorded event's span covers the apply they share.
+        let spans: Vec<tracing::Span> = entries
+            .iter()
+            .zip(&events)
+            .map(|((_, entry), event)| self.consumer_span(key, entry, event).0)
+            .filter(|span| !span.is_none())
+            .collect();
+        let started = std::time::Instant::now();
+        let ids: Vec<&str> = entries.iter().map(|(_, e)| e.id.as_str()).collect();
+        let outcome = self.keeping_fresh(conn, key, &ids, handler.handle_all(&events)).await;
+        drop(spans);
+        let labels = SubscriberMetrics::labels(&self.config.group);
+        if let Err(error) = outcome {
+            if permit == crate::breaker::Permit::Trial {
+                self.config.breaker.record(permit, false);
+            }
+            tracing::debug!(stream = %key, group = %self.config.group, entries = entries.len(), %error,
+                "entries applied together failed; applying them one by one");
+            return None;
+        }
+        self.config.breaker.record(permit, true);
+        if let Some(m) = &self.config.metrics {
+            let each = started.elapsed().as_secs_f64() / entries.len() as f64;
+            let seconds = m.handler_seconds.get_or_create(&labels);
+            for _ in entries {
+                seconds.observe(each);
+            }
+            m.processed.get_or_create(&labels).inc_by(entries.len() as u64);
+        }
+        Some(entries.iter().map(|(stream, entry)| (*stream, entry.id.clone())).collect())
+    }
+
+    /// Confirms the handler's writes, then acknowledges `acks` (one XACK per stream).
+    async fn ack<H: Handler>(
+        &self,
+        conn: &mut RedisConn,
+        handler: &H,
+        acks: &[(usize, String)],
+    ) -> Result<(), StoreError> {
+        if acks.is_empty() {
+            return Ok(());
+        }
+        handler.confirm().await.map_err(unconfirmed)?;
         for (i, stream) in self.streams.iter().enumerate() {
             let ids: Vec<&String> = acks.iter().filter(|(s, _)| *s == i).map(|(_, id)| id).collect();
             if !ids.is_empty() {
                 let _: i64 = redis::cmd("XACK").arg(stream).arg(&self.config.group).arg(&ids).query_async(conn).await?;
             }
         }
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        Ok(!*shutdown.borrow())
+        Ok(())
     }
 
     /// As [`handle_entry`](Self::handle_entry), acking a success at once.
@@ -442,25 +545,10 @@ impl PartitionReader {
             Ok(event) => {
                 // A consumer span per entry, linked to the event's creation
                 // context: recorded when that was (parent-based sampling).
-                let decision = crate::trace::linked([event.envelope.metadata.traceparent.as_deref()]);
-                let span = if !crate::trace::Decision::builds(decision) {
-                    tracing::Span::none()
-                } else {
-                    tracing::trace_span!(target: crate::trace::TARGET, "process",
-                    otel.name = %format_args!("process {key}"), otel.kind = "consumer",
-                    messaging.system = "redis", messaging.operation.type = "process",
-                    messaging.operation.name = "process",
-                    messaging.destination.name = %key, messaging.consumer.group.name = %self.config.group,
-                    messaging.message.id = %entry.id, event.id = %event.envelope.event_id,
-                    event.type = %event.envelope.event_type,
-                    trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
-                };
-                crate::trace::link(&span, event.envelope.metadata.traceparent.as_deref());
-                let decision = crate::trace::settle(decision, &span);
-                crate::trace::stamp(&span);
+                let (span, decision) = self.consumer_span(key, entry, &event);
                 let work =
                     crate::trace::scoped(decision, tracing::Instrument::instrument(handler.handle(&event), span));
-                let handled = self.keeping_fresh(conn, key, &entry.id, work).await;
+                let handled = self.keeping_fresh(conn, key, &[entry.id.as_str()], work).await;
                 (Some(event.envelope.event_type.clone()), handled)
             }
             Err(e) => (None, Err(HandlerError::new(e.to_string()))),
@@ -523,7 +611,7 @@ impl PartitionReader {
         &self,
         conn: &mut RedisConn,
         stream: &str,
-        id: &str,
+        ids: &[&str],
         work: F,
     ) -> F::Output {
         let every = (self.config.claim_idle / 3).max(Duration::from_millis(20));
@@ -533,18 +621,21 @@ impl PartitionReader {
                 done = &mut work => return done,
                 _ = tokio::time::sleep(every) => {
                     // Built here, not per entry: only a long handler gets this far.
-                    let kept: RedisResult<i64> = redis::Script::new(KEEP_FRESH)
-                        .key(stream)
-                        .arg(&self.config.group)
-                        .arg(&self.config.consumer)
-                        .arg(id)
-                        .invoke_async(conn)
-                        .await;
-                    match kept {
-                        Ok(1) => {}
-                        Ok(_) => tracing::warn!(stream, entry = id, group = %self.config.group,
-                            "a long handler's entry was claimed by another consumer"),
-                        Err(e) => tracing::warn!(stream, entry = id, error = %e, "cannot keep a long handler's entry"),
+                    let script = redis::Script::new(KEEP_FRESH);
+                    for &id in ids {
+                        let kept: RedisResult<i64> = script
+                            .key(stream)
+                            .arg(&self.config.group)
+                            .arg(&self.config.consumer)
+                            .arg(id)
+                            .invoke_async(conn)
+                            .await;
+                        match kept {
+                            Ok(1) => {}
+                            Ok(_) => tracing::warn!(stream, entry = id, group = %self.config.group,
+                                "a long handler's entry was claimed by another consumer"),
+                            Err(e) => tracing::warn!(stream, entry = id, error = %e, "cannot keep a long handler's entry"),
+                        }
                     }
                 }
             }
