@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use allies_contracts::command::events::JobEvent;
-use allies_contracts::command::events::v1::{MaintenanceSpec, ReportSpec};
+use allies_contracts::command::events::v1::{MaintenanceSpec, ReportSpec, job_requested};
 use allies_contracts::command::v1::maintenance_service_server::MaintenanceService;
 use allies_contracts::command::v1::report_service_server::ReportService;
 use allies_contracts::command::v1::*;
@@ -35,12 +35,7 @@ use tonic::{Request, Response, Status as GrpcStatus};
 use crate::attempt::{Attempt, Stop, credential_key, data_key};
 
 pub const GROUP: &str = "cmd.jobs";
-const REPORTS: &str = "cmd:jobs:report";
-const MAINTENANCE: &str = "cmd:jobs:maintenance";
-
-fn index(kind: &str) -> &'static str {
-    if kind == "report" { REPORTS } else { MAINTENANCE }
-}
+use crate::report_data::job_index as index;
 
 /// The view of a job.
 pub fn view(id: &str, version: u64, j: &Job) -> allies_contracts::command::v1::Job {
@@ -348,10 +343,18 @@ pub struct Worker {
 impl Handler for Worker {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let e = event.typed::<JobEvent>().map_err(HandlerError::of_service)?;
-        if !matches!(e.payload, JobEvent::Requested(_)) {
-            return Ok(());
-        }
+        let JobEvent::Requested(requested) = &e.payload else { return Ok(()) };
         let id = e.aggregate_id.clone();
+        // The index follows the log: the API indexes a job after appending
+        // it, and this worker may take it first (an operations summary then
+        // missed itself) or the API may have died between the two.
+        let kind = match requested.work {
+            Some(job_requested::Work::Maintenance(_)) => "maintenance",
+            _ => "report",
+        };
+        if let Err(Stop::Retry(why)) = self.reports.data.index_job(kind, requested.at_ms, &id).await {
+            return Err(HandlerError::new(why));
+        }
         let start = JobCommand::Start { worker: self.name.clone(), now_ms: allies_platform::context::now_ms() };
         let started = match self.executor.execute::<Job>(&id, &start, &crate::attempt::system_context()).await {
             Ok(s) => s,

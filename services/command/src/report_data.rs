@@ -14,6 +14,12 @@ use uuid::Uuid;
 
 use crate::attempt::{Stop, data_key};
 
+/// The index of the jobs of `kind` ("report" or "maintenance"), scored by
+/// the time each was requested.
+pub fn job_index(kind: &str) -> &'static str {
+    if kind == "report" { "cmd:jobs:report" } else { "cmd:jobs:maintenance" }
+}
+
 /// Entries read per page of the games topic.
 pub const PAGE: usize = 1_000;
 
@@ -39,6 +45,8 @@ pub trait ReportData: Send + Sync + 'static {
     async fn games_page(&self, cursor: &mut GamesCursor, from_ms: i64, to_ms: i64) -> Result<GamesPage, Stop>;
     /// The jobs of `kind` requested in `from_ms..to_ms`.
     async fn jobs_requested(&self, kind: &str, from_ms: i64, to_ms: i64) -> Result<Vec<String>, Stop>;
+    /// Indexes a job of `kind` requested at `at_ms` (again: no change).
+    async fn index_job(&self, kind: &str, at_ms: i64, id: &str) -> Result<(), Stop>;
     /// The samples of a system-metrics series in `from_ms..to_ms`.
     async fn metric_samples(&self, series: &str, from_ms: i64, to_ms: i64) -> Result<Vec<f64>, Stop>;
     /// Stores a report's bytes under its attempt, replacing any, for `ttl`.
@@ -114,11 +122,15 @@ impl ReportData for RedisReportData {
 
     async fn jobs_requested(&self, kind: &str, from_ms: i64, to_ms: i64) -> Result<Vec<String>, Stop> {
         Ok(redis::cmd("ZRANGEBYSCORE")
-            .arg(format!("cmd:jobs:{kind}"))
+            .arg(job_index(kind))
             .arg(from_ms)
             .arg(format!("({to_ms}"))
             .query_async(&mut self.conn.clone())
             .await?)
+    }
+
+    async fn index_job(&self, kind: &str, at_ms: i64, id: &str) -> Result<(), Stop> {
+        Ok(redis::cmd("ZADD").arg(job_index(kind)).arg(at_ms).arg(id).query_async::<()>(&mut self.conn.clone()).await?)
     }
 
     async fn metric_samples(&self, series: &str, from_ms: i64, to_ms: i64) -> Result<Vec<f64>, Stop> {
@@ -176,11 +188,6 @@ impl MemoryReportData {
         self.with(|h| h.games.push((recorded_at_ms, id, game)));
     }
 
-    /// A job of `kind` requested at `at_ms`.
-    pub fn index_job(&self, kind: &str, at_ms: i64, id: &str) {
-        self.with(|h| h.jobs.entry(kind.to_owned()).or_default().push((at_ms, id.to_owned())));
-    }
-
     /// A report's bytes under an attempt, if stored.
     pub fn report(&self, id: &str, attempt: u32) -> Option<Vec<u8>> {
         self.with(|h| h.reports.get(&(id.to_owned(), attempt)).cloned())
@@ -216,6 +223,16 @@ impl ReportData for MemoryReportData {
             let jobs = h.jobs.get(kind).map(Vec::as_slice).unwrap_or_default();
             jobs.iter().filter(|(at, _)| (from_ms..to_ms).contains(at)).map(|(_, id)| id.clone()).collect()
         }))
+    }
+
+    async fn index_job(&self, kind: &str, at_ms: i64, id: &str) -> Result<(), Stop> {
+        self.with(|h| {
+            let jobs = h.jobs.entry(kind.to_owned()).or_default();
+            if !jobs.iter().any(|(_, held)| held == id) {
+                jobs.push((at_ms, id.to_owned()));
+            }
+        });
+        Ok(())
     }
 
     async fn metric_samples(&self, series: &str, from_ms: i64, to_ms: i64) -> Result<Vec<f64>, Stop> {

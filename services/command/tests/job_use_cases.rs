@@ -155,3 +155,23 @@ async fn a_job_whose_workers_keep_dying_fails_after_its_last_attempt() {
     assert!(!job.error.is_empty());
     assert!(w.data.report(&id, MAX_ATTEMPTS).is_none());
 }
+
+#[tokio::test]
+async fn a_job_is_indexed_by_the_worker_that_takes_it_so_a_summary_counts_itself() {
+    // The API indexes a job after appending it; here it never did (a worker
+    // that took the job first, or an API that died in between).
+    let w = World::new();
+    let first = w.request("daily_game_statistics").await;
+    let summary = w.request("operations_summary").await;
+    let worker = w.worker("command/a");
+    w.pump(&worker).await;
+    assert_eq!(w.job(&summary).await.status, Status::Done);
+    let csv = String::from_utf8(w.data.report(&summary, 1).expect("the summary's bytes")).unwrap();
+    assert!(csv.contains("\r\nreports,requested,2,"), "both reports, itself included: {csv}");
+    // A redelivery of the requests indexes nothing twice.
+    for record in w.store.log() {
+        worker.handle(&record).await.expect("redelivered");
+    }
+    let indexed = command::report_data::ReportData::jobs_requested(&*w.data, "report", DAY1, DAY1 + 1).await;
+    assert_eq!(indexed.ok(), Some(vec![first, summary]));
+}

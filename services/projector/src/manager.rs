@@ -189,9 +189,16 @@ impl Manager {
             rebuilding: Mutex::new(HashMap::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
         });
+        // Every pointer is read before any subscriber starts: their
+        // connections' handshakes (TLS) would otherwise compete with these
+        // reads, and a read slower than the response timeout stopped the
+        // service at start.
         let mut conn = manager.settings.conn.clone();
+        let mut generations = Vec::new();
         for projection in manager.registry.all() {
-            let generation = read_generation(&mut conn, projection.name()).await?;
+            generations.push((projection.clone(), read_generation(&mut conn, projection.name()).await?));
+        }
+        for (projection, generation) in generations {
             let slot = manager.spawn(projection.clone(), generation);
             if let Ok(mut live) = manager.live.write() {
                 live.insert(projection.name(), slot);

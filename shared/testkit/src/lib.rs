@@ -26,6 +26,33 @@ pub fn free_port() -> u16 {
         .expect("cannot bind an ephemeral port on 127.0.0.1")
 }
 
+/// Whether process `pid` holds a socket listening on TCP `port` (Linux's
+/// /proc; None where it cannot tell). A port that answers may be another
+/// test's: [`free_port`] released it and someone else bound it first — a
+/// fleet that took that answer for its own child's talked to another
+/// fleet's service (foreign tokens: "bad signature").
+pub fn listens_on(pid: u32, port: u16) -> Option<bool> {
+    let suffix = format!(":{port:04X}");
+    let mut tables = 0;
+    let mut sockets = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        tables += 1;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, st (0A = LISTEN), inode
+            if f.len() > 9 && f[1].ends_with(&suffix) && f[3] == "0A" {
+                sockets.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().filter(|_| tables > 0)?;
+    Some(
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| sockets.iter().any(|s| l.as_os_str() == s.as_str()))),
+    )
+}
+
 /// A private `redis-server` child process with its own temporary directory.
 pub struct RedisServer {
     child: Child,
@@ -103,7 +130,7 @@ impl RedisServer {
                     last_err = format!("redis-server exited with {status}: {}", read_log(dir.path()));
                     break;
                 }
-                if ping(port) {
+                if ping(port) && listens_on(child.id(), port).unwrap_or(true) {
                     return Self { child, port, dir, extra };
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -493,7 +520,13 @@ impl ServiceProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("{} exited during start with {status}:\n{}", self.name, self.logs()));
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            // Answering is not enough: both ports must be this child's.
+            let pid = self.child.id();
+            let ours = |port| listens_on(pid, port).unwrap_or(true);
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+                && ours(self.addr.port())
+                && ours(self.http_addr.port())
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(25));
@@ -564,5 +597,22 @@ impl Drop for ServiceProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_known_to_be_its_listeners_and_no_one_elses() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let redis = RedisServer::start();
+        assert_eq!(listens_on(std::process::id(), port), Some(true), "this test's own listener");
+        assert_eq!(listens_on(redis.pid(), port), Some(false), "not the Redis child's");
+        assert_eq!(listens_on(redis.pid(), redis.port()), Some(true), "the Redis child's own port");
+        drop(listener);
+        assert_eq!(listens_on(std::process::id(), port), Some(false), "released");
     }
 }
