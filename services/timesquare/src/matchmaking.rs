@@ -455,8 +455,7 @@ impl Matchmaking {
             let decision = allies_store::trace::linked(traces.iter().map(Option::as_deref));
             let span = if allies_store::trace::Decision::builds(decision) {
                 tracing::trace_span!(target: allies_store::trace::TARGET, "form match",
-                    otel.name = "form match", otel.kind = "internal", match.id = %match_id,
-                    trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
+                    otel.name = "form match", otel.kind = "internal", match.id = %match_id)
             } else {
                 tracing::Span::none()
             };
@@ -466,7 +465,6 @@ impl Matchmaking {
                 }
             }
             let decision = allies_store::trace::settle(decision, &span);
-            allies_store::trace::stamp(&span);
             let ctx = RequestContext::system(now);
             let formed = allies_store::trace::scoped(
                 decision,

@@ -149,8 +149,7 @@ where
                 otel.name = %format_args!("{service}/{method}"), otel.kind = "server",
                 rpc.system = "grpc", rpc.service = %service, rpc.method = %method,
                 rpc.grpc.status_code = tracing::field::Empty,
-                otel.status_code = tracing::field::Empty,
-                trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
+                otel.status_code = tracing::field::Empty)
         };
         if !span.is_disabled()
             && let Some(tp) = parent
@@ -159,7 +158,6 @@ where
             let _ = span.set_parent(allies_store::trace::context_of(tp));
         }
         let decision = allies_store::trace::settle(decision, &span);
-        allies_store::trace::stamp(&span);
         // The client's deadline, to tell a call it ended from one the client reset.
         let deadline = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         // The service that was polled ready serves this call; a clone takes its place.

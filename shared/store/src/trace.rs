@@ -10,7 +10,7 @@
 //!
 //! **Sampling is decided before a span is built.** The OpenTelemetry SDK
 //! decides when a span starts, but by then `tracing` has already built it:
-//! its fields formatted, its attributes collected, its log-layer copy made —
+//! its fields formatted, its attributes collected —
 //! and an unsampled span cost nearly what a sampled one does (at the
 //! deployed 10 %, the game commands cost 1.37× with tracing on). So the
 //! configured sampler (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`) is
@@ -81,20 +81,6 @@ pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
-/// Records the span's OpenTelemetry trace and span ids in its `trace_id`
-/// and `span_id` fields, so every log line inside it carries them.
-pub fn stamp(span: &tracing::Span) {
-    if span.is_disabled() {
-        return;
-    }
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    if sc.is_valid() {
-        span.record("trace_id", tracing::field::display(sc.trace_id()));
-        span.record("span_id", tracing::field::display(sc.span_id()));
-    }
-}
-
 /// The producer span of an append to `log` (OTel messaging conventions:
 /// "{operation} {destination}", the real stream), and the metadata its
 /// events carry: the command's, with this span as their `traceparent`
@@ -114,9 +100,7 @@ pub(crate) fn append_span(
         otel.name = %format_args!("send {log}"), otel.kind = "producer",
         messaging.system = "redis", messaging.operation.type = "send", messaging.operation.name = "send",
         messaging.destination.name = %log,
-        aggregate.type = aggregate_type, aggregate.id = %aggregate_id,
-        trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
-    stamp(&span);
+        aggregate.type = aggregate_type, aggregate.id = %aggregate_id);
     let traced = traceparent_of(&span).map(|tp| allies_core::Metadata { traceparent: Some(tp), ..metadata.clone() });
     (span, traced)
 }

@@ -411,12 +411,10 @@ impl PartitionReader {
             messaging.operation.name = "process",
             messaging.destination.name = %key, messaging.consumer.group.name = %self.config.group,
             messaging.message.id = %entry.id, event.id = %event.envelope.event_id,
-            event.type = %event.envelope.event_type,
-            trace_id = tracing::field::Empty, span_id = tracing::field::Empty)
+            event.type = %event.envelope.event_type)
         };
         crate::trace::link(&span, event.envelope.metadata.traceparent.as_deref());
         let decision = crate::trace::settle(decision, &span);
-        crate::trace::stamp(&span);
         (span, decision)
     }
 
