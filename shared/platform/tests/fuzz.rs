@@ -27,12 +27,6 @@ struct Verifier {
     runtime: tokio::runtime::Runtime,
 }
 
-/// One verifier (and one redis-server) for every case.
-fn verifier() -> &'static Verifier {
-    static V: std::sync::OnceLock<Verifier> = std::sync::OnceLock::new();
-    V.get_or_init(new_verifier)
-}
-
 fn new_verifier() -> Verifier {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let redis = RedisServer::start();
@@ -57,7 +51,7 @@ fn new_verifier() -> Verifier {
 }
 
 /// A token signed with the verifier's key over any header and claims.
-fn signed(v: &'static Verifier, header: &str, claims: &str) -> String {
+fn signed(v: &Verifier, header: &str, claims: &str) -> String {
     let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
     let sig = v.key.sign(input.as_bytes());
     format!("{input}.{}", b64(sig.as_ref()))
@@ -89,31 +83,43 @@ fn header() -> impl Strategy<Value = String> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+fn cases() -> ProptestConfig {
+    ProptestConfig { cases: 500, ..ProptestConfig::default() }
+}
 
-    #[test]
-    fn any_token_text_is_refused_as_unauthenticated(text in ".{0,300}", dots in "[a-zA-Z0-9_-]{0,30}\\.[a-zA-Z0-9_-]{0,60}\\.[a-zA-Z0-9_-]{0,90}") {
-        let v = verifier();
+// One verifier (and one redis-server) for every case of a test, stopped
+// with it: a static one was never dropped, and its redis-server outlived
+// every test run.
+
+#[test]
+fn any_token_text_is_refused_as_unauthenticated() {
+    let v = new_verifier();
+    proptest!(cases(), |(text in ".{0,300}", dots in "[a-zA-Z0-9_-]{0,30}\\.[a-zA-Z0-9_-]{0,60}\\.[a-zA-Z0-9_-]{0,90}")| {
         for token in [text.as_str(), dots.as_str()] {
             let e = v.runtime.block_on(v.auth.verify(token)).unwrap_err();
             let status = allies_platform::status::to_status(&e);
             prop_assert_eq!(status.code(), tonic::Code::Unauthenticated, "{:?}", status);
             prop_assert!(status.message().len() < 256);
         }
-    }
+    });
+}
 
-    #[test]
-    fn a_correctly_signed_token_with_any_claims_is_verified_or_refused(header in header(), claims in claims()) {
-        let v = verifier();
-        let token = signed(v, &header, &claims);
+#[test]
+fn a_correctly_signed_token_with_any_claims_is_verified_or_refused() {
+    let v = new_verifier();
+    proptest!(cases(), |(header in header(), claims in claims())| {
+        let token = signed(&v, &header, &claims);
         // A genuine signature over claims the verifier does not accept (or a
         // session that does not exist) is refused, never a panic.
         if let Err(e) = v.runtime.block_on(v.auth.verify(&token)) {
             let status = allies_platform::status::to_status(&e);
             prop_assert!(matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::Unavailable), "{:?}", status);
         }
-    }
+    });
+}
+
+proptest! {
+    #![proptest_config(cases())]
 
     #[test]
     fn every_request_of_every_api_with_any_bytes_is_checked_without_panic(

@@ -23,7 +23,6 @@
 //! far ([`sdk_sampler`]).
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -37,10 +36,23 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The target of every span meant for OpenTelemetry.
 pub const TARGET: &str = "allies_trace";
 
-/// The context a `traceparent` names (an empty context when malformed).
+/// The context a `traceparent` names (an empty context when malformed):
+/// the W3C propagator's reading, from the one header (no map built).
 pub fn context_of(traceparent: &str) -> opentelemetry::Context {
-    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    TraceContextPropagator::new().extract(&carrier)
+    TraceContextPropagator::new().extract(&OneHeader(traceparent))
+}
+
+/// A carrier holding only a `traceparent`.
+struct OneHeader<'a>(&'a str);
+
+impl opentelemetry::propagation::Extractor for OneHeader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == "traceparent").then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent"]
+    }
 }
 
 /// The `traceparent` of a span, when it is recorded by OpenTelemetry.
@@ -49,12 +61,17 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
         return None;
     }
     let cx = span.context();
-    if !cx.span().span_context().is_valid() {
-        return None;
-    }
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-    carrier.remove("traceparent")
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| traceparent(sc))
+}
+
+/// What the W3C propagator injects as `traceparent` for `sc` (version 00,
+/// the sampled flag only), written directly: its map and its lookups were
+/// ~2.6 % of timesquare's CPU with every span sampled.
+fn traceparent(sc: &opentelemetry::trace::SpanContext) -> String {
+    let flags = sc.trace_flags() & opentelemetry::trace::TraceFlags::SAMPLED;
+    format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), flags.to_u8())
 }
 
 /// The `traceparent` to carry on from the current work: its span's when
@@ -355,11 +372,50 @@ fn next_random() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
     const TRACE: u128 = 0x4bf92f3577b34da6a3ce929d0e0e4736;
+
+    #[test]
+    fn a_traceparent_is_written_and_read_exactly_as_the_w3c_propagator_does() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        let propagator = TraceContextPropagator::new();
+        for (trace_id, span_id, flags) in [(TRACE, 0x00f0_67aa_0ba9_02b7, 1), (1, 1, 0), (u128::MAX, u64::MAX, 3)] {
+            let sc = SpanContext::new(
+                TraceId::from(trace_id),
+                SpanId::from(span_id),
+                TraceFlags::new(flags),
+                false,
+                TraceState::default(),
+            );
+            let mut carrier = HashMap::new();
+            propagator
+                .inject_context(&opentelemetry::Context::new().with_remote_span_context(sc.clone()), &mut carrier);
+            assert_eq!(Some(traceparent(&sc)), carrier.remove("traceparent"));
+        }
+        for tp in [
+            SAMPLED,
+            UNSAMPLED,
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09",
+            "",
+            "garbage",
+        ] {
+            let carrier = HashMap::from([("traceparent".to_owned(), tp.to_owned())]);
+            let expected = propagator.extract(&carrier);
+            assert_eq!(context_of(tp).span().span_context(), expected.span().span_context(), "{tp:?}");
+        }
+    }
 
     #[test]
     fn the_sampler_is_read_as_the_sdk_reads_it() {
