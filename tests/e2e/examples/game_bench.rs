@@ -839,7 +839,9 @@ async fn matchmaking() {
 /// as deployed (parent-based, 10% of new traces), and on with nothing
 /// sampled, in `GAME_BENCH_ROUNDS` interleaved rounds (default 2;
 /// `GAME_BENCH_TRACING=off,full,deployed,none` picks some, e.g. to profile
-/// one), then each one's cost beside "off".
+/// one; every other round runs them in reverse order), then each one's cost
+/// beside "off": of the means, and the median of each round beside its own
+/// "off".
 async fn tracing_cost() {
     let all = ["guardian", "timesquare", "command", "projector"];
     let (sink, endpoint) = allies_e2e::otlp::Collector::start().await;
@@ -870,8 +872,12 @@ async fn tracing_cost() {
     let picked = std::env::var("GAME_BENCH_TRACING").unwrap_or_else(|_| "off,full,deployed,none".into());
     let rounds = std::env::var("GAME_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize).max(1);
     let mut results: BTreeMap<&str, Vec<(Measured, usize)>> = BTreeMap::new();
+    let chosen: Vec<_> = configs.iter().filter(|(n, _, _)| picked.split(',').any(|p| p.trim() == *n)).collect();
     for round in 1..=rounds {
-        for (name, what, env) in configs.iter().filter(|(n, _, _)| picked.split(',').any(|p| p.trim() == *n)) {
+        // Every other round in reverse order (off, full, …, full, off, …):
+        // a host that drifts over the run weighs on every setting alike.
+        let order: Vec<_> = if round % 2 == 1 { chosen.iter().collect() } else { chosen.iter().rev().collect() };
+        for (name, what, env) in order {
             let before = sink.count();
             let m = commands_with(&all, &format!("the whole fleet, {what}; round {round}"), env).await;
             if *name != "off" {
@@ -893,13 +899,16 @@ async fn tracing_cost() {
         "| tracing | commands/s (each round) | wall × off | fleet CPU µs/command | CPU × off | p99 | WhoAmI/s | spans a run |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let off = results.get("off").map(|v| (mean(v, |m| m.per_s), mean(v, |m| m.fleet_cpu_us)));
+    let off = results.get("off");
+    let mut paired = Vec::new();
     for (name, _, _) in &configs {
         let Some(v) = results.get(name) else { continue };
         let (per_s, cpu) = (mean(v, |m| m.per_s), mean(v, |m| m.fleet_cpu_us));
         let each: Vec<String> = v.iter().map(|(m, _)| format!("{:.0}", m.per_s)).collect();
         let (wall_x, cpu_x) = match off {
-            Some((o, oc)) => (format!("{:.2}×", o / per_s), format!("{:.2}×", cpu / oc)),
+            Some(o) => {
+                (format!("{:.2}×", mean(o, |m| m.per_s) / per_s), format!("{:.2}×", cpu / mean(o, |m| m.fleet_cpu_us)))
+            }
             None => ("-".into(), "-".into()),
         };
         println!(
@@ -909,6 +918,37 @@ async fn tracing_cost() {
             mean(v, |m| m.floor_per_s),
             v.iter().map(|(_, s)| s).sum::<usize>() / v.len()
         );
+        if let Some(o) = off.filter(|_| *name != "off") {
+            let wall: Vec<f64> = o.iter().zip(v).map(|((o, _), (m, _))| o.per_s / m.per_s).collect();
+            let cpu: Vec<f64> = o.iter().zip(v).map(|((o, _), (m, _))| m.fleet_cpu_us / o.fleet_cpu_us).collect();
+            paired.push((name, wall, cpu));
+        }
+    }
+    if paired.is_empty() {
+        return;
+    }
+    // Each round's cost beside the same round's "off": the host's drift
+    // between rounds (±25% on this VM within minutes) cancels out of each.
+    println!("\nEach round beside its own \"off\" (median, then every round):\n");
+    println!("| tracing | wall × off | CPU × off |");
+    println!("|---|---|---|");
+    let show = |x: &[f64]| {
+        let each: Vec<String> = x.iter().map(|r| format!("{r:.2}")).collect();
+        format!("{:.2}× ({})", median(x), each.join(", "))
+    };
+    for (name, wall, cpu) in paired {
+        println!("| {name} | {} | {} |", show(&wall), show(&cpu));
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
