@@ -37,6 +37,26 @@ impl Kind {
             Self::Games => "games",
         }
     }
+
+    /// Whether an event of `event_type` can change a document of this
+    /// kind. The folds below change nothing for any other type, whatever
+    /// its payload, so a tail hands such an entry on unread: only its
+    /// position moves (most of a game's events are its towers').
+    pub fn can_change(self, event_type: &str) -> bool {
+        match self {
+            Self::Players => matches!(event_type, "PlayerRegistered" | "PlayerProfileUpdated" | "PlayerGameRecorded"),
+            Self::Games => matches!(
+                event_type,
+                "GameSessionCreated"
+                    | "PlayerJoined"
+                    | "PlayerLeft"
+                    | "GameStarted"
+                    | "WaveStarted"
+                    | "WaveCompleted"
+                    | "GameEnded"
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -116,7 +136,7 @@ pub fn games_band(games: u32) -> &'static str {
 /// the document reflects changes nothing (idempotent on redelivery).
 pub fn apply_player(doc: &mut PlayerDoc, event: &RecordedEvent) -> Result<bool, HandlerError> {
     let version = event.envelope.version;
-    if version <= doc.version {
+    if version <= doc.version || !Kind::Players.can_change(&event.envelope.event_type) {
         return Ok(false);
     }
     let changed = match typed::<PlayerEvent>(event)? {
@@ -147,7 +167,7 @@ pub fn apply_player(doc: &mut PlayerDoc, event: &RecordedEvent) -> Result<bool, 
 /// Folds a GameSession event into `doc`, as [`apply_player`].
 pub fn apply_game(doc: &mut GameDoc, event: &RecordedEvent) -> Result<bool, HandlerError> {
     let version = event.envelope.version;
-    if version <= doc.version {
+    if version <= doc.version || !Kind::Games.can_change(&event.envelope.event_type) {
         return Ok(false);
     }
     let changed = match typed::<GameEvent>(event)? {
@@ -217,5 +237,62 @@ mod tests {
         assert_eq!(p.favourite_map(), "canyon", "a tie goes to the first by name");
         p.maps.insert("meadow".into(), 3);
         assert_eq!(p.favourite_map(), "meadow");
+    }
+
+    fn recorded(aggregate_type: &str, version: u64, event_type: &str) -> RecordedEvent {
+        RecordedEvent {
+            envelope: allies_core::EventEnvelope {
+                event_id: uuid::Uuid::now_v7(),
+                aggregate_type: aggregate_type.into(),
+                aggregate_id: "a1".into(),
+                version,
+                event_type: event_type.into(),
+                schema_version: 1,
+                metadata: allies_core::Metadata {
+                    correlation_id: uuid::Uuid::now_v7(),
+                    causation_id: uuid::Uuid::now_v7(),
+                    user_id: None,
+                    traceparent: None,
+                },
+                recorded_at_ms: 1,
+                payload: (),
+            },
+            content_type: allies_store::CONTENT_TYPE_JSON.into(),
+            data: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_kind_folds_only_the_event_types_it_names_and_every_other_one_leaves_the_document_as_it_was() {
+        // Every name is one of the aggregate's event types (a misspelt one
+        // would never be folded): counted against the codec's own list, and
+        // each decodes.
+        let folded = |kind: Kind, all: &[&str]| all.iter().filter(|t| kind.can_change(t)).count();
+        assert_eq!(folded(Kind::Players, PlayerEvent::EVENT_TYPES), 3);
+        assert_eq!(folded(Kind::Games, GameEvent::EVENT_TYPES), 7);
+        for t in PlayerEvent::EVENT_TYPES.iter().filter(|t| Kind::Players.can_change(t)) {
+            assert!(apply_player(&mut PlayerDoc::default(), &recorded("player", 1, t)).is_ok(), "{t}");
+        }
+        for t in GameEvent::EVENT_TYPES.iter().filter(|t| Kind::Games.can_change(t)) {
+            assert!(apply_game(&mut GameDoc::default(), &recorded("game_session", 1, t)).is_ok(), "{t}");
+        }
+        // The rest — a game's towers, a player's queue — change nothing, not
+        // even the version, whatever they carry (here: a payload that does
+        // not decode), just as when a tail passes them on unread.
+        let game = GameDoc { map: "canyon".into(), status: "building".into(), version: 3, ..GameDoc::default() };
+        for t in GameEvent::EVENT_TYPES.iter().filter(|t| !Kind::Games.can_change(t)) {
+            let mut doc = game.clone();
+            let mut e = recorded("game_session", 9, t);
+            e.data = b"not json".to_vec();
+            assert_eq!(apply_game(&mut doc, &e).ok(), Some(false), "{t}");
+            assert_eq!(doc, game, "{t}");
+        }
+        assert!(!Kind::Games.can_change("TowerPlaced") && !Kind::Players.can_change("PlayerQueued"));
+        let player = PlayerDoc { username: "eve".into(), version: 2, ..PlayerDoc::default() };
+        for t in PlayerEvent::EVENT_TYPES.iter().filter(|t| !Kind::Players.can_change(t)) {
+            let mut doc = player.clone();
+            assert_eq!(apply_player(&mut doc, &recorded("player", 5, t)).ok(), Some(false), "{t}");
+            assert_eq!(doc, player, "{t}");
+        }
     }
 }

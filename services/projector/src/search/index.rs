@@ -214,8 +214,9 @@ impl SearchIndex {
         Doc::parse(self.kind, &state)
     }
 
-    /// Folds one entry of `log` (its id `entry_id`): the event, if readable,
-    /// into its document; the position always advances.
+    /// Folds one entry of `log` (its id `entry_id`): the event, if readable
+    /// and of a type this kind folds (`None` otherwise), into its document;
+    /// the position always advances.
     pub fn fold(&mut self, log: &str, entry_id: &str, event: Option<&RecordedEvent>) {
         if let Some(event) = event {
             let id = event.envelope.aggregate_id.clone();

@@ -271,6 +271,18 @@ impl Search {
             tokio::spawn(tail::follow(self.target.clone(), key, start, stop_rx.clone(), move |entry| {
                 let (tx, log) = (tx.clone(), log.clone());
                 async move {
+                    // An event no document of this kind folds is passed on
+                    // unread (not parsed, not decoded): only its position moves.
+                    let folded = match entry.map.get("event_type") {
+                        Some(redis::Value::BulkString(t)) => {
+                            std::str::from_utf8(t).map_or(true, |t| kind.can_change(t))
+                        }
+                        _ => true,
+                    };
+                    if !folded {
+                        let _ = tx.send((log, entry.id, None)).await;
+                        return;
+                    }
                     let event = match RecordedEvent::from_entry(&log, &entry) {
                         Ok(e) => Some(e),
                         Err(e) => {
