@@ -81,6 +81,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         RedisTarget::parse(&config.redis_url)?,
         store.connection(),
         config.partitions,
+        config.cqrs.subscriber_linger,
     )?;
     tracing::info!(dir = %search_dir.display(), "search indexes open");
     let s = search.clone();

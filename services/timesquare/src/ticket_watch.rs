@@ -67,17 +67,24 @@ impl TicketWatch {
             }
         }
         let me = self.clone();
-        tokio::spawn(allies_store::tail::follow(self.target.clone(), log, start, self.stop.clone(), move |entry| {
-            let me = me.clone();
-            async move {
-                let id = entry.get::<String>("aggregate_id").unwrap_or_default();
-                if let Ok(tickets) = me.tickets.lock()
-                    && let Some((tx, _)) = tickets.get(&id)
-                {
-                    tx.send_modify(|n| *n += 1);
+        tokio::spawn(allies_store::tail::follow(
+            self.target.clone(),
+            log,
+            start,
+            std::time::Duration::ZERO,
+            self.stop.clone(),
+            move |entry| {
+                let me = me.clone();
+                async move {
+                    let id = entry.get::<String>("aggregate_id").unwrap_or_default();
+                    if let Ok(tickets) = me.tickets.lock()
+                        && let Some((tx, _)) = tickets.get(&id)
+                    {
+                        tx.send_modify(|n| *n += 1);
+                    }
                 }
-            }
-        }));
+            },
+        ));
         Ok(())
     }
 }

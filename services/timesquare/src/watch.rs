@@ -220,19 +220,26 @@ impl Watch {
             let _ = both_tx.send(true);
         });
         let me = self.clone();
-        tokio::spawn(allies_store::tail::follow(self.target.clone(), log.clone(), start, both_rx, move |entry| {
-            let (me, log) = (me.clone(), log.clone());
-            async move {
-                let id = entry.get::<String>("aggregate_id").unwrap_or_default();
-                let Some(hub) = me.hub(&id) else { return };
-                match RecordedEvent::from_entry(&log, &entry) {
-                    Ok(record) => hub.apply(&record, &me.store).await,
-                    Err(e) => {
-                        tracing::warn!(%log, entry = %entry.id, error = %e, "unreadable entry for a watched session")
+        tokio::spawn(allies_store::tail::follow(
+            self.target.clone(),
+            log.clone(),
+            start,
+            std::time::Duration::ZERO,
+            both_rx,
+            move |entry| {
+                let (me, log) = (me.clone(), log.clone());
+                async move {
+                    let id = entry.get::<String>("aggregate_id").unwrap_or_default();
+                    let Some(hub) = me.hub(&id) else { return };
+                    match RecordedEvent::from_entry(&log, &entry) {
+                        Ok(record) => hub.apply(&record, &me.store).await,
+                        Err(e) => {
+                            tracing::warn!(%log, entry = %entry.id, error = %e, "unreadable entry for a watched session")
+                        }
                     }
                 }
-            }
-        }));
+            },
+        ));
         Ok(())
     }
 

@@ -363,6 +363,19 @@ pub const SUBSCRIBER_BLOCK: Setting = Setting {
     description: "XREADGROUP block time at most (an entry wakes it at once; a lease renewal ends it sooner)",
 };
 
+/// How long a busy partition's reader waits before its next read.
+pub const SUBSCRIBER_LINGER: Setting = Setting {
+    name: "subscriber.linger_ms",
+    env: Some("SUBSCRIBER_LINGER_MS"),
+    yaml: Some("performance.subscriber_linger_ms"),
+    live: &[],
+    kind: Kind::Int { min: 0, max: 1000 },
+    default: "5",
+    unit: "ms",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "after a read that found entries (fewer than a batch), the next read waits this long, so more come in one read; a quiet log's first entry is read at once (0: never wait)",
+};
+
 /// Deliveries of a failing entry before it is dead-lettered (live: the projector's).
 pub const RETRY_MAX_ATTEMPTS: Setting = Setting {
     name: "projector.retry_max_attempts",
@@ -1087,6 +1100,7 @@ pub const ALL: &[&Setting] = &[
     &ARCHIVE_DIR,
     &SUBSCRIBER_BATCH,
     &SUBSCRIBER_BLOCK,
+    &SUBSCRIBER_LINGER,
     &RETRY_MAX_ATTEMPTS,
     &RETRY_BASE,
     &CLAIM_IDLE,

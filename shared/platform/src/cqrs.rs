@@ -108,6 +108,8 @@ pub struct CqrsConfig {
     pub replica_acks: allies_store::ReplicaAcks,
     pub subscriber_batch: usize,
     pub subscriber_block: Duration,
+    /// After a read that found entries, the next one waits this long.
+    pub subscriber_linger: Duration,
     /// Where archived events go before they are trimmed.
     pub archive_dir: PathBuf,
     /// Deliveries of a failing entry before it is dead-lettered.
@@ -213,6 +215,7 @@ impl CqrsConfig {
         let replica_timeout_ms: u64 = file.get(env, &table::REPLICA_ACK_TIMEOUT)?;
         let batch: usize = file.get(env, &table::SUBSCRIBER_BATCH)?;
         let block_ms: u64 = file.get(env, &table::SUBSCRIBER_BLOCK)?;
+        let linger_ms: u64 = file.get(env, &table::SUBSCRIBER_LINGER)?;
         let attempts: u32 = file.get(env, &table::RETRY_MAX_ATTEMPTS)?;
         let retry_base_ms: u64 = file.get(env, &table::RETRY_BASE)?;
         let claim_idle_ms: u64 = file.get(env, &table::CLAIM_IDLE)?;
@@ -243,6 +246,7 @@ impl CqrsConfig {
             replica_acks: allies_store::ReplicaAcks { replicas, timeout: Duration::from_millis(replica_timeout_ms) },
             subscriber_batch: batch,
             subscriber_block: Duration::from_millis(block_ms),
+            subscriber_linger: Duration::from_millis(linger_ms),
             retry_max_attempts: attempts,
             retry_base: Duration::from_millis(retry_base_ms.max(1)),
             claim_idle: Duration::from_millis(claim_idle_ms),

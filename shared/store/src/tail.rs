@@ -24,12 +24,27 @@ pub async fn last_id(conn: &RedisConn, key: &str) -> Result<String, StoreError> 
     Ok(last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".into()))
 }
 
+/// Entries per read of a tail.
+const COUNT: usize = 256;
+
+/// Whether a reader that just read `found` entries (asking for `count`)
+/// waits `linger` before its next read: only after a read that found
+/// entries — the log is busy, and what arrives meanwhile comes in one read
+/// — but not a full one (more are already waiting). A reader that found
+/// nothing blocks as before, so a quiet log's first entry comes at once.
+pub(crate) fn lingers(linger: Duration, found: usize, count: usize) -> bool {
+    !linger.is_zero() && found > 0 && found < count
+}
+
 /// Reads `key` after `last` until `stop` turns true, calling `on_entry`
-/// for each entry in order (awaiting it before the next).
+/// for each entry in order (awaiting it before the next). After a read
+/// that found entries, the next waits `linger` ([`lingers`]; zero for live
+/// fan-out, where every entry goes out at once).
 pub async fn follow<F, Fut>(
     target: RedisTarget,
     key: String,
     mut last: String,
+    linger: Duration,
     mut stop: watch::Receiver<bool>,
     on_entry: F,
 ) where
@@ -53,16 +68,23 @@ pub async fn follow<F, Fut>(
             },
         };
         let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(256).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(&key).arg(&last);
+        cmd.arg("COUNT").arg(COUNT).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(&key).arg(&last);
         let read: redis::RedisResult<StreamRead> = tokio::select! {
             r = cmd.query_async(c) => r,
             _ = stop.changed() => return,
         };
         match read {
             Ok(reply) => {
+                let found = reply.keys.iter().map(|k| k.ids.len()).sum();
                 for entry in reply.into_entries() {
                     last = entry.id.clone();
                     on_entry(entry).await;
+                }
+                if lingers(linger, found, COUNT) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(linger) => {}
+                        _ = stop.changed() => return,
+                    }
                 }
             }
             Err(e) => {
@@ -71,5 +93,20 @@ pub async fn follow<F, Fut>(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_lingers_only_after_a_read_that_found_entries_but_not_a_full_one() {
+        let ms = Duration::from_millis;
+        assert!(lingers(ms(5), 1, 256), "a busy log: wait for more");
+        assert!(lingers(ms(5), 255, 256));
+        assert!(!lingers(ms(5), 0, 256), "a quiet log: block, its next entry comes at once");
+        assert!(!lingers(ms(5), 256, 256), "a full read: more are waiting, read on");
+        assert!(!lingers(Duration::ZERO, 3, 256), "zero: never wait");
     }
 }

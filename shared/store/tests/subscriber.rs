@@ -600,3 +600,37 @@ async fn a_groups_lag_is_what_it_was_not_handed_not_a_stale_counter() {
     assert_eq!(lag(&positions, "far"), 140);
     assert_eq!(subscriber::group_positions(&mut conn, "es:{thing.0}:none").await.unwrap(), vec![]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_reader_lingers_so_what_arrives_meanwhile_comes_in_one_read_and_a_quiet_logs_first_entry_at_once() {
+    let redis = RedisServer::start();
+    let store = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
+    let handler = Arc::new(Together::default());
+    let linger = Duration::from_secs(2);
+    let mut c = config("c");
+    c.linger = linger;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(subscriber::run(RedisTarget::parse(&redis.url()).unwrap(), c, handler.clone(), stopped));
+    // The group is made and the reader blocks on an empty log.
+    wait_until("the group made", || redis.raw(&["XINFO", "GROUPS", &keys::log_key("thing", 0)]).contains("rm.test"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A quiet log: its first entry is read at once, not after the linger.
+    let appended = Instant::now();
+    append(&store, "thing", "solo", ExpectedVersion::NoStream, vec![event("Fine")]).await;
+    wait_until("the first entry applied", || handler.applied.lock().unwrap().len() == 1).await;
+    let first = appended.elapsed();
+    assert!(first < linger * 3 / 4, "a quiet log's first entry waited {first:?}");
+
+    // The reader found an entry, so it waits before its next read: five
+    // appends made meanwhile come in one read, applied together.
+    for a in 0..5 {
+        append(&store, "thing", &format!("busy{a}"), ExpectedVersion::NoStream, vec![event("Fine")]).await;
+    }
+    wait_until("the five applied", || handler.applied.lock().unwrap().len() == 6).await;
+    assert_eq!(*handler.together.lock().unwrap(), vec![5], "one read of five, after the linger");
+    assert!(handler.applied.lock().unwrap().values().all(|n| *n == 1));
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}

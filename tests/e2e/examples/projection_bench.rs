@@ -103,11 +103,20 @@ async fn run_projection(
         applied: Default::default(),
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let config = allies_store::subscriber::SubscriptionConfig::new(group, "bench", "user", 16);
+    let mut config = allies_store::subscriber::SubscriptionConfig::new(group, "bench", "user", 16);
+    config.linger = linger();
     let target = allies_store::RedisTarget::parse(url).expect("url");
     let task = tokio::spawn(allies_store::subscriber::run(target, config, handler.clone(), stopped));
     let _ = until;
     (handler, stop, task)
+}
+
+/// The fleet's `SUBSCRIBER_LINGER_MS` (its default unless set), as the
+/// projector's readers use it.
+fn linger() -> Duration {
+    allies_platform::env::Env::from_process()
+        .value_ms(&allies_core::settings::SUBSCRIBER_LINGER)
+        .expect("SUBSCRIBER_LINGER_MS")
 }
 
 /// Forks Redis made so far (an AOF rewrite or a snapshot is one).
@@ -205,9 +214,10 @@ async fn bench_projection() -> Vec<(String, String)> {
         let forked = forks(&redis) - forks_before;
         lag_rows.push((
             format!(
-                "projection lag at {offered:.0} events/s offered ({:.0}% of max{}; p99 target <= 50 ms at 50%)",
+                "projection lag at {offered:.0} events/s offered ({:.0}% of max{}; linger {} ms; p99 target <= 50 ms at 50%)",
                 share * 100.0,
-                if rewrites { "" } else { ", AOF rewrites off" }
+                if rewrites { "" } else { ", AOF rewrites off" },
+                linger().as_millis()
             ),
             format!("p50 {} ms, p99 {} ms ({forked} fork(s) in the window)", p50.as_millis(), p99.as_millis()),
         ));

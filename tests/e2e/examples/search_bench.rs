@@ -210,7 +210,10 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = RedisTarget::parse(&redis.url()).expect("url");
     let t = Instant::now();
-    let search = Search::start(dir.path(), target.clone(), store.connection(), 16).expect("search");
+    // The fleet's tail linger (SUBSCRIBER_LINGER_MS, its default unless set).
+    let linger =
+        allies_platform::env::Env::from_process().value_ms(&allies_core::settings::SUBSCRIBER_LINGER).expect("linger");
+    let search = Search::start(dir.path(), target.clone(), store.connection(), 16, linger).expect("search");
     while folded(&search) < total {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -312,7 +315,7 @@ async fn main() {
     // A restart on the same disk: open, and nothing left to fold.
     search.stop();
     let t = Instant::now();
-    let again = Search::start(dir.path(), target, store.connection(), 16).expect("search again");
+    let again = Search::start(dir.path(), target, store.connection(), 16, linger).expect("search again");
     let reopened = t.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let refolded = folded(&again);

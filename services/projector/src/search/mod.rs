@@ -89,6 +89,10 @@ pub struct Search {
     target: RedisTarget,
     conn: RedisConn,
     partitions: u32,
+    /// How long a busy log's tail waits before its next read (the fleet's
+    /// `subscriber.linger_ms`): fewer reads under load, a document
+    /// searchable at most this much later.
+    linger: Duration,
     live: RwLock<HashMap<&'static str, Arc<Live>>>,
     rebuilding: Mutex<HashMap<&'static str, u64>>,
     /// Set once every index has folded what the logs held when it opened:
@@ -177,12 +181,19 @@ fn entry_order(id: &str) -> (u64, u64) {
 impl Search {
     /// Opens (or creates) each kind's live generation under `root` and
     /// starts its indexer.
-    pub fn start(root: &Path, target: RedisTarget, conn: RedisConn, partitions: u32) -> anyhow::Result<Arc<Self>> {
+    pub fn start(
+        root: &Path,
+        target: RedisTarget,
+        conn: RedisConn,
+        partitions: u32,
+        linger: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
         let search = Arc::new(Self {
             root: root.to_owned(),
             target,
             conn,
             partitions,
+            linger,
             live: RwLock::new(HashMap::new()),
             rebuilding: Mutex::new(HashMap::new()),
             caught_up: std::sync::atomic::AtomicBool::new(false),
@@ -268,7 +279,8 @@ impl Search {
             let start = index.committed.get(&log).cloned().unwrap_or_else(|| "0-0".into());
             let tx = tx.clone();
             let key = log.clone();
-            tokio::spawn(tail::follow(self.target.clone(), key, start, stop_rx.clone(), move |entry| {
+            let linger = self.linger;
+            tokio::spawn(tail::follow(self.target.clone(), key, start, linger, stop_rx.clone(), move |entry| {
                 let (tx, log) = (tx.clone(), log.clone());
                 async move {
                     // An event no document of this kind folds is passed on

@@ -139,6 +139,12 @@ pub struct SubscriptionConfig {
     pub batch: usize,
     /// How long one XREADGROUP blocks.
     pub block: Duration,
+    /// After a read that found entries but fewer than `batch`, the next
+    /// read waits this long (what arrives meanwhile comes in one read: one
+    /// XREADGROUP, one apply, one XACK for several appends). A reader that
+    /// found nothing blocks as before, so a quiet log's first entry is read
+    /// at once; under load an entry waits at most this much longer.
+    pub linger: Duration,
     /// Entries pending on another consumer longer than this are claimed (a
     /// dead or stuck consumer); a live consumer acks well before.
     pub claim_idle: Duration,
@@ -167,6 +173,7 @@ impl SubscriptionConfig {
             partitions: partitions.max(1),
             batch: 128,
             block: Duration::from_secs(2),
+            linger: Duration::ZERO,
             claim_idle: Duration::from_secs(30),
             retry: crate::Tunable::new(RetryPolicy::default()),
             retry_by_event_type: Default::default(),

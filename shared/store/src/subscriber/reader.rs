@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::{Handler, HandlerError, SubscriptionConfig, dead_letters};
 use crate::metrics::SubscriberMetrics;
+use crate::tail::lingers;
 use crate::{Priority, RecordedEvent, RedisConn, RedisTarget, StoreError, StreamRead, keys};
 
 /// An entry and the index of the stream it came from.
@@ -265,6 +266,12 @@ impl PartitionReader {
             };
             if !self.process(conn, handler, &entries, shutdown).await? {
                 return Ok(());
+            }
+            if lingers(self.config.linger, entries.len(), self.config.batch) {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.linger) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
             }
             if last_recovery.elapsed() >= every {
                 last_recovery = tokio::time::Instant::now();
