@@ -373,7 +373,7 @@ pub const SUBSCRIBER_LINGER: Setting = Setting {
     default: "5",
     unit: "ms",
     services: &["guardian", "timesquare", "command", "projector"],
-    description: "after a read that found entries (fewer than a batch), the next read waits this long, so more come in one read; a quiet log's first entry is read at once (0: never wait)",
+    description: "after a read that found entries but not all it asked for, the next read waits this long, so more come in one read; a quiet log's first entry is read at once (0: never wait)",
 };
 
 /// Deliveries of a failing entry before it is dead-lettered (live: the projector's).

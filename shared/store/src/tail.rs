@@ -27,13 +27,14 @@ pub async fn last_id(conn: &RedisConn, key: &str) -> Result<String, StoreError> 
 /// Entries per read of a tail.
 const COUNT: usize = 256;
 
-/// Whether a reader that just read `found` entries (asking for `count`)
-/// waits `linger` before its next read: only after a read that found
-/// entries — the log is busy, and what arrives meanwhile comes in one read
-/// — but not a full one (more are already waiting). A reader that found
-/// nothing blocks as before, so a quiet log's first entry comes at once.
-pub(crate) fn lingers(linger: Duration, found: usize, count: usize) -> bool {
-    !linger.is_zero() && found > 0 && found < count
+/// Whether a reader that just read `found` entries waits `linger` before
+/// its next read: only after a read that found entries — the log is busy,
+/// and what arrives meanwhile comes in one read — but not a `full` one (a
+/// read that got all it asked for: more may be waiting already). A reader
+/// that found nothing blocks as before, so a quiet log's first entry comes
+/// at once.
+pub(crate) fn lingers(linger: Duration, found: usize, full: bool) -> bool {
+    !linger.is_zero() && found > 0 && !full
 }
 
 /// Reads `key` after `last` until `stop` turns true, calling `on_entry`
@@ -80,7 +81,7 @@ pub async fn follow<F, Fut>(
                     last = entry.id.clone();
                     on_entry(entry).await;
                 }
-                if lingers(linger, found, COUNT) {
+                if lingers(linger, found, found >= COUNT) {
                     tokio::select! {
                         _ = tokio::time::sleep(linger) => {}
                         _ = stop.changed() => return,
@@ -103,10 +104,10 @@ mod tests {
     #[test]
     fn a_reader_lingers_only_after_a_read_that_found_entries_but_not_a_full_one() {
         let ms = Duration::from_millis;
-        assert!(lingers(ms(5), 1, 256), "a busy log: wait for more");
-        assert!(lingers(ms(5), 255, 256));
-        assert!(!lingers(ms(5), 0, 256), "a quiet log: block, its next entry comes at once");
-        assert!(!lingers(ms(5), 256, 256), "a full read: more are waiting, read on");
-        assert!(!lingers(Duration::ZERO, 3, 256), "zero: never wait");
+        assert!(lingers(ms(5), 1, false), "a busy log: wait for more");
+        assert!(lingers(ms(5), 255, false));
+        assert!(!lingers(ms(5), 0, false), "a quiet log: block, its next entry comes at once");
+        assert!(!lingers(ms(5), 256, true), "a full read: more may be waiting, read on");
+        assert!(!lingers(Duration::ZERO, 3, false), "zero: never wait");
     }
 }

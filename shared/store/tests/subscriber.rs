@@ -460,8 +460,14 @@ async fn priority_streams_serve_higher_first_without_starving_lower() {
     let target = RedisTarget::parse(&redis.url()).unwrap();
     let mut config = SubscriptionConfig::new("ops.sub", "c", "game_session", 1);
     config.source = subscriber::Source::Topic("ops".into());
+    // A round is at most 15 entries, far below a batch: one that got a
+    // priority's whole share reads on at once (more may be waiting), so a
+    // backlog never waits a linger per round (10 rounds here: ≥ 10 s).
+    config.linger = Duration::from_secs(1);
+    let started = Instant::now();
     let task = tokio::spawn(subscriber::run(target, config, handler.clone(), stopped));
     wait_until("all handled", || handler.order.lock().unwrap().len() == 150).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "a backlog lingered: {:?}", started.elapsed());
     let order = handler.order.lock().unwrap().clone();
     let first_round = &order[..15];
     // One round: 8 critical first, then normal with high's unused share (2 + 4), then 1 low.

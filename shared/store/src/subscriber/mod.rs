@@ -139,8 +139,9 @@ pub struct SubscriptionConfig {
     pub batch: usize,
     /// How long one XREADGROUP blocks.
     pub block: Duration,
-    /// After a read that found entries but fewer than `batch`, the next
-    /// read waits this long (what arrives meanwhile comes in one read: one
+    /// After a read that found entries but not all it asked for (fewer
+    /// than `batch`; on priority streams, no priority got its whole share
+    /// of the round), the next read waits this long (what arrives meanwhile comes in one read: one
     /// XREADGROUP, one apply, one XACK for several appends). A reader that
     /// found nothing blocks as before, so a quiet log's first entry is read
     /// at once; under load an entry waits at most this much longer.

@@ -260,14 +260,14 @@ impl PartitionReader {
                 .min(every.saturating_sub(last_recovery.elapsed()))
                 .min(renew_every.saturating_sub(renewed.elapsed()))
                 .max(Duration::from_millis(1));
-            let entries = tokio::select! {
+            let (entries, full) = tokio::select! {
                 r = self.read(conn, block) => r?,
                 _ = shutdown.changed() => return Ok(()),
             };
             if !self.process(conn, handler, &entries, shutdown).await? {
                 return Ok(());
             }
-            if lingers(self.config.linger, entries.len(), self.config.batch) {
+            if lingers(self.config.linger, entries.len(), full) {
                 tokio::select! {
                     _ = tokio::time::sleep(self.config.linger) => {}
                     _ = shutdown.changed() => return Ok(()),
@@ -317,31 +317,38 @@ impl PartitionReader {
     /// New entries: a blocking read on a partition log; on priority streams
     /// one weighted round (up to 8 critical, 4 high, 2 normal, 1 low, an
     /// unused share handed down), or when all are empty a blocking read on
-    /// all four at once (they share one slot).
-    async fn read(&self, conn: &mut RedisConn, block: Duration) -> Result<Vec<Entry>, StoreError> {
+    /// all four at once (they share one slot). With them, whether a read got
+    /// all it asked for (more may be waiting: the reader reads on at once).
+    async fn read(&self, conn: &mut RedisConn, block: Duration) -> Result<(Vec<Entry>, bool), StoreError> {
         if self.streams.len() == 1 {
-            return self.read_streams(conn, &[0], self.config.batch, Some(block)).await;
+            let got = self.read_streams(conn, &[0], self.config.batch, Some(block)).await?;
+            let full = got.len() >= self.config.batch;
+            return Ok((got, full));
         }
         use std::sync::atomic::Ordering::Relaxed;
         let all: Vec<usize> = (0..self.streams.len()).collect();
         if self.idle.load(Relaxed) {
             let woken = self.read_streams(conn, &all, 1, Some(block)).await?;
             self.idle.store(woken.is_empty(), Relaxed);
-            return Ok(woken);
+            let full = !woken.is_empty();
+            return Ok((woken, full));
         }
         let mut round = Vec::new();
         let mut carry = 0;
+        let mut full = false;
         for (i, p) in Priority::ALL.iter().enumerate().take(self.streams.len()) {
             let budget = p.weight() + carry;
             let got = self.read_streams(conn, &[i], budget, None).await?;
+            full |= got.len() >= budget;
             carry = budget - got.len();
             round.extend(got);
         }
         if round.is_empty() {
             round = self.read_streams(conn, &all, 1, Some(block)).await?;
             self.idle.store(round.is_empty(), Relaxed);
+            full = !round.is_empty();
         }
-        Ok(round)
+        Ok((round, full))
     }
 
     /// Handles and acks entries. Returns false if shutdown was requested
