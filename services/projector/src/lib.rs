@@ -45,6 +45,9 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     // The fleet's subscription settings; the manager names group and type per
     // projection. The retries and the breaker follow the live configuration.
     let mut template = builder.subscription("", "");
+    // Read models are throughput consumers: a busy reader lingers (the
+    // reactions elsewhere — the match saga, the statistics — never do).
+    template.linger = config.cqrs.subscriber_linger;
     let from_env = template.retry.get();
     template.retry = builder.live_setting("live retries", from_env, move |c| {
         let attempts = c.int(&table::RETRY_MAX_ATTEMPTS, from_env.max_attempts.into());

@@ -363,7 +363,8 @@ pub const SUBSCRIBER_BLOCK: Setting = Setting {
     description: "XREADGROUP block time at most (an entry wakes it at once; a lease renewal ends it sooner)",
 };
 
-/// How long a busy partition's reader waits before its next read.
+/// How long a busy reader of the projector (its read models' partition
+/// readers, its search tails) waits before its next read.
 pub const SUBSCRIBER_LINGER: Setting = Setting {
     name: "subscriber.linger_ms",
     env: Some("SUBSCRIBER_LINGER_MS"),
@@ -372,8 +373,8 @@ pub const SUBSCRIBER_LINGER: Setting = Setting {
     kind: Kind::Int { min: 0, max: 1000 },
     default: "5",
     unit: "ms",
-    services: &["guardian", "timesquare", "command", "projector"],
-    description: "after a read that found entries but not all it asked for, the next read waits this long, so more come in one read; a quiet log's first entry is read at once (0: never wait)",
+    services: &["projector"],
+    description: "the projector's read-model readers and search tails: after a read that found entries but not all it asked for, the next read waits this long, so more come in one read; a quiet log's first entry is read at once (0: never wait)",
 };
 
 /// Deliveries of a failing entry before it is dead-lettered (live: the projector's).

@@ -355,7 +355,6 @@ impl ServiceBuilder {
         s.metrics = Some(metrics);
         s.batch = c.cqrs.subscriber_batch;
         s.block = c.cqrs.subscriber_block;
-        s.linger = c.cqrs.subscriber_linger;
         s.claim_idle = c.cqrs.claim_idle;
         s.retry = allies_store::Tunable::new(allies_store::subscriber::RetryPolicy {
             max_attempts: c.cqrs.retry_max_attempts,
