@@ -76,9 +76,9 @@ impl TicketWatch {
             move |entry| {
                 let me = me.clone();
                 async move {
-                    let id = entry.get::<String>("aggregate_id").unwrap_or_default();
+                    let id = allies_store::entry_text(&entry, "aggregate_id").unwrap_or_default();
                     if let Ok(tickets) = me.tickets.lock()
-                        && let Some((tx, _)) = tickets.get(&id)
+                        && let Some((tx, _)) = tickets.get(id)
                     {
                         tx.send_modify(|n| *n += 1);
                     }

@@ -229,8 +229,8 @@ impl Watch {
             move |entry| {
                 let (me, log) = (me.clone(), log.clone());
                 async move {
-                    let id = entry.get::<String>("aggregate_id").unwrap_or_default();
-                    let Some(hub) = me.hub(&id) else { return };
+                    let id = allies_store::entry_text(&entry, "aggregate_id").unwrap_or_default();
+                    let Some(hub) = me.hub(id) else { return };
                     match RecordedEvent::from_entry(&log, &entry) {
                         Ok(record) => hub.apply(&record, &me.store).await,
                         Err(e) => {

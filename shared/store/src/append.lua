@@ -12,8 +12,11 @@
 --       13 serialized aggregate state ('' = none), 14 its schema,
 --       15 p publications,
 --       then s x (field, value),
---       then n x (event_id, event_type, schema_version, content_type, data, checksum),
---       then p x (event_id, event_type, schema_version, content_type, data, checksum).
+--       then n x (event_id, event_type, schema_version, content_type, data, checksum, packed),
+--       then p x (event_id, event_type, schema_version, content_type, data, checksum);
+--       packed: the event as the partition log holds it (`event` field, see
+--       event.rs: every envelope field but the version, which only this
+--       script knows).
 -- Storage: event_sourced writes the aggregate stream (the truth); state_based
 -- writes the state hash (the truth, version-checked) and no stream; hybrid
 -- writes both. The partition log gets the events in every case; each
@@ -59,25 +62,21 @@ local n, s, expire_at, p = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8
 local result = {'ok', current + n}
 local first_event = 16 + 2 * s
 for i = 0, n - 1 do
-  local b = first_event + i * 6
+  local b = first_event + i * 7
   local version = string.format('%d', current + i + 1)
   -- The aggregate stream's key and entry id already say type, id and
-  -- version; only the partition log needs them as fields.
-  local fields = {
-    'event_id', ARGV[b], 'event_type', ARGV[b + 1], 'schema_version', ARGV[b + 2],
-    'content_type', ARGV[b + 3], 'data', ARGV[b + 4], 'metadata', meta,
-    'created_at', created, 'checksum', ARGV[b + 5],
-  }
+  -- version; it keeps a field per value (what `XRANGE` shows an operator).
   if storage ~= 'state_based' then
-    redis.call('XADD', stream, '0-' .. version, unpack(fields))
+    redis.call('XADD', stream, '0-' .. version,
+      'event_id', ARGV[b], 'event_type', ARGV[b + 1], 'schema_version', ARGV[b + 2],
+      'content_type', ARGV[b + 3], 'data', ARGV[b + 4], 'metadata', meta,
+      'created_at', created, 'checksum', ARGV[b + 5])
   end
-  fields[17], fields[18] = 'aggregate_type', atype
-  fields[19], fields[20] = 'aggregate_id', aid
-  fields[21], fields[22] = 'version', version
-  result[#result + 1] = redis.call('XADD', log, '*', unpack(fields))
+  -- The partition log, read by every projector twice: two values.
+  result[#result + 1] = redis.call('XADD', log, '*', 'event', ARGV[b + 6], 'version', version)
 end
 local new_version = string.format('%d', current + n)
-local first_pub = first_event + n * 6
+local first_pub = first_event + n * 7
 for i = 0, p - 1 do
   local b = first_pub + i * 6
   redis.call('XADD', KEYS[6 + i], '*',

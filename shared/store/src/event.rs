@@ -85,33 +85,40 @@ impl RecordedEvent {
     }
 
     /// Parses one stream entry (aggregate stream, partition log, integration
-    /// stream or dead letter). Verifies the payload's checksum.
+    /// stream or dead letter), in either layout ([`Fields`]). Verifies the
+    /// payload's checksum.
     pub fn from_entry(key: &str, entry: &StreamId) -> Result<Self, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt { stream: key.to_owned(), entry: entry.id.clone(), reason };
-        let data = field_slice(entry, "data").map_err(corrupt)?;
+        let fields = Fields::of(entry).map_err(corrupt)?;
+        let data = fields.slice("data").map_err(corrupt)?;
         // Entries written before checksums existed have none; any other mismatch is corruption.
-        if entry.map.contains_key("checksum") && field_str(entry, "checksum").map_err(corrupt)? != checksum(data) {
+        if fields.has("checksum") && fields.text("checksum").map_err(corrupt)? != checksum(data) {
             return Err(corrupt("payload checksum mismatch".into()));
         }
-        Self::from_entry_unchecked(key, entry, data.to_vec())
+        Self::read(key, entry, &fields, data.to_vec())
     }
 
     /// As [`from_entry`](Self::from_entry) without the checksum check: for
     /// showing what a damaged entry holds (dead letters), never for folding.
     pub fn from_entry_unchecked(key: &str, entry: &StreamId, data: Vec<u8>) -> Result<Self, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt { stream: key.to_owned(), entry: entry.id.clone(), reason };
+        Self::read(key, entry, &Fields::of(entry).map_err(corrupt)?, data)
+    }
+
+    fn read(key: &str, entry: &StreamId, fields: &Fields<'_>, data: Vec<u8>) -> Result<Self, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { stream: key.to_owned(), entry: entry.id.clone(), reason };
         // Fields are read in place; only what the event keeps is copied.
-        let text = |f: &str| field_str(entry, f).map_err(corrupt);
+        let text = |f: &str| fields.text(f).map_err(corrupt);
         let number = |f: &str| -> Result<i64, StoreError> {
             text(f)?.parse::<i64>().map_err(|_| corrupt(format!("field `{f}` is not a number")))
         };
         let event_id = Uuid::parse_str(text("event_id")?).map_err(|e| corrupt(format!("event_id: {e}")))?;
-        let metadata: Metadata = serde_json::from_slice(field_slice(entry, "metadata").map_err(corrupt)?)
+        let metadata: Metadata = serde_json::from_slice(fields.slice("metadata").map_err(corrupt)?)
             .map_err(|e| corrupt(format!("metadata: {e}")))?;
         // Aggregate-stream entries carry type, id and version in their key
         // and entry id; every other entry carries them as fields.
         let (aggregate_type, aggregate_id, version) = match keys::parse_stream_key(key) {
-            Some((t, id)) if !entry.map.contains_key("version") => {
+            Some((t, id)) if !fields.has("version") => {
                 let v = entry
                     .id
                     .strip_prefix("0-")
@@ -145,6 +152,119 @@ impl RecordedEvent {
     }
 }
 
+/// The partition log's entries hold an event in one field, [`PACKED`]:
+/// these envelope fields, each a little-endian u32 length and its bytes,
+/// after a layout byte ([`PACKED_LAYOUT`]); the aggregate version, which
+/// only the append script knows, stays a field of its own. One field
+/// instead of eleven: Redis adds, logs (AOF) and answers two values per
+/// entry instead of twenty-two, and every reader (each projector reads the
+/// log twice) parses and allocates two. Aggregate streams, integration
+/// streams and dead letters keep a field per value; readers take both
+/// layouts ([`Fields`]), so logs written before are read as they were.
+pub const PACKED: &str = "event";
+/// The first byte of a [`PACKED`] value: its layout.
+pub const PACKED_LAYOUT: u8 = 1;
+/// The envelope fields a [`PACKED`] value holds, in order.
+pub const PACKED_FIELDS: [&str; 10] = [
+    "event_type",
+    "aggregate_type",
+    "aggregate_id",
+    "event_id",
+    "schema_version",
+    "content_type",
+    "created_at",
+    "checksum",
+    "metadata",
+    "data",
+];
+
+/// Packs [`PACKED_FIELDS`]' values, in that order, into one [`PACKED`] value.
+pub fn pack(values: [&[u8]; PACKED_FIELDS.len()]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + values.iter().map(|v| 4 + v.len()).sum::<usize>());
+    out.push(PACKED_LAYOUT);
+    for v in values {
+        // An event is far below 4 GiB (the store bounds events and metadata).
+        out.extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+/// The values of a [`PACKED`] value, borrowed; an error says what is wrong
+/// with it, never what it holds.
+fn unpack(packed: &[u8]) -> Result<[&[u8]; PACKED_FIELDS.len()], String> {
+    let Some((&layout, mut rest)) = packed.split_first() else {
+        return Err(format!("field `{PACKED}` is empty"));
+    };
+    if layout != PACKED_LAYOUT {
+        return Err(format!("field `{PACKED}` has unknown layout {layout}"));
+    }
+    let mut values: [&[u8]; PACKED_FIELDS.len()] = [&[]; PACKED_FIELDS.len()];
+    for (value, name) in values.iter_mut().zip(PACKED_FIELDS) {
+        let cut = |rest: &[u8]| -> Option<(usize, usize)> {
+            let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            (rest.len() - 4 >= len).then_some((4, 4 + len))
+        };
+        let (from, to) = cut(rest).ok_or_else(|| format!("field `{PACKED}` ends inside `{name}`"))?;
+        *value = &rest[from..to];
+        rest = &rest[to..];
+    }
+    if !rest.is_empty() {
+        return Err(format!("field `{PACKED}` has {} bytes after `data`", rest.len()));
+    }
+    Ok(values)
+}
+
+/// A stream entry's fields, whichever layout it has: a field per value, or
+/// the partition log's [`PACKED`] event beside its plain fields.
+pub struct Fields<'e> {
+    entry: &'e StreamId,
+    packed: Option<[&'e [u8]; PACKED_FIELDS.len()]>,
+}
+
+impl<'e> Fields<'e> {
+    /// Reads the layout of `entry` (a damaged [`PACKED`] value is an error).
+    pub fn of(entry: &'e StreamId) -> Result<Self, String> {
+        let packed = match entry.map.get(PACKED) {
+            None => None,
+            Some(_) => Some(unpack(field_slice(entry, PACKED)?)?),
+        };
+        Ok(Self { entry, packed })
+    }
+
+    /// Whether the entry has `field`.
+    pub fn has(&self, field: &str) -> bool {
+        self.entry.map.contains_key(field) || self.packed_slot(field).is_some()
+    }
+
+    fn packed_slot(&self, field: &str) -> Option<&'e [u8]> {
+        let values = self.packed.as_ref()?;
+        PACKED_FIELDS.iter().position(|f| *f == field).map(|i| values[i])
+    }
+
+    /// A field, borrowed. The error names the field and the value's type,
+    /// never the value.
+    pub fn slice(&self, field: &str) -> Result<&'e [u8], String> {
+        match self.packed_slot(field) {
+            Some(v) if !self.entry.map.contains_key(field) => Ok(v),
+            _ => field_slice(self.entry, field),
+        }
+    }
+
+    /// A field as UTF-8 text, borrowed.
+    pub fn text(&self, field: &str) -> Result<&'e str, String> {
+        std::str::from_utf8(self.slice(field)?).map_err(|_| format!("field `{field}` is not UTF-8"))
+    }
+}
+
+/// One field of a stream entry as text, in either layout ([`Fields`]): for
+/// code that looks at an entry (its type, its aggregate) before, or instead
+/// of, reading the whole event. None when it is missing, not text or the
+/// entry is damaged.
+pub fn entry_text<'e>(entry: &'e StreamId, field: &str) -> Option<&'e str> {
+    Fields::of(entry).ok()?.text(field).ok()
+}
+
 /// A field of a stream entry, borrowed. The error names the field and the
 /// value's type, never the value.
 fn field_slice<'e>(entry: &'e StreamId, field: &str) -> Result<&'e [u8], String> {
@@ -154,11 +274,6 @@ fn field_slice<'e>(entry: &'e StreamId, field: &str) -> Result<&'e [u8], String>
         Some(other) => Err(format!("field `{field}` has unexpected type {}", kind(other))),
         None => Err(format!("field `{field}` missing")),
     }
-}
-
-/// A field of a stream entry as UTF-8 text, borrowed.
-fn field_str<'e>(entry: &'e StreamId, field: &str) -> Result<&'e str, String> {
-    std::str::from_utf8(field_slice(entry, field)?).map_err(|_| format!("field `{field}` is not UTF-8"))
 }
 
 /// A RESP value's kind, for an error.
@@ -174,14 +289,14 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// A field of a stream entry as bytes.
+/// A field of a stream entry as bytes, in either layout.
 pub(crate) fn field_bytes(entry: &StreamId, field: &str) -> Result<Vec<u8>, String> {
-    field_slice(entry, field).map(<[u8]>::to_vec)
+    Fields::of(entry)?.slice(field).map(<[u8]>::to_vec)
 }
 
-/// A field of a stream entry as UTF-8 text.
+/// A field of a stream entry as UTF-8 text, in either layout.
 pub(crate) fn field_text(entry: &StreamId, field: &str) -> Result<String, String> {
-    field_str(entry, field).map(str::to_owned)
+    Fields::of(entry)?.text(field).map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -257,5 +372,79 @@ mod tests {
         let mut not_number = log_entry(r#"{"x":1}"#);
         not_number.map.insert("version".into(), bulk("seven"));
         assert_eq!(reason(&not_number), "field `version` is not a number");
+    }
+
+    /// `entry` as the append script writes it to a partition log now: the
+    /// envelope packed into one field, the version beside it.
+    fn packed(entry: &StreamId) -> StreamId {
+        let value = |f: &str| field_slice(entry, f).expect("field");
+        let mut values: [&[u8]; PACKED_FIELDS.len()] = [&[]; PACKED_FIELDS.len()];
+        for (v, f) in values.iter_mut().zip(PACKED_FIELDS) {
+            *v = value(f);
+        }
+        let map = [(PACKED.to_owned(), Value::BulkString(pack(values))), ("version".to_owned(), bulk("7"))];
+        StreamId { id: entry.id.clone(), map: map.into_iter().collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_packed_log_entry_reads_as_the_same_event_as_one_with_a_field_per_value() {
+        let fielded = log_entry(r#"{"x":1}"#);
+        let entry = packed(&fielded);
+        assert_eq!(entry.map.len(), 2, "two values an entry instead of twenty-two");
+        let key = "es:{game.0}:log";
+        assert_eq!(
+            RecordedEvent::from_entry(key, &entry).expect("packed"),
+            RecordedEvent::from_entry(key, &fielded).expect("fielded")
+        );
+        for f in PACKED_FIELDS.iter().chain(&["version"]) {
+            assert_eq!(entry_text(&entry, f), entry_text(&fielded, f), "{f}");
+        }
+        assert_eq!(entry_text(&entry, "aggregate_id"), Some("g-1"));
+        assert_eq!(entry_text(&entry, "nothing"), None);
+        // A plain field beside the packed value wins (dead letters add theirs).
+        let mut dead = entry.clone();
+        dead.map.insert("dlq_error".into(), bulk("boom"));
+        assert_eq!(field_text(&dead, "dlq_error").as_deref(), Ok("boom"));
+        assert_eq!(field_text(&dead, "event_type").as_deref(), Ok("TowerPlaced"));
+    }
+
+    #[test]
+    fn a_damaged_packed_entry_is_corrupt_and_the_reason_names_no_value() {
+        let entry = packed(&log_entry(r#"{"secret":1}"#));
+        let blob = match &entry.map[PACKED] {
+            Value::BulkString(b) => b.clone(),
+            _ => unreachable!(),
+        };
+        let with = |blob: Vec<u8>| {
+            let mut e = entry.clone();
+            e.map.insert(PACKED.into(), Value::BulkString(blob));
+            e
+        };
+        let reason = |entry: &StreamId| match RecordedEvent::from_entry("es:{game.0}:log", entry) {
+            Err(StoreError::Corrupt { reason, .. }) => reason,
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+        assert_eq!(reason(&with(blob[..blob.len() - 3].to_vec())), "field `event` ends inside `data`");
+        assert_eq!(reason(&with(blob[..16].to_vec())), "field `event` ends inside `aggregate_type`");
+        assert_eq!(reason(&with(Vec::new())), "field `event` is empty");
+        let mut later = blob.clone();
+        later[0] = 2;
+        assert_eq!(reason(&with(later)), "field `event` has unknown layout 2");
+        let mut longer = blob.clone();
+        longer.extend_from_slice(b"xyz");
+        assert_eq!(reason(&with(longer)), "field `event` has 3 bytes after `data`");
+        // A length past the end (here: the first one, 4 GiB) is refused, not read.
+        let mut huge = blob.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(reason(&with(huge)), "field `event` ends inside `event_type`");
+        // The payload still has its checksum.
+        let mut tampered = blob;
+        let last = tampered.len() - 2;
+        tampered[last] ^= 1;
+        assert_eq!(reason(&with(tampered)), "payload checksum mismatch");
+        assert_eq!(entry_text(&with(vec![1, 2, 3]), "event_type"), None);
+        for r in [reason(&with(vec![1, 2, 3])), reason(&with(b"\x01{\"secret\"".to_vec()))] {
+            assert!(!r.contains("secret"), "{r}");
+        }
     }
 }

@@ -45,7 +45,7 @@ pub mod tunable;
 
 pub use conn::{RedisConn, RedisTarget, TlsFileError, use_tls_files};
 pub use error::{AppendError, StoreError, redis_errors};
-pub use event::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, NewEvent, RecordedEvent, checksum};
+pub use event::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, Fields, NewEvent, RecordedEvent, checksum, entry_text};
 pub use executor::{CommandExecutor, Seed, Warm};
 pub use gate::WritesGate;
 pub use handle::{AggregateHandle, Handles};

@@ -260,7 +260,7 @@ impl EventStore for RedisEventStore {
             ExpectedVersion::Exact(v) => v.to_string(),
         });
         let state = request.state_fields.clone().unwrap_or_default();
-        inv.arg(atype).arg(aid).arg(meta).arg(request.recorded_at_ms).arg(request.events.len());
+        inv.arg(atype).arg(aid).arg(&meta).arg(request.recorded_at_ms).arg(request.events.len());
         inv.arg(state.fields.len()).arg(state.expire_at_ms.unwrap_or(0));
         match &request.command {
             Some(c) => inv.arg(&c.id).arg(&c.fingerprint).arg(c.ttl.as_millis().max(1) as u64),
@@ -275,7 +275,24 @@ impl EventStore for RedisEventStore {
         for (field, value) in &state.fields {
             inv.arg(field).arg(value);
         }
-        for e in request.events.iter().chain(request.publish.iter().map(|p| &p.event)) {
+        let created_at = request.recorded_at_ms.to_string();
+        for e in &request.events {
+            let (id, schema, sum) = (e.event_id.to_string(), e.schema_version.to_string(), checksum(&e.data));
+            let packed = crate::event::pack([
+                e.event_type.as_bytes(),
+                atype.as_bytes(),
+                aid.as_bytes(),
+                id.as_bytes(),
+                schema.as_bytes(),
+                e.content_type.as_bytes(),
+                created_at.as_bytes(),
+                sum.as_bytes(),
+                meta.as_bytes(),
+                &e.data,
+            ]);
+            inv.arg(id).arg(&e.event_type).arg(schema).arg(&e.content_type).arg(&e.data).arg(sum).arg(packed);
+        }
+        for e in request.publish.iter().map(|p| &p.event) {
             inv.arg(e.event_id.to_string())
                 .arg(&e.event_type)
                 .arg(e.schema_version)

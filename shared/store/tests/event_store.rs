@@ -50,9 +50,21 @@ async fn append_and_load_round_trip_with_versions_and_metadata() {
     assert_eq!(env.event_id.get_version_num(), 7, "event ids are UUIDv7");
     assert_eq!(env.payload, events[1]);
 
-    // Both events are in the partition log too, in order.
-    let log = redis.raw(&["XLEN", &keys::log_key("counter", out.partition)]);
-    assert_eq!(log.trim(), ":2");
+    // Both events are in the partition log too, in order, packed: two
+    // values an entry, read back as the same events as the stream's.
+    let log = keys::log_key("counter", out.partition);
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let entries: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(&log).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    assert_eq!(entries.ids.len(), 2);
+    let stream = store.read("counter", "c1", 1, usize::MAX).await.unwrap();
+    for (entry, stored) in entries.ids.iter().zip(&stream) {
+        let mut fields: Vec<&str> = entry.map.keys().map(String::as_str).collect();
+        fields.sort();
+        assert_eq!(fields, ["event", "version"]);
+        assert_eq!(&allies_store::RecordedEvent::from_entry(&log, entry).unwrap(), stored);
+        assert_eq!(allies_store::entry_text(entry, "aggregate_id"), Some("c1"));
+    }
 
     // A missing aggregate loads as the default state at version 0.
     let (state, version) = store.load_events::<Counter>("nope").await.unwrap();

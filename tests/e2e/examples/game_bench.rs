@@ -812,7 +812,7 @@ async fn matchmaking() {
         let r: redis::streams::StreamRangeReply =
             redis::cmd("XRANGE").arg(&log).arg("-").arg("+").query_async(&mut c).await.unwrap_or_default();
         for e in r.ids {
-            if e.get::<String>("event_type").as_deref() == Some("MatchReady") {
+            if allies_store::entry_text(&e, "event_type") == Some("MatchReady") {
                 formed += 1;
             }
         }

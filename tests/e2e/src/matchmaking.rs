@@ -108,8 +108,8 @@ pub async fn users_topic_entry(fleet: &Fleet, user_id: &str, event_type: &str, d
     let p = keys::partition_of(user_id, 16);
     let mut c = conn(fleet).await;
     for (key, entry) in topic_entries(fleet, "users", "user", p).await {
-        let matches = entry.get::<String>("aggregate_id").as_deref() == Some(user_id)
-            && entry.get::<String>("event_type").as_deref() == Some(event_type);
+        let matches = allies_store::entry_text(&entry, "aggregate_id") == Some(user_id)
+            && allies_store::entry_text(&entry, "event_type") == Some(event_type);
         if !matches {
             continue;
         }

@@ -345,10 +345,10 @@ async fn two_hundred_tickets_are_all_matched_or_expired_parties_stay_together_an
                     let r: redis::streams::StreamRangeReply =
                         redis::cmd("XRANGE").arg(&log).arg("-").arg("+").query_async(&mut c).await.unwrap_or_default();
                     for e in r.ids {
-                        if e.get::<String>("event_type").as_deref() != Some("MatchFormed") {
+                        if allies_store::entry_text(&e, "event_type") != Some("MatchFormed") {
                             continue;
                         }
-                        let id = e.get::<String>("aggregate_id").unwrap_or_default();
+                        let id = allies_store::entry_text(&e, "aggregate_id").unwrap_or_default().to_owned();
                         if !done.insert(id.clone()) {
                             continue;
                         }
@@ -405,9 +405,9 @@ async fn two_hundred_tickets_are_all_matched_or_expired_parties_stay_together_an
         let mut c = store.connection();
         let r: redis::streams::StreamRangeReply =
             redis::cmd("XRANGE").arg(&log).arg("-").arg("+").query_async(&mut c).await.unwrap();
-        for e in r.ids.iter().filter(|e| e.get::<String>("event_type").as_deref() == Some("MatchFormed")) {
+        for e in r.ids.iter().filter(|e| allies_store::entry_text(e, "event_type") == Some("MatchFormed")) {
             formed += 1;
-            let id = e.get::<String>("aggregate_id").unwrap();
+            let id = allies_store::entry_text(e, "aggregate_id").expect("aggregate_id").to_owned();
             let history: Vec<MatchEvent> = events(&fleet, "match", &id).await;
             let Some(MatchEvent::Formed(f)) = history.first() else { panic!() };
             let ratings: Vec<i32> = f

@@ -39,7 +39,7 @@ async fn events(fleet: &Fleet, aggregate_type: &str, event_type: &str) -> usize 
         let key = format!("es:{{{aggregate_type}.{p}}}:log");
         let r: StreamRangeReply =
             redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut c).await.expect("xrange");
-        n += r.ids.iter().filter(|e| e.get::<String>("event_type").as_deref() == Some(event_type)).count();
+        n += r.ids.iter().filter(|e| allies_store::entry_text(e, "event_type") == Some(event_type)).count();
     }
     n
 }

@@ -137,8 +137,8 @@ pub async fn idle_since(
         while let Some(page) = pages.next(&mut conn).await? {
             for entry in &page {
                 let at = entry.id.split('-').next().and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
-                if let Some(id) = entry.get::<String>("aggregate_id") {
-                    last.insert(id, at);
+                if let Some(id) = allies_store::entry_text(entry, "aggregate_id") {
+                    last.insert(id.to_owned(), at);
                 }
             }
         }

@@ -285,12 +285,7 @@ impl Search {
                 async move {
                     // An event no document of this kind folds is passed on
                     // unread (not parsed, not decoded): only its position moves.
-                    let folded = match entry.map.get("event_type") {
-                        Some(redis::Value::BulkString(t)) => {
-                            std::str::from_utf8(t).map_or(true, |t| kind.can_change(t))
-                        }
-                        _ => true,
-                    };
+                    let folded = allies_store::entry_text(&entry, "event_type").is_none_or(|t| kind.can_change(t));
                     if !folded {
                         let _ = tx.send((log, entry.id, None)).await;
                         return;

@@ -374,8 +374,8 @@ impl PartitionReader {
         let lanes = self.config.lanes.max(1);
         let mut by_lane: Vec<Vec<&Entry>> = vec![Vec::new(); lanes];
         for entry in entries {
-            let aggregate = entry.1.get::<String>("aggregate_id").unwrap_or_default();
-            by_lane[keys::partition_of(&aggregate, lanes as u32) as usize].push(entry);
+            let aggregate = crate::event::entry_text(&entry.1, "aggregate_id").unwrap_or_default();
+            by_lane[keys::partition_of(aggregate, lanes as u32) as usize].push(entry);
         }
         let runs = by_lane.into_iter().filter(|l| !l.is_empty()).map(|lane| {
             let mut conn = conn.clone();
