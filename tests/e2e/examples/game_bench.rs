@@ -8,7 +8,10 @@
 //! commands: 50 players, each on their own session, PlaceTower and
 //!   UpgradeTower through gRPC with a bearer token (timesquare verifies the
 //!   EdDSA JWT on every call), beside the raw Redis floor in the same run:
-//!   the same number of EVALSHA calls doing the two XADDs an append does.
+//!   the same number of EVALSHA calls doing the two XADDs an append does;
+//!   every process's CPU per game command and per WhoAmI, and the ratio
+//!   the CPU would allow if timesquare spent on a game command only what
+//!   it spends on a WhoAmI (what work in timesquare alone could buy).
 //! sim: the deterministic simulation in process: a late wave (wave 20) with
 //!   4 players, 100 towers and 200+ enemies alive, ticks per second.
 //! watchers: 200 gRPC watchers of one session during a wave: frames per
@@ -168,7 +171,23 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) -
         (0..board.width).flat_map(|x| (0..board.height).map(move |y| (x, y))).filter(|c| !path.contains(c)).collect();
     let cells = Arc::new(cells);
 
+    // CPU of every process, read before and after each part.
+    let pids: Vec<(String, u32)> = fleet
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.pid()))
+        .chain([
+            ("redis-server".to_owned(), fleet.redis().pid()),
+            ("the bench's 50 clients".to_owned(), std::process::id()),
+        ])
+        .collect();
+    let cpu_now = || -> Vec<Duration> { pids.iter().map(|(_, p)| allies_testkit::cpu_time(*p)).collect() };
+    let used_since = |before: &[Duration]| -> Vec<Duration> {
+        cpu_now().iter().zip(before).map(|(now, before)| now.saturating_sub(*before)).collect()
+    };
+
     // The gRPC floor: WhoAmI does the same token check and nothing else.
+    let floor_cpu_before = cpu_now();
     let floor_started = Instant::now();
     let mut tasks = Vec::new();
     for p in players.iter().cloned() {
@@ -191,19 +210,11 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) -
         floor.extend(t.await.expect("client"));
     }
     let floor_time = floor_started.elapsed();
+    let floor_cpu = used_since(&floor_cpu_before);
     floor.sort();
 
     // Every client its own connection, its own session; place, upgrade, upgrade, next cell.
-    let pids: Vec<(String, u32)> = fleet
-        .services
-        .iter()
-        .map(|s| (s.name.clone(), s.pid()))
-        .chain([
-            ("redis-server".to_owned(), fleet.redis().pid()),
-            ("the bench's 50 clients".to_owned(), std::process::id()),
-        ])
-        .collect();
-    let cpu_before: Vec<Duration> = pids.iter().map(|(_, p)| allies_testkit::cpu_time(*p)).collect();
+    let cpu_before = cpu_now();
     fleet.raw(&["CONFIG", "RESETSTAT"]);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -246,11 +257,7 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) -
         failed += f;
     }
     let game_time = started.elapsed();
-    let cpu: Vec<(String, Duration)> = pids
-        .iter()
-        .zip(cpu_before)
-        .map(|((name, pid), before)| (name.clone(), allies_testkit::cpu_time(*pid).saturating_sub(before)))
-        .collect();
+    let cpu: Vec<(String, Duration)> = pids.iter().map(|(name, _)| name.clone()).zip(used_since(&cpu_before)).collect();
     let total = place.len() + upgrade.len();
     let mut all: Vec<Duration> = place.iter().chain(upgrade.iter()).copied().collect();
     all.sort();
@@ -309,11 +316,29 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) -
         println!("| {name} | {calls} | {:.2} | {:.1} |", *calls as f64 / total as f64, *usec as f64 / total as f64);
     }
     println!();
-    println!("| process | CPU-s | µs per command |");
-    println!("|---|---|---|");
-    for (name, used) in &cpu {
-        println!("| {name} | {:.2} | {:.0} |", used.as_secs_f64(), used.as_secs_f64() * 1e6 / total.max(1) as f64);
+    let per = |used: Duration, n: usize| used.as_secs_f64() * 1e6 / n.max(1) as f64;
+    println!("| process | CPU-s | µs per command | µs per WhoAmI (the floor's part) |");
+    println!("|---|---|---|---|");
+    for ((name, used), floor_used) in cpu.iter().zip(&floor_cpu) {
+        let (game_us, floor_us) = (per(*used, total), per(*floor_used, floor.len()));
+        println!("| {name} | {:.2} | {game_us:.0} | {floor_us:.0} |", used.as_secs_f64());
     }
+    // Both parts keep the two cores busy, so the ratio of their rates is
+    // about the inverse ratio of the CPU each operation costs everything
+    // together; and what the ratio could be if timesquare spent on a game
+    // command no more than on a WhoAmI (Redis, the projector and the
+    // clients as measured) bounds what work in timesquare alone can buy.
+    let (game_all, floor_all) =
+        (per(cpu.iter().map(|(_, d)| *d).sum(), total), per(floor_cpu.iter().sum(), floor.len()));
+    let timesquare = pids.iter().position(|(n, _)| n == "timesquare");
+    let (ts_game, ts_floor) = timesquare.map_or((0.0, 0.0), |i| (per(cpu[i].1, total), per(floor_cpu[i], floor.len())));
+    println!(
+        "\nCPU per operation, every process above: game command {game_all:.0} µs, WhoAmI {floor_all:.0} µs — \
+         {:.2}× (measured rates: {:.2}×); with timesquare's part of a game command cut to a WhoAmI's ({ts_game:.0} → {ts_floor:.0} µs): {:.2}×",
+        floor_all / game_all,
+        total as f64 / game_time.as_secs_f64() / (floor.len() as f64 / floor_time.as_secs_f64()),
+        floor_all / (game_all - ts_game + ts_floor).max(1.0),
+    );
     let fleet_cpu: Duration = cpu.iter().filter(|(n, _)| !n.starts_with("the bench")).map(|(_, d)| *d).sum();
     Measured {
         per_s: total as f64 / game_time.as_secs_f64(),
