@@ -124,6 +124,19 @@ fn forks(redis: &RedisServer) -> u64 {
     redis.raw(&["INFO", "stats"]).lines().find_map(|l| l.strip_prefix("total_forks:")?.trim().parse().ok()).unwrap_or(0)
 }
 
+/// CPU used so far by this process (the projection, and the writers when
+/// they run) and by Redis.
+fn cpu(redis: &RedisServer) -> [Duration; 2] {
+    [allies_testkit::cpu_time(std::process::id()), allies_testkit::cpu_time(redis.pid())]
+}
+
+/// The CPU each event cost the projection and Redis between two readings:
+/// which of the two bounds the rate (both share the two cores).
+fn per_event(before: &[Duration; 2], after: &[Duration; 2], events: usize) -> String {
+    let us = |i: usize| after[i].saturating_sub(before[i]).as_secs_f64() * 1e6 / events.max(1) as f64;
+    format!("CPU per event: projection {:.1} µs, Redis {:.1} µs", us(0), us(1))
+}
+
 async fn wait_applied(h: &Timed, n: usize) {
     while h.applied.load(std::sync::atomic::Ordering::Relaxed) < n {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -135,7 +148,7 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn bench_projection() -> Vec<(String, String)> {
+async fn bench_projection() -> (Vec<(String, String)>, Vec<String>) {
     let redis = RedisServer::start_with(FLEET_REDIS);
     let store = RedisEventStore::connect(&redis.url(), 16).await.expect("store");
     let n = 50_000;
@@ -164,10 +177,14 @@ async fn bench_projection() -> Vec<(String, String)> {
         t.await.expect("writer");
     }
     // Throughput: a projection catching up on the whole backlog.
+    let cpu_before = cpu(&redis);
+    redis.raw(&["CONFIG", "RESETSTAT"]);
     let started = Instant::now();
     let (h, stop, task) = run_projection(&redis.url(), &store, "rm.bench", n).await;
     wait_applied(&h, n).await;
     let catch_up = started.elapsed();
+    let catch_up_cpu = per_event(&cpu_before, &cpu(&redis), n);
+    let catch_up_redis = redis_by_command(&redis, n);
     let rate = n as f64 / catch_up.as_secs_f64();
     // Lag at a fixed offered load (half and a fifth of that rate), appending
     // for 5 s with the projection live; writers, projection and Redis share the cores.
@@ -226,28 +243,53 @@ async fn bench_projection() -> Vec<(String, String)> {
     let _ = task.await;
     // Rebuild: a new group reading every log from the start.
     let all = written;
+    let cpu_before = cpu(&redis);
     let started = Instant::now();
     let (h, stop, task) = run_projection(&redis.url(), &store, "rm.rebuild", all).await;
     wait_applied(&h, all).await;
     let rebuild = all as f64 / started.elapsed().as_secs_f64();
+    let rebuild_cpu = per_event(&cpu_before, &cpu(&redis), all);
     let _ = stop.send(true);
     let _ = task.await;
-    vec![
-        (format!("projection: catch up on {n} UserRegistered (target >= 20000/s)"), format!("{rate:.0} events/s")),
+    let rows = vec![
+        (
+            format!("projection: catch up on {n} UserRegistered (target >= 25000/s)"),
+            format!("{rate:.0} events/s ({catch_up_cpu})"),
+        ),
         lag_rows[0].clone(),
         lag_rows[1].clone(),
         lag_rows[2].clone(),
-        (format!("projection rebuild from the start ({all} events)"), format!("{rebuild:.0} events/s")),
-    ]
+        (format!("projection rebuild from the start ({all} events)"), format!("{rebuild:.0} events/s ({rebuild_cpu})")),
+    ];
+    (rows, vec![format!("Redis per event while catching up, by command (INFO commandstats): {catch_up_redis}")])
+}
+
+/// Redis's time per event by command since the last `CONFIG RESETSTAT`
+/// (a script's inner calls are counted in the script's time too).
+fn redis_by_command(redis: &RedisServer, events: usize) -> String {
+    let stats = redis.raw(&["INFO", "commandstats"]);
+    let mut rows: Vec<(String, f64, f64)> = stats
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| rest.split(',').find_map(|kv| kv.strip_prefix(k)?.parse::<f64>().ok());
+            Some((name.to_owned(), field("calls=")? / events as f64, field("usec=")? / events as f64))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    rows.iter().take(8).map(|(n, calls, us)| format!("{n} {calls:.2}× {us:.1} µs")).collect::<Vec<_>>().join(", ")
 }
 
 #[tokio::main]
 async fn main() {
-    let rows = bench_projection().await;
+    let (rows, notes) = bench_projection().await;
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     println!("{:<width$}  result", "benchmark");
     println!("{}  {}", "-".repeat(width), "-".repeat(24));
     for (k, v) in rows {
         println!("{k:<width$}  {v}");
+    }
+    for note in notes {
+        println!("\n{note}");
     }
 }
