@@ -6,7 +6,9 @@
 //!
 //! catch-up on a 50,000-event backlog, the lag (event recorded → applied)
 //! at half and a fifth of that rate offered for 5 s, and a rebuild from the
-//! start, printed beside each other.
+//! start, printed beside each other; then the games projection catching up
+//! on 20,000 tower events of 50 games played at once (that part alone:
+//! `PROJECTION_BENCH=games`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,9 +95,20 @@ async fn run_projection(
     group: &str,
     until: usize,
 ) -> (Arc<Timed>, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    run_projection_of(url, store, group, until, Arc::new(projector::projections::users::Users), "user").await
+}
+
+async fn run_projection_of(
+    url: &str,
+    store: &RedisEventStore,
+    group: &str,
+    until: usize,
+    projection: Arc<dyn projector::registry::Projection>,
+    aggregate_type: &str,
+) -> (Arc<Timed>, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let handler = Arc::new(Timed {
         inner: projector::manager::Applier {
-            projection: Arc::new(projector::projections::users::Users),
+            projection,
             view: projector::readmodel::Namespace::new(store.connection(), "rm"),
             replicas: Default::default(),
         },
@@ -103,7 +116,7 @@ async fn run_projection(
         applied: Default::default(),
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut config = allies_store::subscriber::SubscriptionConfig::new(group, "bench", "user", 16);
+    let mut config = allies_store::subscriber::SubscriptionConfig::new(group, "bench", aggregate_type, 16);
     config.linger = linger();
     let target = allies_store::RedisTarget::parse(url).expect("url");
     let task = tokio::spawn(allies_store::subscriber::run(target, config, handler.clone(), stopped));
@@ -261,7 +274,106 @@ async fn bench_projection() -> (Vec<(String, String)>, Vec<String>) {
         lag_rows[2].clone(),
         (format!("projection rebuild from the start ({all} events)"), format!("{rebuild:.0} events/s ({rebuild_cpu})")),
     ];
-    (rows, vec![format!("Redis per event while catching up, by command (INFO commandstats): {catch_up_redis}")])
+    let mut rows = rows;
+    let (games, games_notes) = games_catch_up(&redis, &store).await;
+    rows.push(games);
+    let mut notes =
+        vec![format!("Redis per event while catching up, by command (INFO commandstats): {catch_up_redis}")];
+    notes.extend(games_notes);
+    (rows, notes)
+}
+
+/// A game's tower event as timesquare records it.
+fn tower_event(session: usize, i: usize) -> allies_store::NewEvent {
+    use allies_contracts::timesquare::events::v1::{TowerPlaced, TowerUpgraded};
+    let player_id = format!("0193b3d2-7a4c-7cc0-8a51-{session:012}");
+    let (tower_id, (x, y)) = ((i / 3) as u32, ((i / 3 % 20) as i32, (i / 60) as i32));
+    let gold_after = 10_000 - i as i64 * 40;
+    let (event_type, data) = if i.is_multiple_of(3) {
+        let e = TowerPlaced {
+            tower_id,
+            player_id,
+            tower_type: "arrow".into(),
+            x,
+            y,
+            cost: 50,
+            gold_after,
+            wave: 0,
+            tick: 0,
+        };
+        ("TowerPlaced", serde_json::to_vec(&e))
+    } else {
+        let e = TowerUpgraded {
+            tower_id,
+            player_id,
+            tower_type: "arrow".into(),
+            x,
+            y,
+            level: (i % 3) as u32,
+            cost: 40,
+            gold_after,
+            wave: 0,
+            tick: 0,
+        };
+        ("TowerUpgraded", serde_json::to_vec(&e))
+    };
+    allies_store::NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: event_type.into(),
+        schema_version: 1,
+        content_type: allies_store::CONTENT_TYPE_JSON.into(),
+        data: data.expect("json"),
+    }
+}
+
+/// The games projection catching up on a backlog of tower events: 50
+/// sessions played at once (each command its own append, the sessions'
+/// events interleaved in the logs as live play leaves them), then read by
+/// the real games projection from the start.
+async fn games_catch_up(redis: &RedisServer, store: &RedisEventStore) -> ((String, String), Vec<String>) {
+    const SESSIONS: usize = 50;
+    const EACH: usize = 400;
+    let mut tasks = Vec::new();
+    for session in 0..SESSIONS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("0193b3d2-7a4c-7cc0-8a51-27f1c2d{session:05}");
+            for i in 0..EACH {
+                let request = AppendRequest::new(
+                    projector::projections::games::AGGREGATE_TYPE,
+                    &id,
+                    ExpectedVersion::Exact(i as u64),
+                    &meta(),
+                    now_ms(),
+                    vec![tower_event(session, i)],
+                );
+                store.append(request).await.expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let n = SESSIONS * EACH;
+    let cpu_before = cpu(redis);
+    redis.raw(&["CONFIG", "RESETSTAT"]);
+    let started = Instant::now();
+    let games = Arc::new(projector::projections::games::Games);
+    let aggregate_type = projector::projections::games::AGGREGATE_TYPE;
+    let (h, stop, task) = run_projection_of(&redis.url(), store, "rm.games", n, games, aggregate_type).await;
+    wait_applied(&h, n).await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let used = per_event(&cpu_before, &cpu(redis), n);
+    let by_command = redis_by_command(redis, n);
+    let _ = stop.send(true);
+    let _ = task.await;
+    (
+        (
+            format!("projection: catch up on {n} tower events of {SESSIONS} games"),
+            format!("{rate:.0} events/s ({used})"),
+        ),
+        vec![format!("Redis per tower event while the games projection catches up: {by_command}")],
+    )
 }
 
 /// Redis's time per event by command since the last `CONFIG RESETSTAT`
@@ -282,7 +394,15 @@ fn redis_by_command(redis: &RedisServer, events: usize) -> String {
 
 #[tokio::main]
 async fn main() {
-    let (rows, notes) = bench_projection().await;
+    // `PROJECTION_BENCH=games`: only the games projection's catch-up.
+    let (rows, notes) = if std::env::var("PROJECTION_BENCH").is_ok_and(|v| v == "games") {
+        let redis = RedisServer::start_with(FLEET_REDIS);
+        let store = RedisEventStore::connect(&redis.url(), 16).await.expect("store");
+        let (row, notes) = games_catch_up(&redis, &store).await;
+        (vec![row], notes)
+    } else {
+        bench_projection().await
+    };
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     println!("{:<width$}  result", "benchmark");
     println!("{}  {}", "-".repeat(width), "-".repeat(24));
