@@ -14,6 +14,44 @@
 -- older event redelivered moves no index back. Each event is decided on
 -- its own, after the ones before it. Returns how many models were written
 -- or already there.
+--
+-- Index writes are gathered per key and sent as one command per run of
+-- the same op on that key (a read of 128 registrations: 4 HSET/ZADD
+-- commands of 128 members each, not 512 commands): a key's writes keep
+-- their order (another op on the key, or a model write to it, sends what
+-- was gathered first), writes to different keys commute, and a
+-- multi-member HSET/ZADD/SADD/... applies its members in order, so every
+-- key ends as it would write by write. Nothing here reads an index key.
+local MAX_ARGS = 1024 -- members and values gathered per command at most
+local pending = {} -- index key -> { op, arguments }
+local order = {} -- index keys with something gathered, first-gathered first
+
+local function send(key)
+  local p = pending[key]
+  if p then
+    redis.call(p[1], key, unpack(p[2]))
+    pending[key] = nil
+  end
+end
+
+local function gather(op, key, a1, a2)
+  local p = pending[key]
+  if p and (p[1] ~= op or #p[2] >= MAX_ARGS) then
+    send(key)
+    p = nil
+  end
+  if not p then
+    p = { op, {} }
+    pending[key] = p
+    order[#order + 1] = key
+  end
+  local args = p[2]
+  args[#args + 1] = a1
+  if a2 then
+    args[#args + 1] = a2
+  end
+end
+
 local e = tonumber(ARGV[1])
 local a = 2
 local k = 1
@@ -27,6 +65,7 @@ for _ = 1, e do
     local version = tonumber(ARGV[a])
     local s = tonumber(ARGV[a + 1])
     local d = tonumber(ARGV[a + 2])
+    send(KEYS[k])
     local current = tonumber(redis.call('HGET', KEYS[k], '_version') or '0')
     if version > current then
       redis.call('HSET', KEYS[k], '_version', ARGV[a], unpack(ARGV, a + 3, a + 2 + 2 * s))
@@ -52,17 +91,18 @@ for _ = 1, e do
       return redis.error_reply('unknown index op ' .. tostring(op))
     end
     if indexes then
-      if op == 'hset' then
-        redis.call('HSET', KEYS[k], ARGV[a + 1], ARGV[a + 2])
-      elseif op == 'zadd' then
-        redis.call('ZADD', KEYS[k], ARGV[a + 1], ARGV[a + 2])
+      if n == 3 then
+        gather(op, KEYS[k], ARGV[a + 1], ARGV[a + 2])
       else
-        redis.call(op, KEYS[k], ARGV[a + 1])
+        gather(op, KEYS[k], ARGV[a + 1])
       end
     end
     a = a + n
     k = k + 1
   end
   total = total + written
+end
+for _, key in ipairs(order) do
+  send(key)
 end
 return total
