@@ -78,9 +78,10 @@ impl Handler for Applier {
         self.view.apply(&changes).await
     }
 
-    /// On a single Redis, a read's events are written in one script.
+    /// A read's events are written together: on a single Redis in one
+    /// script, on a Cluster in groups (`Namespace::apply_many`).
     fn batches(&self) -> bool {
-        !self.view.conn.is_cluster()
+        true
     }
 
     async fn handle_all(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {

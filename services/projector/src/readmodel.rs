@@ -3,7 +3,7 @@
 //! and reads models back.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use allies_store::RedisConn;
 use allies_store::subscriber::HandlerError;
@@ -47,15 +47,69 @@ impl Namespace {
     /// written without its indexes); on a Cluster model by model, then the
     /// index writes.
     pub async fn apply(&self, changes: &[Change]) -> Result<(), HandlerError> {
-        if self.conn.is_cluster() {
-            self.apply_model_by_model(changes).await
-        } else {
-            self.apply_many(&[changes]).await
-        }
+        self.apply_many(&[changes]).await
     }
 
-    /// One event's changes on a Cluster: each model in its own script, then the index writes.
-    async fn apply_model_by_model(&self, changes: &[Change]) -> Result<(), HandlerError> {
+    /// A read's events on a Cluster, where a model and its index keys live
+    /// in different slots: in groups of consecutive events in which no
+    /// model appears twice (and no index key is a model key), each group's
+    /// models written at once, each with its own script, then the
+    /// group's index writes of the events that wrote (or already held)
+    /// their model, gathered per key as on a single Redis ([`Gathered`]).
+    /// A crash between leaves models written without their index writes;
+    /// the group's redelivery finds each model at exactly its event's
+    /// version (no later event of it ran) and makes them.
+    async fn apply_on_cluster(&self, events: &[Cow<'_, [Change]>]) -> Result<(), HandlerError> {
+        let mut rest = events;
+        while !rest.is_empty() {
+            let mut models: HashSet<&str> = HashSet::new();
+            let mut indexes: HashSet<&str> = HashSet::new();
+            let mut len = 0;
+            for changes in rest {
+                let (m, x) = keys_of(changes);
+                // An event naming a model twice goes alone.
+                let alone = m.len() != m.iter().collect::<HashSet<_>>().len();
+                let clash = alone
+                    || m.iter().any(|k| models.contains(k) || indexes.contains(k))
+                    || x.iter().any(|k| models.contains(k));
+                if clash && len > 0 {
+                    break;
+                }
+                models.extend(m);
+                indexes.extend(x);
+                len += 1;
+                if alone {
+                    break;
+                }
+            }
+            let (group, later) = rest.split_at(len);
+            // The group's models are distinct keys: written concurrently.
+            let made = futures_util::future::try_join_all(group.iter().map(|c| self.write_models(c))).await?;
+            let mut gathered = Gathered::default();
+            for (changes, made) in group.iter().zip(made) {
+                if made {
+                    for change in changes.iter() {
+                        if let Change::Index(op) = change {
+                            gathered.push(self.key(op.key()), op);
+                        }
+                    }
+                }
+            }
+            let mut conn = self.conn.clone();
+            // One command each: the index keys live in other slots.
+            for cmd in gathered.commands() {
+                let _: redis::Value = cmd.query_async(&mut conn).await.map_err(handler_error)?;
+            }
+            rest = later;
+        }
+        Ok(())
+    }
+
+    /// One event's models on a Cluster, each with its own script; whether
+    /// its index writes are to be made (it has no model, or one of them was
+    /// written or already at exactly this version: an older event
+    /// redelivered moves no index back).
+    async fn write_models(&self, changes: &[Change]) -> Result<bool, HandlerError> {
         let mut models = 0;
         let mut written = 0;
         for change in changes {
@@ -76,27 +130,12 @@ impl Namespace {
                 }
             }
         }
-        if models > 0 && written == 0 {
-            return Ok(()); // an older event redelivered: indexes stay where they are
-        }
-        let cmds: Vec<redis::Cmd> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Index(op) => Some(self.index_cmd(op)),
-                Change::Model { .. } => None,
-            })
-            .collect();
-        let mut conn = self.conn.clone();
-        // One command each: the index keys live in other slots.
-        for cmd in cmds {
-            let _: redis::Value = cmd.query_async(&mut conn).await.map_err(handler_error)?;
-        }
-        Ok(())
+        Ok(models == 0 || written > 0)
     }
 
     /// Several events' changes (in log order), each as [`apply`](Self::apply)
     /// would: on a single Redis in one script (one round trip for a read's
-    /// events), on a Cluster event by event.
+    /// events), on a Cluster in groups (`apply_on_cluster`).
     ///
     /// A model's events at consecutive versions that change only that model
     /// (no index write) are written as one change ([`coalesce`]): the model
@@ -105,10 +144,7 @@ impl Namespace {
     pub async fn apply_many<C: AsRef<[Change]>>(&self, events: &[C]) -> Result<(), HandlerError> {
         let events = coalesce(events);
         if self.conn.is_cluster() {
-            for changes in events {
-                self.apply_model_by_model(changes.as_ref()).await?;
-            }
-            return Ok(());
+            return self.apply_on_cluster(&events).await;
         }
         if events.iter().all(|c| c.as_ref().is_empty()) {
             return Ok(());
@@ -131,30 +167,13 @@ impl Namespace {
             }
             for change in changes {
                 let Change::Index(op) = change else { continue };
-                match op {
-                    IndexOp::HSet { key, field, value } => inv.key(self.key(key)).arg("hset").arg(field).arg(value),
-                    IndexOp::ZAdd { key, member, score } => inv.key(self.key(key)).arg("zadd").arg(*score).arg(member),
-                    IndexOp::HDel { key, field } => inv.key(self.key(key)).arg("hdel").arg(field),
-                    IndexOp::ZRem { key, member } => inv.key(self.key(key)).arg("zrem").arg(member),
-                    IndexOp::SAdd { key, member } => inv.key(self.key(key)).arg("sadd").arg(member),
-                    IndexOp::SRem { key, member } => inv.key(self.key(key)).arg("srem").arg(member),
-                };
+                inv.key(self.key(op.key())).arg(op.command());
+                index_args(op, &mut inv);
             }
         }
         let mut conn = self.conn.clone();
         let _: i64 = inv.invoke_async(&mut conn).await.map_err(handler_error)?;
         Ok(())
-    }
-
-    fn index_cmd(&self, op: &IndexOp) -> redis::Cmd {
-        match op {
-            IndexOp::HSet { key, field, value } => redis::Cmd::hset(self.key(key), field, value),
-            IndexOp::HDel { key, field } => redis::Cmd::hdel(self.key(key), field),
-            IndexOp::ZAdd { key, member, score } => redis::Cmd::zadd(self.key(key), member, *score),
-            IndexOp::ZRem { key, member } => redis::Cmd::zrem(self.key(key), member),
-            IndexOp::SAdd { key, member } => redis::Cmd::sadd(self.key(key), member),
-            IndexOp::SRem { key, member } => redis::Cmd::srem(self.key(key), member),
-        }
     }
 
     /// A read model's fields (None when it does not exist).
@@ -184,6 +203,96 @@ impl Namespace {
             pipe.query_async(&mut conn).await?
         };
         Ok(maps.into_iter().map(|m| (!m.is_empty()).then_some(m)).collect())
+    }
+}
+
+/// An event's model keys and index keys.
+fn keys_of(changes: &[Change]) -> (Vec<&str>, Vec<&str>) {
+    let (mut models, mut indexes) = (Vec::new(), Vec::new());
+    for change in changes {
+        match change {
+            Change::Model { key, .. } => models.push(key.as_str()),
+            Change::Index(op) => indexes.push(op.key()),
+        }
+    }
+    (models, indexes)
+}
+
+/// What takes a command's arguments: a command, or a script's invocation.
+trait Args {
+    fn add<T: redis::ToRedisArgs>(&mut self, arg: T);
+}
+
+impl Args for redis::Cmd {
+    fn add<T: redis::ToRedisArgs>(&mut self, arg: T) {
+        self.arg(arg);
+    }
+}
+
+impl Args for redis::ScriptInvocation<'_> {
+    fn add<T: redis::ToRedisArgs>(&mut self, arg: T) {
+        self.arg(arg);
+    }
+}
+
+/// An index write's arguments after its key (field value, field, score
+/// member, member), added to `to`; returns how many.
+fn index_args(op: &IndexOp, to: &mut impl Args) -> usize {
+    match op {
+        IndexOp::HSet { field, value, .. } => {
+            to.add(field);
+            to.add(value);
+            2
+        }
+        IndexOp::ZAdd { member, score, .. } => {
+            to.add(*score);
+            to.add(member);
+            2
+        }
+        IndexOp::HDel { field: one, .. }
+        | IndexOp::ZRem { member: one, .. }
+        | IndexOp::SAdd { member: one, .. }
+        | IndexOp::SRem { member: one, .. } => {
+            to.add(one);
+            1
+        }
+    }
+}
+
+/// Members and values one gathered command carries at most (as
+/// `apply_all.lua`'s `MAX_ARGS`).
+const MAX_ARGS: usize = 1024;
+
+/// Index writes gathered per key, as `apply_all.lua` gathers them on a
+/// single Redis: one command per run of one op on a key, the runs of a key
+/// in the order they began (so a key ends as write by write; writes to
+/// different keys commute).
+#[derive(Default)]
+struct Gathered {
+    /// Each command, with how many arguments it carries after its key.
+    runs: Vec<(redis::Cmd, usize)>,
+    /// A key → its open run (the last one begun) and that run's op.
+    open: HashMap<String, (usize, &'static str)>,
+}
+
+impl Gathered {
+    fn push(&mut self, key: String, op: &IndexOp) {
+        let at = match self.open.get(&key) {
+            Some(&(at, command)) if command == op.command() && self.runs[at].1 < MAX_ARGS => at,
+            _ => {
+                let mut cmd = redis::cmd(op.command());
+                cmd.arg(&key);
+                self.open.insert(key, (self.runs.len(), op.command()));
+                self.runs.push((cmd, 0));
+                self.runs.len() - 1
+            }
+        };
+        let (cmd, n) = &mut self.runs[at];
+        *n += index_args(op, cmd);
+    }
+
+    fn commands(self) -> impl Iterator<Item = redis::Cmd> {
+        self.runs.into_iter().map(|(cmd, _)| cmd)
     }
 }
 

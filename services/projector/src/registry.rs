@@ -39,6 +39,32 @@ pub enum IndexOp {
     SRem { key: String, member: String },
 }
 
+impl IndexOp {
+    /// The index key it writes (within a namespace).
+    pub fn key(&self) -> &str {
+        match self {
+            Self::HSet { key, .. }
+            | Self::HDel { key, .. }
+            | Self::ZAdd { key, .. }
+            | Self::ZRem { key, .. }
+            | Self::SAdd { key, .. }
+            | Self::SRem { key, .. } => key,
+        }
+    }
+
+    /// The Redis command that makes it.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Self::HSet { .. } => "hset",
+            Self::HDel { .. } => "hdel",
+            Self::ZAdd { .. } => "zadd",
+            Self::ZRem { .. } => "zrem",
+            Self::SAdd { .. } => "sadd",
+            Self::SRem { .. } => "srem",
+        }
+    }
+}
+
 impl Change {
     /// Sets fields of the model `<kind>:<id>` at `version`.
     pub fn model(kind: &str, id: &str, version: u64, set: Vec<(&str, String)>) -> Self {

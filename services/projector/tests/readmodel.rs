@@ -3,7 +3,7 @@
 //! together, with the same rules as model by model on a Cluster.
 
 use allies_store::RedisEventStore;
-use allies_testkit::RedisServer;
+use allies_testkit::{RedisCluster, RedisServer};
 use projector::readmodel::Namespace;
 use projector::registry::{Change, IndexOp};
 
@@ -89,20 +89,28 @@ fn model_of(key: &str, version: u64, set: &[(&str, &str)], del: &[&str]) -> Chan
 /// Every key of a namespace and what it holds, by kind, for comparing two.
 fn contents(redis: &RedisServer, ns: &str) -> Vec<(String, String)> {
     let keys = redis.raw(&["KEYS", &format!("{ns}:*")]);
-    let mut keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+    held(keys.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect(), ns, |args| redis.raw(args))
+}
+
+/// The same on a Redis Cluster (every master's keys).
+fn cluster_contents(cluster: &RedisCluster, ns: &str) -> Vec<(String, String)> {
+    held(cluster.keys(&format!("{ns}:*")), ns, |args| cluster.raw(args))
+}
+
+fn held(mut keys: Vec<String>, ns: &str, raw: impl Fn(&[&str]) -> String) -> Vec<(String, String)> {
     keys.sort();
     keys.iter()
         .map(|k| {
-            let held = match redis.raw(&["TYPE", k]).trim_start_matches('+') {
+            let held = match raw(&["TYPE", k]).trim_start_matches('+') {
                 "hash" => {
-                    let mut lines: Vec<String> = redis.raw(&["HGETALL", k]).lines().map(str::to_owned).collect();
+                    let mut lines: Vec<String> = raw(&["HGETALL", k]).lines().map(str::to_owned).collect();
                     let mut pairs: Vec<String> = lines.chunks_mut(2).map(|p| p.join("=")).collect();
                     pairs.sort();
                     pairs.join(",")
                 }
-                "zset" => redis.raw(&["ZRANGE", k, "0", "-1", "WITHSCORES"]),
+                "zset" => raw(&["ZRANGE", k, "0", "-1", "WITHSCORES"]),
                 "set" => {
-                    let mut m: Vec<String> = redis.raw(&["SMEMBERS", k]).lines().map(str::to_owned).collect();
+                    let mut m: Vec<String> = raw(&["SMEMBERS", k]).lines().map(str::to_owned).collect();
                     m.sort();
                     m.join(",")
                 }
@@ -323,4 +331,108 @@ async fn a_reads_index_writes_sent_key_by_key_end_as_write_by_write() {
     c.apply_many(&many).await.unwrap();
     assert_eq!(calls(&redis, &["sadd"]), 2, "1,500 members: 1,024 then 476");
     assert_eq!(redis.raw(&["SCARD", "c:idx:big"]), ":1500");
+}
+
+/// A read as the user projection's would be (twenty registrations, then
+/// anything): registrations of distinct
+/// users (a model and four index writes each), updates of users registered
+/// earlier in the read (their index entries moved), redeliveries of a
+/// user's latest event (its index writes are made again) and of an older
+/// one (they are not), and now and then a model whose key is an index key.
+fn users_read(n: usize) -> Vec<Vec<Change>> {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut users: Vec<(String, u64, String, String)> = Vec::new(); // id, version, name, role
+    let mut events = Vec::new();
+    for i in 0..n {
+        // Twenty registrations first, then anything.
+        let roll = if i < 20 { 0 } else { next(10) };
+        let mut changes = Vec::new();
+        match roll {
+            0..=4 => {
+                let (id, name, role) = (format!("u{i}"), format!("name{}", next(40)), format!("r{}", next(3)));
+                changes.push(model_of(&format!("user:{id}"), 1, &[("name", &name), ("role", &role)], &[]));
+                changes.push(Change::Index(IndexOp::HSet {
+                    key: "idx:name".into(),
+                    field: name.clone(),
+                    value: id.clone(),
+                }));
+                changes.push(Change::Index(IndexOp::ZAdd {
+                    key: "idx:reg".into(),
+                    member: id.clone(),
+                    score: i as f64,
+                }));
+                changes.push(Change::Index(IndexOp::SAdd { key: format!("idx:role:{role}"), member: id.clone() }));
+                users.push((id, 1, name, role));
+            }
+            5..=7 => {
+                let j = next(users.len() as u64) as usize;
+                let (id, version, name, role) = users[j].clone();
+                let (new_name, new_role) = (format!("name{}", next(40)), format!("r{}", next(3)));
+                changes.push(model_of(
+                    &format!("user:{id}"),
+                    version + 1,
+                    &[("name", &new_name), ("role", &new_role)],
+                    &[],
+                ));
+                changes.push(Change::Index(IndexOp::HDel { key: "idx:name".into(), field: name }));
+                changes.push(Change::Index(IndexOp::HSet {
+                    key: "idx:name".into(),
+                    field: new_name.clone(),
+                    value: id.clone(),
+                }));
+                changes.push(Change::Index(IndexOp::SRem { key: format!("idx:role:{role}"), member: id.clone() }));
+                changes.push(Change::Index(IndexOp::SAdd { key: format!("idx:role:{new_role}"), member: id.clone() }));
+                users[j] = (id, version + 1, new_name, new_role);
+            }
+            8 => {
+                let j = next(users.len() as u64) as usize;
+                let (id, version, ..) = users[j].clone();
+                let version = version - next(2).min(version - 1); // the latest, or an older one
+                changes.push(model_of(&format!("user:{id}"), version, &[("name", "redelivered")], &[]));
+                changes.push(Change::Index(IndexOp::ZRem { key: "idx:reg".into(), member: id }));
+            }
+            _ => changes.push(model_of("idx:name", 1_000 + i as u64, &[("note", &i.to_string())], &[])),
+        }
+        events.push(changes);
+    }
+    events
+}
+
+#[tokio::test]
+async fn on_a_cluster_a_reads_events_applied_in_groups_end_as_event_by_event_and_as_on_one_redis() {
+    let cluster = RedisCluster::start();
+    let redis = RedisServer::start();
+    let on_cluster = RedisEventStore::connect(&cluster.url(), 1).await.unwrap();
+    let single = RedisEventStore::connect(&redis.url(), 1).await.unwrap();
+    let events = users_read(400);
+    let together = Namespace::new(on_cluster.connection(), "a");
+    together.apply_many(&events).await.unwrap();
+    let one_by_one = Namespace::new(on_cluster.connection(), "b");
+    for changes in &events {
+        one_by_one.apply(changes).await.unwrap();
+    }
+    Namespace::new(single.connection(), "c").apply_many(&events).await.unwrap();
+    let a = cluster_contents(&cluster, "a");
+    assert!(a.len() > 100, "{} keys", a.len());
+    assert_eq!(a, cluster_contents(&cluster, "b"), "together and event by event");
+    assert_eq!(a, contents(&redis, "c"), "on a Cluster and on one Redis");
+
+    // A crash after a group's models were written but before its index
+    // writes (each model appears once in a group): the read's redelivery
+    // makes them, and everything ends as before.
+    let registration =
+        |c: &Vec<Change>| matches!(c.first(), Some(Change::Model { key, version: 1, .. }) if key.starts_with("user:"));
+    let first_group = events.iter().take_while(|c| registration(c)).count();
+    assert!(first_group > 1, "the read starts with several registrations");
+    let crashed = Namespace::new(on_cluster.connection(), "d");
+    for changes in &events[..first_group] {
+        let models: Vec<Change> = changes.iter().filter(|c| matches!(c, Change::Model { .. })).cloned().collect();
+        crashed.apply(&models).await.unwrap();
+    }
+    crashed.apply_many(&events).await.unwrap();
+    assert_eq!(cluster_contents(&cluster, "d"), a);
 }
