@@ -163,8 +163,16 @@ impl RequestContext {
 
     /// The executor's options for this request: its command id and the
     /// fingerprint of its content, so a retry is recognised as one.
+    ///
+    /// A client's id is scoped by the verified caller, as its recorded
+    /// reply is: the store keeps one record per id and aggregate, and two
+    /// players of one game (or two members confirming one match) may send
+    /// the same id — a client counting its calls from 1 — for what are two
+    /// commands; unscoped, the second would get the first one's result and
+    /// never run. Without a caller (a login, a reaction) the id is shared.
     pub fn options<A: allies_core::Aggregate>(&self) -> allies_store::Options<'_, A> {
-        let options = allies_store::Options::default().command_id(self.command_id());
+        let scope = self.caller.as_ref().filter(|_| self.from_client).map(|c| c.user_id.as_str());
+        let options = allies_store::Options::default().command_id(self.command_id()).command_scope(scope);
         match &self.fingerprint {
             Some(f) => options.fingerprint(f.clone()),
             None => options,

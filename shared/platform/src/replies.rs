@@ -1,4 +1,6 @@
-//! Safe retries for every command-side RPC: the reply of a call that
+//! Safe retries for every command-side RPC (but the game's tower
+//! commands, whose retries the append's command record answers: see
+//! timesquare's `place_tower`): the reply of a call that
 //! carried an `x-command-id` is recorded, and a retry of the same request
 //! under the same id gets that very reply back — the same ids, version and
 //! consistency token, tokens and invite codes included — with nothing run

@@ -5,9 +5,11 @@
 //! it decides on comes from ([`Warm`]: loaded for this command, or kept
 //! from earlier ones).
 //!
-//! 1. A retried command id answers its first result; nothing is decided again.
-//! 2. Load the state if it is not warm (per the type's storage strategy).
-//! 3. `decide`; fold the events in place; append with the exact version.
+//! 1. Load the state if it is not warm (per the type's storage strategy).
+//! 2. `decide`; fold the events in place; append with the exact version.
+//! 3. A retried command id answers its first result: the append script
+//!    finds the id's record before it writes anything; a decision that
+//!    appends nothing (refused, or nothing to do) looks the record up.
 //! 4. Appended: done (a snapshot is written off the command's path when due).
 //! 5. A refusal or "nothing to do" decided on a warm state is confirmed
 //!    first: if the store holds anything newer, decide again on it — no
@@ -250,10 +252,13 @@ impl CommandExecutor {
         ctx: &CommandContext,
         options: &Options<'_, A>,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+        // A retried command id is answered by its first result: by the
+        // append script when this decision appends (it looks at the id's
+        // record before anything else, atomically), and here when it does
+        // not (a retry decided again on a state the first run changed is
+        // often refused: "the cell is taken"). So the record is read only
+        // when no append will read it: one Redis call less per command.
         let record = self.record(command, options);
-        if let Some(first) = self.first_result::<A>(id, record.as_ref(), warm).await? {
-            return Ok(first);
-        }
         let mut attempt = 1;
         loop {
             let fresh = warm.ensure(&*self.store, id).await?;
@@ -279,12 +284,18 @@ impl CommandExecutor {
                 }
                 Ok(Decided::Nothing) => {
                     if fresh || last || !warm.catch_up(&*self.store, id).await? {
+                        if let Some(first) = self.first_result::<A>(id, record.as_ref(), warm).await? {
+                            return Ok(first);
+                        }
                         let state = held_state(warm);
                         return Ok(Executed { state, version, events: Vec::new(), outcome: None });
                     }
                 }
                 Err(ExecuteError::Domain(refusal)) => {
                     if fresh || last || !warm.catch_up(&*self.store, id).await? {
+                        if let Some(first) = self.first_result::<A>(id, record.as_ref(), warm).await? {
+                            return Ok(first);
+                        }
                         return Err(ExecuteError::Domain(refusal));
                     }
                 }
@@ -398,8 +409,12 @@ impl CommandExecutor {
         options: &Options<'_, A>,
     ) -> Result<Option<Executed<A>>, ExecuteError<A::Error>> {
         let (Some(command_id), Some(fingerprint)) = (options.command_id, &options.fingerprint) else { return Ok(None) };
-        let record =
-            CommandRecord { id: command_id.to_owned(), fingerprint: fingerprint.clone(), ttl: self.idempotency_ttl };
+        let record = CommandRecord {
+            id: command_id.to_owned(),
+            scope: options.command_scope.unwrap_or_default().to_owned(),
+            fingerprint: fingerprint.clone(),
+            ttl: self.idempotency_ttl,
+        };
         self.first_result::<A>(id, Some(&record), &Warm::default()).await
     }
 
@@ -407,6 +422,7 @@ impl CommandExecutor {
     fn record<A: Aggregate>(&self, command: &A::Command, options: &Options<'_, A>) -> Option<CommandRecord> {
         options.command_id.map(|id| CommandRecord {
             id: id.to_owned(),
+            scope: options.command_scope.unwrap_or_default().to_owned(),
             fingerprint: options
                 .fingerprint
                 .clone()

@@ -97,7 +97,7 @@ impl EventStore for MemoryEventStore {
         let partition = self.partition_of(&request.aggregate_id);
         let mut inner = self.lock()?;
         if let Some(c) = &request.command {
-            let ck = (key.0.clone(), key.1.clone(), c.id.clone());
+            let ck = (key.0.clone(), key.1.clone(), c.key_id().into_owned());
             if let Some((fingerprint, first)) = inner.commands.get(&ck) {
                 if *fingerprint != c.fingerprint {
                     return Err(AppendError::CommandIdReused { command_id: c.id.clone() });
@@ -157,7 +157,7 @@ impl EventStore for MemoryEventStore {
             duplicate: false,
         };
         if let Some(c) = &request.command {
-            inner.commands.insert((key.0, key.1, c.id.clone()), (c.fingerprint.clone(), outcome.clone()));
+            inner.commands.insert((key.0, key.1, c.key_id().into_owned()), (c.fingerprint.clone(), outcome.clone()));
         }
         Ok(outcome)
     }
@@ -217,7 +217,7 @@ impl EventStore for MemoryEventStore {
         command: &CommandRecord,
     ) -> Result<Option<AppendOutcome>, AppendError> {
         let inner = self.lock()?;
-        match inner.commands.get(&(aggregate_type.to_owned(), aggregate_id.to_owned(), command.id.clone())) {
+        match inner.commands.get(&(aggregate_type.to_owned(), aggregate_id.to_owned(), command.key_id().into_owned())) {
             Some((f, _)) if *f != command.fingerprint => {
                 Err(AppendError::CommandIdReused { command_id: command.id.clone() })
             }

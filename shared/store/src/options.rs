@@ -12,8 +12,12 @@ pub type Publish<'a, A> = &'a (dyn Fn(&A, &[<A as Aggregate>::Event]) -> Vec<Pub
 
 /// Optional parts of a command's execution.
 pub struct Options<'a, A: Aggregate> {
-    /// The client's idempotency key (`x-command-id`).
+    /// The idempotency key (a client's `x-command-id`, a reaction's
+    /// `<event id>:<step>`).
     pub command_id: Option<&'a str>,
+    /// Whose key it is (a client's user id): one key names one command of
+    /// one caller, so two callers' equal keys never meet on an aggregate.
+    pub command_scope: Option<&'a str>,
     /// What identifies the command's content for that key; default: its
     /// `Debug` form. A retry with the same id and another fingerprint is refused.
     pub fingerprint: Option<String>,
@@ -23,13 +27,17 @@ pub struct Options<'a, A: Aggregate> {
 
 impl<A: Aggregate> Default for Options<'_, A> {
     fn default() -> Self {
-        Self { command_id: None, fingerprint: None, state_fields: None, publish: None }
+        Self { command_id: None, command_scope: None, fingerprint: None, state_fields: None, publish: None }
     }
 }
 
 impl<'a, A: Aggregate> Options<'a, A> {
     pub fn command_id(mut self, id: Option<&'a str>) -> Self {
         self.command_id = id;
+        self
+    }
+    pub fn command_scope(mut self, scope: Option<&'a str>) -> Self {
+        self.command_scope = scope;
         self
     }
     pub fn fingerprint(mut self, fingerprint: impl Into<String>) -> Self {

@@ -245,11 +245,11 @@ impl EventStore for RedisEventStore {
         let stream = keys::stream_key(atype, partition, aid);
         let meta =
             serde_json::to_string(&request.metadata).map_err(|e| AppendError::Invalid(format!("metadata: {e}")))?;
-        let command_id = request.command.as_ref().map(|c| c.id.as_str()).unwrap_or("");
+        let command_id = request.command.as_ref().map(|c| c.key_id()).unwrap_or_default();
         let mut inv = self.append_script.key(&stream);
         inv.key(keys::log_key(atype, partition))
             .key(keys::state_key(atype, partition, aid))
-            .key(keys::command_key(atype, partition, aid, command_id))
+            .key(keys::command_key(atype, partition, aid, &command_id))
             .key(keys::trimmed_key(atype, partition, aid));
         for p in &request.publish {
             inv.key(keys::integration_key(&p.topic, atype, partition, p.priority));
@@ -314,7 +314,8 @@ impl EventStore for RedisEventStore {
                 AppendError::from(e)
             }
         })?;
-        let outcome = parse_append_reply(&stream, request.expected, partition, atype, &reply, command_id)?;
+        let sent_id = request.command.as_ref().map(|c| c.id.as_str()).unwrap_or("");
+        let outcome = parse_append_reply(&stream, request.expected, partition, atype, &reply, sent_id)?;
         self.confirm_replicated(&stream, outcome.duplicate).await?;
         Ok(outcome)
     }
@@ -447,7 +448,7 @@ impl EventStore for RedisEventStore {
         command: &CommandRecord,
     ) -> Result<Option<AppendOutcome>, AppendError> {
         let partition = self.partition_of(aggregate_id);
-        let key = keys::command_key(aggregate_type, partition, aggregate_id, &command.id);
+        let key = keys::command_key(aggregate_type, partition, aggregate_id, &command.key_id());
         let mut conn = self.conn.clone();
         let (fingerprint, result): (Option<String>, Option<String>) =
             redis::cmd("HMGET").arg(&key).arg("fingerprint").arg("result").query_async(&mut conn).await?;

@@ -63,10 +63,21 @@ pub struct StateWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandRecord {
     pub id: String,
+    /// Whose id it is ('' = nobody's in particular: a reaction, a login):
+    /// the record's key holds both, so equal ids of two callers are two
+    /// records.
+    pub scope: String,
     /// Identifies the command's content (e.g. a hash of its fields).
     pub fingerprint: String,
     /// How long the record is kept.
     pub ttl: Duration,
+}
+
+impl CommandRecord {
+    /// The id as the record's key names it: `<scope>/<id>`, or the id.
+    pub fn key_id(&self) -> std::borrow::Cow<'_, str> {
+        if self.scope.is_empty() { self.id.as_str().into() } else { format!("{}/{}", self.scope, self.id).into() }
+    }
 }
 
 /// Priority of an integration event (see [`priority`](crate::priority)).

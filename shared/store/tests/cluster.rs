@@ -117,6 +117,7 @@ async fn cluster_snapshots_state_and_idempotency() {
             })
             .with_command(CommandRecord {
                 id: "c1".into(),
+                scope: String::new(),
                 fingerprint: "f".into(),
                 ttl: std::time::Duration::from_secs(60),
             })

@@ -245,6 +245,7 @@ async fn state_is_written_with_the_events_and_not_on_conflict() {
 fn command(id: &str, fingerprint: &str) -> allies_store::CommandRecord {
     allies_store::CommandRecord {
         id: id.into(),
+        scope: String::new(),
         fingerprint: fingerprint.into(),
         ttl: std::time::Duration::from_secs(60),
     }
@@ -278,6 +279,30 @@ async fn a_retried_command_id_returns_the_first_result_and_writes_nothing() {
     let key = keys::command_key("counter", keys::partition_of("c", 16), "c", "cmd-1");
     let ttl: i64 = redis.raw(&["PTTL", &key]).trim_start_matches(':').parse().unwrap();
     assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+}
+
+#[tokio::test]
+async fn one_command_id_of_two_callers_is_two_commands_and_each_ones_retry_answers_its_own() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let e = [Added::new(1, 0)];
+    let of = |scope: &str| allies_store::CommandRecord { scope: scope.into(), ..command("1", "f1") };
+    let ann = store.append(typed("c", ExpectedVersion::Any, &e).with_command(of("ann"))).await.unwrap();
+    let bob = store.append(typed("c", ExpectedVersion::Any, &e).with_command(of("bob"))).await.unwrap();
+    assert_eq!((ann.version, ann.duplicate, bob.version, bob.duplicate), (1, false, 2, false));
+    let again = store.append(typed("c", ExpectedVersion::Any, &e).with_command(of("bob"))).await.unwrap();
+    assert_eq!((again.duplicate, again.version, &again.log_ids), (true, 2, &bob.log_ids));
+    let found = store.command_outcome("counter", "c", &of("ann")).await.unwrap().expect("ann's record");
+    assert_eq!((found.version, &found.log_ids), (1, &ann.log_ids));
+    // An error names the id the caller sent, not its scope.
+    let r = store.append(
+        typed("c", ExpectedVersion::Any, &e)
+            .with_command(allies_store::CommandRecord { fingerprint: "f2".into(), ..of("ann") }),
+    );
+    assert!(matches!(r.await, Err(AppendError::CommandIdReused { ref command_id }) if command_id == "1"));
+    assert_eq!(store.read("counter", "c", 1, usize::MAX).await.unwrap().len(), 2);
+    let key = keys::command_key("counter", keys::partition_of("c", 16), "c", "bob/1");
+    assert_eq!(redis.raw(&["HEXISTS", &key, "fingerprint"]), ":1", "the record's key names its scope");
 }
 
 #[tokio::test]

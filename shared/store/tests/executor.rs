@@ -18,13 +18,21 @@ struct Counting<S> {
     inner: S,
     reads: AtomicUsize,
     appends: AtomicUsize,
+    /// Command-record lookups (`command_outcome`).
+    lookups: AtomicUsize,
     /// Answer every append with a conflict.
     always_conflict: bool,
 }
 
 impl<S> Counting<S> {
     fn new(inner: S) -> Self {
-        Self { inner, reads: AtomicUsize::new(0), appends: AtomicUsize::new(0), always_conflict: false }
+        Self {
+            inner,
+            reads: AtomicUsize::new(0),
+            appends: AtomicUsize::new(0),
+            lookups: AtomicUsize::new(0),
+            always_conflict: false,
+        }
     }
 }
 
@@ -71,6 +79,7 @@ impl<S: EventStore> EventStore for Counting<S> {
         id: &str,
         c: &CommandRecord,
     ) -> Result<Option<AppendOutcome>, AppendError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
         self.inner.command_outcome(t, id, c).await
     }
 }
@@ -139,6 +148,57 @@ async fn a_retried_command_id_answers_its_first_result_and_another_command_under
         .unwrap_err();
     assert!(matches!(other, ExecuteError::Append(AppendError::CommandIdReused { .. })), "{other:?}");
     assert_eq!(other.code(), ErrorCode::FailedPrecondition);
+}
+
+/// A command with an id costs its append and nothing more: the append
+/// finds a retry's record itself. A retry decided again is refused on the
+/// state its first run made (5 - 5 = 0, and 0 - 5 is below zero) or
+/// changes nothing: then the record is looked up, and the first result
+/// answers. Through a hot handle, in memory and on Redis.
+async fn a_command_ids_record_is_read_only_when_no_append_reads_it<S: EventStore>(store: S) {
+    let counting = Arc::new(Counting::new(store));
+    let exec = CommandExecutor::new(counting.clone());
+    let handle = AggregateHandle::<Counter>::new(exec, "ids");
+    let with_id = |id| Options::<Counter>::default().command_id(Some(id)).command_scope(Some("ann"));
+    handle.execute(&5, &context(1), with_id("k1")).await.unwrap();
+    let first = handle.execute(&-5, &context(2), with_id("k2")).await.unwrap();
+    assert_eq!(counting.lookups.load(Ordering::SeqCst), 0, "two commands, no lookup");
+    assert_eq!(counting.appends.load(Ordering::SeqCst), 2);
+    let retry = handle.execute(&-5, &context(3), with_id("k2")).await.unwrap();
+    assert!(retry.duplicate(), "a refused retry answers its first result");
+    assert_eq!(
+        (retry.version, retry.consistency_token(), &retry.events),
+        (2, first.consistency_token(), &first.events)
+    );
+    assert_eq!(counting.lookups.load(Ordering::SeqCst), 1);
+    let retry = handle.execute(&5, &context(4), with_id("k1")).await.unwrap();
+    assert!(retry.duplicate() && retry.version == 1, "a retry that would append again: the append answers it");
+    assert_eq!(counting.lookups.load(Ordering::SeqCst), 1, "no lookup: the append found the record");
+    // Another caller's equal id is another command; refused on today's state.
+    let other = |id| Options::<Counter>::default().command_id(Some(id)).command_scope(Some("bob"));
+    let e = handle.execute(&-5, &context(5), other("k2")).await.unwrap_err();
+    assert!(matches!(e, ExecuteError::Domain(BelowZero { total: 0, n: -5 })), "{e:?}");
+    let bobs = handle.execute(&7, &context(6), other("k2")).await.unwrap();
+    assert!(!bobs.duplicate() && bobs.version == 3, "{bobs:?}");
+    // An id with a different command: refused whether the decision appends or not.
+    let e = handle.execute(&1, &context(7), with_id("k1")).await.unwrap_err();
+    assert!(matches!(e, ExecuteError::Append(AppendError::CommandIdReused { .. })), "{e:?}");
+    let e = handle.execute(&-50, &context(8), with_id("k1")).await.unwrap_err();
+    assert!(matches!(e, ExecuteError::Append(AppendError::CommandIdReused { .. })), "{e:?}");
+    let (now, version) = handle.current().await.unwrap();
+    assert_eq!((now.total, version), (7, 3));
+}
+
+#[tokio::test]
+async fn a_command_ids_record_is_read_only_when_no_append_reads_it_in_memory() {
+    a_command_ids_record_is_read_only_when_no_append_reads_it(MemoryEventStore::new()).await;
+}
+
+#[tokio::test]
+async fn a_command_ids_record_is_read_only_when_no_append_reads_it_on_redis() {
+    let redis = RedisServer::start();
+    let store = RedisEventStore::connect(&redis.url(), 16).await.unwrap();
+    a_command_ids_record_is_read_only_when_no_append_reads_it(store).await;
 }
 
 /// A retry long after its command, with other commands in between, answers

@@ -22,6 +22,7 @@ fn request(id: &str, command_id: &str, n: i64) -> AppendRequest {
         .unwrap()
         .with_command(CommandRecord {
             id: command_id.into(),
+            scope: String::new(),
             fingerprint: format!("f{n}"),
             ttl: Duration::from_secs(60),
         })

@@ -11,7 +11,9 @@
 //!   the same number of EVALSHA calls doing the two XADDs an append does;
 //!   every process's CPU per game command and per WhoAmI, and the ratio
 //!   the CPU would allow if timesquare spent on a game command only what
-//!   it spends on a WhoAmI (what work in timesquare alone could buy).
+//!   it spends on a WhoAmI (what work in timesquare alone could buy);
+//!   then the same on fresh sessions with an x-command-id on every call,
+//!   as the CLI and the web client send (what a real client's command costs).
 //! sim: the deterministic simulation in process: a late wave (wave 20) with
 //!   4 players, 100 towers and 200+ enemies alive, ticks per second.
 //! watchers: 200 gRPC watchers of one session during a wave: frames per
@@ -128,7 +130,7 @@ async fn solo(games: &mut allies_e2e::game::Games, who: &Gamer, difficulty: &str
 }
 
 async fn commands(services: &[&str], title: &str) {
-    commands_with(services, title, &[]).await;
+    commands_with(services, title, &[], true).await;
 }
 
 /// A variable of the fleet's environment.
@@ -143,7 +145,9 @@ struct Measured {
     fleet_cpu_us: f64,
 }
 
-async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) -> Measured {
+/// Runs the game part (and, with `ids`, the game part again on fresh
+/// sessions with an `x-command-id` on every call, as real clients send).
+async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)], ids: bool) -> Measured {
     let per_client = COMMANDS_PER_CLIENT;
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = rules_file(dir.path());
@@ -162,6 +166,11 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) -
     let mut sessions = Vec::new();
     for p in &players {
         sessions.push(solo(&mut setup, p, "normal").await);
+    }
+    // Fresh sessions for the part with command ids (the first part's are full of towers).
+    let mut id_sessions = Vec::new();
+    for p in players.iter().filter(|_| ids) {
+        id_sessions.push(solo(&mut setup, p, "normal").await);
     }
     let view = state(&mut setup, &sessions[0], &players[0]).await;
     let board = view.board.clone().unwrap_or_default();
@@ -213,50 +222,10 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) -
     let floor_cpu = used_since(&floor_cpu_before);
     floor.sort();
 
-    // Every client its own connection, its own session; place, upgrade, upgrade, next cell.
     let cpu_before = cpu_now();
     fleet.raw(&["CONFIG", "RESETSTAT"]);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (p, sid) in players.iter().cloned().zip(sessions.iter().cloned()) {
-        let endpoint = fleet.endpoint("timesquare");
-        let cells = cells.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut g = Fleet::game_at(&endpoint).await;
-            let (mut place, mut upgrade, mut failed) = (Vec::new(), Vec::new(), 0usize);
-            let mut tower = 0;
-            for i in 0..per_client {
-                let cell = cells[(i / 3) % cells.len()];
-                let t = Instant::now();
-                if i % 3 == 0 {
-                    let r =
-                        PlaceTowerRequest { session_id: sid.clone(), tower_type: "arrow".into(), x: cell.0, y: cell.1 };
-                    match g.place_tower(bearer(r, &p.token)).await {
-                        Ok(r) => {
-                            tower = r.into_inner().tower_id;
-                            place.push(t.elapsed());
-                        }
-                        Err(_) => failed += 1,
-                    }
-                } else {
-                    let r = TowerRequest { session_id: sid.clone(), tower_id: tower };
-                    match g.upgrade_tower(bearer(r, &p.token)).await {
-                        Ok(_) => upgrade.push(t.elapsed()),
-                        Err(_) => failed += 1,
-                    }
-                }
-            }
-            (place, upgrade, failed)
-        }));
-    }
-    let (mut place, mut upgrade, mut failed) = (Vec::new(), Vec::new(), 0);
-    for t in tasks {
-        let (p, u, f) = t.await.expect("client");
-        place.extend(p);
-        upgrade.extend(u);
-        failed += f;
-    }
-    let game_time = started.elapsed();
+    let Played { mut place, mut upgrade, failed, time: game_time } =
+        play(&fleet.endpoint("timesquare"), &players, &sessions, &cells, false).await;
     let cpu: Vec<(String, Duration)> = pids.iter().map(|(name, _)| name.clone()).zip(used_since(&cpu_before)).collect();
     let total = place.len() + upgrade.len();
     let mut all: Vec<Duration> = place.iter().chain(upgrade.iter()).copied().collect();
@@ -300,22 +269,7 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) -
         game_time.as_secs_f64(),
         2.0 * game_time.as_secs_f64()
     );
-    let mut by_cost: Vec<(String, u64, u64)> = stats
-        .lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let field = |k: &str| rest.split(',').find_map(|kv| kv.strip_prefix(k)?.parse::<u64>().ok());
-            Some((name.to_owned(), field("calls=")?, field("usec=")?))
-        })
-        .collect();
-    by_cost.sort_by_key(|(_, _, usec)| std::cmp::Reverse(*usec));
-    println!("Redis time by command during the game commands (INFO commandstats):\n");
-    println!("| command | calls | calls per game command | µs per game command |");
-    println!("|---|---|---|---|");
-    for (name, calls, usec) in by_cost.iter().take(8) {
-        println!("| {name} | {calls} | {:.2} | {:.1} |", *calls as f64 / total as f64, *usec as f64 / total as f64);
-    }
-    println!();
+    print_commandstats(&stats, total, "the game commands");
     let per = |used: Duration, n: usize| used.as_secs_f64() * 1e6 / n.max(1) as f64;
     println!("| process | CPU-s | µs per command | µs per WhoAmI (the floor's part) |");
     println!("|---|---|---|---|");
@@ -340,12 +294,132 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)]) -
         floor_all / (game_all - ts_game + ts_floor).max(1.0),
     );
     let fleet_cpu: Duration = cpu.iter().filter(|(n, _)| !n.starts_with("the bench")).map(|(_, d)| *d).sum();
+    if ids {
+        // What a real client's calls cost: the CLI and the web client send
+        // an x-command-id on every command (a retry answers the first reply).
+        let cpu_before = cpu_now();
+        fleet.raw(&["CONFIG", "RESETSTAT"]);
+        let Played { place, upgrade, failed, time } =
+            play(&fleet.endpoint("timesquare"), &players, &id_sessions, &cells, true).await;
+        let used: Vec<(String, Duration)> =
+            pids.iter().map(|(name, _)| name.clone()).zip(used_since(&cpu_before)).collect();
+        let stats = fleet.raw(&["INFO", "commandstats"]);
+        let n = place.len() + upgrade.len();
+        let mut all: Vec<Duration> = place.iter().chain(upgrade.iter()).copied().collect();
+        all.sort();
+        let rate = n as f64 / time.as_secs_f64();
+        println!("\n### The same, with an x-command-id on every call (as the CLI and the web client send)\n");
+        println!("| path | ops | ops/s | p50 | p99 | ÷ without ids | ÷ WhoAmI |");
+        println!("|---|---|---|---|---|---|---|");
+        println!(
+            "| PlaceTower + UpgradeTower, each with its own id | {n} | {rate:.0} | {} | {} | {:.2}× | {:.2}× |",
+            ms(pct(&all, 0.5)),
+            ms(pct(&all, 0.99)),
+            rate / (total as f64 / game_time.as_secs_f64()),
+            rate / (floor.len() as f64 / floor_time.as_secs_f64()),
+        );
+        println!("\nrefused or failed: {failed}\n");
+        print_commandstats(&stats, n, "the game commands with ids");
+        println!("| process | µs per command without ids | with ids |");
+        println!("|---|---|---|");
+        for ((name, without), (_, with)) in cpu.iter().zip(&used) {
+            println!("| {name} | {:.0} | {:.0} |", per(*without, total), per(*with, n));
+        }
+    }
     Measured {
         per_s: total as f64 / game_time.as_secs_f64(),
         floor_per_s: floor.len() as f64 / floor_time.as_secs_f64(),
         p99: pct(&all, 0.99),
         fleet_cpu_us: fleet_cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
     }
+}
+
+/// One game part's latencies, refusals and wall time.
+struct Played {
+    place: Vec<Duration>,
+    upgrade: Vec<Duration>,
+    failed: usize,
+    time: Duration,
+}
+
+/// Every client its own connection, its own session; place, upgrade,
+/// upgrade, next cell. With `ids`, every call carries its own x-command-id.
+async fn play(
+    endpoint: &str,
+    players: &[Gamer],
+    sessions: &[String],
+    cells: &Arc<Vec<(i32, i32)>>,
+    ids: bool,
+) -> Played {
+    let per_client = COMMANDS_PER_CLIENT;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (p, sid) in players.iter().cloned().zip(sessions.iter().cloned()) {
+        let (endpoint, cells) = (endpoint.to_owned(), cells.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut g = Fleet::game_at(&endpoint).await;
+            let (mut place, mut upgrade, mut failed) = (Vec::new(), Vec::new(), 0usize);
+            let mut tower = 0;
+            for i in 0..per_client {
+                let cell = cells[(i / 3) % cells.len()];
+                let t = Instant::now();
+                if i % 3 == 0 {
+                    let r =
+                        PlaceTowerRequest { session_id: sid.clone(), tower_type: "arrow".into(), x: cell.0, y: cell.1 };
+                    match g.place_tower(with_id(bearer(r, &p.token), ids.then(|| format!("{sid}-{i}")))).await {
+                        Ok(r) => {
+                            tower = r.into_inner().tower_id;
+                            place.push(t.elapsed());
+                        }
+                        Err(_) => failed += 1,
+                    }
+                } else {
+                    let r = TowerRequest { session_id: sid.clone(), tower_id: tower };
+                    match g.upgrade_tower(with_id(bearer(r, &p.token), ids.then(|| format!("{sid}-{i}")))).await {
+                        Ok(_) => upgrade.push(t.elapsed()),
+                        Err(_) => failed += 1,
+                    }
+                }
+            }
+            (place, upgrade, failed)
+        }));
+    }
+    let (mut place, mut upgrade, mut failed) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        let (p, u, f) = t.await.expect("client");
+        place.extend(p);
+        upgrade.extend(u);
+        failed += f;
+    }
+    Played { place, upgrade, failed, time: started.elapsed() }
+}
+
+/// `request` with `x-command-id: id`, when there is one.
+fn with_id<T>(mut request: tonic::Request<T>, id: Option<String>) -> tonic::Request<T> {
+    if let Some(id) = id {
+        request.metadata_mut().insert("x-command-id", id.parse().expect("ASCII id"));
+    }
+    request
+}
+
+/// The eight commands Redis spent most time on (`INFO commandstats`), per game command.
+fn print_commandstats(stats: &str, total: usize, during: &str) {
+    let mut by_cost: Vec<(String, u64, u64)> = stats
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| rest.split(',').find_map(|kv| kv.strip_prefix(k)?.parse::<u64>().ok());
+            Some((name.to_owned(), field("calls=")?, field("usec=")?))
+        })
+        .collect();
+    by_cost.sort_by_key(|(_, _, usec)| std::cmp::Reverse(*usec));
+    println!("Redis time by command during {during} (INFO commandstats):\n");
+    println!("| command | calls | calls per game command | µs per game command |");
+    println!("|---|---|---|---|");
+    for (name, calls, usec) in by_cost.iter().take(8) {
+        println!("| {name} | {calls} | {:.2} | {:.1} |", *calls as f64 / total as f64, *usec as f64 / total as f64);
+    }
+    println!();
 }
 
 const RAW: &str =
@@ -904,7 +978,7 @@ async fn tracing_cost() {
         let order: Vec<_> = if round % 2 == 1 { chosen.iter().collect() } else { chosen.iter().rev().collect() };
         for (name, what, env) in order {
             let before = sink.count();
-            let m = commands_with(&all, &format!("the whole fleet, {what}; round {round}"), env).await;
+            let m = commands_with(&all, &format!("the whole fleet, {what}; round {round}"), env, false).await;
             if *name != "off" {
                 // The batch exporters' last spans.
                 tokio::time::sleep(Duration::from_secs(6)).await;

@@ -360,3 +360,53 @@ async fn every_command_rpc_answers_a_retry_with_its_first_reply_and_refuses_its_
     // Every command RPC of the public APIs is in the table.
     assert_eq!(rows.len(), 31, "{rows:?}");
 }
+
+/// A command id names one request of one caller: two players of one game
+/// who happen to send the same id (a client counting its calls from 1)
+/// each get their own command run — the same request from both (both
+/// ready) is two commands, and another request under the other's id is
+/// not "already used".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_id_of_two_players_is_two_commands_and_a_tower_commands_retry_is_answered_by_the_store() {
+    let fleet = Fleet::start_only(&["guardian", "timesquare"], &[]);
+    let mut games = fleet.game().await;
+    let (host, guest) = (fleet.gamer("hedda").await, fleet.gamer("gert").await);
+    let session = create(&mut games, &host, "meadow", "easy", 2).await;
+    join(&mut games, &session, &guest).await.expect("join");
+    let before = events(&fleet, "game_session", "PlayerReady").await;
+    let ready = SetReadyRequest { session_id: session.clone(), ready: true };
+    let hosts = games.set_ready(signed(ready.clone(), &host.token, "1")).await.expect("host ready").into_inner();
+    let guests = games.set_ready(signed(ready.clone(), &guest.token, "1")).await.expect("guest ready").into_inner();
+    assert_eq!(events(&fleet, "game_session", "PlayerReady").await, before + 2, "both players are ready");
+    assert!(guests.version > hosts.version, "the guest's own command, not the host's reply: {hosts:?} {guests:?}");
+    // Each one's retry still answers its own first reply.
+    let again = games.set_ready(signed(ready, &guest.token, "1")).await.expect("guest retries").into_inner();
+    assert_eq!(again, guests);
+    assert_eq!(events(&fleet, "game_session", "PlayerReady").await, before + 2);
+
+    games.start_game(bearer(SessionRequest { session_id: session.clone() }, &host.token)).await.expect("start");
+    let view = state(&mut games, &session, &host).await;
+    let (mine, theirs) = (cells_by_the_path(&view, &host.id), cells_by_the_path(&view, &guest.id));
+    let place =
+        |(x, y): (i32, i32)| PlaceTowerRequest { session_id: session.clone(), tower_type: "arrow".into(), x, y };
+    let a = games.place_tower(signed(place(mine[0]), &host.token, "2")).await.expect("host places").into_inner();
+    let b = games.place_tower(signed(place(theirs[1]), &guest.token, "2")).await.expect("guest places").into_inner();
+    assert_ne!(a.tower_id, b.tower_id, "two towers");
+    assert_eq!(events(&fleet, "game_session", "TowerPlaced").await, 2);
+
+    // A tower command's retry is answered from the store's command record
+    // (no reply is recorded for the game's hot path): a late one, after
+    // other commands, gets the first reply as it was (the gold then).
+    let tower = TowerRequest { session_id: session.clone(), tower_id: a.tower_id };
+    games.upgrade_tower(bearer(tower, &host.token)).await.expect("upgrade");
+    let late = games.place_tower(signed(place(mine[0]), &host.token, "2")).await.expect("late retry").into_inner();
+    assert_eq!(late, a);
+    // Two copies of one request at once: one tower, one reply.
+    let (mut one, mut two) = (games.clone(), fleet.game().await);
+    let (x, y) = tokio::join!(
+        one.place_tower(signed(place(mine[2]), &host.token, "3")),
+        two.place_tower(signed(place(mine[2]), &host.token, "3")),
+    );
+    assert_eq!(x.expect("a copy").into_inner(), y.expect("the other copy").into_inner());
+    assert_eq!(events(&fleet, "game_session", "TowerPlaced").await, 3);
+}
