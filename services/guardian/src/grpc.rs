@@ -39,6 +39,12 @@ fn tokens(t: Tokens) -> AuthenticateUserResponse {
     }
 }
 
+/// What a registration or a login is about, for the scope of its command
+/// id: the username as it is matched (case-insensitively).
+fn username_subject(username: &str) -> String {
+    format!("username:{}", username.to_ascii_lowercase())
+}
+
 #[tonic::async_trait]
 impl GuardianService for GuardianApi {
     async fn register_user(
@@ -48,6 +54,7 @@ impl GuardianService for GuardianApi {
         let mut ctx = self.anonymous(&request)?;
         // Passwords stay out of the stored fingerprint (see RequestContext::fingerprint_public).
         ctx.fingerprint_public(&request, &RegisterUserRequest { password: String::new(), ..request.get_ref().clone() });
+        ctx.about(&username_subject(&request.get_ref().username));
         self.replies
             .once(&ctx, async {
             let r = request.into_inner();
@@ -76,6 +83,7 @@ impl GuardianService for GuardianApi {
             &request,
             &AuthenticateUserRequest { password: String::new(), ..request.get_ref().clone() },
         );
+        ctx.about(&username_subject(&request.get_ref().username));
         self.replies
             .once(&ctx, async {
                 let client = ctx.client.clone().unwrap_or_else(|| "unknown".into());
@@ -95,7 +103,10 @@ impl GuardianService for GuardianApi {
         &self,
         request: Request<RefreshTokenRequest>,
     ) -> Result<Response<AuthenticateUserResponse>, Status> {
-        let ctx = self.anonymous(&request)?;
+        let mut ctx = self.anonymous(&request)?;
+        // The token is the subject: another token under the same id is
+        // another client's (or another session's) request.
+        ctx.about(&format!("refresh:{}", request.get_ref().refresh_token));
         self.replies
             .once(&ctx, async {
                 let r = request.into_inner();

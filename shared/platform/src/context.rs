@@ -36,6 +36,9 @@ pub struct RequestContext {
     /// from the whole request (secrets included) and never stored, so only
     /// the very same request opens it.
     pub seal: Option<Seal>,
+    /// An anonymous call's subject (see [`about`](Self::about)): a
+    /// digest, never the value.
+    pub subject: Option<String>,
     /// The client's address, when known.
     pub client: Option<String>,
     /// When the request arrived, Unix epoch milliseconds.
@@ -85,6 +88,7 @@ impl RequestContext {
             command_id,
             fingerprint,
             seal,
+            subject: None,
             client: crate::proxies::client_address(request),
             now_ms: now_ms(),
             from_client: true,
@@ -102,6 +106,7 @@ impl RequestContext {
             command_id: None,
             fingerprint: None,
             seal: None,
+            subject: None,
             client: None,
             now_ms,
             from_client: false,
@@ -126,6 +131,7 @@ impl RequestContext {
             command_id: Some(format!("{}:{step}", event.event_id)),
             fingerprint: None,
             seal: None,
+            subject: None,
             client: None,
             now_ms: event.recorded_at_ms,
             from_client: false,
@@ -154,6 +160,27 @@ impl RequestContext {
 
     pub fn command_id(&self) -> Option<&str> {
         self.command_id.as_deref()
+    }
+
+    /// Says whom an anonymous call is about (the username a registration
+    /// or a login names, the session a refresh token opens): its command
+    /// id is then scoped by that, as a signed call's is by its caller, so
+    /// two anonymous clients' equal ids never meet — without it every
+    /// anonymous caller shares one scope, and a client counting its ids
+    /// from 1 would find its login refused as "id already used" by
+    /// another's. Only a digest of `subject` is kept.
+    pub fn about(&mut self, subject: &str) {
+        self.subject = Some(hex(&digest(&[b"subject", subject.as_bytes()]))[..32].to_owned());
+    }
+
+    /// The scope of this call's command id: its caller (a user id), else
+    /// its subject (`anon.<digest>`), else every anonymous caller (`anon`).
+    pub fn id_scope(&self) -> std::borrow::Cow<'_, str> {
+        match (&self.caller, &self.subject) {
+            (Some(caller), _) => caller.user_id.as_str().into(),
+            (None, Some(subject)) => format!("anon.{subject}").into(),
+            (None, None) => "anon".into(),
+        }
     }
 
     /// The request's content fingerprint (with a command id only).

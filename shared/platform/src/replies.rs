@@ -9,8 +9,9 @@
 //!
 //! - The fingerprint is the request's content (method + canonical protobuf
 //!   bytes, [`request_fingerprint`](crate::context::request_fingerprint)),
-//!   never a clock; ids are scoped by the verified caller (`anon` before
-//!   login), so two users' ids never meet.
+//!   never a clock; ids are scoped by the verified caller, and before
+//!   login by whom the call is about (`RequestContext::about`: the
+//!   username, the refresh token's session), so two users' ids never meet.
 //! - A reply is sealed (ChaCha20-Poly1305) with a key derived from the whole
 //!   request and never stored: what Redis holds opens only for the request
 //!   that made it (a login's tokens cannot be read back without its password).
@@ -148,8 +149,7 @@ impl Replies {
         else {
             return work.await;
         };
-        let scope = ctx.caller.as_ref().map(|c| c.user_id.as_str()).unwrap_or("anon");
-        let key = key(scope, command_id);
+        let key = key(&ctx.id_scope(), command_id);
         let reused = || CommandIdReused { command_id: command_id.clone() }.into_status_now();
         let started = Instant::now();
         loop {
@@ -374,6 +374,31 @@ mod tests {
         let plain = ctx(None, "place tower at 3,4");
         assert_eq!(call(&replies, &plain, &runs).await.unwrap(), 2);
         assert_eq!(call(&replies, &plain, &runs).await.unwrap(), 3);
+    }
+
+    /// Two anonymous calls about two subjects (two usernames logging in)
+    /// under one id are two requests; about one subject, the id is one
+    /// request's. Without a subject every anonymous caller shares a scope.
+    #[tokio::test]
+    async fn anonymous_ids_are_scoped_by_the_calls_subject() {
+        let replies = Replies::memory(Duration::from_secs(60));
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let about = |subject: &str, body: &str| {
+            let mut c = ctx(Some("1"), body);
+            c.about(subject);
+            c
+        };
+        assert_eq!(call(&replies, &about("username:ann", "login ann"), &runs).await.unwrap(), 1);
+        assert_eq!(call(&replies, &about("username:bob", "login bob"), &runs).await.unwrap(), 2);
+        assert_eq!(call(&replies, &about("username:bob", "login bob"), &runs).await.unwrap(), 2, "bob's retry");
+        let refused = call(&replies, &about("username:ann", "register ann"), &runs).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "ann's id on another request of hers");
+        assert_eq!(call(&replies, &ctx(Some("1"), "no subject"), &runs).await.unwrap(), 3);
+        let refused = call(&replies, &ctx(Some("1"), "another, no subject"), &runs).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "no subject: one scope");
+        let (a, b) = (about("username:ann", "x"), about("username:bob", "x"));
+        assert_ne!(a.id_scope(), b.id_scope());
+        assert!(!a.id_scope().contains("ann"), "a digest, not the name: {}", a.id_scope());
     }
 
     /// A replica killed mid-request leaves its claim behind: a retry runs

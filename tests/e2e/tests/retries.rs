@@ -109,10 +109,21 @@ async fn every_command_rpc_answers_a_retry_with_its_first_reply_and_refuses_its_
         ))
     });
     assert!(!login.access_token.is_empty());
-    let refreshed = retried!(&fleet, rows, "RefreshToken", ("session", "TokenRefreshed"), |id, other| {
-        let token = if other { "another-refresh-token".to_owned() } else { login.refresh_token.clone() };
-        guardian.refresh_token(anon(RefreshTokenRequest { refresh_token: token }, &id))
-    });
+    // A refresh is about its token's session (its id's scope, as a login's
+    // is its username): another token under the same id is another
+    // client's request, decided on its own — never "id already used".
+    let refresh_id = format!("RefreshToken-{}", uuid::Uuid::now_v7());
+    let before = events(&fleet, "session", "TokenRefreshed").await;
+    let refresh = |token: &str| RefreshTokenRequest { refresh_token: token.to_owned() };
+    let refreshed =
+        guardian.refresh_token(anon(refresh(&login.refresh_token), &refresh_id)).await.expect("refresh").into_inner();
+    let again =
+        guardian.refresh_token(anon(refresh(&login.refresh_token), &refresh_id)).await.expect("retried").into_inner();
+    assert_eq!(again, refreshed, "a retried refresh answers the first reply");
+    assert_eq!(events(&fleet, "session", "TokenRefreshed").await, before + 1);
+    let other = guardian.refresh_token(anon(refresh("another-refresh-token"), &refresh_id)).await.expect_err("bogus");
+    assert_eq!(other.code(), Code::Unauthenticated, "decided on its own: {other:?}");
+    rows.push("RefreshToken");
     let token = refreshed.access_token.clone();
     retried!(&fleet, rows, "SetDisplayName", ("user", "DisplayNameChanged"), |id, other| {
         let name = if other { "Rita B" } else { "Rita A" };
@@ -409,4 +420,36 @@ async fn one_command_id_of_two_players_is_two_commands_and_a_tower_commands_retr
     );
     assert_eq!(x.expect("a copy").into_inner(), y.expect("the other copy").into_inner());
     assert_eq!(events(&fleet, "game_session", "TowerPlaced").await, 3);
+}
+
+/// Before login a call's id is scoped by whom it is about: two people
+/// registering and logging in under the same id (clients counting their
+/// calls from 1) each get their own account and their own tokens; a retry
+/// still answers its first reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_anonymous_clients_sending_one_command_id_each_get_their_own_registration_and_login() {
+    let fleet = Fleet::start_only(&["guardian"], &[]);
+    let mut guardian = fleet.guardian().await;
+    let register = |name: &str| RegisterUserRequest {
+        username: name.into(),
+        email: format!("{name}@example.com"),
+        password: PASSWORD.into(),
+    };
+    let ida = guardian.register_user(anon(register("ida"), "1")).await.expect("ida registers").into_inner();
+    let jon = guardian.register_user(anon(register("jon"), "1")).await.expect("jon registers").into_inner();
+    assert_ne!(ida.user_id, jon.user_id);
+    let login = |name: &str| AuthenticateUserRequest { username: name.into(), password: PASSWORD.into() };
+    let a = guardian.authenticate_user(anon(login("ida"), "2")).await.expect("ida logs in").into_inner();
+    let b = guardian.authenticate_user(anon(login("JON"), "2")).await.expect("jon logs in").into_inner();
+    assert_ne!((a.user_id.as_str(), a.session_id.as_str()), (b.user_id.as_str(), b.session_id.as_str()));
+    assert_eq!((a.user_id.as_str(), b.user_id.as_str()), (ida.user_id.as_str(), jon.user_id.as_str()));
+    let again = guardian.authenticate_user(anon(login("JON"), "2")).await.expect("jon retries").into_inner();
+    assert_eq!(again, b, "the retry answers the first reply");
+    // The same user in another case is the same scope, and another request.
+    let refused = guardian.authenticate_user(anon(login("jon"), "2")).await.expect_err("another request");
+    assert_eq!(rule_of(&refused), "COMMAND_ID_REUSED");
+    assert_eq!(events(&fleet, "session", "SessionStarted").await, 2);
+    // One person's id on another request of theirs is still refused.
+    let refused = guardian.register_user(anon(register("ida"), "2")).await.expect_err("ida's login id");
+    assert_eq!((refused.code(), rule_of(&refused)), (Code::FailedPrecondition, "COMMAND_ID_REUSED".to_owned()));
 }
