@@ -13,7 +13,7 @@
 //!   the CPU would allow if timesquare spent on a game command only what
 //!   it spends on a WhoAmI (what work in timesquare alone could buy);
 //!   then the same on fresh sessions with an x-command-id on every call,
-//!   as the CLI and the web client send (what a real client's command costs).
+//!   as the web client sends (what a real client's command costs).
 //! sim: the deterministic simulation in process: a late wave (wave 20) with
 //!   4 players, 100 towers and 200+ enemies alive, ticks per second.
 //! watchers: 200 gRPC watchers of one session during a wave: frames per
@@ -295,8 +295,8 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)], i
     );
     let fleet_cpu: Duration = cpu.iter().filter(|(n, _)| !n.starts_with("the bench")).map(|(_, d)| *d).sum();
     if ids {
-        // What a real client's calls cost: the CLI and the web client send
-        // an x-command-id on every command (a retry answers the first reply).
+        // What a real client's calls cost: the web client sends an
+        // x-command-id on every command (a retry answers the first reply).
         let cpu_before = cpu_now();
         fleet.raw(&["CONFIG", "RESETSTAT"]);
         let Played { place, upgrade, failed, time } =
@@ -308,7 +308,7 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)], i
         let mut all: Vec<Duration> = place.iter().chain(upgrade.iter()).copied().collect();
         all.sort();
         let rate = n as f64 / time.as_secs_f64();
-        println!("\n### The same, with an x-command-id on every call (as the CLI and the web client send)\n");
+        println!("\n### The same, with an x-command-id on every call (as the web client sends)\n");
         println!("| path | ops | ops/s | p50 | p99 | ÷ without ids | ÷ WhoAmI |");
         println!("|---|---|---|---|---|---|---|");
         println!(
