@@ -22,6 +22,10 @@
 -- writes both. The partition log gets the events in every case; each
 -- publication goes to its integration stream (the outbox is this script:
 -- no dual write).
+-- The command's record (KEYS[4]) is one string, expiring with the TTL:
+-- '<version> <log_id>...' then a newline then the fingerprint. A record
+-- written before records were strings is a hash (fingerprint, result as
+-- JSON) and is still read, until the last one expires (one TTL after a deploy).
 -- Returns {'ok', new_version, log_id...}, {'duplicate', version, log_id...}
 -- (the first result of this command id), {'mismatch'} (the command id was
 -- used for a different command) or {'conflict', actual_version}.
@@ -30,10 +34,19 @@
 local stream, log, state, cmd, trimmed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local command_id, fingerprint = ARGV[9], ARGV[10]
 if command_id ~= '' then
-  local seen = redis.call('HMGET', cmd, 'fingerprint', 'result')
-  if seen[1] then
-    if seen[1] ~= fingerprint then return {'mismatch'} end
-    local first = cjson.decode(seen[2])
+  local seen, first, by = redis.pcall('GET', cmd), nil, nil
+  if type(seen) == 'table' then
+    -- WRONGTYPE: a record of the older layout (a hash).
+    local old = redis.call('HMGET', cmd, 'fingerprint', 'result')
+    if old[1] then by, first = old[1], cjson.decode(old[2]) end
+  elseif seen then
+    local nl = string.find(seen, '\n', 1, true)
+    by, first = string.sub(seen, nl + 1), {'duplicate'}
+    for part in string.gmatch(string.sub(seen, 1, nl - 1), '%S+') do first[#first + 1] = part end
+    first[2] = tonumber(first[2])
+  end
+  if by then
+    if by ~= fingerprint then return {'mismatch'} end
     first[1] = 'duplicate'
     return first
   end
@@ -93,7 +106,7 @@ if s > 0 then
 end
 if (s > 0 or ARGV[13] ~= '') and expire_at > 0 then redis.call('PEXPIREAT', state, expire_at) end
 if command_id ~= '' then
-  redis.call('HSET', cmd, 'fingerprint', fingerprint, 'result', cjson.encode(result))
-  redis.call('PEXPIRE', cmd, ARGV[11])
+  -- One SET with its expiry: half what a hash, its encoding and a PEXPIRE cost.
+  redis.call('SET', cmd, new_version .. ' ' .. table.concat(result, ' ', 3) .. '\n' .. fingerprint, 'PX', ARGV[11])
 end
 return result

@@ -450,22 +450,43 @@ impl EventStore for RedisEventStore {
         let partition = self.partition_of(aggregate_id);
         let key = keys::command_key(aggregate_type, partition, aggregate_id, &command.key_id());
         let mut conn = self.conn.clone();
-        let (fingerprint, result): (Option<String>, Option<String>) =
-            redis::cmd("HMGET").arg(&key).arg("fingerprint").arg("result").query_async(&mut conn).await?;
-        let (Some(fingerprint), Some(result)) = (fingerprint, result) else { return Ok(None) };
+        let corrupt =
+            || StoreError::Corrupt { stream: key.clone(), entry: "-".into(), reason: "bad command record".into() };
+        // '<version> <log id>...\n<fingerprint>' (append.lua), or a hash
+        // of the older layout until the last one expires.
+        let record: Result<Option<String>, redis::RedisError> =
+            redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+        let (fingerprint, reply) = match record {
+            Ok(None) => return Ok(None),
+            Ok(Some(record)) => {
+                let (head, fingerprint) = record.split_once('\n').ok_or_else(corrupt)?;
+                let mut parts = head.split(' ');
+                let version: i64 = parts.next().and_then(|v| v.parse().ok()).ok_or_else(corrupt)?;
+                let reply = [Value::SimpleString("ok".into()), Value::Int(version)]
+                    .into_iter()
+                    .chain(parts.map(|id| Value::BulkString(id.as_bytes().to_vec())))
+                    .collect();
+                (fingerprint.to_owned(), reply)
+            }
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                let (fingerprint, result): (Option<String>, Option<String>) =
+                    redis::cmd("HMGET").arg(&key).arg("fingerprint").arg("result").query_async(&mut conn).await?;
+                let (Some(fingerprint), Some(result)) = (fingerprint, result) else { return Ok(None) };
+                let items: Vec<serde_json::Value> = serde_json::from_str(&result).map_err(|_| corrupt())?;
+                let reply: Vec<Value> = items
+                    .iter()
+                    .map(|v| match v {
+                        serde_json::Value::Number(n) => Value::Int(n.as_i64().unwrap_or_default()),
+                        other => Value::BulkString(other.as_str().unwrap_or_default().as_bytes().to_vec()),
+                    })
+                    .collect();
+                (fingerprint, reply)
+            }
+            Err(e) => return Err(e.into()),
+        };
         if fingerprint != command.fingerprint {
             return Err(AppendError::CommandIdReused { command_id: command.id.clone() });
         }
-        let corrupt =
-            || StoreError::Corrupt { stream: key.clone(), entry: "-".into(), reason: "bad command record".into() };
-        let items: Vec<serde_json::Value> = serde_json::from_str(&result).map_err(|_| corrupt())?;
-        let reply: Vec<Value> = items
-            .iter()
-            .map(|v| match v {
-                serde_json::Value::Number(n) => Value::Int(n.as_i64().unwrap_or_default()),
-                other => Value::BulkString(other.as_str().unwrap_or_default().as_bytes().to_vec()),
-            })
-            .collect();
         let stream = keys::stream_key(aggregate_type, partition, aggregate_id);
         let mut outcome =
             parse_append_reply(&stream, ExpectedVersion::Any, partition, aggregate_type, &reply, &command.id)?;

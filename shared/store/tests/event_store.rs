@@ -302,7 +302,50 @@ async fn one_command_id_of_two_callers_is_two_commands_and_each_ones_retry_answe
     assert!(matches!(r.await, Err(AppendError::CommandIdReused { ref command_id }) if command_id == "1"));
     assert_eq!(store.read("counter", "c", 1, usize::MAX).await.unwrap().len(), 2);
     let key = keys::command_key("counter", keys::partition_of("c", 16), "c", "bob/1");
-    assert_eq!(redis.raw(&["HEXISTS", &key, "fingerprint"]), ":1", "the record's key names its scope");
+    assert_eq!(redis.raw(&["EXISTS", &key]), ":1", "the record's key names its scope");
+}
+
+#[tokio::test]
+async fn a_command_record_is_one_string_and_a_record_of_the_older_layout_still_answers() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let e = [Added::new(1, 0), Added::new(2, 0)];
+    let first = store.append(typed("c", ExpectedVersion::Any, &e).with_command(command("new", "f1"))).await.unwrap();
+    let key = |id: &str| keys::command_key("counter", keys::partition_of("c", 16), "c", id);
+    assert_eq!(redis.raw(&["TYPE", &key("new")]), "+string");
+    assert_eq!(
+        redis.raw(&["GET", &key("new")]),
+        format!("2 {} {}\nf1", first.log_ids[0], first.log_ids[1]),
+        "version, log ids, then the fingerprint"
+    );
+    // A record as the script wrote it before records were strings: a hash
+    // with the fingerprint and the result as JSON, expiring.
+    let (v, ids) = (first.version, &first.log_ids);
+    let json = format!(r#"["ok",{v},"{}","{}"]"#, ids[0], ids[1]);
+    redis.raw(&["HSET", &key("old"), "fingerprint", "f9", "result", &json]);
+    redis.raw(&["PEXPIRE", &key("old"), "60000"]);
+    for (id, fingerprint) in [("new", "f1"), ("old", "f9")] {
+        // A retry the append meets (the script reads the record) ...
+        let again = store
+            .append(typed("c", ExpectedVersion::Exact(0), &e).with_command(command(id, fingerprint)))
+            .await
+            .unwrap();
+        assert_eq!((again.duplicate, again.version, &again.log_ids), (true, 2, &first.log_ids), "{id}");
+        // ... and one the executor looks up (a refused retry).
+        let found = store.command_outcome("counter", "c", &command(id, fingerprint)).await.unwrap().expect(id);
+        assert_eq!(
+            (found.duplicate, found.version, &found.log_ids, &found.consistency_token),
+            (true, 2, &first.log_ids, &first.consistency_token),
+            "{id}"
+        );
+        // Another command under the id is refused either way, writing nothing.
+        let r = store.append(typed("c", ExpectedVersion::Any, &e).with_command(command(id, "other"))).await;
+        assert!(matches!(r, Err(AppendError::CommandIdReused { .. })), "{id}: {r:?}");
+        let r = store.command_outcome("counter", "c", &command(id, "other")).await;
+        assert!(matches!(r, Err(AppendError::CommandIdReused { .. })), "{id}: {r:?}");
+    }
+    assert!(store.command_outcome("counter", "c", &command("never", "f1")).await.unwrap().is_none());
+    assert_eq!(store.read("counter", "c", 1, usize::MAX).await.unwrap().len(), 2, "nothing written twice");
 }
 
 #[tokio::test]
