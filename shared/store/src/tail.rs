@@ -1,5 +1,5 @@
 //! Following a stream without a consumer group: a blocking XREAD loop on
-//! one key from a position, reconnecting after a failure, handing every
+//! one key (or several) from a position, reconnecting after a failure, handing every
 //! entry to a callback. For live fan-out (game watchers, ticket watchers),
 //! where every replica needs every entry and nothing needs acknowledging.
 
@@ -44,14 +44,35 @@ pub(crate) fn lingers(linger: Duration, found: usize, full: bool) -> bool {
 pub async fn follow<F, Fut>(
     target: RedisTarget,
     key: String,
-    mut last: String,
+    last: String,
     linger: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     on_entry: F,
 ) where
     F: Fn(StreamId) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    follow_all(target, vec![(key, last)], linger, stop, |_, entry| on_entry(entry)).await
+}
+
+/// [`follow`] for several streams at once, each from its own position: one
+/// blocking XREAD names them all (one connection, one read where there
+/// would be one per stream), and `on_entry` gets the index of the entry's
+/// stream in `streams`. Each stream's entries come in order; a read that
+/// found entries is followed by `linger`, and one that filled any stream's
+/// `COUNT` is not. The streams must share a hash slot on a Redis Cluster
+/// (one command names them all): follow them one by one there.
+pub async fn follow_all<F, Fut>(
+    target: RedisTarget,
+    mut streams: Vec<(String, String)>,
+    linger: Duration,
+    mut stop: watch::Receiver<bool>,
+    on_entry: F,
+) where
+    F: Fn(usize, StreamId) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let names = streams.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>().join(",");
     let mut conn = None;
     loop {
         if *stop.borrow() {
@@ -62,14 +83,20 @@ pub async fn follow<F, Fut>(
             None => match target.dedicated(Duration::from_secs(12)).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
-                    tracing::warn!(%key, error = %e, "tail cannot connect; retrying");
+                    tracing::warn!(key = %names, error = %e, "tail cannot connect; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             },
         };
         let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(COUNT).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS").arg(&key).arg(&last);
+        cmd.arg("COUNT").arg(COUNT).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS");
+        for (key, _) in &streams {
+            cmd.arg(key);
+        }
+        for (_, last) in &streams {
+            cmd.arg(last);
+        }
         let read: redis::RedisResult<StreamRead> = tokio::select! {
             r = cmd.query_async(c) => r,
             _ = stop.changed() => return,
@@ -77,11 +104,15 @@ pub async fn follow<F, Fut>(
         match read {
             Ok(reply) => {
                 let found = reply.keys.iter().map(|k| k.ids.len()).sum();
-                for entry in reply.into_entries() {
-                    last = entry.id.clone();
-                    on_entry(entry).await;
+                let full = reply.keys.iter().any(|k| k.ids.len() >= COUNT);
+                for read in reply.keys {
+                    let Some(i) = streams.iter().position(|(key, _)| *key == read.key) else { continue };
+                    for entry in read.ids {
+                        streams[i].1 = entry.id.clone();
+                        on_entry(i, entry).await;
+                    }
                 }
-                if lingers(linger, found, found >= COUNT) {
+                if lingers(linger, found, full) {
                     tokio::select! {
                         _ = tokio::time::sleep(linger) => {}
                         _ = stop.changed() => return,
@@ -89,7 +120,7 @@ pub async fn follow<F, Fut>(
                 }
             }
             Err(e) => {
-                tracing::warn!(%key, error = %e, "tail interrupted; reconnecting");
+                tracing::warn!(key = %names, error = %e, "tail interrupted; reconnecting");
                 conn = None;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

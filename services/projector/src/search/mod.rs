@@ -260,8 +260,9 @@ impl Search {
     }
 
     /// Starts generation `generation` of `kind`: opens its index (where its
-    /// last commit left it), one tail per partition log from the committed
-    /// positions, and the thread that folds and commits.
+    /// last commit left it), a tail of the partition logs from the committed
+    /// positions (one for all on a single Redis, one per log on a Cluster),
+    /// and the thread that folds and commits.
     fn spawn(&self, kind: Kind, generation: u64) -> anyhow::Result<Arc<Live>> {
         let dir = self.kind_dir(kind).join(format!("gen-{generation}"));
         let mut index = SearchIndex::open(kind, &dir)?;
@@ -274,32 +275,43 @@ impl Search {
         }));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tx, mut rx) = mpsc::channel::<(String, String, Option<RecordedEvent>)>(8_192);
-        for partition in 0..self.partitions {
-            let log = keys::log_key(kind.source(), partition);
-            let start = index.committed.get(&log).cloned().unwrap_or_else(|| "0-0".into());
+        let logs: Vec<(String, String)> = (0..self.partitions)
+            .map(|partition| {
+                let log = keys::log_key(kind.source(), partition);
+                let start = index.committed.get(&log).cloned().unwrap_or_else(|| "0-0".into());
+                (log, start)
+            })
+            .collect();
+        // One tail reads every partition log (one XREAD, one connection);
+        // on a Cluster the logs live in different slots: a tail each.
+        let tails: Vec<Vec<(String, String)>> =
+            if self.target.is_cluster() { logs.into_iter().map(|l| vec![l]).collect() } else { vec![logs] };
+        for streams in tails {
+            let names: Arc<Vec<String>> = Arc::new(streams.iter().map(|(log, _)| log.clone()).collect());
             let tx = tx.clone();
-            let key = log.clone();
-            let linger = self.linger;
-            tokio::spawn(tail::follow(self.target.clone(), key, start, linger, stop_rx.clone(), move |entry| {
-                let (tx, log) = (tx.clone(), log.clone());
-                async move {
-                    // An event no document of this kind folds is passed on
-                    // unread (not parsed, not decoded): only its position moves.
-                    let folded = allies_store::entry_text(&entry, "event_type").is_none_or(|t| kind.can_change(t));
-                    if !folded {
-                        let _ = tx.send((log, entry.id, None)).await;
-                        return;
-                    }
-                    let event = match RecordedEvent::from_entry(&log, &entry) {
-                        Ok(e) => Some(e),
-                        Err(e) => {
-                            tracing::warn!(%log, entry = %entry.id, error = %e, "search: an unreadable entry");
-                            None
+            let follow =
+                tail::follow_all(self.target.clone(), streams, self.linger, stop_rx.clone(), move |i, entry| {
+                    let (tx, names) = (tx.clone(), names.clone());
+                    async move {
+                        let log = &names[i];
+                        // An event no document of this kind folds is passed on
+                        // unread (not parsed, not decoded): only its position moves.
+                        let folded = allies_store::entry_text(&entry, "event_type").is_none_or(|t| kind.can_change(t));
+                        if !folded {
+                            let _ = tx.send((log.clone(), entry.id, None)).await;
+                            return;
                         }
-                    };
-                    let _ = tx.send((log, entry.id, event)).await;
-                }
-            }));
+                        let event = match RecordedEvent::from_entry(log, &entry) {
+                            Ok(e) => Some(e),
+                            Err(e) => {
+                                tracing::warn!(%log, entry = %entry.id, error = %e, "search: an unreadable entry");
+                                None
+                            }
+                        };
+                        let _ = tx.send((log.clone(), entry.id, event)).await;
+                    }
+                });
+            tokio::spawn(follow);
         }
         drop(tx);
         let (fields, reader, handle) = (index.fields, index.reader.clone(), index.index().clone());
