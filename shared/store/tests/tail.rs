@@ -54,8 +54,8 @@ async fn one_tail_follows_several_streams_each_from_its_position_in_order_and_on
         let got = seen.lock().unwrap().clone();
         let per = |i: usize| got.iter().filter(|(s, _)| *s == i).cloned().collect::<Vec<_>>();
         if (0..3).all(|i| per(i).len() >= expected[i].len()) || Instant::now() > deadline {
-            for i in 0..3 {
-                assert_eq!(per(i), expected[i], "stream {i}: every entry after its position, once, in order");
+            for (i, want) in expected.iter().enumerate() {
+                assert_eq!(per(i), *want, "stream {i}: every entry after its position, once, in order");
             }
             break;
         }
