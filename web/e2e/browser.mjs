@@ -114,6 +114,46 @@ async function refusal(page, pattern, timeout = 10_000) {
   return text;
 }
 
+/** Starts a wave (`host` clicks "Start wave") unless one runs. */
+async function waveRunning(host) {
+  if ((await game(host).getAttribute("data-phase")) === "in_wave") return;
+  const next = await host.waitForFunction(
+    () => ["building", "ended"].find((p) => p === document.querySelector("section.game")?.dataset.phase),
+    null,
+    { timeout: 30_000 },
+  );
+  assert.equal(await next.jsonValue(), "building", "the game is not over before the checks of a running wave");
+  await host.click("#start-wave");
+  await phase(host, "in_wave");
+}
+
+/**
+ * Runs `check` while a wave of `host`'s game runs. `check` answers undefined when the wave ended
+ * before it could see what it looks for; it then runs again on the next wave,
+ * three waves at most.
+ */
+async function onAWave(host, what, check) {
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    await waveRunning(host);
+    const seen = await check();
+    if (seen !== undefined) return seen;
+    log(`${what}: the wave ended first; again on the next wave`);
+  }
+  assert.fail(`${what}: three waves ended before it was seen`);
+}
+
+/** Whether `page` shows enemies before `host`'s page says the wave is over. */
+async function enemiesShown(host, page, timeout = 15_000) {
+  const until = Date.now() + timeout;
+  for (;;) {
+    const n = await page.evaluate(() => Number(document.querySelector("canvas.board")?.dataset.enemies) || 0);
+    if (n > 0) return true;
+    if ((await game(host).getAttribute("data-phase")) !== "in_wave") return false;
+    assert.ok(Date.now() < until, `a page shows enemies within ${timeout} ms of a wave's start`);
+    await page.waitForTimeout(50);
+  }
+}
+
 async function watchers(replica) {
   const r = await fetch(`${replica.ops}/metrics`);
   const m = /^allies_game_watchers (\d+)/m.exec(await r.text());
@@ -219,37 +259,51 @@ try {
   log("carol spectates: same towers as the players");
 
   // ── A wave: enemies move on every page ──────────────────────────────────
+  // The first wave starts by keyboard. At this pace wave 1 against these towers
+  // lasts about three seconds, and a slow host can spend that on one step, so
+  // each check of a moving board runs on a running wave (the next one when the
+  // last ended first).
   await ann.page.locator("canvas.board").focus();
   await ann.page.keyboard.press("w");
   await phase(ann.page, "in_wave");
-  for (const p of [ann.page, bob.page, carol.page]) {
-    await p.waitForFunction(() => Number(document.querySelector("canvas.board")?.dataset.enemies) > 0, null, { timeout: 15_000 });
-  }
-  // A page opened on the running game: from navigation to its first frame.
-  const fresh = await carol.ctx.newPage();
-  await fresh.goto(`${URL}/#/game/${sessionId}`);
-  await fresh.waitForFunction(() => Number(document.querySelector("canvas.board")?.dataset.enemies) > 0, null, { timeout: 15_000 });
-  figures.firstFrameMs = await fresh.evaluate(() => window.allies.board.stats.firstFrameAt);
-  figures.fps = await fresh.evaluate(async () => {
-    const p0 = window.allies.board.stats.paints;
-    await new Promise((r) => setTimeout(r, 1000));
-    return window.allies.board.stats.paints - p0;
+  await onAWave(ann.page, "enemies on every page", async () => {
+    for (const p of [ann.page, bob.page, carol.page]) if (!(await enemiesShown(ann.page, p))) return undefined;
+    return true;
   });
-  figures.fpsEnemies = Number(await fresh.locator("canvas.board").getAttribute("data-enemies"));
-  await fresh.close();
-  const a = await ann.page.locator("canvas.board").screenshot();
-  let changed = false;
-  for (let i = 0; i < 20 && !changed; i++) {
-    await ann.page.waitForTimeout(250);
-    const b = await ann.page.locator("canvas.board").screenshot();
-    changed = !a.equals(b);
-  }
-  assert.ok(changed, "the canvas changes between frames while enemies move");
+  // A page opened on the running game: from navigation to its first frame.
+  await onAWave(ann.page, "a page opened mid-wave", async () => {
+    const fresh = await carol.ctx.newPage();
+    try {
+      await fresh.goto(`${URL}/#/game/${sessionId}`);
+      if (!(await enemiesShown(ann.page, fresh))) return undefined;
+      figures.firstFrameMs = await fresh.evaluate(() => window.allies.board.stats.firstFrameAt);
+      figures.fps = await fresh.evaluate(async () => {
+        const p0 = window.allies.board.stats.paints;
+        await new Promise((r) => setTimeout(r, 1000));
+        return window.allies.board.stats.paints - p0;
+      });
+      figures.fpsEnemies = Number(await fresh.locator("canvas.board").getAttribute("data-enemies"));
+      return figures.fpsEnemies > 0 ? true : undefined;
+    } finally {
+      await fresh.close();
+    }
+  });
+  const boardMoves = await onAWave(ann.page, "the canvas while enemies move", async () => {
+    if (!(await enemiesShown(ann.page, ann.page))) return undefined;
+    const a = await ann.page.locator("canvas.board").screenshot();
+    for (let i = 0; i < 20; i++) {
+      await ann.page.waitForTimeout(250);
+      if (!a.equals(await ann.page.locator("canvas.board").screenshot())) return true;
+      if ((await game(ann.page).getAttribute("data-phase")) !== "in_wave") return undefined;
+    }
+    return false;
+  });
+  assert.ok(boardMoves, "the canvas changes between frames while enemies move");
   await shot(ann.page, "05-board-wave");
   await shot(carol.page, "06-spectator");
   const [ta, tc] = await Promise.all([ann.page, carol.page].map((p) => p.evaluate(() => window.allies.board.lastFrame?.wave)));
   assert.equal(ta, tc, "player and spectator watch the same wave");
-  log("wave 1 running; enemies move on the canvas of ann, bob and carol");
+  log(`wave ${ta} running; enemies move on the canvas of ann, bob and carol`);
 
   // ── Offline: the page says so, and resumes by itself ────────────────────
   await carol.ctx.setOffline(true);
