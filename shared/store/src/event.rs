@@ -179,15 +179,27 @@ pub const PACKED_FIELDS: [&str; 10] = [
 ];
 
 /// Packs [`PACKED_FIELDS`]' values, in that order, into one [`PACKED`] value.
-pub fn pack(values: [&[u8]; PACKED_FIELDS.len()]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + values.iter().map(|v| 4 + v.len()).sum::<usize>());
-    out.push(PACKED_LAYOUT);
+fn pack_into(out: &mut impl std::io::Write, values: [&[u8]; PACKED_FIELDS.len()]) -> std::io::Result<()> {
+    out.write_all(&[PACKED_LAYOUT])?;
     for v in values {
         // An event is far below 4 GiB (the store bounds events and metadata).
-        out.extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(v);
+        out.write_all(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_le_bytes())?;
+        out.write_all(v)?;
     }
-    out
+    Ok(())
+}
+
+/// [`PACKED_FIELDS`]' values packed into one [`PACKED`] value, as one
+/// command argument written straight into the command's buffer (no copy of
+/// its own).
+pub struct Packed<'a>(pub [&'a [u8]; PACKED_FIELDS.len()]);
+
+impl redis::ToRedisArgs for Packed<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        // Writing into the command's own buffer cannot fail.
+        let _ = pack_into(&mut arg, self.0);
+    }
 }
 
 /// The values of a [`PACKED`] value, borrowed; an error says what is wrong
@@ -382,7 +394,8 @@ mod tests {
         for (v, f) in values.iter_mut().zip(PACKED_FIELDS) {
             *v = value(f);
         }
-        let map = [(PACKED.to_owned(), Value::BulkString(pack(values))), ("version".to_owned(), bulk("7"))];
+        let packed = redis::ToRedisArgs::to_redis_args(&Packed(values)).remove(0);
+        let map = [(PACKED.to_owned(), Value::BulkString(packed)), ("version".to_owned(), bulk("7"))];
         StreamId { id: entry.id.clone(), map: map.into_iter().collect(), ..Default::default() }
     }
 

@@ -55,16 +55,18 @@ impl SubscriberMetrics {
     }
 }
 
+// Static label values: an observation on the command path looks its
+// series up without building a string (aggregate types are constants).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabels {
-    pub aggregate_type: String,
+    pub aggregate_type: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    pub aggregate_type: String,
+    pub aggregate_type: &'static str,
     /// ok, refused (a domain rule), conflict (after the retries), error
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// Counters and latencies of the command loop and the appends it makes.
@@ -106,28 +108,28 @@ impl ExecutorMetrics {
         Arc::new(m)
     }
 
-    fn labels(aggregate_type: &str) -> TypeLabels {
-        TypeLabels { aggregate_type: aggregate_type.to_owned() }
+    fn labels(aggregate_type: &'static str) -> TypeLabels {
+        TypeLabels { aggregate_type }
     }
 
-    pub fn observe_command(&self, aggregate_type: &str, outcome: &str, took: std::time::Duration) {
-        let l = OutcomeLabels { aggregate_type: aggregate_type.to_owned(), outcome: outcome.to_owned() };
+    pub fn observe_command(&self, aggregate_type: &'static str, outcome: &'static str, took: std::time::Duration) {
+        let l = OutcomeLabels { aggregate_type, outcome };
         self.commands.get_or_create(&l).inc();
         self.command_seconds.get_or_create(&Self::labels(aggregate_type)).observe(took.as_secs_f64());
     }
 
-    pub fn observe_append(&self, aggregate_type: &str, took: std::time::Duration, ok: bool) {
+    pub fn observe_append(&self, aggregate_type: &'static str, took: std::time::Duration, ok: bool) {
         let outcome = if ok { "ok" } else { "refused_or_failed" };
-        let l = OutcomeLabels { aggregate_type: aggregate_type.to_owned(), outcome: outcome.to_owned() };
+        let l = OutcomeLabels { aggregate_type, outcome };
         self.appends.get_or_create(&l).inc();
         self.append_seconds.get_or_create(&Self::labels(aggregate_type)).observe(took.as_secs_f64());
     }
 
-    pub fn count_conflict(&self, aggregate_type: &str) {
+    pub fn count_conflict(&self, aggregate_type: &'static str) {
         self.conflicts.get_or_create(&Self::labels(aggregate_type)).inc();
     }
 
-    pub fn count_retry(&self, aggregate_type: &str) {
+    pub fn count_retry(&self, aggregate_type: &'static str) {
         self.retries.get_or_create(&Self::labels(aggregate_type)).inc();
     }
 }

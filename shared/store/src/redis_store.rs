@@ -246,39 +246,53 @@ impl EventStore for RedisEventStore {
         let meta =
             serde_json::to_string(&request.metadata).map_err(|e| AppendError::Invalid(format!("metadata: {e}")))?;
         let command_id = request.command.as_ref().map(|c| c.key_id()).unwrap_or_default();
-        let mut inv = self.append_script.key(&stream);
-        inv.key(keys::log_key(atype, partition))
-            .key(keys::state_key(atype, partition, aid))
-            .key(keys::command_key(atype, partition, aid, &command_id))
-            .key(keys::trimmed_key(atype, partition, aid));
+        let state = request.state_fields.as_ref();
+        let (fields, expire_at) = state.map_or((&[][..], 0), |s| (&s.fields[..], s.expire_at_ms.unwrap_or(0)));
+        // One EVALSHA built in place: every value is written once into the
+        // command's buffer (a script invocation would hold each in a vector
+        // of its own first, then copy it), the packed event too.
+        let nkeys = 5 + request.publish.len();
+        let bytes = meta.len() * (1 + request.events.len())
+            + request.events.iter().map(|e| 2 * e.data.len() + 256).sum::<usize>()
+            + request.publish.iter().map(|p| p.event.data.len() + 128).sum::<usize>()
+            + fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>()
+            + 512;
+        let args = 3 + nkeys + 15 + 2 * fields.len() + 7 * request.events.len() + 6 * request.publish.len();
+        let mut cmd = redis::Cmd::with_capacity(args, bytes);
+        cmd.arg("EVALSHA").arg(self.append_script.get_hash()).arg(nkeys);
+        cmd.arg(&stream)
+            .arg(keys::log_key(atype, partition))
+            .arg(keys::state_key(atype, partition, aid))
+            .arg(keys::command_key(atype, partition, aid, &command_id))
+            .arg(keys::trimmed_key(atype, partition, aid));
         for p in &request.publish {
-            inv.key(keys::integration_key(&p.topic, atype, partition, p.priority));
+            cmd.arg(keys::integration_key(&p.topic, atype, partition, p.priority));
         }
-        inv.arg(match request.expected {
-            ExpectedVersion::Any => "any".to_owned(),
-            ExpectedVersion::NoStream => "none".to_owned(),
-            ExpectedVersion::Exact(v) => v.to_string(),
-        });
-        let state = request.state_fields.clone().unwrap_or_default();
-        inv.arg(atype).arg(aid).arg(&meta).arg(request.recorded_at_ms).arg(request.events.len());
-        inv.arg(state.fields.len()).arg(state.expire_at_ms.unwrap_or(0));
+        match request.expected {
+            ExpectedVersion::Any => cmd.arg("any"),
+            ExpectedVersion::NoStream => cmd.arg("none"),
+            ExpectedVersion::Exact(v) => cmd.arg(v),
+        };
+        cmd.arg(atype).arg(aid).arg(&meta).arg(request.recorded_at_ms).arg(request.events.len());
+        cmd.arg(fields.len()).arg(expire_at);
         match &request.command {
-            Some(c) => inv.arg(&c.id).arg(&c.fingerprint).arg(c.ttl.as_millis().max(1) as u64),
-            None => inv.arg("").arg("").arg(0),
+            Some(c) => cmd.arg(&c.id).arg(&c.fingerprint).arg(c.ttl.as_millis().max(1) as u64),
+            None => cmd.arg("").arg("").arg(0),
         };
-        inv.arg(storage.as_str());
+        cmd.arg(storage.as_str());
         match (&request.aggregate_state, storage) {
-            (Some((data, schema)), Storage::StateBased | Storage::Hybrid) => inv.arg(data).arg(*schema),
-            _ => inv.arg("").arg(0),
+            (Some((data, schema)), Storage::StateBased | Storage::Hybrid) => cmd.arg(data).arg(*schema),
+            _ => cmd.arg("").arg(0),
         };
-        inv.arg(request.publish.len());
-        for (field, value) in &state.fields {
-            inv.arg(field).arg(value);
+        cmd.arg(request.publish.len());
+        for (field, value) in fields {
+            cmd.arg(field).arg(value);
         }
         let created_at = request.recorded_at_ms.to_string();
         for e in &request.events {
             let (id, schema, sum) = (e.event_id.to_string(), e.schema_version.to_string(), checksum(&e.data));
-            let packed = crate::event::pack([
+            cmd.arg(&id).arg(&e.event_type).arg(&schema).arg(&e.content_type).arg(&e.data).arg(&sum);
+            cmd.arg(crate::event::Packed([
                 e.event_type.as_bytes(),
                 atype.as_bytes(),
                 aid.as_bytes(),
@@ -289,11 +303,10 @@ impl EventStore for RedisEventStore {
                 sum.as_bytes(),
                 meta.as_bytes(),
                 &e.data,
-            ]);
-            inv.arg(id).arg(&e.event_type).arg(schema).arg(&e.content_type).arg(&e.data).arg(sum).arg(packed);
+            ]));
         }
         for e in request.publish.iter().map(|p| &p.event) {
-            inv.arg(e.event_id.to_string())
+            cmd.arg(e.event_id.to_string())
                 .arg(&e.event_type)
                 .arg(e.schema_version)
                 .arg(&e.content_type)
@@ -301,7 +314,7 @@ impl EventStore for RedisEventStore {
                 .arg(checksum(&e.data));
         }
         let mut conn = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| {
+        let reply: Vec<Value> = eval_sha(&self.append_script, &cmd, &mut conn).await.map_err(|e| {
             if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) {
                 // The script refused (for example a stream whose ids break the
                 // version invariant): nothing was written.
@@ -315,7 +328,7 @@ impl EventStore for RedisEventStore {
             }
         })?;
         let sent_id = request.command.as_ref().map(|c| c.id.as_str()).unwrap_or("");
-        let outcome = parse_append_reply(&stream, request.expected, partition, atype, &reply, sent_id)?;
+        let outcome = parse_append_reply(&stream, request.expected, partition, atype, reply, sent_id)?;
         self.confirm_replicated(&stream, outcome.duplicate).await?;
         Ok(outcome)
     }
@@ -489,10 +502,27 @@ impl EventStore for RedisEventStore {
         }
         let stream = keys::stream_key(aggregate_type, partition, aggregate_id);
         let mut outcome =
-            parse_append_reply(&stream, ExpectedVersion::Any, partition, aggregate_type, &reply, &command.id)?;
+            parse_append_reply(&stream, ExpectedVersion::Any, partition, aggregate_type, reply, &command.id)?;
         outcome.duplicate = true;
         self.confirm_replicated(&stream, true).await?;
         Ok(Some(outcome))
+    }
+}
+
+/// Runs an EVALSHA command of `script` (built by the caller, arguments in
+/// place); when Redis does not know the script yet (a restart, a flush, a
+/// new node), loads it and runs the command again.
+async fn eval_sha<T: redis::FromRedisValue>(
+    script: &redis::Script,
+    cmd: &redis::Cmd,
+    conn: &mut RedisConn,
+) -> redis::RedisResult<T> {
+    match cmd.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        other => other,
     }
 }
 
@@ -501,7 +531,7 @@ fn parse_append_reply(
     expected: ExpectedVersion,
     partition: u32,
     aggregate_type: &str,
-    reply: &[Value],
+    reply: Vec<Value>,
     command_id: &str,
 ) -> Result<AppendOutcome, AppendError> {
     let bad = |what: &str| {
@@ -511,37 +541,46 @@ fn parse_append_reply(
             reason: format!("unexpected append reply: {what}"),
         })
     };
-    let text = |v: &Value| -> Option<String> {
+    fn bytes(v: &Value) -> Option<&[u8]> {
         match v {
-            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-            Value::SimpleString(s) => Some(s.clone()),
+            Value::BulkString(b) => Some(b),
+            Value::SimpleString(s) => Some(s.as_bytes()),
             _ => None,
         }
-    };
+    }
     let int = |v: &Value| -> Option<u64> {
         match v {
             Value::Int(i) => u64::try_from(*i).ok(),
-            other => text(other)?.parse().ok(),
+            other => std::str::from_utf8(bytes(other)?).ok()?.parse().ok(),
         }
     };
-    let status = reply.first().and_then(text).ok_or_else(|| bad("no status"))?;
-    if status == "mismatch" {
+    let text = |v: Value| -> Option<String> {
+        match v {
+            Value::BulkString(b) => String::from_utf8(b).ok(),
+            Value::SimpleString(s) => Some(s),
+            _ => None,
+        }
+    };
+    let status = reply.first().and_then(bytes).ok_or_else(|| bad("no status"))?;
+    if status == b"mismatch" {
         return Err(AppendError::CommandIdReused { command_id: command_id.to_owned() });
     }
     let version = reply.get(1).and_then(int).ok_or_else(|| bad("no version"))?;
-    match status.as_str() {
-        "conflict" => Err(AppendError::Conflict { expected, actual: version }),
-        "ok" | "duplicate" => {
-            let log_ids = reply[2..].iter().map(text).collect::<Option<Vec<_>>>().ok_or_else(|| bad("log ids"))?;
-            let last = log_ids.last().cloned().ok_or_else(|| bad("no log ids"))?;
+    match status {
+        b"conflict" => Err(AppendError::Conflict { expected, actual: version }),
+        b"ok" | b"duplicate" => {
+            let duplicate = status == b"duplicate";
+            let log_ids =
+                reply.into_iter().skip(2).map(text).collect::<Option<Vec<_>>>().ok_or_else(|| bad("log ids"))?;
+            let last = log_ids.last().ok_or_else(|| bad("no log ids"))?;
             Ok(AppendOutcome {
                 version,
                 partition,
-                log_ids,
                 consistency_token: format!("{aggregate_type}.{partition}@{last}"),
-                duplicate: status == "duplicate",
+                log_ids,
+                duplicate,
             })
         }
-        other => Err(bad(other)),
+        other => Err(bad(&String::from_utf8_lossy(other))),
     }
 }

@@ -11,7 +11,10 @@
 //!   the same number of EVALSHA calls doing the two XADDs an append does;
 //!   every process's CPU per game command and per WhoAmI, and the ratio
 //!   the CPU would allow if timesquare spent on a game command only what
-//!   it spends on a WhoAmI (what work in timesquare alone could buy);
+//!   it spends on a WhoAmI (what work in timesquare alone could buy), and
+//!   the ratio if every part of a game command cost only its floor measured
+//!   in the same run (timesquare a WhoAmI's part plus a Redis round trip's
+//!   client side, Redis the raw EVALSHA's part; the design's ceiling here);
 //!   then the same on fresh sessions with an x-command-id on every call,
 //!   as the web client sends (what a real client's command costs).
 //! sim: the deterministic simulation in process: a late wave (wave 20) with
@@ -234,8 +237,12 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)], i
     upgrade.sort();
 
     let stats = fleet.raw(&["INFO", "commandstats"]);
-    // The raw floor on the same Redis, same concurrency, same count.
+    // The raw floor on the same Redis, same concurrency, same count; with
+    // what it costs Redis and the calling process (a redis-rs round trip's
+    // client side, what timesquare pays at least to append).
+    let raw_cpu_before = cpu_now();
     let (raw_time, mut raw) = raw_appends(&fleet.redis_url(), CLIENTS, per_client).await;
+    let raw_cpu = used_since(&raw_cpu_before);
     raw.sort();
 
     println!("\n## Game commands through gRPC ({CLIENTS} clients, {CLIENTS} sessions, auth on every call; {title})\n");
@@ -293,6 +300,22 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)], i
         total as f64 / game_time.as_secs_f64() / (floor.len() as f64 / floor_time.as_secs_f64()),
         floor_all / (game_all - ts_game + ts_floor).max(1.0),
     );
+    // Every part of a game command at its own floor, measured in this run:
+    // what the design (a signed call, an atomic append of two XADDs, a
+    // projection) could reach on this machine if nothing cost more than it must.
+    let part = |name: &str| pids.iter().position(|(n, _)| n == name);
+    let us = |name: &str, of: &[Duration], n: usize| part(name).map_or(0.0, |i| per(of[i], n));
+    let clients = "the bench's 50 clients";
+    let game_cpu: Vec<Duration> = cpu.iter().map(|(_, d)| *d).collect();
+    let floors = Floors {
+        timesquare: ts_floor,
+        round_trip: us(clients, &raw_cpu, raw.len()),
+        redis: us("redis-server", &raw_cpu, raw.len()),
+        projector: us("projector", &game_cpu, total),
+        clients: us(clients, &game_cpu, total),
+        whoami: floor_all,
+    };
+    println!("\n{}", floors.line());
     let fleet_cpu: Duration = cpu.iter().filter(|(n, _)| !n.starts_with("the bench")).map(|(_, d)| *d).sum();
     if ids {
         // What a real client's calls cost: the web client sends an
@@ -331,6 +354,49 @@ async fn commands_with(services: &[&str], title: &str, extra: &[(&str, &str)], i
         floor_per_s: floor.len() as f64 / floor_time.as_secs_f64(),
         p99: pct(&all, 0.99),
         fleet_cpu_us: fleet_cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
+    }
+}
+
+/// µs of CPU per operation: a game command's parts each at its floor,
+/// all measured in one run, and a WhoAmI's (every process).
+struct Floors {
+    /// timesquare's part of a WhoAmI (the signed call, no store).
+    timesquare: f64,
+    /// The calling process's part of one raw EVALSHA (a Redis round trip's client side).
+    round_trip: f64,
+    /// Redis's part of one raw EVALSHA doing two XADDs (the atomic append, no checks).
+    redis: f64,
+    /// The projector's part of a game command, as measured (no floor of its own).
+    projector: f64,
+    /// The bench's clients' part of a game command, as measured.
+    clients: f64,
+    whoami: f64,
+}
+
+impl Floors {
+    fn sum(&self) -> f64 {
+        self.timesquare + self.round_trip + self.redis + self.projector + self.clients
+    }
+
+    /// The ratio to WhoAmI the design allows on this machine, with the
+    /// projector as measured and with it elsewhere.
+    fn line(&self) -> String {
+        let all = self.sum();
+        let elsewhere = all - self.projector;
+        format!(
+            "Every part of a game command at its floor (this run): timesquare a WhoAmI's {:.0} µs + a Redis round trip's \
+             client side {:.0} µs (the raw floor's caller), Redis the raw EVALSHA's {:.0} µs, the projector {:.0} µs and \
+             the clients {:.0} µs as measured: {all:.0} µs against a WhoAmI's {:.0} µs — at most {:.2}× on this machine \
+             ({:.2}× with the projector elsewhere)",
+            self.timesquare,
+            self.round_trip,
+            self.redis,
+            self.projector,
+            self.clients,
+            self.whoami,
+            self.whoami / all.max(1.0),
+            self.whoami / elsewhere.max(1.0),
+        )
     }
 }
 
