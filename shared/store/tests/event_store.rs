@@ -281,6 +281,31 @@ async fn a_retried_command_id_returns_the_first_result_and_writes_nothing() {
     assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
 }
 
+/// Redis forgets its scripts on a restart (they are not in the AOF), a
+/// `SCRIPT FLUSH` or a failover to a node that never ran them: the append
+/// then hears `NOSCRIPT`, loads the script and runs the same command again,
+/// once — the events are written once and a retry still answers from its record.
+#[tokio::test]
+async fn an_append_after_redis_forgot_its_scripts_loads_the_script_and_writes_once() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let e = [Added::new(1, 0)];
+    let first =
+        store.append(typed("c", ExpectedVersion::NoStream, &e).with_command(command("cmd-1", "f1"))).await.unwrap();
+    assert_eq!((first.version, first.duplicate), (1, false));
+    assert_eq!(redis.raw(&["SCRIPT", "FLUSH"]).trim(), "+OK");
+    let second = store.append(typed("c", ExpectedVersion::Exact(1), &e)).await.unwrap();
+    assert_eq!((second.version, second.duplicate), (2, false));
+    assert_eq!(redis.raw(&["SCRIPT", "FLUSH"]).trim(), "+OK");
+    let again =
+        store.append(typed("c", ExpectedVersion::NoStream, &e).with_command(command("cmd-1", "f1"))).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.version, &again.log_ids), (first.version, &first.log_ids));
+    assert_eq!(store.read("counter", "c", 1, usize::MAX).await.unwrap().len(), 2, "each event once");
+    let log = keys::log_key("counter", keys::partition_of("c", 16));
+    assert_eq!(redis.raw(&["XLEN", &log]).trim_start_matches(':').trim(), "2", "the log holds each event once");
+}
+
 #[tokio::test]
 async fn one_command_id_of_two_callers_is_two_commands_and_each_ones_retry_answers_its_own() {
     let redis = RedisServer::start();
