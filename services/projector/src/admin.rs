@@ -86,13 +86,13 @@ fn selection(s: &DeadLetterSelection) -> Result<Selection> {
 
 /// An admin's call on a projection: who, which projection, its live group.
 struct AdminCall {
-    caller: Caller,
+    caller: Arc<Caller>,
     projection: Arc<dyn Projection>,
     group: String,
 }
 
 impl AdminApi {
-    async fn admin<T>(&self, request: &Request<T>) -> Result<Caller> {
+    async fn admin<T>(&self, request: &Request<T>) -> Result<Arc<Caller>> {
         let caller = self.auth.authenticate(request).await?;
         caller.require_role(ROLE_ADMIN)?;
         Ok(caller)

@@ -36,7 +36,7 @@ fn name_filter(field: &str, value: &str, invalid: &mut Invalid) -> Option<String
 }
 
 impl GameQueryApi {
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller> {
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Arc<Caller>> {
         Ok(self.auth.authenticate(request).await?)
     }
 
@@ -95,8 +95,8 @@ impl GameQueryApi {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let id = uuid_field("session_id", &r.session_id)?;
-        let group = self.manager.generation(games::NAME).group;
-        wait_for(&self.conn, &group, &[games::AGGREGATE_TYPE], &r.consistency_token).await?;
+        let group = || self.manager.generation(games::NAME).group;
+        wait_for(&self.conn, group, &[games::AGGREGATE_TYPE], &r.consistency_token).await?;
         let model = games::get(&self.view(), &id).await?;
         let model = model.ok_or_else(|| Failure::not_found(format!("game session {id} not found")))?;
         if model.private() && !caller.is_admin() && !model.is_member(&caller.user_id) {

@@ -22,7 +22,7 @@ pub struct PlayerQueryApi {
 }
 
 impl PlayerQueryApi {
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller> {
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Arc<Caller>> {
         Ok(self.auth.authenticate(request).await?)
     }
 
@@ -30,8 +30,8 @@ impl PlayerQueryApi {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let id = uuid_field("user_id", &r.user_id)?;
-        let group = self.manager.generation(players::NAME).group;
-        wait_for(&self.conn, &group, &[players::AGGREGATE_TYPE], &r.consistency_token).await?;
+        let group = || self.manager.generation(players::NAME).group;
+        wait_for(&self.conn, group, &[players::AGGREGATE_TYPE], &r.consistency_token).await?;
         let private = caller.user_id == id || caller.is_admin();
         let mut p = players::get(&self.manager.view(players::NAME), &id, private)
             .await?
@@ -102,8 +102,8 @@ impl PlayerQueryApi {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let id = uuid_field("match_id", &r.match_id)?;
-        let group = self.manager.generation(matches::NAME).group;
-        wait_for(&self.conn, &group, &[matches::AGGREGATE_TYPE], &r.consistency_token).await?;
+        let group = || self.manager.generation(matches::NAME).group;
+        wait_for(&self.conn, group, &[matches::AGGREGATE_TYPE], &r.consistency_token).await?;
         let m = matches::get(&self.manager.view(matches::NAME), &id)
             .await?
             .ok_or_else(|| Failure::not_found(format!("match {id} not found")))?;

@@ -357,6 +357,8 @@ pub fn coalesce<C: AsRef<[Change]>>(events: &[C]) -> Vec<Cow<'_, [Change]>> {
 /// Typed reads of a model's fields.
 pub trait Fields {
     fn text(&self, field: &str) -> String;
+    /// The field's text, moved out of the model (no copy; read it last).
+    fn take(&mut self, field: &str) -> String;
     fn int(&self, field: &str) -> i64;
     fn uint(&self, field: &str) -> u64;
 }
@@ -364,6 +366,9 @@ pub trait Fields {
 impl Fields for HashMap<String, String> {
     fn text(&self, field: &str) -> String {
         self.get(field).cloned().unwrap_or_default()
+    }
+    fn take(&mut self, field: &str) -> String {
+        self.remove(field).unwrap_or_default()
     }
     fn int(&self, field: &str) -> i64 {
         self.get(field).and_then(|v| v.parse().ok()).unwrap_or_default()

@@ -48,7 +48,13 @@ pub fn uuid_field(field: &str, value: &str) -> std::result::Result<String, Field
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
 
 /// Waits until `group` has applied the write `token` names (read-your-writes).
-pub async fn wait_for(conn: &RedisConn, group: &str, aggregate_types: &[&str], token: &str) -> Result<()> {
+/// The group is looked up only when there is a token to wait for.
+pub async fn wait_for(
+    conn: &RedisConn,
+    group: impl FnOnce() -> String,
+    aggregate_types: &[&str],
+    token: &str,
+) -> Result<()> {
     if token.is_empty() {
         return Ok(());
     }
@@ -60,10 +66,11 @@ pub async fn wait_for(conn: &RedisConn, group: &str, aggregate_types: &[&str], t
         )
         .into());
     }
+    let group = group();
     let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
     let mut conn = conn.clone();
     loop {
-        if has_applied(&mut conn, group, &parsed).await? {
+        if has_applied(&mut conn, &group, &parsed).await? {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {

@@ -30,13 +30,12 @@ fn visible(caller: &Caller, user: User) -> User {
 }
 
 impl UserQueryApi {
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller> {
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Arc<Caller>> {
         Ok(self.auth.authenticate(request).await?)
     }
 
     async fn wait_for_users(&self, token: &str) -> Result<()> {
-        let group = self.manager.generation(users::NAME).group;
-        wait_for(&self.conn, &group, &[users::AGGREGATE_TYPE], token).await
+        wait_for(&self.conn, || self.manager.generation(users::NAME).group, &[users::AGGREGATE_TYPE], token).await
     }
 
     async fn user(&self, request: Request<GetUserRequest>) -> Result<GetUserResponse> {

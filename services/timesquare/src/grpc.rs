@@ -331,9 +331,9 @@ impl PlayerService for PlayerApi {
     async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
         let caller = self.auth.authenticate(&request).await.or_status()?;
         Ok(Response::new(WhoAmIResponse {
-            user_id: caller.user_id,
-            session_id: caller.session_id,
-            roles: caller.roles,
+            user_id: caller.user_id.clone(),
+            session_id: caller.session_id.clone(),
+            roles: caller.roles.clone(),
             expires_at: caller.expires_at,
         }))
     }

@@ -40,7 +40,7 @@ fn player(name: &str, now_ms: i64) -> RequestContext {
         expires_at: T0 / 1000 + 3600,
         name: name.into(),
     };
-    RequestContext { caller: Some(caller), from_client: true, ..RequestContext::system(now_ms) }
+    RequestContext { caller: Some(caller.into()), from_client: true, ..RequestContext::system(now_ms) }
 }
 
 /// A client's request with an idempotency key; `request` stands for what

@@ -123,11 +123,11 @@ fn player(name: &str, now_ms: i64) -> RequestContext {
         expires_at: T0 / 1000 + 3600,
         name: name.into(),
     };
-    RequestContext { caller: Some(caller), from_client: true, ..RequestContext::system(now_ms) }
+    RequestContext { caller: Some(caller.into()), from_client: true, ..RequestContext::system(now_ms) }
 }
 
 fn user(name: &str) -> String {
-    player(name, 0).caller.expect("caller").user_id
+    player(name, 0).caller.expect("caller").user_id.clone()
 }
 
 fn duel() -> Wanted {

@@ -11,7 +11,7 @@
 //! everywhere within a second.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use allies_contracts::guardian::v1::GetJwksRequest;
@@ -107,11 +107,15 @@ pub struct Authenticator {
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     store: RedisEventStore,
     sessions: Mutex<HashMap<String, Instant>>,
-    /// Exact token text → (its key id, its claims): a byte-identical token
+    /// Exact token text → its key id and claims: a byte-identical token
     /// carries the signature already checked. Expiry, the key still being
     /// in the key set and the session are checked again on every call.
-    verified: Mutex<HashMap<String, (String, Caller)>>,
+    verified: Mutex<HashMap<String, Verified>>,
 }
+
+/// A token verified before: its key id and its caller, shared (a call
+/// answered from here copies neither).
+type Verified = (Arc<str>, Arc<Caller>);
 
 fn unauthenticated(why: &'static str) -> AuthError {
     AuthError::Invalid(why)
@@ -142,7 +146,7 @@ impl Authenticator {
     }
 
     /// The caller of a request with `authorization: Bearer <token>`.
-    pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, AuthError> {
+    pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Caller>, AuthError> {
         self.verify(bearer_token(request)?).await
     }
 
@@ -170,15 +174,17 @@ impl Authenticator {
         Ok(ctx)
     }
 
-    pub async fn authenticate_optional<T>(&self, request: &Request<T>) -> Result<Option<Caller>, AuthError> {
+    pub async fn authenticate_optional<T>(&self, request: &Request<T>) -> Result<Option<Arc<Caller>>, AuthError> {
         if request.metadata().get("authorization").is_none() {
             return Ok(None);
         }
         self.authenticate(request).await.map(Some)
     }
 
-    /// Verifies a token and that its session is still active.
-    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+    /// Verifies a token and that its session is still active. A token
+    /// verified before is answered from memory, as a shared [`Caller`]:
+    /// nothing is copied per call.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Caller>, AuthError> {
         let known = self.verified.lock().ok().and_then(|v| v.get(token).cloned());
         if let Some((kid, caller)) = known {
             let now = std::time::SystemTime::now()
@@ -188,18 +194,19 @@ impl Authenticator {
             if now > caller.expires_at + LEEWAY_SECS as i64 {
                 return Err(unauthenticated("expired"));
             }
-            if self.keys.read().await.contains_key(&kid) {
+            if self.keys.read().await.contains_key(&*kid) {
                 self.check_session(&caller).await?;
                 return Ok(caller);
             }
         }
         let (kid, caller) = self.verify_signature(token).await?;
         self.check_session(&caller).await?;
+        let caller = Arc::new(caller);
         if let Ok(mut verified) = self.verified.lock() {
             if verified.len() >= VERIFIED_TOKENS {
                 verified.clear();
             }
-            verified.insert(token.to_owned(), (kid, caller.clone()));
+            verified.insert(token.to_owned(), (kid.into(), caller.clone()));
         }
         Ok(caller)
     }
@@ -213,7 +220,7 @@ impl Authenticator {
     ) -> Result<crate::RequestContext, tonic::Status> {
         use crate::status::OrStatus;
         let (_, caller) = self.verify_signature(bearer_token(request).or_status()?).await.or_status()?;
-        crate::RequestContext::from_request(request, Some(caller)).or_status()
+        crate::RequestContext::from_request(request, Some(Arc::new(caller))).or_status()
     }
 
     /// Checks a token's signature, issuer, audience and expiry (not its session).

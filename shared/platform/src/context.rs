@@ -2,6 +2,8 @@
 //! (the verified token), the correlation and causation ids, the W3C trace
 //! context, the client's idempotency key, and the time of the request.
 
+use std::sync::Arc;
+
 use allies_core::{CommandContext, Failure, FieldViolation, Metadata};
 use tonic::Request;
 use uuid::Uuid;
@@ -23,7 +25,7 @@ pub struct RequestContext {
     /// request, e.g. a saga's event), else a new one (this command).
     pub causation_id: Uuid,
     /// The verified caller, when the request carried a valid token.
-    pub caller: Option<Caller>,
+    pub caller: Option<Arc<Caller>>,
     /// W3C trace context of the request.
     pub traceparent: Option<String>,
     /// `x-command-id`: the client's idempotency key (1 to 128 printable ASCII).
@@ -60,7 +62,7 @@ impl RequestContext {
     /// Reads the context of `request`; `caller` is who the auth layer verified.
     pub fn from_request<T: prost::Message>(
         request: &Request<T>,
-        caller: Option<Caller>,
+        caller: Option<Arc<Caller>>,
     ) -> Result<Self, FieldViolation> {
         let command_id = match request.metadata().get(COMMAND_ID) {
             None => None,
@@ -140,7 +142,7 @@ impl RequestContext {
 
     /// The caller, or Unauthenticated.
     pub fn caller(&self) -> Result<&Caller, Failure> {
-        self.caller.as_ref().ok_or_else(|| Failure::unauthenticated("missing bearer token (authorization metadata)"))
+        self.caller.as_deref().ok_or_else(|| Failure::unauthenticated("missing bearer token (authorization metadata)"))
     }
 
     /// The metadata every event of this request carries.

@@ -109,23 +109,28 @@ impl Projection for Users {
 
 /// Reads one user (None when not in the read model).
 pub async fn get(view: &Namespace, user_id: &str) -> Result<Option<User>, redis::RedisError> {
-    let Some(m) = view.model(&key(user_id)).await? else { return Ok(None) };
+    let Some(mut m) = view.model(&key(user_id)).await? else { return Ok(None) };
     if !m.contains_key("user_id") {
         return Ok(None);
     }
     let locked_until_ms = m.int("locked_until_ms");
+    // The numbers first, then the texts moved out of the model (no copies).
+    let (registered_at_ms, version) = (m.int("registered_at_ms"), m.uint("_version"));
+    let (last_login_ms, profile_version) = (m.int("last_login_ms"), m.uint("profile_version"));
     Ok(Some(User {
-        user_id: m.text("user_id"),
-        username: m.text("username"),
-        email: m.text("email"),
-        roles: m.text("roles").split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+        user_id: m.take("user_id"),
+        username: m.take("username"),
+        email: m.take("email"),
+        roles: m
+            .get("roles")
+            .map_or_else(Vec::new, |r| r.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect()),
         status: if locked_until_ms > now_ms() { "locked".into() } else { "active".into() },
-        registered_at_ms: m.int("registered_at_ms"),
-        version: m.uint("_version"),
-        last_login_ms: m.int("last_login_ms"),
+        registered_at_ms,
+        version,
+        last_login_ms,
         locked_until_ms,
-        display_name: m.text("display_name"),
-        profile_version: m.uint("profile_version"),
+        display_name: m.take("display_name"),
+        profile_version,
     }))
 }
 

@@ -198,7 +198,7 @@ fn unavailable(e: impl std::fmt::Display) -> crate::error::ProjectorError {
 }
 
 impl SearchApi {
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller> {
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Arc<Caller>> {
         Ok(self.auth.authenticate(request).await?)
     }
 
