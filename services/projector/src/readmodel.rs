@@ -179,8 +179,10 @@ impl Namespace {
     /// A read model's fields (None when it does not exist).
     pub async fn model(&self, key: &str) -> Result<Option<HashMap<String, String>>, redis::RedisError> {
         let mut conn = self.conn.clone();
-        let map: HashMap<String, String> = redis::cmd("HGETALL").arg(self.key(key)).query_async(&mut conn).await?;
-        Ok((!map.is_empty()).then_some(map))
+        // Read as pairs, then collected at its final size (a map filled
+        // pair by pair from the reply grows three times for ten fields).
+        let pairs: Vec<(String, String)> = redis::cmd("HGETALL").arg(self.key(key)).query_async(&mut conn).await?;
+        Ok((!pairs.is_empty()).then(|| pairs.into_iter().collect()))
     }
 
     /// Several read models at once, in order: one pipeline on a single

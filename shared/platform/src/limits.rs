@@ -201,16 +201,19 @@ impl Limits {
 
     fn walk(&self, message: &str, mut buf: &[u8], prefix: &str, depth: u32, out: &mut Vec<FieldViolation>) {
         let Some(fields) = self.messages.get(message) else { return };
-        let at = if prefix.is_empty() { "request".to_owned() } else { prefix.trim_end_matches('.').to_owned() };
+        // Names are made only for a violation: a valid request (nearly
+        // every one) is walked without allocating.
+        let at = || if prefix.is_empty() { "request".to_owned() } else { prefix.trim_end_matches('.').to_owned() };
         // What the decoder would refuse, said as the caller's mistake (tonic
         // answers a message that does not decode with INTERNAL).
         let malformed = |out: &mut Vec<FieldViolation>, why: &str| {
-            out.push(FieldViolation::new(at.clone(), format!("is not a valid {message} message: {why}")));
+            out.push(FieldViolation::new(at(), format!("is not a valid {message} message: {why}")));
         };
         if depth > 16 {
-            out.push(FieldViolation::new(at.clone(), "nested too deeply"));
+            out.push(FieldViolation::new(at(), "nested too deeply"));
             return;
         }
+        // Items seen per repeated field (a singular one needs no count).
         let mut counts: HashMap<u32, usize> = HashMap::new();
         while !buf.is_empty() && out.len() < 16 {
             let Some(key) = varint(&mut buf) else { return malformed(out, "a truncated field key") };
@@ -256,21 +259,30 @@ impl Limits {
             if wire != expected && !(f.repeated && wire == 2 && matches!(f.kind, Kind::Scalar(_))) {
                 return malformed(out, &format!("field {} has the wrong wire type", f.name));
             }
-            let index = counts.entry(number).or_default();
-            let name = if f.repeated { format!("{prefix}{}[{index}]", f.name) } else { format!("{prefix}{}", f.name) };
-            *index += 1;
-            if f.repeated && *index == f.max_items + 1 {
-                out.push(FieldViolation::new(format!("{prefix}{}", f.name), format!("at most {} items", f.max_items)));
-            }
+            let index = if f.repeated {
+                let seen = counts.entry(number).or_default();
+                *seen += 1;
+                if *seen == f.max_items + 1 {
+                    out.push(FieldViolation::new(
+                        format!("{prefix}{}", f.name),
+                        format!("at most {} items", f.max_items),
+                    ));
+                }
+                *seen - 1
+            } else {
+                0
+            };
+            let name =
+                || if f.repeated { format!("{prefix}{}[{index}]", f.name) } else { format!("{prefix}{}", f.name) };
             let Some(data) = data else { continue };
             match &f.kind {
                 Kind::Text | Kind::Bytes if data.len() > f.max_bytes => {
-                    out.push(FieldViolation::new(name, format!("at most {} bytes, got {}", f.max_bytes, data.len())))
+                    out.push(FieldViolation::new(name(), format!("at most {} bytes, got {}", f.max_bytes, data.len())))
                 }
                 Kind::Text if std::str::from_utf8(data).is_err() => {
-                    out.push(FieldViolation::new(name, "is not valid UTF-8"))
+                    out.push(FieldViolation::new(name(), "is not valid UTF-8"))
                 }
-                Kind::Message(t) => self.walk(t, data, &format!("{name}."), depth + 1, out),
+                Kind::Message(t) => self.walk(t, data, &format!("{}.", name()), depth + 1, out),
                 Kind::Scalar(w) => {
                     // Packed: a run of numbers of the field's wire type.
                     let mut packed = data;
@@ -418,6 +430,11 @@ mod tests {
         let party = FindMatchRequest { party: vec!["a".into(); 5], ..Default::default() };
         let v = l.check("/defense_allies.timesquare.v1.MatchmakingService/FindMatch", &party.encode_to_vec());
         assert_eq!(v.unwrap_err()[0].to_string(), "party: at most 3 items");
+        // An item of a repeated field is named with its index; a nested
+        // message's field with its path.
+        let party = FindMatchRequest { party: vec!["a".into(), "x".repeat(300)], ..Default::default() };
+        let v = l.check("/defense_allies.timesquare.v1.MatchmakingService/FindMatch", &party.encode_to_vec());
+        assert_eq!(v.unwrap_err()[0].to_string(), "party[1]: at most 256 bytes, got 300");
     }
 
     #[test]
