@@ -210,9 +210,9 @@ impl RequestContext {
 }
 
 /// The gRPC path of a call, put into the request's extensions by the
-/// server layer (tonic hands handlers no URI).
+/// server layer (tonic hands handlers no URI); a served method's is shared.
 #[derive(Debug, Clone)]
-pub struct RpcPath(pub String);
+pub struct RpcPath(pub std::sync::Arc<str>);
 
 /// The key that seals a recorded reply (its `Debug` shows nothing).
 #[derive(Clone, PartialEq, Eq)]
@@ -245,10 +245,10 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn path_of<T>(request: &Request<T>) -> String {
+fn path_of<T>(request: &Request<T>) -> &str {
     match request.extensions().get::<RpcPath>() {
-        Some(p) => p.0.clone(),
-        None => std::any::type_name::<T>().to_owned(),
+        Some(p) => &p.0,
+        None => std::any::type_name::<T>(),
     }
 }
 

@@ -9,10 +9,15 @@
 //! (tonic answers an error as a trailers-only response); a call whose
 //! headers carry no status succeeded (OK travels in the trailers). For a
 //! server stream the duration is the time to its first response headers.
+//!
+//! Each served method's series are made the first time it is called and
+//! then held by its [`Method`]: a call builds no label set and copies no
+//! string (its path, its service and method names are the method's own,
+//! shared), and `/metrics` lists only the methods that were called.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -45,23 +50,47 @@ fn latency() -> Histogram {
 pub struct GrpcMetrics {
     requests: Family<CallLabels, Counter>,
     seconds: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    known: Known,
 }
 
 impl GrpcMetrics {
+    /// The families, registered, for the methods of the contracts.
     pub fn register(registry: &mut Registry) -> Arc<Self> {
-        let m =
-            Self { requests: Family::default(), seconds: Family::new_with_constructor(latency as fn() -> Histogram) };
+        Self::register_for(registry, Known::of_contracts())
+    }
+
+    /// The same for the methods `known` names.
+    pub fn register_for(registry: &mut Registry, known: Known) -> Arc<Self> {
+        let m = Self {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(latency as fn() -> Histogram),
+            known,
+        };
         let r = registry.sub_registry_with_prefix("allies_grpc_server");
         r.register("requests", "gRPC calls served, by service, method and status code", m.requests.clone());
         r.register("request_duration_seconds", "gRPC call latency (to the response headers)", m.seconds.clone());
         Arc::new(m)
     }
 
-    fn observe(&self, service: &str, method: &str, code: &str, started: Instant) {
-        let call = CallLabels { service: service.to_owned(), method: method.to_owned(), code: code.to_owned() };
-        self.requests.get_or_create(&call).inc();
-        let m = MethodLabels { service: service.to_owned(), method: method.to_owned() };
-        self.seconds.get_or_create(&m).observe(started.elapsed().as_secs_f64());
+    /// Counts one call of `m` that ended with status `code`.
+    fn observe(&self, m: &Method, code: i32, started: Instant) {
+        // Codes past 16 are counted as UNKNOWN (as `code_name` names them).
+        let slot = usize::try_from(code).ok().filter(|c| *c < m.codes.len()).unwrap_or(2);
+        m.codes[slot]
+            .get_or_init(|| {
+                self.requests.get_or_create_owned(&CallLabels {
+                    service: m.service.to_string(),
+                    method: m.method.to_string(),
+                    code: code_name(code).to_owned(),
+                })
+            })
+            .inc();
+        m.seconds
+            .get_or_init(|| {
+                self.seconds
+                    .get_or_create_owned(&MethodLabels { service: m.service.to_string(), method: m.method.to_string() })
+            })
+            .observe(started.elapsed().as_secs_f64());
     }
 }
 
@@ -99,12 +128,12 @@ pub fn code_name(code: i32) -> &'static str {
 }
 
 #[derive(Clone)]
-pub struct MetricsLayer(pub Arc<GrpcMetrics>, pub Arc<Known>);
+pub struct MetricsLayer(pub Arc<GrpcMetrics>);
 
 impl<S> tower::Layer<S> for MetricsLayer {
     type Service = Metered<S>;
     fn layer(&self, inner: S) -> Metered<S> {
-        Metered { inner, metrics: self.0.clone(), known: self.1.clone() }
+        Metered { inner, metrics: self.0.clone() }
     }
 }
 
@@ -112,7 +141,6 @@ impl<S> tower::Layer<S> for MetricsLayer {
 pub struct Metered<S> {
     inner: S,
     metrics: Arc<GrpcMetrics>,
-    known: Arc<Known>,
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for Metered<S>
@@ -131,23 +159,25 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         use tracing::Instrument;
-        let path = request.uri().path().to_owned();
-        request.extensions_mut().insert(crate::context::RpcPath(path.clone()));
+        let method = self.metrics.known.method(request.uri().path());
+        // The handlers' copy of the path (tonic hands them no URI): the
+        // method's own for a served one.
+        let path = if method.served { method.path.clone() } else { Arc::from(request.uri().path()) };
+        request.extensions_mut().insert(crate::context::RpcPath(path));
         let started = Instant::now();
         // The server span (OpenTelemetry only; health and reflection are not
         // traced), a child of the caller's W3C traceparent when it sent one.
-        let (service, method) = self.known.label(&path);
-        let (service, method) = (service.to_owned(), method.to_owned());
         // Sampled or not is decided here, before any span is built (see
         // allies_store::trace): an unsampled call builds none.
         let parent = request.headers().get(crate::telemetry::TRACEPARENT).and_then(|v| v.to_str().ok());
-        let decision = if service.starts_with("grpc.") { None } else { allies_store::trace::root(parent) };
-        let span = if service.starts_with("grpc.") || !allies_store::trace::Decision::builds(decision) {
+        let decision = if method.traced { allies_store::trace::root(parent) } else { None };
+        let span = if !method.traced || !allies_store::trace::Decision::builds(decision) {
             tracing::Span::none()
         } else {
+            let (service, name) = (&*method.service, &*method.method);
             tracing::trace_span!(target: allies_store::trace::TARGET, "rpc",
-                otel.name = %format_args!("{service}/{method}"), otel.kind = "server",
-                rpc.system = "grpc", rpc.service = %service, rpc.method = %method,
+                otel.name = %format_args!("{service}/{name}"), otel.kind = "server",
+                rpc.system = "grpc", rpc.service = %service, rpc.method = %name,
                 rpc.grpc.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty)
         };
@@ -166,7 +196,7 @@ where
         // Counted when the call ends — or when it is dropped unanswered: the
         // client's deadline passed (DEADLINE_EXCEEDED) or it reset the
         // stream (CANCELLED). Such calls were never counted.
-        let mut call = Call { metrics: self.metrics.clone(), service, method, started, deadline, span, code: None };
+        let mut call = Call { metrics: self.metrics.clone(), method, started, deadline, span, code: None };
         Box::pin(async move {
             let result = allies_store::trace::scoped(decision, inner.call(request).instrument(call.span.clone())).await;
             call.ended(match &result {
@@ -186,8 +216,7 @@ where
 /// One call being served; observed when dropped (see [`Metered::call`]).
 struct Call {
     metrics: Arc<GrpcMetrics>,
-    service: String,
-    method: String,
+    method: Arc<Method>,
     started: Instant,
     deadline: Option<std::time::Duration>,
     span: tracing::Span,
@@ -213,7 +242,7 @@ impl Drop for Call {
         if server_error(number) {
             self.span.record("otel.status_code", "ERROR");
         }
-        self.metrics.observe(&self.service, &self.method, code_name(number), self.started);
+        self.metrics.observe(&self.method, number, self.started);
     }
 }
 
@@ -238,38 +267,85 @@ fn grpc_timeout(v: &str) -> Option<std::time::Duration> {
     })
 }
 
+/// One method as the metrics and the handlers see it: its labels, and its
+/// series once it has been called (each made on first use).
+#[derive(Debug)]
+pub struct Method {
+    path: Arc<str>,
+    service: Box<str>,
+    method: Box<str>,
+    /// One of the served methods (not the shared `unknown` entry).
+    served: bool,
+    /// Health and reflection calls get no span.
+    traced: bool,
+    seconds: OnceLock<Histogram>,
+    /// By status code number (0..=16).
+    codes: [OnceLock<Counter>; 17],
+}
+
+impl Method {
+    fn new(path: &str, service: &str, method: &str, served: bool) -> Self {
+        Self {
+            path: Arc::from(path),
+            service: service.into(),
+            method: method.into(),
+            served,
+            traced: !service.starts_with("grpc."),
+            seconds: OnceLock::new(),
+            codes: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// (service, method): its labels.
+    pub fn labels(&self) -> (&str, &str) {
+        (&self.service, &self.method)
+    }
+}
+
 /// The methods the service serves: anything else is one `unknown` series,
 /// so a scanner cannot grow the label set without bound.
-#[derive(Debug, Default)]
-pub struct Known(std::collections::HashSet<String>);
+#[derive(Debug)]
+pub struct Known {
+    methods: std::collections::HashMap<Box<str>, Arc<Method>>,
+    unknown: Arc<Method>,
+}
 
 impl Known {
+    /// Served methods by their paths (`/pkg.Service/Method`).
+    pub fn of_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut methods = std::collections::HashMap::new();
+        for path in paths {
+            let (service, method) = split(path);
+            if (service, method) != ("unknown", "unknown") {
+                methods.insert(path.into(), Arc::new(Method::new(path, service, method, true)));
+            }
+        }
+        Self { methods, unknown: Arc::new(Method::new("", "unknown", "unknown", false)) }
+    }
+
     /// The contracts' methods, health and reflection.
     pub fn of_contracts() -> Self {
         use prost::Message;
-        let mut known = std::collections::HashSet::new();
+        let mut paths = Vec::new();
         for set in [allies_contracts::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
             let Ok(set) = prost_types::FileDescriptorSet::decode(set) else { continue };
             for f in &set.file {
                 for s in &f.service {
                     for m in &s.method {
-                        known.insert(format!("/{}.{}/{}", f.package(), s.name(), m.name()));
+                        paths.push(format!("/{}.{}/{}", f.package(), s.name(), m.name()));
                     }
                 }
             }
         }
         for v in ["v1", "v1alpha"] {
-            known.insert(format!("/grpc.reflection.{v}.ServerReflection/ServerReflectionInfo"));
+            paths.push(format!("/grpc.reflection.{v}.ServerReflection/ServerReflectionInfo"));
         }
-        Self(known)
+        Self::of_paths(paths.iter().map(String::as_str))
     }
 
-    /// (service, method) of a known path; ("unknown", "unknown") otherwise.
-    pub fn label<'a>(&self, path: &'a str) -> (&'a str, &'a str) {
-        match split(path) {
-            pair if self.0.contains(path) => pair,
-            _ => ("unknown", "unknown"),
-        }
+    /// The method at `path`; the shared `unknown` entry for any other path.
+    pub fn method(&self, path: &str) -> Arc<Method> {
+        self.methods.get(path).unwrap_or(&self.unknown).clone()
     }
 }
 
@@ -292,13 +368,55 @@ mod tests {
     #[test]
     fn only_the_served_methods_have_series_of_their_own() {
         let known = Known::of_contracts();
+        let label = |path: &str| {
+            let m = known.method(path);
+            let (service, method) = m.labels();
+            (service.to_owned(), method.to_owned())
+        };
+        let pair = |s: &str, m: &str| (s.to_owned(), m.to_owned());
         assert_eq!(
-            known.label("/defense_allies.timesquare.v1.GameService/PlaceTower"),
-            ("defense_allies.timesquare.v1.GameService", "PlaceTower")
+            label("/defense_allies.timesquare.v1.GameService/PlaceTower"),
+            pair("defense_allies.timesquare.v1.GameService", "PlaceTower")
         );
-        assert_eq!(known.label("/grpc.health.v1.Health/Check"), ("grpc.health.v1.Health", "Check"));
-        assert_eq!(known.label("/defense_allies.timesquare.v1.GameService/Nope123"), ("unknown", "unknown"));
-        assert_eq!(known.label("/scanner.Service/Method"), ("unknown", "unknown"));
+        assert_eq!(label("/grpc.health.v1.Health/Check"), pair("grpc.health.v1.Health", "Check"));
+        assert_eq!(label("/defense_allies.timesquare.v1.GameService/Nope123"), pair("unknown", "unknown"));
+        assert_eq!(label("/scanner.Service/Method"), pair("unknown", "unknown"));
+        assert!(!known.method("/grpc.health.v1.Health/Check").traced);
+        assert!(known.method("/defense_allies.timesquare.v1.GameService/PlaceTower").traced);
+    }
+
+    #[test]
+    fn a_method_s_series_are_made_once_and_count_every_call() {
+        let mut registry = Registry::default();
+        let metrics = GrpcMetrics::register_for(
+            &mut registry,
+            Known::of_paths(["/pkg.Game/Place", "/pkg.Game/Upgrade", "/grpc.health.v1.Health/Check"]),
+        );
+        let place = metrics.known.method("/pkg.Game/Place");
+        let started = Instant::now();
+        for code in [0, 0, 9, 99] {
+            metrics.observe(&place, code, started);
+        }
+        // Two paths no one serves share one series.
+        for path in ["/scanner.A/B", "/pkg.Game/Nope"] {
+            metrics.observe(&metrics.known.method(path), 12, started);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let line = |labels: &str| {
+            let prefix = format!("allies_grpc_server_requests_total{{{labels}}} ");
+            text.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_owned)
+        };
+        assert_eq!(line(r#"service="pkg.Game",method="Place",code="OK""#).as_deref(), Some("2"));
+        assert_eq!(line(r#"service="pkg.Game",method="Place",code="FAILED_PRECONDITION""#).as_deref(), Some("1"));
+        assert_eq!(line(r#"service="pkg.Game",method="Place",code="UNKNOWN""#).as_deref(), Some("1"));
+        assert_eq!(line(r#"service="unknown",method="unknown",code="UNIMPLEMENTED""#).as_deref(), Some("2"));
+        assert!(
+            text.contains(r#"allies_grpc_server_request_duration_seconds_count{service="pkg.Game",method="Place"} 4"#),
+            "{text}"
+        );
+        // A method never called has no series.
+        assert!(!text.contains("Upgrade") && !text.contains("Health"), "{text}");
     }
 
     #[test]

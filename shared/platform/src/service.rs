@@ -557,10 +557,7 @@ impl Service {
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(tonic_web::GrpcWebLayer::new())
-                    .layer(crate::grpc_metrics::MetricsLayer(
-                        grpc_metrics,
-                        Arc::new(crate::grpc_metrics::Known::of_contracts()),
-                    ))
+                    .layer(crate::grpc_metrics::MetricsLayer(grpc_metrics))
                     .layer(crate::limits::LimitsLayer(Arc::new(crate::limits::Limits::of_contracts()))),
             )
             .add_routes(routes.routes())
