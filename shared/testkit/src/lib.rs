@@ -576,12 +576,13 @@ fn spawn(name: &str, listen_var: &str, addr: SocketAddr, log: &Path, dir: &Path,
     let bin = binary(name);
     let mut cmd = Command::new(&bin);
     cmd.env(listen_var, addr.to_string()).env("RUST_LOG", "info").env("ALLIES_DATA_DIR", dir);
-    // The fleet's shipped configs (target/<profile>/<bin> → repo root).
-    if let Some(root) = bin.parent().and_then(Path::parent).and_then(Path::parent) {
-        let shipped = root.join("configs/cqrs.yaml");
-        if shipped.exists() {
-            cmd.env("CQRS_CONFIG", shipped);
-        }
+    // The fleet's shipped configs: from the repo the binary was built in
+    // (target/<profile>/<bin> → repo root), else from the one this testkit
+    // was built in (binaries copied elsewhere, e.g. to compare two builds).
+    let built_in = bin.parent().and_then(Path::parent).and_then(Path::parent).map(Path::to_path_buf);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if let Some(root) = built_in.into_iter().chain([source]).find(|r| r.join("configs/cqrs.yaml").exists()) {
+        cmd.env("CQRS_CONFIG", root.join("configs/cqrs.yaml"));
         let rules = root.join("configs/game-rules.yaml");
         if rules.exists() {
             cmd.env("TIMESQUARE_RULES", rules).env("TIMESQUARE_RULES_DIR", root.join("configs/game-rules.d"));
