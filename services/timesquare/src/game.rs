@@ -324,10 +324,13 @@ impl Game {
 
 /// What a game command publishes with its events, in the same append: a
 /// started wave on the internal `ts.waves` topic (the sweeper's schedule
-/// reads it instead of every game event), and a game's start and end on the
-/// `games` integration topic (`state` is the session after the events).
+/// reads it instead of every game event), every event a search document
+/// shows on the internal `ts.search` topic (the projector's search index
+/// of games reads it instead of every game event), and a game's start and
+/// end on the `games` integration topic (`state` is the session after the
+/// events).
 pub fn publications(state: &GameSession, events: &[GameEvent], format: allies_core::EventFormat) -> Vec<Publication> {
-    use allies_contracts::timesquare::integration::{GameIntegrationEvent as Out, TOPIC, v1};
+    use allies_contracts::timesquare::integration::{GameIntegrationEvent as Out, SEARCH_TOPIC, SEARCHABLE, TOPIC, v1};
     let encode = |topic: &str, priority: Priority, event: Result<NewEvent, allies_core::DecodeError>| match event {
         Ok(event) => Some(Publication { topic: topic.into(), priority, event }),
         Err(err) => {
@@ -335,6 +338,10 @@ pub fn publications(state: &GameSession, events: &[GameEvent], format: allies_co
             None
         }
     };
+    let searchable = events
+        .iter()
+        .filter(|e| SEARCHABLE.contains(&e.event_type()))
+        .filter_map(|e| encode(SEARCH_TOPIC, Priority::Normal, NewEvent::encode_as(e, format)));
     events
         .iter()
         .filter_map(|e| match e {
@@ -397,6 +404,7 @@ pub fn publications(state: &GameSession, events: &[GameEvent], format: allies_co
             }
             _ => None,
         })
+        .chain(searchable)
         .collect()
 }
 

@@ -13,7 +13,8 @@ pub const CATEGORIES: &[&str] =
     &["user", "session", "game_session", "player", "ticket", "match", "party", "configuration", "job"];
 
 /// The integration topics: (publishing aggregate type, topic).
-pub const TOPICS: &[(&str, &str)] = &[("user", "users"), ("game_session", "games"), ("game_session", "ts.waves")];
+pub const TOPICS: &[(&str, &str)] =
+    &[("user", "users"), ("game_session", "games"), ("game_session", "ts.waves"), ("game_session", "ts.search")];
 
 /// A stored event of `category` as proto3 JSON, upcast to the current schema
 /// (returned with it) and with every secret (password, refresh-token and

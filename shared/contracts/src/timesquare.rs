@@ -175,6 +175,24 @@ pub mod integration {
     /// The topic games are published on.
     pub const TOPIC: &str = "games";
 
+    /// The topic a game's searchable events are published on as the game
+    /// stores them (domain events, not integration events; the version of
+    /// each is its command's, the game's version after the append): the
+    /// projector's search index of games follows it instead of every game
+    /// event of the partition logs. Which events: [`SEARCHABLE`].
+    pub const SEARCH_TOPIC: &str = "ts.search";
+
+    /// The game's event types a search document of a game shows.
+    pub const SEARCHABLE: &[&str] = &[
+        "GameSessionCreated",
+        "PlayerJoined",
+        "PlayerLeft",
+        "GameStarted",
+        "WaveStarted",
+        "WaveCompleted",
+        "GameEnded",
+    ];
+
     #[derive(Debug, Clone, PartialEq)]
     pub enum GameIntegrationEvent {
         Started(GameStarted),

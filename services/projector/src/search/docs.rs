@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use allies_contracts::timesquare::events::{GameEvent, PlayerEvent};
+use allies_contracts::timesquare::integration::{SEARCH_TOPIC, SEARCHABLE};
 use allies_store::RecordedEvent;
 use allies_store::subscriber::HandlerError;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,20 @@ impl Kind {
         }
     }
 
+    /// The topic its source publishes the events it folds on, when it
+    /// follows one (its normal-priority stream of every partition) instead
+    /// of the partition logs: a game's searchable events are a few of its
+    /// hundreds (its towers', its enemies'), and every projector replica
+    /// reads what its index follows. The logs are still read once, up to
+    /// where they ended, by an index that began before the topic (see
+    /// `search::Search::spawn`).
+    pub fn topic(self) -> Option<&'static str> {
+        match self {
+            Self::Players => None,
+            Self::Games => Some(SEARCH_TOPIC),
+        }
+    }
+
     /// Whether an event of `event_type` can change a document of this
     /// kind. The folds below change nothing for any other type, whatever
     /// its payload, so a tail hands such an entry on unread: only its
@@ -45,16 +60,7 @@ impl Kind {
     pub fn can_change(self, event_type: &str) -> bool {
         match self {
             Self::Players => matches!(event_type, "PlayerRegistered" | "PlayerProfileUpdated" | "PlayerGameRecorded"),
-            Self::Games => matches!(
-                event_type,
-                "GameSessionCreated"
-                    | "PlayerJoined"
-                    | "PlayerLeft"
-                    | "GameStarted"
-                    | "WaveStarted"
-                    | "WaveCompleted"
-                    | "GameEnded"
-            ),
+            Self::Games => SEARCHABLE.contains(&event_type),
         }
     }
 }
@@ -165,9 +171,14 @@ pub fn apply_player(doc: &mut PlayerDoc, event: &RecordedEvent) -> Result<bool, 
 }
 
 /// Folds a GameSession event into `doc`, as [`apply_player`].
+/// The versions of a game's events on the search topic are their
+/// command's (two events of one command share one), so an event of the
+/// document's own version is folded again, not skipped: every fold here
+/// sets what it shows (none counts), so folding an event twice in order is
+/// harmless, and a skipped one would be lost.
 pub fn apply_game(doc: &mut GameDoc, event: &RecordedEvent) -> Result<bool, HandlerError> {
     let version = event.envelope.version;
-    if version <= doc.version || !Kind::Games.can_change(&event.envelope.event_type) {
+    if version < doc.version || !Kind::Games.can_change(&event.envelope.event_type) {
         return Ok(false);
     }
     let changed = match typed::<GameEvent>(event)? {

@@ -58,6 +58,17 @@ pub struct Status {
     pub docs: u64,
     pub bytes: u64,
     pub last_error: String,
+    /// The topic streams the index follows (empty: it follows the logs).
+    pub topics: Vec<String>,
+}
+
+impl Status {
+    /// Whether the index follows its topic: it read the logs up to where
+    /// they ended when it first started, and what came after is on the
+    /// topic streams, whose positions it now holds.
+    pub fn handed_over(&self) -> bool {
+        !self.topics.is_empty() && self.topics.iter().all(|t| self.visible.contains_key(t))
+    }
 }
 
 /// One generation of one kind, being written by its thread.
@@ -107,9 +118,165 @@ const BATCH: usize = 5_000;
 /// How long positions alone (no document changed) may wait for a commit.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// Whether a search sees every position of `target` in `status`.
+/// Whether a search sees every position of `target` in `status`. Once an
+/// index follows its topic, what its logs hold beyond where it left them
+/// is on the topic (`target` holds the topic's positions too).
 fn has_reached(status: &Status, target: &Positions) -> bool {
-    target.iter().all(|(log, id)| status.visible.get(log).is_some_and(|c| entry_order(c) >= entry_order(id)))
+    let handed_over = status.handed_over();
+    target.iter().all(|(key, id)| {
+        (handed_over && !status.topics.contains(key))
+            || status.visible.get(key).is_some_and(|c| entry_order(c) >= entry_order(id))
+    })
+}
+
+/// Where one generation's entries come from.
+struct Source {
+    kind: Kind,
+    target: RedisTarget,
+    conn: RedisConn,
+    linger: Duration,
+    /// The partition logs, each from the committed position.
+    logs: Vec<(String, String)>,
+    /// The topic streams (none: the kind follows its logs), each from the
+    /// committed position.
+    topics: Vec<(String, String)>,
+    /// Whether the committed positions hold every topic stream's.
+    handed_over: bool,
+}
+
+/// Feeds the indexer thread of one generation until `stop`. A kind without
+/// a topic follows its partition logs. A kind with one follows its topic
+/// streams; an index that does not hold their positions yet (new, or
+/// older than the topic) first reads the logs up to where they end — the
+/// topics' ends are read before the logs', so an event appended meanwhile
+/// is read twice (the versions make that harmless), never missed — and then
+/// follows the topics from those ends.
+async fn feed(source: Source, tx: mpsc::Sender<(String, String, Option<RecordedEvent>)>, stop: watch::Receiver<bool>) {
+    let Source { kind, target, conn, linger, logs, mut topics, handed_over } = source;
+    let follow = if topics.is_empty() {
+        logs
+    } else {
+        if !handed_over {
+            let Some(ends) = retrying(&stop, "the topic's ends", || last_ids(&conn, &topics)).await else { return };
+            for (log, from) in logs {
+                if !catch_up(&conn, &log, from, kind, &tx, &stop).await {
+                    return;
+                }
+            }
+            for ((topic, from), end) in topics.iter_mut().zip(ends) {
+                // The position alone: the index now holds the topic's.
+                let _ = tx.send((topic.clone(), end.clone(), None)).await;
+                *from = end;
+            }
+            tracing::info!(kind = kind.name(), "search: the logs are read; following the topic");
+        }
+        topics
+    };
+    // One tail reads every stream (one XREAD, one connection); on a
+    // Cluster they live in different slots: a tail each.
+    let tails: Vec<Vec<(String, String)>> =
+        if target.is_cluster() { follow.into_iter().map(|l| vec![l]).collect() } else { vec![follow] };
+    for streams in tails {
+        let names: Arc<Vec<String>> = Arc::new(streams.iter().map(|(key, _)| key.clone()).collect());
+        let tx = tx.clone();
+        tokio::spawn(tail::follow_all(target.clone(), streams, linger, stop.clone(), move |i, entry| {
+            let (tx, names) = (tx.clone(), names.clone());
+            async move { pass(&tx, kind, &names[i], entry).await }
+        }));
+    }
+}
+
+/// Hands one entry of `key` to the indexer thread. An event no document of
+/// this kind folds is passed on unread (not parsed, not decoded): only its
+/// position moves.
+async fn pass(
+    tx: &mpsc::Sender<(String, String, Option<RecordedEvent>)>,
+    kind: Kind,
+    key: &str,
+    entry: redis::streams::StreamId,
+) {
+    let folded = allies_store::entry_text(&entry, "event_type").is_none_or(|t| kind.can_change(t));
+    if !folded {
+        let _ = tx.send((key.to_owned(), entry.id, None)).await;
+        return;
+    }
+    let event = match RecordedEvent::from_entry(key, &entry) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!(%key, entry = %entry.id, error = %e, "search: an unreadable entry");
+            None
+        }
+    };
+    let _ = tx.send((key.to_owned(), entry.id, event)).await;
+}
+
+/// Entries of one read of a log being caught up.
+const CATCH_UP_PAGE: usize = 1_000;
+
+/// Reads `log` after `from` up to the entry that was its last when this
+/// began, handing every entry on. False when stopped.
+async fn catch_up(
+    conn: &RedisConn,
+    log: &str,
+    mut from: String,
+    kind: Kind,
+    tx: &mpsc::Sender<(String, String, Option<RecordedEvent>)>,
+    stop: &watch::Receiver<bool>,
+) -> bool {
+    let Some(end) = retrying(stop, "a log's end", || tail::last_id(conn, log)).await else { return false };
+    while entry_order(&from) < entry_order(&end) {
+        let page = || async {
+            let mut c = conn.clone();
+            redis::cmd("XRANGE")
+                .arg(log)
+                .arg(format!("({from}"))
+                .arg(&end)
+                .arg("COUNT")
+                .arg(CATCH_UP_PAGE)
+                .query_async::<redis::streams::StreamRangeReply>(&mut c)
+                .await
+                .map_err(allies_store::StoreError::from)
+        };
+        let Some(page) = retrying(stop, "a log", page).await else { return false };
+        if page.ids.is_empty() {
+            break;
+        }
+        for entry in page.ids {
+            from = entry.id.clone();
+            pass(tx, kind, log, entry).await;
+        }
+    }
+    true
+}
+
+/// The last entry id of each of `streams` ("0-0" when empty).
+async fn last_ids(conn: &RedisConn, streams: &[(String, String)]) -> Result<Vec<String>, allies_store::StoreError> {
+    let mut out = Vec::with_capacity(streams.len());
+    for (key, _) in streams {
+        out.push(tail::last_id(conn, key).await?);
+    }
+    Ok(out)
+}
+
+/// `read` until it succeeds (a warning and a pause after each failure: Redis
+/// may be restarting); None once `stop` is set.
+async fn retrying<T, F, Fut>(stop: &watch::Receiver<bool>, what: &str, read: F) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, allies_store::StoreError>>,
+{
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        match read().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                tracing::warn!(what, error = %e, "search: cannot read; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
 
 /// The next entry for the indexer thread; while a checkpoint is owed (its
@@ -260,60 +427,33 @@ impl Search {
     }
 
     /// Starts generation `generation` of `kind`: opens its index (where its
-    /// last commit left it), a tail of the partition logs from the committed
-    /// positions (one for all on a single Redis, one per log on a Cluster),
-    /// and the thread that folds and commits.
+    /// last commit left it), the task that feeds it from the committed
+    /// positions ([`feed`]), and the thread that folds and commits.
     fn spawn(&self, kind: Kind, generation: u64) -> anyhow::Result<Arc<Live>> {
         let dir = self.kind_dir(kind).join(format!("gen-{generation}"));
         let mut index = SearchIndex::open(kind, &dir)?;
+        let topics = self.topic_streams(kind);
         let status = Arc::new(Mutex::new(Status {
             committed: index.committed.clone(),
             visible: index.committed.clone(),
+            topics: topics.clone(),
             docs: index.docs(),
             bytes: index.size(),
             ..Status::default()
         }));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tx, mut rx) = mpsc::channel::<(String, String, Option<RecordedEvent>)>(8_192);
-        let logs: Vec<(String, String)> = (0..self.partitions)
-            .map(|partition| {
-                let log = keys::log_key(kind.source(), partition);
-                let start = index.committed.get(&log).cloned().unwrap_or_else(|| "0-0".into());
-                (log, start)
-            })
-            .collect();
-        // One tail reads every partition log (one XREAD, one connection);
-        // on a Cluster the logs live in different slots: a tail each.
-        let tails: Vec<Vec<(String, String)>> =
-            if self.target.is_cluster() { logs.into_iter().map(|l| vec![l]).collect() } else { vec![logs] };
-        for streams in tails {
-            let names: Arc<Vec<String>> = Arc::new(streams.iter().map(|(log, _)| log.clone()).collect());
-            let tx = tx.clone();
-            let follow =
-                tail::follow_all(self.target.clone(), streams, self.linger, stop_rx.clone(), move |i, entry| {
-                    let (tx, names) = (tx.clone(), names.clone());
-                    async move {
-                        let log = &names[i];
-                        // An event no document of this kind folds is passed on
-                        // unread (not parsed, not decoded): only its position moves.
-                        let folded = allies_store::entry_text(&entry, "event_type").is_none_or(|t| kind.can_change(t));
-                        if !folded {
-                            let _ = tx.send((log.clone(), entry.id, None)).await;
-                            return;
-                        }
-                        let event = match RecordedEvent::from_entry(log, &entry) {
-                            Ok(e) => Some(e),
-                            Err(e) => {
-                                tracing::warn!(%log, entry = %entry.id, error = %e, "search: an unreadable entry");
-                                None
-                            }
-                        };
-                        let _ = tx.send((log.clone(), entry.id, event)).await;
-                    }
-                });
-            tokio::spawn(follow);
-        }
-        drop(tx);
+        let from = |key: &String| (key.clone(), index.committed.get(key).cloned().unwrap_or_else(|| "0-0".into()));
+        let source = Source {
+            kind,
+            target: self.target.clone(),
+            conn: self.conn.clone(),
+            linger: self.linger,
+            logs: self.logs(kind).iter().map(from).collect(),
+            handed_over: !topics.is_empty() && topics.iter().all(|t| index.committed.contains_key(t)),
+            topics: topics.iter().map(from).collect(),
+        };
+        tokio::spawn(feed(source, tx, stop_rx));
         let (fields, reader, handle) = (index.fields, index.reader.clone(), index.index().clone());
         let st = status.clone();
         let thread = std::thread::Builder::new().name(format!("search-{}", kind.name())).spawn(move || {
@@ -359,33 +499,54 @@ impl Search {
         }))
     }
 
-    /// The last entry of every partition log of `kind` now.
+    /// The partition logs of `kind`'s source.
+    fn logs(&self, kind: Kind) -> Vec<String> {
+        (0..self.partitions).map(|p| keys::log_key(kind.source(), p)).collect()
+    }
+
+    /// The topic streams `kind` follows (empty: it follows its logs).
+    fn topic_streams(&self, kind: Kind) -> Vec<String> {
+        let Some(topic) = kind.topic() else { return Vec::new() };
+        (0..self.partitions)
+            .map(|p| keys::integration_key(topic, kind.source(), p, allies_store::Priority::Normal))
+            .collect()
+    }
+
+    /// The last entry of every stream `kind` reads now: its topic streams
+    /// (read first) and its partition logs, the empty ones left out. A
+    /// generation that follows its topic has reached the logs' ([`has_reached`]).
     async fn tails(&self, kind: Kind) -> Result<Positions, allies_store::StoreError> {
+        self.last_ids(self.topic_streams(kind).into_iter().chain(self.logs(kind))).await
+    }
+
+    /// The last entry of each of `streams` now, the empty ones left out.
+    async fn last_ids(&self, streams: impl Iterator<Item = String>) -> Result<Positions, allies_store::StoreError> {
         let mut out = Positions::new();
-        for partition in 0..self.partitions {
-            let log = keys::log_key(kind.source(), partition);
-            let last = tail::last_id(&self.conn, &log).await?;
+        for key in streams {
+            let last = tail::last_id(&self.conn, &key).await?;
             if last != "0-0" {
-                out.insert(log, last);
+                out.insert(key, last);
             }
         }
         Ok(out)
     }
 
-    /// Entries of `kind`'s logs a search of the live generation does not
-    /// see yet (counted up to 10,000 per log).
+    /// Entries a search of the live generation of `kind` does not see yet
+    /// (counted up to 10,000 per stream): of its topic streams, and of its
+    /// logs until it follows its topic.
     pub async fn lag(&self, kind: Kind) -> Result<u64, allies_store::StoreError> {
         let Some(live) = self.live(kind) else { return Ok(0) };
-        let committed = live.status.lock().map(|s| s.visible.clone()).unwrap_or_default();
+        let status = live.status.lock().map(|s| s.clone()).unwrap_or_default();
         let mut lag = 0u64;
         let mut conn = self.conn.clone();
-        for (log, last) in self.tails(kind).await? {
-            let from = committed.get(&log).cloned().unwrap_or_else(|| "0-0".into());
+        let logs = if status.handed_over() { Vec::new() } else { self.logs(kind) };
+        for (key, last) in self.last_ids(self.topic_streams(kind).into_iter().chain(logs)).await? {
+            let from = status.visible.get(&key).cloned().unwrap_or_else(|| "0-0".into());
             if entry_order(&from) >= entry_order(&last) {
                 continue;
             }
             let behind: Vec<redis::Value> = redis::cmd("XRANGE")
-                .arg(&log)
+                .arg(&key)
                 .arg(format!("({from}"))
                 .arg("+")
                 .arg("COUNT")
@@ -465,7 +626,10 @@ impl Search {
         let mut out = String::new();
         for (metric, help) in [
             ("allies_search_documents", "Documents in this replica's search index."),
-            ("allies_search_lag", "Entries in the partition logs a search of this replica's index does not see yet."),
+            (
+                "allies_search_lag",
+                "Entries a search of this replica's index does not see yet (of the streams it follows).",
+            ),
             ("allies_search_folded", "Entries folded into the search index since this process started."),
             ("allies_search_commits", "Search index commits since this process started."),
             ("allies_search_bytes", "Bytes of the search index on disk."),
@@ -484,5 +648,106 @@ impl Search {
         for live in all {
             live.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allies_contracts::timesquare::events::GameEvent;
+    use allies_contracts::timesquare::events::v1::{GameSessionCreated, GameStarted, PlayerJoined, TowerPlaced};
+    use allies_contracts::timesquare::integration::SEARCH_TOPIC;
+    use allies_core::{EventFormat, ExpectedVersion};
+    use allies_store::{AppendRequest, EventStore, NewEvent, Priority, Publication, RedisEventStore};
+    use allies_testkit::fixtures::{meta, wait_for, wait_until};
+
+    const PARTITIONS: u32 = 4;
+
+    /// Appends `events` to game `id` after `version`, each event the game
+    /// publishes on the search topic published with them when `publish`.
+    async fn append(store: &RedisEventStore, id: &str, version: u64, events: Vec<GameEvent>, publish: bool) {
+        let encoded: Vec<NewEvent> =
+            events.iter().map(|e| NewEvent::encode_as(e, EventFormat::Json).expect("encode")).collect();
+        let publications = encoded
+            .iter()
+            .filter(|e| publish && Kind::Games.can_change(&e.event_type))
+            .map(|e| Publication { topic: SEARCH_TOPIC.into(), priority: Priority::Normal, event: e.clone() })
+            .collect();
+        let request = AppendRequest::new("game_session", id, ExpectedVersion::after_load(version), &meta(), 1, encoded)
+            .with_publications(publications);
+        store.append(request).await.expect("append");
+    }
+
+    fn opened(host: &str) -> Vec<GameEvent> {
+        vec![
+            GameEvent::Created(GameSessionCreated { map: "canyon".into(), max_players: 2, ..Default::default() }),
+            GameEvent::PlayerJoined(PlayerJoined {
+                user_id: host.into(),
+                display_name: host.into(),
+                ..Default::default()
+            }),
+        ]
+    }
+
+    fn towers(n: usize) -> Vec<GameEvent> {
+        (0..n).map(|i| GameEvent::TowerPlaced(TowerPlaced { tower_id: i as u32 + 1, ..Default::default() })).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn games_are_read_from_the_logs_once_then_from_the_topic_alone() {
+        let redis = allies_testkit::RedisServer::start();
+        let target = RedisTarget::parse(&redis.url()).expect("url");
+        let conn = target.connect().await.expect("connect");
+        let store = RedisEventStore::with_connection(conn.clone(), PARTITIONS);
+        // Written before the topic existed: in the logs alone, with a tower.
+        for id in ["old-1", "old-2"] {
+            let mut events = opened(id);
+            events.extend(towers(1));
+            append(&store, id, 0, events, false).await;
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let start = || Search::start(dir.path(), target.clone(), conn.clone(), PARTITIONS, Duration::from_millis(1));
+        let search = start().expect("search");
+        wait_until("caught up", Duration::from_secs(20), || search.caught_up()).await;
+        let status = |s: &Search| s.live(Kind::Games).expect("games").status.lock().expect("status").clone();
+        assert_eq!(status(&search).docs, 2, "the logs' games");
+        assert!(status(&search).handed_over(), "following the topic");
+        // Every log entry once, then each topic stream's position.
+        let read = 6 + u64::from(PARTITIONS);
+        assert_eq!(status(&search).folded, read, "every log entry read once");
+
+        // A game as timesquare writes it: its searchable events also on the
+        // topic, its towers not. The index reads the three, not the towers.
+        append(&store, "new-1", 0, opened("new-1"), true).await;
+        append(&store, "new-1", 2, towers(300), true).await;
+        append(&store, "new-1", 302, vec![GameEvent::Started(GameStarted::default())], true).await;
+        let s = search.clone();
+        wait_for("the new game searchable", Duration::from_secs(20), || {
+            let s = s.clone();
+            async move { s.lag(Kind::Games).await.ok() == Some(0) && status(&s).docs == 3 }
+        })
+        .await;
+        assert_eq!(status(&search).folded, read + 3, "the topic's three entries, none of the 300 towers");
+
+        // Restarted on its disk: it follows the topic from its commit.
+        wait_until("committed", Duration::from_secs(20), || {
+            let st = status(&search);
+            st.committed == st.visible
+        })
+        .await;
+        search.stop();
+        drop(search);
+        append(&store, "new-2", 0, opened("new-2"), true).await;
+        append(&store, "old-1", 3, towers(50), true).await;
+        let search = start().expect("search again");
+        wait_until("caught up again", Duration::from_secs(20), || search.caught_up()).await;
+        let s = search.clone();
+        wait_for("the game written while it was down", Duration::from_secs(20), || {
+            let s = s.clone();
+            async move { s.lag(Kind::Games).await.ok() == Some(0) && status(&s).docs == 4 }
+        })
+        .await;
+        assert_eq!(status(&search).folded, 2, "only what the topic got meanwhile");
+        search.stop();
     }
 }
