@@ -180,3 +180,34 @@ async fn two_replicas_share_the_session_and_the_schedule() {
     let (state, _) = a.state(&player("ann", 0).caller.unwrap(), &id).await.unwrap();
     assert_eq!((state.phase, state.waves_cleared, state.towers.len()), (Phase::Building, 1, 2));
 }
+
+#[tokio::test]
+async fn every_searchable_event_is_published_on_the_search_topic_and_no_tower_is() {
+    use allies_contracts::timesquare::integration::{SEARCH_TOPIC, SEARCHABLE};
+    let (store, schedule) = (Arc::new(MemoryEventStore::new()), Arc::new(MemorySchedule::default()));
+    let game = replica(&store, &schedule);
+    let id = started(&game).await;
+    game.act(&player("ann", T0 + 100), &id, place(1, 1)).await.expect("placed");
+    game.start_wave(&player("ann", T0 + 1_000), &id).await.expect("wave");
+
+    // What the projector's search index of games folds: the same events,
+    // in the same order, with the same payloads as the session's stream.
+    let stored: Vec<(String, Vec<u8>)> = store
+        .log()
+        .into_iter()
+        .filter(|e| e.envelope.aggregate_id == id)
+        .map(|e| (e.envelope.event_type, e.data))
+        .collect();
+    let searchable: Vec<(String, Vec<u8>)> =
+        stored.iter().filter(|(t, _)| SEARCHABLE.contains(&t.as_str())).cloned().collect();
+    let published: Vec<(String, Vec<u8>)> = store
+        .published()
+        .into_iter()
+        .filter(|p| p.topic == SEARCH_TOPIC)
+        .map(|p| (p.event.event_type, p.event.data))
+        .collect();
+    assert_eq!(published, searchable);
+    let types: Vec<&str> = published.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["GameSessionCreated", "PlayerJoined", "PlayerJoined", "GameStarted", "WaveStarted"]);
+    assert!(stored.iter().any(|(t, _)| t == "TowerPlaced"), "the stream holds a tower the topic does not");
+}

@@ -5,8 +5,11 @@
 //! Unlike the key-value projections, it reads the partition logs without a
 //! consumer group: its checkpoint is the commit payload of its own index
 //! ([`index::SearchIndex::commit`]), written in the same atomic step as the
-//! documents. Per index, one tail per partition log (`allies_store::tail`,
-//! from the committed positions) feeds a bounded channel; one thread — the
+//! documents. Per index, a tail (`allies_store::tail`, from the committed
+//! positions) feeds a bounded channel: of the player partition logs for
+//! players; for games, of the game's `ts.search` topic, after reading the
+//! logs once up to their ends if the index does not hold the topic's
+//! positions yet ([`feed`]); one thread — the
 //! engine is synchronous — folds what arrived and commits (a batch is what
 //! queued while the last commit ran, at most 5,000 entries), then shows it
 //! to searches. A batch that changed no document (a game's towers and
