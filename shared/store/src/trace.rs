@@ -86,6 +86,22 @@ pub fn current() -> Option<String> {
 
 /// Links `span` to the context an event was created in.
 pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
+    link_with(span, traceparent, Vec::new);
+}
+
+/// Links a batch's `span` to the context one of its messages was created
+/// in, the link naming the message (`messaging.message.id`, the entry's id):
+/// the OpenTelemetry messaging conventions' batch processing, where what
+/// belongs to one message goes on its link, not on the span.
+pub fn link_message(span: &tracing::Span, traceparent: Option<&str>, message_id: &str) {
+    link_with(span, traceparent, || vec![opentelemetry::KeyValue::new("messaging.message.id", message_id.to_owned())]);
+}
+
+fn link_with(
+    span: &tracing::Span,
+    traceparent: Option<&str>,
+    attributes: impl FnOnce() -> Vec<opentelemetry::KeyValue>,
+) {
     if span.is_disabled() {
         return;
     }
@@ -93,7 +109,7 @@ pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
         let cx = context_of(tp);
         let sc = cx.span().span_context().clone();
         if sc.is_valid() {
-            span.add_link(sc);
+            span.add_link_with_attributes(sc, attributes());
         }
     }
 }

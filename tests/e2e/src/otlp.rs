@@ -41,6 +41,23 @@ impl Got {
             })
             .unwrap_or_default()
     }
+    /// The ids of the messages a consumer span processed: its own
+    /// `messaging.message.id`, or each link's (a batch's span).
+    pub fn message_ids(&self) -> Vec<String> {
+        let own = self.attr("messaging.message.id");
+        if !own.is_empty() {
+            return vec![own];
+        }
+        let text = |a: &opentelemetry_proto::tonic::common::v1::KeyValue| match a.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        };
+        self.span
+            .links
+            .iter()
+            .filter_map(|l| l.attributes.iter().find(|a| a.key == "messaging.message.id").and_then(text))
+            .collect()
+    }
     /// (trace id, span id) of each link.
     pub fn links(&self) -> Vec<(String, String)> {
         self.span.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect()

@@ -79,7 +79,7 @@ async fn one_registration_and_one_game_command_are_traced_through_grpc_the_appen
             s.service == "projector"
                 && s.attr("messaging.consumer.group.name") == "rm.user"
                 && s.span.name.starts_with("process es:{user.")
-                && !s.attr("messaging.message.id").is_empty()
+                && !s.message_ids().is_empty()
                 && s.links().contains(&(trace.to_owned(), append.id()))
         })
         .await;

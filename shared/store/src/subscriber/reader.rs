@@ -432,6 +432,29 @@ impl PartitionReader {
         (span, decision)
     }
 
+    /// The consumer span of a read's entries applied together (the
+    /// OpenTelemetry messaging conventions' batch `process`): one span,
+    /// `messaging.batch.message_count`, and a link to each event's creation
+    /// context naming its entry — built when one of them was recorded
+    /// (parent-based sampling). One span per entry cost the projector about
+    /// 15 µs of CPU per game command with every trace sampled.
+    fn batch_span(&self, key: &str, entries: &[Entry], events: &[RecordedEvent]) -> tracing::Span {
+        let traceparents = || events.iter().map(|e| e.envelope.metadata.traceparent.as_deref());
+        if !crate::trace::Decision::builds(crate::trace::linked(traceparents())) {
+            return tracing::Span::none();
+        }
+        let span = tracing::trace_span!(target: crate::trace::TARGET, "process",
+            otel.name = %format_args!("process {key}"), otel.kind = "consumer",
+            messaging.system = "redis", messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = %key, messaging.consumer.group.name = %self.config.group,
+            messaging.batch.message_count = events.len() as i64);
+        for ((_, entry), traceparent) in entries.iter().zip(traceparents()) {
+            crate::trace::link_message(&span, traceparent, &entry.id);
+        }
+        span
+    }
+
     /// A read's entries of a partition log applied together
     /// ([`Handler::handle_all`]) in log order, for a handler that
     /// [batches](Handler::batches): what to ack, or None when they go one
@@ -456,17 +479,12 @@ impl PartitionReader {
         if permit == crate::breaker::Permit::Denied {
             return None;
         }
-        // Each recorded event's span covers the apply they share.
-        let spans: Vec<tracing::Span> = entries
-            .iter()
-            .zip(&events)
-            .map(|((_, entry), event)| self.consumer_span(key, entry, event).0)
-            .filter(|span| !span.is_none())
-            .collect();
+        // One span covers the apply they share, linked to each event's creation.
+        let span = self.batch_span(key, entries, &events);
         let started = std::time::Instant::now();
         let ids: Vec<&str> = entries.iter().map(|(_, e)| e.id.as_str()).collect();
         let outcome = self.keeping_fresh(conn, key, &ids, handler.handle_all(&events)).await;
-        drop(spans);
+        drop(span);
         let labels = SubscriberMetrics::labels(&self.config.group);
         if let Err(error) = outcome {
             if permit == crate::breaker::Permit::Trial {
