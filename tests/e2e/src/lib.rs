@@ -213,20 +213,31 @@ impl Fleet {
         PlayerServiceClient::new(self.channel("timesquare").await)
     }
 
-    /// Registers `name` (email `<name>@example.com`, [`PASSWORD`]); returns the user id.
+    /// Registers `name` (email `<name>@example.com`, [`PASSWORD`]); returns
+    /// the user id. As a real client does, it retries what the service
+    /// answers UNAVAILABLE ("retry shortly": a Redis reply slower than the
+    /// store's timeout on a loaded test machine), with the same
+    /// `x-command-id`, so a retry of a registration that was written
+    /// answers the first result instead of "taken".
     pub async fn register(&self, name: &str) -> String {
-        let r = RegisterUserRequest {
-            username: name.into(),
-            email: format!("{name}@example.com"),
-            password: PASSWORD.into(),
-        };
-        self.guardian()
-            .await
-            .register_user(r)
-            .await
-            .unwrap_or_else(|s| panic!("register {name}: {s:?}"))
-            .into_inner()
-            .user_id
+        let command_id = uuid::Uuid::now_v7().to_string();
+        let mut attempts = 0;
+        loop {
+            let mut r = Request::new(RegisterUserRequest {
+                username: name.into(),
+                email: format!("{name}@example.com"),
+                password: PASSWORD.into(),
+            });
+            r.metadata_mut().insert("x-command-id", command_id.parse().expect("a uuid is a header value"));
+            attempts += 1;
+            match self.guardian().await.register_user(r).await {
+                Ok(reply) => return reply.into_inner().user_id,
+                Err(s) if s.code() == Code::Unavailable && attempts < 5 => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(s) => panic!("register {name}: {s:?}"),
+            }
+        }
     }
 
     /// Logs `name` in with `password`.
