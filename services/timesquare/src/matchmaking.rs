@@ -453,23 +453,20 @@ impl Matchmaking {
             let traces =
                 if allies_store::trace::sampler().is_some() { self.index.traces(&g.tickets).await } else { Vec::new() };
             let decision = allies_store::trace::linked(traces.iter().map(Option::as_deref));
-            let span = if allies_store::trace::Decision::builds(decision) {
-                tracing::trace_span!(target: allies_store::trace::TARGET, "form match",
-                    otel.name = "form match", otel.kind = "internal", match.id = %match_id)
+            let span = if allies_store::trace::on() && allies_store::trace::Decision::builds(decision) {
+                allies_store::trace::Span::start(
+                    "form match",
+                    allies_store::trace::SpanKind::Internal,
+                    allies_store::trace::Parent::Current,
+                    vec![allies_store::trace::KeyValue::new("match.id", match_id.clone())],
+                    traces.iter().filter_map(|tp| allies_store::trace::link(tp.as_deref())).collect(),
+                )
             } else {
-                tracing::Span::none()
+                allies_store::trace::Span::none()
             };
-            if !span.is_disabled() {
-                for tp in traces.iter().flatten() {
-                    allies_store::trace::link(&span, Some(tp));
-                }
-            }
             let decision = allies_store::trace::settle(decision, &span);
             let ctx = RequestContext::system(now);
-            let formed = allies_store::trace::scoped(
-                decision,
-                tracing::Instrument::instrument(self.on_match(&match_id, MatchCommand::Form(formed), &ctx), span),
-            );
+            let formed = span.scope_with(decision, self.on_match(&match_id, MatchCommand::Form(formed), &ctx));
             match formed.await {
                 Ok(_) => tracing::info!(match_id, tickets = ?g.tickets, window = g.window, "match formed"),
                 Err(e) => tracing::warn!(error = %e, "cannot form a match; its tickets wait for the next pass"),

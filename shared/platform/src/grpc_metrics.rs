@@ -158,7 +158,6 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        use tracing::Instrument;
         let method = self.metrics.known.method(request.uri().path());
         // The handlers' copy of the path (tonic hands them no URI): the
         // method's own for a served one.
@@ -171,22 +170,17 @@ where
         // allies_store::trace): an unsampled call builds none.
         let parent = request.headers().get(crate::telemetry::TRACEPARENT).and_then(|v| v.to_str().ok());
         let decision = if method.traced { allies_store::trace::root(parent) } else { None };
-        let span = if !method.traced || !allies_store::trace::Decision::builds(decision) {
-            tracing::Span::none()
+        let span = if !method.traced || !allies_store::trace::on() || !allies_store::trace::Decision::builds(decision) {
+            allies_store::trace::Span::none()
         } else {
-            let (service, name) = (&*method.service, &*method.method);
-            tracing::trace_span!(target: allies_store::trace::TARGET, "rpc",
-                otel.name = %format_args!("{service}/{name}"), otel.kind = "server",
-                rpc.system = "grpc", rpc.service = %service, rpc.method = %name,
-                rpc.grpc.status_code = tracing::field::Empty,
-                otel.status_code = tracing::field::Empty)
+            allies_store::trace::Span::start(
+                method.span_name.clone(),
+                opentelemetry::trace::SpanKind::Server,
+                allies_store::trace::Parent::Remote(parent),
+                method.span_attributes.to_vec(),
+                Vec::new(),
+            )
         };
-        if !span.is_disabled()
-            && let Some(tp) = parent
-        {
-            use tracing_opentelemetry::OpenTelemetrySpanExt;
-            let _ = span.set_parent(allies_store::trace::context_of(tp));
-        }
         let decision = allies_store::trace::settle(decision, &span);
         // The client's deadline, to tell a call it ended from one the client reset.
         let deadline = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
@@ -198,7 +192,7 @@ where
         // stream (CANCELLED). Such calls were never counted.
         let mut call = Call { metrics: self.metrics.clone(), method, started, deadline, span, code: None };
         Box::pin(async move {
-            let result = allies_store::trace::scoped(decision, inner.call(request).instrument(call.span.clone())).await;
+            let result = call.span.scope_with(decision, inner.call(request)).await;
             call.ended(match &result {
                 Ok(response) => response
                     .headers()
@@ -219,7 +213,7 @@ struct Call {
     method: Arc<Method>,
     started: Instant,
     deadline: Option<std::time::Duration>,
-    span: tracing::Span,
+    span: allies_store::trace::Span,
     code: Option<i32>,
 }
 
@@ -238,9 +232,9 @@ impl Drop for Call {
             Some(d) if self.started.elapsed() + (d / 5).max(std::time::Duration::from_millis(50)) >= d => 4,
             _ => 1,
         });
-        self.span.record("rpc.grpc.status_code", number);
+        self.span.set(opentelemetry::KeyValue::new("rpc.grpc.status_code", i64::from(number)));
         if server_error(number) {
-            self.span.record("otel.status_code", "ERROR");
+            self.span.failed();
         }
         self.metrics.observe(&self.method, number, self.started);
     }
@@ -278,6 +272,9 @@ pub struct Method {
     served: bool,
     /// Health and reflection calls get no span.
     traced: bool,
+    /// Its server span's name (`{service}/{method}`) and attributes.
+    span_name: String,
+    span_attributes: [opentelemetry::KeyValue; 3],
     seconds: OnceLock<Histogram>,
     /// By status code number (0..=16).
     codes: [OnceLock<Counter>; 17],
@@ -291,6 +288,12 @@ impl Method {
             method: method.into(),
             served,
             traced: !service.starts_with("grpc."),
+            span_name: format!("{service}/{method}"),
+            span_attributes: [
+                opentelemetry::KeyValue::new("rpc.system", "grpc"),
+                opentelemetry::KeyValue::new("rpc.service", Arc::<str>::from(service)),
+                opentelemetry::KeyValue::new("rpc.method", Arc::<str>::from(method)),
+            ],
             seconds: OnceLock::new(),
             codes: std::array::from_fn(|_| OnceLock::new()),
         }

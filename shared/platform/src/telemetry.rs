@@ -7,14 +7,13 @@
 //! is not `none`; no exporter otherwise. The SDK reads the standard
 //! variables itself (`OTEL_SERVICE_NAME` — default: the service's name —,
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`,
-//! `OTEL_BSP_*`). Only spans of target `allies_trace` go to OpenTelemetry
-//! (the gRPC server span, the append, each consumer's processing); the
-//! W3C `traceparent` propagates through gRPC metadata and event metadata.
-//! The log layer does not see those spans (copying their fields cost ~6 % of
-//! a service's CPU with every span sampled): a log line written inside one
-//! ends with its `trace_id` and `span_id` instead (two more keys in JSON).
+//! `OTEL_BSP_*`). The spans (the gRPC server and client spans, the append,
+//! each consumer's processing) are built with the OpenTelemetry API by
+//! `allies_store::trace`, not as `tracing` spans; the W3C `traceparent`
+//! propagates through gRPC metadata and event metadata. A log line written
+//! inside one ends with its `trace_id` and `span_id` (two more keys in JSON).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use tonic::Request;
 use tracing_subscriber::EnvFilter;
@@ -60,6 +59,7 @@ fn tracer(service: &str) -> Option<opentelemetry_sdk::trace::Tracer> {
     }
     // Sampling is decided before spans are built (allies_store::trace);
     // the SDK keeps what that let through.
+    allies_store::trace::enable();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_sampler(allies_store::trace::sdk_sampler())
         .with_batch_exporter(exporter)
@@ -77,68 +77,30 @@ pub fn init_with(service: &str, filter: &str, json: bool) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
-    let _ = subscriber(filter, json, ansi, tracer(service), std::io::stdout).try_init();
+    if let Some(tracer) = tracer(service) {
+        allies_store::trace::install(tracer);
+    }
+    let _ = subscriber(filter, json, ansi, std::io::stdout).try_init();
     tracing::debug!(service, tracing = PROVIDER.get().is_some(), "telemetry initialised");
 }
 
-/// The logs (to `writer`) and, with a tracer, the traces.
-fn subscriber<W>(
-    filter: EnvFilter,
-    json: bool,
-    ansi: bool,
-    tracer: Option<opentelemetry_sdk::trace::Tracer>,
-    writer: W,
-) -> tracing::Dispatch
+/// The logs (to `writer`).
+fn subscriber<W>(filter: EnvFilter, json: bool, ansi: bool, writer: W) -> tracing::Dispatch
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    // The log layer never sees the traced spans (their fields would be
-    // formatted into its copy of every span: ~6 % of a service's CPU with
-    // every span sampled); a log line inside one ends with its ids instead,
-    // read from the dispatch it lives in.
-    let dispatch = Arc::new(OnceLock::new());
+    // A log line written inside a traced span ends with its ids (the spans
+    // themselves are OpenTelemetry's, not the log layer's).
     let format = tracing_subscriber::fmt::format().with_target(false);
-    use tracing_subscriber::filter::FilterExt;
     let logs = if json {
-        let format = TraceIds { json, format: format.json(), dispatch: dispatch.clone() };
-        tracing_subscriber::fmt::layer()
-            .json()
-            .event_format(format)
-            .with_writer(writer)
-            .boxed()
-            .with_filter(FilterExt::boxed(filter))
+        let format = TraceIds { json, format: format.json() };
+        tracing_subscriber::fmt::layer().json().event_format(format).with_writer(writer).boxed()
     } else {
         // The colours are the format's own: it renders into a buffer first.
-        let format = TraceIds { json, format: format.with_ansi(ansi), dispatch: dispatch.clone() };
-        tracing_subscriber::fmt::layer()
-            .with_ansi(ansi)
-            .event_format(format)
-            .with_writer(writer)
-            .boxed()
-            .with_filter(FilterExt::boxed(filter))
+        let format = TraceIds { json, format: format.with_ansi(ansi) };
+        tracing_subscriber::fmt::layer().with_ansi(ansi).event_format(format).with_writer(writer).boxed()
     };
-    // Only spans meant for OpenTelemetry reach it (and only when it is on).
-    // Each span carries what the conventions name and nothing the layer
-    // adds by default (source location, thread, target, busy and idle
-    // times — eight attributes, and a clock read on every poll), nor
-    // activates an OpenTelemetry context on every poll: nothing here reads
-    // it (allies_store::trace reads a span's own context).
-    let otel = tracer.map(|t| {
-        tracing_opentelemetry::layer()
-            .with_tracer(t)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target(allies_store::trace::TARGET, tracing::Level::TRACE),
-            )
-    });
-    let built = tracing::Dispatch::new(tracing_subscriber::registry().with(logs).with(otel));
-    let _ = dispatch.set(built.downgrade());
-    built
+    tracing::Dispatch::new(tracing_subscriber::registry().with(logs.with_filter(filter)))
 }
 
 /// A log line's format, ending a line written inside a traced span with
@@ -147,8 +109,6 @@ where
 struct TraceIds<F> {
     json: bool,
     format: F,
-    /// The dispatch the format is part of (set once it is built).
-    dispatch: Arc<OnceLock<tracing::dispatcher::WeakDispatch>>,
 }
 
 impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for TraceIds<F>
@@ -163,12 +123,10 @@ where
         mut writer: tracing_subscriber::fmt::format::Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let span = if event.is_contextual() { ctx.current_span().id().cloned() } else { event.parent().cloned() };
-        let dispatch = self.dispatch.get().and_then(|d| d.upgrade());
-        let ids = span.zip(dispatch).and_then(|(id, dispatch)| trace_ids(&id, &dispatch));
-        let Some((trace_id, span_id)) = ids else {
+        let Some(ids) = allies_store::trace::current_ids() else {
             return self.format.format_event(ctx, writer, event);
         };
+        let (trace_id, span_id) = (ids.trace_id, ids.span_id);
         let mut line = String::new();
         self.format.format_event(ctx, tracing_subscriber::fmt::format::Writer::new(&mut line), event)?;
         let line = line.strip_suffix('\n').unwrap_or(&line);
@@ -179,18 +137,6 @@ where
             _ => writeln!(writer, "{line} trace_id={trace_id} span_id={span_id}"),
         }
     }
-}
-
-/// The OpenTelemetry ids of span `id`, when it is recorded.
-fn trace_ids(
-    id: &tracing::span::Id,
-    dispatch: &tracing::Dispatch,
-) -> Option<(opentelemetry::trace::TraceId, opentelemetry::trace::SpanId)> {
-    use opentelemetry::trace::TraceContextExt;
-    let cx = tracing_opentelemetry::get_otel_context(id, dispatch)?;
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
 }
 
 /// Exports what is buffered and stops the exporter (at the end of `main`).
@@ -235,7 +181,6 @@ impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Client
     }
 
     fn call(&mut self, mut request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
-        use tracing::Instrument;
         let path = request.uri().path().to_owned();
         let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("unknown", "unknown"));
         // Inside an unsampled trace no span is built: the callee is told
@@ -246,25 +191,35 @@ impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Client
             }
             return Box::pin(tower::Service::call(&mut self.inner, request));
         }
-        let span = tracing::trace_span!(target: allies_store::trace::TARGET, "rpc client",
-            otel.name = %format_args!("{service}/{method}"), otel.kind = "client",
-            rpc.system = "grpc", rpc.service = %service, rpc.method = %method,
-            rpc.grpc.status_code = tracing::field::Empty, otel.status_code = tracing::field::Empty);
-        if let Some(tp) = allies_store::trace::traceparent_of(&span).and_then(|t| t.parse().ok()) {
+        if !allies_store::trace::on() {
+            return Box::pin(tower::Service::call(&mut self.inner, request));
+        }
+        let mut span = allies_store::trace::Span::start(
+            format!("{service}/{method}"),
+            opentelemetry::trace::SpanKind::Client,
+            allies_store::trace::Parent::Current,
+            vec![
+                opentelemetry::KeyValue::new("rpc.system", "grpc"),
+                opentelemetry::KeyValue::new("rpc.service", service.to_owned()),
+                opentelemetry::KeyValue::new("rpc.method", method.to_owned()),
+            ],
+            Vec::new(),
+        );
+        if let Some(tp) = span.traceparent().and_then(|t| t.parse().ok()) {
             request.headers_mut().insert(TRACEPARENT, tp);
         }
         let call = tower::Service::call(&mut self.inner, request);
         Box::pin(async move {
-            let result = call.instrument(span.clone()).await;
+            let result = call.await;
             // An error is answered trailers-only (its status in the headers);
             // a success's OK comes in the trailers.
             let code = match &result {
                 Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i32>().ok()).unwrap_or(0),
                 Err(_) => 14,
             };
-            span.record("rpc.grpc.status_code", code);
+            span.set(opentelemetry::KeyValue::new("rpc.grpc.status_code", i64::from(code)));
             if code != 0 {
-                span.record("otel.status_code", "ERROR");
+                span.failed();
             }
             result
         })
@@ -273,10 +228,9 @@ impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Client
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
-    use opentelemetry::trace::{TraceContextExt, TracerProvider};
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use opentelemetry::trace::{Tracer, TracerProvider};
 
     use super::*;
 
@@ -294,25 +248,27 @@ mod tests {
     }
 
     #[test]
-    fn a_log_line_inside_a_traced_span_ends_with_its_ids_as_text_and_as_json_and_no_span_field_is_logged() {
+    fn a_log_line_inside_a_traced_span_ends_with_its_ids_as_text_and_as_json_and_the_span_stays_out_of_the_logs() {
         for json in [false, true] {
             let lines = Lines::default();
             let writer = lines.clone();
             let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
-            let dispatch = subscriber(EnvFilter::new("info"), json, false, Some(tracer), move || writer.clone());
+            let dispatch = subscriber(EnvFilter::new("info"), json, false, move || writer.clone());
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let (trace_id, span_id) = tracing::dispatcher::with_default(&dispatch, || {
                 tracing::info!("outside");
-                let span = tracing::trace_span!(target: allies_store::trace::TARGET, "rpc",
-                    otel.name = "Secret/Method", rpc.method = "Method");
-                let sc = span.context().span().span_context().clone();
-                span.in_scope(|| tracing::info!(user = "ann", "inside"));
-                (sc.trace_id().to_string(), sc.span_id().to_string())
+                let span = allies_store::trace::Span::of(tracer.start("Secret/Method"));
+                let ids = span.ids().expect("a span");
+                runtime.block_on(span.scope(async { tracing::info!(user = "ann", "inside") }));
+                tracing::info!("after");
+                (ids.trace_id.to_string(), ids.span_id.to_string())
             });
             let out = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
             let lines: Vec<&str> = out.lines().collect();
-            assert_eq!(lines.len(), 2, "{out}");
+            assert_eq!(lines.len(), 3, "{out}");
             assert_eq!(trace_id.len(), 32);
             assert!(!lines[0].contains("trace_id"), "outside any span: {out}");
+            assert!(!lines[2].contains("trace_id"), "after the span's work: {out}");
             assert!(!out.contains("Secret"), "the span's own fields stay out of the logs: {out}");
             if json {
                 let v: serde_json::Value = serde_json::from_str(lines[1]).expect("one JSON object");

@@ -376,7 +376,8 @@ impl CommandExecutor {
             request = request.with_command(r.clone());
         }
         let append_started = Instant::now();
-        let appended = tracing::Instrument::instrument(self.store.append(request), span).await;
+        let appended = span.scope(self.store.append(request)).await;
+        drop(span);
         if let Some(m) = &self.metrics {
             m.observe_append(A::TYPE, append_started.elapsed(), appended.is_ok());
         }

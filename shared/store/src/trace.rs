@@ -3,38 +3,56 @@
 //! every appended event's metadata (`traceparent`); a consumer's processing
 //! of an entry is a `consumer` span that *links* to that creation context.
 //!
-//! The spans are `tracing` spans of target [`TARGET`] at TRACE level: only
-//! the OpenTelemetry layer (installed by the platform when an OTLP endpoint
-//! is configured) enables them, so with tracing off a span is one cached
-//! callsite check and no field is even evaluated.
+//! **Spans are built with the OpenTelemetry API directly** ([`Span`]), not
+//! as `tracing` spans bridged by a layer: `tracing` carries the logs only.
+//! The bridge cost a span its registry slot, a copy of every field through
+//! a visitor, a per-poll enter and exit, and a `Context` built to read its
+//! ids back — per span, about half of what the SDK itself costs. With
+//! tracing off ([`install`] never called) nothing is built at all.
 //!
-//! **Sampling is decided before a span is built.** The OpenTelemetry SDK
-//! decides when a span starts, but by then `tracing` has already built it:
-//! its fields formatted, its attributes collected —
-//! and an unsampled span cost nearly what a sampled one does (at the
-//! deployed 10 %, the game commands cost 1.37× with tracing on). So the
-//! configured sampler (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`) is
-//! applied here, where a trace enters the service — the gRPC server span,
-//! a consumer's processing, a background root — as a [`Decision`] held by
-//! the work's future ([`Scoped`]); the spans inside follow it: an unsampled
-//! trace builds no span at all, and only carries its `traceparent` (flags
-//! `00`) on, so the next service and every consumer of its events decide
-//! the same way. The SDK is then given a sampler that keeps what gets this
-//! far ([`sdk_sampler`]).
+//! **The span a piece of work runs in** is held by the work's future
+//! ([`Scoped`]) while it is polled, with its trace's [`Decision`]: a span
+//! started inside is that span's child ([`Parent::Current`]), a log line
+//! written inside ends with its ids, and [`current`] is the `traceparent`
+//! to carry on (to an outgoing call, into appended events).
+//!
+//! **Sampling is decided before a span is built.** The configured sampler
+//! (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`) is applied here, where
+//! a trace enters the service — the gRPC server span, a consumer's
+//! processing, a background root — as a [`Decision`] held by the work's
+//! future; the spans inside follow it: an unsampled trace builds no span at
+//! all, and only carries its `traceparent` (flags `00`) on, so the next
+//! service and every consumer of its events decide the same way. The SDK
+//! is then given a sampler that keeps what gets this far ([`sdk_sampler`]).
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context as TaskContext, Poll};
 
+pub use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TraceContextExt;
+pub use opentelemetry::trace::{Link, SpanKind};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
+};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// The target of every span meant for OpenTelemetry.
-pub const TARGET: &str = "allies_trace";
+static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracer> = OnceLock::new();
+
+/// Turns spans on, built by `tracer` (the platform calls it when an OTLP
+/// exporter is configured), and the sampling decisions with them.
+pub fn install(tracer: opentelemetry_sdk::trace::SdkTracer) -> Sampler {
+    let _ = TRACER.set(tracer);
+    enable()
+}
+
+/// Whether spans are built (an exporter is configured).
+pub fn on() -> bool {
+    TRACER.get().is_some()
+}
 
 /// The context a `traceparent` names (an empty context when malformed):
 /// the W3C propagator's reading, from the one header (no map built).
@@ -55,63 +73,169 @@ impl opentelemetry::propagation::Extractor for OneHeader<'_> {
     }
 }
 
-/// The `traceparent` of a span, when it is recorded by OpenTelemetry.
-pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
-    if span.is_disabled() {
-        return None;
-    }
-    let cx = span.context();
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| traceparent(sc))
+/// A span's ids, as the work it covers holds them while polled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ids {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    flags: TraceFlags,
 }
 
-/// What the W3C propagator injects as `traceparent` for `sc` (version 00,
-/// the sampled flag only), written directly: its map and its lookups were
-/// ~2.6 % of timesquare's CPU with every span sampled.
-fn traceparent(sc: &opentelemetry::trace::SpanContext) -> String {
-    let flags = sc.trace_flags() & opentelemetry::trace::TraceFlags::SAMPLED;
-    format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), flags.to_u8())
+impl Ids {
+    fn of(sc: &SpanContext) -> Option<Ids> {
+        sc.is_valid().then(|| Ids { trace_id: sc.trace_id(), span_id: sc.span_id(), flags: sc.trace_flags() })
+    }
+
+    /// What the W3C propagator injects as `traceparent` (version 00, the
+    /// sampled flag only), written directly: its map and its lookups were
+    /// ~2.6 % of timesquare's CPU with every span sampled.
+    pub fn traceparent(&self) -> String {
+        let flags = self.flags & TraceFlags::SAMPLED;
+        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, flags.to_u8())
+    }
+
+    fn context(&self) -> opentelemetry::Context {
+        let sc = SpanContext::new(self.trace_id, self.span_id, self.flags, false, TraceState::NONE);
+        opentelemetry::Context::new().with_remote_span_context(sc)
+    }
+}
+
+/// Where a new span hangs.
+#[derive(Clone, Copy, Debug)]
+pub enum Parent<'a> {
+    /// Under the span of the work being polled (a root when none).
+    Current,
+    /// Under the caller's `traceparent` (a root when absent or malformed).
+    Remote(Option<&'a str>),
+    /// A new trace (a consumer's processing: its causes are links).
+    Root,
+}
+
+/// An OpenTelemetry span, or nothing (tracing off, or a trace not
+/// recorded). It ends when dropped.
+#[derive(Debug, Default)]
+pub struct Span {
+    inner: Option<opentelemetry_sdk::trace::Span>,
+}
+
+impl Span {
+    /// No span: everything on it does nothing.
+    pub fn none() -> Span {
+        Span { inner: None }
+    }
+
+    /// Starts a span of `kind` (nothing with tracing off). Its attributes
+    /// and links are given now: the sampler sees them, and nothing is
+    /// locked to add them later.
+    pub fn start(
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        parent: Parent<'_>,
+        attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+    ) -> Span {
+        let Some(tracer) = TRACER.get() else { return Span::none() };
+        let parent = match parent {
+            Parent::Current => CURRENT.get().span.map(|ids| ids.context()),
+            Parent::Remote(tp) => tp.map(context_of),
+            Parent::Root => None,
+        };
+        let mut builder = tracer.span_builder(name).with_kind(kind).with_attributes(attributes);
+        if !links.is_empty() {
+            builder = builder.with_links(links);
+        }
+        let span = match parent {
+            Some(cx) => tracer.build_with_context(builder, &cx),
+            None => tracer.build_with_context(builder, &opentelemetry::Context::new()),
+        };
+        Span { inner: Some(span) }
+    }
+
+    /// A span built with the SDK elsewhere.
+    pub fn of(span: opentelemetry_sdk::trace::Span) -> Span {
+        Span { inner: Some(span) }
+    }
+
+    /// Whether it exists (a span the SDK did not sample exists too).
+    pub fn is_none(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    /// Its ids, when it exists.
+    pub fn ids(&self) -> Option<Ids> {
+        Ids::of(self.inner.as_ref()?.span_context())
+    }
+
+    /// Its `traceparent`, when it exists.
+    pub fn traceparent(&self) -> Option<String> {
+        self.ids().map(|ids| ids.traceparent())
+    }
+
+    /// Sets an attribute.
+    pub fn set(&mut self, attribute: KeyValue) {
+        if let Some(span) = &mut self.inner {
+            span.set_attribute(attribute);
+        }
+    }
+
+    /// Marks it failed (`otel.status_code` ERROR, no description).
+    pub fn failed(&mut self) {
+        if let Some(span) = &mut self.inner {
+            span.set_status(Status::error(""));
+        }
+    }
+
+    /// `work`, polled in this span (the trace's decision unchanged).
+    pub fn scope<F: Future>(&self, work: F) -> Scoped<F> {
+        let outer = CURRENT.get();
+        self.scope_with(outer.decision, work)
+    }
+
+    /// `work`, polled in this span and holding `decision`.
+    pub fn scope_with<F: Future>(&self, decision: Option<Decision>, work: F) -> Scoped<F> {
+        let span = match self.ids() {
+            Some(ids) => Some(ids),
+            None => CURRENT.get().span,
+        };
+        Scoped { scope: Scope { decision, span }, inner: work }
+    }
+}
+
+/// A link to the context an event was created in (None when its
+/// `traceparent` is absent or malformed).
+pub fn link(traceparent: Option<&str>) -> Option<Link> {
+    link_with(traceparent, Vec::new)
+}
+
+/// A link of a batch to the context one of its messages was created in,
+/// naming the message (`messaging.message.id`, the entry's id): the
+/// OpenTelemetry messaging conventions' batch processing, where what
+/// belongs to one message goes on its link, not on the span.
+pub fn link_message(traceparent: Option<&str>, message_id: &str) -> Option<Link> {
+    link_with(traceparent, || vec![KeyValue::new("messaging.message.id", message_id.to_owned())])
+}
+
+fn link_with(traceparent: Option<&str>, attributes: impl FnOnce() -> Vec<KeyValue>) -> Option<Link> {
+    let cx = context_of(traceparent?);
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| Link::new(sc, attributes(), 0))
 }
 
 /// The `traceparent` to carry on from the current work: its span's when
 /// sampled, a fresh unsampled one (flags `00`, the trace's id) when the
 /// work's trace is not sampled, None with tracing off.
 pub fn current() -> Option<String> {
-    match CURRENT.get() {
+    let scope = CURRENT.get();
+    match scope.decision {
         Some(Decision::Unsampled { trace_id }) => Some(unsampled_traceparent(trace_id)),
-        _ => traceparent_of(&tracing::Span::current()),
+        _ => scope.span.map(|ids| ids.traceparent()),
     }
 }
 
-/// Links `span` to the context an event was created in.
-pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
-    link_with(span, traceparent, Vec::new);
-}
-
-/// Links a batch's `span` to the context one of its messages was created
-/// in, the link naming the message (`messaging.message.id`, the entry's id):
-/// the OpenTelemetry messaging conventions' batch processing, where what
-/// belongs to one message goes on its link, not on the span.
-pub fn link_message(span: &tracing::Span, traceparent: Option<&str>, message_id: &str) {
-    link_with(span, traceparent, || vec![opentelemetry::KeyValue::new("messaging.message.id", message_id.to_owned())]);
-}
-
-fn link_with(
-    span: &tracing::Span,
-    traceparent: Option<&str>,
-    attributes: impl FnOnce() -> Vec<opentelemetry::KeyValue>,
-) {
-    if span.is_disabled() {
-        return;
-    }
-    if let Some(tp) = traceparent {
-        let cx = context_of(tp);
-        let sc = cx.span().span_context().clone();
-        if sc.is_valid() {
-            span.add_link_with_attributes(sc, attributes());
-        }
-    }
+/// The ids of the span the current work runs in (a log line written
+/// inside ends with them).
+pub fn current_ids() -> Option<Ids> {
+    CURRENT.get().span
 }
 
 /// The producer span of an append to `log` (OTel messaging conventions:
@@ -123,18 +247,30 @@ pub(crate) fn append_span(
     aggregate_type: &str,
     aggregate_id: &str,
     metadata: &allies_core::Metadata,
-) -> (tracing::Span, Option<allies_core::Metadata>) {
+) -> (Span, Option<allies_core::Metadata>) {
     let decision = child();
     if let Some(Decision::Unsampled { trace_id }) = decision {
         let traced = allies_core::Metadata { traceparent: Some(unsampled_traceparent(trace_id)), ..metadata.clone() };
-        return (tracing::Span::none(), Some(traced));
+        return (Span::none(), Some(traced));
     }
-    let span = tracing::trace_span!(target: TARGET, "append",
-        otel.name = %format_args!("send {log}"), otel.kind = "producer",
-        messaging.system = "redis", messaging.operation.type = "send", messaging.operation.name = "send",
-        messaging.destination.name = %log,
-        aggregate.type = aggregate_type, aggregate.id = %aggregate_id);
-    let traced = traceparent_of(&span).map(|tp| allies_core::Metadata { traceparent: Some(tp), ..metadata.clone() });
+    if !on() {
+        return (Span::none(), None);
+    }
+    let span = Span::start(
+        format!("send {log}"),
+        SpanKind::Producer,
+        Parent::Current,
+        vec![
+            KeyValue::new("messaging.system", "redis"),
+            KeyValue::new("messaging.operation.type", "send"),
+            KeyValue::new("messaging.operation.name", "send"),
+            KeyValue::new("messaging.destination.name", log.to_owned()),
+            KeyValue::new("aggregate.type", aggregate_type.to_owned()),
+            KeyValue::new("aggregate.id", aggregate_id.to_owned()),
+        ],
+        Vec::new(),
+    );
+    let traced = span.traceparent().map(|tp| allies_core::Metadata { traceparent: Some(tp), ..metadata.clone() });
     (span, traced)
 }
 
@@ -284,52 +420,57 @@ pub fn linked<'a>(links: impl IntoIterator<Item = Option<&'a str>>) -> Option<De
 /// one (None: tracing is off).
 pub fn child() -> Option<Decision> {
     sampler()?;
-    CURRENT.get().or_else(|| root(None))
+    CURRENT.get().decision.or_else(|| root(None))
 }
 
 /// What a [`Decision::Deferred`] span's SDK decided (others unchanged).
-pub fn settle(decision: Option<Decision>, span: &tracing::Span) -> Option<Decision> {
+pub fn settle(decision: Option<Decision>, span: &Span) -> Option<Decision> {
     match decision {
-        Some(Decision::Deferred) => {
-            let cx = span.context();
-            let sc = cx.span().span_context().clone();
-            Some(if sc.is_sampled() || !sc.is_valid() {
-                Decision::Sampled
-            } else {
+        Some(Decision::Deferred) => Some(match span.inner.as_ref().map(|s| s.span_context()) {
+            Some(sc) if sc.is_valid() && !sc.is_sampled() => {
                 Decision::Unsampled { trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()) }
-            })
-        }
+            }
+            _ => Decision::Sampled,
+        }),
         d => d,
     }
 }
 
+/// What the work being polled holds: its trace's decision and its span.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Scope {
+    decision: Option<Decision>,
+    span: Option<Ids>,
+}
+
 thread_local! {
-    static CURRENT: Cell<Option<Decision>> = const { Cell::new(None) };
+    static CURRENT: Cell<Scope> = const { Cell::new(Scope { decision: None, span: None }) };
 }
 
 pin_project_lite::pin_project! {
-    /// A future that holds its trace's decision while it is polled, so
-    /// the spans created inside follow it.
+    /// A future that holds its trace's decision and its span while it is
+    /// polled, so the spans created inside follow them.
     pub struct Scoped<F> {
-        decision: Option<Decision>,
+        scope: Scope,
         #[pin]
         inner: F,
     }
 }
 
-/// `work`, holding `decision` (nothing with tracing off).
+/// `work`, holding `decision` (nothing with tracing off), in the span
+/// being polled now.
 pub fn scoped<F: Future>(decision: Option<Decision>, work: F) -> Scoped<F> {
-    Scoped { decision, inner: work }
+    Scoped { scope: Scope { decision, span: CURRENT.get().span }, inner: work }
 }
 
 impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if this.decision.is_none() {
+        if *this.scope == Scope::default() {
             return this.inner.poll(cx);
         }
-        let outer = CURRENT.replace(*this.decision);
+        let outer = CURRENT.replace(*this.scope);
         let polled = this.inner.poll(cx);
         CURRENT.set(outer);
         polled
@@ -411,7 +552,7 @@ mod tests {
             let mut carrier = HashMap::new();
             propagator
                 .inject_context(&opentelemetry::Context::new().with_remote_span_context(sc.clone()), &mut carrier);
-            assert_eq!(Some(traceparent(&sc)), carrier.remove("traceparent"));
+            assert_eq!(Ids::of(&sc).map(|ids| ids.traceparent()), carrier.remove("traceparent"));
         }
         for tp in [
             SAMPLED,
@@ -497,12 +638,12 @@ mod tests {
         let d = Some(Decision::Unsampled { trace_id: TRACE });
         let inside = scoped(d, async {
             tokio::task::yield_now().await;
-            CURRENT.get()
+            CURRENT.get().decision
         })
         .await;
         assert_eq!(inside, d);
-        assert_eq!(CURRENT.get(), None);
-        let nested = scoped(Some(Decision::Sampled), async { scoped(d, async { CURRENT.get() }).await }).await;
+        assert_eq!(CURRENT.get(), Scope::default());
+        let nested = scoped(Some(Decision::Sampled), async { scoped(d, async { CURRENT.get().decision }).await }).await;
         assert_eq!(nested, d);
     }
 }

@@ -3,7 +3,7 @@
 //! event's creation context with the entry's id on the link; a read none of
 //! whose events was recorded builds no span. On a real `redis-server`, the
 //! spans caught by an exporter of the test's own. Its own test binary: it
-//! installs a global subscriber.
+//! turns tracing on for the whole process.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +15,6 @@ use allies_testkit::RedisServer;
 use opentelemetry::trace::{SpanKind, TracerProvider as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use tracing_subscriber::layer::SubscriberExt;
 use uuid::Uuid;
 
 /// Keeps every span it is given.
@@ -89,13 +88,11 @@ async fn a_read_applied_together_is_one_span_linked_to_each_recorded_creation() 
         ids.push(append(&store, &format!("a{i}"), 0, traceparent(i as u64 + 1, sampled)).await);
     }
     let caught = Caught::default();
-    allies_store::trace::enable();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_sampler(allies_store::trace::sdk_sampler())
         .with_simple_exporter(caught.clone())
         .build();
-    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
+    allies_store::trace::install(provider.tracer("test"));
 
     let mut config = SubscriptionConfig::new("rm.test", "c", "thing", 1);
     config.claim_idle = Duration::from_millis(300);

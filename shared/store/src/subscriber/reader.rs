@@ -414,20 +414,29 @@ impl PartitionReader {
         key: &str,
         entry: &StreamId,
         event: &RecordedEvent,
-    ) -> (tracing::Span, Option<crate::trace::Decision>) {
-        let decision = crate::trace::linked([event.envelope.metadata.traceparent.as_deref()]);
-        let span = if !crate::trace::Decision::builds(decision) {
-            tracing::Span::none()
-        } else {
-            tracing::trace_span!(target: crate::trace::TARGET, "process",
-            otel.name = %format_args!("process {key}"), otel.kind = "consumer",
-            messaging.system = "redis", messaging.operation.type = "process",
-            messaging.operation.name = "process",
-            messaging.destination.name = %key, messaging.consumer.group.name = %self.config.group,
-            messaging.message.id = %entry.id, event.id = %event.envelope.event_id,
-            event.type = %event.envelope.event_type)
-        };
-        crate::trace::link(&span, event.envelope.metadata.traceparent.as_deref());
+    ) -> (crate::trace::Span, Option<crate::trace::Decision>) {
+        use opentelemetry::KeyValue;
+        let traceparent = event.envelope.metadata.traceparent.as_deref();
+        let decision = crate::trace::linked([traceparent]);
+        if !crate::trace::on() || !crate::trace::Decision::builds(decision) {
+            return (crate::trace::Span::none(), decision);
+        }
+        let span = crate::trace::Span::start(
+            format!("process {key}"),
+            opentelemetry::trace::SpanKind::Consumer,
+            crate::trace::Parent::Root,
+            vec![
+                KeyValue::new("messaging.system", "redis"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new("messaging.destination.name", key.to_owned()),
+                KeyValue::new("messaging.consumer.group.name", self.config.group.clone()),
+                KeyValue::new("messaging.message.id", entry.id.clone()),
+                KeyValue::new("event.id", event.envelope.event_id.to_string()),
+                KeyValue::new("event.type", event.envelope.event_type.clone()),
+            ],
+            crate::trace::link(traceparent).into_iter().collect(),
+        );
         let decision = crate::trace::settle(decision, &span);
         (span, decision)
     }
@@ -438,21 +447,31 @@ impl PartitionReader {
     /// context naming its entry — built when one of them was recorded
     /// (parent-based sampling). One span per entry cost the projector about
     /// 15 µs of CPU per game command with every trace sampled.
-    fn batch_span(&self, key: &str, entries: &[Entry], events: &[RecordedEvent]) -> tracing::Span {
+    fn batch_span(&self, key: &str, entries: &[Entry], events: &[RecordedEvent]) -> crate::trace::Span {
+        use opentelemetry::KeyValue;
         let traceparents = || events.iter().map(|e| e.envelope.metadata.traceparent.as_deref());
-        if !crate::trace::Decision::builds(crate::trace::linked(traceparents())) {
-            return tracing::Span::none();
+        if !crate::trace::on() || !crate::trace::Decision::builds(crate::trace::linked(traceparents())) {
+            return crate::trace::Span::none();
         }
-        let span = tracing::trace_span!(target: crate::trace::TARGET, "process",
-            otel.name = %format_args!("process {key}"), otel.kind = "consumer",
-            messaging.system = "redis", messaging.operation.type = "process",
-            messaging.operation.name = "process",
-            messaging.destination.name = %key, messaging.consumer.group.name = %self.config.group,
-            messaging.batch.message_count = events.len() as i64);
-        for ((_, entry), traceparent) in entries.iter().zip(traceparents()) {
-            crate::trace::link_message(&span, traceparent, &entry.id);
-        }
-        span
+        let links = entries
+            .iter()
+            .zip(traceparents())
+            .filter_map(|((_, entry), traceparent)| crate::trace::link_message(traceparent, &entry.id))
+            .collect();
+        crate::trace::Span::start(
+            format!("process {key}"),
+            opentelemetry::trace::SpanKind::Consumer,
+            crate::trace::Parent::Root,
+            vec![
+                KeyValue::new("messaging.system", "redis"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new("messaging.destination.name", key.to_owned()),
+                KeyValue::new("messaging.consumer.group.name", self.config.group.clone()),
+                KeyValue::new("messaging.batch.message_count", events.len() as i64),
+            ],
+            links,
+        )
     }
 
     /// A read's entries of a partition log applied together
@@ -576,9 +595,9 @@ impl PartitionReader {
                 // A consumer span per entry, linked to the event's creation
                 // context: recorded when that was (parent-based sampling).
                 let (span, decision) = self.consumer_span(key, entry, &event);
-                let work =
-                    crate::trace::scoped(decision, tracing::Instrument::instrument(handler.handle(&event), span));
+                let work = span.scope_with(decision, handler.handle(&event));
                 let handled = self.keeping_fresh(conn, key, &[entry.id.as_str()], work).await;
+                drop(span);
                 (Some(event.envelope.event_type.clone()), handled)
             }
             Err(e) => (None, Err(HandlerError::new(e.to_string()))),
