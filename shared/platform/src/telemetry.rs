@@ -59,7 +59,6 @@ fn tracer(service: &str) -> Option<opentelemetry_sdk::trace::Tracer> {
     }
     // Sampling is decided before spans are built (allies_store::trace);
     // the SDK keeps what that let through.
-    allies_store::trace::enable();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_sampler(allies_store::trace::sdk_sampler())
         .with_batch_exporter(exporter)
