@@ -425,20 +425,38 @@ impl PartitionReader {
             format!("process {key}"),
             opentelemetry::trace::SpanKind::Consumer,
             crate::trace::Parent::Root,
-            vec![
-                KeyValue::new("messaging.system", "redis"),
-                KeyValue::new("messaging.operation.type", "process"),
-                KeyValue::new("messaging.operation.name", "process"),
-                KeyValue::new("messaging.destination.name", key.to_owned()),
-                KeyValue::new("messaging.consumer.group.name", self.config.group.clone()),
-                KeyValue::new("messaging.message.id", entry.id.clone()),
-                KeyValue::new("event.id", event.envelope.event_id.to_string()),
-                KeyValue::new("event.type", event.envelope.event_type.clone()),
-            ],
+            self.process_attributes(
+                key,
+                [
+                    KeyValue::new("messaging.message.id", entry.id.clone()),
+                    KeyValue::new("event.id", event.envelope.event_id.to_string()),
+                    KeyValue::new("event.type", event.envelope.event_type.clone()),
+                ],
+            ),
             crate::trace::link(traceparent).into_iter().collect(),
         );
         let decision = crate::trace::settle(decision, &span);
         (span, decision)
+    }
+
+    /// A consumer span's attributes (OTel messaging conventions): the
+    /// system, the operation, the stream and the group, then `more`.
+    fn process_attributes<const N: usize>(
+        &self,
+        key: &str,
+        more: [opentelemetry::KeyValue; N],
+    ) -> Vec<opentelemetry::KeyValue> {
+        use opentelemetry::KeyValue;
+        let mut attributes = Vec::with_capacity(5 + N);
+        attributes.extend([
+            KeyValue::new("messaging.system", "redis"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.operation.name", "process"),
+            KeyValue::new("messaging.destination.name", key.to_owned()),
+            KeyValue::new("messaging.consumer.group.name", self.config.group.clone()),
+        ]);
+        attributes.extend(more);
+        attributes
     }
 
     /// The consumer span of a read's entries applied together (the
@@ -462,14 +480,7 @@ impl PartitionReader {
             format!("process {key}"),
             opentelemetry::trace::SpanKind::Consumer,
             crate::trace::Parent::Root,
-            vec![
-                KeyValue::new("messaging.system", "redis"),
-                KeyValue::new("messaging.operation.type", "process"),
-                KeyValue::new("messaging.operation.name", "process"),
-                KeyValue::new("messaging.destination.name", key.to_owned()),
-                KeyValue::new("messaging.consumer.group.name", self.config.group.clone()),
-                KeyValue::new("messaging.batch.message_count", events.len() as i64),
-            ],
+            self.process_attributes(key, [KeyValue::new("messaging.batch.message_count", events.len() as i64)]),
             links,
         )
     }
