@@ -455,6 +455,19 @@ pub const SHUTDOWN_GRACE: Setting = Setting {
     description: "time in-flight calls get to finish on SIGTERM/SIGINT",
 };
 
+/// Threads of the service's async runtime (default: one per CPU it may use).
+pub const WORKER_THREADS: Setting = Setting {
+    name: "service.worker_threads",
+    env: Some("WORKER_THREADS"),
+    yaml: None,
+    live: &[],
+    kind: Kind::Int { min: 1, max: 1024 },
+    default: "",
+    unit: "threads",
+    services: &["guardian", "timesquare", "command", "projector"],
+    description: "threads of the async runtime (default: one per CPU the process may use; a container without a CPU limit sees every core of its node)",
+};
+
 /// The proxies whose X-Forwarded-For names the client (the edge).
 pub const TRUSTED_PROXIES: Setting = Setting {
     name: "service.trusted_proxies",
@@ -1108,6 +1121,7 @@ pub const ALL: &[&Setting] = &[
     &BREAKER_FAILURES,
     &BREAKER_OPEN,
     &SHUTDOWN_GRACE,
+    &WORKER_THREADS,
     &TRUSTED_PROXIES,
     &DATA_DIR,
     &LOG_FORMAT,

@@ -61,6 +61,9 @@ pub struct ServiceConfig {
     /// `SHUTDOWN_GRACE_SECS`: how long in-flight work may take after
     /// SIGTERM/SIGINT, default 10.
     pub shutdown_grace: Duration,
+    /// `WORKER_THREADS`: the async runtime's threads; None: one per CPU the
+    /// process may use (tokio's default, which honours a cgroup CPU limit).
+    pub worker_threads: Option<usize>,
     /// `TRUSTED_PROXIES`: the edge's addresses; their X-Forwarded-For names
     /// the client (per-client limits), anyone else's is ignored.
     pub trusted_proxies: Vec<crate::proxies::Network>,
@@ -103,6 +106,7 @@ impl ServiceConfig {
         let http_listen = addr(&format!("{upper}_HTTP_ADDR"), http_default)?;
         let cqrs = CqrsConfig::load(&env)?;
         let shutdown_grace = env.value_secs(&table::SHUTDOWN_GRACE)?;
+        let worker_threads = env.value_opt::<usize>(&table::WORKER_THREADS)?;
         let data_dir = PathBuf::from(env.value::<String>(&table::DATA_DIR)?);
         let proxies = env.value_opt::<String>(&table::TRUSTED_PROXIES)?.unwrap_or_default();
         let trusted_proxies = proxies
@@ -136,6 +140,7 @@ impl ServiceConfig {
             redis_url: cqrs.redis_url.clone(),
             partitions: cqrs.partitions,
             shutdown_grace,
+            worker_threads,
             trusted_proxies,
             data_dir,
             event_format: cqrs.event_format,
@@ -146,6 +151,18 @@ impl ServiceConfig {
             log_filter: env.value(&table::LOG_FILTER)?,
             env,
         })
+    }
+
+    /// The service's async runtime: multi-threaded, `WORKER_THREADS`
+    /// workers (else tokio's default: one per CPU the process may use).
+    /// A service's `main` builds it from its configuration, so the setting
+    /// is read, checked and listed like every other.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = self.worker_threads {
+            builder.worker_threads(n);
+        }
+        builder.enable_all().build()
     }
 
     /// The circuit breaker settings of this service's subscriptions.
@@ -208,6 +225,7 @@ mod tests {
         assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
         assert_eq!(c.partitions, 16);
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(c.worker_threads, None);
         assert!(c.instance.ends_with("-50051"), "{}", c.instance);
     }
 
@@ -218,12 +236,15 @@ mod tests {
             ("REDIS_URL", "redis://r:1"),
             ("ES_PARTITIONS", "4"),
             ("GUARDIAN_CONSUMER", "pod-7"),
+            ("WORKER_THREADS", "3"),
         ])
         .unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:6000");
         assert_eq!(c.redis_url, "redis://r:1");
         assert_eq!(c.partitions, 4);
         assert_eq!(c.instance, "pod-7");
+        assert_eq!(c.worker_threads, Some(3));
+        assert_eq!(c.runtime().unwrap().metrics().num_workers(), 3);
     }
 
     #[test]
@@ -237,6 +258,8 @@ mod tests {
             ("BREAKER_FAILURES", "0"),
             ("BREAKER_OPEN_MS", "-1"),
             ("LOG_FORMAT", "xml"),
+            ("WORKER_THREADS", "0"),
+            ("WORKER_THREADS", "lots"),
             ("GUARDIAN_URL", "guardian:50051"),
         ] {
             let e = cfg(&[(key, value)]).unwrap_err();

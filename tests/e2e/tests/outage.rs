@@ -93,6 +93,7 @@ fn a_value_that_cannot_be_used_stops_a_service_naming_the_variable() {
         ("projector", "BREAKER_FAILURES", "often"),
         ("projector", "BREAKER_OPEN_MS", "0"),
         ("timesquare", "SHUTDOWN_GRACE_SECS", "soon"),
+        ("timesquare", "WORKER_THREADS", "0"),
         ("command", "REDIS_URL", "http://nope"),
     ] {
         let out = std::process::Command::new(allies_testkit::binary(service))
