@@ -43,9 +43,15 @@ impl UserQueryApi {
         let r = request.into_inner();
         let id = uuid_field("user_id", &r.user_id)?;
         self.wait_for_users(&r.consistency_token).await?;
-        let user = users::get(&self.manager.view(users::NAME), &id).await?;
+        let view = self.manager.view(users::NAME);
+        // Another player's profile: only its public fields are read.
+        let user = if caller.user_id == id || caller.is_admin() {
+            users::get(&view, &id).await?
+        } else {
+            users::get_public(&view, &id).await?
+        };
         let user = user.ok_or_else(|| Failure::not_found(format!("user {id} not found")))?;
-        Ok(GetUserResponse { user: Some(visible(&caller, user)) })
+        Ok(GetUserResponse { user: Some(user) })
     }
 
     async fn user_by_username(&self, request: Request<GetUserByUsernameRequest>) -> Result<GetUserResponse> {

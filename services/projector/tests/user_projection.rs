@@ -277,3 +277,32 @@ fn behind(problem: &str) -> bool {
     let mut nums = rest.split('"').filter_map(|s| s.parse::<u64>().ok());
     matches!((nums.next(), nums.next()), (Some(want), Some(have)) if have < want)
 }
+
+#[tokio::test]
+async fn another_players_read_is_the_public_profile_and_reads_nothing_private() {
+    let redis = RedisServer::start();
+    let store = RedisEventStore::connect(&redis.url(), 4).await.unwrap();
+    let projection = user_projection(&store);
+    let id = Uuid::now_v7().to_string();
+    assert_eq!(users::get_public(&projection.view, &id).await.unwrap(), None, "no such user");
+    append(&store, &id, "alice").await;
+    let rec = store.read("user", &id, 1, 1).await.unwrap().remove(0);
+    projection.handle(&rec).await.unwrap();
+    // Later events' fields, as the projection writes them: a login, a lockout,
+    // a new display name (the profile's version moves, the aggregate's further).
+    let key = format!("rm:user:{id}");
+    redis.raw(&["HSET", &key, "last_login_ms", "1700000000500", "locked_until_ms", "4102444800000"]);
+    redis.raw(&["HSET", &key, "display_name", "Alice A.", "profile_version", "3", "_version", "5"]);
+
+    let full = get(&projection, &id).await.unwrap();
+    assert_eq!((full.email.as_str(), full.status.as_str(), full.version), ("alice@example.com", "locked", 5));
+    let public = users::get_public(&projection.view, &id).await.unwrap().unwrap();
+    assert_eq!(public, users::public(full), "the same profile as the full read, made public");
+    assert_eq!(
+        (public.display_name.as_str(), public.version, public.registered_at_ms),
+        ("Alice A.", 3, 1_700_000_000_000)
+    );
+    assert!(
+        public.email.is_empty() && public.roles.is_empty() && public.status.is_empty() && public.last_login_ms == 0
+    );
+}

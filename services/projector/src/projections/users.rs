@@ -16,7 +16,7 @@ use allies_contracts::projector::v1::User;
 use allies_store::RecordedEvent;
 use allies_store::subscriber::HandlerError;
 
-use crate::readmodel::{Fields, Namespace, now_ms};
+use crate::readmodel::{Namespace, now_ms};
 use crate::registry::{Change, IndexOp, Projection, typed};
 
 pub const NAME: &str = "rm.user";
@@ -107,45 +107,97 @@ impl Projection for Users {
     }
 }
 
+/// The fields a user's reads show, in [`read`]'s order: the public
+/// profile first (see the module's visibility), then the private fields.
+const FIELDS: [&str; 10] = [
+    "user_id",
+    "username",
+    "display_name",
+    "registered_at_ms",
+    "profile_version",
+    "email",
+    "roles",
+    "_version",
+    "last_login_ms",
+    "locked_until_ms",
+];
+/// How many of [`FIELDS`] are public.
+const PUBLIC: usize = 5;
+
 /// Reads one user (None when not in the read model).
 pub async fn get(view: &Namespace, user_id: &str) -> Result<Option<User>, redis::RedisError> {
-    let Some(mut m) = view.model(&key(user_id)).await? else { return Ok(None) };
-    if !m.contains_key("user_id") {
+    read(view, user_id, false).await
+}
+
+/// Reads one user's public profile (None when not in the read model):
+/// what another player may see, and nothing more is read — the private
+/// fields never leave Redis for such a query. Equal to
+/// `get(..).map(public)`.
+pub async fn get_public(view: &Namespace, user_id: &str) -> Result<Option<User>, redis::RedisError> {
+    read(view, user_id, true).await
+}
+
+/// One `HMGET` of the fields shown (only the public ones for `public`):
+/// no field names in the reply and no map built from it.
+async fn read(view: &Namespace, user_id: &str, public: bool) -> Result<Option<User>, redis::RedisError> {
+    let fields = if public { &FIELDS[..PUBLIC] } else { &FIELDS[..] };
+    let mut conn = view.conn.clone();
+    let values: Vec<Option<String>> =
+        redis::cmd("HMGET").arg(view.key(&key(user_id))).arg(fields).query_async(&mut conn).await?;
+    let mut values = values.into_iter();
+    let mut next = || values.next().flatten().unwrap_or_default();
+    let user_id = next();
+    if user_id.is_empty() {
         return Ok(None);
     }
-    let locked_until_ms = m.int("locked_until_ms");
-    // The numbers first, then the texts moved out of the model (no copies).
-    let (registered_at_ms, version) = (m.int("registered_at_ms"), m.uint("_version"));
-    let (last_login_ms, profile_version) = (m.int("last_login_ms"), m.uint("profile_version"));
+    let (username, display_name) = (next(), next());
+    let registered_at_ms = next().parse().unwrap_or_default();
+    let profile_version = next().parse().unwrap_or_default();
+    if public {
+        return Ok(Some(public_profile(user_id, username, display_name, registered_at_ms, profile_version)));
+    }
+    let (email, roles) = (next(), next());
+    let version = next().parse().unwrap_or_default();
+    let last_login_ms = next().parse().unwrap_or_default();
+    let locked_until_ms = next().parse().unwrap_or_default();
     Ok(Some(User {
-        user_id: m.take("user_id"),
-        username: m.take("username"),
-        email: m.take("email"),
-        roles: m
-            .get("roles")
-            .map_or_else(Vec::new, |r| r.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect()),
+        user_id,
+        username,
+        email,
+        roles: roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
         status: if locked_until_ms > now_ms() { "locked".into() } else { "active".into() },
         registered_at_ms,
         version,
         last_login_ms,
         locked_until_ms,
-        display_name: m.take("display_name"),
+        display_name,
         profile_version,
     }))
 }
 
-/// The public profile of a user: what other players may see.
-pub fn public(user: User) -> User {
+/// A public profile of these fields.
+fn public_profile(
+    user_id: String,
+    username: String,
+    display_name: String,
+    registered_at_ms: i64,
+    profile_version: u64,
+) -> User {
     User {
-        user_id: user.user_id,
-        username: user.username,
-        display_name: user.display_name,
-        registered_at_ms: user.registered_at_ms,
+        user_id,
+        username,
+        display_name,
+        registered_at_ms,
         // Not the aggregate's version: it moves on private events.
-        version: user.profile_version,
-        profile_version: user.profile_version,
+        version: profile_version,
+        profile_version,
         ..Default::default()
     }
+}
+
+/// The public profile of a user: what other players may see.
+pub fn public(user: User) -> User {
+    public_profile(user.user_id, user.username, user.display_name, user.registered_at_ms, user.profile_version)
 }
 
 /// Looks a user up by username, case-insensitively.
