@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{ProjectorError, Result};
 use crate::manager::Manager;
 use crate::projections::{sessions, users};
+use crate::readmodel::Namespace;
 use crate::reads::{page_token, paging, uuid_field, wait_for};
 
 pub struct UserQueryApi {
@@ -27,6 +28,16 @@ pub struct UserQueryApi {
 /// What `caller` may see of `user`.
 fn visible(caller: &Caller, user: User) -> User {
     if caller.user_id == user.user_id || caller.is_admin() { user } else { users::public(user) }
+}
+
+/// What `caller` may see of user `id`, reading no more than that: another
+/// player's profile is read as its public fields alone (None: no such user).
+async fn profile(caller: &Caller, view: &Namespace, id: &str) -> std::result::Result<Option<User>, redis::RedisError> {
+    if caller.user_id == id || caller.is_admin() {
+        users::get(view, id).await
+    } else {
+        users::get_public(view, id).await
+    }
 }
 
 impl UserQueryApi {
@@ -43,13 +54,7 @@ impl UserQueryApi {
         let r = request.into_inner();
         let id = uuid_field("user_id", &r.user_id)?;
         self.wait_for_users(&r.consistency_token).await?;
-        let view = self.manager.view(users::NAME);
-        // Another player's profile: only its public fields are read.
-        let user = if caller.user_id == id || caller.is_admin() {
-            users::get(&view, &id).await?
-        } else {
-            users::get_public(&view, &id).await?
-        };
+        let user = profile(&caller, &self.manager.view(users::NAME), &id).await?;
         let user = user.ok_or_else(|| Failure::not_found(format!("user {id} not found")))?;
         Ok(GetUserResponse { user: Some(user) })
     }
@@ -62,9 +67,13 @@ impl UserQueryApi {
             return Err(FieldViolation::new("username", "must be 1 to 64 characters").into());
         }
         self.wait_for_users(&r.consistency_token).await?;
-        let user = users::by_username(&self.manager.view(users::NAME), &name).await?;
+        let view = self.manager.view(users::NAME);
+        let user = match users::id_by_username(&view, &name).await? {
+            Some(id) => profile(&caller, &view, &id).await?,
+            None => None,
+        };
         let user = user.ok_or_else(|| Failure::not_found(format!("user '{name}' not found")))?;
-        Ok(GetUserResponse { user: Some(visible(&caller, user)) })
+        Ok(GetUserResponse { user: Some(user) })
     }
 
     async fn session(&self, request: Request<GetSessionRequest>) -> Result<GetSessionResponse> {

@@ -200,18 +200,10 @@ pub fn public(user: User) -> User {
     public_profile(user.user_id, user.username, user.display_name, user.registered_at_ms, user.profile_version)
 }
 
-/// Looks a user up by username, case-insensitively.
-pub async fn by_username(view: &Namespace, username: &str) -> Result<Option<User>, redis::RedisError> {
+/// The id of the user with this username, case-insensitively.
+pub async fn id_by_username(view: &Namespace, username: &str) -> Result<Option<String>, redis::RedisError> {
     let mut conn = view.conn.clone();
-    let id: Option<String> = redis::cmd("HGET")
-        .arg(view.key(USERNAME_INDEX))
-        .arg(username.to_ascii_lowercase())
-        .query_async(&mut conn)
-        .await?;
-    match id {
-        Some(id) => get(view, &id).await,
-        None => Ok(None),
-    }
+    redis::cmd("HGET").arg(view.key(USERNAME_INDEX)).arg(username.to_ascii_lowercase()).query_async(&mut conn).await
 }
 
 /// A ListUsers query, validated.
