@@ -25,11 +25,6 @@ pub struct UserQueryApi {
     pub conn: RedisConn,
 }
 
-/// What `caller` may see of `user`.
-fn visible(caller: &Caller, user: User) -> User {
-    if caller.user_id == user.user_id || caller.is_admin() { user } else { users::public(user) }
-}
-
 /// What `caller` may see of user `id`, reading no more than that: another
 /// player's profile is read as its public fields alone (None: no such user).
 async fn profile(caller: &Caller, view: &Namespace, id: &str) -> std::result::Result<Option<User>, redis::RedisError> {
@@ -116,12 +111,10 @@ impl UserQueryApi {
             descending: r.descending,
             page_size,
             offset: offset as u64,
+            full: if caller.is_admin() { users::Full::All } else { users::Full::Own(caller.user_id.clone()) },
         };
-        let (page, next) = users::list(&self.manager.view(users::NAME), &q).await?;
-        Ok(ListUsersResponse {
-            users: page.into_iter().map(|u| visible(&caller, u)).collect(),
-            next_page_token: page_token(next),
-        })
+        let (users, next) = users::list(&self.manager.view(users::NAME), &q).await?;
+        Ok(ListUsersResponse { users, next_page_token: page_token(next) })
     }
 
     async fn user_sessions(&self, request: Request<ListUserSessionsRequest>) -> Result<ListUserSessionsResponse> {

@@ -305,4 +305,21 @@ async fn another_players_read_is_the_public_profile_and_reads_nothing_private() 
     assert!(
         public.email.is_empty() && public.roles.is_empty() && public.status.is_empty() && public.last_login_ms == 0
     );
+
+    // A list: the profiles it names in full, every other one public.
+    let bob = Uuid::now_v7().to_string();
+    append(&store, &bob, "bob").await;
+    projection.handle(&store.read("user", &bob, 1, 1).await.unwrap().remove(0)).await.unwrap();
+    let list = |full: users::Full| {
+        let view = &projection.view;
+        async move {
+            let q = users::ListQuery { page_size: 10, by_name: true, full, ..Default::default() };
+            let (page, _) = users::list(view, &q).await.unwrap();
+            page.into_iter().map(|u| (u.username, !u.email.is_empty())).collect::<Vec<_>>()
+        }
+    };
+    let named = |a: bool, b: bool| vec![("alice".to_owned(), a), ("bob".to_owned(), b)];
+    assert_eq!(list(users::Full::default()).await, named(false, false), "by default none in full");
+    assert_eq!(list(users::Full::Own(bob.clone())).await, named(false, true), "a player's own in full");
+    assert_eq!(list(users::Full::All).await, named(true, true), "an admin's: all in full");
 }

@@ -195,7 +195,8 @@ fn public_profile(
     }
 }
 
-/// The public profile of a user: what other players may see.
+/// The public profile of a user read in full: what other players may see
+/// (what [`get_public`] reads).
 pub fn public(user: User) -> User {
     public_profile(user.user_id, user.username, user.display_name, user.registered_at_ms, user.profile_version)
 }
@@ -217,6 +218,24 @@ pub struct ListQuery {
     pub page_size: usize,
     /// Position in the sort index to continue from.
     pub offset: u64,
+    /// Whose profiles the page shows in full.
+    pub full: Full,
+}
+
+/// Whose profiles a list shows in full; every other profile is read as its
+/// public fields alone. The default shows none in full.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Full {
+    /// Every profile (an admin's list).
+    All,
+    /// This user's own profile alone (a player's list).
+    Own(String),
+}
+
+impl Default for Full {
+    fn default() -> Self {
+        Full::Own(String::new())
+    }
 }
 
 /// Users matching `q`, in its order, one page; returns the page and the
@@ -274,7 +293,11 @@ pub async fn list(view: &Namespace, q: &ListQuery) -> Result<(Vec<User>, Option<
         let got = ids.len();
         for (id, ok) in ids.into_iter().zip(keep) {
             pos += 1;
-            if ok && let Some(user) = get(view, &id).await? {
+            let full = match &q.full {
+                Full::All => true,
+                Full::Own(me) => *me == id,
+            };
+            if ok && let Some(user) = read(view, &id, !full).await? {
                 page.push(user);
                 if page.len() == q.page_size {
                     return Ok((page, Some(pos)));
