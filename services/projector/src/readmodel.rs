@@ -185,28 +185,54 @@ impl Namespace {
         Ok((!pairs.is_empty()).then(|| pairs.into_iter().collect()))
     }
 
-    /// Several read models at once, in order: one pipeline on a single
-    /// Redis, one call each on a Cluster (the keys live in different slots).
+    /// Several read models at once, in order (see [`Namespace::each`]).
     pub async fn models(&self, keys: &[String]) -> Result<Vec<Option<HashMap<String, String>>>, redis::RedisError> {
-        let mut conn = self.conn.clone();
-        let maps: Vec<HashMap<String, String>> = if conn.is_cluster() {
-            let mut out = Vec::with_capacity(keys.len());
-            for k in keys {
-                out.push(redis::cmd("HGETALL").arg(self.key(k)).query_async(&mut conn).await?);
-            }
-            out
-        } else if keys.is_empty() {
-            Vec::new()
-        } else {
-            let mut pipe = redis::pipe();
-            for k in keys {
-                pipe.cmd("HGETALL").arg(self.key(k));
-            }
-            pipe.query_async(&mut conn).await?
-        };
+        let maps: Vec<HashMap<String, String>> = self
+            .each(
+                keys.iter()
+                    .map(|k| {
+                        let mut cmd = redis::cmd("HGETALL");
+                        cmd.arg(self.key(k));
+                        cmd
+                    })
+                    .collect(),
+            )
+            .await?;
         Ok(maps.into_iter().map(|m| (!m.is_empty()).then_some(m)).collect())
     }
+
+    /// Commands on keys of different models, their replies in order: one
+    /// pipeline on a single Redis; on a Cluster, where the keys live in
+    /// different slots, the commands at once (at most [`IN_FLIGHT`] at a
+    /// time), each routed to its slot's node. Either way one round trip's
+    /// wait for the lot, not one per command.
+    pub async fn each<T: redis::FromRedisValue>(&self, cmds: Vec<redis::Cmd>) -> Result<Vec<T>, redis::RedisError> {
+        let mut conn = self.conn.clone();
+        if conn.is_cluster() {
+            use futures_util::{StreamExt, TryStreamExt};
+            return futures_util::stream::iter(cmds)
+                .map(|cmd| {
+                    let mut conn = conn.clone();
+                    async move { cmd.query_async::<T>(&mut conn).await }
+                })
+                .buffered(IN_FLIGHT)
+                .try_collect()
+                .await;
+        }
+        let mut pipe = redis::pipe();
+        for cmd in cmds {
+            pipe.add_command(cmd);
+        }
+        if pipe.is_empty() {
+            return Ok(Vec::new());
+        }
+        pipe.query_async(&mut conn).await
+    }
 }
+
+/// How many of [`Namespace::each`]'s commands are under way at once on a
+/// Cluster.
+pub const IN_FLIGHT: usize = 64;
 
 /// An event's model keys and index keys.
 fn keys_of(changes: &[Change]) -> (Vec<&str>, Vec<&str>) {

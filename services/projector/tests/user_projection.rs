@@ -7,8 +7,8 @@ use allies_contracts::guardian::events::v1::UserRegistered;
 use allies_core::ExpectedVersion;
 use allies_store::subscriber::{self, Handler, SubscriptionConfig};
 use allies_store::{AppendRequest, EventStore, NewEvent, RedisEventStore, keys};
-use allies_testkit::RedisServer;
 use allies_testkit::fixtures::meta;
+use allies_testkit::{RedisCluster, RedisServer};
 use projector::manager::Applier;
 use projector::projections::users;
 use projector::readmodel::Namespace;
@@ -322,4 +322,102 @@ async fn another_players_read_is_the_public_profile_and_reads_nothing_private() 
     assert_eq!(list(users::Full::default()).await, named(false, false), "by default none in full");
     assert_eq!(list(users::Full::Own(bob.clone())).await, named(false, true), "a player's own in full");
     assert_eq!(list(users::Full::All).await, named(true, true), "an admin's: all in full");
+}
+
+/// The username of the `i`-th seeded user: every third starts "zed".
+fn username(i: usize) -> String {
+    if i.is_multiple_of(3) { format!("zed{i:04}") } else { format!("lst{i:04}") }
+}
+
+/// `n` users written into the read model as the projection writes them,
+/// registered in order; every third one's username starts "zed"; `gone`
+/// are in the registration index without a model (a model removed, or a
+/// Cluster crash between a model and its index writes). Returns the ids.
+async fn seeded(view: &Namespace, n: usize, gone: &[usize]) -> Vec<String> {
+    let mut conn = view.conn.clone();
+    let ids: Vec<String> = (0..n).map(|i| format!("u{i:04}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let name = username(i);
+        if !gone.contains(&i) {
+            let fields =
+                [("user_id", id.clone()), ("username", name.clone()), ("email", format!("{name}@example.com"))];
+            let _: () = redis::cmd("HSET")
+                .arg(view.key(&format!("user:{id}")))
+                .arg(&fields)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let _: () = redis::cmd("ZADD")
+            .arg(view.key("user:idx:registered"))
+            .arg(i)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    ids
+}
+
+/// Every page of `q` from the start, following the tokens: the usernames
+/// of each page and whether each was read in full.
+async fn pages(view: &Namespace, mut q: users::ListQuery) -> Vec<Vec<(String, bool)>> {
+    let mut out = Vec::new();
+    loop {
+        let (page, next) = users::list(view, &q).await.unwrap();
+        assert!(page.len() <= q.page_size, "{} > {}", page.len(), q.page_size);
+        out.push(page.into_iter().map(|u| (u.username, !u.email.is_empty())).collect());
+        match next {
+            Some(pos) => q.offset = pos,
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lists_pages_on_one_redis_and_on_a_cluster_follow_their_tokens_over_chunks_and_gaps() {
+    let (redis, cluster) = (RedisServer::start(), RedisCluster::start());
+    const N: usize = 450;
+    let gone = [10, 33, 199, 200, 201, 399];
+    let name = username;
+    let present = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
+        (0..N).filter(|i| !gone.contains(i) && keep(*i)).map(name).collect()
+    };
+    for url in [redis.url(), cluster.url()] {
+        let store = RedisEventStore::connect(&url, 1).await.unwrap();
+        let view = Namespace::new(store.connection(), "rm");
+        let ids = seeded(&view, N, &gone).await;
+
+        // Registration order in pages of 7 (the chunk of 200 index entries
+        // ends inside a page, and a gap sits at its edge).
+        let own = ids[5].clone();
+        let q = users::ListQuery { page_size: 7, full: users::Full::Own(own.clone()), ..Default::default() };
+        let got = pages(&view, q.clone()).await;
+        assert!(got.iter().rev().skip(1).all(|p| p.len() == 7), "{url}: full pages before the last");
+        let flat: Vec<(String, bool)> = got.into_iter().flatten().collect();
+        let names: Vec<String> = flat.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(names, present(&|_| true), "{url}: every present user once, in order");
+        assert_eq!(
+            flat.iter().filter(|(_, full)| *full).map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            vec![name(5).as_str()],
+            "{url}: the caller's own profile alone in full"
+        );
+        // Newest first, pages of 100, an admin's list: all in full.
+        let q = users::ListQuery { page_size: 100, descending: true, full: users::Full::All, ..q };
+        let flat: Vec<(String, bool)> = pages(&view, q).await.into_iter().flatten().collect();
+        let mut newest = present(&|_| true);
+        newest.reverse();
+        assert_eq!(flat.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), newest, "{url}: newest first");
+        assert!(flat.iter().all(|(_, full)| *full), "{url}: an admin's list in full");
+        // A username prefix in registration order (each name checked).
+        let q = users::ListQuery { page_size: 9, prefix: Some("ZED".into()), ..Default::default() };
+        let names: Vec<String> = pages(&view, q).await.into_iter().flatten().map(|(n, _)| n).collect();
+        assert_eq!(names, present(&|i| i.is_multiple_of(3)), "{url}: the prefix's users, case-insensitively");
+
+        // Several models at once, in order, a missing one as None.
+        let keys: Vec<String> = [0, 10, 2, 449].iter().map(|i| format!("user:{}", ids[*i])).collect();
+        let models = view.models(&keys).await.unwrap();
+        let got: Vec<Option<String>> = models.into_iter().map(|m| m.map(|m| m["username"].clone())).collect();
+        assert_eq!(got, vec![Some(name(0)), None, Some(name(2)), Some(name(449))], "{url}");
+    }
 }

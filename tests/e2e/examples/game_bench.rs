@@ -3,7 +3,7 @@
 //!
 //!     cargo build --release --bins --examples
 //!     target/release/examples/game_bench                 # all parts
-//!     target/release/examples/game_bench commands sim    # some: commands | sim | watchers | memory | matchmaker | matchmaking | tracing | idle | queries
+//!     target/release/examples/game_bench commands sim    # some: commands | sim | watchers | memory | matchmaker | matchmaking | tracing | idle | queries | lists
 //!
 //! commands: 50 players, each on their own session, PlaceTower and
 //!   UpgradeTower through gRPC with a bearer token (timesquare verifies the
@@ -39,6 +39,12 @@
 //! queries: GetUser under h2load (50 connections × 10 streams, a bearer
 //!   token on every request) beside raw HGETALL of the same read model by
 //!   redis-benchmark in the same run (needs nghttp2-client and redis-tools).
+//! lists: ListUsers over 2,000 users written into the read model (guardian
+//!   and the projector; `ALLIES_E2E_REDIS=cluster` for a Redis Cluster): a
+//!   page of 100 in registration order, and a username-prefix page in
+//!   registration order that scans 2,000 index entries to fill it, each
+//!   call timed one at a time, beside the same Redis reads made straight
+//!   from a client (each batch at once) in the same run.
 //! matchmaking: the whole fleet, 1,000 players (ratings spread by a played
 //!   history) arriving over 10 s; each calls FindMatch (2–4 players,
 //!   normal), watches its ticket, confirms when matched; the time from
@@ -1137,6 +1143,202 @@ fn number(text: &str) -> f64 {
 /// caller's bearer token on every request) beside the raw floor in the same
 /// run: `redis-benchmark` HGETALL of the same read model, 50 connections ×
 /// 10 pipelined. Both are C load generators on the same two cores.
+/// ListUsers' two shapes, each call's time and the projector's CPU,
+/// beside its Redis reads made straight from a client in the same run.
+async fn lists() {
+    use allies_contracts::projector::v1::ListUsersRequest;
+    use projector::readmodel::Namespace;
+    const USERS: usize = 2_000;
+    const CALLS: usize = 100;
+    let fleet = Fleet::start_only(&["guardian", "projector"], &[("RUST_LOG", "warn")]);
+    let on = if fleet.cluster.is_none() { "one Redis" } else { "a three-master Redis Cluster" };
+    let who = fleet.gamer("lister").await;
+    let target = allies_store::RedisTarget::parse(&fleet.redis_url()).expect("url");
+    let view = Namespace::new(target.connect().await.expect("connect"), projector::readmodel::DEFAULT_NAMESPACE);
+    let mut conn = view.conn.clone();
+    // Written as the user projection writes them; one user in twenty has a
+    // username starting "zed", so a prefix page of 100 scans all 2,000.
+    let ids: Vec<String> = (0..USERS).map(|i| format!("0190a000-0000-7000-8000-{i:012}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let name = if i % 20 == 19 { format!("zed{i:04}") } else { format!("lst{i:04}") };
+        let registered = (1_700_000_000_000u64 + i as u64).to_string();
+        let _: () = redis::cmd("HSET")
+            .arg(view.key(&format!("user:{id}")))
+            .arg(&[
+                ("user_id", id.as_str()),
+                ("username", &name),
+                ("display_name", &name),
+                ("email", &format!("{name}@example.com")),
+                ("roles", "player"),
+                ("registered_at_ms", &registered),
+                ("profile_version", "1"),
+                ("_version", "1"),
+            ])
+            .query_async(&mut conn)
+            .await
+            .expect("seed user");
+        let _: () = redis::cmd("ZADD")
+            .arg(view.key("user:idx:registered"))
+            .arg(&registered)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .expect("seed index");
+    }
+    let mut q = fleet.projector().await;
+    let projector = fleet.service("projector").pid();
+    let mut raw = RawRedis::connect(&fleet.redis_url(), ids.iter().map(|id| view.key(&format!("user:{id}"))));
+    let request =
+        |prefix: &str| ListUsersRequest { username_prefix: prefix.into(), page_size: 100, ..Default::default() };
+    let key = |id: &String| view.key(&format!("user:{id}"));
+    println!(
+        "\nListUsers over {USERS} users on {on}, {CALLS} calls of each one at a time (a player's list: others' public profiles)\n"
+    );
+    println!(
+        "| query | p50 | p99 | projector CPU per call | floor: its Redis commands as raw RESP, each batch at once, p50 | the floor's round trips |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (shape, prefix) in [("a page of 100, registration order", ""), ("prefix \"zed\": 2,000 scanned for 100", "zed")]
+    {
+        let mut took = Vec::with_capacity(CALLS);
+        let cpu = allies_testkit::cpu_time(projector);
+        let mut found = 0;
+        for _ in 0..CALLS {
+            let t = Instant::now();
+            let page = q.list_users(bearer(request(prefix), &who.token)).await.expect("ListUsers").into_inner();
+            took.push(t.elapsed());
+            found = page.users.len();
+        }
+        let cpu = allies_testkit::cpu_time(projector).saturating_sub(cpu) / CALLS as u32;
+        assert_eq!(found, 100, "{shape}: a full page");
+        took.sort();
+        // The floor: the same commands as raw RESP on plain sockets, each
+        // batch written to its nodes at once and its replies skipped, not
+        // parsed (the ids each chunk keeps known beforehand).
+        let mut floor = Vec::with_capacity(CALLS);
+        let mut trips = 0;
+        let index = view.key("user:idx:registered");
+        let hmget = ["user_id", "username", "display_name", "registered_at_ms", "profile_version"];
+        for _ in 0..CALLS {
+            let t = Instant::now();
+            trips = 0;
+            let mut shown = 0;
+            for (chunk, page) in ids.chunks(200).enumerate() {
+                let (from, to) = ((chunk * 200).to_string(), (chunk * 200 + 199).to_string());
+                raw.batch(vec![(index.clone(), resp(&["ZRANGE", &index, &from, &to]))]);
+                trips += 1;
+                let kept: Vec<&String> = if prefix.is_empty() {
+                    page.iter().take(100).collect()
+                } else {
+                    raw.batch(page.iter().map(|id| (key(id), resp(&["HGET", &key(id), "username"]))).collect());
+                    trips += 1;
+                    page.iter().enumerate().filter(|(i, _)| (chunk * 200 + i) % 20 == 19).map(|(_, id)| id).collect()
+                };
+                raw.batch(
+                    kept.iter()
+                        .map(|id| {
+                            let k = key(id);
+                            let mut args = vec!["HMGET", &k];
+                            args.extend(hmget);
+                            (k.clone(), resp(&args))
+                        })
+                        .collect(),
+                );
+                trips += 1;
+                shown += kept.len();
+                if shown >= 100 {
+                    break;
+                }
+            }
+            floor.push(t.elapsed());
+        }
+        floor.sort();
+        println!(
+            "| {shape} | {} | {} | {:.0} µs | {} | {trips} |",
+            ms(pct(&took, 0.5)),
+            ms(pct(&took, 0.99)),
+            cpu.as_secs_f64() * 1e6,
+            ms(pct(&floor, 0.5)),
+        );
+    }
+}
+
+/// Redis at its floor: plain sockets to every node, commands written as
+/// raw RESP, replies read and skipped. Each key's node is found once (on a
+/// Cluster the others answer MOVED).
+struct RawRedis {
+    nodes: Vec<(std::io::BufWriter<std::net::TcpStream>, std::io::BufReader<std::net::TcpStream>)>,
+    node_of: std::collections::HashMap<String, usize>,
+}
+
+fn resp(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+impl RawRedis {
+    fn connect(url: &str, keys: impl Iterator<Item = String>) -> Self {
+        let mut nodes: Vec<_> = url
+            .split(',')
+            .map(|u| {
+                let s = std::net::TcpStream::connect(u.trim().trim_start_matches("redis://")).expect("node");
+                s.set_nodelay(true).expect("nodelay");
+                (std::io::BufWriter::new(s.try_clone().expect("clone")), std::io::BufReader::new(s))
+            })
+            .collect();
+        let mut node_of = std::collections::HashMap::new();
+        for key in keys.chain([format!("{}:user:idx:registered", projector::readmodel::DEFAULT_NAMESPACE)]) {
+            let owner = (0..nodes.len())
+                .find(|&n| {
+                    let (w, r) = &mut nodes[n];
+                    std::io::Write::write_all(w, &resp(&["TYPE", &key])).expect("write");
+                    std::io::Write::flush(w).expect("flush");
+                    let mut line = String::new();
+                    std::io::BufRead::read_line(r, &mut line).expect("read");
+                    !line.starts_with("-MOVED")
+                })
+                .expect("a node holds the key");
+            node_of.insert(key, owner);
+        }
+        Self { nodes, node_of }
+    }
+
+    /// Writes every command to its key's node, then reads every reply.
+    fn batch(&mut self, cmds: Vec<(String, Vec<u8>)>) {
+        let mut expected = vec![0usize; self.nodes.len()];
+        for (key, cmd) in &cmds {
+            let n = self.node_of[key];
+            std::io::Write::write_all(&mut self.nodes[n].0, cmd).expect("write");
+            expected[n] += 1;
+        }
+        for (n, count) in expected.into_iter().enumerate() {
+            std::io::Write::flush(&mut self.nodes[n].0).expect("flush");
+            for _ in 0..count {
+                skip_reply(&mut self.nodes[n].1);
+            }
+        }
+    }
+}
+
+/// Reads one RESP reply without keeping it.
+fn skip_reply(r: &mut impl std::io::BufRead) {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("reply");
+    let n: i64 = line[1..].trim_end().parse().unwrap_or(0);
+    match line.as_bytes()[0] {
+        b'$' if n >= 0 => {
+            let mut body = vec![0; n as usize + 2];
+            r.read_exact(&mut body).expect("bulk");
+        }
+        b'*' => (0..n.max(0)).for_each(|_| skip_reply(r)),
+        b'-' => panic!("Redis refused a floor command: {line}"),
+        _ => {}
+    }
+}
+
 async fn queries() {
     use allies_contracts::projector::v1::GetUserRequest;
     use prost::Message;
@@ -1311,6 +1513,9 @@ async fn main() {
     }
     if want("queries") {
         queries().await;
+    }
+    if want("lists") {
+        lists().await;
     }
     let steal = allies_testkit::steal_between(counters, allies_testkit::cpu_counters());
     println!(

@@ -140,27 +140,38 @@ pub async fn get_public(view: &Namespace, user_id: &str) -> Result<Option<User>,
 /// One `HMGET` of the fields shown (only the public ones for `public`):
 /// no field names in the reply and no map built from it.
 async fn read(view: &Namespace, user_id: &str, public: bool) -> Result<Option<User>, redis::RedisError> {
-    let fields = if public { &FIELDS[..PUBLIC] } else { &FIELDS[..] };
     let mut conn = view.conn.clone();
-    let values: Vec<Option<String>> =
-        redis::cmd("HMGET").arg(view.key(&key(user_id))).arg(fields).query_async(&mut conn).await?;
+    let values = read_cmd(view, user_id, public).query_async(&mut conn).await?;
+    Ok(profile(values, public))
+}
+
+/// The `HMGET` of [`read`].
+fn read_cmd(view: &Namespace, user_id: &str, public: bool) -> redis::Cmd {
+    let fields = if public { &FIELDS[..PUBLIC] } else { &FIELDS[..] };
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(view.key(&key(user_id))).arg(fields);
+    cmd
+}
+
+/// The user of [`read_cmd`]'s reply (None when not in the read model).
+fn profile(values: Vec<Option<String>>, public: bool) -> Option<User> {
     let mut values = values.into_iter();
     let mut next = || values.next().flatten().unwrap_or_default();
     let user_id = next();
     if user_id.is_empty() {
-        return Ok(None);
+        return None;
     }
     let (username, display_name) = (next(), next());
     let registered_at_ms = next().parse().unwrap_or_default();
     let profile_version = next().parse().unwrap_or_default();
     if public {
-        return Ok(Some(public_profile(user_id, username, display_name, registered_at_ms, profile_version)));
+        return Some(public_profile(user_id, username, display_name, registered_at_ms, profile_version));
     }
     let (email, roles) = (next(), next());
     let version = next().parse().unwrap_or_default();
     let last_login_ms = next().parse().unwrap_or_default();
     let locked_until_ms = next().parse().unwrap_or_default();
-    Ok(Some(User {
+    Some(User {
         user_id,
         username,
         email,
@@ -172,7 +183,7 @@ async fn read(view: &Namespace, user_id: &str, public: bool) -> Result<Option<Us
         locked_until_ms,
         display_name,
         profile_version,
-    }))
+    })
 }
 
 /// A public profile of these fields.
@@ -281,29 +292,51 @@ pub async fn list(view: &Namespace, q: &ListQuery) -> Result<(Vec<User>, Option<
             keep.iter_mut().zip(member).for_each(|(k, m)| *k &= m);
         }
         if let (Some(p), false) = (&prefix, q.by_name) {
-            // One HGET each (not a pipeline): the keys live in different Cluster slots.
-            let mut names: Vec<Option<String>> = Vec::with_capacity(ids.len());
-            for id in &ids {
-                names.push(redis::cmd("HGET").arg(view.key(&key(id))).arg("username").query_async(&mut conn).await?);
-            }
+            let names: Vec<Option<String>> = view
+                .each(
+                    ids.iter()
+                        .map(|id| {
+                            let mut cmd = redis::cmd("HGET");
+                            cmd.arg(view.key(&key(id))).arg("username");
+                            cmd
+                        })
+                        .collect(),
+                )
+                .await?;
             keep.iter_mut()
                 .zip(names)
                 .for_each(|(k, n)| *k &= n.is_some_and(|n| n.to_ascii_lowercase().starts_with(p.as_str())));
         }
         let got = ids.len();
-        for (id, ok) in ids.into_iter().zip(keep) {
-            pos += 1;
-            let full = match &q.full {
-                Full::All => true,
-                Full::Own(me) => *me == id,
-            };
-            if ok && let Some(user) = read(view, &id, !full).await? {
-                page.push(user);
-                if page.len() == q.page_size {
-                    return Ok((page, Some(pos)));
+        // The kept users with the position after each, read at once as
+        // many as the page still needs (fewer when some have gone).
+        let kept: Vec<(u64, String)> =
+            (pos + 1..).zip(ids).zip(keep).filter_map(|(entry, ok)| ok.then_some(entry)).collect();
+        let mut rest = &kept[..];
+        while !rest.is_empty() {
+            // A page size of 0 (no query sends one) has no limit.
+            let need = q.page_size.checked_sub(page.len()).filter(|n| *n > 0).unwrap_or(rest.len());
+            let (now, later) = rest.split_at(need.min(rest.len()));
+            rest = later;
+            let shown: Vec<bool> = now
+                .iter()
+                .map(|(_, id)| match &q.full {
+                    Full::All => true,
+                    Full::Own(me) => me == id,
+                })
+                .collect();
+            let replies: Vec<Vec<Option<String>>> =
+                view.each(now.iter().zip(&shown).map(|((_, id), full)| read_cmd(view, id, !full)).collect()).await?;
+            for (((after, _), full), values) in now.iter().zip(&shown).zip(replies) {
+                if let Some(user) = profile(values, !full) {
+                    page.push(user);
+                    if page.len() == q.page_size {
+                        return Ok((page, Some(*after)));
+                    }
                 }
             }
         }
+        pos += got as u64;
         scanned += got;
         if got < CHUNK {
             return Ok((page, None));
