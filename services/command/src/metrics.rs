@@ -192,16 +192,15 @@ impl SystemMetricsService for MetricsApi {
         let names: Vec<&str> =
             if r.series.is_empty() { SERIES.to_vec() } else { r.series.iter().map(String::as_str).collect() };
         let mut conn = self.conn.clone();
+        // Every series key carries the one hash tag `{sm}`: one pipeline,
+        // on a Cluster too.
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.cmd("ZRANGEBYSCORE").arg(key(name)).arg(from).arg(to);
+        }
+        let samples: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(StoreError::from).or_status()?;
         let mut series = Vec::new();
-        for name in names {
-            let raw: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(key(name))
-                .arg(from)
-                .arg(to)
-                .query_async(&mut conn)
-                .await
-                .map_err(StoreError::from)
-                .or_status()?;
+        for (name, raw) in names.into_iter().zip(samples) {
             // The last sample of each step.
             let mut buckets: BTreeMap<i64, Point> = BTreeMap::new();
             for m in raw {
