@@ -2,6 +2,7 @@
 //! private redis-server; build profile as you built it):
 //!
 //!     cargo build --release --bins --examples && target/release/examples/ops_bench
+//!     target/release/examples/ops_bench metrics    # that part alone (ALLIES_E2E_REDIS=cluster: on a Cluster)
 //!
 //! config: 100 UpdateConfiguration calls on a fleet of five instances (two
 //!   guardians); for each, the time until GetConfigurationStatus shows every
@@ -12,6 +13,10 @@
 //! report: daily_game_statistics and player_activity over those 100,000
 //!   games (GenerateReport to done), beside the raw Redis floor in the same
 //!   run: XRANGE of every topic entry, nothing decoded.
+//! metrics (only when named): GetSystemMetrics of every series over the
+//!   last minute, sampled every 100 ms, 200 calls one at a time, beside its
+//!   floor in the same run: the same ZRANGEBYSCOREs from a client in one
+//!   pipeline, replies parsed.
 
 use std::time::{Duration, Instant};
 
@@ -124,8 +129,57 @@ async fn counted(stats: &mut GameStatisticsServiceClient<tonic::transport::Chann
     r.into_inner().statistics.iter().map(|s| s.games).sum()
 }
 
+/// GetSystemMetrics' time per call beside its Redis reads alone.
+async fn metrics() {
+    use allies_contracts::command::v1::system_metrics_service_client::SystemMetricsServiceClient;
+    const CALLS: usize = 200;
+    let fleet = Fleet::start(&[("COMMAND_METRICS_INTERVAL_MS", "100")]);
+    let admin = fleet.admin().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut m = SystemMetricsServiceClient::new(fleet.channel("command").await);
+    let request = || GetSystemMetricsRequest { from_ms: now_ms() - 60_000, step_ms: 100, ..Default::default() };
+    let points = |r: &GetSystemMetricsResponse| r.series.iter().map(|s| s.points.len()).sum::<usize>();
+    let first = m.get_system_metrics(bearer(request(), &admin)).await.expect("metrics").into_inner();
+    let (series, samples) = (first.series.len(), points(&first));
+    let mut took = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let t = Instant::now();
+        let r = m.get_system_metrics(bearer(request(), &admin)).await.expect("metrics").into_inner();
+        took.push(t.elapsed());
+        assert_eq!(r.series.len(), series);
+    }
+    took.sort();
+    let target = allies_store::RedisTarget::parse(&fleet.redis_url()).expect("url");
+    let mut conn = target.connect().await.expect("connect");
+    let mut floor = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let t = Instant::now();
+        let mut pipe = redis::pipe();
+        for s in &first.series {
+            pipe.cmd("ZRANGEBYSCORE").arg(format!("{{sm}}:{}", s.name)).arg(now_ms() - 60_000).arg(now_ms());
+        }
+        let _: Vec<Vec<String>> = pipe.query_async(&mut conn).await.expect("floor");
+        floor.push(t.elapsed());
+    }
+    floor.sort();
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+    println!(
+        "\n## GetSystemMetrics: {series} series over the last minute ({samples} points), {CALLS} calls one at a time\n"
+    );
+    println!("| | p50 | p99 |\n|---|---|---|");
+    println!("| GetSystemMetrics | {} | {} |", ms(pct(&took, 0.5)), ms(pct(&took, 0.99)));
+    println!(
+        "| floor: its ZRANGEBYSCOREs in one pipeline from a client | {} | {} |",
+        ms(pct(&floor, 0.5)),
+        ms(pct(&floor, 0.99))
+    );
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("metrics") {
+        return metrics().await;
+    }
     let fleet = Fleet::start(&[]);
     let _second = fleet.replica("guardian", &[]);
     let admin = fleet.admin().await;
